@@ -1,0 +1,104 @@
+"""The FastAPI application, built by a factory."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request, Response
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from api import errors
+from api.deps import request_id
+from api.errors import error_body
+from api.routes import approvals, audit, health, me, releases, targets, tools
+from api.wiring import Services
+from core.config import Settings, get_settings
+
+
+class BodyLimit:
+    """Refuse request bodies over `limit` bytes with 413, streamed or not."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.limit:
+            await self._refuse(send)
+            return
+        seen = 0
+
+        async def limited() -> Message:
+            nonlocal seen
+            message = await receive()
+            seen += len(message.get("body", b""))
+            if seen > self.limit:
+                raise _TooLarge
+            return message
+
+        try:
+            await self.app(scope, limited, send)
+        except _TooLarge:
+            await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        import json
+
+        body = json.dumps(
+            error_body("too_large", f"request bodies are limited to {self.limit} bytes")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(Exception):
+    pass
+
+
+def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
+    """Build the app; it migrates (if configured) and starts the sweeper on startup."""
+    settings = settings or get_settings()
+    wired = services or Services.build(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if settings.migrate_on_start:
+            wired.migrate()
+        wired.runner.recover()
+        wired.runner.start_sweeper()
+        yield
+        if services is None:
+            wired.close()
+
+    app = FastAPI(
+        title="shipdeck",
+        version="0.1.0",
+        description="Release command center: preview, approve, apply and audit releases.",
+        lifespan=lifespan,
+    )
+    app.state.services = wired
+    errors.install(app)
+
+    @app.middleware("http")
+    async def _request_id(request: Request, call_next: object) -> Response:
+        request.state.request_id = request_id(request) or uuid.uuid4().hex
+        response: Response = await call_next(request)  # type: ignore[operator]
+        response.headers["X-Request-ID"] = request.state.request_id
+        return response
+
+    app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    for router in (health, me, targets, releases, approvals, audit, tools):
+        app.include_router(router.router)
+    return app

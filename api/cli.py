@@ -1,0 +1,140 @@
+"""The `shipdeck` command line."""
+
+from __future__ import annotations
+
+import getpass
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from api.wiring import Services
+from core.config import Settings, get_settings
+from core.errors import ShipdeckError
+from core.permissions import Actor, Channel, Role
+
+app = typer.Typer(help="shipdeck: the release command center.", no_args_is_help=True)
+users = typer.Typer(help="Manage users and tokens.", no_args_is_help=True)
+audit = typer.Typer(help="The audit stream.", no_args_is_help=True)
+db = typer.Typer(help="The database.", no_args_is_help=True)
+app.add_typer(users, name="users")
+app.add_typer(audit, name="audit")
+app.add_typer(db, name="db")
+
+
+def _operator() -> Actor:
+    """Whoever runs the CLI on the server holds the database: an admin, audited by login."""
+    return Actor(None, f"cli:{getpass.getuser()}", {None: Role.admin}, Channel.cli)
+
+
+def _services(settings: Settings | None = None) -> Services:
+    services = Services.build(settings or get_settings(), inline_apply=True)
+    services.migrate()
+    return services
+
+
+def _fail(exc: ShipdeckError) -> typer.Exit:
+    typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
+    port: Annotated[int | None, typer.Option(help="Port.")] = None,
+    demo: Annotated[bool, typer.Option(help="Seed the demo project and print tokens.")] = False,
+) -> None:
+    """Run the API server."""
+    import uvicorn
+
+    from api.app import create_app
+    from api.demo import DEMO_USERS, seed_demo
+
+    settings = get_settings()
+    host, port = host or settings.host, port or settings.port
+    services = Services.build(settings)
+    services.migrate()
+    url = f"http://{host}:{port}"
+    if demo:
+        with services.sessions() as session:
+            tokens = seed_demo(session)
+        typer.echo(f"shipdeck demo: project 'shop' (dev, staging, prod) on the simulated runtime")
+        typer.echo(f"database: {settings.database_url}")
+        for name, token in tokens.items():
+            typer.echo(f"  {name:<7} {DEMO_USERS[name]:<28} {token}")
+    typer.echo(f"serving on {url}  (API docs: {url}/docs)")
+    uvicorn.run(create_app(settings, services), host=host, port=port, log_level="info")
+
+
+@app.command()
+def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
+    """Declare projects, targets, services and approvers from a YAML file."""
+    from core.targets.service import load_declaration, parse_declaration
+
+    services = _services()
+    try:
+        with services.sessions() as session:
+            result = load_declaration(
+                session, actor=_operator(), declaration=parse_declaration(file.read_text())
+            )
+    except ShipdeckError as exc:
+        raise _fail(exc) from None
+    finally:
+        services.close()
+    changed = result["changed"]
+    typer.echo("\n".join(changed) if changed else "nothing changed")
+
+
+@users.command("add")
+def users_add(
+    name: str,
+    role: Annotated[Role, typer.Option(help="viewer, requester, approver or admin.")],
+    project: Annotated[str | None, typer.Option(help="Scope to one project.")] = None,
+) -> None:
+    """Create a user (or change their role) and print a new token on the last line."""
+    from core.identity.service import add_user
+
+    services = _services()
+    try:
+        with services.sessions() as session:
+            token = add_user(session, actor=_operator(), name=name, role=role, project=project)
+    except ShipdeckError as exc:
+        raise _fail(exc) from None
+    finally:
+        services.close()
+    scope = f"project {project}" if project else "all projects"
+    typer.echo(f"{name} is {role.value} on {scope}; token:")
+    typer.echo(token)
+
+
+@audit.command("verify")
+def audit_verify() -> None:
+    """Verify the audit hash chain; exit 1 and name the first broken link if any."""
+    from core.audit.service import verify
+
+    services = _services()
+    try:
+        with services.sessions() as session:
+            result = verify(session)
+    finally:
+        services.close()
+    typer.echo(json.dumps(result.model_dump()))
+    if not result.ok:
+        typer.secho(
+            f"audit chain broken at event {result.first_broken_seq}: {result.reason}",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(code=1)
+
+
+@db.command("upgrade")
+def db_upgrade() -> None:
+    """Apply database migrations."""
+    services = Services.build(get_settings())
+    try:
+        services.migrate()
+    finally:
+        services.close()
+    typer.echo("database is up to date")

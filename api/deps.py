@@ -1,0 +1,58 @@
+"""Request dependencies: the wired services and the authenticated actor."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from typing import Annotated
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from api.wiring import Services
+from core.errors import NotAuthenticated
+from core.identity.service import authenticate
+from core.permissions import Actor, Channel
+
+bearer = HTTPBearer(auto_error=False, description="An API token from `shipdeck users add`.")
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
+# Pages may say they are pages; only the WebSocket may say chat.
+CHANNELS = {"rest": Channel.rest, "page": Channel.page}
+
+
+def get_services(request: Request) -> Services:
+    """The services wired for this app."""
+    services: Services = request.app.state.services
+    return services
+
+
+def request_id(request: Request) -> str:
+    """The caller's X-Request-ID when well-formed, else a new one."""
+    given = request.headers.get("x-request-id", "")
+    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
+
+
+def resolve_token(services: Services, token: str) -> Actor:
+    """The actor a token belongs to, or NotAuthenticated."""
+    with services.sessions() as session:
+        actor = authenticate(session, token)
+    if actor is None:
+        raise NotAuthenticated("the token is unknown or revoked")
+    return actor
+
+
+def get_actor(
+    request: Request,
+    services: Annotated[Services, Depends(get_services)],
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Actor:
+    """The authenticated caller, on the channel it came through."""
+    if credentials is None or not credentials.credentials:
+        raise NotAuthenticated("send Authorization: Bearer <token>")
+    actor = resolve_token(services, credentials.credentials)
+    channel = CHANNELS.get(request.headers.get("x-shipdeck-channel", "rest"), Channel.rest)
+    return actor.via(channel, request.state.request_id)
+
+
+ServicesDep = Annotated[Services, Depends(get_services)]
+ActorDep = Annotated[Actor, Depends(get_actor)]

@@ -1,0 +1,90 @@
+"""Run a tool for a REST request: the one path every route and the tool door take."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+
+from api.errors import error_body, status_for
+from api.wiring import Services
+from core import idempotency
+from core.audit.service import canonical_json
+from core.errors import ShipdeckError
+from core.permissions import Actor
+from tools.registry import get_tool
+
+
+def invoke(
+    request: Request,
+    services: Services,
+    actor: Actor,
+    name: str,
+    args: dict[str, Any] | BaseModel,
+    *,
+    status_code: int = 200,
+) -> JSONResponse:
+    """Run tool `name`; mutating calls honour the Idempotency-Key header."""
+    tool = get_tool(name)
+    key = request.headers.get("idempotency-key")
+    if not tool.mutating or key is None or actor.user_id is None:
+        return _run(services, actor, name, args, status_code)
+    parsed = tool.parse(args)
+    fingerprint = idempotency.request_hash(
+        "TOOL", name, canonical_json(parsed.model_dump(mode="json")).encode()
+    )
+    with services.sessions() as session:
+        previous = idempotency.begin(
+            session,
+            user_id=actor.user_id,
+            key=key,
+            fingerprint=fingerprint,
+            ttl_seconds=services.settings.idempotency_ttl_seconds,
+        )
+    if previous is not None:
+        return JSONResponse(
+            previous.response,
+            status_code=previous.status_code or 200,
+            headers={"Idempotent-Replayed": "true"},
+        )
+    try:
+        response = _run(services, actor, name, parsed, status_code)
+    except BaseException:
+        with services.sessions() as session:
+            idempotency.forget(session, user_id=actor.user_id, key=key)
+        raise
+    if response.status_code >= 500:
+        with services.sessions() as session:
+            idempotency.forget(session, user_id=actor.user_id, key=key)
+        return response
+    with services.sessions() as session:
+        idempotency.finish(
+            session,
+            user_id=actor.user_id,
+            key=key,
+            status_code=response.status_code,
+            response=_json(response),
+        )
+    return response
+
+
+def _run(
+    services: Services,
+    actor: Actor,
+    name: str,
+    args: dict[str, Any] | BaseModel,
+    status_code: int,
+) -> JSONResponse:
+    try:
+        result = get_tool(name).run(services.context(actor), args)
+    except ShipdeckError as exc:
+        return JSONResponse(error_body(exc.code, exc.message, exc.details), status_for(exc))
+    return JSONResponse(result.model_dump(mode="json"), status_code=status_code)
+
+
+def _json(response: JSONResponse) -> Any:
+    import json
+
+    return json.loads(bytes(response.body))

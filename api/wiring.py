@@ -1,0 +1,60 @@
+"""The composition root: settings -> engine, sessions, event bus, runtimes, apply runner."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sqlalchemy import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.config import Settings
+from core.db import make_engine, make_sessionmaker
+from core.events import EventBus
+from core.migrate import upgrade
+from core.permissions import Actor
+from core.releases.runner import ApplyRunner
+from runtimes.registry import RuntimeRegistry
+from runtimes.sandbox import SandboxAdapter
+from tools.base import ToolContext
+
+
+def default_runtimes(engine: Engine) -> RuntimeRegistry:
+    """The runtime adapters this build ships."""
+    return RuntimeRegistry({"sandbox": SandboxAdapter(engine)})
+
+
+@dataclass
+class Services:
+    """Everything a door (REST, chat, CLI) needs to call the core."""
+
+    settings: Settings
+    engine: Engine
+    sessions: sessionmaker[Session]
+    bus: EventBus
+    runtimes: RuntimeRegistry
+    runner: ApplyRunner
+
+    @classmethod
+    def build(cls, settings: Settings, *, inline_apply: bool = False) -> Services:
+        """Wire the core for `settings`; nothing starts until asked."""
+        engine = make_engine(settings.database_url)
+        bus = EventBus()
+        sessions = make_sessionmaker(engine, bus)
+        runtimes = default_runtimes(engine)
+        runner = ApplyRunner(
+            sessions, runtimes, lease_seconds=settings.apply_lease_seconds, inline=inline_apply
+        )
+        return cls(settings, engine, sessions, bus, runtimes, runner)
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest migration."""
+        upgrade(self.engine)
+
+    def context(self, actor: Actor) -> ToolContext:
+        """The tool context for one caller."""
+        return ToolContext(self.sessions, self.runtimes, self.runner, actor)
+
+    def close(self) -> None:
+        """Stop background work and release connections."""
+        self.runner.shutdown()
+        self.engine.dispose()

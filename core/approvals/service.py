@@ -1,0 +1,277 @@
+"""Approval decisions and the global inbox."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel
+from sqlalchemy import or_, select
+from sqlalchemy.orm import Session
+
+from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.approvals.tickets import (
+    OPEN,
+    approver_condition,
+    current_ticket,
+    decided_by,
+    is_eligible,
+    ticket_read,
+)
+from core.audit.service import record
+from core.db import utcnow
+from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ShipdeckError
+from core.ids import parse_release_id, release_id
+from core.lifecycle import State, normalize_state, transition
+from core.permissions import Action, Actor, require
+from core.releases.models import Release
+from core.releases.runner import ApplyRunner
+from core.releases.schemas import ApprovalPage, ApprovalRead, ReleaseRead
+from core.releases.service import (
+    apply_if_automatic,
+    check_not_expired,
+    current_preview,
+    load_release,
+    view,
+)
+from core.targets.models import Project
+
+TICKET_STATES = ("pending", "approved", "rejected", "cancelled", "expired", "void")
+MAX_BATCH = 100
+
+
+def _open_ticket_for(session: Session, actor: Actor, release: Release, action: str) -> ApprovalTicket:
+    require(actor, Action.approve, release.project_id, release.project.name)
+    state = normalize_state(release.lifecycle_state)
+    ticket = current_ticket(session, release.number)
+    if state != State.pending_approval or ticket is None or ticket.state != OPEN:
+        from core.lifecycle import _illegal
+
+        raise _illegal(release, action, state)
+    check_not_expired(session, release, actor)
+    if actor.user_id == release.requested_by_id:
+        raise PermissionDenied(
+            f"{actor.name} requested {release_id(release.number)} and can never {action} it",
+            reason="self_approval",
+        )
+    if any(d.user_id == actor.user_id for d in ticket.decisions):
+        raise Conflict(
+            f"{actor.name} already decided on {release_id(release.number)}; "
+            "one person counts once",
+            release_id=release_id(release.number),
+        )
+    group = ticket.current_group or ""
+    if actor.user_id is None or not is_eligible(session, actor.user_id, ticket.project_id, group):
+        raise PermissionDenied(
+            f"{actor.name} is not an eligible approver for step {ticket.current_step + 1} "
+            f"({group}) of {release_id(release.number)}",
+            group=group,
+            step=ticket.current_step + 1,
+        )
+    return ticket
+
+
+def approve_release(
+    session: Session,
+    *,
+    actor: Actor,
+    runner: ApplyRunner | None,
+    release: str,
+    comment: str | None = None,
+) -> ReleaseRead:
+    """Record an approval on the current step; the last step approves the release. Commits."""
+    found = load_release(session, release)
+    ticket = _open_ticket_for(session, actor, found, "approve")
+    step = ticket.current_step
+    session.add(
+        ApprovalDecision(
+            ticket_id=ticket.id,
+            user_id=actor.user_id,
+            step_index=step,
+            decision="approve",
+            comment=comment,
+            channel=actor.channel.value,
+        )
+    )
+    session.flush()
+    session.refresh(ticket)
+    approvals = sum(1 for d in ticket.decisions if d.step_index == step and d.decision == "approve")
+    data = {"step": step + 1, "group": ticket.current_group, "comment": comment}
+    if approvals >= ticket.steps[step]["count"]:
+        ticket.current_step = step + 1
+    if ticket.current_step >= len(ticket.steps):
+        ticket.state, ticket.current_group, ticket.decided_at = "approved", None, utcnow()
+        transition(session, found, action="approve", to=State.approved, actor=actor, data=data)
+    else:
+        ticket.current_group = ticket.steps[ticket.current_step]["group"]
+        record(
+            session,
+            actor=actor,
+            action="approve",
+            project=found.project.name,
+            release_number=found.number,
+            before=found.lifecycle_state,
+            after=found.lifecycle_state,
+            data={**data, "next_step": ticket.current_step + 1},
+        )
+    session.commit()
+    if found.lifecycle_state == State.approved.value:
+        apply_if_automatic(session, found, actor=actor, runner=runner)
+    return view(session, load_release(session, found.number), actor)
+
+
+def reject_release(
+    session: Session, *, actor: Actor, release: str, reason: str | None = None
+) -> ReleaseRead:
+    """Reject at the current step; the ticket and the release end `rejected`. Commits."""
+    found = load_release(session, release)
+    ticket = _open_ticket_for(session, actor, found, "reject")
+    session.add(
+        ApprovalDecision(
+            ticket_id=ticket.id,
+            user_id=actor.user_id,
+            step_index=ticket.current_step,
+            decision="reject",
+            comment=reason,
+            channel=actor.channel.value,
+        )
+    )
+    ticket.state, ticket.decided_at = "rejected", utcnow()
+    text = reason or f"rejected by {actor.name}"
+    transition(
+        session,
+        found,
+        action="reject",
+        to=State.rejected,
+        actor=actor,
+        data={"step": ticket.current_step + 1, "group": ticket.current_group, "reason": reason},
+        values={"reason": text},
+    )
+    session.commit()
+    return view(session, found, actor)
+
+
+def takeover_ticket(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
+    """Make the actor the ticket's assignee (another eligible approver takes it over). Commits."""
+    found = load_release(session, release)
+    ticket = _open_ticket_for(session, actor, found, "take over")
+    previous = ticket.assignee.name if ticket.assignee else None
+    ticket.assignee_id = actor.user_id
+    record(
+        session,
+        actor=actor,
+        action="takeover",
+        project=found.project.name,
+        release_number=found.number,
+        before=found.lifecycle_state,
+        after=found.lifecycle_state,
+        data={"from": previous, "to": actor.name},
+    )
+    session.commit()
+    session.expire_all()
+    return view(session, load_release(session, found.number), actor)
+
+
+class BatchItem(BaseModel):
+    """The outcome of one release in a batch decision."""
+
+    release_id: str
+    ok: bool
+    lifecycle_state: str | None = None
+    error: dict[str, object] | None = None
+
+
+def decide_batch(
+    session: Session,
+    *,
+    actor: Actor,
+    runner: ApplyRunner | None,
+    releases: list[str],
+    decision: str,
+    comment: str | None = None,
+) -> list[BatchItem]:
+    """Approve or reject several releases; each is its own decision and audit event."""
+    if not releases or len(releases) > MAX_BATCH:
+        raise InvalidInput(f"a batch holds 1 to {MAX_BATCH} releases")
+    if decision not in ("approve", "reject"):
+        raise InvalidInput("decision must be approve or reject")
+    ids = [release_id(parse_release_id(r)) for r in releases]
+    if len(set(ids)) != len(ids):
+        raise InvalidInput("a release is listed twice in the batch")
+    results: list[BatchItem] = []
+    for rid in ids:
+        try:
+            if decision == "approve":
+                read = approve_release(
+                    session, actor=actor, runner=runner, release=rid, comment=comment
+                )
+            else:
+                read = reject_release(session, actor=actor, release=rid, reason=comment)
+            results.append(BatchItem(release_id=rid, ok=True, lifecycle_state=read.lifecycle_state))
+        except ShipdeckError as exc:
+            session.rollback()
+            results.append(
+                BatchItem(
+                    release_id=rid,
+                    ok=False,
+                    error={"code": exc.code, "message": exc.message, "details": exc.details},
+                )
+            )
+    return results
+
+
+def inbox(
+    session: Session,
+    *,
+    actor: Actor,
+    project: str | None = None,
+    environment: str | None = None,
+    risk: str | None = None,
+    state: str | None = None,
+    mine: bool = False,
+    limit: int = 50,
+    before: int | None = None,
+) -> ApprovalPage:
+    """The global approval inbox, newest first, filtered; `mine` = I can decide or I asked."""
+    query = select(ApprovalTicket)
+    if project is not None:
+        pid = session.scalars(select(Project.id).where(Project.name == project.lower())).first()
+        if pid is None:
+            raise NotFound(f"no project named {project!r}", project=project)
+        query = query.where(ApprovalTicket.project_id == pid)
+    if environment is not None:
+        query = query.where(ApprovalTicket.environment == environment.lower())
+    if risk is not None:
+        if risk not in ("low", "medium", "high"):
+            raise InvalidInput("risk must be low, medium or high", risk=risk)
+        query = query.where(ApprovalTicket.risk_level == risk)
+    if state is not None:
+        if state not in TICKET_STATES:
+            raise InvalidInput(f"state must be one of {', '.join(TICKET_STATES)}", state=state)
+        query = query.where(ApprovalTicket.state == state)
+    if before is not None:
+        query = query.where(ApprovalTicket.id < before)
+    if actor.role_on(None) is None:
+        query = query.where(ApprovalTicket.project_id.in_([p for p in actor.grants if p]))
+    if mine and actor.user_id is not None:
+        can_decide_now = (
+            (ApprovalTicket.state == OPEN)
+            & (ApprovalTicket.requested_by_id != actor.user_id)
+            & ~decided_by(actor.user_id)
+            & approver_condition(
+                actor.user_id, ApprovalTicket.project_id, ApprovalTicket.current_group
+            )
+        )
+        query = query.where(
+            or_(
+                ApprovalTicket.requested_by_id == actor.user_id,
+                ApprovalTicket.assignee_id == actor.user_id,
+                can_decide_now,
+            )
+        )
+    tickets = list(session.scalars(query.order_by(ApprovalTicket.id.desc()).limit(limit + 1)))
+    more = len(tickets) > limit
+    tickets = tickets[:limit]
+    items: list[ApprovalRead] = []
+    for ticket in tickets:
+        release = load_release(session, ticket.release_number)
+        preview = current_preview(session, release.number)
+        items.append(ticket_read(session, ticket, release, actor, preview))
+    return ApprovalPage(items=items, next_before=tickets[-1].id if more and tickets else None)

@@ -1,0 +1,152 @@
+"""Approval tickets: opening, closing, eligibility and the card/inbox view."""
+
+from __future__ import annotations
+
+from sqlalchemy import ColumnElement, and_, exists, or_, select
+from sqlalchemy.orm import Session
+
+from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.identity.models import Grant, Group, GroupMember
+from core.ids import release_id
+from core.permissions import Actor, Role
+from core.policy import PolicyDecision
+from core.releases.models import Preview, Release
+from core.releases.schemas import ApprovalRead, DecisionRead, StepRead
+
+APPROVER_ROLES = (Role.approver.value, Role.admin.value)
+OPEN = "pending"
+
+
+def open_ticket(
+    session: Session, release: Release, decision: PolicyDecision, risk_level: str
+) -> ApprovalTicket:
+    """Create the pending ticket for a submitted release."""
+    ticket = ApprovalTicket(
+        release_number=release.number,
+        project_id=release.project_id,
+        environment=release.target.environment,
+        risk_level=risk_level,
+        requested_by_id=release.requested_by_id,
+        steps=[s.model_dump() for s in decision.steps],
+        policy_reason=decision.reason,
+        current_step=0,
+        current_group=decision.steps[0].group,
+        state=OPEN,
+    )
+    session.add(ticket)
+    session.flush()
+    return ticket
+
+
+def current_ticket(session: Session, number: int) -> ApprovalTicket | None:
+    """The newest ticket of a release (older ones were voided by a changed diff)."""
+    return session.scalars(
+        select(ApprovalTicket)
+        .where(ApprovalTicket.release_number == number)
+        .order_by(ApprovalTicket.id.desc())
+        .limit(1)
+    ).first()
+
+
+def set_ticket_state(session: Session, number: int, state: str, *, only_from: tuple[str, ...]) -> None:
+    """Move the release's current ticket to `state` if it is in one of `only_from`."""
+    ticket = current_ticket(session, number)
+    if ticket is not None and ticket.state in only_from:
+        ticket.state = state
+
+
+def approver_condition(user_id: int, project_id: ColumnElement[int] | int, group: ColumnElement[str] | str) -> ColumnElement[bool]:
+    """SQL: the user holds an approver role on the project and belongs to the step's group.
+
+    `approvers` is every project approver; other groups are declared (project-scoped or
+    global). Used both to check one decision and to filter the inbox, so they never disagree.
+    """
+    has_role = exists().where(
+        Grant.user_id == user_id,
+        Grant.role.in_(APPROVER_ROLES),
+        or_(Grant.project_id.is_(None), Grant.project_id == project_id),
+    )
+    in_group = exists().where(
+        GroupMember.user_id == user_id,
+        GroupMember.group_id == Group.id,
+        Group.name == group,
+        or_(Group.project_id.is_(None), Group.project_id == project_id),
+    )
+    return and_(has_role, or_(group == "approvers", in_group))
+
+
+def is_eligible(session: Session, user_id: int, project_id: int, group: str) -> bool:
+    """Whether the user may decide a step naming `group` on the project."""
+    return bool(session.scalar(select(approver_condition(user_id, project_id, group))))
+
+
+def can_decide(session: Session, actor: Actor, ticket: ApprovalTicket) -> bool:
+    """Pending, not the requester's own, not already decided by them, and eligible."""
+    if ticket.state != OPEN or actor.user_id is None or ticket.current_group is None:
+        return False
+    if actor.user_id == ticket.requested_by_id:
+        return False
+    if any(d.user_id == actor.user_id for d in ticket.decisions):
+        return False
+    return is_eligible(session, actor.user_id, ticket.project_id, ticket.current_group)
+
+
+def ticket_read(
+    session: Session,
+    ticket: ApprovalTicket,
+    release: Release,
+    actor: Actor,
+    preview: Preview | None = None,
+) -> ApprovalRead:
+    """The ticket as the inbox and approval cards show it."""
+    steps = []
+    for index, step in enumerate(ticket.steps):
+        names = [
+            d.user.name
+            for d in ticket.decisions
+            if d.step_index == index and d.decision == "approve"
+        ]
+        steps.append(
+            StepRead(
+                group=step["group"],
+                count=step["count"],
+                approved_by=names,
+                done=len(names) >= step["count"],
+            )
+        )
+    return ApprovalRead(
+        ticket_id=ticket.id,
+        release_id=release_id(release.number),
+        project=release.project.name,
+        environment=ticket.environment,
+        risk=ticket.risk_level,
+        state=ticket.state,
+        lifecycle_state=release.lifecycle_state,
+        requested_by=ticket.requested_by.name,
+        assignee=ticket.assignee.name if ticket.assignee else None,
+        policy_reason=ticket.policy_reason,
+        steps=steps,
+        current_step=ticket.current_step,
+        decisions=[
+            DecisionRead(
+                user=d.user.name,
+                decision=d.decision,
+                step=d.step_index,
+                comment=d.comment,
+                channel=d.channel,
+                at=d.created_at,
+            )
+            for d in ticket.decisions
+        ],
+        changes=dict(release.changes),
+        created_at=ticket.created_at,
+        expires_at=preview.expires_at if preview else None,
+        can_decide=can_decide(session, actor, ticket),
+    )
+
+
+def decided_by(user_id: int) -> ColumnElement[bool]:
+    """SQL: the user already decided on the ticket."""
+    return exists().where(
+        ApprovalDecision.ticket_id == ApprovalTicket.id, ApprovalDecision.user_id == user_id
+    )

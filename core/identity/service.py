@@ -1,0 +1,135 @@
+"""Users, grants, groups and tokens."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.audit.service import record
+from core.db import utcnow
+from core.errors import InvalidInput, NotFound
+from core.identity.models import ApiToken, Grant, Group, GroupMember, User
+from core.permissions import RANK, Action, Actor, Channel, Role, require
+from core.targets.models import Project
+
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def ensure_user(session: Session, name: str) -> User:
+    """The user with this name, created if missing."""
+    if not NAME.match(name):
+        raise InvalidInput(f"{name!r} is not a valid user name", name=name)
+    user = session.scalars(select(User).where(User.name == name)).first()
+    if user is None:
+        user = User(name=name)
+        session.add(user)
+        session.flush()
+    return user
+
+
+def set_grant(
+    session: Session, user: User, role: Role, project_id: int | None, *, upgrade_only: bool = False
+) -> None:
+    """Give a user a role on a project (or all projects); `upgrade_only` never lowers one."""
+    grant = session.scalars(
+        select(Grant).where(
+            Grant.user_id == user.id,
+            Grant.project_id.is_(None) if project_id is None else Grant.project_id == project_id,
+        )
+    ).first()
+    if grant is None:
+        session.add(Grant(user_id=user.id, project_id=project_id, role=role.value))
+    elif not upgrade_only or RANK[role] > RANK[Role(grant.role)]:
+        grant.role = role.value
+    session.flush()
+    session.expire(user, ["grants"])
+
+
+def ensure_group_member(session: Session, user: User, group: str, project_id: int | None) -> None:
+    """Put a user in a group (global when project_id is None)."""
+    found = session.scalars(
+        select(Group).where(
+            Group.name == group,
+            Group.project_id.is_(None) if project_id is None else Group.project_id == project_id,
+        )
+    ).first()
+    if found is None:
+        found = Group(name=group, project_id=project_id)
+        session.add(found)
+        session.flush()
+    if session.get(GroupMember, (found.id, user.id)) is None:
+        session.add(GroupMember(group_id=found.id, user_id=user.id))
+        session.flush()
+
+
+def issue_token(session: Session, user: User, label: str = "") -> str:
+    """Create a new token for the user; the plain token is returned once and never stored."""
+    token = "sd_" + secrets.token_urlsafe(32)
+    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), label=label))
+    session.flush()
+    return token
+
+
+def revoke_tokens(session: Session, user: User, label: str) -> None:
+    """Revoke a user's tokens carrying a label (the demo reissues its tokens each start)."""
+    for token in session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == user.id, ApiToken.label == label, ApiToken.revoked_at.is_(None)
+        )
+    ):
+        token.revoked_at = utcnow()
+
+
+def actor_for(user: User, channel: Channel = Channel.rest, request_id: str | None = None) -> Actor:
+    """The Actor of a user, with their grants."""
+    grants = {g.project_id: Role(g.role) for g in user.grants}
+    return Actor(user.id, user.name, grants, channel, request_id)
+
+
+def authenticate(session: Session, token: str) -> Actor | None:
+    """The actor a bearer token belongs to, or None."""
+    row = session.scalars(
+        select(ApiToken).where(
+            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
+        )
+    ).first()
+    if row is None:
+        return None
+    user = session.get(User, row.user_id)
+    return actor_for(user) if user is not None else None
+
+
+def add_user(
+    session: Session, *, actor: Actor, name: str, role: Role, project: str | None = None
+) -> str:
+    """Create (or re-grant) a user with a role, issue a token and return it. Commits."""
+    require(actor, Action.admin, None)
+    project_id: int | None = None
+    if project is not None:
+        found = session.scalars(select(Project).where(Project.name == project)).first()
+        if found is None:
+            raise NotFound(f"no project named {project!r}", project=project)
+        project_id = found.id
+    user = ensure_user(session, name)
+    set_grant(session, user, role, project_id)
+    if role in (Role.approver, Role.admin) and project_id is not None:
+        ensure_group_member(session, user, "approvers", project_id)
+    token = issue_token(session, user, label="cli")
+    record(
+        session,
+        actor=actor,
+        action="user_added",
+        project=project,
+        data={"user": name, "role": role.value, "project": project},
+    )
+    session.commit()
+    return token

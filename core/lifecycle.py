@@ -1,0 +1,170 @@
+"""The release lifecycle: the transition table, legacy names and the one transition()."""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+
+from core.audit.service import record
+from core.db import utcnow
+from core.errors import IllegalTransition
+from core.events import LiveEvent, queue_event
+from core.ids import release_id
+from core.permissions import Actor
+from core.releases.models import Release
+
+
+class State(StrEnum):
+    """The only lifecycle states (API field `lifecycle_state`)."""
+
+    previewed = "previewed"
+    pending_approval = "pending_approval"
+    approved = "approved"
+    rejected = "rejected"
+    cancelled = "cancelled"
+    expired = "expired"
+    applying = "applying"
+    applied = "applied"
+    failed = "failed"
+    rolling_back = "rolling_back"
+    rolled_back = "rolled_back"
+    rollback_failed = "rollback_failed"
+
+
+S = State
+WAITING = (S.previewed, S.pending_approval, S.approved)
+TERMINAL = frozenset({S.rejected, S.cancelled, S.applied, S.failed, S.rolled_back, S.rollback_failed})
+
+# (from, action) -> the states the action may lead to.
+TRANSITIONS: dict[tuple[State, str], frozenset[State]] = {
+    (S.previewed, "submit"): frozenset({S.pending_approval, S.approved}),
+    (S.pending_approval, "approve"): frozenset({S.approved}),
+    (S.pending_approval, "reject"): frozenset({S.rejected}),
+    **{(s, "cancel"): frozenset({S.cancelled}) for s in WAITING},
+    **{(s, "expire"): frozenset({S.expired}) for s in WAITING},
+    # Re-preview keeps the state when the diff is unchanged, or voids approvals.
+    (S.previewed, "repreview"): frozenset({S.previewed}),
+    (S.pending_approval, "repreview"): frozenset({S.pending_approval, S.previewed}),
+    (S.approved, "repreview"): frozenset({S.approved, S.previewed}),
+    (S.expired, "repreview"): frozenset(WAITING),
+    (S.approved, "apply"): frozenset({S.applying}),
+    (S.applying, "applied"): frozenset({S.applied}),
+    (S.applying, "fail"): frozenset({S.failed}),
+    (S.applied, "rollback"): frozenset({S.rolling_back}),
+    (S.failed, "rollback"): frozenset({S.rolling_back}),
+    (S.rolling_back, "rolled_back"): frozenset({S.rolled_back}),
+    (S.rolling_back, "rollback_fail"): frozenset({S.rollback_failed}),
+}
+
+ACTIONS = sorted({action for _, action in TRANSITIONS})
+
+# States written by older modules, read as today's vocabulary.
+LEGACY_STATES: dict[str, State] = {
+    "draft": S.previewed,
+    "preview": S.previewed,
+    "pending": S.pending_approval,
+    "awaiting_approval": S.pending_approval,
+    "ready": S.approved,
+    "queued": S.approved,
+    "running": S.applying,
+    "in_progress": S.applying,
+    "deploying": S.applying,
+    "success": S.applied,
+    "succeeded": S.applied,
+    "done": S.applied,
+    "error": S.failed,
+    "errored": S.failed,
+    "denied": S.rejected,
+    "aborted": S.cancelled,
+    "timeout": S.expired,
+    "reverting": S.rolling_back,
+    "reverted": S.rolled_back,
+}
+
+
+def normalize_state(value: str) -> State:
+    """Read a stored state, mapping legacy names onto the lifecycle vocabulary."""
+    try:
+        return State(value)
+    except ValueError:
+        return LEGACY_STATES[value]
+
+
+def allowed(current: str, action: str) -> frozenset[State]:
+    """The states `action` may lead to from `current` (empty when not allowed)."""
+    return TRANSITIONS.get((normalize_state(current), action), frozenset())
+
+
+def transition(
+    session: Session,
+    release: Release,
+    *,
+    action: str,
+    to: State,
+    actor: Actor,
+    data: dict[str, Any] | None = None,
+    values: dict[str, Any] | None = None,
+) -> None:
+    """Move a release to `to` by compare-and-set on its version, with its audit event.
+
+    Runs in the caller's transaction: the state and the audit event commit together, and the
+    live event is published only after that commit.
+    """
+    before = normalize_state(release.lifecycle_state)
+    if to not in allowed(before, action):
+        raise _illegal(release, action, before)
+    now = utcnow()
+    changes: dict[str, Any] = {"lifecycle_state": to.value, "version": release.version + 1}
+    changes["updated_at"] = now
+    changes.update(values or {})
+    result = session.execute(
+        update(Release)
+        .where(
+            Release.number == release.number,
+            Release.version == release.version,
+        )
+        .values(**changes)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:  # type: ignore[attr-defined]
+        session.refresh(release)
+        raise _illegal(release, action, normalize_state(release.lifecycle_state))
+    for key, value in changes.items():
+        set_committed_value(release, key, value)
+    record(
+        session,
+        actor=actor,
+        action=action,
+        project=release.project.name,
+        release_number=release.number,
+        before=before.value,
+        after=to.value,
+        data=data,
+    )
+    queue_event(
+        session,
+        LiveEvent(
+            kind="release_update",
+            release_id=release_id(release.number),
+            project=release.project.name,
+            environment=release.target.environment,
+            lifecycle_state=to.value,
+            at=now,
+            data={"action": action, "before": before.value, "actor": actor.name, **(data or {})},
+        ),
+    )
+
+
+def _illegal(release: Release, action: str, current: State) -> IllegalTransition:
+    sources = sorted(s.value for (s, a) in TRANSITIONS if a == action)
+    return IllegalTransition(
+        f"{release_id(release.number)} is {current.value}; {action} needs one of: "
+        + ", ".join(sources),
+        current=current.value,
+        release_id=release_id(release.number),
+        action=action,
+    )

@@ -1,0 +1,94 @@
+"""Roles, actions and the actor every core call is made by."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+
+from core.errors import PermissionDenied
+
+
+class Role(StrEnum):
+    """Roles in increasing power; each includes the ones before it."""
+
+    viewer = "viewer"
+    requester = "requester"
+    approver = "approver"
+    admin = "admin"
+
+
+RANK = {Role.viewer: 0, Role.requester: 1, Role.approver: 2, Role.admin: 3}
+
+
+class Action(StrEnum):
+    """What an actor wants to do; each needs a minimum role on the project."""
+
+    view = "view"
+    request = "request"
+    approve = "approve"
+    admin = "admin"
+
+
+REQUIRED_ROLE = {
+    Action.view: Role.viewer,
+    Action.request: Role.requester,
+    Action.approve: Role.approver,
+    Action.admin: Role.admin,
+}
+
+
+class Channel(StrEnum):
+    """The door a call came through, recorded in the audit stream."""
+
+    chat = "chat"
+    rest = "rest"
+    page = "page"
+    cli = "cli"
+    system = "system"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who is acting, with their grants (project id, or None for all projects) and door."""
+
+    user_id: int | None
+    name: str
+    grants: Mapping[int | None, Role] = field(default_factory=dict)
+    channel: Channel = Channel.rest
+    request_id: str | None = None
+    on_behalf_of: str | None = None
+
+    def role_on(self, project_id: int | None) -> Role | None:
+        """The strongest role the actor holds on a project (global grants included)."""
+        roles = [r for p, r in self.grants.items() if p is None or p == project_id]
+        return max(roles, key=RANK.__getitem__) if roles else None
+
+    def can(self, action: Action, project_id: int | None) -> bool:
+        """Whether the actor's role on the project allows the action."""
+        role = self.role_on(project_id)
+        return role is not None and RANK[role] >= RANK[REQUIRED_ROLE[action]]
+
+    @property
+    def is_admin(self) -> bool:
+        """Admin on every project."""
+        return self.grants.get(None) == Role.admin
+
+    def via(self, channel: Channel, request_id: str | None = None) -> Actor:
+        """The same actor calling through another door."""
+        return Actor(self.user_id, self.name, self.grants, channel, request_id, self.on_behalf_of)
+
+
+SYSTEM = Actor(user_id=None, name="system", grants={None: Role.admin}, channel=Channel.system)
+
+
+def require(actor: Actor, action: Action, project_id: int | None, project_name: str = "") -> None:
+    """Raise PermissionDenied unless the actor may do `action` on the project."""
+    if not actor.can(action, project_id):
+        where = f"project {project_name}" if project_name else "this project"
+        needed = REQUIRED_ROLE[action].value
+        raise PermissionDenied(
+            f"{actor.name} needs the {needed} role on {where} to {action.value}",
+            required_role=needed,
+            project=project_name or None,
+        )

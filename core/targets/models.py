@@ -1,0 +1,75 @@
+"""Projects, their services and targets, and approval policy rules."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from core.db import Base, UTCDateTime, utcnow
+
+
+class Project(Base):
+    """An application owned by a team."""
+
+    __tablename__ = "projects"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    services: Mapped[list[Service]] = relationship(
+        back_populates="project", lazy="selectin", order_by="Service.name"
+    )
+    targets: Mapped[list[Target]] = relationship(
+        back_populates="project", lazy="selectin", order_by="Target.id"
+    )
+
+
+class Service(Base):
+    """A deployable unit; every target of the project runs it."""
+
+    __tablename__ = "services"
+    __table_args__ = (UniqueConstraint("project_id", "name", name="uq_services_project_name"),)
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    name: Mapped[str] = mapped_column(String(64))
+
+    project: Mapped[Project] = relationship(back_populates="services")
+
+
+class Target(Base):
+    """Where a project runs: environment, runtime, connection and risk tier."""
+
+    __tablename__ = "targets"
+    __table_args__ = (
+        UniqueConstraint("project_id", "environment", name="uq_targets_project_environment"),
+    )
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment: Mapped[str] = mapped_column(String(32))
+    runtime: Mapped[str] = mapped_column(String(16))
+    connection: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    risk_tier: Mapped[str] = mapped_column(String(8))
+    preview_ttl_seconds: Mapped[int | None] = mapped_column()
+    apply_on_approval: Mapped[bool] = mapped_column(default=False)
+
+    project: Mapped[Project] = relationship(back_populates="targets", lazy="joined")
+
+
+class PolicyRule(Base):
+    """Approval steps for releases matching project / environment / risk tier (NULL = any)."""
+
+    __tablename__ = "policy_rules"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int | None] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment: Mapped[str | None] = mapped_column(String(32))
+    risk_tier: Mapped[str | None] = mapped_column(String(8))
+    emergency: Mapped[bool] = mapped_column(default=False)
+    position: Mapped[int] = mapped_column(default=0)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)

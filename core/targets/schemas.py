@@ -1,0 +1,144 @@
+"""The declaration file and the target views."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from runtimes.base import ServiceState
+
+NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+RiskTier = Literal["low", "medium", "high"]
+DEFAULT_TIERS: dict[str, RiskTier] = {"prod": "high", "production": "high", "staging": "medium"}
+
+
+class StepDecl(BaseModel):
+    """One approval step: `count` distinct approvers from `group`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    group: str = Field(pattern=NAME_PATTERN, description="owners, approvers, or a declared group")
+    count: int = Field(default=1, ge=1, le=10)
+
+
+class PolicyDecl(BaseModel):
+    """Approval steps for releases matching environment / risk tier (unset = any)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: str | None = Field(default=None, pattern=NAME_PATTERN)
+    risk_tier: RiskTier | None = None
+    emergency: bool = Field(default=False, description="Applies to emergency rollbacks.")
+    steps: list[StepDecl] = Field(default_factory=list, description="Empty: approved on submit.")
+
+    @model_validator(mode="after")
+    def _emergency_never_none(self) -> PolicyDecl:
+        if self.emergency and not self.steps:
+            raise ValueError("an emergency policy may be lighter, never empty")
+        return self
+
+
+class TargetDecl(BaseModel):
+    """A target: environment, runtime and how to reach it."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    environment: str = Field(pattern=NAME_PATTERN)
+    runtime: Literal["sandbox", "compose", "kubernetes"]
+    risk_tier: RiskTier | None = None
+    preview_ttl_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
+    apply_on_approval: bool = False
+    compose_files: list[str] | None = None
+    compose_project: str | None = None
+    docker_host: str | None = None
+    namespace: str | None = None
+    kubeconfig: str | None = None
+    context: str | None = None
+    images: dict[str, str] | None = Field(default=None, description="Sandbox: initial images.")
+    delay_seconds: float | None = Field(default=None, ge=0, le=60, description="Sandbox only.")
+
+    @model_validator(mode="after")
+    def _connection_fits_runtime(self) -> TargetDecl:
+        if self.runtime == "compose" and not self.compose_files:
+            raise ValueError("a compose target needs compose_files")
+        if self.runtime == "kubernetes" and not self.namespace:
+            raise ValueError("a kubernetes target needs a namespace")
+        return self
+
+    def connection(self) -> dict[str, Any]:
+        """The runtime-specific fields, as stored on the target."""
+        skip = {"environment", "runtime", "risk_tier", "preview_ttl_minutes", "apply_on_approval"}
+        return self.model_dump(exclude=skip, exclude_none=True)
+
+    def tier(self) -> RiskTier:
+        """The declared tier, or the default for the environment."""
+        return self.risk_tier or DEFAULT_TIERS.get(self.environment, "low")
+
+
+class ProjectDecl(BaseModel):
+    """A project with its services, targets, people and policies."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    name: str = Field(pattern=NAME_PATTERN)
+    services: list[str] = Field(min_length=1)
+    targets: list[TargetDecl] = Field(default_factory=list)
+    owners: list[str] = Field(default_factory=list)
+    approvers: list[str] = Field(default_factory=list)
+    requesters: list[str] = Field(default_factory=list)
+    viewers: list[str] = Field(default_factory=list)
+    policies: list[PolicyDecl] = Field(default_factory=list)
+
+    @field_validator("services")
+    @classmethod
+    def _service_names(cls, services: list[str]) -> list[str]:
+        for name in services:
+            if not re.match(NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a valid service name")
+        if len(set(services)) != len(services):
+            raise ValueError("services are listed twice")
+        return services
+
+    @model_validator(mode="after")
+    def _unique_environments(self) -> ProjectDecl:
+        envs = [t.environment for t in self.targets]
+        if len(set(envs)) != len(envs):
+            raise ValueError(f"project {self.name} declares an environment twice")
+        return self
+
+
+class Declaration(BaseModel):
+    """The whole declaration file."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    groups: dict[str, list[str]] = Field(default_factory=dict)
+    policies: list[PolicyDecl] = Field(default_factory=list)
+    projects: list[ProjectDecl] = Field(default_factory=list)
+
+
+class TargetRead(BaseModel):
+    """A target as pages and tools see it."""
+
+    project: str
+    environment: str
+    runtime: str
+    risk_tier: str
+    simulated: bool
+    services: list[str]
+    preview_ttl_seconds: int
+    apply_on_approval: bool
+    connection: dict[str, Any]
+
+
+class TargetStatus(BaseModel):
+    """Live state of a target's services."""
+
+    project: str
+    environment: str
+    runtime: str
+    simulated: bool
+    services: dict[str, ServiceState]
+    active_release: str | None = None

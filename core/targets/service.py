@@ -1,0 +1,243 @@
+"""Projects and targets: lookups, the declaration loader and live status."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import delete, select
+from sqlalchemy.orm import Session
+
+from core.audit.service import canonical_json, record
+from core.config import get_settings
+from core.errors import InvalidInput, NotFound
+from core.identity.service import ensure_group_member, ensure_user, set_grant
+from core.permissions import Action, Actor, Role, require
+from core.targets.models import PolicyRule, Project, Service, Target
+from core.targets.schemas import Declaration, PolicyDecl, TargetRead, TargetStatus
+from runtimes.base import Diagnosis, TargetRef
+from runtimes.registry import RuntimeRegistry
+
+
+def get_project(session: Session, name: str) -> Project:
+    """A project by name, or NotFound listing the known ones."""
+    project = session.scalars(select(Project).where(Project.name == name.lower())).first()
+    if project is None:
+        known = session.scalars(select(Project.name).order_by(Project.name)).all()
+        raise NotFound(f"no project named {name!r}", project=name, known=list(known))
+    return project
+
+
+def get_target(session: Session, project: str, environment: str) -> Target:
+    """A project's target by environment, or NotFound listing its environments."""
+    found = get_project(session, project)
+    for target in found.targets:
+        if target.environment == environment.lower():
+            return target
+    raise NotFound(
+        f"project {found.name} has no {environment!r} environment",
+        project=found.name,
+        environment=environment,
+        known=[t.environment for t in found.targets],
+    )
+
+
+def ttl_seconds(target: Target) -> int:
+    """The preview TTL of a target (its own, or the configured default)."""
+    return target.preview_ttl_seconds or get_settings().preview_ttl_seconds
+
+
+def target_ref(target: Target) -> TargetRef:
+    """What the runtime adapter needs to reach a target."""
+    return TargetRef(
+        target_id=target.id,
+        project=target.project.name,
+        environment=target.environment,
+        runtime=target.runtime,
+        services=[s.name for s in target.project.services],
+        connection=dict(target.connection),
+    )
+
+
+def target_read(target: Target) -> TargetRead:
+    """The public view of a target."""
+    return TargetRead(
+        project=target.project.name,
+        environment=target.environment,
+        runtime=target.runtime,
+        risk_tier=target.risk_tier,
+        simulated=target.runtime == "sandbox",
+        services=[s.name for s in target.project.services],
+        preview_ttl_seconds=ttl_seconds(target),
+        apply_on_approval=target.apply_on_approval,
+        connection=dict(target.connection),
+    )
+
+
+def list_targets(session: Session, *, actor: Actor, project: str | None = None) -> list[TargetRead]:
+    """Targets the actor can view, optionally of one project."""
+    query = select(Target).join(Project).order_by(Project.name, Target.id)
+    if project is not None:
+        query = query.where(Project.id == get_project(session, project).id)
+    return [
+        target_read(t) for t in session.scalars(query) if actor.can(Action.view, t.project_id)
+    ]
+
+
+def target_status(
+    session: Session, *, actor: Actor, runtimes: RuntimeRegistry, project: str, environment: str
+) -> TargetStatus:
+    """Live state of every service of a target, read from its runtime."""
+    from core.releases.service import active_release  # releases build on targets
+
+    target = get_target(session, project, environment)
+    require(actor, Action.view, target.project_id, target.project.name)
+    ref = target_ref(target)
+    active = active_release(session, target.id)
+    session.commit()  # no transaction stays open while the runtime is called
+    live = runtimes.get(target.runtime).describe(ref)
+    return TargetStatus(
+        project=ref.project,
+        environment=ref.environment,
+        runtime=ref.runtime,
+        simulated=live.simulated,
+        services=live.services,
+        active_release=active,
+    )
+
+
+def diagnose_target(
+    session: Session,
+    *,
+    actor: Actor,
+    runtimes: RuntimeRegistry,
+    project: str,
+    environment: str,
+    service: str | None = None,
+) -> Diagnosis:
+    """Logs, events and health of a target's services."""
+    target = get_target(session, project, environment)
+    require(actor, Action.view, target.project_id, target.project.name)
+    ref = target_ref(target)
+    if service is not None and service not in ref.services:
+        raise NotFound(f"project {ref.project} has no service {service!r}", known=ref.services)
+    session.commit()
+    return runtimes.get(target.runtime).diagnose(ref, service)
+
+
+def load_declaration(session: Session, *, actor: Actor, declaration: Declaration) -> dict[str, Any]:
+    """Declare projects, targets, services, people and policies; loading twice changes nothing.
+
+    Returns a summary of what changed. Commits.
+    """
+    require(actor, Action.admin, None)
+    changed: list[str] = []
+    for name, members in declaration.groups.items():
+        for member in members:
+            user = ensure_user(session, member)
+            ensure_group_member(session, user, name, None)
+            set_grant(session, user, Role.approver, None, upgrade_only=True)
+    _replace_policies(session, None, declaration.policies, changed, "global")
+    for decl in declaration.projects:
+        project = session.scalars(select(Project).where(Project.name == decl.name)).first()
+        if project is None:
+            project = Project(name=decl.name)
+            session.add(project)
+            session.flush()
+            changed.append(f"project {decl.name}")
+        have = {s.name for s in project.services}
+        for service in decl.services:
+            if service not in have:
+                session.add(Service(project_id=project.id, name=service))
+                changed.append(f"service {decl.name}/{service}")
+        for tdecl in decl.targets:
+            target = next((t for t in project.targets if t.environment == tdecl.environment), None)
+            values = {
+                "runtime": tdecl.runtime,
+                "connection": tdecl.connection(),
+                "risk_tier": tdecl.tier(),
+                "preview_ttl_seconds": (
+                    int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
+                ),
+                "apply_on_approval": tdecl.apply_on_approval,
+            }
+            if target is None:
+                session.add(Target(project_id=project.id, environment=tdecl.environment, **values))
+                changed.append(f"target {decl.name}/{tdecl.environment}")
+            elif any(getattr(target, k) != v for k, v in values.items()):
+                for key, value in values.items():
+                    setattr(target, key, value)
+                changed.append(f"target {decl.name}/{tdecl.environment}")
+        people = [
+            (decl.owners, Role.approver, "owners"),
+            (decl.approvers, Role.approver, "approvers"),
+            (decl.requesters, Role.requester, None),
+            (decl.viewers, Role.viewer, None),
+        ]
+        for names, role, group in people:
+            for member in names:
+                user = ensure_user(session, member)
+                set_grant(session, user, role, project.id, upgrade_only=True)
+                if group:
+                    ensure_group_member(session, user, group, project.id)
+        _replace_policies(session, project.id, decl.policies, changed, decl.name)
+        session.flush()
+        session.expire(project)
+    if changed:
+        record(session, actor=actor, action="declaration_loaded", data={"changed": changed})
+    session.commit()
+    return {"changed": changed}
+
+
+def _replace_policies(
+    session: Session,
+    project_id: int | None,
+    policies: list[PolicyDecl],
+    changed: list[str],
+    scope: str,
+) -> None:
+    where = PolicyRule.project_id.is_(None) if project_id is None else (
+        PolicyRule.project_id == project_id
+    )
+    existing = session.scalars(select(PolicyRule).where(where).order_by(PolicyRule.position))
+    current = [_rule_key(r.environment, r.risk_tier, r.emergency, r.steps) for r in existing]
+    wanted = [
+        _rule_key(p.environment, p.risk_tier, p.emergency, [s.model_dump() for s in p.steps])
+        for p in policies
+    ]
+    if current == wanted:
+        return
+    session.execute(delete(PolicyRule).where(where))
+    for position, policy in enumerate(policies):
+        session.add(
+            PolicyRule(
+                project_id=project_id,
+                environment=policy.environment,
+                risk_tier=policy.risk_tier,
+                emergency=policy.emergency,
+                position=position,
+                steps=[s.model_dump() for s in policy.steps],
+            )
+        )
+    changed.append(f"policies {scope}")
+
+
+def _rule_key(env: str | None, tier: str | None, emergency: bool, steps: Any) -> str:
+    return canonical_json([env, tier, emergency, steps])
+
+
+def parse_declaration(text: str) -> Declaration:
+    """Parse YAML declaration text, or raise InvalidInput saying what is wrong."""
+    import yaml
+    from pydantic import ValidationError
+
+    try:
+        raw = yaml.safe_load(text) or {}
+    except yaml.YAMLError as exc:
+        raise InvalidInput(f"the declaration is not valid YAML: {exc}") from exc
+    try:
+        return Declaration.model_validate(raw)
+    except ValidationError as exc:
+        problems = [
+            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        ]
+        raise InvalidInput("the declaration is invalid: " + "; ".join(problems)) from exc

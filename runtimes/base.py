@@ -1,0 +1,245 @@
+"""The runtime-adapter interface: typed models in, typed models out."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RiskLevel = Literal["low", "medium", "high"]
+RISK_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
+
+
+class ServiceChange(BaseModel):
+    """A requested change to one service; unset fields stay as they are live."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    image_tag: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=128,
+        pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$",
+        description="New tag for the service's current image, e.g. 1.4.2.",
+    )
+    image: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=255,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$",
+        description="A whole new image reference; replaces the current one.",
+    )
+    replicas: int | None = Field(default=None, ge=0, le=1000, description="Desired replicas.")
+    env: dict[str, str] | None = Field(
+        default=None, description="Environment variables to set (merged over the live ones)."
+    )
+
+    @field_validator("env")
+    @classmethod
+    def _env_names(cls, env: dict[str, str] | None) -> dict[str, str] | None:
+        for name in env or {}:
+            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
+                raise ValueError(f"{name!r} is not a valid environment variable name")
+        return env
+
+    def is_empty(self) -> bool:
+        """True when the change asks for nothing."""
+        return self.image_tag is None and self.image is None and self.replicas is None and (
+            not self.env
+        )
+
+
+class ServiceSpec(BaseModel):
+    """The deployable state of one service."""
+
+    image: str | None = None
+    replicas: int = 1
+    env: dict[str, str] = Field(default_factory=dict)
+
+
+class ServiceState(ServiceSpec):
+    """The live state of one service, with health."""
+
+    health: Literal["healthy", "unhealthy", "starting", "absent", "unknown"] = "unknown"
+    running: int = 0
+
+
+class LiveState(BaseModel):
+    """What runs on a target now."""
+
+    services: dict[str, ServiceState]
+    simulated: bool = False
+
+
+class TargetRef(BaseModel):
+    """What an adapter needs to reach a target."""
+
+    target_id: int
+    project: str
+    environment: str
+    runtime: str
+    services: list[str]
+    connection: dict[str, Any] = Field(default_factory=dict)
+
+
+class FieldChange(BaseModel):
+    """One field's live and desired value."""
+
+    before: Any
+    after: Any
+
+
+class RiskHint(BaseModel):
+    """Why a change is risky, and how much."""
+
+    level: RiskLevel
+    message: str
+
+
+class Plan(BaseModel):
+    """A computed change: desired specs, per-service diff and the live state it started from."""
+
+    target: TargetRef
+    desired: dict[str, ServiceSpec]
+    diff: dict[str, dict[str, FieldChange]]
+    base_fingerprint: str
+    risk_hints: list[RiskHint] = Field(default_factory=list)
+    simulated: bool = False
+
+
+class ApplyResult(BaseModel):
+    """How an apply ended."""
+
+    ok: bool
+    reason: str | None = None
+    applied: dict[str, ServiceSpec] = Field(default_factory=dict)
+
+
+class ServiceDiagnosis(BaseModel):
+    """Health, recent logs and events of one service."""
+
+    health: str
+    logs: list[str] = Field(default_factory=list)
+    events: list[str] = Field(default_factory=list)
+
+
+class Diagnosis(BaseModel):
+    """Diagnostics of a target."""
+
+    services: dict[str, ServiceDiagnosis]
+    simulated: bool = False
+
+
+Progress = Callable[[str | None, str, str], None]
+"""progress(service, level, message): called by apply as it goes."""
+
+
+class RuntimeUnavailable(Exception):
+    """The runtime could not be reached or refused the request."""
+
+
+class RuntimeAdapter(ABC):
+    """One implementation per runtime; product layers only call this interface."""
+
+    name: str
+    simulated: bool = False
+
+    @abstractmethod
+    def describe(self, target: TargetRef) -> LiveState:
+        """Read the live state of every service of the target."""
+
+    @abstractmethod
+    def plan(self, target: TargetRef, changes: dict[str, ServiceChange]) -> Plan:
+        """Diff live state against live-plus-changes.
+
+        Args:
+            target: where to look.
+            changes: requested change per service.
+        Returns:
+            The plan, with the base fingerprint of the live state it was computed from.
+        """
+
+    @abstractmethod
+    def apply(self, plan: Plan, progress: Progress) -> ApplyResult:
+        """Make the plan's desired state live and wait for health.
+
+        Args:
+            plan: a plan from `plan()`.
+            progress: called with (service, level, message) as the apply goes.
+        Returns:
+            ok, or not ok with a reason; never raises for a failed rollout.
+        """
+
+    @abstractmethod
+    def diagnose(self, target: TargetRef, service: str | None = None) -> Diagnosis:
+        """Recent logs, events and health per service."""
+
+
+def desired_spec(live: ServiceSpec, change: ServiceChange) -> ServiceSpec:
+    """Apply a change to a live spec: a tag replaces the tag of the current image."""
+    image = live.image
+    if change.image is not None:
+        image = change.image
+    elif change.image_tag is not None:
+        image = f"{image_repository(image or '')}:{change.image_tag}"
+    env = dict(live.env)
+    env.update(change.env or {})
+    replicas = live.replicas if change.replicas is None else change.replicas
+    return ServiceSpec(image=image, replicas=replicas, env=env)
+
+
+def image_repository(image: str) -> str:
+    """The image reference without its tag or digest (`demo/web:1` -> `demo/web`)."""
+    image = image.split("@", 1)[0]
+    slash = image.rfind("/")
+    colon = image.rfind(":")
+    return image[:colon] if colon > slash else image
+
+
+def image_tag(image: str | None) -> str | None:
+    """The tag of an image reference, if it has one."""
+    if not image:
+        return None
+    ref = image.split("@", 1)[0]
+    slash, colon = ref.rfind("/"), ref.rfind(":")
+    return ref[colon + 1 :] if colon > slash else None
+
+
+def diff_specs(live: ServiceSpec, desired: ServiceSpec) -> dict[str, FieldChange]:
+    """Field-by-field differences between a live and a desired spec."""
+    changes: dict[str, FieldChange] = {}
+    if live.image != desired.image:
+        changes["image"] = FieldChange(before=live.image, after=desired.image)
+    if live.replicas != desired.replicas:
+        changes["replicas"] = FieldChange(before=live.replicas, after=desired.replicas)
+    for name in sorted(set(live.env) | set(desired.env)):
+        if live.env.get(name) != desired.env.get(name):
+            changes[f"env.{name}"] = FieldChange(before=live.env.get(name), after=desired.env.get(name))
+    return changes
+
+
+def _major(tag: str | None) -> int | None:
+    match = re.match(r"^v?(\d+)\.", tag or "")
+    return int(match.group(1)) if match else None
+
+
+def risk_hints(service: str, diff: dict[str, FieldChange]) -> list[RiskHint]:
+    """Generic risk hints for one service's diff (scale to zero, major jumps, downgrades)."""
+    hints: list[RiskHint] = []
+    if "replicas" in diff and diff["replicas"].after == 0:
+        hints.append(RiskHint(level="high", message=f"{service}: replicas to 0"))
+    if "image" in diff:
+        before, after = diff["image"].before, diff["image"].after
+        if before and after and image_repository(before) != image_repository(after):
+            hints.append(RiskHint(level="medium", message=f"{service}: image repository changes"))
+        old, new = _major(image_tag(before)), _major(image_tag(after))
+        if old is not None and new is not None and new > old:
+            hints.append(RiskHint(level="medium", message=f"{service}: major version jump"))
+        if old is not None and new is not None and new < old:
+            hints.append(RiskHint(level="medium", message=f"{service}: major version downgrade"))
+    if any(key.startswith("env.") for key in diff):
+        hints.append(RiskHint(level="low", message=f"{service}: environment changes"))
+    return hints

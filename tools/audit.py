@@ -1,0 +1,52 @@
+"""Audit tools: read and verify the hash-chained stream."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy.orm import Session
+
+from core.audit import service
+from core.audit.schemas import AuditPage
+from core.audit.service import AuditVerification
+from core.errors import PermissionDenied
+from core.ids import parse_release_id
+from core.permissions import Action
+from tools.base import ToolContext, tool
+from tools.inputs import ProjectName, ReleaseId
+
+
+class VerifyAuditInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ListAuditInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: ProjectName | None = None
+    release_id: ReleaseId | None = None
+    limit: int = Field(default=100, ge=1, le=500)
+    before: int | None = Field(default=None, ge=1, description="Cursor: events before this seq.")
+
+
+@tool(mutating=False, permission=Action.view)
+def verify_audit(ctx: ToolContext, session: Session, args: VerifyAuditInput) -> AuditVerification:
+    """Verify the audit hash chain; names the first edited or deleted event."""
+    if not ctx.actor.grants:
+        raise PermissionDenied(f"{ctx.actor.name} has no role on any project")
+    return service.verify(session)
+
+
+@tool(mutating=False, permission=Action.view)
+def list_audit(ctx: ToolContext, session: Session, args: ListAuditInput) -> AuditPage:
+    """Audit events (who, what, channel, before/after state), newest first."""
+    return service.list_events(
+        session,
+        actor=ctx.actor,
+        project=args.project,
+        release_number=parse_release_id(args.release_id) if args.release_id else None,
+        limit=args.limit,
+        before=args.before,
+    )
+
+
+TOOLS = [verify_audit, list_audit]

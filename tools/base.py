@@ -1,0 +1,96 @@
+"""What a tool is: input model, output model, one function and metadata."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, get_type_hints
+
+from pydantic import BaseModel, ValidationError
+from sqlalchemy.orm import Session, sessionmaker
+
+from core.errors import InvalidInput
+from core.permissions import Action, Actor
+from core.releases.runner import ApplyRunner
+from runtimes.registry import RuntimeRegistry
+
+In = TypeVar("In", bound=BaseModel)
+Out = TypeVar("Out", bound=BaseModel)
+
+
+@dataclass(frozen=True)
+class ToolContext:
+    """What every tool call runs with: the core's parts and who is calling."""
+
+    sessions: sessionmaker[Session]
+    runtimes: RuntimeRegistry
+    runner: ApplyRunner
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class Tool(Generic[In, Out]):
+    """A typed tool: the same function behind the agent, REST and the docs."""
+
+    name: str
+    description: str
+    input_model: type[In]
+    output_model: type[Out]
+    mutating: bool
+    permission: Action
+    func: Callable[[ToolContext, Session, In], Out]
+
+    def parse(self, args: dict[str, Any] | BaseModel) -> In:
+        """Validate raw arguments into the input model, or raise InvalidInput."""
+        if isinstance(args, self.input_model):
+            return args
+        raw = args.model_dump() if isinstance(args, BaseModel) else args
+        try:
+            return self.input_model.model_validate(raw)
+        except ValidationError as exc:
+            raise InvalidInput(
+                f"invalid arguments for {self.name}",
+                errors=[
+                    {"loc": [str(p) for p in e["loc"]], "msg": e["msg"], "type": e["type"]}
+                    for e in exc.errors()
+                ],
+            ) from exc
+
+    def run(self, ctx: ToolContext, args: dict[str, Any] | BaseModel) -> Out:
+        """Validate the arguments and run the tool in a fresh session."""
+        parsed = self.parse(args)
+        with ctx.sessions() as session:
+            return self.func(ctx, session, parsed)
+
+    def schema(self) -> dict[str, Any]:
+        """Name, description, JSON schemas and flags, as `GET /api/v1/tools` lists them."""
+        return {
+            "name": self.name,
+            "description": self.description,
+            "mutating": self.mutating,
+            "permission": self.permission.value,
+            "input_schema": self.input_model.model_json_schema(),
+            "output_schema": self.output_model.model_json_schema(),
+        }
+
+
+def tool(
+    *, mutating: bool, permission: Action
+) -> Callable[[Callable[[ToolContext, Session, In], Out]], Tool[In, Out]]:
+    """Turn a typed function into a Tool; its docstring is the description."""
+
+    def wrap(func: Callable[[ToolContext, Session, In], Out]) -> Tool[In, Out]:
+        hints = get_type_hints(func)
+        params = list(inspect.signature(func).parameters)
+        return Tool(
+            name=func.__name__,
+            description=inspect.cleandoc(func.__doc__ or ""),
+            input_model=hints[params[2]],
+            output_model=hints["return"],
+            mutating=mutating,
+            permission=permission,
+            func=func,
+        )
+
+    return wrap

@@ -1,0 +1,27 @@
+"""Shared input field types."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+
+ReleaseId = Annotated[
+    str,
+    Field(
+        min_length=1,
+        max_length=24,
+        pattern=r"^\s*[Rr]?-?\d{1,12}\s*$",
+        description="Release id, e.g. R-42.",
+        examples=["R-42"],
+    ),
+]
+ProjectName = Annotated[str, Field(pattern=NAME, description="Project name, e.g. shop.")]
+Environment = Annotated[
+    str, Field(pattern=NAME, description="Environment name, e.g. dev, staging, prod.")
+]
+ServiceName = Annotated[str, Field(pattern=NAME, description="Service name, e.g. web.")]
+Comment = Annotated[str, Field(max_length=2000)]
+PageSize = Annotated[int, Field(default=50, ge=1, le=200, description="Items per page.")]

@@ -1,0 +1,173 @@
+"""Release tools: preview, re-preview, submit, apply, cancel, rollback and reads."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from sqlalchemy.orm import Session
+
+from core.permissions import Action
+from core.releases import service
+from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
+from runtimes.base import ServiceChange
+from tools.base import ToolContext, tool
+from tools.inputs import NAME, Comment, Environment, PageSize, ProjectName, ReleaseId
+
+
+class PreviewReleaseInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: ProjectName
+    environment: Environment
+    changes: dict[str, ServiceChange] = Field(
+        min_length=1,
+        max_length=50,
+        description="Per service: image_tag, image, replicas and/or env to change.",
+        examples=[{"web": {"image_tag": "1.4.2"}}],
+    )
+    emergency: bool = Field(default=False, description="Use the emergency policy, if declared.")
+
+    @field_validator("changes")
+    @classmethod
+    def _service_names(cls, changes: dict[str, ServiceChange]) -> dict[str, ServiceChange]:
+        import re
+
+        for name in changes:
+            if not re.match(NAME, name):
+                raise ValueError(f"{name!r} is not a service name")
+        return changes
+
+
+class ReleaseInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    release_id: ReleaseId
+
+
+class CancelReleaseInput(ReleaseInput):
+    reason: Comment | None = Field(default=None, description="Why; shown in the timeline.")
+
+
+class RollbackReleaseInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: ProjectName
+    environment: Environment
+    to_release_id: ReleaseId | None = Field(
+        default=None,
+        description="Go back to what this release applied; default: undo the newest release.",
+    )
+    emergency: bool = Field(default=False, description="Use the emergency policy, if declared.")
+
+
+class ListReleasesInput(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    project: ProjectName | None = None
+    environment: Environment | None = None
+    state: str | None = Field(default=None, max_length=24, description="A lifecycle_state.")
+    limit: PageSize = 50
+    before: ReleaseId | None = Field(default=None, description="Cursor: releases older than it.")
+
+
+@tool(mutating=True, permission=Action.request)
+def preview_release(ctx: ToolContext, session: Session, args: PreviewReleaseInput) -> ReleaseRead:
+    """Preview a release: compute the per-service diff against live state, its risk and expiry.
+    Nothing changes on the target; submit the release afterwards."""
+    return service.preview_release(
+        session,
+        actor=ctx.actor,
+        runtimes=ctx.runtimes,
+        project=args.project,
+        environment=args.environment,
+        changes=args.changes,
+        emergency=args.emergency,
+    )
+
+
+@tool(mutating=True, permission=Action.request)
+def repreview_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
+    """Re-preview a release (same id): recompute the diff and restart its expiry. Approvals are
+    kept if the diff is unchanged."""
+    return service.repreview_release(
+        session, actor=ctx.actor, runtimes=ctx.runtimes, release=args.release_id
+    )
+
+
+@tool(mutating=True, permission=Action.request)
+def submit_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
+    """Submit a previewed release: policy sends it to the approval inbox or approves it."""
+    return service.submit_release(
+        session, actor=ctx.actor, runner=ctx.runner, release=args.release_id
+    )
+
+
+@tool(mutating=True, permission=Action.request)
+def apply_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
+    """Apply an approved release whose preview is fresh and still matches live state."""
+    return service.apply_release(
+        session, actor=ctx.actor, runtimes=ctx.runtimes, runner=ctx.runner, release=args.release_id
+    )
+
+
+@tool(mutating=True, permission=Action.request)
+def cancel_release(ctx: ToolContext, session: Session, args: CancelReleaseInput) -> ReleaseRead:
+    """Cancel a release that has not started applying."""
+    return service.cancel_release(
+        session, actor=ctx.actor, release=args.release_id, reason=args.reason
+    )
+
+
+@tool(mutating=True, permission=Action.request)
+def rollback_release(
+    ctx: ToolContext, session: Session, args: RollbackReleaseInput
+) -> ReleaseRead:
+    """Preview a rollback of a target to an earlier applied revision; it is then submitted and
+    approved like any release."""
+    return service.rollback_release(
+        session,
+        actor=ctx.actor,
+        runtimes=ctx.runtimes,
+        project=args.project,
+        environment=args.environment,
+        to_release=args.to_release_id,
+        emergency=args.emergency,
+    )
+
+
+@tool(mutating=False, permission=Action.view)
+def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -> ReleasePage:
+    """List releases, newest first, by project, environment and lifecycle_state."""
+    return service.list_releases(
+        session,
+        actor=ctx.actor,
+        project=args.project,
+        environment=args.environment,
+        state=args.state,
+        limit=args.limit,
+        before=args.before,
+    )
+
+
+@tool(mutating=False, permission=Action.view)
+def get_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
+    """Get one release with its lifecycle_state, preview diff and approval."""
+    return service.get_release(session, actor=ctx.actor, release=args.release_id)
+
+
+@tool(mutating=False, permission=Action.view)
+def release_timeline(ctx: ToolContext, session: Session, args: ReleaseInput) -> Timeline:
+    """The ordered timeline of a release: audit events and runtime progress."""
+    return service.timeline(session, actor=ctx.actor, release=args.release_id)
+
+
+TOOLS = [
+    preview_release,
+    repreview_release,
+    submit_release,
+    apply_release,
+    cancel_release,
+    rollback_release,
+    list_releases,
+    get_release,
+    release_timeline,
+]
