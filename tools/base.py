@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar, get_type_hints
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.errors import InvalidInput
+from core.audit.service import canonical_json, record
+from core.errors import InvalidInput, ShipdeckError
 from core.permissions import Action, Actor
 from core.releases.runner import ApplyRunner
 from runtimes.registry import RuntimeRegistry
@@ -58,10 +59,37 @@ class Tool(Generic[In, Out]):
             ) from exc
 
     def run(self, ctx: ToolContext, args: dict[str, Any] | BaseModel) -> Out:
-        """Validate the arguments and run the tool in a fresh session."""
-        parsed = self.parse(args)
+        """Validate the arguments and run the tool in a fresh session; every call is audited.
+
+        A mutating call that succeeds is audited by the state changes it makes; a read, or a
+        refused call, gets an event of its own here.
+        """
+        try:
+            parsed = self.parse(args)
+            with ctx.sessions() as session:
+                result = self.func(ctx, session, parsed)
+        except ShipdeckError as exc:
+            self._audit(ctx, args, "refused", {"error": exc.code, "message": exc.message})
+            raise
+        if not self.mutating:
+            self._audit(ctx, parsed, "read", {})
+        return result
+
+    def _audit(
+        self, ctx: ToolContext, args: dict[str, Any] | BaseModel, action: str, extra: dict[str, Any]
+    ) -> None:
+        raw = args.model_dump(mode="json") if isinstance(args, BaseModel) else args
+        text = canonical_json(raw) if isinstance(raw, dict) else repr(raw)
+        project = raw.get("project") if isinstance(raw, dict) else None
         with ctx.sessions() as session:
-            return self.func(ctx, session, parsed)
+            record(
+                session,
+                actor=ctx.actor,
+                action=action,
+                project=project if isinstance(project, str) and len(project) <= 64 else None,
+                data={"tool": self.name, "args": text[:2000], **extra},
+            )
+            session.commit()
 
     def schema(self) -> dict[str, Any]:
         """Name, description, JSON schemas and flags, as `GET /api/v1/tools` lists them."""

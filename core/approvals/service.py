@@ -40,7 +40,9 @@ MAX_BATCH = 100
 def _open_ticket_for(session: Session, actor: Actor, release: Release, action: str) -> ApprovalTicket:
     require(actor, Action.approve, release.project_id, release.project.name)
     state = normalize_state(release.lifecycle_state)
-    ticket = current_ticket(session, release.number)
+    ticket = current_ticket(session, release.number, for_update=True)
+    session.refresh(release)
+    state = normalize_state(release.lifecycle_state)
     if state != State.pending_approval or ticket is None or ticket.state != OPEN:
         from core.lifecycle import _illegal
 

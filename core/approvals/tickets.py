@@ -38,14 +38,20 @@ def open_ticket(
     return ticket
 
 
-def current_ticket(session: Session, number: int) -> ApprovalTicket | None:
+def current_ticket(
+    session: Session, number: int, *, for_update: bool = False
+) -> ApprovalTicket | None:
     """The newest ticket of a release (older ones were voided by a changed diff)."""
-    return session.scalars(
+    query = (
         select(ApprovalTicket)
         .where(ApprovalTicket.release_number == number)
         .order_by(ApprovalTicket.id.desc())
         .limit(1)
-    ).first()
+    )
+    if for_update:
+        # Decisions on one ticket queue up here, so a step's count is never raced.
+        query = query.with_for_update(of=ApprovalTicket)
+    return session.scalars(query).first()
 
 
 def set_ticket_state(session: Session, number: int, state: str, *, only_from: tuple[str, ...]) -> None:

@@ -68,7 +68,7 @@ def load_release(session: Session, value: str | int, *, for_update: bool = False
     number = parse_release_id(value)
     query = select(Release).where(Release.number == number)
     if for_update:
-        query = query.with_for_update()
+        query = query.with_for_update(of=Release)
     release = session.scalars(query).first()
     if release is None:
         raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
