@@ -32,20 +32,33 @@ class BodyLimit:
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)
             return
+        # Read the body up front (it is small by definition): raising from inside receive()
+        # would be swallowed by the framework's body parsing.
+        chunks: list[bytes] = []
         seen = 0
-
-        async def limited() -> Message:
-            nonlocal seen
+        more = True
+        while more:
             message = await receive()
-            seen += len(message.get("body", b""))
+            if message["type"] != "http.request":
+                break
+            chunk = message.get("body", b"")
+            seen += len(chunk)
             if seen > self.limit:
-                raise _TooLarge
-            return message
+                await self._refuse(send)
+                return
+            chunks.append(chunk)
+            more = message.get("more_body", False)
+        body = b"".join(chunks)
+        replayed = False
 
-        try:
-            await self.app(scope, limited, send)
-        except _TooLarge:
-            await self._refuse(send)
+        async def replay() -> Message:
+            nonlocal replayed
+            if not replayed:
+                replayed = True
+                return {"type": "http.request", "body": body, "more_body": False}
+            return await receive()
+
+        await self.app(scope, replay, send)
 
     async def _refuse(self, send: Send) -> None:
         import json
@@ -63,10 +76,6 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class _TooLarge(Exception):
-    pass
-
-
 def create_app(settings: Settings | None = None, services: Services | None = None) -> FastAPI:
     """Build the app; it migrates (if configured) and starts the sweeper on startup."""
     settings = settings or get_settings()
@@ -79,6 +88,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         wired.runner.recover()
         wired.runner.start_sweeper()
         yield
+        wired.runner.stop_sweeper()
         if services is None:
             wired.close()
 

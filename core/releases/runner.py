@@ -211,11 +211,19 @@ class ApplyRunner:
                 except Exception:  # keep sweeping; the next pass retries
                     log.exception("sweep failed")
 
+        self._stop.clear()
         self._sweeper = threading.Thread(target=loop, name="shipdeck-sweeper", daemon=True)
         self._sweeper.start()
 
+    def stop_sweeper(self) -> None:
+        """Stop the sweeper thread, if running."""
+        self._stop.set()
+        if self._sweeper is not None:
+            self._sweeper.join(timeout=10)
+            self._sweeper = None
+
     def shutdown(self) -> None:
         """Stop sweeping and wait for running applies."""
-        self._stop.set()
+        self.stop_sweeper()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
