@@ -59,7 +59,7 @@ def serve(
     if demo:
         with services.sessions() as session:
             tokens = seed_demo(session)
-        typer.echo(f"shipdeck demo: project 'shop' (dev, staging, prod) on the simulated runtime")
+        typer.echo("shipdeck demo: project 'shop' (dev, staging, prod) on the simulated runtime")
         typer.echo(f"database: {settings.database_url}")
         for name, token in tokens.items():
             typer.echo(f"  {name:<7} {DEMO_USERS[name]:<28} {token}")

@@ -65,7 +65,9 @@ def install(app: FastAPI) -> None:
         ]
         if any(e["type"] == "json_invalid" for e in errors):
             return JSONResponse(
-                error_body("malformed_json", "the request body is not valid JSON", {"errors": errors}),
+                error_body(
+                    "malformed_json", "the request body is not valid JSON", {"errors": errors}
+                ),
                 status_code=400,
             )
         return JSONResponse(

@@ -37,7 +37,9 @@ class State(StrEnum):
 
 S = State
 WAITING = (S.previewed, S.pending_approval, S.approved)
-TERMINAL = frozenset({S.rejected, S.cancelled, S.applied, S.failed, S.rolled_back, S.rollback_failed})
+TERMINAL = frozenset(
+    {S.rejected, S.cancelled, S.applied, S.failed, S.rolled_back, S.rollback_failed}
+)
 
 # (from, action) -> the states the action may lead to.
 TRANSITIONS: dict[tuple[State, str], frozenset[State]] = {

@@ -3,10 +3,11 @@
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.audit.models import AuditEvent, AuditHead
 from core.db import Base
-from core.identity.models import ApiToken, Grant, Group, GroupMember, User
 from core.idempotency import IdempotencyRecord
+from core.identity.models import ApiToken, Grant, Group, GroupMember, User
 from core.releases.models import Preview, ProgressEvent, Release
 from core.targets.models import PolicyRule, Project, Service, Target
+
 __all__ = [
     "Base",
     "ApiToken",

@@ -47,8 +47,11 @@ class ServiceChange(BaseModel):
 
     def is_empty(self) -> bool:
         """True when the change asks for nothing."""
-        return self.image_tag is None and self.image is None and self.replicas is None and (
-            not self.env
+        return (
+            self.image_tag is None
+            and self.image is None
+            and self.replicas is None
+            and (not self.env)
         )
 
 
@@ -217,7 +220,9 @@ def diff_specs(live: ServiceSpec, desired: ServiceSpec) -> dict[str, FieldChange
         changes["replicas"] = FieldChange(before=live.replicas, after=desired.replicas)
     for name in sorted(set(live.env) | set(desired.env)):
         if live.env.get(name) != desired.env.get(name):
-            changes[f"env.{name}"] = FieldChange(before=live.env.get(name), after=desired.env.get(name))
+            changes[f"env.{name}"] = FieldChange(
+                before=live.env.get(name), after=desired.env.get(name)
+            )
     return changes
 
 

@@ -107,7 +107,9 @@ class SandboxAdapter(RuntimeAdapter):
     def plan(self, target: TargetRef, changes: dict[str, ServiceChange]) -> Plan:
         """Diff the simulated live state against it with the changes applied."""
         live = self.describe(target)
-        desired = {name: desired_spec(live.services[name], change) for name, change in changes.items()}
+        desired = {
+            name: desired_spec(live.services[name], change) for name, change in changes.items()
+        }
         diff = {name: diff_specs(live.services[name], spec) for name, spec in desired.items()}
         hints = [hint for name, d in diff.items() for hint in risk_hints(name, d)]
         return Plan(

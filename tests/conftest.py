@@ -14,8 +14,8 @@ from sqlalchemy import text
 
 from api.wiring import Services
 from core.config import Settings
-from core.identity.service import actor_for, ensure_user, issue_token, set_grant
 from core.identity.models import User
+from core.identity.service import actor_for, ensure_user, issue_token, set_grant
 from core.permissions import SYSTEM, Actor, Role
 from core.targets.service import load_declaration, parse_declaration
 from tests.support.postgres import throwaway_cluster
@@ -104,16 +104,28 @@ def _services_for(url: str) -> Services:
 def _wipe(services: Services) -> None:
     with services.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
-            tables = connection.execute(
-                text("SELECT tablename FROM pg_tables WHERE schemaname='public' "
-                     "AND tablename <> 'alembic_version'")
-            ).scalars().all()
+            tables = (
+                connection.execute(
+                    text(
+                        "SELECT tablename FROM pg_tables WHERE schemaname='public' "
+                        "AND tablename <> 'alembic_version'"
+                    )
+                )
+                .scalars()
+                .all()
+            )
             connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
         else:
-            tables = connection.execute(
-                text("SELECT name FROM sqlite_master WHERE type='table' "
-                     "AND name NOT IN ('alembic_version', 'sqlite_sequence')")
-            ).scalars().all()
+            tables = (
+                connection.execute(
+                    text(
+                        "SELECT name FROM sqlite_master WHERE type='table' "
+                        "AND name NOT IN ('alembic_version', 'sqlite_sequence')"
+                    )
+                )
+                .scalars()
+                .all()
+            )
             connection.exec_driver_sql("PRAGMA defer_foreign_keys=ON")
             for table in tables:
                 connection.execute(text(f"DELETE FROM {table}"))

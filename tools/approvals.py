@@ -144,4 +144,3 @@ TOOLS = [
     takeover_approval,
     list_approvals,
 ]
-

@@ -118,9 +118,7 @@ def cancel_release(ctx: ToolContext, session: Session, args: CancelReleaseInput)
 
 
 @tool(mutating=True, permission=Action.request)
-def rollback_release(
-    ctx: ToolContext, session: Session, args: RollbackReleaseInput
-) -> ReleaseRead:
+def rollback_release(ctx: ToolContext, session: Session, args: RollbackReleaseInput) -> ReleaseRead:
     """Preview a rollback of a target to an earlier applied revision; it is then submitted and
     approved like any release."""
     return service.rollback_release(

@@ -37,7 +37,9 @@ TICKET_STATES = ("pending", "approved", "rejected", "cancelled", "expired", "voi
 MAX_BATCH = 100
 
 
-def _open_ticket_for(session: Session, actor: Actor, release: Release, action: str) -> ApprovalTicket:
+def _open_ticket_for(
+    session: Session, actor: Actor, release: Release, action: str
+) -> ApprovalTicket:
     require(actor, Action.approve, release.project_id, release.project.name)
     state = normalize_state(release.lifecycle_state)
     ticket = current_ticket(session, release.number, for_update=True)
@@ -55,8 +57,7 @@ def _open_ticket_for(session: Session, actor: Actor, release: Release, action: s
         )
     if any(d.user_id == actor.user_id for d in ticket.decisions):
         raise Conflict(
-            f"{actor.name} already decided on {release_id(release.number)}; "
-            "one person counts once",
+            f"{actor.name} already decided on {release_id(release.number)}; one person counts once",
             release_id=release_id(release.number),
         )
     group = ticket.current_group or ""

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, and_, exists, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, and_, exists, literal, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.identity.models import Grant, Group, GroupMember
@@ -54,14 +54,20 @@ def current_ticket(
     return session.scalars(query).first()
 
 
-def set_ticket_state(session: Session, number: int, state: str, *, only_from: tuple[str, ...]) -> None:
+def set_ticket_state(
+    session: Session, number: int, state: str, *, only_from: tuple[str, ...]
+) -> None:
     """Move the release's current ticket to `state` if it is in one of `only_from`."""
     ticket = current_ticket(session, number)
     if ticket is not None and ticket.state in only_from:
         ticket.state = state
 
 
-def approver_condition(user_id: int, project_id: ColumnElement[int] | int, group: ColumnElement[str] | str) -> ColumnElement[bool]:
+def approver_condition(
+    user_id: int,
+    project_id: ColumnElement[int] | InstrumentedAttribute[int] | int,
+    group: ColumnElement[str | None] | InstrumentedAttribute[str | None] | str,
+) -> ColumnElement[bool]:
     """SQL: the user holds an approver role on the project and belongs to the step's group.
 
     `approvers` is every project approver; other groups are declared (project-scoped or
@@ -78,7 +84,8 @@ def approver_condition(user_id: int, project_id: ColumnElement[int] | int, group
         Group.name == group,
         or_(Group.project_id.is_(None), Group.project_id == project_id),
     )
-    return and_(has_role, or_(group == "approvers", in_group))
+    group_expr = literal(group) if isinstance(group, str) else group
+    return and_(has_role, or_(group_expr == "approvers", in_group))
 
 
 def is_eligible(session: Session, user_id: int, project_id: int, group: str) -> bool:

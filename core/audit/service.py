@@ -108,9 +108,9 @@ def verify(session: Session) -> AuditVerification:
     expected_prev = GENESIS
     expected_seq = 1
     checked = 0
-    rows = session.scalars(select(AuditEvent).order_by(AuditEvent.seq).execution_options(
-        yield_per=1000
-    ))
+    rows = session.scalars(
+        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=1000)
+    )
     for row in rows:
         if row.seq != expected_seq:
             return _broken(checked, expected_seq, f"event {expected_seq} is missing (deleted)")
@@ -132,7 +132,6 @@ def _broken(checked: int, seq: int, reason: str) -> AuditVerification:
     return AuditVerification(
         ok=False, checked=checked, last_seq=checked, first_broken_seq=seq, reason=reason
     )
-
 
 
 def list_events(

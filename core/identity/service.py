@@ -137,7 +137,7 @@ def add_user(
 
 def roles_by_project(session: Session, actor: Actor) -> dict[str, str]:
     """The actor's roles keyed by project name (`*` for all projects)."""
-    names = {pid: name for pid, name in session.execute(select(Project.id, Project.name)).all()}
+    names: dict[int, str] = dict(session.execute(select(Project.id, Project.name)).all())
     return {
         ("*" if pid is None else names.get(pid, str(pid))): role.value
         for pid, role in actor.grants.items()

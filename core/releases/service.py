@@ -119,7 +119,9 @@ def _preview_read(preview: Preview, release: Release) -> PreviewRead:
         diff_hash=preview.diff_hash,
         base_fingerprint=preview.base_fingerprint,
         risk=RiskSummary(
-            level=preview.risk_level, reasons=list(preview.risk_reasons), tier=release.target.risk_tier
+            level=preview.risk_level,
+            reasons=list(preview.risk_reasons),
+            tier=release.target.risk_tier,
         ),
         created_at=preview.created_at,
         expires_at=preview.expires_at,
@@ -393,10 +395,14 @@ def repreview_release(
     else:
         to = State.previewed
     if to == State.previewed and state != State.previewed:
-        set_ticket_state(session, found.number, "void", only_from=("pending", "approved", "expired"))
+        set_ticket_state(
+            session, found.number, "void", only_from=("pending", "approved", "expired")
+        )
     elif unchanged:
         set_ticket_state(
-            session, found.number, "approved" if to == State.approved else "pending",
+            session,
+            found.number,
+            "approved" if to == State.approved else "pending",
             only_from=("expired",),
         )
     transition(
@@ -683,7 +689,11 @@ def apply_if_automatic(
     )
     try:
         apply_release(
-            session, actor=on_behalf, runtimes=runner.runtimes, runner=runner, release=str(release.number)
+            session,
+            actor=on_behalf,
+            runtimes=runner.runtimes,
+            runner=runner,
+            release=str(release.number),
         )
     except (Conflict, RuntimeFailure) as exc:
         session.rollback()
@@ -746,7 +756,9 @@ def rollback_release(
     services = [s for s in desired if s in set(undone.services_key.split(","))] or list(desired)
     changes = {
         s: ServiceChange(
-            image=desired[s].get("image"), replicas=desired[s].get("replicas"), env=desired[s].get("env")
+            image=desired[s].get("image"),
+            replicas=desired[s].get("replicas"),
+            env=desired[s].get("env"),
         )
         for s in services
     }

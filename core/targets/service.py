@@ -78,9 +78,7 @@ def list_targets(session: Session, *, actor: Actor, project: str | None = None) 
     query = select(Target).join(Project).order_by(Project.name, Target.id)
     if project is not None:
         query = query.where(Project.id == get_project(session, project).id)
-    return [
-        target_read(t) for t in session.scalars(query) if actor.can(Action.view, t.project_id)
-    ]
+    return [target_read(t) for t in session.scalars(query) if actor.can(Action.view, t.project_id)]
 
 
 def target_status(
@@ -195,8 +193,10 @@ def _replace_policies(
     changed: list[str],
     scope: str,
 ) -> None:
-    where = PolicyRule.project_id.is_(None) if project_id is None else (
-        PolicyRule.project_id == project_id
+    where = (
+        PolicyRule.project_id.is_(None)
+        if project_id is None
+        else (PolicyRule.project_id == project_id)
     )
     existing = session.scalars(select(PolicyRule).where(where).order_by(PolicyRule.position))
     current = [_rule_key(r.environment, r.risk_tier, r.emergency, r.steps) for r in existing]
@@ -237,7 +237,5 @@ def parse_declaration(text: str) -> Declaration:
     try:
         return Declaration.model_validate(raw)
     except ValidationError as exc:
-        problems = [
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        ]
+        problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise InvalidInput("the declaration is invalid: " + "; ".join(problems)) from exc

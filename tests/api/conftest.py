@@ -23,11 +23,15 @@ class Api:
         auth = {"Authorization": f"Bearer {self.world.tokens[user]}"} if user else {}
         return {**auth, **extra}
 
-    def get(self, path: str, user: str | None = "alice", **kwargs):  # type: ignore[no-untyped-def]
-        return self.client.get(path, headers=self.headers(user, **kwargs.pop("headers", {})), **kwargs)
+    def get(self, path: str, user: str | None = "alice", **kwargs):
+        return self.client.get(
+            path, headers=self.headers(user, **kwargs.pop("headers", {})), **kwargs
+        )
 
-    def post(self, path: str, user: str | None = "alice", **kwargs):  # type: ignore[no-untyped-def]
-        return self.client.post(path, headers=self.headers(user, **kwargs.pop("headers", {})), **kwargs)
+    def post(self, path: str, user: str | None = "alice", **kwargs):
+        return self.client.post(
+            path, headers=self.headers(user, **kwargs.pop("headers", {})), **kwargs
+        )
 
 
 @pytest.fixture

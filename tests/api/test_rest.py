@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from tests.api.conftest import Api
@@ -9,7 +11,7 @@ from tests.api.conftest import Api
 PREVIEW = {"project": "shop", "environment": "prod", "changes": {"web": {"image_tag": "1.5.0"}}}
 
 
-def _error(response) -> dict:  # type: ignore[no-untyped-def]
+def _error(response) -> dict[str, Any]:
     body = response.json()
     assert set(body) == {"error"}, body
     assert set(body["error"]) == {"code", "message", "details"}, body
@@ -97,22 +99,47 @@ def test_self_approval_is_403(api: Api) -> None:
         ("get", "/api/v1/targets/shop/qa", None, 404, "not_found"),
         ("get", "/api/v1/targets/nope/prod", None, 404, "not_found"),
         ("post", "/api/v1/releases", {**PREVIEW, "environment": "qa"}, 404, "not_found"),
-        ("post", "/api/v1/releases", {**PREVIEW, "changes": {"web": {"replicas": "many"}}}, 422,
-         "invalid_input"),
-        ("post", "/api/v1/releases", {**PREVIEW, "changes": {"web": {"replicas": -1}}}, 422,
-         "invalid_input"),
-        ("post", "/api/v1/releases", {**PREVIEW, "changes": {"nope": {"replicas": 1}}}, 422,
-         "invalid_input"),
+        (
+            "post",
+            "/api/v1/releases",
+            {**PREVIEW, "changes": {"web": {"replicas": "many"}}},
+            422,
+            "invalid_input",
+        ),
+        (
+            "post",
+            "/api/v1/releases",
+            {**PREVIEW, "changes": {"web": {"replicas": -1}}},
+            422,
+            "invalid_input",
+        ),
+        (
+            "post",
+            "/api/v1/releases",
+            {**PREVIEW, "changes": {"nope": {"replicas": 1}}},
+            422,
+            "invalid_input",
+        ),
         ("post", "/api/v1/releases", {**PREVIEW, "changes": {}}, 422, "invalid_input"),
         ("post", "/api/v1/releases", {**PREVIEW, "extra": 1}, 422, "invalid_input"),
         ("post", "/api/v1/releases", [1, 2], 422, "invalid_input"),
-        ("post", "/api/v1/releases", {**PREVIEW, "changes": {"web": {"image_tag": "a b"}}}, 422,
-         "invalid_input"),
+        (
+            "post",
+            "/api/v1/releases",
+            {**PREVIEW, "changes": {"web": {"image_tag": "a b"}}},
+            422,
+            "invalid_input",
+        ),
         ("get", "/api/v1/approvals?risk=extreme", None, 422, "invalid_input"),
         ("get", "/api/v1/approvals?limit=0", None, 422, "invalid_input"),
         ("get", "/api/v1/releases?state=bogus", None, 422, "invalid_input"),
-        ("post", "/api/v1/approvals/batch", {"action": "nuke", "release_ids": ["R-1"]}, 422,
-         "invalid_input"),
+        (
+            "post",
+            "/api/v1/approvals/batch",
+            {"action": "nuke", "release_ids": ["R-1"]},
+            422,
+            "invalid_input",
+        ),
         ("post", "/api/v1/tools/nope", {}, 404, "not_found"),
         ("post", "/api/v1/tools/get_release", {"release_id": 5.5}, 422, "invalid_input"),
         ("post", "/api/v1/tools/get_release", ["R-1"], 422, "invalid_input"),
@@ -176,10 +203,23 @@ def test_idempotency_key_replays_instead_of_acting_twice(api: Api) -> None:
 def test_tool_door_lists_schemas_and_calls_the_same_functions(api: Api) -> None:
     tools = {t["name"]: t for t in api.get("/api/v1/tools").json()["tools"]}
     expected = {
-        "list_targets", "target_status", "list_releases", "get_release", "release_timeline",
-        "list_approvals", "diagnose_target", "verify_audit", "preview_release", "submit_release",
-        "apply_release", "rollback_release", "cancel_release", "approve_release",
-        "reject_release", "approve_releases", "reject_releases",
+        "list_targets",
+        "target_status",
+        "list_releases",
+        "get_release",
+        "release_timeline",
+        "list_approvals",
+        "diagnose_target",
+        "verify_audit",
+        "preview_release",
+        "submit_release",
+        "apply_release",
+        "rollback_release",
+        "cancel_release",
+        "approve_release",
+        "reject_release",
+        "approve_releases",
+        "reject_releases",
     }
     assert expected <= set(tools)
     assert tools["apply_release"]["mutating"] is True
@@ -202,7 +242,9 @@ def test_batch_route_decides_each_release(api: Api) -> None:
         api.post(f"/api/v1/releases/{rid}/submit")
         ids.append(rid)
     response = api.post(
-        "/api/v1/approvals/batch", user="bob", json={"action": "approve", "release_ids": [*ids, "R-77"]}
+        "/api/v1/approvals/batch",
+        user="bob",
+        json={"action": "approve", "release_ids": [*ids, "R-77"]},
     )
     items = response.json()["items"]
     assert [i["ok"] for i in items] == [True, True, False]
@@ -228,4 +270,7 @@ def test_request_id_is_echoed_and_audited(api: Api) -> None:
 
 
 def test_me(api: Api) -> None:
-    assert api.get("/api/v1/me", user="bob").json() == {"name": "bob", "roles": {"shop": "approver"}}
+    assert api.get("/api/v1/me", user="bob").json() == {
+        "name": "bob",
+        "roles": {"shop": "approver"},
+    }

@@ -136,8 +136,12 @@ def test_inbox_filters_mine_and_pagination(world: World) -> None:
     pay = _pending(world, "payment")
     everything = call(world, "admin", "list_approvals")
     assert [i.release_id for i in everything.items] == [pay, api.id, *shop]
-    assert [i.release_id for i in call(world, "admin", "list_approvals", project="payment").items] == [pay]
-    assert [i.release_id for i in call(world, "admin", "list_approvals", risk="high").items] == [api.id]
+    assert [
+        i.release_id for i in call(world, "admin", "list_approvals", project="payment").items
+    ] == [pay]
+    assert [i.release_id for i in call(world, "admin", "list_approvals", risk="high").items] == [
+        api.id
+    ]
     assert call(world, "admin", "list_approvals", environment="dev").items == []
     # bob can decide shop's tickets, not payment's.
     mine = call(world, "bob", "list_approvals", mine=True)

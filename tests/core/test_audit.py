@@ -5,9 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from core.errors import ShipdeckError
-
 from core.audit.models import AuditEvent
+from core.errors import ShipdeckError
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
 

@@ -15,7 +15,7 @@ from tests.support.calls import call, deploy
 
 
 @pytest.fixture
-def pg_world(pg_services) -> World:  # type: ignore[no-untyped-def]
+def pg_world(pg_services) -> World:
     return build_world(pg_services)
 
 
@@ -57,7 +57,9 @@ def test_fifty_concurrent_applies_apply_exactly_once(pg_world: World) -> None:
             )
         )
     assert (applies, rollouts) == (1, 1)
-    assert call(pg_world, "alice", "get_release", release_id=release_id).lifecycle_state == "applied"
+    assert (
+        call(pg_world, "alice", "get_release", release_id=release_id).lifecycle_state == "applied"
+    )
     assert call(pg_world, "admin", "verify_audit").ok
 
 
@@ -68,8 +70,11 @@ def test_one_release_applies_per_target(pg_world: World) -> None:
     # Hold the first one in `applying`, as a long rollout would.
     from tests.support.calls import sql
 
-    sql(pg_world, "UPDATE releases SET lifecycle_state='applying' WHERE number=:n",
-        n=int(first.removeprefix("R-")))
+    sql(
+        pg_world,
+        "UPDATE releases SET lifecycle_state='applying' WHERE number=:n",
+        n=int(first.removeprefix("R-")),
+    )
     with pytest.raises(Conflict, match=f"{first} is applying"):
         call(pg_world, "alice", "apply_release", release_id=second)
     assert call(pg_world, "alice", "get_release", release_id=second).lifecycle_state == "approved"
@@ -81,7 +86,9 @@ def test_concurrent_decisions_on_one_step_count_once(pg_world: World) -> None:
     call(pg_world, "alice", "submit_release", release_id=release_id)
     with ThreadPoolExecutor(3) as pool:
         outcomes = list(
-            pool.map(lambda u: _try(pg_world, u, "approve_release", release_id), ["bob", "erin", "dave"])
+            pool.map(
+                lambda u: _try(pg_world, u, "approve_release", release_id), ["bob", "erin", "dave"]
+            )
         )
     assert outcomes.count("approved") == 1, outcomes
     assert call(pg_world, "admin", "verify_audit").ok

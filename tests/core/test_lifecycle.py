@@ -70,8 +70,8 @@ def test_forbidden_transitions_raise_and_change_nothing(world: World) -> None:
                 assert raised.value.current == before
             session.rollback()
     with world.services.sessions() as session:
-        for state, number in numbers.items():
-            assert load_release(session, number).lifecycle_state == state
+        for name, number in numbers.items():
+            assert load_release(session, number).lifecycle_state == name
     assert _audit_count(world) == events
     assert len(FORBIDDEN) > 1000
 
@@ -91,7 +91,9 @@ def test_stale_version_is_refused_with_current_state(world: World) -> None:
 
 
 @pytest.mark.parametrize(("legacy", "state"), sorted(LEGACY_STATES.items()))
-def test_legacy_states_read_as_lifecycle_vocabulary(world: World, legacy: str, state: State) -> None:
+def test_legacy_states_read_as_lifecycle_vocabulary(
+    world: World, legacy: str, state: State
+) -> None:
     number = _release_in(world, legacy)
     got = call(world, "alice", "get_release", release_id=f"R-{number}")
     assert got.lifecycle_state == state.value

@@ -20,7 +20,7 @@ from tests.support.calls import call, deploy, sql
 
 def _live(world: World, project: str, env: str) -> dict[str, ServiceSpec]:
     status = call(world, "alice", "target_status", project=project, environment=env)
-    return status.services
+    return dict(status.services)
 
 
 def _approved_prod(world: World, tag: str = "1.5.0") -> str:
@@ -40,7 +40,9 @@ def _expire_preview(world: World, release_id: str) -> None:
 
 
 def test_preview_shows_diff_risk_and_expiry_without_touching_the_target(world: World) -> None:
-    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "2.0.0"}, api={"replicas": 0})
+    release = deploy(
+        world, "alice", "shop", "prod", web={"image_tag": "2.0.0"}, api={"replicas": 0}
+    )
     assert release.id == "R-1"
     assert release.lifecycle_state == "previewed"
     assert release.simulated is True

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel
 from sqlalchemy import text
 
 from tests.conftest import World
@@ -16,7 +15,7 @@ def call(world: World, user: str, tool: str, **args: Any) -> Any:
     return get_tool(tool).run(world.services.context(world.actor(user)), args)
 
 
-def deploy(world: World, user: str, project: str, env: str, **changes: dict[str, Any]) -> BaseModel:
+def deploy(world: World, user: str, project: str, env: str, **changes: dict[str, Any]) -> Any:
     """Preview a release as `user`."""
     return call(world, user, "preview_release", project=project, environment=env, changes=changes)
 

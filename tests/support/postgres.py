@@ -51,7 +51,7 @@ def throwaway_cluster() -> Iterator[str]:
             pw = pwd.getpwnam("nobody")
         os.chown(root, pw.pw_uid, pw.pw_gid)
 
-        def preexec() -> None:  # type: ignore[misc]
+        def preexec() -> None:
             os.setgid(pw.pw_gid)
             os.setuid(pw.pw_uid)
 
