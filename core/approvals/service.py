@@ -12,6 +12,7 @@ from core.approvals.tickets import (
     approver_condition,
     current_ticket,
     decided_by,
+    eligible_tickets,
     is_eligible,
     ticket_read,
 )
@@ -23,11 +24,11 @@ from core.lifecycle import State, normalize_state, transition
 from core.permissions import Action, Actor, require
 from core.releases.models import Release
 from core.releases.runner import ApplyRunner
-from core.releases.schemas import ApprovalPage, ApprovalRead, ReleaseRead
+from core.releases.schemas import ApprovalPage, ReleaseRead
 from core.releases.service import (
     apply_if_automatic,
     check_not_expired,
-    current_preview,
+    latest_previews,
     load_release,
     view,
 )
@@ -272,9 +273,25 @@ def inbox(
     tickets = list(session.scalars(query.order_by(ApprovalTicket.id.desc()).limit(limit + 1)))
     more = len(tickets) > limit
     tickets = tickets[:limit]
-    items: list[ApprovalRead] = []
-    for ticket in tickets:
-        release = load_release(session, ticket.release_number)
-        preview = current_preview(session, release.number)
-        items.append(ticket_read(session, ticket, release, actor, preview))
+    numbers = [t.release_number for t in tickets]
+    releases = {
+        r.number: r for r in session.scalars(select(Release).where(Release.number.in_(numbers)))
+    }
+    previews = latest_previews(session, numbers)
+    eligible = (
+        eligible_tickets(session, actor.user_id, [t.id for t in tickets])
+        if actor.user_id is not None
+        else set()
+    )
+    items = [
+        ticket_read(
+            session,
+            t,
+            releases[t.release_number],
+            actor,
+            previews.get(t.release_number),
+            t.id in eligible,
+        )
+        for t in tickets
+    ]
     return ApprovalPage(items=items, next_before=tickets[-1].id if more and tickets else None)

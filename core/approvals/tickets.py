@@ -93,15 +93,31 @@ def is_eligible(session: Session, user_id: int, project_id: int, group: str) -> 
     return bool(session.scalar(select(approver_condition(user_id, project_id, group))))
 
 
-def can_decide(session: Session, actor: Actor, ticket: ApprovalTicket) -> bool:
-    """Pending, not the requester's own, not already decided by them, and eligible."""
+def eligible_tickets(session: Session, user_id: int, ticket_ids: list[int]) -> set[int]:
+    """Which of these tickets' current steps the user is eligible for, in one query."""
+    if not ticket_ids:
+        return set()
+    condition = approver_condition(user_id, ApprovalTicket.project_id, ApprovalTicket.current_group)
+    query = select(ApprovalTicket.id).where(ApprovalTicket.id.in_(ticket_ids), condition)
+    return set(session.scalars(query))
+
+
+def can_decide(
+    session: Session, actor: Actor, ticket: ApprovalTicket, eligible: bool | None = None
+) -> bool:
+    """Pending, not the requester's own, not already decided by them, and eligible.
+
+    `eligible` may be precomputed for a page of tickets by `eligible_tickets`.
+    """
     if ticket.state != OPEN or actor.user_id is None or ticket.current_group is None:
         return False
     if actor.user_id == ticket.requested_by_id:
         return False
     if any(d.user_id == actor.user_id for d in ticket.decisions):
         return False
-    return is_eligible(session, actor.user_id, ticket.project_id, ticket.current_group)
+    if eligible is None:
+        eligible = is_eligible(session, actor.user_id, ticket.project_id, ticket.current_group)
+    return eligible
 
 
 def ticket_read(
@@ -110,6 +126,7 @@ def ticket_read(
     release: Release,
     actor: Actor,
     preview: Preview | None = None,
+    eligible: bool | None = None,
 ) -> ApprovalRead:
     """The ticket as the inbox and approval cards show it."""
     steps = []
@@ -154,7 +171,7 @@ def ticket_read(
         changes=dict(release.changes),
         created_at=ticket.created_at,
         expires_at=preview.expires_at if preview else None,
-        can_decide=can_decide(session, actor, ticket),
+        can_decide=can_decide(session, actor, ticket, eligible),
     )
 
 

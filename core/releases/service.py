@@ -7,7 +7,7 @@ from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -80,6 +80,18 @@ def current_preview(session: Session, number: int) -> Preview | None:
     return session.scalars(
         select(Preview).where(Preview.release_number == number).order_by(Preview.id.desc()).limit(1)
     ).first()
+
+
+def latest_previews(session: Session, numbers: list[int]) -> dict[int, Preview]:
+    """The newest preview of each release, in one query."""
+    newest = (
+        select(func.max(Preview.id))
+        .where(Preview.release_number.in_(numbers))
+        .group_by(Preview.release_number)
+    )
+    return {
+        p.release_number: p for p in session.scalars(select(Preview).where(Preview.id.in_(newest)))
+    }
 
 
 def view(session: Session, release: Release, actor: Actor) -> ReleaseRead:

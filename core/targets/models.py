@@ -21,11 +21,9 @@ class Project(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     services: Mapped[list[Service]] = relationship(
-        back_populates="project", lazy="selectin", order_by="Service.name"
+        back_populates="project", order_by="Service.name"
     )
-    targets: Mapped[list[Target]] = relationship(
-        back_populates="project", lazy="selectin", order_by="Target.id"
-    )
+    targets: Mapped[list[Target]] = relationship(back_populates="project", order_by="Target.id")
 
 
 class Service(Base):
