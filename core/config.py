@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,13 +37,6 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = Field(
         default=True, description="Run database migrations when the server starts."
-    )
-    llm_base_url: str | None = Field(
-        default=None, description="OpenAI-compatible endpoint for the `llm` planner."
-    )
-    llm_model: str | None = Field(default=None, description="Model name for the `llm` planner.")
-    llm_api_key: SecretStr | None = Field(
-        default=None, description="API key for the `llm` planner's endpoint."
     )
 
 
