@@ -1,0 +1,80 @@
+"""The apply runner: background jobs, leases, recovery of a dead replica's job."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+from core.db import utcnow
+from core.releases.runner import ApplyRunner
+from tests.conftest import World
+from tests.support.calls import call, deploy, sql
+
+
+def _approved_dev(world: World) -> str:
+    release = deploy(world, "alice", "shop", "dev", web={"image_tag": "1.7.0"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    return str(release.id)
+
+
+def _wait_for(world: World, release_id: str, state: str, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if call(world, "alice", "get_release", release_id=release_id).lifecycle_state == state:
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"{release_id} never reached {state}")
+
+
+def test_background_runner_applies_after_the_call_returns(world: World) -> None:
+    services = world.services
+    runner = ApplyRunner(services.sessions, services.runtimes, lease_seconds=30)
+    # Slow the simulated rollout so the call returns while the job still runs.
+    sql(
+        world,
+        "UPDATE targets SET connection = :c WHERE environment = 'dev'",
+        c='{"delay_seconds": 0.3}',
+    )
+    release_id = _approved_dev(world)
+    from core.releases.service import apply_release
+
+    with services.sessions() as session:
+        started = apply_release(
+            session,
+            actor=world.actor("alice"),
+            runtimes=services.runtimes,
+            runner=runner,
+            release=release_id,
+        )
+    assert started.lifecycle_state == "applying"
+    runner.drain()
+    runner.shutdown()
+    _wait_for(world, release_id, "applied")
+
+
+def test_a_dead_replicas_job_is_recovered_once_its_lease_runs_out(world: World) -> None:
+    release_id = _approved_dev(world)
+    number = int(release_id.removeprefix("R-"))
+    # Replica A took the job, then died: the release sits in applying under its lease.
+    sql(
+        world,
+        "UPDATE releases SET lifecycle_state='applying', version=version+1, "
+        "claimed_by='dead-replica', lease_expires_at=:t, base_spec='{}' WHERE number=:n",
+        t=utcnow() + timedelta(minutes=5),
+        n=number,
+    )
+    runner = world.services.runner
+    assert runner.recover() == 0  # lease still valid: not ours to take
+    sql(
+        world,
+        "UPDATE releases SET lease_expires_at=:t WHERE number=:n",
+        t=utcnow() - timedelta(seconds=1),
+        n=number,
+    )
+    assert runner.recover() == 1
+    _wait_for(world, release_id, "applied")
+    assert runner.recover() == 0
+    timeline = call(world, "alice", "release_timeline", release_id=release_id)
+    assert [e.message for e in timeline.entries if e.kind == "progress"][0].startswith(
+        "rolling out shop/web:1.7.0"
+    )
