@@ -76,7 +76,10 @@ def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> 
     try:
         with services.sessions() as session:
             result = load_declaration(
-                session, actor=_operator(), declaration=parse_declaration(file.read_text())
+                session,
+                actor=_operator(),
+                declaration=parse_declaration(file.read_text()),
+                base_dir=file.resolve().parent,
             )
     except ShipdeckError as exc:
         raise _fail(exc) from None

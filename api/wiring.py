@@ -13,6 +13,7 @@ from core.events import EventBus
 from core.migrate import upgrade
 from core.permissions import Actor
 from core.releases.runner import ApplyRunner
+from runtimes.compose import ComposeAdapter
 from runtimes.registry import RuntimeRegistry
 from runtimes.sandbox import SandboxAdapter
 from tools.base import ToolContext
@@ -20,7 +21,7 @@ from tools.base import ToolContext
 
 def default_runtimes(engine: Engine) -> RuntimeRegistry:
     """The runtime adapters this build ships."""
-    return RuntimeRegistry({"sandbox": SandboxAdapter(engine)})
+    return RuntimeRegistry({"sandbox": SandboxAdapter(engine), "compose": ComposeAdapter()})
 
 
 @dataclass

@@ -141,7 +141,11 @@ Progress = Callable[[str | None, str, str], None]
 
 
 class RuntimeUnavailable(Exception):
-    """The runtime could not be reached or refused the request."""
+    """The runtime could not be reached (engine down, API server unreachable, bad credentials)."""
+
+
+class RuntimeRefused(Exception):
+    """The runtime refuses the request as given (service not defined, spec does not parse)."""
 
 
 class RuntimeAdapter(ABC):

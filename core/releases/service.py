@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -39,14 +38,12 @@ from core.releases.schemas import (
     TimelineEntry,
 )
 from core.targets.models import Project, Target
-from core.targets.service import get_target, target_ref, ttl_seconds
+from core.targets.service import adapter_for, call_runtime, get_target, target_ref, ttl_seconds
 from runtimes.base import (
     RISK_RANK,
     FieldChange,
     LiveState,
     Plan,
-    RuntimeAdapter,
-    RuntimeUnavailable,
     ServiceChange,
     ServiceSpec,
 )
@@ -243,21 +240,6 @@ def timeline(session: Session, *, actor: Actor, release: str) -> Timeline:
 # ---------------------------------------------------------------- runtime calls
 
 
-def _runtime(runtimes: RuntimeRegistry, target: Target) -> RuntimeAdapter:
-    try:
-        return runtimes.get(target.runtime)
-    except KeyError as exc:
-        raise RuntimeFailure(str(exc.args[0]), runtime=target.runtime) from None
-
-
-def call_runtime(what: str, fn: Callable[[], T]) -> T:
-    """Call an adapter, turning 'could not reach it' into a typed error."""
-    try:
-        return fn()
-    except RuntimeUnavailable as exc:
-        raise RuntimeFailure(f"could not {what}: {exc}") from exc
-
-
 # ---------------------------------------------------------------- preview
 
 
@@ -310,7 +292,7 @@ def _store_preview(session: Session, release: Release, target: Target, plan: Pla
 def _plan(
     session: Session, runtimes: RuntimeRegistry, target: Target, changes: dict[str, ServiceChange]
 ) -> Plan:
-    adapter = _runtime(runtimes, target)
+    adapter = adapter_for(runtimes, target)
     ref = target_ref(target)
     session.commit()  # never hold a transaction while a runtime is called
     plan = call_runtime("plan the change", lambda: adapter.plan(ref, changes))
@@ -631,7 +613,7 @@ def apply_release(
     preview = current_preview(session, found.number)
     if preview is None:
         raise _not_from(found, "apply", state)
-    adapter = _runtime(runtimes, found.target)
+    adapter = adapter_for(runtimes, found.target)
     ref = target_ref(found.target)
     services = list(preview.desired)
     version = found.version

