@@ -14,6 +14,7 @@ from core.migrate import upgrade
 from core.permissions import Actor
 from core.releases.runner import ApplyRunner
 from runtimes.compose import ComposeAdapter
+from runtimes.kubernetes import KubernetesAdapter
 from runtimes.registry import RuntimeRegistry
 from runtimes.sandbox import SandboxAdapter
 from tools.base import ToolContext
@@ -21,7 +22,13 @@ from tools.base import ToolContext
 
 def default_runtimes(engine: Engine) -> RuntimeRegistry:
     """The runtime adapters this build ships."""
-    return RuntimeRegistry({"sandbox": SandboxAdapter(engine), "compose": ComposeAdapter()})
+    return RuntimeRegistry(
+        {
+            "sandbox": SandboxAdapter(engine),
+            "compose": ComposeAdapter(),
+            "kubernetes": KubernetesAdapter(),
+        }
+    )
 
 
 @dataclass

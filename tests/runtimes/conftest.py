@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -17,6 +19,7 @@ from core.targets.service import load_declaration, parse_declaration
 from runtimes.compose import ComposeAdapter
 from tests.conftest import World, _services_for, _wipe, build_world, service_unavailable
 from tests.support.docker import build_images, engine_problem, static_busybox
+from tests.support.kube import Cluster, apps_api, deployment_manifest, running_cluster
 
 
 @pytest.fixture(scope="session")
@@ -105,3 +108,71 @@ projects:
     finally:
         target.file.write_text(yaml.safe_dump(COMPOSE))  # a test may have broken it
         target.client().compose.down(timeout=1, quiet=True)
+
+
+@pytest.fixture(scope="session")
+def cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """One Kubernetes API emulator (kmock + controller emulation) for the whole run."""
+    with running_cluster(tmp_path_factory.mktemp("kube")) as running:
+        yield running
+
+
+@dataclass
+class KubeTarget:
+    """shop/prod on Kubernetes: Deployments web and worker in a namespace of this test's own."""
+
+    world: World
+    cluster: Cluster
+    namespace: str
+
+    def apps(self) -> Any:
+        return apps_api(self.cluster.kubeconfig)
+
+    def image(self, name: str) -> str:
+        deployment = self.cluster.deployment(self.namespace, name)
+        return str(deployment["spec"]["template"]["spec"]["containers"][0]["image"])
+
+    def requests(self) -> list[Any]:
+        """Requests the API server received for this test's namespace."""
+        return [r for r in list(self.cluster.emulator) if r.namespace == self.namespace]
+
+
+@pytest.fixture
+def kube_target(cluster: Cluster, sqlite_url: str) -> KubeTarget:
+    services: Services = _services_for(sqlite_url)
+    _wipe(services)
+    world = build_world(services)
+    namespace = f"ns-{uuid.uuid4().hex[:8]}"
+    declaration = f"""
+projects:
+  - name: shop
+    services: [web, worker, api]
+    targets:
+      - environment: prod
+        runtime: kubernetes
+        kubeconfig: {cluster.kubeconfig}
+        namespace: {namespace}
+        timeout_seconds: 10
+"""
+    with services.sessions() as session:
+        load_declaration(session, actor=SYSTEM, declaration=parse_declaration(declaration))
+    target = KubeTarget(world, cluster, namespace)
+    apps = target.apps()
+    apps.create_namespaced_deployment(namespace, deployment_manifest("web", "demo/web:1.4.1"))
+    apps.create_namespaced_deployment(
+        namespace, deployment_manifest("worker", "demo/worker:2.0.0", replicas=2, QUEUE="jobs")
+    )
+    wait_until(
+        lambda: (
+            cluster.deployment(namespace, "worker").get("status", {}).get("availableReplicas") == 2
+        )
+    )
+    return target
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.05)
