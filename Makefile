@@ -30,7 +30,8 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 
 bench: $(STAMP)
-	$(BIN)/python benchmarks/core_latency.py
+	$(BIN)/python -m benchmarks.core_latency
+	$(BIN)/python -m benchmarks.compose_overhead
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
