@@ -118,7 +118,7 @@ def transition(
     """
     before = normalize_state(release.lifecycle_state)
     if to not in allowed(before, action):
-        raise _illegal(release, action, before)
+        raise illegal_transition(release, action, before)
     now = utcnow()
     changes: dict[str, Any] = {"lifecycle_state": to.value, "version": release.version + 1}
     changes["updated_at"] = now
@@ -134,7 +134,7 @@ def transition(
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
         session.refresh(release)
-        raise _illegal(release, action, normalize_state(release.lifecycle_state))
+        raise illegal_transition(release, action, normalize_state(release.lifecycle_state))
     for key, value in changes.items():
         set_committed_value(release, key, value)
     record(
@@ -161,7 +161,8 @@ def transition(
     )
 
 
-def _illegal(release: Release, action: str, current: State) -> IllegalTransition:
+def illegal_transition(release: Release, action: str, current: State) -> IllegalTransition:
+    """The typed error for `action` on a release in `current`, naming the allowed sources."""
     sources = sorted(s.value for (s, a) in TRANSITIONS if a == action)
     return IllegalTransition(
         f"{release_id(release.number)} is {current.value}; {action} needs one of: "

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
@@ -252,3 +254,29 @@ def risk_hints(service: str, diff: dict[str, FieldChange]) -> list[RiskHint]:
     if any(key.startswith("env.") for key in diff):
         hints.append(RiskHint(level="low", message=f"{service}: environment changes"))
     return hints
+
+
+def fingerprint(live: LiveState, services: list[str]) -> str:
+    """SHA-256 over image, replicas and env of the named services (health excluded)."""
+    payload = {
+        name: live.services[name].model_dump(include={"image", "replicas", "env"})
+        if name in live.services
+        else None
+        for name in sorted(services)
+    }
+    return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+
+def make_plan(
+    target: TargetRef, live: LiveState, desired: dict[str, ServiceSpec], *, simulated: bool = False
+) -> Plan:
+    """The plan from live state to desired specs: diff, risk hints, base fingerprint."""
+    diff = {name: diff_specs(live.services[name], spec) for name, spec in desired.items()}
+    return Plan(
+        target=target,
+        desired=desired,
+        diff=diff,
+        base_fingerprint=fingerprint(live, list(desired)),
+        risk_hints=[hint for name, d in diff.items() for hint in risk_hints(name, d)],
+        simulated=simulated,
+    )

@@ -40,10 +40,8 @@ from runtimes.base import (
     ServiceState,
     TargetRef,
     desired_spec,
-    diff_specs,
-    risk_hints,
+    make_plan,
 )
-from runtimes.fingerprint import fingerprint
 
 SERVICE_LABEL = "com.docker.compose.service"
 LOG_LINES = 20
@@ -206,15 +204,7 @@ class ComposeAdapter(RuntimeAdapter):
         for name, spec in desired.items():
             if not spec.image:
                 raise RuntimeRefused(f"{name} has no image to put a tag on; give a whole image")
-        diff = {name: diff_specs(live.services[name], spec) for name, spec in desired.items()}
-        hints = [hint for name, d in diff.items() for hint in risk_hints(name, d)]
-        return Plan(
-            target=target,
-            desired=desired,
-            diff=diff,
-            base_fingerprint=fingerprint(live, list(changes)),
-            risk_hints=hints,
-        )
+        return make_plan(target, live, desired)
 
     # ------------------------------------------------------------------ applying
 

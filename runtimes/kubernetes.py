@@ -35,10 +35,8 @@ from runtimes.base import (
     ServiceState,
     TargetRef,
     desired_spec,
-    diff_specs,
-    risk_hints,
+    make_plan,
 )
-from runtimes.fingerprint import fingerprint
 
 FIELD_MANAGER = "shipdeck"
 APPLY_CONTENT_TYPE = "application/apply-patch+yaml"
@@ -242,15 +240,7 @@ class KubernetesAdapter(RuntimeAdapter):
                 wanted = desired_spec(live.services[name], change)
                 dry = self._apply(api, namespace, name, live_objects[name], wanted, dry_run=True)
                 desired[name] = _spec_of(dry, name)
-        diff = {name: diff_specs(live.services[name], spec) for name, spec in desired.items()}
-        hints = [hint for name, d in diff.items() for hint in risk_hints(name, d)]
-        return Plan(
-            target=target,
-            desired=desired,
-            diff=diff,
-            base_fingerprint=fingerprint(live, list(changes)),
-            risk_hints=hints,
-        )
+        return make_plan(target, live, desired)
 
     # ------------------------------------------------------------------ applying
 

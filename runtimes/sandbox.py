@@ -26,11 +26,9 @@ from runtimes.base import (
     ServiceState,
     TargetRef,
     desired_spec,
-    diff_specs,
     image_tag,
-    risk_hints,
+    make_plan,
 )
-from runtimes.fingerprint import fingerprint
 
 FAILING_TAG_WORDS = ("broken", "unhealthy")
 
@@ -110,16 +108,7 @@ class SandboxAdapter(RuntimeAdapter):
         desired = {
             name: desired_spec(live.services[name], change) for name, change in changes.items()
         }
-        diff = {name: diff_specs(live.services[name], spec) for name, spec in desired.items()}
-        hints = [hint for name, d in diff.items() for hint in risk_hints(name, d)]
-        return Plan(
-            target=target,
-            desired=desired,
-            diff=diff,
-            base_fingerprint=fingerprint(live, list(changes)),
-            risk_hints=hints,
-            simulated=True,
-        )
+        return make_plan(target, live, desired, simulated=True)
 
     def apply(self, plan: Plan, progress: Progress) -> ApplyResult:
         """Write the desired specs; a tag saying broken/unhealthy never turns healthy."""

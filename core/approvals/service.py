@@ -20,7 +20,7 @@ from core.audit.service import record
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ShipdeckError
 from core.ids import parse_release_id, release_id
-from core.lifecycle import State, normalize_state, transition
+from core.lifecycle import State, illegal_transition, normalize_state, transition
 from core.permissions import Action, Actor, require
 from core.releases.models import Release
 from core.releases.runner import ApplyRunner
@@ -47,9 +47,7 @@ def _open_ticket_for(
     session.refresh(release)
     state = normalize_state(release.lifecycle_state)
     if state != State.pending_approval or ticket is None or ticket.state != OPEN:
-        from core.lifecycle import _illegal
-
-        raise _illegal(release, action, state)
+        raise illegal_transition(release, action, state)
     check_not_expired(session, release, actor)
     if actor.user_id == release.requested_by_id:
         raise PermissionDenied(

@@ -25,7 +25,14 @@ from core.errors import (
 )
 from core.events import LiveEvent, queue_event
 from core.ids import parse_release_id, release_id
-from core.lifecycle import WAITING, State, allowed, normalize_state, transition
+from core.lifecycle import (
+    WAITING,
+    State,
+    allowed,
+    illegal_transition,
+    normalize_state,
+    transition,
+)
 from core.permissions import SYSTEM, Action, Actor, require
 from core.policy import decide
 from core.releases.models import Preview, ProgressEvent, Release
@@ -46,8 +53,8 @@ from runtimes.base import (
     Plan,
     ServiceChange,
     ServiceSpec,
+    fingerprint,
 )
-from runtimes.fingerprint import fingerprint
 from runtimes.registry import RuntimeRegistry
 
 if TYPE_CHECKING:
@@ -373,7 +380,7 @@ def repreview_release(
     _require_requester_or_approver(actor, found, "re-preview")
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "repreview"):
-        raise _not_from(found, "repreview", state)
+        raise illegal_transition(found, "repreview", state)
     changes = {k: ServiceChange.model_validate(v) for k, v in found.changes.items()}
     target = found.target
     plan = _plan(session, runtimes, target, changes)
@@ -427,12 +434,6 @@ def _require_requester_or_approver(actor: Actor, release: Release, what: str) ->
         f"only {release.requested_by.name} (the requester) or an approver may {what} "
         f"{release_id(release.number)}"
     )
-
-
-def _not_from(release: Release, action: str, state: State) -> Conflict:
-    from core.lifecycle import _illegal
-
-    return _illegal(release, action, state)
 
 
 def check_not_expired(session: Session, release: Release, actor: Actor) -> None:
@@ -505,7 +506,7 @@ def submit_release(
         )
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "submit"):
-        raise _not_from(found, "submit", state)
+        raise illegal_transition(found, "submit", state)
     check_not_expired(session, found, actor)
     decision = decide(session, target=found.target, emergency=found.emergency)
     _supersede(session, found, actor)
@@ -571,7 +572,7 @@ def cancel_release(
     _require_requester_or_approver(actor, found, "cancel")
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "cancel"):
-        raise _not_from(found, "cancel", state)
+        raise illegal_transition(found, "cancel", state)
     text = reason or f"cancelled by {actor.name}"
     set_ticket_state(session, found.number, "cancelled", only_from=("pending", "approved"))
     transition(
@@ -608,11 +609,11 @@ def apply_release(
     _require_requester_or_approver(actor, found, "apply")
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "apply"):
-        raise _not_from(found, "apply", state)
+        raise illegal_transition(found, "apply", state)
     check_not_expired(session, found, actor)
     preview = current_preview(session, found.number)
     if preview is None:
-        raise _not_from(found, "apply", state)
+        raise illegal_transition(found, "apply", state)
     adapter = adapter_for(runtimes, found.target)
     ref = target_ref(found.target)
     services = list(preview.desired)
@@ -622,7 +623,7 @@ def apply_release(
     _check_drift(found, preview, live, services)
     found = load_release(session, found.number)
     if found.version != version:
-        raise _not_from(found, "apply", normalize_state(found.lifecycle_state))
+        raise illegal_transition(found, "apply", normalize_state(found.lifecycle_state))
     base = {s: live.services[s].model_dump(include={"image", "replicas", "env"}) for s in services}
     try:
         transition(
