@@ -12,7 +12,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.deps import request_id
 from api.errors import error_body
-from api.routes import approvals, audit, health, me, releases, targets, tools
+from api.routes import approvals, audit, chat, health, me, releases, targets, tools
 from api.wiring import Services
 from core.config import Settings, get_settings
 
@@ -87,6 +87,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             wired.migrate()
         wired.runner.recover()
         wired.runner.start_sweeper()
+        _ = wired.hub  # listen to live events from the start
         yield
         wired.runner.stop_sweeper()
         if services is None:
@@ -109,6 +110,6 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for router in (health, me, targets, releases, approvals, audit, tools):
+    for router in (health, me, targets, releases, approvals, audit, tools, chat):
         app.include_router(router.router)
     return app

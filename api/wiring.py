@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from sqlalchemy import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from agent.factory import make_planner
+from agent.hub import Hub
+from agent.session import ChatDeps
 from core.config import Settings
 from core.db import make_engine, make_sessionmaker
 from core.events import EventBus
@@ -41,6 +44,22 @@ class Services:
     bus: EventBus
     runtimes: RuntimeRegistry
     runner: ApplyRunner
+    _hub: Hub | None = None
+    _chat: ChatDeps | None = None
+
+    @property
+    def hub(self) -> Hub:
+        """The chat hub (started on first use: only servers need it)."""
+        if self._hub is None:
+            self._hub = Hub(self.sessions, self.bus)
+        return self._hub
+
+    @property
+    def chat(self) -> ChatDeps:
+        """What chat sessions need, with the configured planner."""
+        if self._chat is None:
+            self._chat = ChatDeps(self.sessions, self.context, make_planner(self.settings))
+        return self._chat
 
     @classmethod
     def build(cls, settings: Settings, *, inline_apply: bool = False) -> Services:
@@ -64,5 +83,7 @@ class Services:
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        if self._hub is not None:
+            self._hub.close()
         self.runner.shutdown()
         self.engine.dispose()

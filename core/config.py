@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -37,6 +38,22 @@ class Settings(BaseSettings):
     )
     migrate_on_start: bool = Field(
         default=True, description="Run database migrations when the server starts."
+    )
+    planner: Literal["rules", "llm"] = Field(
+        default="rules", description="Chat planner: offline `rules`, or `llm` (needs LLM_*)."
+    )
+    llm_base_url: str | None = Field(
+        default=None, description="OpenAI-compatible endpoint for the `llm` planner."
+    )
+    llm_model: str | None = Field(default=None, description="Model name for the `llm` planner.")
+    llm_api_key: SecretStr | None = Field(
+        default=None, description="API key for the `llm` planner's endpoint."
+    )
+    llm_timeout_seconds: float = Field(
+        default=60, gt=0, description="How long one LLM request may take."
+    )
+    chat_max_frame_bytes: int = Field(
+        default=16 * 1024, gt=0, description="Largest chat frame a client may send."
     )
 
 

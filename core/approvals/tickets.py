@@ -6,7 +6,7 @@ from sqlalchemy import ColumnElement, and_, exists, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
-from core.identity.models import Grant, Group, GroupMember
+from core.identity.models import Grant, Group, GroupMember, User
 from core.ids import release_id
 from core.permissions import Actor, Role
 from core.policy import PolicyDecision
@@ -64,7 +64,7 @@ def set_ticket_state(
 
 
 def approver_condition(
-    user_id: int,
+    user_id: ColumnElement[int] | InstrumentedAttribute[int] | int,
     project_id: ColumnElement[int] | InstrumentedAttribute[int] | int,
     group: ColumnElement[str | None] | InstrumentedAttribute[str | None] | str,
 ) -> ColumnElement[bool]:
@@ -180,3 +180,18 @@ def decided_by(user_id: int) -> ColumnElement[bool]:
     return exists().where(
         ApprovalDecision.ticket_id == ApprovalTicket.id, ApprovalDecision.user_id == user_id
     )
+
+
+def eligible_approvers(session: Session, ticket: ApprovalTicket) -> list[int]:
+    """Ids of the users who may decide the ticket's current step now."""
+    if ticket.state != OPEN or ticket.current_group is None:
+        return []
+    decided = exists().where(
+        ApprovalDecision.ticket_id == ticket.id, ApprovalDecision.user_id == User.id
+    )
+    query = select(User.id).where(
+        User.id != ticket.requested_by_id,
+        ~decided,
+        approver_condition(User.id, ticket.project_id, ticket.current_group),
+    )
+    return list(session.scalars(query.order_by(User.id)))

@@ -1,0 +1,189 @@
+"""Cards: confirmation cards (the requester confirms a mutating call) and approval cards.
+
+A card is a row, so it survives reconnects and is the same card in every session of its
+owner. Deciding one runs the registry tool as the card's owner: core's rules decide.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from agent.models import ChatCard
+from core.approvals.tickets import current_ticket, eligible_approvers
+from core.db import utcnow
+from core.ids import parse_release_id, release_id
+from core.releases.models import Release
+from core.releases.service import current_preview, load_release
+
+# What confirming a card runs, and what its other actions do.
+PREVIEW_TOOLS = ("preview_release", "rollback_release")
+ACTIONS = {
+    "confirmation": ["confirm", "cancel"],
+    "approval": ["approve", "reject"],
+}
+# The lifecycle state in which each card's tool still makes sense.
+LIVE_WHILE = {
+    "submit_release": "previewed",
+    "apply_release": "approved",
+    "approve_release": "pending_approval",
+    "reject_release": "pending_approval",
+    "approval": "pending_approval",
+}
+
+
+def new_id() -> str:
+    """A short random card or session id."""
+    return uuid.uuid4().hex[:16]
+
+
+def _expires(session: Session, release: Release | None) -> Any:
+    if release is None:
+        return None
+    preview = current_preview(session, release.number)
+    return preview.expires_at if preview else None
+
+
+def confirmation_card(
+    session: Session,
+    *,
+    user_id: int,
+    session_id: str | None,
+    tool: str,
+    args: dict[str, Any],
+) -> ChatCard:
+    """A card that runs `tool(args)` when its owner confirms it."""
+    number = None
+    raw_id = args.get("release_id")
+    if isinstance(raw_id, str):
+        try:
+            number = parse_release_id(raw_id)
+        except Exception:  # a bad id is refused by core when the card is confirmed
+            number = None
+    release = session.get(Release, number) if number else None
+    card = ChatCard(
+        id=new_id(),
+        user_id=user_id,
+        session_id=session_id,
+        kind="confirmation",
+        tool=tool,
+        args=args,
+        release_number=number if release else None,
+        expires_at=_expires(session, release),
+    )
+    session.add(card)
+    session.flush()
+    return card
+
+
+def approval_cards(session: Session, number: int) -> list[ChatCard]:
+    """One open approval card per eligible approver of the release's ticket (idempotent)."""
+    release = load_release(session, number)
+    ticket = current_ticket(session, number)
+    if ticket is None:
+        return []
+    have = set(
+        session.scalars(
+            select(ChatCard.user_id).where(
+                ChatCard.release_number == number,
+                ChatCard.kind == "approval",
+                ChatCard.state == "open",
+            )
+        )
+    )
+    cards = []
+    for user_id in eligible_approvers(session, ticket):
+        if user_id in have:
+            continue
+        card = ChatCard(
+            id=new_id(),
+            user_id=user_id,
+            kind="approval",
+            tool="approve_release",
+            args={"release_id": release_id(number)},
+            release_number=number,
+            expires_at=_expires(session, release),
+        )
+        session.add(card)
+        cards.append(card)
+    session.flush()
+    return cards
+
+
+def settle(session: Session, number: int) -> list[ChatCard]:
+    """Close the open cards of a release that its new state makes pointless; return them."""
+    release = session.get(Release, number)
+    if release is None:
+        return []
+    changed = []
+    ticket = current_ticket(session, number)
+    for card in session.scalars(
+        select(ChatCard).where(ChatCard.release_number == number, ChatCard.state == "open")
+    ):
+        needed = LIVE_WHILE.get("approval" if card.kind == "approval" else card.tool)
+        still = needed is None or release.lifecycle_state == needed
+        if card.kind == "approval" and still and ticket is not None:
+            still = card.user_id in eligible_approvers(session, ticket)
+        if not still:
+            card.state, card.decided_at = "void", utcnow()
+            card.outcome = f"{release_id(number)} is now {release.lifecycle_state}"
+            changed.append(card)
+    session.flush()
+    return changed
+
+
+def card_view(session: Session, card: ChatCard) -> dict[str, Any]:
+    """The card as clients render it: release, target, per-service diff, risk, expiry."""
+    view: dict[str, Any] = {
+        "id": card.id,
+        "kind": card.kind,
+        "tool": card.tool,
+        "args": card.args,
+        "state": card.state,
+        "outcome": card.outcome,
+        "actions": ACTIONS[card.kind] if card.state == "open" else [],
+        "release_id": None,
+        "project": None,
+        "environment": None,
+        "lifecycle_state": None,
+        "diff": {},
+        "risk": None,
+        "expires_at": card.expires_at.isoformat() if card.expires_at else None,
+    }
+    if card.release_number is not None:
+        release = session.get(Release, card.release_number)
+        if release is not None:
+            preview = current_preview(session, release.number)
+            view.update(
+                release_id=release_id(release.number),
+                project=release.project.name,
+                environment=release.target.environment,
+                lifecycle_state=release.lifecycle_state,
+                requested_by=release.requested_by.name,
+                simulated=release.target.runtime == "sandbox",
+            )
+            if preview is not None:
+                view["diff"] = preview.diff
+                view["risk"] = {
+                    "level": preview.risk_level,
+                    "reasons": preview.risk_reasons,
+                    "tier": release.target.risk_tier,
+                }
+    view["title"] = _title(card, view)
+    return view
+
+
+def _title(card: ChatCard, view: dict[str, Any]) -> str:
+    rid, where = view.get("release_id"), f"{view.get('project')}/{view.get('environment')}"
+    if card.kind == "approval":
+        return f"Approve {rid} on {where}, requested by {view.get('requested_by')}?"
+    return {
+        "submit_release": f"Submit {rid} for {where}?",
+        "apply_release": f"Apply {rid} to {where} now?",
+        "approve_release": f"Approve {rid}?",
+        "reject_release": f"Reject {rid}?",
+        "cancel_release": f"Cancel {rid}?",
+    }.get(card.tool, f"Run {card.tool} {card.args}?")

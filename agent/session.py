@@ -1,0 +1,361 @@
+"""One chat session: frames in, frames out, over whatever transport carries them.
+
+Read tools run at once. A preview (or a rollback preview) runs at once too, since it changes
+nothing on the target, and is followed by a confirmation card whose `confirm` submits it. Any
+other mutating call becomes a confirmation card and runs only on its owner's `confirm`. Every
+call runs as the user, on the chat channel, through the one tool registry: core decides.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, sessionmaker
+
+from agent.cards import PREVIEW_TOOLS, card_view, confirmation_card
+from agent.models import ChatCard, ChatMessage
+from agent.models import ChatSession as ChatSessionRow
+from agent.planner import Catalog, PlanContext, Planner, ToolCall
+from agent.summaries import summarize
+from core.db import utcnow
+from core.errors import ShipdeckError
+from core.permissions import Actor, Channel
+from core.targets.service import list_targets
+from tools.base import ToolContext
+from tools.registry import REGISTRY
+
+log = logging.getLogger(__name__)
+
+Send = Callable[[dict[str, Any]], None]
+HISTORY_LIMIT = 200
+
+
+class UserMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["user_message"]
+    text: str = Field(min_length=1, max_length=4000)
+
+
+class CardAction(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["card_action"]
+    card_id: str = Field(min_length=1, max_length=64)
+    action: Literal["confirm", "approve", "reject", "cancel"]
+    comment: str | None = Field(default=None, max_length=2000)
+
+
+@dataclass(frozen=True)
+class ChatDeps:
+    """What sessions need: the database, tool contexts and the planner."""
+
+    sessions: sessionmaker[Session]
+    context: Callable[[Actor], ToolContext]
+    planner: Planner
+
+
+def error_frame(code: str, message: str, **details: Any) -> dict[str, Any]:
+    """The chat protocol's error frame."""
+    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
+    if details:
+        frame["details"] = details
+    return frame
+
+
+class ChatSession:
+    """The conversation of one user in one session id."""
+
+    def __init__(self, deps: ChatDeps, actor: Actor, session_id: str, send: Send) -> None:
+        self.deps = deps
+        self.actor = actor
+        self.session_id = session_id
+        self._send = send
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def open(
+        cls, deps: ChatDeps, actor: Actor, send: Send, session_id: str | None = None
+    ) -> ChatSession:
+        """Resume the user's session `session_id` (history replayed) or start a new one."""
+        history: list[dict[str, Any]] = []
+        with deps.sessions() as session:
+            row = session.get(ChatSessionRow, session_id) if session_id else None
+            if row is None or row.user_id != actor.user_id:
+                row = ChatSessionRow(
+                    id=uuid.uuid4().hex[:16], user_id=actor.user_id, planner=deps.planner.name
+                )
+                session.add(row)
+            else:
+                rows = session.scalars(
+                    select(ChatMessage)
+                    .where(ChatMessage.session_id == row.id)
+                    .order_by(ChatMessage.id.desc())
+                    .limit(HISTORY_LIMIT)
+                )
+                history = [m.frame for m in reversed(list(rows))]
+            row.last_active_at = utcnow()
+            session.commit()
+            chat = cls(deps, actor, row.id, send)
+            open_cards = session.scalars(
+                select(ChatCard)
+                .where(ChatCard.user_id == actor.user_id, ChatCard.state == "open")
+                .order_by(ChatCard.created_at)
+            )
+            views = [card_view(session, card) for card in open_cards]
+        send(
+            {
+                "type": "session",
+                "session_id": chat.session_id,
+                "planner": deps.planner.name,
+                "user": actor.name,
+                "history": history,
+            }
+        )
+        for view in views:
+            send({"type": "card", "card": view})
+        return chat
+
+    def send(self, frame: dict[str, Any], *, record: bool = True) -> None:
+        """Send a frame to the client and keep it in the session's history."""
+        self._send(frame)
+        if record:
+            self._record("out", frame)
+
+    def _record(self, direction: str, frame: dict[str, Any]) -> None:
+        with self.deps.sessions() as session:
+            session.add(ChatMessage(session_id=self.session_id, direction=direction, frame=frame))
+            session.commit()
+
+    # ------------------------------------------------------------------ frames
+
+    def handle(self, frame: dict[str, Any]) -> None:
+        """Handle one client frame (already parsed JSON)."""
+        kind = frame.get("type")
+        try:
+            if kind == "user_message":
+                message = UserMessage.model_validate(frame)
+                self._record("in", frame)
+                self._message(message.text)
+            elif kind == "card_action":
+                action = CardAction.model_validate(frame)
+                self._record("in", frame)
+                self._card_action(action)
+            elif kind == "ping":
+                self.send({"type": "pong"}, record=False)
+            else:
+                self.send(
+                    error_frame("unknown_type", f"unknown message type {kind!r}"), record=False
+                )
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+            )
+            self.send(error_frame("invalid_message", problems), record=False)
+
+    def _actor(self) -> Actor:
+        return self.actor.via(Channel.chat, uuid.uuid4().hex)
+
+    def _catalog(self) -> Catalog:
+        with self.deps.sessions() as session:
+            targets = list_targets(session, actor=self.actor)
+        services: dict[str, list[str]] = {}
+        environments: dict[str, list[str]] = {}
+        for target in targets:
+            services[target.project] = target.services
+            environments.setdefault(target.project, []).append(target.environment)
+        return Catalog(services=services, environments=environments)
+
+    def _say(self, text: str, streamed: str = "") -> None:
+        if text:
+            self.send({"type": "assistant_delta", "text": text}, record=False)
+        self.send({"type": "assistant_message", "text": (streamed + text).strip()})
+
+    def _message(self, text: str) -> None:
+        actor = self._actor()
+        streamed: list[str] = []
+
+        def delta(piece: str) -> None:
+            streamed.append(piece)
+            self.send({"type": "assistant_delta", "text": piece}, record=False)
+
+        context = PlanContext(
+            catalog=self._catalog(),
+            user=self.actor.name,
+            history=self._history_text(),
+            run_read=lambda call: self._run(actor, call),
+            emit_delta=delta,
+        )
+        try:
+            result = self.deps.planner.plan(text, context)
+        except Exception:  # a planner failure is a chat message, never a dropped connection
+            log.exception("planner %s failed", self.deps.planner.name)
+            self.send(error_frame("planner_failed", "I could not work that out; try again."))
+            return
+        lines = [result.reply] if result.reply else []
+        if result.clarify:
+            self._say("\n".join([*lines, result.clarify]), "".join(streamed))
+            return
+        for call in result.calls:
+            lines.append(self._dispatch(actor, call))
+        self._say("\n".join(line for line in lines if line), "".join(streamed))
+
+    def _dispatch(self, actor: Actor, call: ToolCall) -> str:
+        tool = REGISTRY.get(call.tool)
+        if tool is None:
+            self.send(error_frame("unknown_tool", f"there is no tool {call.tool!r}"))
+            return ""
+        if not tool.mutating:
+            result = self._run(actor, call)
+            return summarize(call.tool, result) if "error" not in result else ""
+        if call.tool in PREVIEW_TOOLS:
+            result = self._run(actor, call)
+            if "error" in result:
+                return ""
+            card = self._card("submit_release", {"release_id": result["id"]})
+            return summarize(call.tool, result) + f" Confirm the card to submit {card}."
+        card = self._card(call.tool, call.args)
+        return f"Confirm the card to run {call.tool} ({card})."
+
+    def _run(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
+        """Run a tool now, streaming its call and result; errors become an error frame."""
+        self.send({"type": "tool_call", "tool": call.tool, "args": call.args})
+        try:
+            output = REGISTRY[call.tool].run(self.deps.context(actor), call.args)
+        except ShipdeckError as exc:
+            self.send(error_frame(exc.code, exc.message, **_jsonable(exc.details)))
+            return {"error": {"code": exc.code, "message": exc.message}}
+        result: dict[str, Any] = output.model_dump(mode="json")
+        self.send({"type": "tool_result", "tool": call.tool, "result": result})
+        return result
+
+    def _card(self, tool: str, args: dict[str, Any]) -> str:
+        with self.deps.sessions() as session:
+            card = confirmation_card(
+                session,
+                user_id=self.actor.user_id or 0,
+                session_id=self.session_id,
+                tool=tool,
+                args=args,
+            )
+            view = card_view(session, card)
+            session.commit()
+        self.send({"type": "card", "card": view})
+        return str(view["release_id"] or card.id)
+
+    # ------------------------------------------------------------------ cards
+
+    def _card_action(self, action: CardAction) -> None:
+        claimed, frames = self._claim(action)
+        # Frames are sent once the session is closed: recording them opens a session of its own.
+        for frame in frames:
+            self.send(frame)
+        if claimed is None:
+            return
+        kind, tool, args = claimed
+        call = self._call_for(kind, tool, args, action)
+        state = "done"
+        if call is None:
+            outcome = "dismissed"
+        else:
+            result = self._run(self._actor(), call)
+            if "error" in result:
+                state, outcome = "failed", result["error"]["message"]
+            else:
+                outcome = summarize(call.tool, result)
+        with self.deps.sessions() as session:
+            card = session.get_one(ChatCard, action.card_id)
+            card.state, card.outcome, card.decided_at = state, outcome, utcnow()
+            view = card_view(session, card)
+            session.commit()
+        self.send({"type": "card", "card": view})
+        self._say(outcome)
+
+    def _claim(
+        self, action: CardAction
+    ) -> tuple[tuple[str, str, dict[str, Any]] | None, list[dict[str, Any]]]:
+        """Check the card and claim it (of two clicks, one acts); frames to send back."""
+        with self.deps.sessions() as session:
+            card = session.get(ChatCard, action.card_id)
+            if card is None or card.user_id != self.actor.user_id:
+                return None, [error_frame("not_found", "no such card")]
+            if card.state != "open":
+                return None, [
+                    error_frame(
+                        "card_closed", f"this card is {card.state}: {card.outcome}", card_id=card.id
+                    ),
+                    {"type": "card", "card": card_view(session, card)},
+                ]
+            if card.expires_at is not None and card.expires_at <= utcnow():
+                card.state, card.outcome = "expired", "the preview expired; re-preview it"
+                view = card_view(session, card)
+                session.commit()
+                return None, [
+                    error_frame(
+                        "card_expired", "this card expired: re-preview the release", card_id=card.id
+                    ),
+                    {"type": "card", "card": view},
+                ]
+            allowed = {"confirmation": ("confirm", "cancel"), "approval": ("approve", "reject")}
+            if action.action not in allowed[card.kind]:
+                takes = " or ".join(allowed[card.kind])
+                return None, [error_frame("invalid_action", f"a {card.kind} card takes {takes}")]
+            result = session.execute(
+                update(ChatCard)
+                .where(ChatCard.id == card.id, ChatCard.state == "open")
+                .values(state="running")
+            )
+            session.commit()
+            if result.rowcount != 1:  # type: ignore[attr-defined]
+                return None, [error_frame("card_closed", "this card was just decided elsewhere")]
+            return (card.kind, card.tool, dict(card.args)), []
+
+    @staticmethod
+    def _call_for(
+        kind: str, tool: str, args: dict[str, Any], action: CardAction
+    ) -> ToolCall | None:
+        rid = args.get("release_id")
+        if kind == "approval":
+            if action.action == "approve":
+                return ToolCall(
+                    tool="approve_release", args={"release_id": rid, "comment": action.comment}
+                )
+            return ToolCall(
+                tool="reject_release", args={"release_id": rid, "reason": action.comment}
+            )
+        if action.action == "confirm":
+            return ToolCall(tool=tool, args=args)
+        if tool == "submit_release":  # declining a previewed release withdraws it
+            return ToolCall(
+                tool="cancel_release", args={"release_id": rid, "reason": action.comment}
+            )
+        return None
+
+    def _history_text(self) -> list[dict[str, str]]:
+        with self.deps.sessions() as session:
+            rows = session.scalars(
+                select(ChatMessage)
+                .where(ChatMessage.session_id == self.session_id)
+                .order_by(ChatMessage.id.desc())
+                .limit(20)
+            )
+            frames = [m.frame for m in reversed(list(rows))]
+        history = []
+        for frame in frames:
+            if frame.get("type") == "user_message":
+                history.append({"role": "user", "content": str(frame.get("text", ""))})
+            elif frame.get("type") == "assistant_message":
+                history.append({"role": "assistant", "content": str(frame.get("text", ""))})
+        return history[:-1] if history and history[-1]["role"] == "user" else history
+
+
+def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
+    return dict(json.loads(json.dumps(details, default=str)))

@@ -1,0 +1,98 @@
+"""One-paragraph chat text for tool results (the structured result is sent alongside)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _diff_lines(diff: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
+    return [
+        f"{service} {field}: {change.get('before')} -> {change.get('after')}"
+        for service, fields in diff.items()
+        for field, change in fields.items()
+    ]
+
+
+def summarize(tool: str, result: dict[str, Any]) -> str:
+    """A short human line for a tool's JSON result."""
+    if tool in ("preview_release", "rollback_release", "repreview_release", "get_release"):
+        return _release(result)
+    if tool in (
+        "submit_release",
+        "apply_release",
+        "cancel_release",
+        "approve_release",
+        "reject_release",
+        "takeover_approval",
+    ):
+        return f"{result.get('id')} is now {result.get('lifecycle_state')}."
+    if tool == "target_status":
+        lines = [
+            f"{name}: {s.get('image')} x{s.get('replicas')} ({s.get('health')})"
+            for name, s in result.get("services", {}).items()
+        ]
+        label = " (simulated)" if result.get("simulated") else ""
+        return f"{result.get('project')}/{result.get('environment')}{label}: " + "; ".join(lines)
+    if tool == "list_targets":
+        items = result.get("items", [])
+        return "Targets: " + (
+            ", ".join(f"{t['project']}/{t['environment']} ({t['runtime']})" for t in items)
+            or "none"
+        )
+    if tool == "list_approvals":
+        items = result.get("items", [])
+        if not items:
+            return "No approvals match."
+        return f"{len(items)} approval(s): " + ", ".join(
+            f"{i['release_id']} {i['project']}/{i['environment']} ({i['state']})"
+            for i in items[:10]
+        )
+    if tool == "list_releases":
+        items = result.get("items", [])
+        return (
+            f"{len(items)} release(s): "
+            + ", ".join(
+                f"{r['id']} {r['project']}/{r['environment']} {r['lifecycle_state']}"
+                for r in items[:10]
+            )
+            if items
+            else "No releases match."
+        )
+    if tool == "release_timeline":
+        entries = result.get("entries", [])
+        steps = [e.get("action") or e.get("message") for e in entries]
+        return f"{result.get('release_id')} ({result.get('lifecycle_state')}): " + " -> ".join(
+            str(s) for s in steps[-12:]
+        )
+    if tool == "diagnose_target":
+        parts = []
+        for name, d in result.get("services", {}).items():
+            tail = (d.get("events") or d.get("logs") or ["no events"])[-1]
+            parts.append(f"{name}: {d.get('health')}; last: {tail}")
+        return "; ".join(parts) or "Nothing to report."
+    if tool == "verify_audit":
+        if result.get("ok"):
+            return f"The audit chain is intact ({result.get('checked')} events)."
+        return (
+            f"The audit chain is broken at event {result.get('first_broken_seq')}: "
+            f"{result.get('reason')}"
+        )
+    if tool in ("approve_releases", "reject_releases"):
+        items = result.get("items", [])
+        return "; ".join(
+            f"{i['release_id']}: {i['lifecycle_state'] if i['ok'] else i['error']['message']}"
+            for i in items
+        )
+    return f"{tool} done."
+
+
+def _release(result: dict[str, Any]) -> str:
+    preview = result.get("preview") or {}
+    diff = "; ".join(_diff_lines(preview.get("diff", {}))) or "no change"
+    risk = (preview.get("risk") or {}).get("level", "?")
+    where = f"{result.get('project')}/{result.get('environment')}"
+    simulated = " (simulated)" if result.get("simulated") else ""
+    return (
+        f"{result.get('id')} on {where}{simulated} is {result.get('lifecycle_state')}: "
+        f"{diff}. Risk {risk}."
+    )
