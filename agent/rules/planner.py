@@ -121,7 +121,7 @@ class RulesPlanner:
         versions = [(m.group(1), m.start()) for m in VERSION.finditer(norm)]
         return Parsed(
             text=norm,
-            intent=self._intent(norm),
+            intent=self._intent(REASON.sub("", norm)),  # "because ..." names no intent
             release_ids=list(dict.fromkeys(ids)),
             environment=environment,
             environment_word=word,

@@ -154,3 +154,69 @@ def test_prompt_injection_changes_nothing(world: World, server: str) -> None:
         "illegal_transition",
     )
     alice.close()
+
+
+def test_expired_card_says_so_and_changes_nothing(world: World, server: str) -> None:
+    from tests.support.calls import sql
+
+    alice = ChatClient(server, world.tokens["alice"])
+    alice.say("deploy web 1.5.0 to prod")
+    card = alice.card(tool="submit_release")
+    sql(world, "UPDATE chat_cards SET expires_at = :t", t="2000-01-01 00:00:00")
+    alice.act(card["id"], "confirm")
+    assert alice.expect(lambda f: f["type"] == "error")["code"] == "card_expired"
+    assert alice.card(id=card["id"], state="expired")
+    assert call(world, "alice", "get_release", release_id="R-1").lifecycle_state == "previewed"
+    alice.close()
+
+
+def test_dropped_connection_mid_apply_carries_on(world: World, server: str) -> None:
+    from tests.support.calls import sql
+
+    sql(world, "UPDATE targets SET connection = :c WHERE environment = 'dev'",
+        c='{"delay_seconds": 0.5, "images": {"web": "shop/web:1.4.1", "api": "shop/api:2.0.0"}}')
+    alice = ChatClient(server, world.tokens["alice"])
+    alice.say("deploy web 1.5.0 and api 2.1.0 to dev")
+    alice.act(alice.card(tool="submit_release")["id"], "confirm")
+    apply_card = alice.card(tool="apply_release")
+    session_id = alice.session["session_id"]
+    alice.act(apply_card["id"], "confirm")
+    alice.expect(lambda f: f["type"] == "release_update" and f["lifecycle_state"] == "applying")
+    alice.close()  # gone mid-apply
+    import time
+
+    deadline = time.monotonic() + 10
+    while call(world, "alice", "get_release", release_id="R-1").lifecycle_state != "applied":
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    again = ChatClient(server, world.tokens["alice"], session=session_id)
+    reply = again.say("R-1")
+    assert "is applied" in reply["text"]
+    again.close()
+
+
+def test_chat_and_rest_give_the_same_states_and_audit(world: World, server: str) -> None:
+    alice = ChatClient(server, world.tokens["alice"])
+    bob = ChatClient(server, world.tokens["bob"])
+    alice.say("deploy web 1.5.0 to prod")
+    alice.act(alice.card(tool="submit_release")["id"], "confirm")
+    bob.act(bob.card(kind="approval", release_id="R-1")["id"], "approve")
+    alice.act(alice.card(tool="apply_release")["id"], "confirm")
+    alice.expect(lambda f: f["type"] == "release_update" and f["lifecycle_state"] == "applied")
+    # The same flow over REST (the tool functions REST calls) on another service.
+    rest = call(world, "alice", "preview_release", project="shop", environment="prod",
+                changes={"api": {"image_tag": "2.1.0"}})
+    call(world, "alice", "submit_release", release_id=rest.id)
+    call(world, "bob", "approve_release", release_id=rest.id)
+    call(world, "alice", "apply_release", release_id=rest.id)
+
+    def trail(release_id: str) -> list[tuple[str, str, str | None, str | None]]:
+        events = call(world, "admin", "list_audit", release_id=release_id).items
+        return [(e.action, e.actor, e.before_state, e.after_state)
+                for e in reversed(events) if e.action != "read"]
+
+    assert trail("R-1") == trail(rest.id)
+    channels = {e.channel for e in call(world, "admin", "list_audit", release_id=rest.id).items}
+    assert "chat" not in channels
+    alice.close()
+    bob.close()
