@@ -111,6 +111,31 @@ def users_add(
     typer.echo(token)
 
 
+@app.command()
+def chat(
+    url: Annotated[str, typer.Option(help="Server address.")] = "ws://127.0.0.1:8000",
+    token: Annotated[str, typer.Option(envvar="SHIPDECK_TOKEN", help="Your API token.")] = "",
+    session: Annotated[str | None, typer.Option(help="Resume this chat session.")] = None,
+) -> None:
+    """Chat with shipdeck in the terminal (cards: y / n, or /confirm N, /approve N ...)."""
+    import sys
+
+    from rich.console import Console
+
+    from api.terminal_chat import TerminalChat
+
+    if not token:
+        typer.secho("error: give --token or set SHIPDECK_TOKEN", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2)
+    client = TerminalChat(url, token, session, Console())
+    try:
+        code = client.run(sys.stdin)
+    except OSError as exc:
+        typer.secho(f"error: cannot reach {url}: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
+    raise typer.Exit(code=code)
+
+
 @audit.command("verify")
 def audit_verify() -> None:
     """Verify the audit hash chain; exit 1 and name the first broken link if any."""

@@ -173,8 +173,11 @@ def test_expired_card_says_so_and_changes_nothing(world: World, server: str) -> 
 def test_dropped_connection_mid_apply_carries_on(world: World, server: str) -> None:
     from tests.support.calls import sql
 
-    sql(world, "UPDATE targets SET connection = :c WHERE environment = 'dev'",
-        c='{"delay_seconds": 0.5, "images": {"web": "shop/web:1.4.1", "api": "shop/api:2.0.0"}}')
+    sql(
+        world,
+        "UPDATE targets SET connection = :c WHERE environment = 'dev'",
+        c='{"delay_seconds": 0.5, "images": {"web": "shop/web:1.4.1", "api": "shop/api:2.0.0"}}',
+    )
     alice = ChatClient(server, world.tokens["alice"])
     alice.say("deploy web 1.5.0 and api 2.1.0 to dev")
     alice.act(alice.card(tool="submit_release")["id"], "confirm")
@@ -204,16 +207,25 @@ def test_chat_and_rest_give_the_same_states_and_audit(world: World, server: str)
     alice.act(alice.card(tool="apply_release")["id"], "confirm")
     alice.expect(lambda f: f["type"] == "release_update" and f["lifecycle_state"] == "applied")
     # The same flow over REST (the tool functions REST calls) on another service.
-    rest = call(world, "alice", "preview_release", project="shop", environment="prod",
-                changes={"api": {"image_tag": "2.1.0"}})
+    rest = call(
+        world,
+        "alice",
+        "preview_release",
+        project="shop",
+        environment="prod",
+        changes={"api": {"image_tag": "2.1.0"}},
+    )
     call(world, "alice", "submit_release", release_id=rest.id)
     call(world, "bob", "approve_release", release_id=rest.id)
     call(world, "alice", "apply_release", release_id=rest.id)
 
     def trail(release_id: str) -> list[tuple[str, str, str | None, str | None]]:
         events = call(world, "admin", "list_audit", release_id=release_id).items
-        return [(e.action, e.actor, e.before_state, e.after_state)
-                for e in reversed(events) if e.action != "read"]
+        return [
+            (e.action, e.actor, e.before_state, e.after_state)
+            for e in reversed(events)
+            if e.action != "read"
+        ]
 
     assert trail("R-1") == trail(rest.id)
     channels = {e.channel for e in call(world, "admin", "list_audit", release_id=rest.id).items}
