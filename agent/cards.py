@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
 from agent.models import ChatCard
@@ -94,23 +94,25 @@ def approval_cards(session: Session, number: int) -> list[ChatCard]:
             )
         )
     )
-    cards = []
-    for user_id in eligible_approvers(session, ticket):
-        if user_id in have:
-            continue
-        card = ChatCard(
-            id=new_id(),
-            user_id=user_id,
-            kind="approval",
-            tool="approve_release",
-            args={"release_id": release_id(number)},
-            release_number=number,
-            expires_at=_expires(session, release),
-        )
-        session.add(card)
-        cards.append(card)
-    session.flush()
-    return cards
+    expires = _expires(session, release)
+    rows = [
+        {
+            "id": new_id(),
+            "user_id": user_id,
+            "kind": "approval",
+            "tool": "approve_release",
+            "args": {"release_id": release_id(number)},
+            "release_number": number,
+            "state": "open",
+            "created_at": utcnow(),
+            "expires_at": expires,
+        }
+        for user_id in eligible_approvers(session, ticket)
+        if user_id not in have
+    ]
+    if rows:  # one INSERT for every approver (fan-out to many approvers stays one statement)
+        session.execute(insert(ChatCard), rows)
+    return [ChatCard(**row) for row in rows]
 
 
 def settle(session: Session, number: int) -> list[ChatCard]:
@@ -135,8 +137,13 @@ def settle(session: Session, number: int) -> list[ChatCard]:
     return changed
 
 
-def card_view(session: Session, card: ChatCard) -> dict[str, Any]:
-    """The card as clients render it: release, target, per-service diff, risk, expiry."""
+def card_view(
+    session: Session, card: ChatCard, release_part: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The card as clients render it: release, target, per-service diff, risk, expiry.
+
+    `release_part` (from `release_view`) saves reading the same release for many cards.
+    """
     view: dict[str, Any] = {
         "id": card.id,
         "kind": card.kind,
@@ -154,26 +161,33 @@ def card_view(session: Session, card: ChatCard) -> dict[str, Any]:
         "expires_at": card.expires_at.isoformat() if card.expires_at else None,
     }
     if card.release_number is not None:
-        release = session.get(Release, card.release_number)
-        if release is not None:
-            preview = current_preview(session, release.number)
-            view.update(
-                release_id=release_id(release.number),
-                project=release.project.name,
-                environment=release.target.environment,
-                lifecycle_state=release.lifecycle_state,
-                requested_by=release.requested_by.name,
-                simulated=release.target.runtime == "sandbox",
-            )
-            if preview is not None:
-                view["diff"] = preview.diff
-                view["risk"] = {
-                    "level": preview.risk_level,
-                    "reasons": preview.risk_reasons,
-                    "tier": release.target.risk_tier,
-                }
+        view.update(release_part or release_view(session, card.release_number))
     view["title"] = _title(card, view)
     return view
+
+
+def release_view(session: Session, number: int) -> dict[str, Any]:
+    """The release fields of a card: id, target, state, requester, diff, risk."""
+    release = session.get(Release, number)
+    if release is None:
+        return {}
+    preview = current_preview(session, release.number)
+    part: dict[str, Any] = {
+        "release_id": release_id(release.number),
+        "project": release.project.name,
+        "environment": release.target.environment,
+        "lifecycle_state": release.lifecycle_state,
+        "requested_by": release.requested_by.name,
+        "simulated": release.target.runtime == "sandbox",
+    }
+    if preview is not None:
+        part["diff"] = preview.diff
+        part["risk"] = {
+            "level": preview.risk_level,
+            "reasons": preview.risk_reasons,
+            "tier": release.target.risk_tier,
+        }
+    return part
 
 
 def _title(card: ChatCard, view: dict[str, Any]) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.cards import approval_cards, card_view, confirmation_card, settle
+from agent.cards import approval_cards, card_view, confirmation_card, release_view, settle
 from agent.models import ChatCard
 from core.events import EventBus, LiveEvent
 from core.ids import parse_release_id
@@ -128,10 +128,10 @@ class Hub:
                 return
             pushes: list[tuple[int, dict[str, Any]]] = []
             if event.kind == "approval_requested":
+                shared = release_view(session, number)  # one read for every approver's card
                 for card in approval_cards(session, number):
-                    pushes.append(
-                        (card.user_id, {"type": "card", "card": card_view(session, card)})
-                    )
+                    view = card_view(session, card, shared)
+                    pushes.append((card.user_id, {"type": "card", "card": view}))
             else:
                 for card in settle(session, number):
                     pushes.append(

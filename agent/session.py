@@ -78,6 +78,7 @@ class ChatSession:
         self.actor = actor
         self.session_id = session_id
         self._send = send
+        self._unrecorded: list[tuple[str, dict[str, Any]]] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -125,20 +126,36 @@ class ChatSession:
         return chat
 
     def send(self, frame: dict[str, Any], *, record: bool = True) -> None:
-        """Send a frame to the client and keep it in the session's history."""
+        """Send a frame to the client; it joins the history when the turn ends."""
         self._send(frame)
         if record:
             self._record("out", frame)
 
     def _record(self, direction: str, frame: dict[str, Any]) -> None:
+        self._unrecorded.append((direction, frame))
+
+    def _flush(self) -> None:
+        """Write the turn's frames to the history in one transaction."""
+        if not self._unrecorded:
+            return
+        pending, self._unrecorded = self._unrecorded, []
         with self.deps.sessions() as session:
-            session.add(ChatMessage(session_id=self.session_id, direction=direction, frame=frame))
+            session.add_all(
+                ChatMessage(session_id=self.session_id, direction=direction, frame=frame)
+                for direction, frame in pending
+            )
             session.commit()
 
     # ------------------------------------------------------------------ frames
 
     def handle(self, frame: dict[str, Any]) -> None:
         """Handle one client frame (already parsed JSON)."""
+        try:
+            self._handle(frame)
+        finally:
+            self._flush()
+
+    def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
         try:
             if kind == "user_message":

@@ -10,6 +10,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
 from api.app import create_app
@@ -19,10 +20,14 @@ from tests.support.postgres import free_port
 
 
 @contextmanager
-def running_server(services: Services) -> Iterator[str]:
-    """Serve the app for `services` under uvicorn in a thread; yield its base URL."""
+def running_server(
+    services: Services, extend: Callable[[FastAPI], None] | None = None
+) -> Iterator[str]:
+    """Serve the app for `services` under uvicorn in a thread; yield its host:port."""
     settings = Settings(database_url=str(services.engine.url), migrate_on_start=False)
     app = create_app(settings, services)
+    if extend is not None:
+        extend(app)
     port = free_port()
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
     thread = threading.Thread(target=server.run, daemon=True)
