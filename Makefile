@@ -32,6 +32,7 @@ format: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.core_latency
 	$(BIN)/python -m benchmarks.compose_overhead
+	$(BIN)/python -m benchmarks.chat_latency
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache
