@@ -18,6 +18,7 @@ import json
 import statistics
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import FastAPI, WebSocket, WebSocketDisconnect
@@ -71,7 +72,9 @@ async def chat_turns(address: str, token: str, n: int) -> tuple[list[float], lis
     return to_result, to_message
 
 
-async def fan_out(address: str, tokens: list[str], submit: object, releases: int) -> list[float]:
+async def fan_out(
+    address: str, tokens: list[str], submit: Callable[[int], tuple[str, float]], releases: int
+) -> list[float]:
     samples: list[float] = []
     sockets = []
     for token in tokens:
@@ -89,7 +92,7 @@ async def fan_out(address: str, tokens: list[str], submit: object, releases: int
 
     try:
         for i in range(releases):
-            release_id, started = await asyncio.to_thread(submit, i)  # type: ignore[operator]
+            release_id, started = await asyncio.to_thread(submit, i)
             arrived = await asyncio.gather(*(wait_card(ws, release_id) for ws in sockets))
             samples += [(t - started) * 1000 for t in arrived]
     finally:
