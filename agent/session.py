@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cards import PREVIEW_TOOLS, card_view, confirmation_card
+from agent.language import language_of, say
 from agent.models import ChatCard, ChatMessage
 from agent.models import ChatSession as ChatSessionRow
 from agent.planner import Catalog, PlanContext, Planner, ToolCall
@@ -79,6 +80,7 @@ class ChatSession:
         self.session_id = session_id
         self._send = send
         self._unrecorded: list[tuple[str, dict[str, Any]]] = []
+        self.lang = "en"  # the language of the user's last message
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,6 +200,7 @@ class ChatSession:
 
     def _message(self, text: str) -> None:
         actor = self._actor()
+        self.lang = language_of(text)
         streamed: list[str] = []
 
         def delta(piece: str) -> None:
@@ -215,7 +218,7 @@ class ChatSession:
             result = self.deps.planner.plan(text, context)
         except Exception:  # a planner failure is a chat message, never a dropped connection
             log.exception("planner %s failed", self.deps.planner.name)
-            self.send(error_frame("planner_failed", "I could not work that out; try again."))
+            self.send(error_frame("planner_failed", say("planner_failed", self.lang)))
             return
         lines = [result.reply] if result.reply else []
         if result.clarify:
@@ -232,15 +235,16 @@ class ChatSession:
             return ""
         if not tool.mutating:
             result = self._run(actor, call)
-            return summarize(call.tool, result) if "error" not in result else ""
+            return summarize(call.tool, result, self.lang) if "error" not in result else ""
         if call.tool in PREVIEW_TOOLS:
             result = self._run(actor, call)
             if "error" in result:
                 return ""
             card = self._card("submit_release", {"release_id": result["id"]})
-            return summarize(call.tool, result) + f" Confirm the card to submit {card}."
+            note = say("confirm_submit", self.lang, release=card)
+            return f"{summarize(call.tool, result, self.lang)} {note}"
         card = self._card(call.tool, call.args)
-        return f"Confirm the card to run {call.tool} ({card})."
+        return say("confirm_run", self.lang, tool=call.tool, what=card)
 
     def _run(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
         """Run a tool now, streaming its call and result; errors become an error frame."""
@@ -287,7 +291,7 @@ class ChatSession:
             if "error" in result:
                 state, outcome = "failed", result["error"]["message"]
             else:
-                outcome = summarize(call.tool, result)
+                outcome = summarize(call.tool, result, self.lang)
         with self.deps.sessions() as session:
             card = session.get_one(ChatCard, action.card_id)
             card.state, card.outcome, card.decided_at = state, outcome, utcnow()

@@ -13,10 +13,10 @@ def _diff_lines(diff: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     ]
 
 
-def summarize(tool: str, result: dict[str, Any]) -> str:
-    """A short human line for a tool's JSON result."""
+def summarize(tool: str, result: dict[str, Any], lang: str = "en") -> str:
+    """A short human line for a tool's JSON result, in English or Chinese."""
     if tool in ("preview_release", "rollback_release", "repreview_release", "get_release"):
-        return _release(result)
+        return _release(result, lang)
     if tool in (
         "submit_release",
         "apply_release",
@@ -25,6 +25,8 @@ def summarize(tool: str, result: dict[str, Any]) -> str:
         "reject_release",
         "takeover_approval",
     ):
+        if lang == "zh":
+            return f"{result.get('id')} 现在是 {result.get('lifecycle_state')}。"
         return f"{result.get('id')} is now {result.get('lifecycle_state')}."
     if tool == "target_status":
         lines = [
@@ -86,11 +88,15 @@ def summarize(tool: str, result: dict[str, Any]) -> str:
     return f"{tool} done."
 
 
-def _release(result: dict[str, Any]) -> str:
+def _release(result: dict[str, Any], lang: str) -> str:
     preview = result.get("preview") or {}
     diff = "; ".join(_diff_lines(preview.get("diff", {}))) or "no change"
     risk = (preview.get("risk") or {}).get("level", "?")
     where = f"{result.get('project')}/{result.get('environment')}"
+    if lang == "zh":
+        simulated_zh = "（模拟）" if result.get("simulated") else ""
+        state = result.get("lifecycle_state")
+        return f"{result.get('id')}（{where}{simulated_zh}）状态 {state}：{diff}。风险 {risk}。"
     simulated = " (simulated)" if result.get("simulated") else ""
     return (
         f"{result.get('id')} on {where}{simulated} is {result.get('lifecycle_state')}: "

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from agent.language import language_of, say
 from agent.planner import Catalog, PlanContext, PlanResult, ToolCall
 from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INJECTION_MARKERS, INTENTS
 
@@ -31,11 +32,6 @@ REASON = re.compile(r"(?:because|reason:?|since|因为|原因[:：]?|理由[:：
 ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$")
 INTENT_WORDS = {w for _, words in INTENTS for w in words}
 MINE = re.compile(r"\b(?:my|mine|me)\b|我的|给我|我")
-HELP = (
-    "I can preview deploys and scaling, roll back, approve, reject, cancel and apply releases, "
-    'and show status, logs, approvals and timelines. For example: "deploy web 1.4.2 to prod", '
-    '"scale worker to 3 in staging", "approve R-42", "把 payment 回滚到上一个版本".'
-)
 
 
 @dataclass
@@ -52,6 +48,7 @@ class Parsed:
     versions: list[tuple[str, int]]
     tagged: dict[str, str] = field(default_factory=dict)
     injection: bool = False
+    lang: str = "en"
 
 
 def normalize(text: str) -> str:
@@ -130,6 +127,7 @@ class RulesPlanner:
             versions=versions,
             tagged=tagged,
             injection=any(marker in norm for marker in INJECTION_MARKERS),
+            lang=language_of(text),
         )
 
     @staticmethod
@@ -163,18 +161,22 @@ class RulesPlanner:
             if parsed.projects:
                 continue
             if len(owners) > 1:
-                return None, f"{service} exists in {', '.join(owners)}: which project do you mean?"
+                return None, say(
+                    "which_project_of_service",
+                    parsed.lang,
+                    service=service,
+                    projects=", ".join(owners),
+                )
             candidates.update(owners)
         if len(candidates) == 1:
             return candidates.pop(), None
         if len(candidates) > 1:
-            return (
-                None,
-                f"That names several projects ({', '.join(sorted(candidates))}): which one?",
+            return None, say(
+                "several_projects", parsed.lang, projects=", ".join(sorted(candidates))
             )
         if len(catalog.services) == 1:
             return next(iter(catalog.services)), None
-        return None, f"Which project? I know {', '.join(sorted(catalog.services))}."
+        return None, say("which_project", parsed.lang, projects=", ".join(sorted(catalog.services)))
 
     def _environment_of(
         self, parsed: Parsed, catalog: Catalog, project: str
@@ -183,27 +185,35 @@ class RulesPlanner:
         if parsed.environment is not None:
             if parsed.environment in known:
                 return parsed.environment, None
-            return None, (
-                f"{project} has no {parsed.environment_word} environment; "
-                f"it has {', '.join(known)}. Which one?"
+            return None, say(
+                "no_such_environment",
+                parsed.lang,
+                project=project,
+                environment=parsed.environment_word,
+                environments=", ".join(known),
             )
         if len(known) == 1:
             return known[0], None
         named = ENV_WORD.search(parsed.text)
         if named and named.group(1) not in INTENT_WORDS:
-            return None, (
-                f"{project} has no environment named {named.group(1)}; "
-                f"it has {', '.join(known)}. Which one?"
+            return None, say(
+                "no_such_environment",
+                parsed.lang,
+                project=project,
+                environment=named.group(1),
+                environments=", ".join(known),
             )
-        return None, f"Which environment of {project}: {', '.join(known)}?"
+        return None, say(
+            "which_environment", parsed.lang, project=project, environments=", ".join(known)
+        )
 
     def _target(self, parsed: Parsed, catalog: Catalog) -> tuple[str, str] | str:
         project, question = self._project(parsed, catalog)
         if project is None:
-            return question or HELP
+            return question or say("help", parsed.lang)
         environment, question = self._environment_of(parsed, catalog, project)
         if environment is None:
-            return question or HELP
+            return question or say("help", parsed.lang)
         return project, environment
 
     # ------------------------------------------------------------------ intents
@@ -218,7 +228,7 @@ class RulesPlanner:
             elif ids:
                 intent = "status"
             else:
-                return PlanResult(clarify=HELP)
+                return PlanResult(clarify=say("help", parsed.lang))
         if intent == "verify_audit":
             return _calls(ToolCall(tool="verify_audit"), reply="Checking the audit chain.")
         if intent in ("approve", "reject", "cancel", "submit", "apply", "takeover", "timeline"):
@@ -256,7 +266,7 @@ class RulesPlanner:
             example = {"approve": "approve R-42", "reject": "reject R-42 because ..."}.get(
                 intent, f"{intent} R-42"
             )
-            return PlanResult(clarify=f'Which release? Give its id, e.g. "{example}".')
+            return PlanResult(clarify=say("which_release", parsed.lang, example=example))
         reason_match = REASON.search(parsed.text)
         reason = reason_match.group(1).strip() if reason_match else None
         if intent == "approve":
@@ -298,13 +308,13 @@ class RulesPlanner:
 
     def _scale(self, parsed: Parsed, catalog: Catalog) -> PlanResult:
         if not parsed.services:
-            return PlanResult(clarify="Which service should I scale?")
+            return PlanResult(clarify=say("which_service_scale", parsed.lang))
         replicas = next(
             (int(m.group(1)) for pattern in REPLICAS for m in [pattern.search(parsed.text)] if m),
             None,
         )
         if replicas is None:
-            return PlanResult(clarify="To how many replicas?")
+            return PlanResult(clarify=say("how_many", parsed.lang))
         target = self._target(parsed, catalog)
         if isinstance(target, str):
             return PlanResult(clarify=target)
@@ -319,10 +329,16 @@ class RulesPlanner:
             ignore = {w for _, words in INTENTS for w in words} | {"to", "version", "at", "of"}
             if unknown and unknown.group(1) not in ignore:
                 return PlanResult(
-                    clarify=f"I don't know a service named {unknown.group(1)}. "
-                    + _known_services(catalog)
+                    clarify=say(
+                        "unknown_service",
+                        parsed.lang,
+                        service=unknown.group(1),
+                        services=_known(catalog),
+                    )
                 )
-            return PlanResult(clarify="Which service should I deploy? " + _known_services(catalog))
+            return PlanResult(
+                clarify=say("which_service_deploy", parsed.lang, services=_known(catalog))
+            )
         target = self._target(parsed, catalog)
         if isinstance(target, str):
             return PlanResult(clarify=target)
@@ -330,7 +346,8 @@ class RulesPlanner:
         mentioned = [(s, pos) for s, pos in parsed.services if s in known]
         versions = _pair_versions(mentioned, parsed.versions, parsed.tagged)
         if not versions:
-            return PlanResult(clarify=f"Which version of {', '.join(s for s, _ in mentioned)}?")
+            names = ", ".join(s for s, _ in mentioned)
+            return PlanResult(clarify=say("which_version", parsed.lang, services=names))
         changes = {name: {"image_tag": tag} for name, tag in versions.items()}
         return _preview(target, changes)
 
@@ -388,9 +405,8 @@ def _pair_versions(
     return result
 
 
-def _known_services(catalog: Catalog) -> str:
-    names = sorted({s for services in catalog.services.values() for s in services})
-    return f"Known services: {', '.join(names)}."
+def _known(catalog: Catalog) -> str:
+    return ", ".join(sorted({s for services in catalog.services.values() for s in services}))
 
 
 def _calls(call: ToolCall, reply: str | None = None) -> PlanResult:

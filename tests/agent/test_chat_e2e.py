@@ -232,3 +232,12 @@ def test_chat_and_rest_give_the_same_states_and_audit(world: World, server: str)
     assert "chat" not in channels
     alice.close()
     bob.close()
+
+
+def test_chinese_request_gets_a_chinese_reply(world: World, server: str) -> None:
+    alice = ChatClient(server, world.tokens["alice"])
+    reply = alice.say("部署 web 1.5.0 到生产")
+    assert "R-1（shop/prod（模拟））状态 previewed" in reply["text"]
+    assert "确认卡片即可提交 R-1" in reply["text"]
+    assert alice.say("部署 web 1.5.0")["text"] == "shop 的哪个环境：dev, staging, prod？"
+    alice.close()

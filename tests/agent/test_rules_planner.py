@@ -133,7 +133,7 @@ def test_commands(text: str, expected: list[Any]) -> None:
     ("text", "question"),
     [
         ("deploy web 1.4.2", "Which environment of shop"),
-        ("deploy web 1.4.2 to qa", "no environment named qa"),
+        ("deploy web 1.4.2 to qa", "shop has no qa environment"),
         ("deploy frontend 1.2.0 to prod", "don't know a service named frontend"),
         ("deploy web to prod", "Which version of web"),
         ("scale worker in prod", "how many replicas"),
@@ -159,3 +159,17 @@ def test_injection_is_named_and_changes_no_flow() -> None:
 
 def test_deterministic() -> None:
     assert plan("部署 web 1.4.2 到生产") == plan("部署 web 1.4.2 到生产")
+
+
+@pytest.mark.parametrize(
+    ("text", "answer"),
+    [
+        ("部署 web 1.4.2", "shop 的哪个环境：dev, staging, prod？"),
+        ("把 worker 扩容", "扩缩到多少个副本？"),
+        ("批准一下", "哪个发布？"),
+        ("你好", "我可以预览发布"),
+    ],
+)
+def test_chinese_questions_are_answered_in_chinese(text: str, answer: str) -> None:
+    calls, clarify = plan(text)
+    assert calls == [] and clarify is not None and clarify.startswith(answer)

@@ -1,0 +1,81 @@
+"""Answer in the user's language: English, or Chinese when the message has Chinese in it."""
+
+from __future__ import annotations
+
+import re
+
+CJK = re.compile(r"[\u3400-\u9fff]")
+
+MESSAGES: dict[str, dict[str, str]] = {
+    "help": {
+        "en": "I can preview deploys and scaling, roll back, approve, reject, cancel and apply "
+        'releases, and show status, logs, approvals and timelines. For example: "deploy '
+        'web 1.4.2 to prod", "scale worker to 3 in staging", "approve R-42".',
+        "zh": "我可以预览发布和扩缩容、回滚、批准、拒绝、取消和执行发布，也能查看状态、日志、"
+        '审批和时间线。例如："部署 web 1.4.2 到生产"、"把 worker 扩容到 3 个 预发"、'
+        '"批准 R-42"、"把 payment 回滚到上一个版本"。',
+    },
+    "injection": {
+        "en": "Previews and approvals cannot be skipped, whoever asks; "
+        "I will follow the normal flow.",
+        "zh": "无论谁要求，预览和审批都不能跳过；我会按正常流程处理。",
+    },
+    "which_project_of_service": {
+        "en": "{service} exists in {projects}: which project do you mean?",
+        "zh": "{service} 存在于 {projects}：你指的是哪个项目？",
+    },
+    "several_projects": {
+        "en": "That names several projects ({projects}): which one?",
+        "zh": "这里提到了多个项目（{projects}）：是哪一个？",
+    },
+    "which_project": {
+        "en": "Which project? I know {projects}.",
+        "zh": "哪个项目？我知道 {projects}。",
+    },
+    "no_such_environment": {
+        "en": "{project} has no {environment} environment; it has {environments}. Which one?",
+        "zh": "{project} 没有 {environment} 环境；它有 {environments}。是哪一个？",
+    },
+    "which_environment": {
+        "en": "Which environment of {project}: {environments}?",
+        "zh": "{project} 的哪个环境：{environments}？",
+    },
+    "which_release": {
+        "en": 'Which release? Give its id, e.g. "{example}".',
+        "zh": '哪个发布？请给出编号，例如 "{example}"。',
+    },
+    "which_service_scale": {"en": "Which service should I scale?", "zh": "要扩缩容哪个服务？"},
+    "how_many": {"en": "To how many replicas?", "zh": "扩缩到多少个副本？"},
+    "unknown_service": {
+        "en": "I don't know a service named {service}. Known services: {services}.",
+        "zh": "我不认识名为 {service} 的服务。已知服务：{services}。",
+    },
+    "which_service_deploy": {
+        "en": "Which service should I deploy? Known services: {services}.",
+        "zh": "要发布哪个服务？已知服务：{services}。",
+    },
+    "which_version": {"en": "Which version of {services}?", "zh": "{services} 要发布哪个版本？"},
+    "confirm_submit": {
+        "en": "Confirm the card to submit {release}.",
+        "zh": "确认卡片即可提交 {release}。",
+    },
+    "confirm_run": {
+        "en": "Confirm the card to run {tool} ({what}).",
+        "zh": "确认卡片后执行 {tool}（{what}）。",
+    },
+    "planner_failed": {
+        "en": "I could not work that out; try again.",
+        "zh": "我没能理解这条指令，请再试一次。",
+    },
+}
+
+
+def language_of(text: str) -> str:
+    """`zh` if the text has Chinese characters, else `en`."""
+    return "zh" if CJK.search(text) else "en"
+
+
+def say(key: str, lang: str, **values: object) -> str:
+    """A message in `lang` (English when there is no translation)."""
+    table = MESSAGES[key]
+    return table.get(lang, table["en"]).format(**values)
