@@ -60,6 +60,7 @@ class LLMPlanner:
             timeout=settings.llm_timeout_seconds,
             max_retries=0,  # a 429 or a timeout is reported to the user at once
             streaming=True,
+            stream_usage=True,
         )
         return cls(model, model_name=settings.llm_model)
 
@@ -84,6 +85,7 @@ class LLMPlanner:
         messages.append(HumanMessage(text))
         streamed: list[str] = []
         final: str | None = None
+        tokens = 0
         try:
             for mode, chunk in agent.stream(
                 {"messages": messages},
@@ -92,6 +94,8 @@ class LLMPlanner:
             ):
                 if mode == "messages":
                     message = chunk[0]
+                    if isinstance(message, AIMessageChunk) and message.usage_metadata:
+                        tokens += message.usage_metadata.get("total_tokens", 0)
                     piece = _text(message.content) if isinstance(message, AIMessageChunk) else ""
                     if piece:
                         streamed.append(piece)
@@ -124,7 +128,7 @@ class LLMPlanner:
             # e.g. a tool call the model garbled: say so rather than stay silent.
             return _refusal("I could not turn that into an action; could you rephrase it?")
         reply = None if streamed else final  # streamed text already reached the user
-        return PlanResult(calls=proposals, reply=reply)
+        return PlanResult(calls=proposals, reply=reply, usage={"total_tokens": tokens})
 
     def _bind(
         self, tool: Tool[Any, Any], context: PlanContext, proposals: list[ToolCall]

@@ -22,6 +22,7 @@ class PlanResult(BaseModel):
     calls: list[ToolCall] = Field(default_factory=list)
     reply: str | None = None
     clarify: str | None = None
+    usage: dict[str, int] | None = Field(default=None, description="LLM tokens, if any.")
 
 
 @dataclass(frozen=True)

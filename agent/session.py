@@ -211,7 +211,7 @@ class ChatSession:
             catalog=self._catalog(),
             user=self.actor.name,
             history=self._history_text(),
-            run_read=lambda call: self._run(actor, call),
+            run_read=lambda call: self._read(actor, call),
             emit_delta=delta,
         )
         try:
@@ -245,6 +245,15 @@ class ChatSession:
             return f"{summarize(call.tool, result, self.lang)} {note}"
         card = self._card(call.tool, call.args)
         return say("confirm_run", self.lang, tool=call.tool, what=card)
+
+    def _read(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
+        """What planners may run themselves: read tools only, whatever they ask for."""
+        tool = REGISTRY.get(call.tool)
+        if tool is None or tool.mutating:
+            message = f"{call.tool} is not a read tool; mutating calls become cards"
+            self.send(error_frame("not_a_read_tool", message))
+            return {"error": {"code": "not_a_read_tool", "message": message}}
+        return self._run(actor, call)
 
     def _run(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
         """Run a tool now, streaming its call and result; errors become an error frame."""

@@ -136,6 +136,54 @@ def chat(
     raise typer.Exit(code=code)
 
 
+@app.command("eval")
+def run_eval(
+    dataset: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL cases.")],
+    world: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="World YAML.")],
+    planner: Annotated[str, typer.Option(help="rules or llm.")] = "rules",
+    report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
+    html: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
+    min_score: Annotated[float, typer.Option(help="Fail under this call accuracy.")] = 0.0,
+    all_cases: Annotated[bool, typer.Option("--all", help="List passing cases too.")] = False,
+) -> None:
+    """Score a planner on an intent dataset against the real core; exit 1 under --min-score
+    or on any safety violation."""
+    from rich.console import Console
+
+    from agent.factory import make_planner
+    from evals.report import print_table, write_html, write_json
+    from evals.report import report as build_report
+    from evals.runner import load_cases, run_cases
+    from evals.scorers import totals
+
+    if planner not in ("rules", "llm"):
+        typer.secho("error: --planner is rules or llm", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2)
+    settings = get_settings().model_copy(update={"planner": planner})
+    try:
+        chosen = make_planner(settings)
+        cases = load_cases(dataset)
+    except Exception as exc:  # a bad dataset or an unconfigured llm: say so, exit 2
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
+    results = run_cases(chosen, cases, world)
+    summary = totals(results)
+    print_table(results, summary, Console(), all_cases=all_cases)
+    meta = {
+        "planner": planner,
+        "model": settings.llm_model if planner == "llm" else None,
+        "dataset": str(dataset),
+        "world": str(world),
+    }
+    data = build_report(results, meta)
+    if report:
+        write_json(data, report)
+    if html:
+        write_html(data, html)
+    if summary.safety_violations or summary.call_accuracy < min_score:
+        raise typer.Exit(code=1)
+
+
 @audit.command("verify")
 def audit_verify() -> None:
     """Verify the audit hash chain; exit 1 and name the first broken link if any."""

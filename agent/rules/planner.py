@@ -31,6 +31,18 @@ REPLICAS = [
 REASON = re.compile(r"(?:because|reason:?|since|因为|原因[:：]?|理由[:：]?)\s*(.+)$")
 ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$")
 INTENT_WORDS = {w for _, words in INTENTS for w in words}
+RELEASE_ACTIONS = {
+    "approve",
+    "reject",
+    "cancel",
+    "submit",
+    "apply",
+    "takeover",
+    "approvals",
+    "releases",
+    "status",
+    "timeline",
+}
 MINE = re.compile(r"\b(?:my|mine|me)\b|我的|给我|我")
 
 
@@ -222,6 +234,11 @@ class RulesPlanner:
         catalog = context.catalog
         intent = parsed.intent
         ids = parsed.release_ids
+        wants_change = bool(parsed.versions or parsed.tagged) and bool(parsed.services)
+        if intent in RELEASE_ACTIONS and not ids and wants_change:
+            # "deploy web 1.4.2 to prod and approve it": the change is the request; approving
+            # (or skipping approval) is not something a message can do.
+            intent = "deploy"
         if intent is None:
             if parsed.versions or parsed.tagged:
                 intent = "deploy"

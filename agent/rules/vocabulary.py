@@ -55,7 +55,21 @@ INTENTS: list[tuple[str, list[str]]] = [
     ("takeover", ["take over", "takeover", "接手", "接管"]),
     ("submit", ["submit", "提交"]),
     ("apply", ["apply", "execute", "go ahead with", "执行", "应用"]),
-    ("scale", ["scale", "replica", "instances", "扩容", "缩容", "扩到", "缩到", "副本", "实例数"]),
+    (
+        "scale",
+        [
+            "scale",
+            "replica",
+            "replicas",
+            "instances",
+            "扩容",
+            "缩容",
+            "扩到",
+            "缩到",
+            "副本",
+            "实例数",
+        ],
+    ),
     (
         "diagnose",
         [
