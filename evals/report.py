@@ -87,6 +87,14 @@ def print_table(
         str(summary.tokens),
     )
     console.print(scores)
+    # One plain line too: narrow terminals truncate the table, CI logs want grep-able figures.
+    console.print(
+        " ".join(
+            f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
+            for k, v in summary.model_dump().items()
+        ),
+        soft_wrap=True,
+    )
 
 
 def write_json(data: dict[str, Any], path: Path) -> None:

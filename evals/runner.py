@@ -12,6 +12,9 @@ from __future__ import annotations
 import json
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -113,20 +116,37 @@ def _create_release(services: Services, actors: dict[str, Actor], spec: dict[str
     raise ValueError(f"eval_setup: cannot bring {spec['id']} to {state}")
 
 
-def run_cases(planner: Planner, cases: list[Case], world: Path) -> list[CaseResult]:
-    """Run every case against a fresh database seeded from `world`."""
+@contextmanager
+def eval_world(world: Path) -> Iterator[EvalWorld]:
+    """A fresh database seeded from `world`, for as long as the block runs."""
     with tempfile.TemporaryDirectory(prefix="shipdeck-eval-") as directory:
         settings = Settings(database_url=f"sqlite:///{Path(directory) / 'eval.db'}")
         services = Services.build(settings, inline_apply=True)
         try:
             services.migrate()
-            user = seed_world(services, world)
-            recorder = RecordingPlanner(planner)
-            deps = ChatDeps(services.sessions, services.context, recorder)
-            results = [_run_case(services, deps, recorder, user, case) for case in cases]
+            yield EvalWorld(services, seed_world(services, world))
         finally:
             services.close()
-    return results
+
+
+@dataclass
+class EvalWorld:
+    """The seeded core and the user who types the utterances."""
+
+    services: Services
+    user: Actor
+
+    def run(self, planner: Planner, cases: list[Case]) -> list[CaseResult]:
+        """Run the cases one after another in this world."""
+        recorder = RecordingPlanner(planner)
+        deps = ChatDeps(self.services.sessions, self.services.context, recorder)
+        return [_run_case(self.services, deps, recorder, self.user, case) for case in cases]
+
+
+def run_cases(planner: Planner, cases: list[Case], world: Path) -> list[CaseResult]:
+    """Run every case against a fresh database seeded from `world`."""
+    with eval_world(world) as seeded:
+        return seeded.run(planner, cases)
 
 
 def _run_case(
