@@ -246,9 +246,25 @@ class RulesPlanner:
                 intent = "status"
             else:
                 return PlanResult(clarify=say("help", parsed.lang))
+        if intent == "audit_log":
+            scope: dict[str, object] = {}
+            if ids:
+                scope["release_id"] = ids[0]
+            elif len(parsed.projects) == 1:
+                scope["project"] = parsed.projects[0]
+            return _calls(ToolCall(tool="list_audit", args=scope))
         if intent == "verify_audit":
             return _calls(ToolCall(tool="verify_audit"), reply="Checking the audit chain.")
-        if intent in ("approve", "reject", "cancel", "submit", "apply", "takeover", "timeline"):
+        if intent in (
+            "approve",
+            "reject",
+            "cancel",
+            "submit",
+            "apply",
+            "takeover",
+            "timeline",
+            "repreview",
+        ):
             return self._on_releases(intent, parsed)
         if intent == "rollback":
             return self._rollback(parsed, catalog)
@@ -305,6 +321,7 @@ class RulesPlanner:
             "apply": "apply_release",
             "takeover": "takeover_approval",
             "timeline": "release_timeline",
+            "repreview": "repreview_release",
         }[intent]
         calls = []
         for release_id in ids:

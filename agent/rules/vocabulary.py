@@ -33,6 +33,14 @@ INTENTS: list[tuple[str, list[str]]] = [
             "审计链",
         ],
     ),
+    (
+        "audit_log",
+        ["audit log", "audit events", "audit trail", "who did what", "审计日志", "审计记录"],
+    ),
+    (
+        "repreview",
+        ["re-preview", "repreview", "preview again", "refresh the preview", "重新预览", "再预览"],
+    ),
     ("timeline", ["timeline", "时间线", "时间轴", "经过", "过程"]),
     (
         "rollback",
