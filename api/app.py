@@ -7,12 +7,13 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from fastapi.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.deps import request_id
 from api.errors import error_body
-from api.routes import approvals, audit, chat, health, me, releases, targets, tools
+from api.routes import approvals, audit, chat, console, health, me, releases, targets, tools
 from api.wiring import Services
 from core.config import Settings, get_settings
 
@@ -110,6 +111,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for router in (health, me, targets, releases, approvals, audit, tools, chat):
+    for router in (health, me, targets, releases, approvals, audit, tools, chat, console):
         app.include_router(router.router)
+    app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
     return app

@@ -1,0 +1,173 @@
+"""The web console in headless Chromium (Debian's package), against a real server.
+
+Screenshots of each page go to test-artifacts/ (kept by CI as artifacts).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import World, service_unavailable
+from tests.support.calls import call
+from tests.support.server import running_server
+
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
+CHROMIUM_FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    executable = shutil.which("chromium") or shutil.which("chromium-browser")
+    if executable is None:
+        service_unavailable("Chromium is not installed (apt: chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def site(world: World) -> Iterator[str]:
+    with running_server(world.services) as address:
+        yield f"http://{address}"
+
+
+def sign_in(page: Any, site: str, token: str, route: str = "") -> None:
+    page.goto(f"{site}/{route}")
+    page.get_by_label("API token").fill(token)
+    page.get_by_role("button", name="Sign in").click()
+    page.get_by_text("live", exact=True).wait_for()
+
+
+def shot(page: Any, name: str) -> None:
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_deploy_approve_apply_in_two_browsers(browser: Any, site: str, world: World) -> None:
+    from playwright.sync_api import expect
+
+    alice = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    bob = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    sign_in(alice, site, world.tokens["alice"])
+    sign_in(bob, site, world.tokens["bob"], "#/inbox")
+    expect(bob.get_by_text("Nothing here yet.")).to_be_visible()
+
+    alice.get_by_label("Message").fill("deploy web 1.5.0 to prod")
+    alice.get_by_label("Message").press("Enter")
+    card = alice.get_by_role("group", name="Submit R-1 for shop/prod?")
+    expect(card).to_be_visible()
+    expect(card).to_contain_text("web image: shop/web:1.4.1 → shop/web:1.5.0")
+    expect(card.locator(".countdown")).to_contain_text("expires in")
+    shot(alice, "1-chat-confirmation-card")
+    card.get_by_role("button", name="Confirm").click()
+
+    # The approver's inbox shows it without a reload.
+    row = bob.get_by_role("row").filter(has_text="R-1")
+    expect(row).to_be_visible()
+    shot(bob, "2-inbox-live")
+    row.get_by_role("checkbox").check()
+    bob.get_by_role("button", name="Approve selected").click()
+    expect(bob.get_by_role("alert")).to_contain_text("Done")
+
+    apply_card = alice.get_by_role("group", name="Apply R-1 to shop/prod now?")
+    expect(apply_card).to_be_visible()
+    apply_card.get_by_role("button", name="Confirm").click()
+    expect(alice.locator("#my-releases")).to_contain_text("applied", timeout=15000)
+    shot(alice, "3-home-applied")
+
+    alice.goto(f"{site}/#/releases/R-1")
+    expect(alice.get_by_role("heading", name=re.compile("Release R-1"))).to_contain_text("applied")
+    timeline = alice.locator("ol.timeline")
+    for step in ("preview", "submit", "approve", "apply", "applied", "rolling out"):
+        expect(timeline).to_contain_text(step)
+    shot(alice, "4-release-timeline")
+    alice.goto(f"{site}/#/targets")
+    shop_prod = alice.get_by_role("row", name=re.compile(r"^shop prod"))
+    expect(shop_prod).to_contain_text("shop/web:1.5.0")
+    shot(alice, "5-targets")
+    assert call(world, "alice", "get_release", release_id="R-1").lifecycle_state == "applied"
+    channels = {e.channel for e in call(world, "admin", "list_audit", release_id="R-1").items}
+    assert {"chat", "page"} <= channels
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_wrong_token_decided_card_and_phone_second_tap(
+    browser: Any, site: str, world: World
+) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_context().new_page()
+    page.goto(site)
+    page.get_by_label("API token").fill("sd_wrong")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("alert").filter(has_text="unknown or revoked")).to_be_visible()
+    shot(page, "6-signin-wrong-token")
+
+    release = call(
+        world,
+        "alice",
+        "preview_release",
+        project="shop",
+        environment="prod",
+        changes={"api": {"image_tag": "2.1.0"}},
+    )
+    call(world, "alice", "submit_release", release_id=release.id)
+    phone = browser.new_context(viewport={"width": 390, "height": 800}, is_mobile=True).new_page()
+    sign_in(phone, site, world.tokens["bob"], "#/inbox")
+    row = phone.get_by_role("row").filter(has_text=release.id)
+    row.get_by_role("checkbox").check()
+    button = phone.get_by_role("button", name="Approve selected")
+    button.click()
+    expect(phone.get_by_role("button", name="Tap again to confirm")).to_be_visible()
+    assert call(world, "bob", "get_release", release_id=release.id).lifecycle_state == (
+        "pending_approval"
+    )
+    shot(phone, "7-phone-second-tap")
+    # Someone else decides it meanwhile; the phone's approval card says so when used.
+    call(world, "erin", "approve_release", release_id=release.id)
+    phone.goto(f"{site}/#/")
+    phone.get_by_text("Chat").first.wait_for()
+    expect(phone.locator(".card.closed").first).to_be_visible()
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_chinese_and_reconnect(browser: Any, site: str, world: World) -> None:
+    from playwright.sync_api import expect
+
+    page = browser.new_context(locale="zh-CN").new_page()
+    page.goto(site)
+    page.get_by_label("API 令牌").fill(world.tokens["alice"])
+    page.get_by_role("button", name="登录").click()
+    expect(page.get_by_role("heading", name="我的发布")).to_be_visible()
+    page.get_by_label("消息").fill("部署 web 1.5.0 到生产")
+    page.get_by_label("消息").press("Enter")
+    expect(page.locator("#chat-log")).to_contain_text("确认卡片即可提交 R-1")
+    shot(page, "8-chinese-chat")
+    # Drop the socket: the page shows it, reconnects, resyncs, and the card still works.
+    page.evaluate("() => window.shipdeckDebug.dropSocket()")
+    expect(page.locator("#live")).to_have_text("重新连接中…")  # close() is asynchronous
+    expect(page.locator("#live")).to_have_text("已连接", timeout=10000)
+    card = page.get_by_role("group", name="Submit R-1 for shop/prod?")
+    expect(card).to_be_visible()
+    card.get_by_role("button", name="确认").click()
+    expect(page.locator("#my-releases")).to_contain_text("pending_approval")
+    page.reload()  # a reload resumes the same chat session
+    expect(page.locator("#chat-log")).to_contain_text("部署 web 1.5.0 到生产")
