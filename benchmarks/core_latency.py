@@ -13,18 +13,15 @@ import argparse
 import random
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
 import httpx2 as httpx
-import uvicorn
+from fastapi import FastAPI
 from sqlalchemy import insert, text
 
-from api.app import create_app
 from api.wiring import Services
 from core.approvals.models import ApprovalTicket
 from core.config import Settings
@@ -33,7 +30,8 @@ from core.identity.service import ensure_user, issue_token, set_grant
 from core.permissions import SYSTEM, Role
 from core.releases.models import Preview, Release
 from core.targets.service import load_declaration, parse_declaration
-from tests.support.postgres import free_port, throwaway_cluster
+from tests.support.postgres import throwaway_cluster
+from tests.support.server import running_server
 
 RELEASES = 100_000
 OPEN_TICKETS = 20_000
@@ -122,33 +120,20 @@ def seed(services: Services) -> dict[str, str]:
     return tokens
 
 
-@contextmanager
-def serve(services: Services) -> Iterator[str]:
-    """The real app plus a bare endpoint, under uvicorn in a thread."""
-    app = create_app(
-        Settings(database_url=str(services.engine.url), migrate_on_start=False), services
-    )
+def add_bare(services: Services) -> Callable[[FastAPI], None]:
+    """The baseline: one indexed SELECT by primary key, on the same engine."""
 
-    @app.get("/bare/{number}")
-    def bare(number: int) -> dict[str, object]:
-        with services.engine.connect() as connection:
-            row = connection.execute(
-                text("SELECT number, lifecycle_state FROM releases WHERE number = :n"),
-                {"n": number},
-            ).one()
-        return {"number": row.number, "lifecycle_state": row.lifecycle_state}
+    def extend(app: FastAPI) -> None:
+        @app.get("/bare/{number}")
+        def bare(number: int) -> dict[str, object]:
+            with services.engine.connect() as connection:
+                row = connection.execute(
+                    text("SELECT number, lifecycle_state FROM releases WHERE number = :n"),
+                    {"n": number},
+                ).one()
+            return {"number": row.number, "lifecycle_state": row.lifecycle_state}
 
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    return extend
 
 
 def measure(n: int, call: Callable[[int], httpx.Response]) -> list[float]:
@@ -176,7 +161,10 @@ def run(url: str, requests: int) -> None:
         f"  seeded {RELEASES:,} releases / {OPEN_TICKETS:,} open tickets "
         f"in {time.perf_counter() - started:.1f}s"
     )
-    with serve(services) as base, httpx.Client(base_url=base, timeout=30) as client:
+    with (
+        running_server(services, add_bare(services)) as address,
+        httpx.Client(base_url=f"http://{address}", timeout=30) as client,
+    ):
         alice = {"Authorization": f"Bearer {tokens['alice']}"}
         bob = {"Authorization": f"Bearer {tokens['bob']}"}
         rng = random.Random(1)

@@ -149,15 +149,24 @@ def transition(
     )
     queue_event(
         session,
-        LiveEvent(
-            kind="release_update",
-            release_id=release_id(release.number),
-            project=release.project.name,
-            environment=release.target.environment,
-            lifecycle_state=to.value,
-            at=now,
-            data={"action": action, "before": before.value, "actor": actor.name, **(data or {})},
+        release_event(
+            release,
+            "release_update",
+            {"action": action, "before": before.value, "actor": actor.name, **(data or {})},
         ),
+    )
+
+
+def release_event(release: Release, kind: str, data: dict[str, Any]) -> LiveEvent:
+    """A live event about a release, in its current state."""
+    return LiveEvent(
+        kind=kind,
+        release_id=release_id(release.number),
+        project=release.project.name,
+        environment=release.target.environment,
+        lifecycle_state=normalize_state(release.lifecycle_state).value,
+        at=utcnow(),
+        data=data,
     )
 
 

@@ -19,9 +19,15 @@ from core.approvals.tickets import (
 from core.audit.service import record
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ShipdeckError
-from core.events import LiveEvent, queue_event
+from core.events import queue_event
 from core.ids import parse_release_id, release_id
-from core.lifecycle import State, illegal_transition, normalize_state, transition
+from core.lifecycle import (
+    State,
+    illegal_transition,
+    normalize_state,
+    release_event,
+    transition,
+)
 from core.permissions import Action, Actor, require
 from core.releases.models import Release
 from core.releases.runner import ApplyRunner
@@ -105,18 +111,8 @@ def approve_release(
     else:
         ticket.current_group = ticket.steps[ticket.current_step]["group"]
         if ticket.current_step > step:  # the next step's approvers are wanted now
-            queue_event(
-                session,
-                LiveEvent(
-                    kind="approval_requested",
-                    release_id=release_id(found.number),
-                    project=found.project.name,
-                    environment=found.target.environment,
-                    lifecycle_state=found.lifecycle_state,
-                    at=utcnow(),
-                    data={"ticket_id": ticket.id, "group": ticket.current_group},
-                ),
-            )
+            data_next = {"ticket_id": ticket.id, "group": ticket.current_group}
+            queue_event(session, release_event(found, "approval_requested", data_next))
         record(
             session,
             actor=actor,

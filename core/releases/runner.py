@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.db import utcnow
 from core.errors import Conflict
-from core.events import LiveEvent, queue_event
+from core.events import queue_event
 from core.ids import release_id
-from core.lifecycle import State, transition
+from core.lifecycle import State, release_event, transition
 from core.permissions import SYSTEM
 from core.releases.models import ProgressEvent, Release
 from core.releases.service import current_preview, expire_due, load_release
@@ -135,14 +135,10 @@ class ApplyRunner:
                 release.lease_expires_at = utcnow() + timedelta(seconds=self.lease_seconds)
                 queue_event(
                     session,
-                    LiveEvent(
-                        kind="progress",
-                        release_id=release_id(number),
-                        project=release.project.name,
-                        environment=release.target.environment,
-                        lifecycle_state=release.lifecycle_state,
-                        at=utcnow(),
-                        data={"service": service, "level": level, "message": message},
+                    release_event(
+                        release,
+                        "progress",
+                        {"service": service, "level": level, "message": message},
                     ),
                 )
 

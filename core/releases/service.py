@@ -23,7 +23,7 @@ from core.errors import (
     PreviewExpired,
     RuntimeFailure,
 )
-from core.events import LiveEvent, queue_event
+from core.events import queue_event
 from core.ids import parse_release_id, release_id
 from core.lifecycle import (
     WAITING,
@@ -31,6 +31,7 @@ from core.lifecycle import (
     allowed,
     illegal_transition,
     normalize_state,
+    release_event,
     transition,
 )
 from core.permissions import SYSTEM, Action, Actor, require
@@ -521,14 +522,8 @@ def submit_release(
         )
         queue_event(
             session,
-            LiveEvent(
-                kind="approval_requested",
-                release_id=release_id(found.number),
-                project=found.project.name,
-                environment=found.target.environment,
-                lifecycle_state=State.pending_approval.value,
-                at=utcnow(),
-                data={"ticket_id": ticket.id, "group": ticket.current_group},
+            release_event(
+                found, "approval_requested", {"ticket_id": ticket.id, "group": ticket.current_group}
             ),
         )
     else:
@@ -775,14 +770,5 @@ def rollback_release(
 
 def _queue_update(session: Session, release: Release, action: str, actor: Actor) -> None:
     queue_event(
-        session,
-        LiveEvent(
-            kind="release_update",
-            release_id=release_id(release.number),
-            project=release.project.name,
-            environment=release.target.environment,
-            lifecycle_state=release.lifecycle_state,
-            at=utcnow(),
-            data={"action": action, "actor": actor.name},
-        ),
+        session, release_event(release, "release_update", {"action": action, "actor": actor.name})
     )
