@@ -101,7 +101,16 @@ def _services_for(url: str) -> Services:
     return _migrated[url]
 
 
+def _settle(services: Services) -> None:
+    """Let background work from the last test finish (apply jobs, then the chat hub)."""
+    services.runner.drain()
+    if services._hub is not None:
+        services._hub.drain()
+
+
 def _wipe(services: Services) -> None:
+    # A hub thread still handling the last test's event would deadlock with TRUNCATE.
+    _settle(services)
     with services.engine.begin() as connection:
         if connection.dialect.name == "postgresql":
             tables = (
@@ -153,7 +162,7 @@ def services(db_url: str) -> Iterator[Services]:
     wired = _services_for(db_url)
     _wipe(wired)
     yield wired
-    wired.runner.drain()
+    _settle(wired)
 
 
 @pytest.fixture
