@@ -9,7 +9,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import insert, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.models import ChatCard
@@ -64,6 +64,19 @@ def confirmation_card(
         except Exception:  # a bad id is refused by core when the card is confirmed
             number = None
     release = session.get(Release, number) if number else None
+    if release is not None:
+        same = session.scalars(
+            select(ChatCard).where(
+                ChatCard.release_number == number,
+                ChatCard.user_id == user_id,
+                ChatCard.kind == "confirmation",
+                ChatCard.tool == tool,
+                ChatCard.state == "open",
+            )
+        ).first()
+        if same is not None:  # asking twice shows the same card again
+            same.args = args
+            return same
     card = ChatCard(
         id=new_id(),
         user_id=user_id,
@@ -110,9 +123,57 @@ def approval_cards(session: Session, number: int) -> list[ChatCard]:
         for user_id in eligible_approvers(session, ticket)
         if user_id not in have
     ]
-    if rows:  # one INSERT for every approver (fan-out to many approvers stays one statement)
-        session.execute(insert(ChatCard), rows)
-    return [ChatCard(**row) for row in rows]
+    insert_ignoring_open_duplicates(session, rows)  # one statement for every approver
+    return open_cards(session, number, kind="approval")
+
+
+def open_cards(session: Session, number: int, *, kind: str) -> list[ChatCard]:
+    """The open cards of a kind for a release, whoever created them."""
+    return list(
+        session.scalars(
+            select(ChatCard).where(
+                ChatCard.release_number == number, ChatCard.kind == kind, ChatCard.state == "open"
+            )
+        )
+    )
+
+
+def insert_ignoring_open_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
+    """Insert cards; one another replica already opened for the same purpose is kept."""
+    if not rows:
+        return
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(postgresql.insert(ChatCard).on_conflict_do_nothing(), rows)
+    else:
+        session.execute(sqlite.insert(ChatCard).on_conflict_do_nothing(), rows)
+
+
+def apply_card(session: Session, release: Release) -> ChatCard | None:
+    """The requester's open apply card for an approved release (created once)."""
+    rows = [
+        {
+            "id": new_id(),
+            "user_id": release.requested_by_id,
+            "kind": "confirmation",
+            "tool": "apply_release",
+            "args": {"release_id": release_id(release.number)},
+            "release_number": release.number,
+            "state": "open",
+            "created_at": utcnow(),
+            "expires_at": _expires(session, release),
+        }
+    ]
+    insert_ignoring_open_duplicates(session, rows)
+    return next(
+        (
+            c
+            for c in open_cards(session, release.number, kind="confirmation")
+            if c.tool == "apply_release"
+        ),
+        None,
+    )
 
 
 def settle(session: Session, number: int) -> list[ChatCard]:

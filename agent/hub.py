@@ -22,7 +22,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.cards import approval_cards, card_view, confirmation_card, release_view, settle
+from agent.cards import apply_card, approval_cards, card_view, release_view, settle
 from agent.models import ChatCard
 from core.events import EventBus, LiveEvent
 from core.ids import parse_release_id
@@ -127,25 +127,19 @@ class Hub:
                 self.push(requester, update)
                 return
             pushes: list[tuple[int, dict[str, Any]]] = []
+            for card in settle(session, number):  # e.g. step 1's approvers, once it is done
+                view = card_view(session, card)
+                pushes.append((card.user_id, {"type": "card", "card": view}))
             if event.kind == "approval_requested":
                 shared = release_view(session, number)  # one read for every approver's card
                 for card in approval_cards(session, number):
                     view = card_view(session, card, shared)
                     pushes.append((card.user_id, {"type": "card", "card": view}))
-            else:
-                for card in settle(session, number):
-                    pushes.append(
-                        (card.user_id, {"type": "card", "card": card_view(session, card)})
-                    )
-                if self._wants_apply_card(session, release, event):
-                    card = confirmation_card(
-                        session,
-                        user_id=requester,
-                        session_id=None,
-                        tool="apply_release",
-                        args={"release_id": event.release_id},
-                    )
-                    pushes.append((requester, {"type": "card", "card": card_view(session, card)}))
+            elif self._wants_apply_card(release, event):
+                applying = apply_card(session, release)
+                if applying is not None:
+                    view = card_view(session, applying)
+                    pushes.append((requester, {"type": "card", "card": view}))
             holders = set(
                 session.scalars(select(ChatCard.user_id).where(ChatCard.release_number == number))
             )
@@ -156,16 +150,7 @@ class Hub:
             self.push(user_id, frame)
 
     @staticmethod
-    def _wants_apply_card(session: Session, release: Release, event: LiveEvent) -> bool:
+    def _wants_apply_card(release: Release, event: LiveEvent) -> bool:
         if event.lifecycle_state != "approved" or release.lifecycle_state != "approved":
             return False
-        if release.channel != "chat" or release.target.apply_on_approval:
-            return False
-        existing = session.scalars(
-            select(ChatCard.id).where(
-                ChatCard.release_number == release.number,
-                ChatCard.tool == "apply_release",
-                ChatCard.state == "open",
-            )
-        ).first()
-        return existing is None
+        return release.channel == "chat" and not release.target.apply_on_approval

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String
+from sqlalchemy import JSON, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, UTCDateTime, utcnow
@@ -43,6 +43,17 @@ class ChatCard(Base):
     __table_args__ = (
         Index("ix_chat_cards_user_state", "user_id", "state"),
         Index("ix_chat_cards_release", "release_number"),
+        # Replicas handle the same live event: one open card per (release, owner, purpose).
+        Index(
+            "uq_chat_cards_open",
+            "release_number",
+            "user_id",
+            "kind",
+            "tool",
+            unique=True,
+            sqlite_where=text("state = 'open' AND release_number IS NOT NULL"),
+            postgresql_where=text("state = 'open' AND release_number IS NOT NULL"),
+        ),
     )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)

@@ -12,7 +12,7 @@ from agent.hub import Hub
 from agent.session import ChatDeps
 from core.config import Settings
 from core.db import make_engine, make_sessionmaker
-from core.events import EventBus
+from core.events import EventBus, PostgresListener
 from core.migrate import upgrade
 from core.permissions import Actor
 from core.releases.runner import ApplyRunner
@@ -46,12 +46,23 @@ class Services:
     runner: ApplyRunner
     _hub: Hub | None = None
     _chat: ChatDeps | None = None
+    _listener: PostgresListener | None = None
 
     @property
     def hub(self) -> Hub:
-        """The chat hub (started on first use: only servers need it)."""
+        """The chat hub (started on first use: only servers need it).
+
+        On PostgreSQL live events arrive through LISTEN/NOTIFY, so every replica's hub sees
+        the events of all replicas.
+        """
         if self._hub is None:
             self._hub = Hub(self.sessions, self.bus)
+            if self.engine.dialect.name == "postgresql":
+                url = self.engine.url.set(drivername="postgresql")
+                self._listener = PostgresListener(
+                    url.render_as_string(hide_password=False), self.bus
+                )
+                self._listener.start()
         return self._hub
 
     @property
@@ -83,6 +94,8 @@ class Services:
 
     def close(self) -> None:
         """Stop background work and release connections."""
+        if self._listener is not None:
+            self._listener.stop()
         if self._hub is not None:
             self._hub.close()
         self.runner.shutdown()

@@ -91,10 +91,10 @@ def _configure_sqlite(engine: Engine) -> None:
 
 
 def make_sessionmaker(engine: Engine, bus: EventBus | None = None) -> sessionmaker[Session]:
-    """A session factory whose commits publish queued live events to `bus`."""
+    """A session factory whose commits publish queued live events (via NOTIFY on PostgreSQL)."""
     factory = sessionmaker(engine, expire_on_commit=False)
     if bus is not None:
-        install_publisher(factory, bus)
+        install_publisher(factory, bus, notify=engine.dialect.name == "postgresql")
     return factory
 
 

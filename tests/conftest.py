@@ -88,6 +88,10 @@ def postgres_url() -> Iterator[str | None]:
         except Exception as exc:  # initdb/pg_ctl failed: report why
             pytest.fail(f"could not start a throwaway PostgreSQL: {exc}")
         yield url
+        # Close what still talks to it (listener threads, pools) before the cluster stops.
+        services = _migrated.pop(url, None)
+        if services is not None:
+            services.close()
 
 
 _migrated: dict[str, Services] = {}

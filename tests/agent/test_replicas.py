@@ -1,0 +1,78 @@
+"""Two API replicas on one PostgreSQL: live events and cards cross between them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select
+
+from agent.hub import Outbox
+from agent.models import ChatCard
+from api.wiring import Services
+from core.config import Settings
+from tests.conftest import World, build_world
+from tests.support.calls import call, deploy
+
+
+@pytest.fixture
+def replicas(pg_services: Services) -> Iterator[tuple[World, Services]]:
+    """Replica A (the test world's services) and replica B (its own engine, bus and hub)."""
+    world = build_world(pg_services)
+    other = Services.build(Settings(database_url=str(pg_services.engine.url)), inline_apply=True)
+    _ = pg_services.hub, other.hub  # both listen
+    yield world, other
+    other.close()
+
+
+def _wait(frames: list[dict[str, Any]], predicate: Any, hubs: list[Services]) -> dict[str, Any]:
+    import time
+
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        for services in hubs:
+            services.hub.drain(timeout=1)
+        for frame in frames:
+            if predicate(frame):
+                return frame
+        time.sleep(0.05)
+    raise AssertionError(f"no matching frame in {[f['type'] for f in frames]}")
+
+
+@pytest.mark.postgres
+def test_a_card_reaches_an_approver_connected_to_another_replica(
+    replicas: tuple[World, Services],
+) -> None:
+    world, replica_b = replicas
+    bob_on_b: list[dict[str, Any]] = []
+    replica_b.hub.register(Outbox(world.actor("bob").user_id or 0, "s", bob_on_b.append))
+    alice_on_a: list[dict[str, Any]] = []
+    world.services.hub.register(Outbox(world.actor("alice").user_id or 0, "s", alice_on_a.append))
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+    call(world, "alice", "submit_release", release_id=release.id)  # through replica A
+    card = _wait(
+        bob_on_b,
+        lambda f: f["type"] == "card" and f["card"]["kind"] == "approval",
+        [world.services, replica_b],
+    )
+    assert card["card"]["release_id"] == release.id
+    # Both replicas handled the event; the card exists once per approver.
+    with world.services.sessions() as session:
+        per_user = session.execute(
+            select(ChatCard.user_id, func.count())
+            .where(ChatCard.kind == "approval")
+            .group_by(ChatCard.user_id)
+        ).all()
+    assert per_user and all(count == 1 for _, count in per_user)
+    # bob decides through replica B; alice, on replica A, sees it.
+    ctx = replica_b.context(world.actor("bob"))
+    from tools.registry import get_tool
+
+    get_tool("approve_release").run(ctx, {"release_id": release.id})
+    update = _wait(
+        alice_on_a,
+        lambda f: f["type"] == "release_update" and f["lifecycle_state"] == "approved",
+        [world.services, replica_b],
+    )
+    assert update["release_id"] == release.id
