@@ -86,6 +86,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         if settings.migrate_on_start:
             wired.migrate()
+        _ = wired.chat  # a misconfigured planner fails here, not at the first chat
         wired.runner.recover()
         wired.runner.start_sweeper()
         _ = wired.hub  # listen to live events from the start

@@ -48,12 +48,18 @@ def serve(
     """Run the API server."""
     import uvicorn
 
+    from agent.llm import LLMUnavailable
     from api.app import create_app
     from api.demo import DEMO_USERS, seed_demo
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
     services = Services.build(settings)
+    try:
+        _ = services.chat
+    except LLMUnavailable as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2) from None
     services.migrate()
     url = f"http://{host}:{port}"
     if demo:

@@ -56,3 +56,22 @@ def test_demo_server_prints_tokens_that_work(tmp_path: Path) -> None:
     finally:
         process.terminate()
         process.wait(timeout=20)
+
+
+def test_llm_planner_without_an_endpoint_is_refused_at_start(tmp_path: Path) -> None:
+    assert SHIPDECK
+    env = {
+        **os.environ,
+        "SHIPDECK_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "SHIPDECK_PLANNER": "llm",
+    }
+    env.pop("SHIPDECK_LLM_BASE_URL", None)
+    result = subprocess.run(
+        [SHIPDECK, "serve", "--port", "1"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "SHIPDECK_LLM_BASE_URL" in result.stderr
