@@ -31,18 +31,10 @@ REPLICAS = [
 REASON = re.compile(r"(?:because|reason:?|since|因为|原因[:：]?|理由[:：]?)\s*(.+)$")
 ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$")
 INTENT_WORDS = {w for _, words in INTENTS for w in words}
-RELEASE_ACTIONS = {
-    "approve",
-    "reject",
-    "cancel",
-    "submit",
-    "apply",
-    "takeover",
-    "approvals",
-    "releases",
-    "status",
-    "timeline",
-}
+# Intents that act on releases named by id; with no id but a version and a service, the
+# message is a change request ("deploy web 1.4.2 and approve it").
+ID_INTENTS = ("approve", "reject", "cancel", "submit", "apply", "takeover", "timeline", "repreview")
+RELEASE_ACTIONS = {*ID_INTENTS, "approvals", "releases", "status", "audit_log"}
 MINE = re.compile(r"\b(?:my|mine|me)\b|我的|给我|我")
 
 
@@ -255,16 +247,7 @@ class RulesPlanner:
             return _calls(ToolCall(tool="list_audit", args=scope))
         if intent == "verify_audit":
             return _calls(ToolCall(tool="verify_audit"), reply="Checking the audit chain.")
-        if intent in (
-            "approve",
-            "reject",
-            "cancel",
-            "submit",
-            "apply",
-            "takeover",
-            "timeline",
-            "repreview",
-        ):
+        if intent in ID_INTENTS:
             return self._on_releases(intent, parsed)
         if intent == "rollback":
             return self._rollback(parsed, catalog)
