@@ -129,9 +129,13 @@ class ChatSession:
 
     def send(self, frame: dict[str, Any], *, record: bool = True) -> None:
         """Send a frame to the client; it joins the history when the turn ends."""
-        self._send(frame)
         if record:
             self._record("out", frame)
+        if frame["type"] == "assistant_message":
+            # The turn's last frame: its history is written before the client can see the turn
+            # end (and, say, reconnect and ask for the history).
+            self._flush()
+        self._send(frame)
 
     def _record(self, direction: str, frame: dict[str, Any]) -> None:
         self._unrecorded.append((direction, frame))
