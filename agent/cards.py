@@ -17,7 +17,7 @@ from core.approvals.tickets import current_ticket, eligible_approvers
 from core.db import utcnow
 from core.ids import parse_release_id, release_id
 from core.releases.models import Release
-from core.releases.service import current_preview, load_release
+from core.releases.queries import current_preview, load_release
 
 # What confirming a card runs, and what its other actions do.
 PREVIEW_TOOLS = ("preview_release", "rollback_release")

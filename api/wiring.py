@@ -13,9 +13,9 @@ from agent.session import ChatDeps
 from core.config import Settings
 from core.db import make_engine, make_sessionmaker
 from core.events import EventBus, PostgresListener
+from core.flows.runner import ApplyRunner
 from core.migrate import upgrade
 from core.permissions import Actor
-from core.releases.runner import ApplyRunner
 from runtimes.compose import ComposeAdapter
 from runtimes.kubernetes import KubernetesAdapter
 from runtimes.registry import RuntimeRegistry

@@ -7,8 +7,8 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from core.approvals import service
-from core.approvals.service import BatchItem
+from core.flows import decisions
+from core.flows.decisions import BatchItem
 from core.permissions import Action
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.base import ToolContext, tool
@@ -70,7 +70,7 @@ class ListApprovalsInput(BaseModel):
 @tool(mutating=True, permission=Action.approve)
 def approve_release(ctx: ToolContext, session: Session, args: ApproveInput) -> ReleaseRead:
     """Approve the current step of a release's approval. Requesters never approve their own."""
-    return service.approve_release(
+    return decisions.approve_release(
         session, actor=ctx.actor, runner=ctx.runner, release=args.release_id, comment=args.comment
     )
 
@@ -78,7 +78,7 @@ def approve_release(ctx: ToolContext, session: Session, args: ApproveInput) -> R
 @tool(mutating=True, permission=Action.approve)
 def reject_release(ctx: ToolContext, session: Session, args: RejectInput) -> ReleaseRead:
     """Reject a release waiting for approval; the release ends rejected."""
-    return service.reject_release(
+    return decisions.reject_release(
         session, actor=ctx.actor, release=args.release_id, reason=args.reason
     )
 
@@ -87,7 +87,7 @@ def reject_release(ctx: ToolContext, session: Session, args: RejectInput) -> Rel
 def approve_releases(ctx: ToolContext, session: Session, args: BatchApproveInput) -> BatchResult:
     """Approve several releases at once; each is decided and audited on its own."""
     return BatchResult(
-        items=service.decide_batch(
+        items=decisions.decide_batch(
             session,
             actor=ctx.actor,
             runner=ctx.runner,
@@ -102,7 +102,7 @@ def approve_releases(ctx: ToolContext, session: Session, args: BatchApproveInput
 def reject_releases(ctx: ToolContext, session: Session, args: BatchRejectInput) -> BatchResult:
     """Reject several releases at once; each is decided and audited on its own."""
     return BatchResult(
-        items=service.decide_batch(
+        items=decisions.decide_batch(
             session,
             actor=ctx.actor,
             runner=ctx.runner,
@@ -116,14 +116,14 @@ def reject_releases(ctx: ToolContext, session: Session, args: BatchRejectInput) 
 @tool(mutating=True, permission=Action.approve)
 def takeover_approval(ctx: ToolContext, session: Session, args: TakeoverInput) -> ReleaseRead:
     """Take over a pending approval ticket: you become its assignee."""
-    return service.takeover_ticket(session, actor=ctx.actor, release=args.release_id)
+    return decisions.takeover_ticket(session, actor=ctx.actor, release=args.release_id)
 
 
 @tool(mutating=False, permission=Action.view)
 def list_approvals(ctx: ToolContext, session: Session, args: ListApprovalsInput) -> ApprovalPage:
     """The global approval inbox, newest first: filter by project, environment, risk, state, or
     `mine` (tickets I can decide or requested)."""
-    return service.inbox(
+    return decisions.inbox(
         session,
         actor=ctx.actor,
         project=args.project,

@@ -12,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.service import canonical_json, record
 from core.errors import InvalidInput, ShipdeckError
+from core.flows.runner import ApplyRunner
 from core.permissions import Action, Actor
-from core.releases.runner import ApplyRunner
 from runtimes.registry import RuntimeRegistry
 
 In = TypeVar("In", bound=BaseModel)

@@ -5,8 +5,8 @@ from __future__ import annotations
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
+from core.flows import apply, preview, rollback, submit, views
 from core.permissions import Action
-from core.releases import service
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
 from runtimes.base import ServiceChange
 from tools.base import ToolContext, tool
@@ -73,7 +73,7 @@ class ListReleasesInput(BaseModel):
 def preview_release(ctx: ToolContext, session: Session, args: PreviewReleaseInput) -> ReleaseRead:
     """Preview a release: compute the per-service diff against live state, its risk and expiry.
     Nothing changes on the target; submit the release afterwards."""
-    return service.preview_release(
+    return preview.preview_release(
         session,
         actor=ctx.actor,
         runtimes=ctx.runtimes,
@@ -88,7 +88,7 @@ def preview_release(ctx: ToolContext, session: Session, args: PreviewReleaseInpu
 def repreview_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
     """Re-preview a release (same id): recompute the diff and restart its expiry. Approvals are
     kept if the diff is unchanged."""
-    return service.repreview_release(
+    return preview.repreview_release(
         session, actor=ctx.actor, runtimes=ctx.runtimes, release=args.release_id
     )
 
@@ -96,7 +96,7 @@ def repreview_release(ctx: ToolContext, session: Session, args: ReleaseInput) ->
 @tool(mutating=True, permission=Action.request)
 def submit_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
     """Submit a previewed release: policy sends it to the approval inbox or approves it."""
-    return service.submit_release(
+    return submit.submit_release(
         session, actor=ctx.actor, runner=ctx.runner, release=args.release_id
     )
 
@@ -104,7 +104,7 @@ def submit_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> Re
 @tool(mutating=True, permission=Action.request)
 def apply_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
     """Apply an approved release whose preview is fresh and still matches live state."""
-    return service.apply_release(
+    return apply.apply_release(
         session, actor=ctx.actor, runtimes=ctx.runtimes, runner=ctx.runner, release=args.release_id
     )
 
@@ -112,7 +112,7 @@ def apply_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> Rel
 @tool(mutating=True, permission=Action.request)
 def cancel_release(ctx: ToolContext, session: Session, args: CancelReleaseInput) -> ReleaseRead:
     """Cancel a release that has not started applying."""
-    return service.cancel_release(
+    return submit.cancel_release(
         session, actor=ctx.actor, release=args.release_id, reason=args.reason
     )
 
@@ -121,7 +121,7 @@ def cancel_release(ctx: ToolContext, session: Session, args: CancelReleaseInput)
 def rollback_release(ctx: ToolContext, session: Session, args: RollbackReleaseInput) -> ReleaseRead:
     """Preview a rollback of a target to an earlier applied revision; it is then submitted and
     approved like any release."""
-    return service.rollback_release(
+    return rollback.rollback_release(
         session,
         actor=ctx.actor,
         runtimes=ctx.runtimes,
@@ -135,7 +135,7 @@ def rollback_release(ctx: ToolContext, session: Session, args: RollbackReleaseIn
 @tool(mutating=False, permission=Action.view)
 def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -> ReleasePage:
     """List releases, newest first, by project, environment and lifecycle_state."""
-    return service.list_releases(
+    return views.list_releases(
         session,
         actor=ctx.actor,
         project=args.project,
@@ -149,13 +149,13 @@ def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -
 @tool(mutating=False, permission=Action.view)
 def get_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
     """Get one release with its lifecycle_state, preview diff and approval."""
-    return service.get_release(session, actor=ctx.actor, release=args.release_id)
+    return views.get_release(session, actor=ctx.actor, release=args.release_id)
 
 
 @tool(mutating=False, permission=Action.view)
 def release_timeline(ctx: ToolContext, session: Session, args: ReleaseInput) -> Timeline:
     """The ordered timeline of a release: audit events and runtime progress."""
-    return service.timeline(session, actor=ctx.actor, release=args.release_id)
+    return views.timeline(session, actor=ctx.actor, release=args.release_id)
 
 
 TOOLS = [

@@ -107,7 +107,7 @@ def target_status(
     session: Session, *, actor: Actor, runtimes: RuntimeRegistry, project: str, environment: str
 ) -> TargetStatus:
     """Live state of every service of a target, read from its runtime."""
-    from core.releases.service import active_release  # releases build on targets
+    from core.releases.queries import active_release  # releases build on targets
 
     target = get_target(session, project, environment)
     require(actor, Action.view, target.project_id, target.project.name)

@@ -7,9 +7,16 @@ from sqlalchemy import func, select
 
 from core.audit.models import AuditEvent
 from core.errors import IllegalTransition
-from core.lifecycle import ACTIONS, LEGACY_STATES, TRANSITIONS, State, normalize_state, transition
 from core.permissions import SYSTEM
-from core.releases.service import load_release
+from core.releases.lifecycle import (
+    ACTIONS,
+    LEGACY_STATES,
+    TRANSITIONS,
+    State,
+    normalize_state,
+    transition,
+)
+from core.releases.queries import load_release
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
 

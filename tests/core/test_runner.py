@@ -6,7 +6,7 @@ import time
 from datetime import timedelta
 
 from core.db import utcnow
-from core.releases.runner import ApplyRunner
+from core.flows.runner import ApplyRunner
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
 
@@ -36,7 +36,7 @@ def test_background_runner_applies_after_the_call_returns(world: World) -> None:
         c='{"delay_seconds": 0.3}',
     )
     release_id = _approved_dev(world)
-    from core.releases.service import apply_release
+    from core.flows.apply import apply_release
 
     with services.sessions() as session:
         started = apply_release(

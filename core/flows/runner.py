@@ -19,11 +19,12 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import utcnow
 from core.errors import Conflict
 from core.events import queue_event
+from core.flows.expiry import expire_due
 from core.ids import release_id
-from core.lifecycle import State, release_event, transition
 from core.permissions import SYSTEM
+from core.releases.lifecycle import State, release_event, transition
 from core.releases.models import ProgressEvent, Release
-from core.releases.service import current_preview, expire_due, load_release
+from core.releases.queries import current_preview, load_release
 from core.targets.service import target_ref
 from runtimes.base import ApplyResult, FieldChange, Plan, Progress, ServiceSpec
 from runtimes.registry import RuntimeRegistry

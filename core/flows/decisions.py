@@ -20,25 +20,22 @@ from core.audit.service import record
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ShipdeckError
 from core.events import queue_event
+from core.flows.apply import apply_if_automatic
+from core.flows.expiry import check_not_expired
+from core.flows.runner import ApplyRunner
+from core.flows.views import view
 from core.ids import parse_release_id, release_id
-from core.lifecycle import (
+from core.permissions import Action, Actor, require
+from core.releases.lifecycle import (
     State,
     illegal_transition,
     normalize_state,
     release_event,
     transition,
 )
-from core.permissions import Action, Actor, require
 from core.releases.models import Release
-from core.releases.runner import ApplyRunner
+from core.releases.queries import latest_previews, load_release
 from core.releases.schemas import ApprovalPage, ReleaseRead
-from core.releases.service import (
-    apply_if_automatic,
-    check_not_expired,
-    latest_previews,
-    load_release,
-    view,
-)
 from core.targets.models import Project
 
 TICKET_STATES = ("pending", "approved", "rejected", "cancelled", "expired", "void")

@@ -1,0 +1,1 @@
+"""Use cases that span releases, approvals and runtimes: preview, submit, decide, apply."""

@@ -1,0 +1,159 @@
+"""Apply: start an approved, fresh, undrifted release exactly once."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import TYPE_CHECKING
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.audit.service import record
+from core.db import utcnow
+from core.errors import (
+    Conflict,
+    DriftDetected,
+    RuntimeFailure,
+)
+from core.flows.expiry import check_not_expired
+from core.flows.views import view
+from core.ids import release_id
+from core.permissions import SYSTEM, Action, Actor, require
+from core.releases.lifecycle import (
+    State,
+    allowed,
+    illegal_transition,
+    normalize_state,
+    transition,
+)
+from core.releases.models import Preview, Release
+from core.releases.queries import (
+    active_release,
+    current_preview,
+    load_release,
+    require_requester_or_approver,
+)
+from core.releases.schemas import (
+    ReleaseRead,
+)
+from core.targets.service import adapter_for, call_runtime, target_ref
+from runtimes.base import (
+    LiveState,
+    fingerprint,
+)
+from runtimes.registry import RuntimeRegistry
+
+if TYPE_CHECKING:
+    from core.flows.runner import ApplyRunner
+
+
+def apply_release(
+    session: Session,
+    *,
+    actor: Actor,
+    runtimes: RuntimeRegistry,
+    runner: ApplyRunner,
+    release: str,
+) -> ReleaseRead:
+    """Start applying an approved release whose preview is fresh and matches live state.
+
+    The state moves to `applying` by compare-and-set, so concurrent calls apply once; the
+    runner then drives the runtime. Commits.
+    """
+    found = load_release(session, release)
+    require(actor, Action.request, found.project_id, found.project.name)
+    require_requester_or_approver(actor, found, "apply")
+    state = normalize_state(found.lifecycle_state)
+    if not allowed(state, "apply"):
+        raise illegal_transition(found, "apply", state)
+    check_not_expired(session, found, actor)
+    preview = current_preview(session, found.number)
+    if preview is None:
+        raise illegal_transition(found, "apply", state)
+    adapter = adapter_for(runtimes, found.target)
+    ref = target_ref(found.target)
+    services = list(preview.desired)
+    version = found.version
+    session.commit()
+    live = call_runtime("read the live state", lambda: adapter.describe(ref))
+    _check_drift(found, preview, live, services)
+    found = load_release(session, found.number)
+    if found.version != version:
+        raise illegal_transition(found, "apply", normalize_state(found.lifecycle_state))
+    base = {s: live.services[s].model_dump(include={"image", "replicas", "env"}) for s in services}
+    try:
+        transition(
+            session,
+            found,
+            action="apply",
+            to=State.applying,
+            actor=actor,
+            data={"base_fingerprint": preview.base_fingerprint},
+            values={
+                "base_spec": base,
+                "claimed_by": runner.worker_id,
+                "lease_expires_at": utcnow() + timedelta(seconds=runner.lease_seconds),
+            },
+        )
+        if found.rollback_of is not None:
+            original = load_release(session, found.rollback_of)
+            transition(
+                session,
+                original,
+                action="rollback",
+                to=State.rolling_back,
+                actor=actor,
+                data={"rollback_release": release_id(found.number)},
+            )
+        session.commit()
+    except IntegrityError:
+        session.rollback()
+        busy = active_release(session, found.target_id)
+        raise Conflict(
+            f"{busy or 'another release'} is applying on {found.project.name}/"
+            f"{found.target.environment}; one release applies per target at a time",
+            active_release=busy,
+        ) from None
+    runner.start(found.number)
+    return view(session, found, actor)
+
+
+def _check_drift(release: Release, preview: Preview, live: LiveState, services: list[str]) -> None:
+    if fingerprint(live, services) == preview.base_fingerprint:
+        return
+    raise DriftDetected(
+        f"the live state of {release.project.name}/{release.target.environment} changed since "
+        f"{release_id(release.number)} was previewed; re-preview it to continue",
+        release_id=release_id(release.number),
+        live={s: live.services[s].model_dump(include={"image", "replicas"}) for s in services},
+    )
+
+
+def apply_if_automatic(
+    session: Session, release: Release, *, actor: Actor, runner: ApplyRunner | None
+) -> None:
+    """Apply at once when the target's policy says to apply on approval."""
+    if runner is None or not release.target.apply_on_approval:
+        return
+    on_behalf = Actor(
+        SYSTEM.user_id, SYSTEM.name, SYSTEM.grants, SYSTEM.channel, actor.request_id, actor.name
+    )
+    try:
+        apply_release(
+            session,
+            actor=on_behalf,
+            runtimes=runner.runtimes,
+            runner=runner,
+            release=str(release.number),
+        )
+    except (Conflict, RuntimeFailure) as exc:
+        session.rollback()
+        record(
+            session,
+            actor=on_behalf,
+            action="auto_apply_refused",
+            project=release.project.name,
+            release_number=release.number,
+            data={"reason": str(exc)},
+        )
+        session.commit()

@@ -1,0 +1,128 @@
+"""Submit (policy decides approval), supersede and cancel."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.approvals.tickets import open_ticket, set_ticket_state
+from core.errors import (
+    PermissionDenied,
+)
+from core.events import queue_event
+from core.flows.apply import apply_if_automatic
+from core.flows.expiry import check_not_expired
+from core.flows.views import view
+from core.ids import release_id
+from core.permissions import Action, Actor, require
+from core.policy import decide
+from core.releases.lifecycle import (
+    WAITING,
+    State,
+    allowed,
+    illegal_transition,
+    normalize_state,
+    release_event,
+    transition,
+)
+from core.releases.models import Release
+from core.releases.queries import current_preview, load_release, require_requester_or_approver
+from core.releases.schemas import (
+    ReleaseRead,
+)
+
+if TYPE_CHECKING:
+    from core.flows.runner import ApplyRunner
+
+
+def submit_release(
+    session: Session, *, actor: Actor, runner: ApplyRunner | None, release: str
+) -> ReleaseRead:
+    """Ask policy: open an approval ticket, or approve at once. Commits.
+
+    Older waiting releases for the same target and services are cancelled as superseded.
+    """
+    found = load_release(session, release)
+    require(actor, Action.request, found.project_id, found.project.name)
+    if actor.user_id != found.requested_by_id and not actor.is_admin:
+        raise PermissionDenied(
+            f"only {found.requested_by.name} (the requester) may submit {release_id(found.number)}"
+        )
+    state = normalize_state(found.lifecycle_state)
+    if not allowed(state, "submit"):
+        raise illegal_transition(found, "submit", state)
+    check_not_expired(session, found, actor)
+    decision = decide(session, target=found.target, emergency=found.emergency)
+    _supersede(session, found, actor)
+    preview = current_preview(session, found.number)
+    risk = preview.risk_level if preview else "low"
+    data: dict[str, Any] = {"policy": decision.reason}
+    if decision.needs_approval:
+        ticket = open_ticket(session, found, decision, risk)
+        data["steps"] = ticket.steps
+        transition(
+            session, found, action="submit", to=State.pending_approval, actor=actor, data=data
+        )
+        queue_event(
+            session,
+            release_event(
+                found, "approval_requested", {"ticket_id": ticket.id, "group": ticket.current_group}
+            ),
+        )
+    else:
+        transition(session, found, action="submit", to=State.approved, actor=actor, data=data)
+    session.commit()
+    if found.lifecycle_state == State.approved.value:
+        apply_if_automatic(session, found, actor=actor, runner=runner)
+    return view(session, load_release(session, found.number), actor)
+
+
+def _supersede(session: Session, newer: Release, actor: Actor) -> None:
+    mine = set(newer.services_key.split(","))
+    older = session.scalars(
+        select(Release).where(
+            Release.target_id == newer.target_id,
+            Release.number < newer.number,
+            Release.lifecycle_state.in_([s.value for s in WAITING]),
+        )
+    )
+    for old in older:
+        if mine & set(old.services_key.split(",")):
+            reason = f"superseded by {release_id(newer.number)}"
+            set_ticket_state(session, old.number, "cancelled", only_from=("pending", "approved"))
+            transition(
+                session,
+                old,
+                action="cancel",
+                to=State.cancelled,
+                actor=actor,
+                data={"reason": reason, "superseded_by": release_id(newer.number)},
+                values={"reason": reason},
+            )
+
+
+def cancel_release(
+    session: Session, *, actor: Actor, release: str, reason: str | None = None
+) -> ReleaseRead:
+    """Withdraw a release that has not started applying. Commits."""
+    found = load_release(session, release)
+    require(actor, Action.request, found.project_id, found.project.name)
+    require_requester_or_approver(actor, found, "cancel")
+    state = normalize_state(found.lifecycle_state)
+    if not allowed(state, "cancel"):
+        raise illegal_transition(found, "cancel", state)
+    text = reason or f"cancelled by {actor.name}"
+    set_ticket_state(session, found.number, "cancelled", only_from=("pending", "approved"))
+    transition(
+        session,
+        found,
+        action="cancel",
+        to=State.cancelled,
+        actor=actor,
+        data={"reason": text},
+        values={"reason": text},
+    )
+    session.commit()
+    return view(session, found, actor)

@@ -1,0 +1,168 @@
+"""What callers read about releases: one release, pages, the timeline."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.approvals.tickets import current_ticket, ticket_read
+from core.audit.models import AuditEvent
+from core.db import utcnow
+from core.errors import (
+    InvalidInput,
+)
+from core.ids import parse_release_id, release_id
+from core.permissions import Action, Actor, require
+from core.releases.lifecycle import (
+    State,
+    normalize_state,
+)
+from core.releases.models import Preview, ProgressEvent, Release
+from core.releases.queries import current_preview, load_release, project_id_named
+from core.releases.schemas import (
+    PreviewRead,
+    ReleasePage,
+    ReleaseRead,
+    RiskSummary,
+    Timeline,
+    TimelineEntry,
+)
+from core.targets.models import Target
+from runtimes.base import (
+    FieldChange,
+    ServiceSpec,
+)
+
+if TYPE_CHECKING:
+    pass
+
+
+def view(session: Session, release: Release, actor: Actor) -> ReleaseRead:
+    """The public view of a release, with preview and approval."""
+    preview = current_preview(session, release.number)
+    ticket = current_ticket(session, release.number)
+    return ReleaseRead(
+        id=release_id(release.number),
+        project=release.project.name,
+        environment=release.target.environment,
+        runtime=release.target.runtime,
+        simulated=release.target.runtime == "sandbox",
+        kind=release.kind,
+        changes=dict(release.changes),
+        lifecycle_state=normalize_state(release.lifecycle_state).value,
+        version=release.version,
+        requested_by=release.requested_by.name,
+        channel=release.channel,
+        emergency=release.emergency,
+        rollback_of=release_id(release.rollback_of) if release.rollback_of else None,
+        reason=release.reason,
+        preview=_preview_read(preview, release) if preview else None,
+        approval=ticket_read(session, ticket, release, actor, preview) if ticket else None,
+        applied_spec=release.applied_spec,
+        created_at=release.created_at,
+        updated_at=release.updated_at,
+    )
+
+
+def _preview_read(preview: Preview, release: Release) -> PreviewRead:
+    return PreviewRead(
+        diff={
+            service: {k: FieldChange.model_validate(v) for k, v in fields.items()}
+            for service, fields in preview.diff.items()
+        },
+        desired={k: ServiceSpec.model_validate(v) for k, v in preview.desired.items()},
+        diff_hash=preview.diff_hash,
+        base_fingerprint=preview.base_fingerprint,
+        risk=RiskSummary(
+            level=preview.risk_level,
+            reasons=list(preview.risk_reasons),
+            tier=release.target.risk_tier,
+        ),
+        created_at=preview.created_at,
+        expires_at=preview.expires_at,
+        expired=preview.expires_at <= utcnow(),
+    )
+
+
+def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
+    """One release the actor can view."""
+    found = load_release(session, release)
+    require(actor, Action.view, found.project_id, found.project.name)
+    return view(session, found, actor)
+
+
+def list_releases(
+    session: Session,
+    *,
+    actor: Actor,
+    project: str | None = None,
+    environment: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    before: str | None = None,
+) -> ReleasePage:
+    """Releases the actor can view, newest first, filtered and paginated by cursor."""
+    query = select(Release).join(Target, Release.target_id == Target.id)
+    if project is not None:
+        query = query.where(Release.project_id == project_id_named(session, project))
+    if environment is not None:
+        query = query.where(Target.environment == environment.lower())
+    if state is not None:
+        try:
+            query = query.where(Release.lifecycle_state == normalize_state(state.lower()).value)
+        except KeyError:
+            raise InvalidInput(
+                f"{state!r} is not a lifecycle state", known=[s.value for s in State]
+            ) from None
+    if before is not None:
+        query = query.where(Release.number < parse_release_id(before))
+    if not actor.is_admin and actor.role_on(None) is None:
+        visible = [p for p in actor.grants if p is not None]
+        query = query.where(Release.project_id.in_(visible))
+    rows = list(session.scalars(query.order_by(Release.number.desc()).limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ReleasePage(
+        items=[view(session, r, actor) for r in rows],
+        next_before=release_id(rows[-1].number) if more and rows else None,
+    )
+
+
+def timeline(session: Session, *, actor: Actor, release: str) -> Timeline:
+    """Audit events and runtime progress of one release, in order."""
+    found = load_release(session, release)
+    require(actor, Action.view, found.project_id, found.project.name)
+    entries = [
+        TimelineEntry(
+            at=e.at,
+            kind="audit",
+            action=e.action,
+            actor=e.actor,
+            on_behalf_of=e.on_behalf_of,
+            channel=e.channel,
+            before_state=e.before_state,
+            after_state=e.after_state,
+            data=e.data,
+        )
+        for e in session.scalars(
+            select(AuditEvent)
+            .where(AuditEvent.release_number == found.number)
+            .order_by(AuditEvent.seq)
+        )
+    ]
+    entries += [
+        TimelineEntry(at=p.at, kind="progress", service=p.service, level=p.level, message=p.message)
+        for p in session.scalars(
+            select(ProgressEvent)
+            .where(ProgressEvent.release_number == found.number)
+            .order_by(ProgressEvent.id)
+        )
+    ]
+    entries.sort(key=lambda entry: entry.at)  # stable: audit order kept among equal times
+    return Timeline(
+        release_id=release_id(found.number),
+        lifecycle_state=normalize_state(found.lifecycle_state).value,
+        entries=entries,
+    )

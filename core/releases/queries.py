@@ -1,0 +1,80 @@
+"""Release lookups shared by every flow: by id, newest preview, applying release."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from core.errors import (
+    NotFound,
+    PermissionDenied,
+)
+from core.ids import parse_release_id, release_id
+from core.permissions import Action, Actor
+from core.releases.lifecycle import (
+    State,
+)
+from core.releases.models import Preview, Release
+from core.targets.models import Project
+
+if TYPE_CHECKING:
+    pass
+
+
+def load_release(session: Session, value: str | int, *, for_update: bool = False) -> Release:
+    """A release by id (`R-42`), or NotFound."""
+    number = parse_release_id(value)
+    query = select(Release).where(Release.number == number)
+    if for_update:
+        query = query.with_for_update(of=Release)
+    release = session.scalars(query).first()
+    if release is None:
+        raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
+    return release
+
+
+def current_preview(session: Session, number: int) -> Preview | None:
+    """The newest preview of a release."""
+    return session.scalars(
+        select(Preview).where(Preview.release_number == number).order_by(Preview.id.desc()).limit(1)
+    ).first()
+
+
+def latest_previews(session: Session, numbers: list[int]) -> dict[int, Preview]:
+    """The newest preview of each release, in one query."""
+    newest = (
+        select(func.max(Preview.id))
+        .where(Preview.release_number.in_(numbers))
+        .group_by(Preview.release_number)
+    )
+    return {
+        p.release_number: p for p in session.scalars(select(Preview).where(Preview.id.in_(newest)))
+    }
+
+
+def project_id_named(session: Session, name: str) -> int:
+    found = session.scalars(select(Project.id).where(Project.name == name.lower())).first()
+    if found is None:
+        raise NotFound(f"no project named {name!r}", project=name)
+    return found
+
+
+def active_release(session: Session, target_id: int) -> str | None:
+    """The release applying on a target right now, if any."""
+    number = session.scalars(
+        select(Release.number).where(
+            Release.target_id == target_id, Release.lifecycle_state == State.applying.value
+        )
+    ).first()
+    return release_id(number) if number else None
+
+
+def require_requester_or_approver(actor: Actor, release: Release, what: str) -> None:
+    if actor.user_id == release.requested_by_id or actor.can(Action.approve, release.project_id):
+        return
+    raise PermissionDenied(
+        f"only {release.requested_by.name} (the requester) or an approver may {what} "
+        f"{release_id(release.number)}"
+    )
