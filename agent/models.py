@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base, UTCDateTime, utcnow
+from core.db import Base, Clipped, UTCDateTime, utcnow
 
 
 class ChatSession(Base):
@@ -66,7 +66,7 @@ class ChatCard(Base):
     args: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     release_number: Mapped[int | None] = mapped_column()
     state: Mapped[str] = mapped_column(String(16), default="open")  # open|done|void|expired
-    outcome: Mapped[str | None] = mapped_column(String(500))
+    outcome: Mapped[str | None] = mapped_column(Clipped(500))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     decided_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from api.cli_common import _fail, _operator, _services
+from api.cli_releases import releases
 from api.wiring import Services
-from core.config import Settings, get_settings
+from core.config import get_settings
 from core.errors import ShipdeckError
-from core.permissions import Actor, Channel, Role
+from core.permissions import Role
 
 app = typer.Typer(help="shipdeck: the release command center.", no_args_is_help=True)
 users = typer.Typer(help="Manage users and tokens.", no_args_is_help=True)
@@ -21,22 +22,7 @@ db = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(users, name="users")
 app.add_typer(audit, name="audit")
 app.add_typer(db, name="db")
-
-
-def _operator() -> Actor:
-    """Whoever runs the CLI on the server holds the database: an admin, audited by login."""
-    return Actor(None, f"cli:{getpass.getuser()}", {None: Role.admin}, Channel.cli)
-
-
-def _services(settings: Settings | None = None) -> Services:
-    services = Services.build(settings or get_settings(), inline_apply=True)
-    services.migrate()
-    return services
-
-
-def _fail(exc: ShipdeckError) -> typer.Exit:
-    typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
-    return typer.Exit(code=1)
+app.add_typer(releases, name="releases")
 
 
 @app.command()

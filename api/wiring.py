@@ -11,9 +11,10 @@ from agent.factory import make_planner
 from agent.hub import Hub
 from agent.session import ChatDeps
 from core.config import Settings
-from core.db import make_engine, make_sessionmaker
-from core.events import EventBus, PostgresListener
+from core.db import make_engine
+from core.events import EventBus
 from core.flows.runner import ApplyRunner
+from core.live import PostgresListener, make_sessionmaker
 from core.migrate import upgrade
 from core.permissions import Actor
 from runtimes.compose import ComposeAdapter

@@ -8,13 +8,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
 from sqlalchemy.types import TypeDecorator
 
-from core.events import EventBus, install_publisher
+from core.text import clip
 
 NAMING = {
     "ix": "ix_%(column_0_label)s",
@@ -51,9 +51,38 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+class Clipped(TypeDecorator[str]):
+    """A bounded free-text column: longer values are cut with a marker, never refused.
+
+    PostgreSQL refuses a value over VARCHAR(n) and would fail the whole transaction (a failure
+    reason that cannot be written leaves a release stuck), so the bound is enforced here.
+    """
+
+    impl = String
+    cache_ok = True
+
+    def __init__(self, length: int) -> None:
+        super().__init__(length)
+        self.limit = length
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return None if value is None else clip(value, self.limit)
+
+
 def utcnow() -> datetime:
     """Now, in UTC, aware."""
     return datetime.now(UTC)
+
+
+def db_now(session: Session) -> datetime:
+    """The database's clock: leases are compared against it, not each replica's own clock."""
+    if session.get_bind().dialect.name == "postgresql":
+        value = session.scalar(text("SELECT clock_timestamp()"))
+    else:
+        raw = session.scalar(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')"))
+        value = datetime.fromisoformat(str(raw))
+    assert isinstance(value, datetime)
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def make_engine(url: str, **kwargs: Any) -> Engine:
@@ -88,14 +117,6 @@ def _configure_sqlite(engine: Engine) -> None:
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         connection.exec_driver_sql("BEGIN IMMEDIATE")
-
-
-def make_sessionmaker(engine: Engine, bus: EventBus | None = None) -> sessionmaker[Session]:
-    """A session factory whose commits publish queued live events (via NOTIFY on PostgreSQL)."""
-    factory = sessionmaker(engine, expire_on_commit=False)
-    if bus is not None:
-        install_publisher(factory, bus, notify=engine.dialect.name == "postgresql")
-    return factory
 
 
 @contextmanager

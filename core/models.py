@@ -5,6 +5,7 @@ from core.audit.models import AuditEvent, AuditHead
 from core.db import Base
 from core.idempotency import IdempotencyRecord
 from core.identity.models import ApiToken, Grant, Group, GroupMember, User
+from core.live import LiveOutbox
 from core.releases.models import Preview, ProgressEvent, Release
 from core.targets.models import PolicyRule, Project, Service, Target
 
@@ -19,6 +20,7 @@ __all__ = [
     "Group",
     "GroupMember",
     "IdempotencyRecord",
+    "LiveOutbox",
     "PolicyRule",
     "Preview",
     "ProgressEvent",

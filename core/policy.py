@@ -8,8 +8,6 @@ from sqlalchemy.orm import Session
 
 from core.targets.models import PolicyRule, Target
 
-DEFAULT_PROTECTED = ("prod",)
-
 
 class PolicyStep(BaseModel):
     """`count` distinct eligible approvers from `group`."""
@@ -26,8 +24,7 @@ class PolicyDecision(BaseModel):
     reason: str
 
 
-def decide(session: Session, *, target: Target, emergency: bool = False) -> PolicyDecision:
-    """The approval a release on `target` needs: project rules, then global, then the default."""
+def _matching_rules(session: Session, target: Target) -> list[PolicyRule]:
     rules = list(
         session.scalars(
             select(PolicyRule)
@@ -35,12 +32,32 @@ def decide(session: Session, *, target: Target, emergency: bool = False) -> Poli
             .order_by(PolicyRule.project_id.is_(None), PolicyRule.position)
         )
     )
-    matching = [
+    return [
         r
         for r in rules
         if (r.environment in (None, target.environment))
         and (r.risk_tier in (None, target.risk_tier))
     ]
+
+
+def emergency_groups(session: Session, target: Target) -> list[str] | None:
+    """The groups named by the emergency policy that applies to `target` (None: no such policy).
+
+    Members of these groups (and admins) may declare an emergency rollback there.
+    """
+    for rule in _matching_rules(session, target):
+        if rule.emergency:
+            return [PolicyStep.model_validate(s).group for s in rule.steps]
+    return None
+
+
+def decide(session: Session, *, target: Target, emergency: bool = False) -> PolicyDecision:
+    """The approval a release on `target` needs: project rules, then global, then the default.
+
+    `emergency` is honoured only for rollbacks whose declarer was entitled (checked when the
+    rollback is previewed); the emergency rule is then preferred.
+    """
+    matching = _matching_rules(session, target)
     candidates = [r for r in matching if r.emergency] if emergency else []
     candidates += [r for r in matching if not r.emergency]
     if candidates:
@@ -53,11 +70,12 @@ def decide(session: Session, *, target: Target, emergency: bool = False) -> Poli
             steps=steps,
             reason=f"{scope} {kind}policy #{rule.position + 1} for {target.environment}",
         )
-    if target.environment in DEFAULT_PROTECTED:
+    if target.risk_tier == "high":  # protection follows the tier, whatever the name
         return PolicyDecision(
             needs_approval=True,
             steps=[PolicyStep(group="approvers", count=1)],
-            reason=f"default policy: {target.environment} needs one project approver",
+            reason=f"default policy: {target.environment} is high risk and needs one project "
+            "approver",
         )
     return PolicyDecision(
         needs_approval=False,

@@ -15,6 +15,9 @@ RiskLevel = Literal["low", "medium", "high"]
 RISK_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 
 
+EnvNames = dict[str, str] | list[str] | None
+
+
 class ServiceChange(BaseModel):
     """A requested change to one service; unset fields stay as they are live."""
 
@@ -39,10 +42,16 @@ class ServiceChange(BaseModel):
         default=None, description="Environment variables to set (merged over the live ones)."
     )
 
-    @field_validator("env")
+    unset_env: list[str] | None = Field(
+        default=None, max_length=200, description="Environment variables to remove."
+    )
+
+    @field_validator("env", "unset_env")
     @classmethod
-    def _env_names(cls, env: dict[str, str] | None) -> dict[str, str] | None:
-        for name in env or {}:
+    def _env_names(
+        cls, env: dict[str, str] | list[str] | None
+    ) -> dict[str, str] | list[str] | None:
+        for name in env or ():
             if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
                 raise ValueError(f"{name!r} is not a valid environment variable name")
         return env
@@ -54,6 +63,7 @@ class ServiceChange(BaseModel):
             and self.image is None
             and self.replicas is None
             and (not self.env)
+            and (not self.unset_env)
         )
 
 
@@ -196,6 +206,8 @@ def desired_spec(live: ServiceSpec, change: ServiceChange) -> ServiceSpec:
         image = f"{image_repository(image or '')}:{change.image_tag}"
     env = dict(live.env)
     env.update(change.env or {})
+    for name in change.unset_env or ():
+        env.pop(name, None)
     replicas = live.replicas if change.replicas is None else change.replicas
     return ServiceSpec(image=image, replicas=replicas, env=env)
 

@@ -10,7 +10,15 @@ from core.permissions import Action
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
 from runtimes.base import ServiceChange
 from tools.base import ToolContext, tool
-from tools.inputs import NAME, Comment, Environment, PageSize, ProjectName, ReleaseId
+from tools.inputs import (
+    NAME,
+    Comment,
+    Environment,
+    PageSize,
+    ProjectName,
+    ReleaseId,
+    ServiceName,
+)
 
 
 class PreviewReleaseInput(BaseModel):
@@ -52,11 +60,19 @@ class RollbackReleaseInput(BaseModel):
 
     project: ProjectName
     environment: Environment
+    services: list[ServiceName] | None = Field(
+        default=None,
+        max_length=50,
+        description="Services to roll back; default: every service of the newest release.",
+    )
     to_release_id: ReleaseId | None = Field(
         default=None,
-        description="Go back to what this release applied; default: undo the newest release.",
+        description="Restore the target's applied state as of this release.",
     )
-    emergency: bool = Field(default=False, description="Use the emergency policy, if declared.")
+    emergency: bool = Field(
+        default=False,
+        description="Declare an emergency (admins and groups the emergency policy names only).",
+    )
 
 
 class ListReleasesInput(BaseModel):
@@ -127,6 +143,7 @@ def rollback_release(ctx: ToolContext, session: Session, args: RollbackReleaseIn
         runtimes=ctx.runtimes,
         project=args.project,
         environment=args.environment,
+        services=args.services,
         to_release=args.to_release_id,
         emergency=args.emergency,
     )

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.db import Base, UTCDateTime, utcnow
+from core.db import Base, Clipped, UTCDateTime, utcnow
 from core.identity.models import User
 
 
@@ -33,7 +33,7 @@ class ApprovalTicket(Base):
     risk_level: Mapped[str] = mapped_column(String(8))
     requested_by_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON)
-    policy_reason: Mapped[str] = mapped_column(String(500))
+    policy_reason: Mapped[str] = mapped_column(Clipped(500))
     current_step: Mapped[int] = mapped_column(default=0)
     current_group: Mapped[str | None] = mapped_column(String(64))
     state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -59,7 +59,7 @@ class ApprovalDecision(Base):
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
     step_index: Mapped[int] = mapped_column()
     decision: Mapped[str] = mapped_column(String(8))
-    comment: Mapped[str | None] = mapped_column(String(2000))
+    comment: Mapped[str | None] = mapped_column(Clipped(2000))
     channel: Mapped[str] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from core.db import Base, UTCDateTime
+from core.db import Base, Clipped, UTCDateTime
 
 
 class AuditEvent(Base):
@@ -25,7 +25,7 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(64))
     on_behalf_of: Mapped[str | None] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(16))
-    request_id: Mapped[str | None] = mapped_column(String(64))
+    request_id: Mapped[str | None] = mapped_column(Clipped(64))
     action: Mapped[str] = mapped_column(String(48))
     project: Mapped[str | None] = mapped_column(String(64), index=True)
     release_number: Mapped[int | None] = mapped_column()

@@ -1,21 +1,23 @@
-"""Apply: start an approved, fresh, undrifted release exactly once."""
+"""Apply: start an approved, fresh, undrifted release exactly once; abandon a dead apply."""
 
 from __future__ import annotations
 
-from datetime import timedelta
+import logging
 from typing import TYPE_CHECKING
 
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
-from core.db import utcnow
+from core.db import db_now
 from core.errors import (
     Conflict,
     DriftDetected,
+    PermissionDenied,
     RuntimeFailure,
 )
 from core.flows.expiry import check_not_expired
+from core.flows.rollback import end_rollback_original
 from core.flows.views import view
 from core.ids import release_id
 from core.permissions import SYSTEM, Action, Actor, require
@@ -33,10 +35,9 @@ from core.releases.queries import (
     load_release,
     require_requester_or_approver,
 )
-from core.releases.schemas import (
-    ReleaseRead,
-)
+from core.releases.schemas import ReleaseRead
 from core.targets.service import adapter_for, call_runtime, target_ref
+from core.text import first_line
 from runtimes.base import (
     LiveState,
     fingerprint,
@@ -45,6 +46,8 @@ from runtimes.registry import RuntimeRegistry
 
 if TYPE_CHECKING:
     from core.flows.runner import ApplyRunner
+
+log = logging.getLogger(__name__)
 
 
 def apply_release(
@@ -92,7 +95,7 @@ def apply_release(
             values={
                 "base_spec": base,
                 "claimed_by": runner.worker_id,
-                "lease_expires_at": utcnow() + timedelta(seconds=runner.lease_seconds),
+                "lease_expires_at": db_now(session) + runner.lease,
             },
         )
         if found.rollback_of is not None:
@@ -157,3 +160,30 @@ def apply_if_automatic(
             data={"reason": str(exc)},
         )
         session.commit()
+
+
+def abandon_release(session: Session, *, actor: Actor, release: str, reason: str) -> ReleaseRead:
+    """End an `applying` release an admin knows is dead: failed, claim cleared, audited. Commits.
+
+    A worker still driving it loses its claim and writes nothing more.
+    """
+    found = load_release(session, release)
+    if not actor.is_admin:
+        raise PermissionDenied("only an admin may abandon an applying release")
+    state = normalize_state(found.lifecycle_state)
+    if not allowed(state, "abandon"):
+        raise illegal_transition(found, "abandon", state)
+    text = f"abandoned by {actor.name}: {reason}"
+    transition(
+        session,
+        found,
+        action="abandon",
+        to=State.failed,
+        actor=actor,
+        data={"reason": first_line(text)},
+        values={"reason": text, "claimed_by": None, "lease_expires_at": None},
+    )
+    end_rollback_original(session, found, ok=False, actor=actor)
+    session.commit()
+    log.warning("%s abandoned by %s", release_id(found.number), actor.name)
+    return view(session, found, actor)

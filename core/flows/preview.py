@@ -11,9 +11,7 @@ from sqlalchemy.orm import Session
 from core.approvals.tickets import set_ticket_state
 from core.audit.service import canonical_json, record
 from core.db import utcnow
-from core.errors import (
-    InvalidInput,
-)
+from core.errors import InvalidInput
 from core.events import queue_event
 from core.flows.views import view
 from core.ids import release_id
@@ -28,9 +26,7 @@ from core.releases.lifecycle import (
 )
 from core.releases.models import Preview, Release
 from core.releases.queries import current_preview, load_release, require_requester_or_approver
-from core.releases.schemas import (
-    ReleaseRead,
-)
+from core.releases.schemas import ReleaseRead
 from core.targets.models import Target
 from core.targets.service import adapter_for, call_runtime, get_target, target_ref, ttl_seconds
 from runtimes.base import (
@@ -75,7 +71,9 @@ def _diff_hash(plan: Plan) -> str:
 
 
 def _store_preview(session: Session, release: Release, target: Target, plan: Plan) -> Preview:
-    level = max((h.level for h in plan.risk_hints), key=RISK_RANK.__getitem__, default="low")
+    # The target's tier counts: a change to a high-risk target is never "low".
+    levels = [h.level for h in plan.risk_hints] + [target.risk_tier]
+    level = max(levels, key=RISK_RANK.__getitem__)
     now = utcnow()
     preview = Preview(
         release_number=release.number,
@@ -123,6 +121,8 @@ def preview_release(
     """Create a release and its preview (diff, fingerprint, risk, expiry). Commits."""
     target = get_target(session, project, environment)
     require(actor, Action.request, target.project_id, target.project.name)
+    if emergency and kind != "rollback":  # an emergency may lighten a rollback, never a deploy
+        raise InvalidInput("emergency applies only to rollbacks; a deploy follows the policy")
     _validate_changes(target, changes)
     plan = _plan(session, runtimes, target, changes)
     target = session.get_one(Target, target.id)
@@ -157,6 +157,7 @@ def preview_release(
             "risk": preview.risk_level,
             "expires_at": preview.expires_at.isoformat(),
             **({"rollback_of": release_id(rollback_of)} if rollback_of else {}),
+            **({"emergency": True, "declared_by": actor.name} if emergency else {}),
         },
     )
     _queue_update(session, release, "preview", actor)

@@ -1,8 +1,11 @@
-"""The apply runner: drives a claimed `applying` release through its runtime, once.
+"""The apply runner: drives a claimed `applying` release through its runtime, exactly once.
 
 A release in `applying` is the job. Its claim (`claimed_by`, `lease_expires_at`) is taken by
-compare-and-set and renewed by progress; when a replica dies its lease runs out and another
-replica's sweeper reclaims the job and applies the same desired state again.
+compare-and-set and kept alive by this process's heartbeat (every lease/3, against the
+database's clock, never each replica's own). A job this process still runs is never reclaimed
+by its own sweeper; when a replica dies its lease runs out and another replica's sweeper takes
+the job. Every write of a job is fenced by the claim: a worker that lost it stops and writes
+nothing. Whatever goes wrong, a job ends `applied` or `failed` with a short reason.
 """
 
 from __future__ import annotations
@@ -16,31 +19,39 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import utcnow
-from core.errors import Conflict
+from core.db import db_now
+from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
 from core.flows.expiry import expire_due
+from core.flows.rollback import end_rollback_original
 from core.ids import release_id
+from core.live import prune_outbox
 from core.permissions import SYSTEM
 from core.releases.lifecycle import State, release_event, transition
 from core.releases.models import ProgressEvent, Release
 from core.releases.queries import current_preview, load_release
 from core.targets.service import target_ref
+from core.text import clip, first_line
 from runtimes.base import ApplyResult, FieldChange, Plan, Progress, ServiceSpec
 from runtimes.registry import RuntimeRegistry
 
 log = logging.getLogger(__name__)
+REASON_LIMIT = 2000
+
+
+class LostClaim(Exception):
+    """This worker no longer holds the release's claim: stop, write nothing."""
 
 
 class ApplyRunner:
-    """Runs apply jobs in a small thread pool (or inline), with lease-based recovery."""
+    """Runs apply jobs in a small thread pool (or inline), with heartbeats and recovery."""
 
     def __init__(
         self,
         sessions: sessionmaker[Session],
         runtimes: RuntimeRegistry,
         *,
-        lease_seconds: int = 60,
+        lease_seconds: float = 60,
         inline: bool = False,
         workers: int = 4,
     ) -> None:
@@ -52,15 +63,34 @@ class ApplyRunner:
         self._pool = None if inline else ThreadPoolExecutor(workers, "shipdeck-apply")
         self._futures: set[Future[None]] = set()
         self._lock = threading.Lock()
+        # Jobs this process runs now -> set when their claim was lost.
+        self._jobs: dict[int, threading.Event] = {}
         self._stop = threading.Event()
+        self._closing = threading.Event()
         self._sweeper: threading.Thread | None = None
+        self._heart: threading.Thread | None = None
+
+    @property
+    def lease(self) -> timedelta:
+        """How long a claim lasts without a heartbeat."""
+        return timedelta(seconds=self.lease_seconds)
+
+    def running(self) -> set[int]:
+        """Release numbers whose apply runs in this process now."""
+        with self._lock:
+            return set(self._jobs)
 
     def start(self, number: int) -> None:
-        """Run the apply job of a release this worker just claimed."""
+        """Run the apply job of a release (claimed by this worker, or with a lapsed lease)."""
+        with self._lock:
+            if number in self._jobs:  # never drive one release twice from one process
+                return
+            self._jobs[number] = threading.Event()
+        self._ensure_heartbeat()
         if self._pool is None:
-            self.run(number)
+            self._guarded_run(number)
             return
-        future = self._pool.submit(self.run, number)
+        future = self._pool.submit(self._guarded_run, number)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
@@ -75,9 +105,11 @@ class ApplyRunner:
             pending = set(self._futures)
         wait(pending, timeout=timeout)
 
+    # ------------------------------------------------------------ claim and heartbeat
+
     def _claim(self, number: int) -> bool:
-        now = utcnow()
         with self.sessions() as session, session.begin():
+            now = db_now(session)
             result = session.execute(
                 update(Release)
                 .where(
@@ -89,24 +121,94 @@ class ApplyRunner:
                         Release.lease_expires_at < now,
                     ),
                 )
-                .values(
-                    claimed_by=self.worker_id,
-                    lease_expires_at=now + timedelta(seconds=self.lease_seconds),
-                )
+                .values(claimed_by=self.worker_id, lease_expires_at=now + self.lease)
                 .execution_options(synchronize_session=False)
             )
             return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
 
+    def _renew(self, session: Session, number: int) -> bool:
+        """Extend this worker's claim on `number` in the caller's transaction."""
+        result = session.execute(
+            update(Release)
+            .where(
+                Release.number == number,
+                Release.lifecycle_state == State.applying.value,
+                Release.claimed_by == self.worker_id,
+            )
+            .values(lease_expires_at=db_now(session) + self.lease)
+            .execution_options(synchronize_session=False)
+        )
+        return result.rowcount == 1  # type: ignore[attr-defined, no-any-return]
+
+    def heartbeat(self) -> None:
+        """Renew the claim of every job this process runs; flag the ones it lost."""
+        with self._lock:
+            jobs = dict(self._jobs)
+        if not jobs:
+            return
+        with self.sessions() as session, session.begin():
+            for number, lost in jobs.items():
+                if not self._renew(session, number):
+                    lost.set()
+                    log.warning("%s: claim lost; its worker stops", release_id(number))
+
+    def _ensure_heartbeat(self) -> None:
+        if self._inline:
+            return  # an inline apply renews on progress; tests drive it synchronously
+        with self._lock:
+            if self._heart is not None and self._heart.is_alive():
+                return
+            self._heart = threading.Thread(target=self._beat, name="shipdeck-heart", daemon=True)
+            self._heart.start()
+
+    def _beat(self) -> None:
+        while not self._closing.wait(self.lease_seconds / 3):
+            try:
+                self.heartbeat()
+            except Exception:  # the database blinked: the next beat retries
+                log.exception("apply heartbeat failed")
+            with self._lock:
+                if not self._jobs:
+                    self._heart = None
+                    return
+
+    # ------------------------------------------------------------ the job
+
+    def _guarded_run(self, number: int) -> None:
+        try:
+            self.run(number)
+        except Exception:  # run() ends every job itself; this is the last line of defence
+            log.exception("apply job of %s crashed", release_id(number))
+        finally:
+            with self._lock:
+                self._jobs.pop(number, None)
+
     def run(self, number: int) -> None:
         """Claim the job, apply through the runtime, record applied or failed."""
+        with self._lock:
+            lost = self._jobs.setdefault(number, threading.Event())
         if not self._claim(number):
             return
+        try:
+            plan, runtime = self._plan(number)
+            result = self.runtimes.get(runtime).apply(plan, self._progress(number, lost))
+        except LostClaim:
+            log.warning("%s: stopped, another worker holds the claim", release_id(number))
+            return
+        except Exception as exc:  # the runtime's failure is the release's failure, not ours
+            log.exception("apply of %s raised", release_id(number))
+            result = ApplyResult(ok=False, reason=f"{type(exc).__name__}: {exc}")
+        if lost.is_set():
+            log.warning("%s: finished after losing the claim; result dropped", release_id(number))
+            return
+        self._finish(number, result)
+
+    def _plan(self, number: int) -> tuple[Plan, str]:
         with self.sessions() as session:
             release = load_release(session, number)
             preview = current_preview(session, number)
             if preview is None:  # cannot happen through core; fail loudly rather than hang
-                self._finish(number, ApplyResult(ok=False, reason="release has no preview"))
-                return
+                raise ValueError("release has no preview")
             plan = Plan(
                 target=target_ref(release.target),
                 desired={k: ServiceSpec.model_validate(v) for k, v in preview.desired.items()},
@@ -116,78 +218,86 @@ class ApplyRunner:
                 },
                 base_fingerprint=preview.base_fingerprint,
             )
-            runtime = release.target.runtime
-        try:
-            result = self.runtimes.get(runtime).apply(plan, self._progress(number))
-        except Exception as exc:  # the runtime's failure is the release's failure, not ours
-            log.exception("apply of %s raised", release_id(number))
-            result = ApplyResult(ok=False, reason=f"{type(exc).__name__}: {exc}")
-        self._finish(number, result)
+            return plan, release.target.runtime
 
-    def _progress(self, number: int) -> Progress:
+    def _progress(self, number: int, lost: threading.Event) -> Progress:
         def progress(service: str | None, level: str, message: str) -> None:
+            if lost.is_set():
+                raise LostClaim(release_id(number))
             with self.sessions() as session, session.begin():
+                if not self._renew(session, number):
+                    lost.set()
+                    raise LostClaim(release_id(number))
                 session.add(
                     ProgressEvent(
-                        release_number=number, service=service, level=level, message=message[:4000]
+                        release_number=number, service=service, level=level, message=message
                     )
                 )
                 release = load_release(session, number)
-                release.lease_expires_at = utcnow() + timedelta(seconds=self.lease_seconds)
                 queue_event(
                     session,
                     release_event(
                         release,
                         "progress",
-                        {"service": service, "level": level, "message": message},
+                        {"service": service, "level": level, "message": clip(message, 1000)},
                     ),
                 )
 
         return progress
 
     def _finish(self, number: int, result: ApplyResult) -> None:
+        reason = clip(result.reason, REASON_LIMIT) if result.reason else None
+        try:
+            self._record_end(number, result, reason)
+        except (Conflict, IllegalTransition):
+            log.warning("%s: not finished here: its claim moved on", release_id(number))
+        except Exception:  # never leave the job applying: record the failure with less data
+            log.exception("recording the end of %s failed", release_id(number))
+            short = ApplyResult(ok=False, reason="recording the apply result failed")
+            self._record_end(number, short, short.reason)
+
+    def _record_end(self, number: int, result: ApplyResult, reason: str | None) -> None:
         applied = {k: v.model_dump() for k, v in result.applied.items()} if result.ok else None
         with self.sessions() as session:
             release = load_release(session, number)
-            try:
-                transition(
-                    session,
-                    release,
-                    action="applied" if result.ok else "fail",
-                    to=State.applied if result.ok else State.failed,
-                    actor=SYSTEM,
-                    data={"reason": result.reason} if result.reason else {},
-                    values={
-                        "applied_spec": applied,
-                        "reason": result.reason,
-                        "claimed_by": None,
-                        "lease_expires_at": None,
-                    },
-                )
-                if release.rollback_of is not None:
-                    original = load_release(session, release.rollback_of)
-                    transition(
-                        session,
-                        original,
-                        action="rolled_back" if result.ok else "rollback_fail",
-                        to=State.rolled_back if result.ok else State.rollback_failed,
-                        actor=SYSTEM,
-                        data={"rollback_release": release_id(number)},
-                    )
-                session.commit()
-            except Conflict:
-                # Another worker finished it (our lease had lapsed): its result stands.
-                session.rollback()
+            transition(
+                session,
+                release,
+                action="applied" if result.ok else "fail",
+                to=State.applied if result.ok else State.failed,
+                actor=SYSTEM,
+                data={"reason": first_line(reason)} if reason else {},
+                values={
+                    "applied_spec": applied,
+                    "reason": reason,
+                    "claimed_by": None,
+                    "lease_expires_at": None,
+                },
+                claimed_by=self.worker_id,
+            )
+            end_rollback_original(session, release, ok=result.ok, actor=SYSTEM)
+            session.commit()
+        log.info(
+            "%s %s%s",
+            release_id(number),
+            "applied" if result.ok else "failed",
+            f": {first_line(reason)}" if reason else "",
+        )
+
+    # ------------------------------------------------------------ recovery
 
     def recover(self) -> int:
-        """Reclaim applying releases whose lease ran out (their replica died). Returns count."""
+        """Take over applying releases whose lease ran out (their replica died). Returns count."""
+        mine = self.running()
         with self.sessions() as session:
+            now = db_now(session)
             numbers = session.scalars(
                 select(Release.number).where(
                     Release.lifecycle_state == State.applying.value,
-                    or_(Release.lease_expires_at.is_(None), Release.lease_expires_at < utcnow()),
+                    or_(Release.lease_expires_at.is_(None), Release.lease_expires_at < now),
                 )
             ).all()
+        numbers = [n for n in numbers if n not in mine]
         for number in numbers:
             self.start(number)
         return len(numbers)
@@ -196,6 +306,9 @@ class ApplyRunner:
         """One maintenance pass: expire stale previews, recover orphaned applies."""
         with self.sessions() as session:
             expire_due(session)
+            if session.get_bind().dialect.name == "postgresql":
+                prune_outbox(session)
+                session.commit()
         self.recover()
 
     def start_sweeper(self, interval: float = 5.0) -> None:
@@ -224,3 +337,4 @@ class ApplyRunner:
         self.stop_sweeper()
         if self._pool is not None:
             self._pool.shutdown(wait=True)
+        self._closing.set()

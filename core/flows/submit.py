@@ -8,9 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.approvals.tickets import open_ticket, set_ticket_state
-from core.errors import (
-    PermissionDenied,
-)
+from core.errors import PermissionDenied
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
 from core.flows.expiry import check_not_expired
@@ -29,9 +27,7 @@ from core.releases.lifecycle import (
 )
 from core.releases.models import Release
 from core.releases.queries import current_preview, load_release, require_requester_or_approver
-from core.releases.schemas import (
-    ReleaseRead,
-)
+from core.releases.schemas import ReleaseRead
 
 if TYPE_CHECKING:
     from core.flows.runner import ApplyRunner
@@ -54,7 +50,8 @@ def submit_release(
     if not allowed(state, "submit"):
         raise illegal_transition(found, "submit", state)
     check_not_expired(session, found, actor)
-    decision = decide(session, target=found.target, emergency=found.emergency)
+    emergency = found.emergency and found.kind == "rollback"
+    decision = decide(session, target=found.target, emergency=emergency)
     _supersede(session, found, actor)
     preview = current_preview(session, found.number)
     risk = preview.risk_level if preview else "low"

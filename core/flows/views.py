@@ -10,9 +10,7 @@ from sqlalchemy.orm import Session
 from core.approvals.tickets import current_ticket, ticket_read
 from core.audit.models import AuditEvent
 from core.db import utcnow
-from core.errors import (
-    InvalidInput,
-)
+from core.errors import InvalidInput
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (

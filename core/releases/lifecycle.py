@@ -56,6 +56,7 @@ TRANSITIONS: dict[tuple[State, str], frozenset[State]] = {
     (S.approved, "apply"): frozenset({S.applying}),
     (S.applying, "applied"): frozenset({S.applied}),
     (S.applying, "fail"): frozenset({S.failed}),
+    (S.applying, "abandon"): frozenset({S.failed}),
     (S.applied, "rollback"): frozenset({S.rolling_back}),
     (S.failed, "rollback"): frozenset({S.rolling_back}),
     (S.rolling_back, "rolled_back"): frozenset({S.rolled_back}),
@@ -110,11 +111,13 @@ def transition(
     actor: Actor,
     data: dict[str, Any] | None = None,
     values: dict[str, Any] | None = None,
+    claimed_by: str | None = None,
 ) -> None:
     """Move a release to `to` by compare-and-set on its version, with its audit event.
 
     Runs in the caller's transaction: the state and the audit event commit together, and the
-    live event is published only after that commit.
+    live event is published only after that commit. `claimed_by` fences a runner's write: it
+    only lands while that worker still holds the release's claim.
     """
     before = normalize_state(release.lifecycle_state)
     if to not in allowed(before, action):
@@ -128,6 +131,7 @@ def transition(
         .where(
             Release.number == release.number,
             Release.version == release.version,
+            *([Release.claimed_by == claimed_by] if claimed_by is not None else []),
         )
         .values(**changes)
         .execution_options(synchronize_session=False)

@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.db import Base, UTCDateTime, utcnow
+from core.db import Base, Clipped, UTCDateTime, utcnow
 from core.identity.models import User
 from core.targets.models import Project, Target
 
@@ -43,7 +43,7 @@ class Release(Base):
     emergency: Mapped[bool] = mapped_column(default=False)
     rollback_of: Mapped[int | None] = mapped_column(ForeignKey("releases.number"))
     expired_from: Mapped[str | None] = mapped_column(String(24))
-    reason: Mapped[str | None] = mapped_column(String(2000))
+    reason: Mapped[str | None] = mapped_column(Clipped(2000))
     base_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     applied_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
@@ -85,4 +85,4 @@ class ProgressEvent(Base):
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     service: Mapped[str | None] = mapped_column(String(64))
     level: Mapped[str] = mapped_column(String(8), default="info")
-    message: Mapped[str] = mapped_column(String(4000))
+    message: Mapped[str] = mapped_column(Clipped(4000))

@@ -13,9 +13,7 @@ from core.errors import (
 )
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor
-from core.releases.lifecycle import (
-    State,
-)
+from core.releases.lifecycle import State
 from core.releases.models import Preview, Release
 from core.targets.models import Project
 

@@ -8,11 +8,10 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.environments import RiskTier, default_tier
 from runtimes.base import ServiceState
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
-RiskTier = Literal["low", "medium", "high"]
-DEFAULT_TIERS: dict[str, RiskTier] = {"prod": "high", "production": "high", "staging": "medium"}
 
 
 class StepDecl(BaseModel):
@@ -95,7 +94,7 @@ class TargetDecl(BaseModel):
 
     def tier(self) -> RiskTier:
         """The declared tier, or the default for the environment."""
-        return self.risk_tier or DEFAULT_TIERS.get(self.environment, "low")
+        return self.risk_tier or default_tier(self.environment)
 
 
 class ProjectDecl(BaseModel):

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from core.audit.service import canonical_json, record
 from core.config import get_settings
+from core.environments import same_environment
 from core.errors import InvalidInput, NotFound, RuntimeFailure
 from core.identity.service import ensure_group_member, ensure_user, set_grant
 from core.permissions import Action, Actor, Role, require
@@ -36,6 +37,9 @@ def get_target(session: Session, project: str, environment: str) -> Target:
     found = get_project(session, project)
     for target in found.targets:
         if target.environment == environment.lower():
+            return target
+    for target in found.targets:  # `production` finds `prod`, and the other way round
+        if same_environment(target.environment, environment):
             return target
     raise NotFound(
         f"project {found.name} has no {environment!r} environment",

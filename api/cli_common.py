@@ -1,0 +1,28 @@
+"""What every CLI command shares: the operator's identity, wired services, error output."""
+
+from __future__ import annotations
+
+import getpass
+
+import typer
+
+from api.wiring import Services
+from core.config import Settings, get_settings
+from core.errors import ShipdeckError
+from core.permissions import Actor, Channel, Role
+
+
+def _operator() -> Actor:
+    """Whoever runs the CLI on the server holds the database: an admin, audited by login."""
+    return Actor(None, f"cli:{getpass.getuser()}", {None: Role.admin}, Channel.cli)
+
+
+def _services(settings: Settings | None = None) -> Services:
+    services = Services.build(settings or get_settings(), inline_apply=True)
+    services.migrate()
+    return services
+
+
+def _fail(exc: ShipdeckError) -> typer.Exit:
+    typer.secho(f"error: {exc.message}", fg=typer.colors.RED, err=True)
+    return typer.Exit(code=1)

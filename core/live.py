@@ -1,0 +1,123 @@
+"""Publishing live events after commit: in process, or across replicas via PostgreSQL.
+
+On PostgreSQL an event is written to the `live_outbox` table in the committing transaction
+and NOTIFY carries only its id: a payload over NOTIFY's 8,000-byte limit (a long reject
+comment, a long log line) would otherwise fail the whole transaction. Every replica's
+listener reads the row by id and publishes it to its own bus.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import JSON, Engine, delete, event, insert, text
+from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
+
+from core.db import Base, UTCDateTime, utcnow
+from core.events import PENDING, EventBus, LiveEvent
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "shipdeck_events"
+KEEP = timedelta(hours=1)
+
+
+class LiveOutbox(Base):
+    """A committed live event, kept briefly so every replica's listener can read it by id."""
+
+    __tablename__ = "live_outbox"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    payload: Mapped[dict[str, Any]] = mapped_column(JSON)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
+
+
+def make_sessionmaker(engine: Engine, bus: EventBus | None = None) -> sessionmaker[Session]:
+    """A session factory whose commits publish queued live events (via the outbox on PostgreSQL)."""
+    factory = sessionmaker(engine, expire_on_commit=False)
+    if bus is not None:
+        install_publisher(factory, bus, notify=engine.dialect.name == "postgresql")
+    return factory
+
+
+def install_publisher(session_class: Any, bus: EventBus, *, notify: bool = False) -> None:
+    """Hook a sessionmaker so queued events are published if, and only if, it commits."""
+    if notify:
+
+        @event.listens_for(session_class, "before_commit")
+        def _notify(session: Session) -> None:
+            pending: list[LiveEvent] = session.info.pop(PENDING, [])
+            for live_event in pending:
+                number = session.execute(
+                    insert(LiveOutbox)
+                    .values(payload=live_event.model_dump(mode="json"), at=utcnow())
+                    .returning(LiveOutbox.id)
+                ).scalar_one()
+                session.execute(
+                    text("SELECT pg_notify(:channel, :id)"), {"channel": CHANNEL, "id": str(number)}
+                )
+
+    else:
+
+        @event.listens_for(session_class, "after_commit")
+        def _publish(session: Session) -> None:
+            pending: list[LiveEvent] = session.info.pop(PENDING, [])
+            for live_event in pending:
+                bus.publish(live_event)
+
+    @event.listens_for(session_class, "after_soft_rollback")
+    def _discard(session: Session, previous_transaction: Any) -> None:
+        session.info.pop(PENDING, None)
+
+
+def prune_outbox(session: Session) -> int:
+    """Delete outbox rows every listener has had time to read. Returns the count."""
+    result = session.execute(delete(LiveOutbox).where(LiveOutbox.at < utcnow() - KEEP))
+    return int(result.rowcount)  # type: ignore[attr-defined]
+
+
+class PostgresListener:
+    """LISTENs on the events channel and publishes the events it names to the local bus."""
+
+    def __init__(self, conninfo: str, bus: EventBus) -> None:
+        self._conninfo = conninfo
+        self._bus = bus
+        self._stop = threading.Event()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="shipdeck-listen", daemon=True)
+
+    def start(self, timeout: float = 10) -> None:
+        """Start listening; returns once LISTEN is in place (events after it are not missed)."""
+        self._thread.start()
+        self._ready.wait(timeout)
+
+    def stop(self) -> None:
+        """Stop listening."""
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        import psycopg
+
+        delay = 0.5
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self._conninfo, autocommit=True) as connection:
+                    connection.execute(f"LISTEN {CHANNEL}")
+                    self._ready.set()
+                    delay = 0.5
+                    while not self._stop.is_set():
+                        for note in connection.notifies(timeout=0.5):
+                            row = connection.execute(
+                                "SELECT payload FROM live_outbox WHERE id = %s",
+                                (int(note.payload),),
+                            ).fetchone()
+                            if row is not None:
+                                self._bus.publish(LiveEvent.model_validate(row[0]))
+            except Exception:  # the database went away: listen again after a pause
+                log.warning("event listener lost its connection; reconnecting", exc_info=True)
+                self._stop.wait(delay)
+                delay = min(delay * 2, 10)
