@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 
 from api.cli_common import _fail, _operator, _services
-from api.cli_releases import releases
+from api.cli_releases import imports, releases
 from api.wiring import Services
 from core.config import get_settings
 from core.errors import ShipdeckError
@@ -23,6 +23,7 @@ app.add_typer(users, name="users")
 app.add_typer(audit, name="audit")
 app.add_typer(db, name="db")
 app.add_typer(releases, name="releases")
+app.add_typer(imports, name="import")
 
 
 @app.command()
