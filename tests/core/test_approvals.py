@@ -139,9 +139,13 @@ def test_inbox_filters_mine_and_pagination(world: World) -> None:
     assert [
         i.release_id for i in call(world, "admin", "list_approvals", project="payment").items
     ] == [pay]
+    # prod is a high-risk target: every change there is high risk, whatever it touches
     assert [i.release_id for i in call(world, "admin", "list_approvals", risk="high").items] == [
-        api.id
+        pay,
+        api.id,
+        *shop,
     ]
+    assert call(world, "admin", "list_approvals", risk="low").items == []
     assert call(world, "admin", "list_approvals", environment="dev").items == []
     # bob can decide shop's tickets, not payment's.
     mine = call(world, "bob", "list_approvals", mine=True)
