@@ -1,6 +1,6 @@
 """Folding what people type onto the words the planner knows: inflections and typos.
 
-"approving" -> approve, "rejected" -> reject, "deplyo" -> deploy, "tesera" -> tessera (a
+"approving" -> approve, "rejected" -> reject, "deplyo" -> deploy, "wrker" -> worker (a
 catalog name). Only latin words are folded; function words are never "corrected".
 """
 

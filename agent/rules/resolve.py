@@ -52,7 +52,7 @@ def project(parsed: Parsed, catalog: Catalog, services: list[str] | None = None)
         candidates = owners if candidates is None else (candidates & owners or candidates | owners)
     if candidates is not None and parsed.environments:
         with_env = {p for p in candidates if parsed.environments[0] in catalog.environments[p]}
-        if len(with_env) == 1:  # "heron in uat": only kiln has a uat
+        if len(with_env) == 1:  # "gateway in qa": only one owner has a qa
             candidates = with_env
     if candidates and len(candidates) == 1:
         return next(iter(candidates))
@@ -113,7 +113,7 @@ def environment(parsed: Parsed, catalog: Catalog, name: str, which: int = 0) -> 
 def targets(
     parsed: Parsed, catalog: Catalog, services: list[str] | None = None
 ) -> list[tuple[str, str]]:
-    """Every (project, environment) the request names: "to uat and prod" is two."""
+    """Every (project, environment) the request names: "to staging and prod" is two."""
     name = project(parsed, catalog, services)
     if len(parsed.environments) <= 1:
         return [(name, environment(parsed, catalog, name))]
