@@ -44,8 +44,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": 'Which release? Give its id, e.g. "{example}".',
         "zh": '哪个发布？请给出编号，例如 "{example}"。',
     },
-    "which_service_scale": {"en": "Which service should I scale?", "zh": "要扩缩容哪个服务？"},
-    "how_many": {"en": "To how many replicas?", "zh": "扩缩到多少个副本？"},
+    "which_service_scale": {
+        "en": "Which service should I scale? Known services: {services}.",
+        "zh": "要扩缩容哪个服务？已知服务：{services}。",
+    },
+    "how_many": {
+        "en": "To how many replicas should I scale {services}?",
+        "zh": "扩缩到多少个副本？（{services}）",
+    },
     "unknown_service": {
         "en": "I don't know a service named {service}. Known services: {services}.",
         "zh": "我不认识名为 {service} 的服务。已知服务：{services}。",
@@ -62,6 +68,41 @@ MESSAGES: dict[str, dict[str, str]] = {
     "confirm_run": {
         "en": "Confirm the card to run {tool} ({what}).",
         "zh": "确认卡片后执行 {tool}（{what}）。",
+    },
+    "same_as_what": {
+        "en": 'Same as what? Say the whole request, e.g. "deploy web 1.4.2 to staging".',
+        "zh": '和什么一样？请把完整的指令说一遍，例如 "部署 web 1.4.2 到预发"。',
+    },
+    "nothing_to_confirm": {
+        "en": "There is nothing waiting for a yes here. Confirm a card with its button, or "
+        'tell me what to do, e.g. "apply R-42".',
+        "zh": "这里没有等待确认的操作。请用卡片上的按钮确认，"
+        '或直接告诉我要做什么，例如 "执行 R-42"。',
+    },
+    "what_to_do_with": {
+        "en": "What should I do with {releases}: show, approve, reject, submit, apply or cancel?",
+        "zh": "要对 {releases} 做什么：查看、批准、拒绝、提交、执行还是取消？",
+    },
+    "quoted_ignored": {
+        "en": "I did not act on the quoted text.",
+        "zh": "引用的文字我只当作内容，没有执行。",
+    },
+    "too_many_cards": {
+        "en": "I proposed the first {count} changes; ask again for the rest.",
+        "zh": "我只提出了前 {count} 个变更；其余的请再发一次。",
+    },
+    "failed_because": {
+        "en": "{release} is {state}: {reason}",
+        "zh": "{release} 状态 {state}：{reason}",
+    },
+    "approve_after_preview": {
+        "en": "A new release is approved after its preview and submission, by someone else; "
+        "I prepared the preview.",
+        "zh": "新发布要先预览、提交，再由其他人审批；我先准备了预览。",
+    },
+    "apply_later": {
+        "en": "Apply it once the step before is confirmed; I did not chain the apply.",
+        "zh": "请等前一步确认后再执行；我没有把执行串在后面。",
     },
     "planner_failed": {
         "en": "I could not work that out; try again.",

@@ -75,7 +75,10 @@ def preview(project: str, environment: str, **changes: dict[str, Any]) -> list[A
         ),
         ("approve R-42", [("approve_release", {"release_id": "R-42"})]),
         ("批准 r42", [("approve_release", {"release_id": "R-42"})]),
-        ("lgtm R-1 and R-2", [("approve_releases", {"release_ids": ["R-1", "R-2"]})]),
+        (
+            "lgtm R-1 and R-2",
+            [("approve_releases", {"release_ids": ["R-1", "R-2"], "comment": "lgtm"})],
+        ),
         (
             "reject R-7 because tests are red",
             [("reject_release", {"release_id": "R-7", "reason": "tests are red"})],

@@ -1,0 +1,80 @@
+"""Folding what people type onto the words the planner knows: inflections and typos.
+
+"approving" -> approve, "rejected" -> reject, "deplyo" -> deploy, "wrker" -> worker (a
+catalog name). Only latin words are folded; function words are never "corrected".
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from functools import lru_cache
+
+from rapidfuzz.distance import DamerauLevenshtein
+from rapidfuzz.process import extractOne
+
+from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INTENTS, STOPWORDS, SYMPTOMS
+
+LATIN_WORD = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
+SUFFIXES = ("ing", "ed", "es", "s", "d")
+
+
+def _latin_words(phrases: Iterable[str]) -> set[str]:
+    return {w for p in phrases if p.isascii() for w in p.split()}
+
+
+VERBS = frozenset(_latin_words(w for _, words in INTENTS for w in words) | _latin_words(SYMPTOMS))
+# Environment words are matched exactly: "prdo" is a question ("did you mean prod?"), not a
+# guess, because the environment decides what a change touches.
+ENVIRONMENT_WORDS = frozenset(_latin_words(w for ws in ENVIRONMENT_SYNONYMS.values() for w in ws))
+
+
+def _stems(word: str) -> list[str]:
+    """Candidate base forms: approving -> approv, approve; scaling -> scale; pods -> pod."""
+    out = []
+    for suffix in SUFFIXES:
+        if word.endswith(suffix) and len(word) - len(suffix) >= 3:
+            stem = word[: -len(suffix)]
+            out += [stem, stem + "e"]
+            if len(stem) > 3 and stem[-1] == stem[-2]:  # "stopped" -> stop
+                out.append(stem[:-1])
+    return out
+
+
+def _max_typos(word: str) -> int:
+    return 0 if len(word) < 4 else 1 if len(word) < 8 else 2
+
+
+@lru_cache(maxsize=4096)
+def fold(word: str, known: frozenset[str]) -> str | None:
+    """The known word `word` stands for (itself, a base form, or a typo's fix), else None."""
+    if word in known:
+        return word
+    if word in STOPWORDS:
+        return None
+    for stem in _stems(word):
+        if stem in known:
+            return stem
+    limit = _max_typos(word)
+    if not limit:
+        return None
+    best = extractOne(
+        word,
+        [k for k in known if abs(len(k) - len(word)) <= limit and k[:1] == word[:1]],
+        scorer=DamerauLevenshtein.distance,
+        score_cutoff=limit,
+    )
+    return str(best[0]) if best else None
+
+
+def correct(text: str, names: frozenset[str]) -> str:
+    """`text` with every latin word folded onto a verb or a catalog name where one fits."""
+    known = VERBS | names
+
+    def fix(match: re.Match[str]) -> str:
+        word = match.group(0)
+        if word in known or word in STOPWORDS or word in ENVIRONMENT_WORDS:
+            return word
+        return fold(word, known) or word
+
+    return LATIN_WORD.sub(fix, text)

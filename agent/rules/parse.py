@@ -1,0 +1,432 @@
+"""Parsing one chat message: quoted text set aside, clauses, intents and the values in them.
+
+Nothing here knows the catalog's rules; names are only recognised (`resolve` decides what
+they mean). Quoted text (code blocks, `inline code`, "quotes", 「」, > quoted lines) is data:
+it is kept for reasons and comments but never read for intents, names or ids.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field, replace
+
+from agent.language import language_of
+from agent.rules.lexicon import correct
+from agent.rules.segment import boundaries, found
+from agent.rules.vocabulary import (
+    CLAUSE_SPLITTERS,
+    COMMENT_MARKERS,
+    EMERGENCY,
+    ENVIRONMENT_SYNONYMS,
+    GO_AHEAD,
+    INJECTION_MARKERS,
+    INTENTS,
+    PRONOUNS,
+    REASON_MARKERS,
+    SAME_AS_BEFORE,
+    STOPWORDS,
+    SYMPTOMS,
+)
+
+# Intents that change something; their verb at the start of a clause outranks other words.
+ACTIONS = {
+    "rollback",
+    "reject",
+    "approve",
+    "cancel",
+    "takeover",
+    "submit",
+    "apply",
+    "scale",
+    "deploy",
+    "repreview",
+}
+PRIORITY = {intent: rank for rank, (intent, _) in enumerate(INTENTS)}
+CJK_WORDS = tuple(
+    sorted(
+        {
+            w
+            for words in [*(ws for _, ws in INTENTS), *ENVIRONMENT_SYNONYMS.values(), SYMPTOMS]
+            for w in words
+            if not w.isascii()
+        }
+    )
+)
+
+QUOTED = [
+    re.compile(r"```.*?(?:```|$)", re.S),
+    re.compile(r"`[^`\n]*`"),
+    re.compile(r"\"[^\"\n]*\"|“[^”\n]*”|「[^」\n]*」|『[^』\n]*』|‘[^’\n]*’"),
+    re.compile(r"(?<![a-z0-9])'[^'\n]{3,}'(?![a-z0-9])", re.I),
+    re.compile(r"^\s*>.*$", re.M),
+]
+FOLD = str.maketrans(
+    {
+        "，": ",",
+        "。": ". ",
+        "：": ":",
+        "；": ";",
+        "！": "!",
+        "？": "?",
+        "（": " ",
+        "）": " ",
+        "、": ",",
+        "　": " ",
+        "→": " to ",
+    }
+)
+CLAUSE_BREAK = re.compile(
+    r"[,;!?\n]|\.(?=\s|$)|" + "|".join(re.escape(s) for s in CLAUSE_SPLITTERS)
+)
+FILLER = re.compile(
+    r"^(?:\s|please|pls|plz|kindly|can you|could you|would you|can we|hey|hi|ok|okay|so|now|"
+    r"just|let's|lets|let me|i want to|i'd like to|go ahead and|帮我|帮忙|麻烦|请|把|给我|先|"
+    r"我要|我想|赶紧|马上|立即|快)+"
+)
+
+RELEASE_ID = re.compile(r"(?<![a-z0-9])r-?(\d{1,9})(?![0-9])")
+VERSION = re.compile(
+    r"(?<![a-z0-9.:/_-])(v?\d+\.\d+(?:\.\d+){0,2}(?:[-+][0-9a-z][0-9a-z.-]*)?|v\d+"
+    r"|[a-z][a-z0-9]*-(?=[0-9a-f]*\d)[0-9a-f]{6,40}|(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40})"
+    r"(?![a-z0-9.]|-[a-z0-9])"
+)
+# svc:tag, also as the tail of a full image reference (registry:5000/team/svc:tag).
+TAGGED = re.compile(
+    r"(?<![a-z0-9_.:/-])(?:[a-z0-9][a-z0-9_.-]*(?::\d+)?/)*"
+    r"([a-z0-9][a-z0-9_-]*):([a-z0-9_][a-z0-9_.-]*[a-z0-9])"
+)
+REPLICAS = [
+    re.compile(r"(?:\bto|=|到|为|成|至)\s*(\d{1,4})(?![\d.])(?!\s*(?:\.|版本|version))"),
+    re.compile(
+        r"(\d{1,4})\s*(?:[a-z][a-z0-9-]*\s+)?"
+        r"(?:replicas?|instances?|pods?|copies|个副本|个实例|个|台|副本|份)"
+    ),
+    re.compile(r"(?<![a-z0-9])[x×]\s*(\d{1,4})\b"),
+]
+ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$")
+MINE = re.compile(r"\b(?:my|mine|me)\b|我的|给我|我")
+FROM_ENV = re.compile(r"\bfrom\s+(\S+)|从\s*(\S+)")
+TRAILING = re.compile(r"^[\s,:;.!?\-—–>]*(?:去|吧|了|掉|一下|啊|呀|哦|的)*[\s,:;.!?\-—–]*")
+
+
+@dataclass
+class Message:
+    """A message with its quoted parts set aside."""
+
+    raw: str
+    own: str
+    quoted: list[str]
+    lang: str
+
+    @property
+    def injection(self) -> bool:
+        """The user's own words try to skip a step."""
+        return any(marker in self.own for marker in INJECTION_MARKERS)
+
+
+@dataclass
+class Clause:
+    """One request-sized piece of a message (several merged when they belong together)."""
+
+    raw: str  # normalised, as typed
+    text: str  # typos and inflections folded
+    intent: str | None = None
+    trigger_end: int = 0
+    trigger: str | None = None
+    symptom: bool = False
+    same_as_before: bool = False
+    pronoun: bool = False
+    go_ahead: bool = False
+
+
+@dataclass
+class Parsed:
+    """What one clause asks for and names."""
+
+    text: str
+    raw: str
+    intent: str | None
+    lang: str
+    release_ids: list[str] = field(default_factory=list)
+    environments: list[str] = field(default_factory=list)
+    unknown_environment: str | None = None
+    projects: list[str] = field(default_factory=list)
+    services: list[tuple[str, int]] = field(default_factory=list)
+    versions: list[tuple[str, int]] = field(default_factory=list)
+    tagged: dict[str, str] = field(default_factory=dict)
+    replicas: list[tuple[int, int]] = field(default_factory=list)
+    reason: str | None = None
+    comment: str | None = None
+    emergency: bool = False
+    mine: bool = False
+    symptom: bool = False
+    pronoun: bool = False
+    same_as_before: bool = False
+    go_ahead: bool = False
+    trigger: str | None = None
+
+
+def split_quotes(text: str) -> Message:
+    """Set quoted text aside: it is data, never an instruction."""
+    quoted: list[str] = []
+
+    def keep(match: re.Match[str]) -> str:
+        inner = match.group(0).strip().strip("`\"“”「」『』‘’'>").strip()
+        if inner:
+            quoted.append(inner)
+        return " "
+
+    own = text
+    for pattern in QUOTED:
+        own = pattern.sub(keep, own)
+    return Message(raw=text, own=normalize(own), quoted=quoted, lang=language_of(text))
+
+
+def normalize(text: str) -> str:
+    """Lowercase, full-width punctuation folded, spaces squeezed (newlines kept)."""
+    folded = text.translate(FOLD).lower()
+    return re.sub(r"[ \t]+", " ", folded).strip()
+
+
+def _has_word(text: str, phrase: str, edges: set[int]) -> list[int]:
+    if phrase.isascii():
+        return [
+            m.start()
+            for m in re.finditer(rf"(?<![a-z0-9_'-]){re.escape(phrase)}(?![a-z0-9_-])", text)
+        ]
+    hits = found(text, phrase, edges)
+    if not hits and len(phrase) >= 3:
+        hits = [m.start() for m in re.finditer(re.escape(phrase), text)]
+    return hits
+
+
+def _edges(text: str) -> set[int]:
+    return boundaries(text, CJK_WORDS) if language_of(text) == "zh" else {0, len(text)}
+
+
+def detect(clause: Clause) -> Clause:
+    """Find the clause's intent: a leading action verb, else the first intent by priority."""
+    text = clause.text
+    # "approvals are off", "no approval needed" ask for no list: a read word inside an
+    # injection phrase is not an intent (an action verb there still is one, and gets a card).
+    blanked = [
+        (m.start(), m.end())
+        for marker in INJECTION_MARKERS
+        for m in re.finditer(re.escape(marker), text)
+    ]
+    edges = _edges(text)
+    start = FILLER.match(text)
+    lead = start.end() if start else 0
+    hits: list[tuple[int, int, str, int, str]] = []  # (rank, position, intent, end, word)
+    for intent, words in INTENTS:
+        for word in words:
+            for position in _has_word(text, word, edges):
+                end = position + len(word)
+                if intent not in ACTIONS and any(a < end and position < b for a, b in blanked):
+                    continue
+                hits.append((PRIORITY[intent], position, intent, end, word))
+    leading = [h for h in hits if h[1] <= lead and h[2] in ACTIONS]
+    chosen = min(leading or hits, default=None)
+    if chosen:
+        clause.intent, clause.trigger_end, clause.trigger = chosen[2], chosen[3], chosen[4]
+    clause.symptom = any(_has_word(text, w, edges) for w in SYMPTOMS)
+    clause.same_as_before = any(_has_word(text, w, edges) for w in SAME_AS_BEFORE)
+    clause.pronoun = any(_has_word(text, w, edges) for w in PRONOUNS)
+    bare = re.sub(r"[\s,.!?]+", " ", text).strip()
+    parts = [p for p in re.split(r"[\s,]+", bare) if p]
+    agreeing = [p for p in parts if p in GO_AHEAD or p.rstrip("吧啊呀了") in GO_AHEAD]
+    clause.go_ahead = bool(agreeing) and all(p in agreeing or p in STOPWORDS for p in parts)
+    return clause
+
+
+def clauses(message: Message, names: frozenset[str]) -> list[Clause]:
+    """The message cut into clauses, each with its intent; pieces with none join a neighbour."""
+    head, tail = _reason_tail(message.own)
+    pieces = [p.strip() for p in CLAUSE_BREAK.split(head)]
+    found_clauses = [
+        detect(Clause(raw=p, text=correct(p, names))) for p in pieces if p and p.strip(" .")
+    ]
+    merged: list[Clause] = []
+    pending: list[Clause] = []  # pieces waiting for a clause with an intent
+    for clause in found_clauses:
+        if clause.intent is None and not clause.same_as_before:
+            if merged and not merged[-1].same_as_before:
+                merged[-1] = _join(merged[-1], clause)
+            else:
+                pending.append(clause)
+            continue
+        for waiting in pending:
+            clause = _join(waiting, clause, keep_second=True)
+        pending = []
+        if merged and clause.intent is not None and merged[-1].intent == clause.intent:
+            merged[-1] = _join(merged[-1], clause)
+        else:
+            merged.append(clause)
+    if pending:
+        first = pending[0]
+        for waiting in pending[1:]:
+            first = _join(first, waiting)
+        merged.append(first)
+    if tail and merged:  # the reason names ids and words, but asks for nothing
+        last = merged[-1]
+        merged[-1] = replace(last, raw=f"{last.raw} {tail}", text=f"{last.text} {tail}")
+    return merged
+
+
+def _reason_tail(text: str) -> tuple[str, str]:
+    """Split "reject R-1, reason: missing changelog" before its reason."""
+    cut = len(text)
+    for marker in [*REASON_MARKERS, *COMMENT_MARKERS]:
+        pattern = (
+            rf"(?<![a-z]){re.escape(marker)}(?![a-z])" if marker.isascii() else re.escape(marker)
+        )
+        match = re.search(pattern, text)
+        if match and match.start() > 0:
+            cut = min(cut, match.start())
+    return text[:cut], text[cut:]
+
+
+def _join(first: Clause, second: Clause, keep_second: bool = False) -> Clause:
+    main = second if keep_second else first
+    offset = len(first.text) + 2
+    return Clause(
+        raw=f"{first.raw}, {second.raw}",
+        text=f"{first.text}, {second.text}",
+        intent=main.intent,
+        trigger_end=main.trigger_end + (offset if keep_second else 0),
+        trigger=main.trigger,
+        symptom=first.symptom or second.symptom,
+        same_as_before=first.same_as_before or second.same_as_before,
+        pronoun=first.pronoun or second.pronoun,
+        go_ahead=first.go_ahead and second.go_ahead,
+    )
+
+
+def _word(name: str) -> re.Pattern[str]:
+    """`name` not glued to other latin letters or digits; a hyphen may be a space or nothing."""
+    body = r"[\s_-]?".join(re.escape(part) for part in name.split("-"))
+    return re.compile(rf"(?<![a-z0-9_-]){body}(?![a-z0-9_-])")
+
+
+def environments(text: str, known: list[str]) -> tuple[list[str], str | None]:
+    """Environments named (canonical names, in order), and an unknown one after to/in/on."""
+    words = {w: env for env, ws in ENVIRONMENT_SYNONYMS.items() for w in ws}
+    words.update({env: env for env in known})
+    hits: list[tuple[int, str]] = []
+    taken: list[tuple[int, int]] = []
+    for word in sorted(words, key=len, reverse=True):
+        pattern = _word(word) if word.isascii() else re.compile(re.escape(word))
+        for match in pattern.finditer(text):
+            span = (match.start(), match.end())
+            if any(a < span[1] and span[0] < b for a, b in taken):
+                continue
+            taken.append(span)
+            hits.append((match.start(), words[word]))
+    hits.sort()
+    source = FROM_ENV.search(text)
+    named = [env for pos, env in hits]
+    if source and len(set(named)) > 1:
+        left = (source.group(1) or source.group(2) or "").strip(",")
+        named = [env for env in named if words.get(left) != env] or named
+    unknown = ENV_WORD.search(text)
+    unknown_word = unknown.group(1) if unknown and unknown.group(1) not in words else None
+    return list(dict.fromkeys(named)), unknown_word
+
+
+def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Parsed:
+    """Everything one clause names: ids, names, versions, counts, reasons."""
+    text = clause.text
+    ids = [f"R-{m.group(1)}" for m in RELEASE_ID.finditer(text)]
+    envs, unknown_env = environments(text, catalog_names.environments)
+    services: list[tuple[str, int]] = []
+    for name in catalog_names.services:
+        services += [(name, m.start()) for m in _word(name).finditer(text)]
+    services.sort(key=lambda item: item[1])
+    tagged_spans: list[tuple[int, int]] = []
+    tagged: dict[str, str] = {}
+    for match in TAGGED.finditer(text):
+        if match.group(1) in catalog_names.services:
+            tagged[match.group(1)] = match.group(2)
+            tagged_spans.append((match.start(), match.end()))
+    versions = [
+        (m.group(1), m.start())
+        for m in VERSION.finditer(text)
+        if not any(a <= m.start() < b for a, b in tagged_spans)
+    ]
+    replicas = [
+        (int(m.group(1)), m.start(1))
+        for pattern in REPLICAS
+        for m in pattern.finditer(text)
+        if not any(a <= m.start(1) < b for a, b in tagged_spans)
+    ]
+    replicas = sorted({pos: n for n, pos in replicas}.items())
+    parsed = Parsed(
+        text=text,
+        raw=clause.raw,
+        intent=clause.intent,
+        lang=message.lang,
+        release_ids=list(dict.fromkeys(ids)),
+        environments=envs,
+        unknown_environment=unknown_env,
+        projects=[p for p in catalog_names.projects if _word(p).search(text)],
+        services=services,
+        versions=versions,
+        tagged=tagged,
+        replicas=[(n, pos) for pos, n in replicas],
+        emergency=any(w in text for w in EMERGENCY),
+        mine=bool(MINE.search(text)),
+        symptom=clause.symptom,
+        pronoun=clause.pronoun,
+        same_as_before=clause.same_as_before,
+        go_ahead=clause.go_ahead,
+        trigger=clause.trigger,
+    )
+    parsed.reason = _after_marker(clause.raw, REASON_MARKERS)
+    parsed.comment = _after_marker(clause.raw, COMMENT_MARKERS)
+    remainder = _remainder(clause)
+    if parsed.reason is None and parsed.comment is None and remainder:
+        parsed.reason = parsed.comment = remainder
+    if parsed.reason is None and message.quoted:
+        parsed.reason = parsed.comment = message.quoted[0][:500]
+    return parsed
+
+
+def _after_marker(raw: str, markers: list[str]) -> str | None:
+    for marker in markers:
+        pattern = (
+            rf"(?<![a-z]){re.escape(marker)}(?![a-z])" if marker.isascii() else re.escape(marker)
+        )
+        match = re.search(pattern + r"\s*[:：]?\s*(.+)$", raw, re.S)
+        if match:
+            value = match.group(1).strip(" ,.;:-")
+            if value:
+                return value[:500]
+    return None
+
+
+def _remainder(clause: Clause) -> str | None:
+    """Free text after the last release id and the verb: "reject R-6 - wrong image"."""
+    ids = list(RELEASE_ID.finditer(clause.raw))
+    if not ids:
+        return None
+    start = max(ids[-1].end(), clause.trigger_end if clause.trigger_end <= len(clause.raw) else 0)
+    rest = clause.raw[start:]
+    rest = TRAILING.sub("", rest).strip(" ,.;:!?")
+    words = [w for w in re.split(r"[\s,]+", rest) if w]
+    if not words or all(w in STOPWORDS for w in words):
+        return None
+    return rest[:500]
+
+
+@dataclass(frozen=True)
+class CatalogNames:
+    """The names a message may use, from the caller's catalog."""
+
+    projects: list[str]
+    services: list[str]
+    environments: list[str]
+
+    @property
+    def all(self) -> frozenset[str]:
+        """Project and service names, for typo folding (environments are matched exactly)."""
+        return frozenset([*self.projects, *self.services])
