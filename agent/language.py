@@ -63,6 +63,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Confirm the card to run {tool} ({what}).",
         "zh": "确认卡片后执行 {tool}（{what}）。",
     },
+    "confirm_preview": {
+        "en": "Confirm the card to preview this change; nothing is created until you do.",
+        "zh": "确认卡片后才会预览这个变更；在此之前什么都不会创建。",
+    },
+    "card_limit": {
+        "en": "I stopped at {limit} cards for one message; ask again for the rest.",
+        "zh": "一条消息最多生成 {limit} 张卡片，其余的请再发一次。",
+    },
     "planner_failed": {
         "en": "I could not work that out; try again.",
         "zh": "我没能理解这条指令，请再试一次。",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -45,6 +46,7 @@ class CaseResult(BaseModel):
     why: str
     latency_ms: float
     tokens: int = 0
+    prompt_tokens: int = Field(default=0, description="LLM prompt tokens of the turn.")
 
 
 def normalize(key: str | None, value: Any) -> Any:
@@ -72,6 +74,14 @@ def matches(expected: Any, actual: Any, key: str | None = None) -> bool:
             k in actual and matches(v, actual[k], k) for k, v in expected.items()
         )
     return bool(normalize(key, expected) == normalize(key, actual))
+
+
+QUESTION = re.compile(r"[?？]\s*[)）\"'”]?\s*$|[?？]\s*\n")
+
+
+def asks(reply: str | None) -> bool:
+    """Whether an answer is a question to the user (a clarification when nothing was called)."""
+    return bool(reply) and QUESTION.search(reply or "") is not None
 
 
 def score(case: Case, calls: list[dict[str, Any]], clarified: bool) -> tuple[bool, bool, str]:
@@ -104,6 +114,8 @@ class Totals(BaseModel):
     latency_p50_ms: float
     latency_p95_ms: float
     tokens: int
+    prompt_tokens_p50: int = 0
+    prompt_tokens_max: int = 0
 
 
 def totals(results: list[CaseResult]) -> Totals:
@@ -112,6 +124,7 @@ def totals(results: list[CaseResult]) -> Totals:
     asked = [r for r in results if r.clarified]
     should = [r for r in results if r.clarify_expected]
     latencies = sorted(r.latency_ms for r in results) or [0.0]
+    prompts = sorted(r.prompt_tokens for r in results) or [0]
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(round(q * (len(latencies) - 1))))]
@@ -127,4 +140,6 @@ def totals(results: list[CaseResult]) -> Totals:
         latency_p50_ms=pct(0.50),
         latency_p95_ms=pct(0.95),
         tokens=sum(r.tokens for r in results),
+        prompt_tokens_p50=prompts[len(prompts) // 2],
+        prompt_tokens_max=prompts[-1],
     )
