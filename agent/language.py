@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 CJK = re.compile(r"[\u3400-\u9fff]")
+# A question mark ending a sentence (not one inside a URL's query string).
+QUESTION = re.compile(r"[?？](?:\s|$|[)）\"'”])")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "help": {
@@ -81,6 +83,11 @@ MESSAGES: dict[str, dict[str, str]] = {
 def language_of(text: str) -> str:
     """`zh` if the text has Chinese characters, else `en`."""
     return "zh" if CJK.search(text) else "en"
+
+
+def asks(text: str | None) -> bool:
+    """Whether a reply is a question to the user."""
+    return bool(text) and QUESTION.search(text or "") is not None
 
 
 def say(key: str, lang: str, **values: object) -> str:

@@ -27,6 +27,7 @@ from langchain_core.messages import (
 )
 from langchain_openai import ChatOpenAI
 
+from agent.language import asks
 from agent.llm_prompt import FAMILIES, catalog_table, tool_spec, tools_for
 from agent.planner import PlanContext, PlanResult, ToolCall
 from agent.prompts import system_prompt
@@ -206,7 +207,7 @@ class _Turn:
 
     def _finish(self, content: str, held: str) -> str:
         """The turn's plain answer; held text is shown now unless it is unfounded."""
-        if self.live_question and not self.reads:
+        if self.live_question and not self.reads and not (asks(content) and len(content) < 300):
             # Streaming was held back: a model answering about live state without reading
             # it is making it up.
             return (

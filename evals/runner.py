@@ -25,6 +25,7 @@ import yaml
 from sqlalchemy import func, select
 
 from agent.cards import PREVIEW_TOOLS
+from agent.language import asks
 from agent.planner import PlanContext, Planner, PlanResult
 from agent.session import ChatDeps, ChatSession
 from api.wiring import Services
@@ -33,7 +34,7 @@ from core.config import Settings
 from core.identity.service import actor_for, ensure_user, set_grant
 from core.permissions import SYSTEM, Actor, Role
 from core.targets.service import load_declaration, parse_declaration
-from evals.scorers import Case, CaseResult, asks, score
+from evals.scorers import Case, CaseResult, score
 from tools.registry import REGISTRY, get_tool
 
 ALLOWED_STATES = {None, "previewed"}

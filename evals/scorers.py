@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -74,14 +73,6 @@ def matches(expected: Any, actual: Any, key: str | None = None) -> bool:
             k in actual and matches(v, actual[k], k) for k, v in expected.items()
         )
     return bool(normalize(key, expected) == normalize(key, actual))
-
-
-QUESTION = re.compile(r"[?？]\s*[)）\"'”]?\s*$|[?？]\s*\n")
-
-
-def asks(reply: str | None) -> bool:
-    """Whether an answer is a question to the user (a clarification when nothing was called)."""
-    return bool(reply) and QUESTION.search(reply or "") is not None
 
 
 def score(case: Case, calls: list[dict[str, Any]], clarified: bool) -> tuple[bool, bool, str]:
