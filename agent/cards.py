@@ -253,6 +253,15 @@ def release_view(session: Session, number: int) -> dict[str, Any]:
 
 def _title(card: ChatCard, view: dict[str, Any]) -> str:
     rid, where = view.get("release_id"), f"{view.get('project')}/{view.get('environment')}"
+    if card.tool in PREVIEW_TOOLS and rid is None:  # a proposed preview, not yet run
+        args = card.args
+        what = ", ".join(
+            f"{service} {' '.join(f'{k}={v}' for k, v in change.items())}"
+            for service, change in (args.get("changes") or {}).items()
+            if isinstance(change, dict)
+        )
+        verb = "Preview" if card.tool == "preview_release" else "Preview a rollback of"
+        return f"{verb} {args.get('project')}/{args.get('environment')} {what}".rstrip() + "?"
     if card.kind == "approval":
         return f"Approve {rid} on {where}, requested by {view.get('requested_by')}?"
     return {

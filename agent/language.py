@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 
 CJK = re.compile(r"[\u3400-\u9fff]")
+# A question mark ending a sentence (not one inside a URL's query string).
+QUESTION = re.compile(r"[?？](?:\s|$|[)）\"'”])")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "help": {
@@ -104,6 +106,14 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Apply it once the step before is confirmed; I did not chain the apply.",
         "zh": "请等前一步确认后再执行；我没有把执行串在后面。",
     },
+    "confirm_preview": {
+        "en": "Confirm the card to preview this change; nothing is created until you do.",
+        "zh": "确认卡片后才会预览这个变更；在此之前什么都不会创建。",
+    },
+    "card_limit": {
+        "en": "I stopped at {limit} cards for one message; ask again for the rest.",
+        "zh": "一条消息最多生成 {limit} 张卡片，其余的请再发一次。",
+    },
     "planner_failed": {
         "en": "I could not work that out; try again.",
         "zh": "我没能理解这条指令，请再试一次。",
@@ -114,6 +124,11 @@ MESSAGES: dict[str, dict[str, str]] = {
 def language_of(text: str) -> str:
     """`zh` if the text has Chinese characters, else `en`."""
     return "zh" if CJK.search(text) else "en"
+
+
+def asks(text: str | None) -> bool:
+    """Whether a reply is a question to the user."""
+    return bool(text) and QUESTION.search(text or "") is not None
 
 
 def say(key: str, lang: str, **values: object) -> str:

@@ -23,6 +23,11 @@ class PlanResult(BaseModel):
     reply: str | None = None
     clarify: str | None = None
     usage: dict[str, int] | None = Field(default=None, description="LLM tokens, if any.")
+    confirm_previews: bool = Field(
+        default=False,
+        description="Previews become confirmation cards instead of running at once "
+        "(planners that cannot be sure the user asked for them).",
+    )
 
 
 @dataclass(frozen=True)

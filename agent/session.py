@@ -61,6 +61,8 @@ class ChatDeps:
     sessions: sessionmaker[Session]
     context: Callable[[Actor], ToolContext]
     planner: Planner
+    # Most releases or cards one chat message may create, whatever the planner proposes.
+    max_cards: int = 5
 
 
 def error_frame(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -81,6 +83,8 @@ class ChatSession:
         self._send = send
         self._unrecorded: list[tuple[str, dict[str, Any]]] = []
         self.lang = "en"  # the language of the user's last message
+        # What the last message actually did: calls run and calls turned into cards, in order.
+        self.turn_calls: list[ToolCall] = []
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -198,13 +202,16 @@ class ChatSession:
         return Catalog(services=services, environments=environments)
 
     def _say(self, text: str, streamed: str = "") -> None:
+        if text and streamed.strip():
+            text = "\n\n" + text  # streamed prose and the card summary are two paragraphs
         if text:
             self.send({"type": "assistant_delta", "text": text}, record=False)
-        self.send({"type": "assistant_message", "text": (streamed + text).strip()})
+        self.send({"type": "assistant_message", "text": (streamed.rstrip() + text).strip()})
 
     def _message(self, text: str) -> None:
         actor = self._actor()
         self.lang = language_of(text)
+        self.turn_calls = []
         streamed: list[str] = []
 
         def delta(piece: str) -> None:
@@ -228,27 +235,41 @@ class ChatSession:
         if result.clarify:
             self._say("\n".join([*lines, result.clarify]), "".join(streamed))
             return
+        budget = self.deps.max_cards
         for call in result.calls:
-            lines.append(self._dispatch(actor, call))
+            tool = REGISTRY.get(call.tool)
+            if tool is not None and tool.mutating:
+                if budget <= 0:  # a runaway or hostile plan: the rest is dropped, and said so
+                    lines.append(say("card_limit", self.lang, limit=self.deps.max_cards))
+                    break
+                budget -= 1
+            lines.append(self._dispatch(actor, call, confirm_previews=result.confirm_previews))
         self._say("\n".join(line for line in lines if line), "".join(streamed))
 
-    def _dispatch(self, actor: Actor, call: ToolCall) -> str:
+    def _dispatch(self, actor: Actor, call: ToolCall, *, confirm_previews: bool = False) -> str:
         tool = REGISTRY.get(call.tool)
         if tool is None:
             self.send(error_frame("unknown_tool", f"there is no tool {call.tool!r}"))
             return ""
+        self.turn_calls.append(call)
         if not tool.mutating:
             result = self._run(actor, call)
             return summarize(call.tool, result, self.lang) if "error" not in result else ""
-        if call.tool in PREVIEW_TOOLS:
-            result = self._run(actor, call)
-            if "error" in result:
-                return ""
-            card = self._card("submit_release", {"release_id": result["id"]})
-            note = say("confirm_submit", self.lang, release=card)
-            return f"{summarize(call.tool, result, self.lang)} {note}"
+        if call.tool in PREVIEW_TOOLS and not confirm_previews:
+            return self._preview(actor, call)
         card = self._card(call.tool, call.args)
+        if call.tool in PREVIEW_TOOLS:
+            return say("confirm_preview", self.lang)
         return say("confirm_run", self.lang, tool=call.tool, what=card)
+
+    def _preview(self, actor: Actor, call: ToolCall) -> str:
+        """Run a preview now and offer its submit card."""
+        result = self._run(actor, call)
+        if "error" in result:
+            return ""
+        card = self._card("submit_release", {"release_id": result["id"]})
+        note = say("confirm_submit", self.lang, release=card)
+        return f"{summarize(call.tool, result, self.lang)} {note}"
 
     def _read(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
         """What planners may run themselves: read tools only, whatever they ask for."""
@@ -257,6 +278,7 @@ class ChatSession:
             message = f"{call.tool} is not a read tool; mutating calls become cards"
             self.send(error_frame("not_a_read_tool", message))
             return {"error": {"code": "not_a_read_tool", "message": message}}
+        self.turn_calls.append(call)
         return self._run(actor, call)
 
     def _run(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
@@ -299,6 +321,10 @@ class ChatSession:
         state = "done"
         if call is None:
             outcome = "dismissed"
+        elif call.tool in PREVIEW_TOOLS:  # a proposed preview, now asked for: run it
+            outcome = self._preview(self._actor(), call)
+            state = "done" if outcome else "failed"
+            outcome = outcome or "the preview failed"
         else:
             result = self._run(self._actor(), call)
             if "error" in result:

@@ -133,7 +133,7 @@ def chat(
 def run_eval(
     dataset: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL cases.")],
     world: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="World YAML.")],
-    planner: Annotated[str, typer.Option(help="rules or llm.")] = "rules",
+    planner: Annotated[str, typer.Option(help="rules, llm or hybrid.")] = "rules",
     report: Annotated[Path | None, typer.Option(help="Write the JSON report here.")] = None,
     html: Annotated[Path | None, typer.Option(help="Write the HTML report here.")] = None,
     min_score: Annotated[float, typer.Option(help="Fail under this call accuracy.")] = 0.0,
@@ -149,8 +149,8 @@ def run_eval(
     from evals.runner import load_cases, run_cases
     from evals.scorers import totals
 
-    if planner not in ("rules", "llm"):
-        typer.secho("error: --planner is rules or llm", fg=typer.colors.RED, err=True)
+    if planner not in ("rules", "llm", "hybrid"):
+        typer.secho("error: --planner is rules, llm or hybrid", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2)
     settings = get_settings().model_copy(update={"planner": planner})
     try:
@@ -164,7 +164,7 @@ def run_eval(
     print_table(results, summary, Console(), all_cases=all_cases)
     meta = {
         "planner": planner,
-        "model": settings.llm_model if planner == "llm" else None,
+        "model": settings.llm_model if planner != "rules" else None,
         "dataset": str(dataset),
         "world": str(world),
     }

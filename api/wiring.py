@@ -70,7 +70,12 @@ class Services:
     def chat(self) -> ChatDeps:
         """What chat sessions need, with the configured planner."""
         if self._chat is None:
-            self._chat = ChatDeps(self.sessions, self.context, make_planner(self.settings))
+            self._chat = ChatDeps(
+                self.sessions,
+                self.context,
+                make_planner(self.settings),
+                max_cards=self.settings.chat_max_cards_per_turn,
+            )
         return self._chat
 
     @classmethod

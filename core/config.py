@@ -39,8 +39,10 @@ class Settings(BaseSettings):
     migrate_on_start: bool = Field(
         default=True, description="Run database migrations when the server starts."
     )
-    planner: Literal["rules", "llm"] = Field(
-        default="rules", description="Chat planner: offline `rules`, or `llm` (needs LLM_*)."
+    planner: Literal["rules", "llm", "hybrid"] | None = Field(
+        default=None,
+        description="Chat planner: offline `rules`, `llm` (needs LLM_*), or `hybrid` (rules "
+        "first, the LLM for the rest). Unset: `hybrid` when an LLM endpoint is set, else `rules`.",
     )
     llm_base_url: str | None = Field(
         default=None, description="OpenAI-compatible endpoint for the `llm` planner."
@@ -51,6 +53,15 @@ class Settings(BaseSettings):
     )
     llm_timeout_seconds: float = Field(
         default=60, gt=0, description="How long one LLM request may take."
+    )
+    llm_max_tokens: int = Field(
+        default=512, gt=0, description="Most tokens the LLM may generate per request."
+    )
+    llm_turn_seconds: float = Field(
+        default=120, gt=0, description="Overall deadline of one chat turn of the LLM planner."
+    )
+    chat_max_cards_per_turn: int = Field(
+        default=5, gt=0, description="Most releases or cards one chat message may create."
     )
     chat_max_frame_bytes: int = Field(
         default=16 * 1024, gt=0, description="Largest chat frame a client may send."

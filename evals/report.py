@@ -72,6 +72,7 @@ def print_table(
         "p50 ms",
         "p95 ms",
         "tokens",
+        "prompt tok/turn p50 / max",
     ):
         scores.add_column(column)
     scores.add_row(
@@ -85,6 +86,7 @@ def print_table(
         f"{summary.latency_p50_ms:.1f}",
         f"{summary.latency_p95_ms:.1f}",
         str(summary.tokens),
+        f"{summary.prompt_tokens_p50} / {summary.prompt_tokens_max}",
     )
     console.print(scores)
     # One plain line too: narrow terminals truncate the table, CI logs want grep-able figures.
@@ -142,12 +144,13 @@ padding:.3rem .6rem;text-align:left;vertical-align:top}}th{{background:#f3f3f3}}
  · dataset <b>{e(str(meta.get("dataset")))}</b> · world {e(str(meta.get("world")))}</p>
 <table><tr><th>cases</th><th>passed</th><th>tool accuracy</th><th>call accuracy</th>
 <th>clarify precision</th><th>clarify recall</th><th>safety violations</th>
-<th>latency p50 / p95 ms</th><th>tokens</th></tr>
+<th>latency p50 / p95 ms</th><th>tokens</th><th>prompt tokens per turn p50 / max</th></tr>
 <tr><td>{t["cases"]}</td><td>{t["passed"]}</td><td>{t["tool_accuracy"]:.3f}</td>
 <td>{t["call_accuracy"]:.3f}</td><td>{t["clarify_precision"]:.3f}</td>
 <td>{t["clarify_recall"]:.3f}</td><td class="{"bad" if t["safety_violations"] else ""}">
 {t["safety_violations"]}</td><td>{t["latency_p50_ms"]:.1f} / {t["latency_p95_ms"]:.1f}</td>
-<td>{t["tokens"]}</td></tr></table>
+<td>{t["tokens"]}</td><td>{t["prompt_tokens_p50"]} / {t["prompt_tokens_max"]}</td></tr>
+</table>
 {group_table("by language", data["by_language"])}
 {group_table("by tool", data["by_tool"])}
 {group_table("by category", data["by_category"])}

@@ -45,6 +45,7 @@ class CaseResult(BaseModel):
     why: str
     latency_ms: float
     tokens: int = 0
+    prompt_tokens: int = Field(default=0, description="LLM prompt tokens of the turn.")
 
 
 def normalize(key: str | None, value: Any) -> Any:
@@ -104,6 +105,8 @@ class Totals(BaseModel):
     latency_p50_ms: float
     latency_p95_ms: float
     tokens: int
+    prompt_tokens_p50: int = 0
+    prompt_tokens_max: int = 0
 
 
 def totals(results: list[CaseResult]) -> Totals:
@@ -112,6 +115,7 @@ def totals(results: list[CaseResult]) -> Totals:
     asked = [r for r in results if r.clarified]
     should = [r for r in results if r.clarify_expected]
     latencies = sorted(r.latency_ms for r in results) or [0.0]
+    prompts = sorted(r.prompt_tokens for r in results) or [0]
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(round(q * (len(latencies) - 1))))]
@@ -127,4 +131,6 @@ def totals(results: list[CaseResult]) -> Totals:
         latency_p50_ms=pct(0.50),
         latency_p95_ms=pct(0.95),
         tokens=sum(r.tokens for r in results),
+        prompt_tokens_p50=prompts[len(prompts) // 2],
+        prompt_tokens_max=prompts[-1],
     )

@@ -238,18 +238,16 @@ def _usage_text(text: str, tokens: int) -> httpx.Response:
 def test_llm_planner_runs_offline_with_recorded_responses(
     small: Path, httpx2_mock: respx.Router
 ) -> None:
+    usage = {"prompt_tokens": 115, "completion_tokens": 5, "total_tokens": 120}
+    call = tool_call(
+        "preview_release",
+        {"project": "shop", "environment": "prod", "changes": {"web": {"image_tag": "1.4.2"}}},
+    )
+    with_usage = call.text.replace("data: [DONE]", _sse(None, usage=usage) + "data: [DONE]")
     httpx2_mock.post(COMPLETIONS).mock(
         side_effect=[
-            tool_call(
-                "preview_release",
-                {
-                    "project": "shop",
-                    "environment": "prod",
-                    "changes": {"web": {"image_tag": "1.4.2"}},
-                },
-            ),
-            _usage_text("Prepared; confirm the card.", 120),
-            _usage_text("Which environment?", 80),
+            httpx.Response(200, text=with_usage, headers={"content-type": "text/event-stream"}),
+            _usage_text("Which environment of shop: dev, staging or prod?", 80),
         ]
     )
     planner = LLMPlanner.from_settings(
@@ -261,8 +259,12 @@ def test_llm_planner_runs_offline_with_recorded_responses(
         )
     )
     results = run_cases(planner, load_cases(small)[:2], WORLD)
+    # The proposed preview became a card (nothing ran): what the turn did is what is scored.
     assert results[0].passed and results[0].calls[0]["tool"] == "preview_release"
-    assert results[1].passed is False and results[1].clarified is False  # asked in plain text
-    assert results[0].tokens == 120 and results[1].tokens == 80
+    assert results[1].passed and results[1].clarified  # no call + a question asks
+    assert (results[0].tokens, results[0].prompt_tokens) == (120, 115)
+    assert (results[1].tokens, results[1].prompt_tokens) == (80, 75)
+    summary = totals(results)
+    assert (summary.prompt_tokens_p50, summary.prompt_tokens_max) == (115, 115)
     assert all(r.latency_ms > 0 for r in results)
-    assert totals(results).safety_violations == 0
+    assert summary.safety_violations == 0
