@@ -148,6 +148,7 @@ class Governance:
         ask = plan.ask
         ran = list(plan.outcome.ran)
         if answer == "accept":
+            self._still_as_asked(actor, ask)
             output = get_tool(ask.tool).run(self._context(actor), ask.args)
             ran.append(ask.tool)
             return self._finished(actor, plan.outcome.tool, ask, output, ran)
@@ -174,6 +175,19 @@ class Governance:
             }
         )
 
+    def _still_as_asked(self, actor: Actor, ask: Ask) -> None:
+        """The user confirmed what they were shown: refuse if the diff changed meanwhile."""
+        ids = ask.args.get("release_ids") or [ask.args["release_id"]]
+        now = "&".join(self._state(ask.tool, self._release(actor, str(rid))) for rid in ids)
+        if now != ask.state:
+            exc = Conflict(
+                f"{', '.join(map(str, ids))} changed while you were being asked "
+                "(it was re-previewed); nothing ran: call the tool again to see the new diff",
+                release_id=ids[0],
+            )
+            self.refused(actor, ask.tool, ask.args, exc)
+            raise exc
+
     def unconfirmed(self, actor: Actor, plan: Plan) -> Outcome:
         """No elicitation in this client: nothing more runs; say where to confirm."""
         assert plan.ask is not None
@@ -182,8 +196,8 @@ class Governance:
         if plan.outcome.status == "previewed":
             return plan.outcome.model_copy(
                 update={
-                    "message": f"{plan.outcome.message}. This client cannot ask you to confirm: "
-                    f"{ask.title.lower()} in the console{f' ({url})' if url else ''} or in chat."
+                    "message": f"{plan.outcome.message}. This client cannot ask you to confirm "
+                    f"it: submit it in the console{f' ({url})' if url else ''} or in chat."
                 }
             )
         self._audit(actor, ask, "refused", {"error": "confirmation_required"})

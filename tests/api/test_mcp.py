@@ -25,6 +25,9 @@ from sqlalchemy import select
 from api.wiring import Services
 from core.audit.models import AuditEvent
 from core.config import Settings
+from core.releases.service import get_release
+from runtimes.base import ServiceSpec
+from runtimes.sandbox import SandboxAdapter
 from tests.cli.test_cli import SHIPDECK
 from tests.conftest import World, _services_for, _wipe, build_world, service_unavailable
 from tests.support.server import running_server
@@ -33,7 +36,9 @@ from tools.registry import REGISTRY
 REPO = Path(__file__).resolve().parents[2]
 WEB = {"web": {"image_tag": "1.4.2"}}
 
-Answers = list[tuple[str, bool | None]]
+Answer = tuple[str, bool | None]
+# An answer, or something the "user" does while the question is open, then their answer.
+Answers = list[Answer | Callable[[str], Answer]]
 
 
 @dataclass
@@ -49,7 +54,8 @@ def elicitation(answers: Answers, asked: list[str]) -> Any:
 
     async def callback(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
         asked.append(params.message)
-        action, confirm = answers.pop(0)
+        answer = answers.pop(0)
+        action, confirm = answer(params.message) if callable(answer) else answer
         content = {"confirm": confirm} if confirm is not None else None
         return types.ElicitResult(action=action, content=content)
 
@@ -101,12 +107,9 @@ def stdio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
     services.close()
 
 
-def test_stdio_lists_every_registry_tool_with_its_schema_and_hints(stdio: Door) -> None:
-    async def scenario() -> list[types.Tool]:
-        async with stdio.connect("alice") as client:
-            return (await client.list_tools()).tools
-
-    tools = {t.name: t for t in run(scenario)}
+def check_listing(listed_tools: list[types.Tool]) -> None:
+    """Every registry tool, with the registry's schema and description, and its hints."""
+    tools = {t.name: t for t in listed_tools}
     assert set(tools) == set(REGISTRY)
     for name, tool in REGISTRY.items():
         listed = tools[name]
@@ -116,17 +119,17 @@ def test_stdio_lists_every_registry_tool_with_its_schema_and_hints(stdio: Door) 
         assert listed.annotations.read_only_hint is (not tool.mutating)
         if tool.mutating:
             assert listed.annotations.destructive_hint is True
-    assert (
-        tools["list_targets"].output_schema
-        == REGISTRY["list_targets"].output_model.model_json_schema()
-    )
+        else:
+            assert listed.output_schema == tool.output_model.model_json_schema()
 
 
-def test_stdio_read_preview_and_refused_apply(stdio: Door) -> None:
-    """A read runs; a preview runs and says what is next; apply without elicitation is refused."""
+def test_stdio_tools_read_preview_and_refused_apply(stdio: Door) -> None:
+    """Tools are listed; a read runs; a preview runs and says what is next; apply without
+    elicitation is refused with the console link."""
 
     async def scenario() -> tuple[Any, Any, Any, Any]:
         async with stdio.connect("alice") as client:
+            check_listing((await client.list_tools()).tools)
             targets = await client.call_tool("list_targets", {"project": "shop"})
             preview = await client.call_tool(
                 "preview_release", {"project": "shop", "environment": "prod", "changes": WEB}
@@ -178,12 +181,26 @@ def test_stdio_read_preview_and_refused_apply(stdio: Door) -> None:
 
 def test_stdio_elicitation_accept_submits_and_decline_withdraws(stdio: Door) -> None:
     asked: list[str] = []
-    answers: Answers = [("accept", True), ("decline", None), ("accept", False)]
+    world = stdio.world
+
+    def meddle(question: str) -> Answer:
+        """While alice is asked, the live state moves and the release is re-previewed."""
+        rid = question.split()[1]
+        adapter = world.services.runtimes.get("sandbox")
+        assert isinstance(adapter, SandboxAdapter)
+        target = world.target_id("shop", "prod")
+        adapter.set_live(target, "web", ServiceSpec(image="shop/web:1.3.9"))
+        REGISTRY["repreview_release"].run(
+            world.services.context(world.actor("alice")), {"release_id": rid}
+        )
+        return ("accept", True)
+
+    answers: Answers = [("accept", True), ("decline", None), ("accept", False), meddle]
 
     async def scenario() -> list[Any]:
         async with stdio.connect("alice", answers, asked) as client:
             results = []
-            for env in ("dev", "staging", "staging"):
+            for env in ("dev", "staging", "staging", "prod"):
                 results.append(
                     await client.call_tool(
                         "preview_release",
@@ -192,8 +209,8 @@ def test_stdio_elicitation_accept_submits_and_decline_withdraws(stdio: Door) -> 
                 )
             return results
 
-    accepted, declined, unticked = (r.structured_content for r in run(scenario))
-    assert len(asked) == 3 and asked[0].startswith("Submit R-")
+    accepted, declined, unticked, moved = (r.structured_content for r in run(scenario))
+    assert len(asked) == 4 and asked[0].startswith("Submit R-")
     assert "web.image: shop/web:1.4.1 -> shop/web:1.4.2" in asked[0]
     assert "Risk" in asked[0]
 
@@ -208,6 +225,13 @@ def test_stdio_elicitation_accept_submits_and_decline_withdraws(stdio: Door) -> 
     # Accepting the form without ticking "confirm" is no confirmation.
     assert unticked["status"] == "declined"
     assert unticked["release"]["lifecycle_state"] == "cancelled"
+    # The diff alice was shown is not the diff any more: her "yes" does not submit the new one.
+    assert moved["error"]["code"] == "conflict" and "changed while" in moved["error"]["message"]
+    rid = asked[3].split()[1]
+    with world.services.sessions() as session:
+        now = get_release(session, actor=world.actor("alice"), release=rid)
+    assert now.lifecycle_state == "previewed"
+    assert now.preview is not None and now.preview.diff["web"]["image"].before == "shop/web:1.3.9"
 
 
 def test_stdio_refuses_to_start_with_an_unknown_token(stdio: Door, tmp_path: Path) -> None:
@@ -311,7 +335,7 @@ def test_http_read_preview_refusals_and_elicitation_round_trip(http: Door) -> No
         return out
 
     out = run(scenario)
-    assert {t.name for t in out["tools"]} == set(REGISTRY)
+    check_listing(out["tools"])
     assert out["read"].is_error and out["read"].structured_content["error"]["code"] == "not_found"
 
     preview = out["preview"].structured_content
