@@ -6,6 +6,7 @@ once); a session is bound to the credential that opened it, so another token can
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -29,8 +30,10 @@ from core.permissions import Actor
 class ShipdeckTokens:
     """The MCP SDK's token verifier over shipdeck's own token lookup."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, public_url: str | None = None) -> None:
         self.services = services
+        # Behind an ingress the Host header is the cluster's; links must carry the public one.
+        self.public_url = public_url or os.environ.get("SHIPDECK_PUBLIC_URL") or None
 
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's principal, or None when it is unknown or revoked."""
@@ -46,8 +49,10 @@ class ShipdeckTokens:
 class HttpDoor:
     """The ASGI app for `/mcp` and the session manager the server's lifespan runs."""
 
-    def __init__(self, services: Services) -> None:
+    def __init__(self, services: Services, public_url: str | None = None) -> None:
         self.services = services
+        # Behind an ingress the Host header is the cluster's; links must carry the public one.
+        self.public_url = public_url or os.environ.get("SHIPDECK_PUBLIC_URL") or None
         server = build_server(services, self._identity, self._console_url)
         self.manager = StreamableHTTPSessionManager(
             app=server,
@@ -74,8 +79,9 @@ class HttpDoor:
             raise NotAuthenticated("send Authorization: Bearer <token>")
         return resolve_token(self.services, token)
 
-    @staticmethod
-    def _console_url(ctx: Context) -> str | None:
+    def _console_url(self, ctx: Context) -> str | None:
+        if self.public_url:
+            return self.public_url
         request = ctx.request
         if not isinstance(request, Request):
             return None

@@ -26,7 +26,7 @@ from api.wiring import Services
 from core.audit.models import AuditEvent
 from core.config import Settings
 from core.releases.service import get_release
-from runtimes.base import ServiceSpec
+from runtimes.base import ServiceChange, ServiceSpec
 from runtimes.sandbox import SandboxAdapter
 from tests.cli.test_cli import SHIPDECK
 from tests.conftest import World, _services_for, _wipe, build_world, service_unavailable
@@ -387,3 +387,77 @@ def test_http_read_preview_refusals_and_elicitation_round_trip(http: Door) -> No
     assert ("submit", "alice") in actions and ("approve", "erin") in actions
     assert ("declined", "erin") in actions and ("refused", "victor") in actions
     assert [a for a, _ in actions].count("apply") == 1
+
+
+def test_http_hostile_calls_are_refused_as_tool_errors(http: Door) -> None:
+    """Bad input comes back as a tool error the model can read; nothing runs, nothing leaks."""
+    with http.world.services.sessions() as session:
+        from core.releases.service import preview_release
+
+        other = preview_release(
+            session,
+            actor=http.world.actor("alice"),
+            runtimes=http.world.services.runtimes,
+            project="payment",
+            environment="prod",
+            changes={"gateway": ServiceChange(image_tag="9.9.9")},
+        )
+
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("alice", "no_such_tool", {}),
+        ("alice", "preview_release", {"project": "🚀" * 10_000, "environment": "prod"}),
+        ("alice", "preview_release", {"project": "shop", "environment": "prod", "changes": 7}),
+        ("alice", "apply_release", {"release_id": "R-1; DROP TABLE releases"}),
+        ("alice", "list_releases", {"limit": "many"}),
+        # Victor views shop only: payment's release does not exist for him.
+        ("victor", "get_release", {"release_id": other.id}),
+        ("victor", "approve_release", {"release_id": other.id}),
+        ("bob", "cancel_release", {"release_id": other.id}),
+    ]
+
+    async def scenario() -> list[Any]:
+        results = []
+        for user, tool, args in calls:
+            async with http.connect(user, [("accept", True)]) as client:
+                results.append(await client.call_tool(tool, args))
+        return results
+
+    results = run(scenario)
+    codes = [r.structured_content["error"]["code"] for r in results]
+    assert all(r.is_error for r in results)
+    assert codes[:5] == ["not_found", "invalid_input", "invalid_input", "invalid_input"] + [
+        "invalid_input"
+    ]
+    assert codes[5] in ("not_found", "permission_denied")
+    assert codes[6] in ("not_found", "permission_denied")
+    assert codes[7] in ("not_found", "permission_denied")
+    assert len(results[1].content[0].text) < 2_000  # the 40 kB project name is not echoed back
+    with http.world.services.sessions() as session:
+        state = get_release(session, actor=http.world.actor("alice"), release=other.id)
+    assert state.lifecycle_state == "previewed"
+
+
+def test_http_session_belongs_to_the_token_that_opened_it(http: Door) -> None:
+    """Another user's token cannot ride an open session (nor answer its questions)."""
+    base = http.base  # type: ignore[attr-defined]
+    accept = {"Accept": "application/json, text/event-stream"}
+    alice = {"Authorization": f"Bearer {http.world.tokens['alice']}", **accept}
+    victor = {"Authorization": f"Bearer {http.world.tokens['victor']}", **accept}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    opened = httpx2.post(f"{base}/mcp", json=init, headers=alice)
+    assert opened.status_code == 200
+    session = opened.headers["mcp-session-id"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    for who, status in ((victor, 404), (alice, 200)):
+        headers = {**who, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        answer = httpx2.post(f"{base}/mcp", json=listing, headers=headers)
+        assert answer.status_code == status
