@@ -210,6 +210,11 @@ class Governance:
             }
         )
 
+    def asked(self, actor: Actor, plan: Plan, client: str | None) -> None:
+        """Audit that the user is being asked to confirm (whatever they answer, if ever)."""
+        assert plan.ask is not None
+        self._audit(actor, plan.ask, "confirmation_requested", {"client": client})
+
     def refused(self, actor: Actor, name: str, args: dict[str, Any], exc: ShipdeckError) -> None:
         """Audit a call refused before any tool ran (tools audit their own refusals)."""
         ask = Ask(tool=name, args=args, title="", message="", state="")

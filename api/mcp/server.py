@@ -129,6 +129,7 @@ async def _call(
         if mode is None:
             return outcome_result(await _thread(governance.unconfirmed, actor, plan))
         question = f"{plan.ask.title}\n\n{plan.ask.message}"
+        await _thread(governance.asked, actor, plan, _client_name(ctx))
         if mode == "modern":
             return types.InputRequiredResult(
                 input_requests={
@@ -144,8 +145,9 @@ async def _call(
             question, CONFIRM_SCHEMA, related_request_id=ctx.request_id
         )
         answer = answer_of(reply)
-    client = _client_name(ctx)
-    return outcome_result(await _thread(governance.answered, actor, plan, answer, client))
+    return outcome_result(
+        await _thread(governance.answered, actor, plan, answer, _client_name(ctx))
+    )
 
 
 async def _thread(func: Callable[..., Any], *args: Any) -> Any:

@@ -386,6 +386,7 @@ def test_http_read_preview_refusals_and_elicitation_round_trip(http: Door) -> No
         actions = [(e.action, e.actor) for e in events]
     assert ("submit", "alice") in actions and ("approve", "erin") in actions
     assert ("declined", "erin") in actions and ("refused", "victor") in actions
+    assert actions.count(("confirmation_requested", "erin")) == 2  # asked twice: no, then yes
     assert [a for a, _ in actions].count("apply") == 1
 
 
