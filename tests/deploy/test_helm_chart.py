@@ -32,6 +32,7 @@ MODELS: dict[tuple[str, str], type[BaseModel]] = {
     ("policy/v1", "PodDisruptionBudget"): k8s.V1PodDisruptionBudget,
     ("rbac.authorization.k8s.io/v1", "Role"): k8s.V1Role,
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): k8s.V1RoleBinding,
+    ("networking.k8s.io/v1", "Ingress"): k8s.V1Ingress,
 }
 
 TEAM = {
@@ -193,6 +194,36 @@ def test_rbac_is_the_least_the_kubernetes_runtime_needs_in_each_target_namespace
         assert binding["subjects"] == [
             {"kind": "ServiceAccount", "name": account, "namespace": "shipdeck"}
         ]
+
+
+def test_ingress_routes_to_the_service_and_replicas_spread_over_nodes() -> None:
+    hashed = {"nginx.ingress.kubernetes.io/upstream-hash-by": "$http_mcp_session_id"}
+    values = {
+        **TEAM,
+        "ingress": {
+            "enabled": True,
+            "className": "nginx",
+            "host": "shipdeck.example.com",
+            "tlsSecret": "shipdeck-tls",
+            "annotations": hashed,
+        },
+    }
+    objects = render(values)
+    ingress = one(objects, "Ingress")
+    assert ingress["metadata"]["annotations"] == hashed
+    (rule,) = ingress["spec"]["rules"]
+    backend = rule["http"]["paths"][0]["backend"]["service"]
+    assert backend == {
+        "name": one(objects, "Service")["metadata"]["name"],
+        "port": {"name": "http"},
+    }
+    assert ingress["spec"]["tls"] == [
+        {"hosts": ["shipdeck.example.com"], "secretName": "shipdeck-tls"}
+    ]
+    pod = one(objects, "Deployment")["spec"]["template"]
+    (spread,) = pod["spec"]["topologySpreadConstraints"]
+    assert spread["labelSelector"]["matchLabels"].items() <= pod["metadata"]["labels"].items()
+    assert not [o for o in render(TEAM) if o["kind"] == "Ingress"]
 
 
 def test_existing_secrets_are_referenced_and_no_secret_is_rendered() -> None:
