@@ -8,11 +8,13 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 from fastapi.staticfiles import StaticFiles
+from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
 from api.deps import request_id
 from api.errors import error_body
+from api.mcp.http import HttpDoor
 from api.routes import approvals, audit, chat, console, health, me, releases, targets, tools
 from api.wiring import Services
 from core.config import Settings, get_settings
@@ -81,6 +83,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """Build the app; it migrates (if configured) and starts the sweeper on startup."""
     settings = settings or get_settings()
     wired = services or Services.build(settings)
+    mcp_door = HttpDoor(wired)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -90,7 +93,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         wired.runner.recover()
         wired.runner.start_sweeper()
         _ = wired.hub  # listen to live events from the start
-        yield
+        async with mcp_door.running():
+            yield
         wired.runner.stop_sweeper()
         if services is None:
             wired.close()
@@ -114,5 +118,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     for router in (health, me, targets, releases, approvals, audit, tools, chat, console):
         app.include_router(router.router)
+    # A route, not a mount: MCP clients POST to exactly /mcp, and a mount would redirect it.
+    app.router.routes.append(Route("/mcp", endpoint=mcp_door.app, name="mcp"))
     app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
     return app

@@ -129,6 +129,40 @@ def chat(
     raise typer.Exit(code=code)
 
 
+@app.command()
+def mcp(
+    token: Annotated[
+        str, typer.Option(envvar="SHIPDECK_TOKEN", help="The API token the agent acts as.")
+    ] = "",
+    console_url: Annotated[
+        str | None,
+        typer.Option(envvar="SHIPDECK_PUBLIC_URL", help="Console address for confirmation links."),
+    ] = None,
+) -> None:
+    """Serve the tools over MCP on stdio for a local agent (Claude Code, Cursor, ...).
+
+    Mutating calls run only when the token's user confirms them in the client; the HTTP
+    transport is served by `shipdeck serve` under /mcp.
+    """
+    from api.mcp.stdio import check_token, serve_stdio
+
+    if not token:
+        typer.secho("error: give --token or set SHIPDECK_TOKEN", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=2)
+    settings = get_settings()
+    services = Services.build(settings, inline_apply=True)
+    try:
+        if settings.migrate_on_start:
+            services.migrate()
+        try:
+            check_token(services, token)
+        except ShipdeckError as exc:
+            raise _fail(exc) from None
+        serve_stdio(services, token, console_url)
+    finally:
+        services.close()
+
+
 @app.command("eval")
 def run_eval(
     dataset: Annotated[Path, typer.Option(exists=True, dir_okay=False, help="JSONL cases.")],

@@ -45,6 +45,7 @@ class Channel(StrEnum):
     rest = "rest"
     page = "page"
     cli = "cli"
+    mcp = "mcp"
     system = "system"
 
 

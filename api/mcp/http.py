@@ -1,0 +1,89 @@
+"""The MCP door over streamable HTTP, mounted by the API server at `/mcp`.
+
+Bearer tokens are the REST tokens (the same lookup, so revocation and role changes apply at
+once); a session is bound to the credential that opened it, so another token cannot use it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
+from mcp.server.auth.provider import AccessToken
+from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.transport_security import TransportSecuritySettings
+from starlette.middleware.authentication import AuthenticationMiddleware
+from starlette.requests import Request
+from starlette.types import ASGIApp
+
+from api.deps import resolve_token
+from api.mcp.server import Context, build_server
+from api.wiring import Services
+from core.errors import NotAuthenticated, ShipdeckError
+from core.permissions import Actor
+
+
+class ShipdeckTokens:
+    """The MCP SDK's token verifier over shipdeck's own token lookup."""
+
+    def __init__(self, services: Services, public_url: str | None = None) -> None:
+        self.services = services
+        # Behind an ingress the Host header is the cluster's; links must carry the public one.
+        self.public_url = public_url or os.environ.get("SHIPDECK_PUBLIC_URL") or None
+
+    async def verify_token(self, token: str) -> AccessToken | None:
+        """The token's principal, or None when it is unknown or revoked."""
+        try:
+            actor = await anyio.to_thread.run_sync(resolve_token, self.services, token)
+        except ShipdeckError:
+            return None
+        return AccessToken(
+            token=token, client_id=f"shipdeck:{actor.user_id}", scopes=[], subject=actor.name
+        )
+
+
+class HttpDoor:
+    """The ASGI app for `/mcp` and the session manager the server's lifespan runs."""
+
+    def __init__(self, services: Services, public_url: str | None = None) -> None:
+        self.services = services
+        # Behind an ingress the Host header is the cluster's; links must carry the public one.
+        self.public_url = public_url or os.environ.get("SHIPDECK_PUBLIC_URL") or None
+        server = build_server(services, self._identity, self._console_url)
+        self.manager = StreamableHTTPSessionManager(
+            app=server,
+            # Every request carries a bearer token: a page on another origin cannot forge one,
+            # and the server is reached by whatever host name the cluster gives it.
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        self.app: ASGIApp = AuthenticationMiddleware(
+            RequireAuthMiddleware(StreamableHTTPASGIApp(self.manager), required_scopes=[]),
+            backend=BearerAuthBackend(ShipdeckTokens(services)),
+        )
+
+    @asynccontextmanager
+    async def running(self) -> AsyncIterator[None]:
+        """Run the session manager for the app's lifetime."""
+        async with self.manager.run():
+            yield
+
+    def _identity(self, ctx: Context) -> Actor:
+        request = ctx.request
+        user = request.scope.get("user") if isinstance(request, Request) else None
+        token: Any = getattr(getattr(user, "access_token", None), "token", None)
+        if not isinstance(token, str):
+            raise NotAuthenticated("send Authorization: Bearer <token>")
+        return resolve_token(self.services, token)
+
+    def _console_url(self, ctx: Context) -> str | None:
+        if self.public_url:
+            return self.public_url
+        request = ctx.request
+        if not isinstance(request, Request):
+            return None
+        host = request.headers.get("host")
+        return f"{request.url.scheme}://{host}" if host else None

@@ -1,0 +1,464 @@
+"""The MCP door, through the SDK's real client: `shipdeck mcp` over stdio, and `/mcp` over
+streamable HTTP on a running server.
+
+Each test runs its own event loop (`anyio.run`) so nothing is shared with other async
+fixtures; the server process/uvicorn is started once per module.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import httpx2
+import mcp_types as types
+import pytest
+from mcp import Client, StdioServerParameters
+from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
+from sqlalchemy import select
+
+from api.wiring import Services
+from core.audit.models import AuditEvent
+from core.config import Settings
+from core.releases.service import get_release
+from runtimes.base import ServiceChange, ServiceSpec
+from runtimes.sandbox import SandboxAdapter
+from tests.cli.test_cli import SHIPDECK
+from tests.conftest import World, _services_for, _wipe, build_world, service_unavailable
+from tests.support.server import running_server
+from tools.registry import REGISTRY
+
+REPO = Path(__file__).resolve().parents[2]
+WEB = {"web": {"image_tag": "1.4.2"}}
+
+Answer = tuple[str, bool | None]
+# An answer, or something the "user" does while the question is open, then their answer.
+Answers = list[Answer | Callable[[str], Answer]]
+
+
+@dataclass
+class Door:
+    """How to reach one MCP door as one user."""
+
+    world: World
+    connect: Callable[..., Client]
+
+
+def elicitation(answers: Answers, asked: list[str]) -> Any:
+    """A client callback answering the server's questions in order, keeping what it asked."""
+
+    async def callback(context: Any, params: types.ElicitRequestParams) -> types.ElicitResult:
+        asked.append(params.message)
+        answer = answers.pop(0)
+        action, confirm = answer(params.message) if callable(answer) else answer
+        content = {"confirm": confirm} if confirm is not None else None
+        return types.ElicitResult(action=action, content=content)
+
+    return callback
+
+
+def run(scenario: Callable[[], Awaitable[Any]]) -> Any:
+    """Run one scenario in a fresh event loop of its own."""
+    return anyio.run(scenario)
+
+
+def audit_channels(services: Services, tool: str) -> list[tuple[str, str]]:
+    with services.sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+        return [
+            (e.action, e.channel)
+            for e in events
+            if (e.data or {}).get("tool") == tool or e.action in ("submit", "apply", "cancel")
+        ]
+
+
+# ---------------------------------------------------------------- stdio
+
+
+@pytest.fixture(scope="module")
+def stdio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Door]:
+    """A world on a SQLite file; each client spawns `shipdeck mcp` as a user of it."""
+    assert SHIPDECK
+    url = f"sqlite:///{tmp_path_factory.mktemp('mcp') / 'mcp.db'}"
+    services = Services.build(Settings(database_url=url), inline_apply=True)
+    services.migrate()
+    world = build_world(services)
+
+    def connect(user: str, answers: Answers | None = None, asked: list[str] | None = None):
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(REPO),
+            "SHIPDECK_DATABASE_URL": url,
+            "SHIPDECK_TOKEN": world.tokens[user],
+            "SHIPDECK_PUBLIC_URL": "https://shipdeck.example",
+        }
+        params = StdioServerParameters(command=SHIPDECK, args=["mcp"], env=env)
+        callback = elicitation(answers, asked if asked is not None else []) if answers else None
+        # The handshake era, as today's desktop agents speak it: elicitation is a request
+        # from the server in the middle of the tool call.
+        return Client(params, mode="legacy", elicitation_callback=callback)
+
+    yield Door(world, connect)
+    services.close()
+
+
+def check_listing(listed_tools: list[types.Tool]) -> None:
+    """Every registry tool, with the registry's schema and description, and its hints."""
+    tools = {t.name: t for t in listed_tools}
+    assert set(tools) == set(REGISTRY)
+    for name, tool in REGISTRY.items():
+        listed = tools[name]
+        assert listed.description == tool.description
+        assert listed.input_schema == tool.input_model.model_json_schema()
+        assert listed.annotations is not None
+        assert listed.annotations.read_only_hint is (not tool.mutating)
+        if tool.mutating:
+            assert listed.annotations.destructive_hint is True
+        else:
+            assert listed.output_schema == tool.output_model.model_json_schema()
+
+
+def test_stdio_tools_read_preview_and_refused_apply(stdio: Door) -> None:
+    """Tools are listed; a read runs; a preview runs and says what is next; apply without
+    elicitation is refused with the console link."""
+
+    async def scenario() -> tuple[Any, Any, Any, Any]:
+        async with stdio.connect("alice") as client:
+            check_listing((await client.list_tools()).tools)
+            targets = await client.call_tool("list_targets", {"project": "shop"})
+            preview = await client.call_tool(
+                "preview_release", {"project": "shop", "environment": "prod", "changes": WEB}
+            )
+            rid = preview.structured_content["release"]["id"]
+            apply = await client.call_tool("apply_release", {"release_id": rid})
+            bad = await client.call_tool("apply_release", {"release_id": "R-99999"})
+            return targets, preview, apply, bad
+
+    targets, preview, apply, bad = run(scenario)
+    assert not targets.is_error
+    assert [t["environment"] for t in targets.structured_content["items"]] == [
+        "dev",
+        "staging",
+        "prod",
+    ]
+
+    out = preview.structured_content
+    assert not preview.is_error and out["status"] == "previewed"
+    assert out["ran"] == ["preview_release"]
+    release = out["release"]
+    assert release["lifecycle_state"] == "previewed" and release["channel"] == "mcp"
+    assert release["preview"]["diff"]["web"]["image"]["after"] == "shop/web:1.4.2"
+    assert release["preview"]["risk"]["tier"] == "high"
+    assert out["next"]["action"] == "submit_release" and out["next"]["needs_approval"] is True
+    assert out["next"]["who"] == ["alice"]
+    assert "erin" in out["next"]["message"] and "alice" in out["next"]["message"]
+    assert out["console_url"] == f"https://shipdeck.example/#/releases/{release['id']}"
+    assert "cannot ask you to confirm" in out["message"]
+
+    assert apply.is_error
+    refused = apply.structured_content
+    assert refused["status"] == "confirmation_required" and refused["ran"] == []
+    assert refused["console_url"] == out["console_url"]
+    assert "https://shipdeck.example/#/releases/" in apply.content[0].text
+
+    assert bad.is_error and bad.structured_content["error"]["code"] == "not_found"
+
+    with stdio.world.services.sessions() as session:
+        events = session.scalars(select(AuditEvent).order_by(AuditEvent.seq)).all()
+        mine = [
+            (e.action, e.channel, (e.data or {}).get("tool")) for e in events if e.channel == "mcp"
+        ]
+    assert ("read", "mcp", "list_targets") in mine
+    assert ("preview", "mcp", None) in mine
+    assert ("refused", "mcp", "apply_release") in mine
+    assert not any(action in ("submit", "apply") for action, _, _ in mine)
+
+
+def test_stdio_elicitation_accept_submits_and_decline_withdraws(stdio: Door) -> None:
+    asked: list[str] = []
+    world = stdio.world
+
+    def meddle(question: str) -> Answer:
+        """While alice is asked, the live state moves and the release is re-previewed."""
+        rid = question.split()[1]
+        adapter = world.services.runtimes.get("sandbox")
+        assert isinstance(adapter, SandboxAdapter)
+        target = world.target_id("shop", "prod")
+        adapter.set_live(target, "web", ServiceSpec(image="shop/web:1.3.9"))
+        REGISTRY["repreview_release"].run(
+            world.services.context(world.actor("alice")), {"release_id": rid}
+        )
+        return ("accept", True)
+
+    answers: Answers = [("accept", True), ("decline", None), ("accept", False), meddle]
+
+    async def scenario() -> list[Any]:
+        async with stdio.connect("alice", answers, asked) as client:
+            results = []
+            for env in ("dev", "staging", "staging", "prod"):
+                results.append(
+                    await client.call_tool(
+                        "preview_release",
+                        {"project": "shop", "environment": env, "changes": WEB},
+                    )
+                )
+            return results
+
+    accepted, declined, unticked, moved = (r.structured_content for r in run(scenario))
+    assert len(asked) == 4 and asked[0].startswith("Submit R-")
+    assert "web.image: shop/web:1.4.1 -> shop/web:1.4.2" in asked[0]
+    assert "Risk" in asked[0]
+
+    assert accepted["status"] == "done"
+    assert accepted["ran"] == ["preview_release", "submit_release"]
+    assert accepted["release"]["lifecycle_state"] == "approved"
+    assert accepted["next"]["action"] == "apply_release"
+
+    assert declined["status"] == "declined"
+    assert declined["ran"] == ["preview_release", "cancel_release"]
+    assert declined["release"]["lifecycle_state"] == "cancelled"
+    # Accepting the form without ticking "confirm" is no confirmation.
+    assert unticked["status"] == "declined"
+    assert unticked["release"]["lifecycle_state"] == "cancelled"
+    # The diff alice was shown is not the diff any more: her "yes" does not submit the new one.
+    assert moved["error"]["code"] == "conflict" and "changed while" in moved["error"]["message"]
+    rid = asked[3].split()[1]
+    with world.services.sessions() as session:
+        now = get_release(session, actor=world.actor("alice"), release=rid)
+    assert now.lifecycle_state == "previewed"
+    assert now.preview is not None and now.preview.diff["web"]["image"].before == "shop/web:1.3.9"
+
+
+def test_stdio_refuses_to_start_with_an_unknown_token(stdio: Door, tmp_path: Path) -> None:
+    import subprocess
+
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "SHIPDECK_DATABASE_URL": f"sqlite:///{tmp_path / 'x.db'}",
+        "SHIPDECK_TOKEN": "sd_" + "🚀" * 20,
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", "from api.cli import app; app()", "mcp"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 1 and "unknown or revoked" in done.stderr
+    assert done.stdout == ""  # stdout is the protocol channel: nothing else may go there
+
+
+# ---------------------------------------------------------------- streamable HTTP
+
+
+@pytest.fixture(scope="module")
+def http(request: pytest.FixtureRequest) -> Iterator[Door]:
+    """One uvicorn serving the API (and /mcp) on PostgreSQL for the whole module."""
+    url = request.getfixturevalue("postgres_url")
+    if url is None:
+        service_unavailable("PostgreSQL is not available (no initdb/pg_ctl, no test URL)")
+    services = _services_for(str(url))
+    _wipe(services)
+    world = build_world(services)
+    with running_server(services) as address:
+        base = f"http://{address}"
+
+        def connect(
+            user: str,
+            answers: Answers | None = None,
+            asked: list[str] | None = None,
+            mode: str = "auto",
+        ):
+            from mcp.client.streamable_http import streamable_http_client
+
+            headers = {"Authorization": f"Bearer {world.tokens[user]}"}
+            transport = streamable_http_client(f"{base}/mcp", http_client=httpx_client(headers))
+            callback = elicitation(answers, asked if asked is not None else []) if answers else None
+            return Client(transport, elicitation_callback=callback, mode=mode)
+
+        door = Door(world, connect)
+        door.base = base  # type: ignore[attr-defined]
+        yield door
+
+
+def httpx_client(headers: dict[str, str]) -> httpx2.AsyncClient:
+    return httpx2.AsyncClient(headers=headers, timeout=30)
+
+
+def test_http_needs_a_valid_bearer_token(http: Door) -> None:
+    base = http.base  # type: ignore[attr-defined]
+    body = {"jsonrpc": "2.0", "id": 1, "method": "tools/list", "params": {}}
+    for headers in ({}, {"Authorization": "Bearer sd_nope"}, {"Authorization": "Basic eA=="}):
+        answer = httpx2.post(
+            f"{base}/mcp",
+            json=body,
+            headers={**headers, "Accept": "application/json, text/event-stream"},
+        )
+        assert answer.status_code == 401, headers
+        assert "invalid_token" in answer.headers["www-authenticate"]
+
+
+def test_http_read_preview_refusals_and_elicitation_round_trip(http: Door) -> None:
+    asked: list[str] = []
+
+    async def scenario() -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        async with http.connect("alice") as client:
+            out["tools"] = (await client.list_tools()).tools
+            out["read"] = await client.call_tool("get_release", {"release_id": "R-1"})
+            out["preview"] = await client.call_tool(
+                "preview_release", {"project": "shop", "environment": "prod", "changes": WEB}
+            )
+            rid = out["preview"].structured_content["release"]["id"]
+            out["submit"] = await client.call_tool("submit_release", {"release_id": rid})
+        async with http.connect("victor") as client:  # a viewer: refused before any question
+            out["viewer"] = await client.call_tool("submit_release", {"release_id": rid})
+        async with http.connect("alice", [("accept", True)], asked) as client:
+            out["confirmed"] = await client.call_tool("submit_release", {"release_id": rid})
+        async with http.connect("erin", [("decline", None), ("accept", True)], asked) as client:
+            out["era"] = client.protocol_version
+            out["approve_declined"] = await client.call_tool("approve_release", {"release_id": rid})
+            out["approved"] = await client.call_tool("approve_release", {"release_id": rid})
+        async with http.connect("alice") as client:
+            out["apply"] = await client.call_tool("apply_release", {"release_id": rid})
+        # The handshake era over HTTP: the question travels on the call's own event stream.
+        async with http.connect("alice", [("accept", True)], asked, mode="legacy") as client:
+            out["legacy_era"] = client.protocol_version
+            out["applied"] = await client.call_tool("apply_release", {"release_id": rid})
+        return out
+
+    out = run(scenario)
+    check_listing(out["tools"])
+    assert out["read"].is_error and out["read"].structured_content["error"]["code"] == "not_found"
+
+    preview = out["preview"].structured_content
+    rid = preview["release"]["id"]
+    base = http.base  # type: ignore[attr-defined]
+    assert preview["status"] == "previewed" and preview["console_url"] == f"{base}/#/releases/{rid}"
+
+    submit = out["submit"]
+    assert submit.is_error and submit.structured_content["status"] == "confirmation_required"
+
+    viewer = out["viewer"]
+    assert viewer.is_error
+    assert viewer.structured_content["error"]["code"] == "permission_denied"
+
+    confirmed = out["confirmed"].structured_content
+    assert confirmed["status"] == "done" and confirmed["ran"] == ["submit_release"]
+    assert confirmed["release"]["lifecycle_state"] == "pending_approval"
+    waiting = confirmed["next"]
+    assert waiting["action"] == "approve_release" and waiting["needs_approval"] is True
+    # Who core says may decide the step: the project's approvers, never the requester.
+    assert "erin" in waiting["who"] and "alice" not in waiting["who"]
+    assert "erin" in waiting["message"]
+
+    assert out["approve_declined"].structured_content["status"] == "declined"
+    assert out["approve_declined"].structured_content["release"]["lifecycle_state"] == (
+        "pending_approval"
+    )
+    approved = out["approved"].structured_content
+    assert approved["status"] == "done" and approved["release"]["lifecycle_state"] == "approved"
+    assert approved["release"]["approval"]["decisions"][0]["channel"] == "mcp"
+
+    apply = out["apply"]
+    assert apply.is_error and apply.structured_content["status"] == "confirmation_required"
+    assert apply.structured_content["release"]["lifecycle_state"] == "approved"
+
+    # Auto negotiation picks the 2026-07-28 era: elicitation comes back as input_required.
+    assert out["era"] == "2026-07-28" and out["legacy_era"] in HANDSHAKE_PROTOCOL_VERSIONS
+    applied = out["applied"].structured_content
+    assert applied["status"] == "done" and applied["ran"] == ["apply_release"]
+    assert applied["release"]["lifecycle_state"] in ("applying", "applied")
+
+    assert asked[0].startswith(f"Submit {rid}?") and asked[1].startswith(f"Approve {rid}?")
+    assert asked[3].startswith(f"Apply {rid}?")
+    with http.world.services.sessions() as session:
+        events = session.scalars(
+            select(AuditEvent).where(AuditEvent.channel == "mcp").order_by(AuditEvent.seq)
+        ).all()
+        actions = [(e.action, e.actor) for e in events]
+    assert ("submit", "alice") in actions and ("approve", "erin") in actions
+    assert ("declined", "erin") in actions and ("refused", "victor") in actions
+    assert actions.count(("confirmation_requested", "erin")) == 2  # asked twice: no, then yes
+    assert [a for a, _ in actions].count("apply") == 1
+
+
+def test_http_hostile_calls_are_refused_as_tool_errors(http: Door) -> None:
+    """Bad input comes back as a tool error the model can read; nothing runs, nothing leaks."""
+    with http.world.services.sessions() as session:
+        from core.releases.service import preview_release
+
+        other = preview_release(
+            session,
+            actor=http.world.actor("alice"),
+            runtimes=http.world.services.runtimes,
+            project="payment",
+            environment="prod",
+            changes={"gateway": ServiceChange(image_tag="9.9.9")},
+        )
+
+    calls: list[tuple[str, str, dict[str, Any]]] = [
+        ("alice", "no_such_tool", {}),
+        ("alice", "preview_release", {"project": "🚀" * 10_000, "environment": "prod"}),
+        ("alice", "preview_release", {"project": "shop", "environment": "prod", "changes": 7}),
+        ("alice", "apply_release", {"release_id": "R-1; DROP TABLE releases"}),
+        ("alice", "list_releases", {"limit": "many"}),
+        # Victor views shop only: payment's release does not exist for him.
+        ("victor", "get_release", {"release_id": other.id}),
+        ("victor", "approve_release", {"release_id": other.id}),
+        ("bob", "cancel_release", {"release_id": other.id}),
+    ]
+
+    async def scenario() -> list[Any]:
+        results = []
+        for user, tool, args in calls:
+            async with http.connect(user, [("accept", True)]) as client:
+                results.append(await client.call_tool(tool, args))
+        return results
+
+    results = run(scenario)
+    codes = [r.structured_content["error"]["code"] for r in results]
+    assert all(r.is_error for r in results)
+    assert codes[:5] == ["not_found", "invalid_input", "invalid_input", "invalid_input"] + [
+        "invalid_input"
+    ]
+    assert codes[5] in ("not_found", "permission_denied")
+    assert codes[6] in ("not_found", "permission_denied")
+    assert codes[7] in ("not_found", "permission_denied")
+    assert len(results[1].content[0].text) < 2_000  # the 40 kB project name is not echoed back
+    with http.world.services.sessions() as session:
+        state = get_release(session, actor=http.world.actor("alice"), release=other.id)
+    assert state.lifecycle_state == "previewed"
+
+
+def test_http_session_belongs_to_the_token_that_opened_it(http: Door) -> None:
+    """Another user's token cannot ride an open session (nor answer its questions)."""
+    base = http.base  # type: ignore[attr-defined]
+    accept = {"Accept": "application/json, text/event-stream"}
+    alice = {"Authorization": f"Bearer {http.world.tokens['alice']}", **accept}
+    victor = {"Authorization": f"Bearer {http.world.tokens['victor']}", **accept}
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    opened = httpx2.post(f"{base}/mcp", json=init, headers=alice)
+    assert opened.status_code == 200
+    session = opened.headers["mcp-session-id"]
+    listing = {"jsonrpc": "2.0", "id": 2, "method": "tools/list", "params": {}}
+    for who, status in ((victor, 404), (alice, 200)):
+        headers = {**who, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
+        answer = httpx2.post(f"{base}/mcp", json=listing, headers=headers)
+        assert answer.status_code == status
