@@ -22,11 +22,12 @@ from api.wiring import Services
 from core.approvals.tickets import approver_condition, current_ticket, eligible_approvers
 from core.audit.service import canonical_json, record
 from core.errors import Conflict, InvalidInput, PermissionDenied, ShipdeckError
+from core.flows.views import get_release
 from core.identity.models import User
 from core.permissions import Action, Actor
 from core.policy import PolicyStep, decide
+from core.releases.queries import load_release
 from core.releases.schemas import ReleaseRead
-from core.releases.service import get_release, load_release
 from tools.base import Tool, ToolContext
 from tools.registry import REGISTRY, get_tool
 

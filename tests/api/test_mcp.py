@@ -25,7 +25,7 @@ from sqlalchemy import select
 from api.wiring import Services
 from core.audit.models import AuditEvent
 from core.config import Settings
-from core.releases.service import get_release
+from core.flows.views import get_release
 from runtimes.base import ServiceChange, ServiceSpec
 from runtimes.sandbox import SandboxAdapter
 from tests.cli.test_cli import SHIPDECK
@@ -393,7 +393,7 @@ def test_http_read_preview_refusals_and_elicitation_round_trip(http: Door) -> No
 def test_http_hostile_calls_are_refused_as_tool_errors(http: Door) -> None:
     """Bad input comes back as a tool error the model can read; nothing runs, nothing leaks."""
     with http.world.services.sessions() as session:
-        from core.releases.service import preview_release
+        from core.flows.preview import preview_release
 
         other = preview_release(
             session,
