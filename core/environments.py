@@ -9,7 +9,7 @@ RiskTier = Literal["low", "medium", "high"]
 # canonical name -> what people (and older tools) also call it
 SYNONYMS: dict[str, tuple[str, ...]] = {
     "prod": ("production", "prd", "live", "生产", "生产环境", "线上", "正式"),
-    "staging": ("stage", "stg", "preprod", "pre-prod", "uat", "预发", "预发布", "预生产"),
+    "staging": ("stage", "stg", "preprod", "pre-prod", "预发", "预发布", "预生产"),
     "test": ("testing", "qa", "测试", "测试环境"),
     "dev": ("development", "develop", "开发", "开发环境"),
 }
