@@ -466,10 +466,11 @@ def deployment_manifest(
     *,
     kind: str = "Deployment",
     sidecar: str | None = None,
+    container_name: str | None = None,
     **env: str,
 ) -> dict[str, Any]:
     """A schema-complete workload with a container named after the service (sidecar first)."""
-    container: dict[str, Any] = {"name": name, "image": image}
+    container: dict[str, Any] = {"name": container_name or name, "image": image}
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
     containers = [container]
