@@ -113,8 +113,14 @@ class KubernetesAdapter(RuntimeAdapter):
         )
         return _json(response)
 
-    def _hpa_for(self, session: Session, kind: Kind, service: str) -> str | None:
-        """The HorizontalPodAutoscaler scaling this workload, if one does."""
+    def _hpa_for(
+        self, session: Session, kind: Kind, service: str, *, strict: bool = True
+    ) -> str | None:
+        """The HorizontalPodAutoscaler scaling this workload, if one does.
+
+        `strict`: when we may not list autoscalers, refuse (a replicas change must know);
+        otherwise assume none (sending the replicas we already own changes nothing).
+        """
         api = client.AutoscalingV2Api(session.api)
         try:
             response = api.list_namespaced_horizontal_pod_autoscaler(
@@ -123,6 +129,13 @@ class KubernetesAdapter(RuntimeAdapter):
         except client.ApiException as exc:
             if not_found(exc):
                 return None
+            if exc.status == 403 and not strict:
+                return None
+            if exc.status == 403:
+                raise RuntimeRefused(
+                    f"{service}: cannot tell whether an autoscaler sets its replicas (listing "
+                    "horizontalpodautoscalers is forbidden); grant list on them to change replicas"
+                ) from exc
             raise
         for hpa in _json(response).get("items", []):
             ref = hpa.get("spec", {}).get("scaleTargetRef", {})
@@ -180,8 +193,12 @@ class KubernetesAdapter(RuntimeAdapter):
                 current = spec_of(kind, obj, container)
                 live[name] = ServiceState(**current.model_dump())
                 wanted = desired_spec(current, change)
+                if change.replicas is not None and not kind.scalable:
+                    raise RuntimeRefused(
+                        f"{name} is a DaemonSet: it runs one pod per node, no replicas"
+                    )
                 if wanted.replicas != current.replicas:
-                    self._check_scalable(session, kind, name)
+                    self._check_hpa(session, kind, name)
                 body = apply_body(
                     kind, obj, container["name"], current, wanted, replicas_allowed=True
                 )
@@ -195,9 +212,7 @@ class KubernetesAdapter(RuntimeAdapter):
         plan.risk_hints = hints + plan.risk_hints
         return plan
 
-    def _check_scalable(self, session: Session, kind: Kind, name: str) -> None:
-        if not kind.scalable:
-            raise RuntimeRefused(f"{name} is a DaemonSet: it runs one pod per node, no replicas")
+    def _check_hpa(self, session: Session, kind: Kind, name: str) -> None:
         hpa = self._hpa_for(session, kind, name)
         if hpa is not None:
             raise RuntimeRefused(
@@ -257,7 +272,7 @@ class KubernetesAdapter(RuntimeAdapter):
                         current,
                         spec,
                         replicas_allowed=spec.replicas != current.replicas
-                        or self._hpa_for(session, kind, name) is None,
+                        or self._hpa_for(session, kind, name, strict=False) is None,
                     )
                     try:
                         applied = self._patch(session, kind, body, dry_run=False)
