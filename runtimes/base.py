@@ -196,6 +196,15 @@ class RuntimeAdapter(ABC):
     def diagnose(self, target: TargetRef, service: str | None = None) -> Diagnosis:
         """Recent logs, events and health per service."""
 
+    def fingerprint(self, target: TargetRef, services: list[str]) -> str:
+        """The base fingerprint of everything that decides what apply will do to `services`.
+
+        `plan()` stamps the same value on its plan; core compares them before apply (drift).
+        An adapter whose apply depends on more than the live specs (files it renders, whole
+        server-side objects) overrides this and covers those inputs too.
+        """
+        return fingerprint(self.describe(target), services)
+
 
 def desired_spec(live: ServiceSpec, change: ServiceChange) -> ServiceSpec:
     """Apply a change to a live spec: a tag replaces the tag of the current image."""
@@ -268,19 +277,30 @@ def risk_hints(service: str, diff: dict[str, FieldChange]) -> list[RiskHint]:
     return hints
 
 
-def fingerprint(live: LiveState, services: list[str]) -> str:
-    """SHA-256 over image, replicas and env of the named services (health excluded)."""
-    payload = {
+def fingerprint(live: LiveState, services: list[str], inputs: object = None) -> str:
+    """SHA-256 over image, replicas and env of the named services (health excluded).
+
+    `inputs` adds what else decides the apply (a rendered compose config, live object specs);
+    it must be JSON-serialisable and is hashed with sorted keys.
+    """
+    payload: dict[str, Any] = {
         name: live.services[name].model_dump(include={"image", "replicas", "env"})
         if name in live.services
         else None
         for name in sorted(services)
     }
+    if inputs is not None:
+        payload = {"live": payload, "inputs": inputs}
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
 
 def make_plan(
-    target: TargetRef, live: LiveState, desired: dict[str, ServiceSpec], *, simulated: bool = False
+    target: TargetRef,
+    live: LiveState,
+    desired: dict[str, ServiceSpec],
+    *,
+    simulated: bool = False,
+    base_fingerprint: str | None = None,
 ) -> Plan:
     """The plan from live state to desired specs: diff, risk hints, base fingerprint."""
     diff = {name: diff_specs(live.services[name], spec) for name, spec in desired.items()}
@@ -288,7 +308,7 @@ def make_plan(
         target=target,
         desired=desired,
         diff=diff,
-        base_fingerprint=fingerprint(live, list(desired)),
+        base_fingerprint=base_fingerprint or fingerprint(live, list(desired)),
         risk_hints=[hint for name, d in diff.items() for hint in risk_hints(name, d)],
         simulated=simulated,
     )

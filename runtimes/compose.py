@@ -40,6 +40,7 @@ from runtimes.base import (
     ServiceState,
     TargetRef,
     desired_spec,
+    fingerprint,
     make_plan,
 )
 
@@ -107,7 +108,13 @@ class ComposeAdapter(RuntimeAdapter):
         timeout = float(target.connection.get("timeout_seconds", 120))
         return stable, timeout
 
-    def _compose_config(self, target: TargetRef) -> dict[str, Any]:
+    def _compose_config(self, target: TargetRef, *, fresh: bool = False) -> dict[str, Any]:
+        """The rendered compose configuration; `fresh` renders it again whatever the cache says.
+
+        Status reads may use the cache (keyed on the files' mtimes); plans and drift checks
+        render afresh, because `.env` files, `env_file:` and interpolated variables decide the
+        rendered config too and no file stamp covers them all.
+        """
         files = [Path(f) for f in target.connection.get("compose_files", [])]
         try:
             stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
@@ -115,7 +122,7 @@ class ComposeAdapter(RuntimeAdapter):
             raise RuntimeRefused(f"cannot read the compose file: {exc}") from exc
         key = (stamp, target.connection.get("docker_host"), self._project(target))
         with self._lock:
-            cached = self._configs.get(key)
+            cached = None if fresh else self._configs.get(key)
         if cached is not None:
             return cached
         try:
@@ -187,9 +194,21 @@ class ComposeAdapter(RuntimeAdapter):
             )
         return LiveState(services=services)
 
+    def fingerprint(self, target: TargetRef, services: list[str]) -> str:
+        """Live containers AND the rendered compose config of `services` (command, env, ...)."""
+        config = self._compose_config(target, fresh=True)
+        return self._fingerprint(self._describe(target, config), config, services)
+
+    @staticmethod
+    def _fingerprint(live: LiveState, config: dict[str, Any], services: list[str]) -> str:
+        # apply runs `compose up` with these files under our override: every key of the
+        # rendered service (command, entrypoint, volumes, env_file values...) decides it.
+        rendered = {name: config.get("services", {}).get(name) for name in sorted(services)}
+        return fingerprint(live, services, {"compose": rendered})
+
     def plan(self, target: TargetRef, changes: dict[str, ServiceChange]) -> Plan:
         """Diff the running containers against the compose files with the changes applied."""
-        config = self._compose_config(target)
+        config = self._compose_config(target, fresh=True)
         live = self._describe(target, config)
         for name in changes:
             if name not in config.get("services", {}):
@@ -204,7 +223,8 @@ class ComposeAdapter(RuntimeAdapter):
         for name, spec in desired.items():
             if not spec.image:
                 raise RuntimeRefused(f"{name} has no image to put a tag on; give a whole image")
-        return make_plan(target, live, desired)
+        base = self._fingerprint(live, config, list(desired))
+        return make_plan(target, live, desired, base_fingerprint=base)
 
     # ------------------------------------------------------------------ applying
 

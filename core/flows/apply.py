@@ -40,7 +40,6 @@ from core.targets.service import adapter_for, call_runtime, target_ref
 from core.text import first_line
 from runtimes.base import (
     LiveState,
-    fingerprint,
 )
 from runtimes.registry import RuntimeRegistry
 
@@ -79,7 +78,10 @@ def apply_release(
     version = found.version
     session.commit()
     live = call_runtime("read the live state", lambda: adapter.describe(ref))
-    _check_drift(found, preview, live, services)
+    # The adapter's fingerprint covers the desired-side inputs too (rendered compose config,
+    # live object specs), not only the live state `describe` returns.
+    current = call_runtime("read the live state", lambda: adapter.fingerprint(ref, services))
+    _check_drift(found, preview, live, services, current)
     found = load_release(session, found.number)
     if found.version != version:
         raise illegal_transition(found, "apply", normalize_state(found.lifecycle_state))
@@ -121,8 +123,10 @@ def apply_release(
     return view(session, found, actor)
 
 
-def _check_drift(release: Release, preview: Preview, live: LiveState, services: list[str]) -> None:
-    if fingerprint(live, services) == preview.base_fingerprint:
+def _check_drift(
+    release: Release, preview: Preview, live: LiveState, services: list[str], current: str
+) -> None:
+    if current == preview.base_fingerprint:
         return
     raise DriftDetected(
         f"the live state of {release.project.name}/{release.target.environment} changed since "

@@ -66,6 +66,18 @@ class TargetDecl(BaseModel):
     timeout_seconds: float | None = Field(
         default=None, gt=0, le=3600, description="How long an apply waits for health (default 120)."
     )
+    containers: dict[str, str] | None = Field(
+        default=None,
+        description="Kubernetes: the container to change per service, when pods run several.",
+    )
+    kinds: dict[str, Literal["Deployment", "StatefulSet", "DaemonSet"]] | None = Field(
+        default=None, description="Kubernetes: workload kind per service (default: found)."
+    )
+    force_conflicts: bool | None = Field(
+        default=None,
+        description="Kubernetes: take over fields another field manager owns (audited with "
+        "the declaration load); off by default, so conflicts are reported in the preview.",
+    )
     images: dict[str, str] | None = Field(default=None, description="Sandbox: initial images.")
     delay_seconds: float | None = Field(default=None, ge=0, le=60, description="Sandbox only.")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections.abc import Callable, Iterator
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 import yaml
 from python_on_whales import DockerClient
+from sqlalchemy import text
 
 from api.wiring import Services
 from core.permissions import SYSTEM
@@ -135,6 +137,27 @@ class KubeTarget:
     def requests(self) -> list[Any]:
         """Requests the API server received for this test's namespace."""
         return [r for r in list(self.cluster.emulator) if r.namespace == self.namespace]
+
+    def create(self, manifest: dict[str, Any]) -> None:
+        """Create a workload through the API, as its owner would."""
+        apps = self.apps()
+        kind = {"Deployment": "deployment", "StatefulSet": "stateful_set"}
+        suffix = kind.get(manifest["kind"], "daemon_set")
+        getattr(apps, f"create_namespaced_{suffix}")(self.namespace, manifest)
+
+    def connect(self, **extra: object) -> None:
+        """Re-declare the target's connection with extra fields (containers, kinds, ...)."""
+        connection = {
+            "kubeconfig": str(self.cluster.kubeconfig),
+            "namespace": self.namespace,
+            "timeout_seconds": 10,
+            **extra,
+        }
+        with self.world.services.engine.begin() as db:
+            db.execute(
+                text("UPDATE targets SET connection = :c WHERE environment = 'prod'"),
+                {"c": json.dumps(connection)},
+            )
 
 
 @pytest.fixture

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
+import yaml
 
 from core.errors import DriftDetected, InvalidInput, RuntimeFailure
 from core.targets.service import get_target, target_ref
-from runtimes.base import ServiceChange
-from tests.runtimes.conftest import ComposeTarget
+from runtimes.base import Diagnosis, ServiceChange
+from tests.runtimes.conftest import COMPOSE, ComposeTarget, wait_until
 from tests.support.calls import call, deploy, sql
 
 pytestmark = pytest.mark.docker
@@ -126,6 +129,28 @@ def test_hand_made_change_after_preview_is_drift(compose_target: ComposeTarget) 
     assert again.preview.desired["web"].replicas == 2
 
 
+@pytest.mark.parametrize(
+    "edit",
+    [{"command": ["sh", "-c", "echo edited; exec sleep 3600"]}, {"environment": {"DEBUG": "1"}}],
+    ids=["command", "environment"],
+)
+def test_compose_file_edited_after_approval_is_drift(
+    compose_target: ComposeTarget, edit: dict[str, object]
+) -> None:
+    # Nothing running changed, but `compose up` would now start what nobody reviewed.
+    release = deploy(compose_target.world, "alice", "shop", "staging", web={"image_tag": "2"})
+    call(compose_target.world, "alice", "submit_release", release_id=release.id)
+    edited = copy.deepcopy(COMPOSE)
+    edited["services"]["web"].update(edit)
+    compose_target.file.write_text(yaml.safe_dump(edited))
+    with pytest.raises(DriftDetected, match="re-preview"):
+        call(compose_target.world, "alice", "apply_release", release_id=release.id)
+    assert _state(compose_target, release.id) == "approved"
+    assert compose_target.running() == {"web": ["demo/web:1"], "worker": ["demo/worker:1"]}
+    again = call(compose_target.world, "alice", "repreview_release", release_id=release.id)
+    assert again.preview.base_fingerprint != release.preview.base_fingerprint
+
+
 def test_service_missing_from_compose_files_is_refused(compose_target: ComposeTarget) -> None:
     with pytest.raises(InvalidInput, match="define no service 'api'"):
         deploy(compose_target.world, "alice", "shop", "staging", api={"image_tag": "2"})
@@ -158,11 +183,20 @@ def test_unreachable_docker_host_is_a_clear_error_and_changes_nothing(
 
 
 def test_diagnose_shows_logs_and_container_states(compose_target: ComposeTarget) -> None:
-    diagnosis = call(
-        compose_target.world, "alice", "diagnose_target", project="shop", environment="staging"
-    )
+    # `up --wait` returns once the container runs; its first line may come later on a busy
+    # machine, so wait for that event (the line in the logs) rather than assume it.
+    seen: list[Diagnosis] = []
+
+    def logged() -> bool:
+        diagnosis = call(
+            compose_target.world, "alice", "diagnose_target", project="shop", environment="staging"
+        )
+        seen.append(diagnosis)
+        return any("web 1 up" in line for line in diagnosis.services["web"].logs)
+
+    wait_until(logged, timeout=20)
+    diagnosis = seen[-1]
     assert diagnosis.simulated is False
-    assert any("web 1 up" in line for line in diagnosis.services["web"].logs)
     assert "running" in diagnosis.services["worker"].events[0]
 
 

@@ -6,6 +6,8 @@ tests/support/kube.py the way the API server and the controller would do it.
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from core.errors import DriftDetected, InvalidInput, RuntimeFailure
@@ -64,11 +66,16 @@ def test_apply_is_server_side_apply_and_waits_for_the_rollout(kube_target: KubeT
     applies = [
         r for r in kube_target.requests() if r.method == "PATCH" and "dryRun" not in r.params
     ]
-    assert len(applies) == 1 and applies[0].params.get("force") == "true"
+    # Never forced, and only the fields this release changes.
+    assert len(applies) == 1 and applies[0].params.get("force") == "false"
+    assert json.loads(applies[0].body)["spec"] == {
+        "replicas": 3,
+        "template": {"spec": {"containers": [{"name": "web", "image": "demo/web:1.5.0"}]}},
+    }
     timeline = call(kube_target.world, "alice", "release_timeline", release_id=release_id)
     messages = [e.message for e in timeline.entries if e.kind == "progress"]
-    assert messages[0] == "server-side apply: demo/web:1.5.0 x3"
-    assert "3/3 updated, 3/3 available" in messages and messages[-1] == "rollout complete"
+    assert messages[0] == "server-side apply of Deployment web: image, replicas"
+    assert messages[-1] == "rollout complete"
 
 
 def test_failed_rollout_ends_failed_with_condition_and_pod_events(kube_target: KubeTarget) -> None:
@@ -117,7 +124,7 @@ def test_hand_made_change_after_preview_is_drift(kube_target: KubeTarget) -> Non
 
 
 def test_unknown_deployment_is_refused(kube_target: KubeTarget) -> None:
-    with pytest.raises(InvalidInput, match="no Deployment named api"):
+    with pytest.raises(InvalidInput, match="no Deployment, StatefulSet or DaemonSet named api"):
         deploy(kube_target.world, "alice", "shop", "prod", api={"image_tag": "1"})
     assert call(kube_target.world, "alice", "list_releases").items == []
 

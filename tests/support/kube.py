@@ -1,16 +1,28 @@
 """A Kubernetes API for tests: kmock's emulator on a real port, plus what kmock leaves out.
 
 kmock serves the Kubernetes HTTP API from memory, but (see ../shared/LIBRARIES.md) it only
-merges patches: it applies `dryRun=All` for real, keeps no `metadata.generation`, and runs
-no Deployment controller. `ClusterEmulator` fills those gaps the way the API server and the
-controller would, and says so in each place:
+merges patches: it applies `dryRun=All` for real, keeps no `metadata.generation` or
+`managedFields`, serves no pod logs, ignores field selectors and runs no controllers.
+`ClusterEmulator` fills those gaps the way the API server and the controllers would, and
+says so in each place:
 
-- dry run: the patched object is returned, then the stored history is rolled back;
-- generation: a patch that changes `spec` bumps `metadata.generation`, like the API server;
-- controller: a background task sets `status` (observedGeneration, replicas, updated /
-  ready / available replicas) like the Deployment controller once a rollout finishes; an
-  image whose tag contains `broken` never becomes available and ends with the condition
-  Progressing=False / ProgressDeadlineExceeded plus a pod event, like a bad rollout would.
+- dry run: the patched object is returned, then the stored history is rolled back; a
+  workload annotated `shipdeck.test/webhook: refuse-dry-run` is refused like an admission
+  webhook without `sideEffects: None` refuses every dry run (400);
+- generation: a change to `spec` bumps `metadata.generation`, like the API server;
+- server-side apply (`application/apply-patch+yaml`): lists of named items merge by name,
+  `managedFields` record which manager owns which leaf, a non-forced apply that changes a
+  leaf another manager owns answers 409 with the server's message, `force=true` takes it
+  over, and a plain field the manager stops sending (and nobody else owns) is removed;
+- controllers: Deployments, StatefulSets and DaemonSets get the `status` their controllers
+  report once a rollout finishes, plus pods (with logs per container) of the current
+  generation. Image tags steer the outcome: `broken` never becomes available (Deployments
+  end with Progressing=False / ProgressDeadlineExceeded, pods crash-loop with a previous
+  run's logs and events out of time order); `surge` keeps one old replica running forever
+  (status.replicas > updatedReplicas) and the controller never reports a deadline;
+- pod logs (`pods/NAME/log`): 400 without `container=` on a multi-container pod, `previous`
+  only for a container that restarted, as the kubelet answers;
+- events: `fieldSelector` on involvedObject.kind/name is honoured.
 
 The emulator runs in its own thread and event loop, so the adapter under test talks to it
 exactly as to a real API server: over HTTP, configured by an ordinary kubeconfig file.
@@ -20,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,108 +40,386 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import aiohttp.web
 import kmock
 import yaml
+from kmock._internal.k8s import KubernetesError
 
 DEPLOYMENTS = kmock.resource(group="apps", version="v1", plural="deployments")
+STATEFULSETS = kmock.resource(group="apps", version="v1", plural="statefulsets")
+DAEMONSETS = kmock.resource(group="apps", version="v1", plural="daemonsets")
+HPAS = kmock.resource(group="autoscaling", version="v2", plural="horizontalpodautoscalers")
 EVENTS = kmock.resource(group="", version="v1", plural="events")
+PODS = kmock.resource(group="", version="v1", plural="pods")
+WORKLOADS = {DEPLOYMENTS: "Deployment", STATEFULSETS: "StatefulSet", DAEMONSETS: "DaemonSet"}
 CONTROLLER_DELAY = 0.3
+DAEMONSET_NODES = 2
+MISSING = object()
+
+
+def Refused(status: int, reason: str, message: str) -> KubernetesError:  # noqa: N802
+    """An API error with the status and message a real API server sends."""
+    return KubernetesError(status=status, reason=reason, message=message)
+
+
+def _keyed(name: str) -> str:
+    return "k:" + json.dumps({"name": name}, separators=(",", ":"))
+
+
+def leaves(value: Any, path: tuple[str, ...]) -> Iterator[tuple[tuple[str, ...], Any]]:
+    """Leaf paths of an applied body in fieldsV1 spelling (`f:x`, `k:{"name":...}`)."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            yield from leaves(item, (*path, f"f:{key}"))
+    elif (
+        isinstance(value, list)
+        and value
+        and all(isinstance(i, dict) and "name" in i for i in value)
+    ):
+        for item in value:
+            rest = {k: v for k, v in item.items() if k != "name"}
+            if rest:
+                yield from leaves(rest, (*path, _keyed(item["name"])))
+            else:
+                yield (*path, _keyed(item["name"])), item
+    else:
+        yield path, value
+
+
+def owned_paths(fields: dict[str, Any], path: tuple[str, ...] = ()) -> set[tuple[str, ...]]:
+    """The leaf paths of a fieldsV1 set (the `.` and `f:name` marks of list items skipped)."""
+    found: set[tuple[str, ...]] = set()
+    for key, sub in fields.items():
+        if key == "." or (key == "f:name" and path and path[-1].startswith("k:")):
+            continue
+        if sub:
+            found |= owned_paths(sub, (*path, key))
+        else:
+            found.add((*path, key))
+    return found
+
+
+def fields_of(paths: set[tuple[str, ...]]) -> dict[str, Any]:
+    """A fieldsV1 set for leaf paths (list items marked with `.` and `f:name`)."""
+    root: dict[str, Any] = {}
+    for path in paths:
+        node = root
+        for key in path:
+            node = node.setdefault(key, {})
+            if key.startswith("k:"):
+                node.setdefault(".", {})
+                node.setdefault("f:name", {})
+    return root
+
+
+def value_at(obj: Any, path: tuple[str, ...]) -> Any:
+    """The value at a fieldsV1 path in an object, or MISSING."""
+    for key in path:
+        if key.startswith("f:") and isinstance(obj, dict) and key[2:] in obj:
+            obj = obj[key[2:]]
+        elif key.startswith("k:") and isinstance(obj, list):
+            name = json.loads(key[2:])["name"]
+            obj = next((i for i in obj if isinstance(i, dict) and i.get("name") == name), MISSING)
+            if obj is MISSING:
+                return MISSING
+        else:
+            return MISSING
+    return obj
+
+
+def ssa_merge(into: Any, changes: Any) -> Any:
+    """Merge an applied body into an object: dicts by key, named-item lists by name."""
+    if isinstance(into, dict) and isinstance(changes, dict):
+        merged = copy.deepcopy(into)
+        for key, value in changes.items():
+            merged[key] = ssa_merge(into.get(key), value)
+        return merged
+    if isinstance(into, list) and isinstance(changes, list):
+        if all(isinstance(i, dict) and "name" in i for i in into + changes):
+            merged_list = copy.deepcopy(into)
+            for item in changes:
+                index = next(
+                    (n for n, old in enumerate(merged_list) if old["name"] == item["name"]), None
+                )
+                if index is None:
+                    merged_list.append(copy.deepcopy(item))
+                else:
+                    merged_list[index] = ssa_merge(merged_list[index], item)
+            return merged_list
+    return copy.deepcopy(changes)
 
 
 class ClusterEmulator(kmock.KubernetesEmulator):
-    """kmock plus dry-run, generation and the Deployment controller (see the module doc)."""
+    """kmock plus dry-run, generation, server-side apply, logs and controllers (module doc)."""
+
+    logs: dict[tuple[str, str, str, bool], str]
 
     async def _handle(self, request: Any) -> Any:
-        if request.action == kmock.action.UPDATE and request.resource == DEPLOYMENTS:
-            key = (request.resource, request.namespace, request.name)
-            obj = self.objects[key] if key in self.objects else None
-            before = copy.deepcopy(obj.raw) if obj is not None and not obj.deleted else None
-            if before is not None and isinstance(request.data, dict):
-                # The API server bumps generation on every change to spec.
-                if "spec" in request.data and _merged(before, request.data) != before.get("spec"):
-                    generation = before.get("metadata", {}).get("generation", 1) + 1
-                    request.data.setdefault("metadata", {})["generation"] = generation
-            response = await super()._handle(request)
-            if request.params.get("dryRun") == "All" and before is not None:
-                # kmock persisted the dry-run patch: forget it, as a real dry run never stored it.
-                async with self._lock:
-                    self.objects[key].history.pop()
-            return response
-        if request.action == kmock.action.CREATE and request.resource == DEPLOYMENTS:
+        if not hasattr(self, "logs"):
+            self.logs = {}
+        if request.resource == PODS and request.subresource == "log":
+            return await self._serve_log(request)
+        if request.resource == EVENTS and request.params.get("fieldSelector"):
+            return await self._serve_events(request)
+        if request.action == kmock.action.UPDATE and request.resource in WORKLOADS:
+            return await self._update_workload(request)
+        if request.action == kmock.action.CREATE and request.resource in WORKLOADS:
             if isinstance(request.data, dict):
                 request.data.setdefault("metadata", {}).setdefault("generation", 1)
         return await super()._handle(request)
 
+    async def _update_workload(self, request: Any) -> Any:
+        key = (request.resource, request.namespace, request.name)
+        obj = self.objects[key] if key in self.objects else None
+        before = copy.deepcopy(obj.raw) if obj is not None and not obj.deleted else None
+        dry_run = request.params.get("dryRun") == "All"
+        if before is not None and isinstance(request.data, dict):
+            annotations = before.get("metadata", {}).get("annotations") or {}
+            if dry_run and annotations.get("shipdeck.test/webhook") == "refuse-dry-run":
+                raise Refused(
+                    400,
+                    "BadRequest",
+                    'admission webhook "policy.example.com" does not support dry run',
+                )
+            if "apply-patch" in request.headers.get("Content-Type", ""):
+                patch = self._server_side_apply(before, request)
+                request.data.clear()  # the request is frozen; its body dict is not
+                request.data.update(patch)
+            # The API server bumps generation on every change to spec.
+            spec = ssa_merge(before.get("spec", {}), request.data.get("spec", {}))
+            spec = {k: v for k, v in spec.items() if v is not None}
+            if "spec" in request.data and spec != before.get("spec"):
+                generation = before.get("metadata", {}).get("generation", 1) + 1
+                request.data.setdefault("metadata", {})["generation"] = generation
+        response = await super()._handle(request)
+        if dry_run and before is not None:
+            # kmock persisted the dry-run patch: forget it, as a real dry run never stored it.
+            async with self._lock:
+                self.objects[key].history.pop()
+        return response
+
+    def _server_side_apply(self, before: dict[str, Any], request: Any) -> dict[str, Any]:
+        """The merge patch a server-side apply amounts to, with managedFields; 409 on conflict."""
+        manager = request.params.get("fieldManager", "unknown")
+        force = request.params.get("force") == "true"
+        body = request.data
+        applied = dict(leaves(body.get("spec", {}), ("f:spec",)))
+        managed = copy.deepcopy(before.get("metadata", {}).get("managedFields") or [])
+        ours = next(
+            (e for e in managed if e.get("manager") == manager and e.get("operation") == "Apply"),
+            None,
+        )
+        others = [e for e in managed if e is not ours]
+        conflicts = [
+            (entry["manager"], path)
+            for entry in others
+            for path in sorted(owned_paths(entry.get("fieldsV1") or {}))
+            if path in applied and value_at(before, path) != applied[path]
+        ]
+        if conflicts and not force:
+            listed = "\n".join(
+                f'- conflict with "{who}" using apps/v1: '
+                + "".join(f".{p[2:]}" if p.startswith("f:") else f"[{p[2:]}]" for p in path)
+                for who, path in conflicts
+            )
+            raise Refused(
+                409, "Conflict", f"Apply failed with {len(conflicts)} conflict(s):\n{listed}"
+            )
+        for entry in others:
+            kept = owned_paths(entry.get("fieldsV1") or {}) - set(applied) if force else None
+            if kept is not None:
+                entry["fieldsV1"] = fields_of(kept)
+        spec = ssa_merge(before.get("spec", {}), body.get("spec", {}))
+        still_owned = set().union(*(owned_paths(e.get("fieldsV1") or {}) for e in others))
+        dropped = owned_paths((ours or {}).get("fieldsV1") or {}) - set(applied) - still_owned
+        for path in dropped:  # a plain field nobody applies any more is removed
+            if len(path) == 2 and all(p.startswith("f:") for p in path):
+                spec[path[1][2:]] = None
+        entry = {
+            "manager": manager,
+            "operation": "Apply",
+            "apiVersion": "apps/v1",
+            "fieldsType": "FieldsV1",
+            "fieldsV1": fields_of(set(applied)),
+        }
+        return {
+            "metadata": {"managedFields": [*others, entry]},
+            "spec": spec,
+        }
+
+    async def _serve_log(self, request: Any) -> Any:
+        async with self._lock:
+            key = (PODS, request.namespace, request.name)
+            if key not in self.objects or self.objects[key].deleted:
+                raise Refused(404, "NotFound", f'pods "{request.name}" not found')
+            pod = copy.deepcopy(self.objects[key].raw)
+        names = [c["name"] for c in pod["spec"]["containers"]]
+        container = request.params.get("container")
+        if not container:
+            if len(names) > 1:
+                raise Refused(
+                    400,
+                    "BadRequest",
+                    f"a container name must be specified for pod {request.name}, "
+                    f"choose one of: [{' '.join(names)}]",
+                )
+            container = names[0]
+        previous = request.params.get("previous") == "true"
+        text = self.logs.get((request.namespace, request.name, container, previous))
+        if text is None and previous:
+            raise Refused(
+                400,
+                "BadRequest",
+                f'previous terminated container "{container}" in pod "{request.name}" not found',
+            )
+        return aiohttp.web.Response(text=text or "")
+
+    async def _serve_events(self, request: Any) -> Any:
+        wanted = dict(
+            part.split("=", 1) for part in request.params["fieldSelector"].split(",") if part
+        )
+        async with self._lock:
+            items = [
+                copy.deepcopy(obj.raw)
+                for (resource, namespace, _), obj in self.objects.items()
+                if resource == EVENTS and namespace == request.namespace and not obj.deleted
+            ]
+        chosen = [
+            item
+            for item in items
+            if all(
+                str(item.get("involvedObject", {}).get(field.split(".", 1)[1])) == value
+                for field, value in wanted.items()
+            )
+        ]
+        return aiohttp.web.json_response({"kind": "EventList", "items": chosen})
+
     async def run_controller(self, stop: asyncio.Event) -> None:
-        """Finish rollouts the way the Deployment controller reports them in status."""
+        """Finish rollouts the way the workload controllers report them in status."""
+        if not hasattr(self, "logs"):
+            self.logs = {}
         while not stop.is_set():
             await asyncio.sleep(CONTROLLER_DELAY)
             async with self._lock:
                 for (resource, namespace, name), obj in list(self.objects.items()):
-                    if resource != DEPLOYMENTS or obj.deleted:
-                        continue
-                    self._reconcile(namespace or "default", name, obj)
+                    if resource in WORKLOADS and not obj.deleted:
+                        self._reconcile(WORKLOADS[resource], namespace or "default", name, obj)
 
-    def _reconcile(self, namespace: str, name: str, obj: Any) -> None:
+    def _reconcile(self, kind: str, namespace: str, name: str, obj: Any) -> None:
         generation = obj.get("metadata", {}).get("generation", 1)
         status = obj.get("status") or {}
         if status.get("observedGeneration") == generation:
             return
-        replicas = obj.get("spec", {}).get("replicas", 1)
-        containers = obj["spec"]["template"]["spec"]["containers"]
-        broken = any("broken" in c.get("image", "") for c in containers)
-        if broken:
+        spec = obj["spec"]
+        replicas = DAEMONSET_NODES if kind == "DaemonSet" else spec.get("replicas", 1)
+        containers = spec["template"]["spec"]["containers"]
+        images = " ".join(c.get("image", "") for c in containers)
+        broken, surge = "broken" in images, "surge" in images
+        self._pods(namespace, name, obj, generation, replicas, broken)
+        ready = 0 if broken else replicas
+        if kind == "Deployment":
             obj["status"] = {
                 "observedGeneration": generation,
-                "replicas": replicas,
+                "replicas": replicas + 1 if surge else replicas,
                 "updatedReplicas": replicas,
-                "readyReplicas": 0,
-                "availableReplicas": 0,
+                "readyReplicas": ready,
+                "availableReplicas": ready,
                 "conditions": [
-                    {
+                    {"type": "Progressing", "status": "True", "reason": "ReplicaSetUpdated"}
+                    if surge
+                    else {
                         "type": "Progressing",
                         "status": "False",
                         "reason": "ProgressDeadlineExceeded",
                         "message": f'ReplicaSet "{name}-7d9f" has timed out progressing.',
                     }
+                    if broken
+                    else {
+                        "type": "Progressing",
+                        "status": "True",
+                        "reason": "NewReplicaSetAvailable",
+                    }
                 ],
             }
-            event_name = f"{name}-7d9f-x2x4q.{generation}"
-            self.objects[EVENTS, namespace, event_name] = {
-                "apiVersion": "v1",
-                "kind": "Event",
-                "metadata": {"name": event_name, "namespace": namespace},
-                "involvedObject": {"kind": "Pod", "name": f"{name}-7d9f-x2x4q"},
-                "reason": "BackOff",
-                "type": "Warning",
-                "message": f"Back-off restarting failed container {containers[0]['name']}",
+        elif kind == "StatefulSet":
+            revision = f"{name}-{generation}"
+            obj["status"] = {
+                "observedGeneration": generation,
+                "replicas": replicas,
+                "readyReplicas": ready,
+                "currentReplicas": ready,
+                "updatedReplicas": replicas,
+                "currentRevision": revision if not broken else f"{name}-{generation - 1}",
+                "updateRevision": revision,
             }
         else:
             obj["status"] = {
                 "observedGeneration": generation,
-                "replicas": replicas,
-                "updatedReplicas": replicas,
-                "readyReplicas": replicas,
-                "availableReplicas": replicas,
-                "conditions": [
-                    {"type": "Available", "status": "True", "reason": "MinimumReplicasAvailable"},
-                    {"type": "Progressing", "status": "True", "reason": "NewReplicaSetAvailable"},
-                ],
+                "desiredNumberScheduled": replicas,
+                "currentNumberScheduled": replicas,
+                "updatedNumberScheduled": replicas,
+                "numberReady": ready,
+                "numberAvailable": ready,
             }
 
-
-def _merged(before: dict[str, Any], patch: dict[str, Any]) -> Any:
-    merged = copy.deepcopy(before.get("spec", {}))
-
-    def merge(into: dict[str, Any], changes: dict[str, Any]) -> None:
-        for key, value in changes.items():
-            if isinstance(value, dict) and isinstance(into.get(key), dict):
-                merge(into[key], value)
-            else:
-                into[key] = copy.deepcopy(value)
-
-    merge(merged, patch.get("spec", {}))
-    return merged
+    def _pods(
+        self, namespace: str, name: str, obj: Any, generation: int, replicas: int, broken: bool
+    ) -> None:
+        """Pods of the current generation (older ones gone), their logs and crash events."""
+        for key in [k for k in self.objects if k[0] == PODS and k[1] == namespace]:
+            if key[2].startswith(f"{name}-g") and not key[2].startswith(f"{name}-g{generation}-"):
+                self.objects[key].delete()
+        template = obj["spec"]["template"]
+        labels = dict(template.get("metadata", {}).get("labels") or {})
+        containers = template["spec"]["containers"]
+        for index in range(replicas):
+            pod_name = f"{name}-g{generation}-{index}"
+            self.objects[PODS, namespace, pod_name] = {
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {"name": pod_name, "namespace": namespace, "labels": labels},
+                "spec": {"containers": copy.deepcopy(containers)},
+                "status": {
+                    "containerStatuses": [
+                        {
+                            "name": c["name"],
+                            "image": c.get("image"),
+                            "ready": not broken,
+                            "restartCount": 2 if broken else 0,
+                        }
+                        for c in containers
+                    ]
+                },
+            }
+            for c in containers:
+                self.logs[namespace, pod_name, c["name"], False] = (
+                    f"{c['name']} starting {c.get('image')}\n"
+                    if broken
+                    else f"{c['name']} {c.get('image')} up on {pod_name}\n"
+                )
+                if broken:
+                    self.logs[namespace, pod_name, c["name"], True] = (
+                        f"fatal: {c['name']} cannot open queue\n"
+                    )
+            if broken and index == 0:
+                # Stored out of time order, as an events list comes back from a real server.
+                stamps = [("BackOff", "12"), ("Scheduled", "10"), ("Pulled", "11")]
+                for reason, second in stamps:
+                    event_name = f"{pod_name}.{reason.lower()}"
+                    self.objects[EVENTS, namespace, event_name] = {
+                        "apiVersion": "v1",
+                        "kind": "Event",
+                        "metadata": {"name": event_name, "namespace": namespace},
+                        "involvedObject": {"kind": "Pod", "name": pod_name},
+                        "reason": reason,
+                        "type": "Warning" if reason == "BackOff" else "Normal",
+                        "lastTimestamp": f"2026-11-26T10:00:{second}Z",
+                        "message": (
+                            f"Back-off restarting failed container {containers[0]['name']}"
+                            if reason == "BackOff"
+                            else f"{reason} {pod_name}"
+                        ),
+                    }
 
 
 @dataclass
@@ -144,32 +435,63 @@ class Cluster:
         """Run a coroutine on the emulator's loop (to touch its objects safely)."""
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout=10)
 
-    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+    def get(self, resource: Any, namespace: str, name: str) -> dict[str, Any]:
+        """A stored object, as the API server would return it."""
+
         async def read() -> dict[str, Any]:
             async with self.emulator._lock:
-                return copy.deepcopy(self.emulator.objects[DEPLOYMENTS, namespace, name].raw)
+                return copy.deepcopy(self.emulator.objects[resource, namespace, name].raw)
 
         result: dict[str, Any] = self.call(read())
         return result
 
+    def put(self, resource: Any, namespace: str, name: str, obj: dict[str, Any]) -> None:
+        """Store an object as another client (an HPA, a Helm-owned workload) would have."""
 
-def deployment_manifest(name: str, image: str, replicas: int = 1, **env: str) -> dict[str, Any]:
-    """A schema-complete Deployment with one container named after the service."""
-    container: dict[str, Any] = {"name": name, "image": image}
+        async def write() -> None:
+            async with self.emulator._lock:
+                self.emulator.objects[resource, namespace, name] = copy.deepcopy(obj)
+
+        self.call(write())
+
+    def deployment(self, namespace: str, name: str) -> dict[str, Any]:
+        """A stored Deployment."""
+        return self.get(DEPLOYMENTS, namespace, name)
+
+
+def deployment_manifest(
+    name: str,
+    image: str,
+    replicas: int = 1,
+    *,
+    kind: str = "Deployment",
+    sidecar: str | None = None,
+    container_name: str | None = None,
+    **env: str,
+) -> dict[str, Any]:
+    """A schema-complete workload with a container named after the service (sidecar first)."""
+    container: dict[str, Any] = {"name": container_name or name, "image": image}
     if env:
         container["env"] = [{"name": k, "value": v} for k, v in env.items()]
+    containers = [container]
+    if sidecar is not None:
+        containers.insert(0, {"name": sidecar, "image": f"demo/{sidecar}:1"})
+    spec: dict[str, Any] = {
+        "selector": {"matchLabels": {"app": name}},
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": containers},
+        },
+    }
+    if kind != "DaemonSet":
+        spec["replicas"] = replicas
+    if kind == "StatefulSet":
+        spec["serviceName"] = name
     return {
         "apiVersion": "apps/v1",
-        "kind": "Deployment",
+        "kind": kind,
         "metadata": {"name": name, "labels": {"app": name}},
-        "spec": {
-            "replicas": replicas,
-            "selector": {"matchLabels": {"app": name}},
-            "template": {
-                "metadata": {"labels": {"app": name}},
-                "spec": {"containers": [container]},
-            },
-        },
+        "spec": spec,
     }
 
 
@@ -184,6 +506,7 @@ def running_cluster(directory: Path) -> Iterator[Cluster]:
         holder["stop"] = stop
         async with ClusterEmulator() as emulator, kmock.Server(emulator) as server:
             emulator.resources.load_bundled()
+            emulator.logs = {}
             holder["emulator"], holder["url"] = emulator, str(server.url).rstrip("/")
             controller = asyncio.create_task(emulator.run_controller(stop))
             ready.set()
@@ -196,23 +519,24 @@ def running_cluster(directory: Path) -> Iterator[Cluster]:
     if not ready.wait(timeout=20):
         raise RuntimeError("the Kubernetes emulator did not start")
     kubeconfig = directory / "kubeconfig.yaml"
-    kubeconfig.write_text(
-        yaml.safe_dump(
-            {
-                "apiVersion": "v1",
-                "kind": "Config",
-                "clusters": [{"name": "kmock", "cluster": {"server": holder["url"]}}],
-                "users": [{"name": "tester", "user": {"token": "test-token"}}],
-                "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
-                "current-context": "kmock",
-            }
-        )
-    )
+    kubeconfig.write_text(yaml.safe_dump(kubeconfig_for(holder["url"])))
     try:
         yield Cluster(holder["url"], kubeconfig, holder["emulator"], loop)
     finally:
         loop.call_soon_threadsafe(holder["stop"].set)
         thread.join(timeout=10)
+
+
+def kubeconfig_for(url: str, user: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A kubeconfig for a server URL (a static token unless `user` says otherwise)."""
+    return {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "kmock", "cluster": {"server": url}}],
+        "users": [{"name": "tester", "user": user or {"token": "test-token"}}],
+        "contexts": [{"name": "kmock", "context": {"cluster": "kmock", "user": "tester"}}],
+        "current-context": "kmock",
+    }
 
 
 def apps_api(kubeconfig: str | Path) -> Any:
