@@ -13,7 +13,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.deps import request_id
 from api.errors import error_body
-from api.routes import approvals, audit, chat, console, health, me, releases, targets, tools
+from api.logs import install_redaction
+from api.routes import (
+    approvals,
+    audit,
+    chat,
+    console,
+    health,
+    me,
+    releases,
+    targets,
+    tokens,
+    tools,
+)
 from api.wiring import Services
 from core.config import Settings, get_settings
 
@@ -81,6 +93,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     """Build the app; it migrates (if configured) and starts the sweeper on startup."""
     settings = settings or get_settings()
     wired = services or Services.build(settings)
+    install_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -112,7 +125,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for router in (health, me, targets, releases, approvals, audit, tools, chat, console):
+    routers = (health, me, tokens, targets, releases, approvals, audit, tools, chat, console)
+    for router in routers:
         app.include_router(router.router)
     app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
     return app

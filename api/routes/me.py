@@ -15,5 +15,5 @@ router = APIRouter(prefix="/api/v1", tags=["identity"])
 @router.get("/me")
 def me(services: ServicesDep, actor: ActorDep) -> dict[str, Any]:
     """The caller's name and roles per project (`*` is every project)."""
-    with services.sessions() as session:
+    with services.reads() as session:
         return {"name": actor.name, "roles": roles_by_project(session, actor)}
