@@ -41,17 +41,15 @@ def _post(address: str, path: str, token: str) -> dict[str, Any]:
 
 def _token_id(world: World, user: str) -> int:
     with world.services.engine.connect() as connection:
-        return int(
-            connection.execute(
-                text(
-                    "SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id "
-                    "WHERE u.name = :n ORDER BY t.id DESC"
-                ),
-                {"n": user},
-            )
-            .scalars()
-            .first()
-        )
+        found = connection.execute(
+            text(
+                "SELECT t.id FROM api_tokens t JOIN users u ON u.id = t.user_id "
+                "WHERE u.name = :n ORDER BY t.id DESC"
+            ),
+            {"n": user},
+        ).scalar()
+    assert found is not None
+    return int(found)
 
 
 def _releases(world: World) -> int:

@@ -4,14 +4,14 @@ only hashes stored; nobody but an admin (or the owner, for their own) touches a 
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import text
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from api.cli import app
 from core.config import get_settings
@@ -147,8 +147,8 @@ def test_bad_token_ids_are_4xx(api: Api, path: str) -> None:
 def test_unauthenticated_and_garbage_tokens_are_401(api: Api) -> None:
     assert api.get("/api/v1/tokens", user=None).status_code == 401
     for garbage in ("sd_" + "a" * 10_000, "🚀🚀".encode(), "sd_nope", "' OR 1=1 --"):
-        value = b"Bearer " + garbage if isinstance(garbage, bytes) else f"Bearer {garbage}"
-        headers = {"Authorization": value}
+        value = b"Bearer " + garbage if isinstance(garbage, bytes) else f"Bearer {garbage}".encode()
+        headers = {b"Authorization": value}
         assert api.client.get("/api/v1/tokens", headers=headers).status_code == 401
 
 
@@ -162,43 +162,47 @@ def test_parse_expiry() -> None:
             parse_expiry(bad, now)
 
 
-@pytest.fixture
-def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Callable[..., Any]]:
+@dataclass
+class Cli:
     """The real `shipdeck` commands, in process (a subprocess each costs seconds here)."""
+
+    db: str
+    runner: CliRunner
+
+    def __call__(self, *args: str) -> Result:
+        return self.runner.invoke(app, list(args))
+
+
+@pytest.fixture
+def cli(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Cli]:
     db = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("SHIPDECK_DATABASE_URL", db)
     get_settings.cache_clear()
-    runner = CliRunner()
-
-    def invoke(*args: str) -> Any:
-        return runner.invoke(app, list(args))
-
-    invoke.db = db  # type: ignore[attr-defined]
-    yield invoke
+    yield Cli(db, CliRunner())
     get_settings.cache_clear()
 
 
-def test_cli_tokens_create_list_revoke(cli: Any, tmp_path: Path) -> None:
-    run, db = (lambda _db, *args: cli(*args)), cli.db
+def test_cli_tokens_create_list_revoke(cli: Cli, tmp_path: Path) -> None:
+    db = cli.db
     world = tmp_path / "world.yaml"
     world.write_text(WORLD)
-    assert run(db, "load", str(world)).exit_code == 0
-    assert run(db, "users", "add", "zoe", "--role", "requester", "--project", "shop").exit_code == 0
-    created = run(db, "tokens", "create", "zoe", "--label", "deploy-bot", "--expires", "7d")
+    assert cli("load", str(world)).exit_code == 0
+    assert cli("users", "add", "zoe", "--role", "requester", "--project", "shop").exit_code == 0
+    created = cli("tokens", "create", "zoe", "--label", "deploy-bot", "--expires", "7d")
     assert created.exit_code == 0, created.output
     secret = created.output.strip().splitlines()[-1]
     assert secret.startswith("sd_")
     token_id = created.output.split()[1]
-    listed = run(db, "tokens", "list", "--user", "zoe")
+    listed = cli("tokens", "list", "--user", "zoe")
     assert listed.exit_code == 0 and "deploy-bot" in listed.output and secret not in listed.output
     assert "never" in listed.output  # the `users add` token does not expire
-    revoked = run(db, "tokens", "revoke", token_id)
+    revoked = cli("tokens", "revoke", token_id)
     assert revoked.exit_code == 0 and "revoked" in revoked.output
-    assert "deploy-bot" not in run(db, "tokens", "list", "--user", "zoe").output
-    assert "revoked" in run(db, "tokens", "list", "--all").output
-    assert run(db, "tokens", "revoke", "424242").exit_code == 1
-    assert run(db, "tokens", "create", "nobody").exit_code == 1
-    assert run(db, "tokens", "create", "zoe", "--expires", "yesterday").exit_code == 1
+    assert "deploy-bot" not in cli("tokens", "list", "--user", "zoe").output
+    assert "revoked" in cli("tokens", "list", "--all").output
+    assert cli("tokens", "revoke", "424242").exit_code == 1
+    assert cli("tokens", "create", "nobody").exit_code == 1
+    assert cli("tokens", "create", "zoe", "--expires", "yesterday").exit_code == 1
     # Issue and revocation are in the audit stream, and the chain still verifies.
     import sqlite3
 
@@ -206,4 +210,4 @@ def test_cli_tokens_create_list_revoke(cli: Any, tmp_path: Path) -> None:
     actions = [r[0] for r in connection.execute("SELECT action FROM audit_events ORDER BY seq")]
     connection.close()
     assert actions.count("token_issued") == 2 and actions.count("token_revoked") == 1
-    assert run(db, "audit", "verify").exit_code == 0
+    assert cli("audit", "verify").exit_code == 0
