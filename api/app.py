@@ -17,6 +17,7 @@ from api.logs import install_redaction
 from api.routes import (
     approvals,
     audit,
+    auth,
     chat,
     console,
     health,
@@ -125,7 +126,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    routers = (health, me, tokens, targets, releases, approvals, audit, tools, chat, console)
+    routers = (health, me, auth, tokens, targets, releases, approvals, audit, tools, chat, console)
     for router in routers:
         app.include_router(router.router)
     app.mount("/static", StaticFiles(directory=console.STATIC), name="static")

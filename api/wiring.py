@@ -11,6 +11,7 @@ from agent.factory import make_planner
 from agent.hub import Hub
 from agent.session import ChatDeps
 from api.identity_watch import IdentityWatch
+from api.oidc import OidcProvider
 from core.config import Settings
 from core.db import make_engine, make_read_sessionmaker, make_sessionmaker
 from core.events import EventBus, PostgresListener
@@ -50,6 +51,14 @@ class Services:
     _listener: PostgresListener | None = None
     _reads: sessionmaker[Session] | None = None
     _watch: IdentityWatch | None = None
+    _oidc: OidcProvider | None = None
+
+    @property
+    def oidc(self) -> OidcProvider | None:
+        """The OpenID Connect provider, when one is configured."""
+        if self._oidc is None and self.settings.oidc_issuer and self.settings.oidc_client_id:
+            self._oidc = OidcProvider(self.settings)
+        return self._oidc
 
     @property
     def watch(self) -> IdentityWatch:
