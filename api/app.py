@@ -14,8 +14,21 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.deps import request_id
 from api.errors import error_body
+from api.logs import install_redaction
 from api.mcp.http import HttpDoor
-from api.routes import approvals, audit, chat, console, health, me, releases, targets, tools
+from api.routes import (
+    approvals,
+    audit,
+    auth,
+    chat,
+    console,
+    health,
+    me,
+    releases,
+    targets,
+    tokens,
+    tools,
+)
 from api.wiring import Services
 from core.config import Settings, get_settings
 
@@ -84,6 +97,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     wired = services or Services.build(settings)
     mcp_door = HttpDoor(wired)
+    install_redaction()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -116,7 +130,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    for router in (health, me, targets, releases, approvals, audit, tools, chat, console):
+    routers = (health, me, auth, tokens, targets, releases, approvals, audit, tools, chat, console)
+    for router in routers:
         app.include_router(router.router)
     # A route, not a mount: MCP clients POST to exactly /mcp, and a mount would redirect it.
     app.router.routes.append(Route("/mcp", endpoint=mcp_door.app, name="mcp"))

@@ -17,9 +17,11 @@ from core.permissions import Role
 
 app = typer.Typer(help="shipdeck: the release command center.", no_args_is_help=True)
 users = typer.Typer(help="Manage users and tokens.", no_args_is_help=True)
+tokens = typer.Typer(help="List, issue and revoke API tokens.", no_args_is_help=True)
 audit = typer.Typer(help="The audit stream.", no_args_is_help=True)
 db = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(users, name="users")
+app.add_typer(tokens, name="tokens")
 app.add_typer(audit, name="audit")
 app.add_typer(db, name="db")
 app.add_typer(releases, name="releases")
@@ -104,6 +106,83 @@ def users_add(
     typer.echo(token)
 
 
+@tokens.command("list")
+def tokens_list(
+    user: Annotated[str | None, typer.Option(help="Only this user's tokens.")] = None,
+    all_tokens: Annotated[
+        bool, typer.Option("--all", help="Include revoked and expired tokens.")
+    ] = False,
+) -> None:
+    """List tokens (id, user, label, hint, expiry, state); secrets are never shown."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from core.identity.tokens import list_tokens
+
+    services = _services()
+    try:
+        with services.reads() as session:
+            items = list_tokens(session, actor=_operator(), user=user, include_inactive=all_tokens)
+    finally:
+        services.close()
+    table = Table("id", "user", "label", "hint", "created", "expires", "state")
+    for item in items:
+        state = "revoked" if item.revoked_at else ("active" if item.active else "expired")
+        table.add_row(
+            str(item.id),
+            item.user,
+            item.label,
+            item.hint + "…",
+            item.created_at.strftime("%Y-%m-%d %H:%M"),
+            item.expires_at.strftime("%Y-%m-%d %H:%M") if item.expires_at else "never",
+            state,
+        )
+    Console(width=120).print(table)
+
+
+@tokens.command("create")
+def tokens_create(
+    user: str,
+    label: Annotated[str, typer.Option(help="Free text to recognise the token by.")] = "cli",
+    expires: Annotated[
+        str | None, typer.Option(help="Lifetime (30d, 12h, 90m, 2w) or an ISO date.")
+    ] = None,
+) -> None:
+    """Issue a token for an existing user; it is printed alone on the last line."""
+    from core.identity.tokens import create_token, parse_expiry
+
+    services = _services()
+    try:
+        expires_at = parse_expiry(expires) if expires else None
+        with services.sessions() as session:
+            token, view = create_token(
+                session, actor=_operator(), user=user, label=label, expires_at=expires_at
+            )
+    except ShipdeckError as exc:
+        raise _fail(exc) from None
+    finally:
+        services.close()
+    until = view.expires_at.isoformat(timespec="seconds") if view.expires_at else "never"
+    typer.echo(f"token {view.id} for {view.user} (expires: {until}):")
+    typer.echo(token)
+
+
+@tokens.command("revoke")
+def tokens_revoke(token_id: int) -> None:
+    """Revoke a token by id (see `shipdeck tokens list`); open chats using it close."""
+    from core.identity.tokens import revoke_token
+
+    services = _services()
+    try:
+        with services.sessions() as session:
+            view = revoke_token(session, actor=_operator(), token_id=token_id)
+    except ShipdeckError as exc:
+        raise _fail(exc) from None
+    finally:
+        services.close()
+    typer.echo(f"token {view.id} of {view.user} is revoked")
+
+
 @app.command()
 def chat(
     url: Annotated[str, typer.Option(help="Server address.")] = "ws://127.0.0.1:8000",
@@ -123,6 +202,9 @@ def chat(
     client = TerminalChat(url, token, session, Console())
     try:
         code = client.run(sys.stdin)
+    except PermissionError as exc:
+        typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        raise typer.Exit(code=1) from None
     except OSError as exc:
         typer.secho(f"error: cannot reach {url}: {exc}", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=1) from None

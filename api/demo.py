@@ -6,7 +6,8 @@ from pathlib import Path
 
 from sqlalchemy.orm import Session
 
-from core.identity.service import ensure_user, issue_token, revoke_tokens, set_grant
+from core.identity.service import ensure_user, set_grant
+from core.identity.tokens import grant_token, revoke_labelled
 from core.permissions import SYSTEM, Channel, Role
 from core.targets.service import load_declaration, parse_declaration
 
@@ -29,7 +30,7 @@ def seed_demo(session: Session) -> dict[str, str]:
     tokens: dict[str, str] = {}
     for name in DEMO_USERS:
         user = ensure_user(session, name)
-        revoke_tokens(session, user, "demo")
-        tokens[name] = issue_token(session, user, label="demo")
+        revoke_labelled(session, actor=actor, user=user, label="demo")
+        tokens[name] = grant_token(session, actor=actor, user=user, label="demo")
     session.commit()
     return tokens

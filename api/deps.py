@@ -11,7 +11,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.wiring import Services
 from core.errors import NotAuthenticated
-from core.identity.service import authenticate
+from core.identity.tokens import Credential, authenticate_token
 from core.permissions import Actor, Channel
 
 bearer = HTTPBearer(auto_error=False, description="An API token from `shipdeck users add`.")
@@ -32,27 +32,33 @@ def request_id(request: Request) -> str:
     return given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
-def resolve_token(services: Services, token: str) -> Actor:
-    """The actor a token belongs to, or NotAuthenticated."""
-    with services.sessions() as session:
-        actor = authenticate(session, token)
-    if actor is None:
-        raise NotAuthenticated("the token is unknown or revoked")
-    return actor
+def resolve_token(services: Services, token: str) -> Credential:
+    """The credential a token stands for, or NotAuthenticated (read-only: no write lock)."""
+    with services.reads() as session:
+        credential = authenticate_token(session, token)
+    if credential is None:
+        raise NotAuthenticated("the token is unknown, expired or revoked")
+    return credential
 
 
-def get_actor(
+def get_credential(
     request: Request,
     services: Annotated[Services, Depends(get_services)],
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
-) -> Actor:
-    """The authenticated caller, on the channel it came through."""
+) -> Credential:
+    """The caller's credential, its actor on the channel it came through."""
     if credentials is None or not credentials.credentials:
         raise NotAuthenticated("send Authorization: Bearer <token>")
-    actor = resolve_token(services, credentials.credentials)
+    found = resolve_token(services, credentials.credentials)
     channel = CHANNELS.get(request.headers.get("x-shipdeck-channel", "rest"), Channel.rest)
-    return actor.via(channel, request.state.request_id)
+    return Credential(found.actor.via(channel, request.state.request_id), found.token_id)
+
+
+def get_actor(credential: Annotated[Credential, Depends(get_credential)]) -> Actor:
+    """The authenticated caller, on the channel it came through."""
+    return credential.actor
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+CredentialDep = Annotated[Credential, Depends(get_credential)]
 ActorDep = Annotated[Actor, Depends(get_actor)]

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import json
 import threading
+import urllib.error
+import urllib.request
 from typing import Any, TextIO
+from urllib.parse import quote, urlsplit, urlunsplit
 
 from rich.console import Console
 from rich.panel import Panel
@@ -26,16 +29,41 @@ class TerminalChat:
     """Renders frames with rich and turns typed lines into frames."""
 
     def __init__(self, url: str, token: str, session: str | None, console: Console) -> None:
-        query = f"?session={session}" if session else ""
-        self.url = f"{url.rstrip('/')}/api/v1/chat{query}"
+        self.base = url.rstrip("/")
+        self.session = session
         self.token = token
         self.console = console
         self.cards: list[dict[str, Any]] = []  # index + 1 is the card's number
         self.lock = threading.Lock()
 
+    def ticket(self) -> str:
+        """A single-use chat ticket: the token itself never goes into a URL."""
+        parts = urlsplit(self.base)
+        scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
+        endpoint = urlunsplit((scheme, parts.netloc, parts.path + "/api/v1/chat/tickets", "", ""))
+        request = urllib.request.Request(
+            endpoint, method="POST", headers={"Authorization": f"Bearer {self.token}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:  # noqa: S310
+                return str(json.loads(response.read())["ticket"])
+        except urllib.error.HTTPError as exc:
+            if exc.code == 401:
+                raise PermissionError("the token is unknown, expired or revoked") from None
+            raise OSError(f"the server answered {exc.code}") from None
+
+    def chat_url(self, ticket: str) -> str:
+        """The socket's URL with a ticket (and the session to resume)."""
+        parts = urlsplit(self.base)
+        scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
+        query = f"ticket={quote(ticket)}"
+        if self.session:
+            query += f"&session={quote(self.session)}"
+        return urlunsplit((scheme, parts.netloc, parts.path + "/api/v1/chat", query, ""))
+
     def run(self, lines: TextIO) -> int:
         """Chat until /quit or end of input; returns an exit code."""
-        with connect(self.url, additional_headers={"Authorization": f"Bearer {self.token}"}) as ws:
+        with connect(self.chat_url(self.ticket())) as ws:
             reader = threading.Thread(target=self._read, args=(ws,), daemon=True)
             reader.start()
             for raw in lines:

@@ -10,8 +10,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.factory import make_planner
 from agent.hub import Hub
 from agent.session import ChatDeps
+from api.identity_watch import IdentityWatch
+from api.oidc import OidcProvider
 from core.config import Settings
-from core.db import make_engine
+from core.db import make_engine, make_read_sessionmaker
 from core.events import EventBus
 from core.flows.runner import ApplyRunner
 from core.live import PostgresListener, make_sessionmaker
@@ -48,6 +50,35 @@ class Services:
     _hub: Hub | None = None
     _chat: ChatDeps | None = None
     _listener: PostgresListener | None = None
+    _reads: sessionmaker[Session] | None = None
+    _watch: IdentityWatch | None = None
+    _oidc: OidcProvider | None = None
+
+    @property
+    def oidc(self) -> OidcProvider | None:
+        """The OpenID Connect provider, when one is configured."""
+        if self._oidc is None and self.settings.oidc_issuer and self.settings.oidc_client_id:
+            self._oidc = OidcProvider(self.settings)
+        return self._oidc
+
+    @property
+    def watch(self) -> IdentityWatch:
+        """Re-checks the credentials of open chat sockets (started on first use)."""
+        if self._watch is None:
+            self._watch = IdentityWatch(self.reads, self.settings.identity_recheck_seconds)
+        return self._watch
+
+    @property
+    def reads(self) -> sessionmaker[Session]:
+        """Sessions for work that only reads: on SQLite they never wait for the write lock."""
+        if self._reads is None:
+            self._reads = make_read_sessionmaker(self.engine)
+        return self._reads
+
+    def identity_changed(self) -> None:
+        """A token or a role changed here: open sockets re-check now, not at the next tick."""
+        if self._watch is not None:
+            self._watch.poke()
 
     @property
     def hub(self) -> Hub:
@@ -95,7 +126,10 @@ class Services:
         upgrade(self.engine)
 
     def context(self, actor: Actor) -> ToolContext:
-        """The tool context for one caller."""
+        """The tool context for one caller.
+
+        Not `reads`, even for read tools: each read is recorded in the audit chain (a write).
+        """
         return ToolContext(self.sessions, self.runtimes, self.runner, actor)
 
     def close(self) -> None:
@@ -104,5 +138,7 @@ class Services:
             self._listener.stop()
         if self._hub is not None:
             self._hub.close()
+        if self._watch is not None:
+            self._watch.close()
         self.runner.shutdown()
         self.engine.dispose()

@@ -66,6 +66,54 @@ class Settings(BaseSettings):
     chat_max_frame_bytes: int = Field(
         default=16 * 1024, gt=0, description="Largest chat frame a client may send."
     )
+    chat_ticket_ttl_seconds: int = Field(
+        default=30,
+        gt=0,
+        le=300,
+        description="Lifetime of a single-use chat ticket (`POST /api/v1/chat/tickets`).",
+    )
+    identity_recheck_seconds: float = Field(
+        default=0.5,
+        gt=0,
+        le=5,
+        description="How often open chat sockets re-check their token and roles while idle.",
+    )
+    oidc_issuer: str | None = Field(
+        default=None,
+        description="OpenID Connect issuer URL (e.g. https://keycloak.example/realms/main); "
+        "unset: sign-in with OIDC is off.",
+    )
+    oidc_client_id: str | None = Field(default=None, description="OIDC client id.")
+    oidc_client_secret: SecretStr | None = Field(
+        default=None, description="OIDC client secret (confidential clients)."
+    )
+    oidc_scopes: str = Field(
+        default="openid profile email", description="Scopes asked for at sign-in."
+    )
+    oidc_username_claim: str = Field(
+        default="preferred_username", description="ID token / userinfo claim naming the user."
+    )
+    oidc_groups_claim: str = Field(
+        default="groups", description="Claim listing the user's groups at the provider."
+    )
+    oidc_group_roles: dict[str, str] = Field(
+        default_factory=dict,
+        description='Provider group -> shipdeck role, JSON: {"ops": "admin", '
+        '"shop-devs": "requester@shop"} ("ROLE" on every project, "ROLE@PROJECT" on one).',
+    )
+    oidc_redirect_url: str | None = Field(
+        default=None,
+        description="Public callback URL registered at the provider; default: derived from "
+        "the request (`<origin>/api/v1/auth/oidc/callback`).",
+    )
+    oidc_session_hours: float = Field(
+        default=12, gt=0, le=24 * 30, description="Lifetime of the token a sign-in issues."
+    )
+    oidc_link_by_name: bool = Field(
+        default=False,
+        description="Let a provider account sign in as an existing local user of the same "
+        "name (off: only users first created through OIDC, or linked, may sign in).",
+    )
 
 
 @lru_cache

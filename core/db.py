@@ -11,7 +11,7 @@ from typing import Any
 from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, text
 from sqlalchemy.engine import Dialect
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
-from sqlalchemy.pool import NullPool
+from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.types import TypeDecorator
 
 from core.text import clip
@@ -85,14 +85,27 @@ def db_now(session: Session) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+# Execution option naming how a SQLite transaction begins: "IMMEDIATE" (the default: the
+# transaction may write) or "DEFERRED" (reads only: no write lock, never waits on a writer).
+SQLITE_BEGIN = "shipdeck_sqlite_begin"
+
+
 def make_engine(url: str, **kwargs: Any) -> Engine:
     """Create an engine; SQLite gets WAL, foreign keys and write-serialising transactions."""
     if url.startswith("sqlite"):
-        if url not in ("sqlite://", "sqlite:///:memory:"):
+        memory = url in ("sqlite://", "sqlite:///:memory:")
+        if not memory:
             path = url.split("///", 1)[-1]
             Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
         kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
-        kwargs.setdefault("poolclass", NullPool)
+        if memory:
+            kwargs.setdefault("poolclass", NullPool)
+        else:
+            # Pooled connections skip the connect PRAGMAs on every request; each one is rolled
+            # back when returned. Overflow is unbounded: SQLite itself serialises the writers.
+            kwargs.setdefault("poolclass", QueuePool)
+            kwargs.setdefault("pool_size", 8)
+            kwargs.setdefault("max_overflow", -1)
         engine = create_engine(url, **kwargs)
         _configure_sqlite(engine)
         return engine
@@ -105,6 +118,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
 def _configure_sqlite(engine: Engine) -> None:
     # pysqlite's own transaction handling defers BEGIN and would let two writers read the
     # same audit head; BEGIN IMMEDIATE makes SQLite serialise writers like a row lock would.
+    # Readers (see `read_engine`) begin DEFERRED: under WAL they read a snapshot and never
+    # wait for the write lock, so a long write cannot make authentication fail.
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         dbapi_connection.isolation_level = None
@@ -116,7 +131,18 @@ def _configure_sqlite(engine: Engine) -> None:
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
-        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
+        connection.exec_driver_sql("BEGIN DEFERRED" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
+
+
+def read_engine(engine: Engine) -> Engine:
+    """The same engine and pool, for transactions that only read (SQLite: no write lock)."""
+    return engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+
+
+def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
+    """A session factory for reads: on SQLite its transactions never take the write lock."""
+    return sessionmaker(read_engine(engine), expire_on_commit=False)
 
 
 @contextmanager

@@ -38,7 +38,8 @@ class ShipdeckTokens:
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's principal, or None when it is unknown or revoked."""
         try:
-            actor = await anyio.to_thread.run_sync(resolve_token, self.services, token)
+            credential = await anyio.to_thread.run_sync(resolve_token, self.services, token)
+            actor = credential.actor
         except ShipdeckError:
             return None
         return AccessToken(
@@ -77,7 +78,7 @@ class HttpDoor:
         token: Any = getattr(getattr(user, "access_token", None), "token", None)
         if not isinstance(token, str):
             raise NotAuthenticated("send Authorization: Bearer <token>")
-        return resolve_token(self.services, token)
+        return resolve_token(self.services, token).actor
 
     def _console_url(self, ctx: Context) -> str | None:
         if self.public_url:

@@ -21,7 +21,7 @@ def serve_stdio(services: Services, token: str, console_url: str | None) -> None
     """
 
     def identity(ctx: Context) -> Actor:
-        return resolve_token(services, token)
+        return resolve_token(services, token).actor
 
     server = build_server(services, identity, lambda ctx: console_url)
 
@@ -34,7 +34,7 @@ def serve_stdio(services: Services, token: str, console_url: str | None) -> None
 
 def check_token(services: Services, token: str) -> Actor:
     """The token's actor, or NotAuthenticated: checked before serving anything."""
-    return resolve_token(services, token)
+    return resolve_token(services, token).actor
 
 
 __all__: list[Any] = ["check_token", "serve_stdio"]

@@ -1,10 +1,19 @@
-"""The chat door: WebSocket `/api/v1/chat`, JSON text frames (see DESIGN.md)."""
+"""The chat door: WebSocket `/api/v1/chat`, JSON text frames (see DESIGN.md).
+
+A socket authenticates with `Authorization: Bearer` on the handshake, or with a single-use
+ticket (`POST /api/v1/chat/tickets`, then `?ticket=`) where a client cannot set headers
+(browsers). A token in the URL is refused: URLs end up in logs and histories. The socket
+follows its token: every action re-reads the token and roles, and an idle socket is closed
+within a second of its token being revoked or expiring.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import threading
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
@@ -12,55 +21,117 @@ from starlette.concurrency import run_in_threadpool
 
 from agent.hub import Outbox
 from agent.session import ChatSession, error_frame
-from api.deps import resolve_token
+from api.deps import CredentialDep, ServicesDep, resolve_token
 from api.wiring import Services
 from core.errors import NotAuthenticated
+from core.identity.schemas import TicketIssued
+from core.identity.tokens import Credential, consume_ticket, credential_for, issue_ticket
+from core.permissions import Actor
 
 router = APIRouter(tags=["chat"])
 log = logging.getLogger(__name__)
 POLICY_VIOLATION = 1008
+CHAT_TICKET = "chat"
+REVOKED = "your token was revoked or expired; sign in again"
 
 
-def _token(websocket: WebSocket) -> str | None:
+@router.post(
+    "/api/v1/chat/tickets",
+    status_code=201,
+    responses={401: {"description": "No valid token."}},
+)
+def create_ticket(services: ServicesDep, credential: CredentialDep) -> TicketIssued:
+    """A single-use ticket to open the chat socket (`?ticket=`), valid for a few seconds."""
+    with services.sessions() as session:
+        ticket, expires_at = issue_ticket(
+            session,
+            purpose=CHAT_TICKET,
+            ttl_seconds=services.settings.chat_ticket_ttl_seconds,
+            token_id=credential.token_id,
+        )
+    return TicketIssued(ticket=ticket, expires_at=expires_at)
+
+
+def _authenticate(services: Services, websocket: WebSocket) -> Credential:
+    if "token" in websocket.query_params:
+        raise NotAuthenticated(
+            "tokens are never accepted in URLs: use a ticket (POST /api/v1/chat/tickets)"
+        )
     header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip() or None
-    return websocket.query_params.get("token") or None
+    if header.lower().startswith("bearer ") and header[7:].strip():
+        return resolve_token(services, header[7:].strip())
+    ticket = websocket.query_params.get("ticket")
+    if not ticket:
+        raise NotAuthenticated("send Authorization: Bearer <token>, or ?ticket=")
+    with services.sessions() as session:
+        used = consume_ticket(session, ticket, CHAT_TICKET)
+        token_id = used.token_id if used is not None else None
+    if token_id is None:
+        raise NotAuthenticated("the ticket is unknown, used or expired")
+    return _recheck(services, token_id)
+
+
+def _recheck(services: Services, token_id: int) -> Credential:
+    with services.reads() as session:
+        credential = credential_for(session, token_id)
+    if credential is None:
+        raise NotAuthenticated(REVOKED)
+    return credential
 
 
 @router.websocket("/api/v1/chat")
 async def chat(websocket: WebSocket) -> None:
-    """Authenticate (header or ?token=), then relay frames between client and session."""
+    """Authenticate (header or ticket), then relay frames between client and session."""
     services: Services = websocket.app.state.services
-    token = _token(websocket)
     try:
-        if token is None:
-            raise NotAuthenticated("send Authorization: Bearer <token> or ?token=")
-        actor = await run_in_threadpool(resolve_token, services, token)
+        credential = await run_in_threadpool(_authenticate, services, websocket)
     except NotAuthenticated as exc:
         await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
         return
     await websocket.accept()
     loop = asyncio.get_running_loop()
-    outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+    outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    shutting = threading.Event()
 
     def send(frame: dict[str, Any]) -> None:  # callable from any thread
         loop.call_soon_threadsafe(outgoing.put_nowait, frame)
 
+    def shut(reason: str) -> None:  # callable from any thread: say why, then close
+        if shutting.is_set():
+            return
+        shutting.set()
+        send(error_frame("not_authenticated", reason))
+        loop.call_soon_threadsafe(outgoing.put_nowait, None)
+
     async def writer() -> None:
         while True:
             frame = await outgoing.get()
+            if frame is None:
+                await websocket.close(code=POLICY_VIOLATION, reason="not authenticated")
+                return
             await websocket.send_text(json.dumps(frame, ensure_ascii=False, default=str))
 
     writing = asyncio.create_task(writer())
     session = await run_in_threadpool(
-        ChatSession.open, services.chat, actor, send, websocket.query_params.get("session")
+        ChatSession.open,
+        services.chat,
+        credential.actor,
+        send,
+        websocket.query_params.get("session"),
     )
-    outbox = Outbox(actor.user_id or 0, session.session_id, send)
+
+    def follow(actor: Actor | None) -> None:  # from the identity watch's thread
+        if actor is None:
+            shut(REVOKED)
+        else:
+            session.actor = actor
+
+    unwatch = services.watch.watch(credential.token_id, credential.actor, follow)
+    outbox = Outbox(credential.actor.user_id or 0, session.session_id, send)
     services.hub.register(outbox)
     limit = services.settings.chat_max_frame_bytes
     try:
-        while True:
+        while not shutting.is_set():
             text = await websocket.receive_text()
             if len(text.encode()) > limit:
                 send(error_frame("too_large", f"frames are limited to {limit} bytes"))
@@ -76,9 +147,23 @@ async def chat(websocket: WebSocket) -> None:
             if frame.get("type") == "ping":
                 send({"type": "pong"})
                 continue
+            # Every action runs as the token's holder as of now, not as of the handshake.
+            try:
+                current = await run_in_threadpool(_recheck, services, credential.token_id)
+            except NotAuthenticated as exc:
+                shut(exc.message)
+                break
+            session.actor = current.actor
             await run_in_threadpool(session.handle, frame)
     except WebSocketDisconnect:
         pass
+    except RuntimeError:
+        if not shutting.is_set():  # receiving after our own close is expected; anything else not
+            raise
     finally:
+        unwatch()
         services.hub.unregister(outbox)
+        if shutting.is_set():  # let the writer say why and close
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(writing, timeout=5)
         writing.cancel()

@@ -2,9 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from api.deps import ActorDep, ServicesDep
 from core.identity.service import roles_by_project
@@ -12,8 +11,15 @@ from core.identity.service import roles_by_project
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 
-@router.get("/me")
-def me(services: ServicesDep, actor: ActorDep) -> dict[str, Any]:
+class MeRead(BaseModel):
+    """The caller."""
+
+    name: str
+    roles: dict[str, str] = Field(description="Role per project name (`*`: every project).")
+
+
+@router.get("/me", responses={401: {"description": "No valid token."}})
+def me(services: ServicesDep, actor: ActorDep) -> MeRead:
     """The caller's name and roles per project (`*` is every project)."""
-    with services.sessions() as session:
-        return {"name": actor.name, "roles": roles_by_project(session, actor)}
+    with services.reads() as session:
+        return MeRead(name=actor.name, roles=roles_by_project(session, actor))

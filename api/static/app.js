@@ -5,7 +5,7 @@ const I18N = {
   en: {
     "nav.home": "My releases", "nav.inbox": "Approvals", "nav.targets": "Targets", signout: "Sign out",
     "signin.title": "Sign in", "signin.token": "API token", "signin.go": "Sign in",
-    "signin.bad": "That token is unknown or revoked.", "home.releases": "My releases",
+    "signin.bad": "That token is unknown or revoked.", "signin.sso": "Sign in with single sign-on", "home.releases": "My releases",
     "home.chat": "Chat", "chat.placeholder": "deploy web 1.4.2 to prod", "chat.send": "Send",
     "chat.label": "Message", none: "Nothing here yet.", "inbox.title": "Approval inbox",
     project: "Project", environment: "Environment", risk: "Risk", state: "State", mine: "Mine only",
@@ -22,7 +22,7 @@ const I18N = {
   },
   zh: {
     "nav.home": "我的发布", "nav.inbox": "审批", "nav.targets": "目标环境", signout: "退出",
-    "signin.title": "登录", "signin.token": "API 令牌", "signin.go": "登录",
+    "signin.title": "登录", "signin.token": "API 令牌", "signin.go": "登录", "signin.sso": "单点登录",
     "signin.bad": "令牌无效或已吊销。", "home.releases": "我的发布", "home.chat": "对话",
     "chat.placeholder": "部署 web 1.4.2 到生产", "chat.send": "发送", "chat.label": "消息",
     none: "暂无内容。", "inbox.title": "审批收件箱", project: "项目", environment: "环境",
@@ -81,20 +81,37 @@ function translate() {
 
 // ------------------------------------------------------------------ live connection
 
-function connect() {
+// The token never goes into a URL: each (re)connection trades it for a single-use ticket.
+async function connect() {
   if (!state.token) return;
+  const token = state.token;
+  let ticket;
+  try {
+    ticket = (await api("/api/v1/chat/tickets", { method: "POST" })).ticket;
+  } catch (error) {
+    if (state.token !== token) return;
+    if (error.code === "not_authenticated") { signOut(t("signin.bad")); return; }
+    retry();
+    return;
+  }
+  if (state.token !== token) return;
   const scheme = location.protocol === "https:" ? "wss" : "ws";
   const session = state.sessionId ? `&session=${encodeURIComponent(state.sessionId)}` : "";
-  const ws = new WebSocket(`${scheme}://${location.host}/api/v1/chat?token=${encodeURIComponent(state.token)}${session}`);
+  const ws = new WebSocket(`${scheme}://${location.host}/api/v1/chat?ticket=${encodeURIComponent(ticket)}${session}`);
   state.ws = ws;
   ws.onopen = () => { state.retry = 0; setLive(true); };
   ws.onmessage = (event) => onFrame(JSON.parse(event.data));
-  ws.onclose = () => {
+  ws.onclose = (event) => {
     setLive(false);
     if (state.ws !== ws || !state.token) return;
-    const delay = Math.min(10000, 500 * 2 ** state.retry++);
-    setTimeout(() => { connect(); render(); }, delay);  // reconnect, then resync the page
+    if (event.code === 1008) { signOut(t("signin.bad")); return; }  // revoked or expired
+    retry();
   };
+}
+
+function retry() {
+  const delay = Math.min(10000, 500 * 2 ** state.retry++);
+  setTimeout(() => { connect(); render(); }, delay);  // reconnect, then resync the page
 }
 
 function setLive(on) {
@@ -340,7 +357,9 @@ function signIn(main, message = "") {
     <form id="signin"><label for="token">${t("signin.token")}</label>
       <div class="row" style="display:flex;gap:.5rem"><input id="token" type="password" autocomplete="off" required style="flex:1">
       <button class="primary" type="submit">${t("signin.go")}</button></div>
-      <p id="signin-error" role="alert" class="muted">${esc(message)}</p></form></section>`;
+      <p id="signin-error" role="alert" class="muted">${esc(message)}</p></form>
+    <p id="sso" hidden><a class="button" href="/api/v1/auth/oidc/login">${t("signin.sso")}</a></p></section>`;
+  authConfig().then((config) => { if (config.oidc && $("#sso")) $("#sso").hidden = false; });
   $("#signin").addEventListener("submit", async (event) => {
     event.preventDefault();
     state.token = $("#token").value.trim();
@@ -388,16 +407,32 @@ $("#lang").addEventListener("click", () => {
   localStorage.setItem("shipdeck.lang", state.lang);
   render();
 });
-$("#signout").addEventListener("click", () => {
+function signOut(message = "") {
   sessionStorage.clear();
   Object.assign(state, { token: null, me: null, sessionId: null, chat: [] });
   const ws = state.ws;
   state.ws = null;
   if (ws) ws.close();
-  render();
-});
+  render().then(() => { if (message && $("#signin-error")) $("#signin-error").textContent = message; });
+}
+$("#signout").addEventListener("click", () => signOut());
 window.addEventListener("hashchange", () => render());
+
+async function authConfig() {
+  if (!authConfig.cached) authConfig.cached = fetch("/api/v1/auth/config").then((r) => r.json()).catch(() => ({}));
+  return authConfig.cached;
+}
+
+// After an OpenID Connect sign-in the server holds a one-time hand-off in an HttpOnly
+// cookie; trading it here gives this tab its token without it ever being in a URL.
+async function pickUpSignIn() {
+  if (state.token || !(await authConfig()).oidc) return;
+  const response = await fetch("/api/v1/auth/oidc/session", { method: "POST", credentials: "same-origin" });
+  if (!response.ok) return;
+  const body = await response.json();
+  state.token = body.token;
+  sessionStorage.setItem("shipdeck.token", state.token);
+}
 // For tests and support: drop the live socket to exercise reconnect + resync.
 window.shipdeckDebug = { dropSocket: () => state.ws && state.ws.close() };
-connect();
-render();
+pickUpSignIn().finally(() => { connect(); render(); });

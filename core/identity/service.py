@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
-import secrets
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
-from core.db import utcnow
 from core.errors import InvalidInput, NotFound
-from core.identity.models import ApiToken, Grant, Group, GroupMember, User
+from core.identity.models import Grant, Group, GroupMember, User
+from core.identity.tokens import authenticate_token, grant_token
+from core.identity.tokens import hash_token as hash_token  # kept importable from here
+from core.identity.tokens import issue_token as issue_token
 from core.permissions import RANK, Action, Actor, Channel, Role, require
 from core.targets.models import Project
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
-
-
-def hash_token(token: str) -> str:
-    """The stored form of a token."""
-    return hashlib.sha256(token.encode()).hexdigest()
 
 
 def ensure_user(session: Session, name: str) -> User:
@@ -71,24 +66,6 @@ def ensure_group_member(session: Session, user: User, group: str, project_id: in
         session.flush()
 
 
-def issue_token(session: Session, user: User, label: str = "") -> str:
-    """Create a new token for the user; the plain token is returned once and never stored."""
-    token = "sd_" + secrets.token_urlsafe(32)
-    session.add(ApiToken(user_id=user.id, token_hash=hash_token(token), label=label))
-    session.flush()
-    return token
-
-
-def revoke_tokens(session: Session, user: User, label: str) -> None:
-    """Revoke a user's tokens carrying a label (the demo reissues its tokens each start)."""
-    for token in session.scalars(
-        select(ApiToken).where(
-            ApiToken.user_id == user.id, ApiToken.label == label, ApiToken.revoked_at.is_(None)
-        )
-    ):
-        token.revoked_at = utcnow()
-
-
 def actor_for(user: User, channel: Channel = Channel.rest, request_id: str | None = None) -> Actor:
     """The Actor of a user, with their grants."""
     grants = {g.project_id: Role(g.role) for g in user.grants}
@@ -96,16 +73,9 @@ def actor_for(user: User, channel: Channel = Channel.rest, request_id: str | Non
 
 
 def authenticate(session: Session, token: str) -> Actor | None:
-    """The actor a bearer token belongs to, or None."""
-    row = session.scalars(
-        select(ApiToken).where(
-            ApiToken.token_hash == hash_token(token), ApiToken.revoked_at.is_(None)
-        )
-    ).first()
-    if row is None:
-        return None
-    user = session.get(User, row.user_id)
-    return actor_for(user) if user is not None else None
+    """The actor a bearer token belongs to, or None (unknown, revoked or expired)."""
+    credential = authenticate_token(session, token)
+    return credential.actor if credential is not None else None
 
 
 def add_user(
@@ -123,7 +93,7 @@ def add_user(
     set_grant(session, user, role, project_id)
     if role in (Role.approver, Role.admin) and project_id is not None:
         ensure_group_member(session, user, "approvers", project_id)
-    token = issue_token(session, user, label="cli")
+    token = grant_token(session, actor=actor, user=user, label="cli")
     record(
         session,
         actor=actor,

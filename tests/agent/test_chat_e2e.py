@@ -20,7 +20,7 @@ def server(world: World) -> Iterator[str]:
 def test_deploy_to_prod_through_chat_cards(world: World, server: str) -> None:
     alice = ChatClient(server, world.tokens["alice"])
     bob = ChatClient(server, world.tokens["bob"])
-    erin = ChatClient(server, world.tokens["erin"], use_query=True)
+    erin = ChatClient(server, world.tokens["erin"], use_ticket=True)
     victor = ChatClient(server, world.tokens["victor"])
 
     reply = alice.say("deploy web 1.5.0 to prod")

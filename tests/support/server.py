@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -44,16 +45,27 @@ def running_server(
         thread.join(timeout=10)
 
 
+def chat_ticket(address: str, token: str) -> str:
+    """A single-use chat ticket, as a browser would get one."""
+    request = urllib.request.Request(
+        f"http://{address}/api/v1/chat/tickets",
+        method="POST",
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return str(json.loads(response.read())["ticket"])
+
+
 class ChatClient:
     """A websockets client that keeps every frame it received."""
 
     def __init__(
-        self, address: str, token: str, *, session: str | None = None, use_query: bool = False
+        self, address: str, token: str, *, session: str | None = None, use_ticket: bool = False
     ) -> None:
-        query = f"?token={token}" if use_query else ""
+        query = f"?ticket={chat_ticket(address, token)}" if use_ticket else ""
         if session:
             query += ("&" if query else "?") + f"session={session}"
-        headers = None if use_query else {"Authorization": f"Bearer {token}"}
+        headers = None if use_ticket else {"Authorization": f"Bearer {token}"}
         self._connect = connect(f"ws://{address}/api/v1/chat{query}", additional_headers=headers)
         self.connection: ClientConnection = self._connect.__enter__()
         self.frames: list[dict[str, Any]] = []

@@ -1,7 +1,7 @@
 """live events outbox: NOTIFY carries ids only
 
 Revision ID: 0006
-Revises: 0003
+Revises: 0005_credentials
 """
 
 from collections.abc import Sequence
@@ -12,7 +12,7 @@ from alembic import op
 import core.db
 
 revision: str = "0006"
-down_revision: str | None = "0003"
+down_revision: str | None = "0005_credentials"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,325 @@
+"""API tokens (issue, list, revoke, expire) and single-use tickets; secrets stored hashed."""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
+
+from core.audit.service import record
+from core.db import utcnow
+from core.errors import InvalidInput, NotFound
+from core.identity.models import ApiToken, AuthTicket, Grant, User
+from core.identity.schemas import TokenRead
+from core.permissions import Action, Actor, Role, require
+
+TOKEN_PREFIX = "sd_"
+DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
+UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
+
+
+def hash_token(token: str) -> str:
+    """The stored form of a token or ticket (SHA-256: the secrets carry 256 random bits)."""
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+def parse_expiry(text: str, now: datetime | None = None) -> datetime:
+    """`30d`, `12h`, `90m`, `2w` or an ISO date/time (UTC if no zone) as an aware datetime."""
+    now = now or utcnow()
+    text = text.strip()
+    match = DURATION.match(text)
+    if match:
+        seconds = int(match.group(1)) * UNITS[match.group(2)]
+        if seconds <= 0:
+            raise InvalidInput("an expiry must be in the future", expires=text)
+        return now + timedelta(seconds=seconds)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise InvalidInput(
+            f"{text[:40]!r} is not a duration (30d, 12h, 90m) or an ISO date", expires=text[:40]
+        ) from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=now.tzinfo)
+    if moment <= now:
+        raise InvalidInput("an expiry must be in the future", expires=text)
+    return moment
+
+
+def issue_token(
+    session: Session, user: User, label: str = "", *, expires_at: datetime | None = None
+) -> str:
+    """Mint a token for the user (unaudited primitive; `create_token` is the audited door)."""
+    token = TOKEN_PREFIX + secrets.token_urlsafe(32)
+    session.add(
+        ApiToken(
+            user_id=user.id,
+            token_hash=hash_token(token),
+            label=label,
+            hint=token[:8],
+            expires_at=expires_at,
+        )
+    )
+    session.flush()
+    return token
+
+
+def _read(token: ApiToken, user: str, now: datetime) -> TokenRead:
+    expired = token.expires_at is not None and token.expires_at <= now
+    return TokenRead(
+        id=token.id,
+        user=user,
+        label=token.label,
+        hint=token.hint,
+        created_at=token.created_at,
+        expires_at=token.expires_at,
+        revoked_at=token.revoked_at,
+        active=token.revoked_at is None and not expired,
+    )
+
+
+def _audit_issue(session: Session, actor: Actor, user: User, token: str, label: str) -> None:
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).one()
+    record(
+        session,
+        actor=actor,
+        action="token_issued",
+        data={
+            "user": user.name,
+            "token_id": row.id,
+            "label": label,
+            "hint": row.hint,
+            "expires_at": row.expires_at.isoformat() if row.expires_at else None,
+        },
+    )
+
+
+def grant_token(
+    session: Session,
+    *,
+    actor: Actor,
+    user: User,
+    label: str = "",
+    expires_at: datetime | None = None,
+) -> str:
+    """Issue a token and audit it, in the caller's transaction (no permission check)."""
+    token = issue_token(session, user, label, expires_at=expires_at)
+    _audit_issue(session, actor, user, token, label)
+    return token
+
+
+def create_token(
+    session: Session,
+    *,
+    actor: Actor,
+    user: str,
+    label: str = "",
+    expires_at: datetime | None = None,
+) -> tuple[str, TokenRead]:
+    """Admin: issue a token for an existing user; audited. Commits. Returns (secret, view)."""
+    require(actor, Action.admin, None)
+    found = session.scalars(select(User).where(User.name == user)).first()
+    if found is None:
+        raise NotFound(f"no user named {user[:64]!r}", user=user[:64])
+    if expires_at is not None and expires_at <= utcnow():
+        raise InvalidInput("an expiry must be in the future")
+    token = grant_token(session, actor=actor, user=found, label=label, expires_at=expires_at)
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).one()
+    view = _read(row, found.name, utcnow())
+    session.commit()
+    return token, view
+
+
+def list_tokens(
+    session: Session, *, actor: Actor, user: str | None = None, include_inactive: bool = False
+) -> list[TokenRead]:
+    """Tokens, newest first: an admin sees everyone's, anyone else only their own."""
+    query = select(ApiToken, User.name).join(User, User.id == ApiToken.user_id)
+    if not actor.is_admin:
+        query = query.where(ApiToken.user_id == (actor.user_id or -1))
+    if user is not None:
+        query = query.where(User.name == user)
+    now = utcnow()
+    views = [
+        _read(token, name, now)
+        for token, name in session.execute(query.order_by(ApiToken.id.desc()))
+    ]
+    return views if include_inactive else [v for v in views if v.active]
+
+
+def revoke_token(session: Session, *, actor: Actor, token_id: int) -> TokenRead:
+    """Revoke one token (an admin: anyone's; others: their own); audited. Commits."""
+    token = session.get(ApiToken, token_id)
+    if token is None or (not actor.is_admin and token.user_id != actor.user_id):
+        raise NotFound(f"no token {token_id}", token_id=token_id)
+    user = session.get_one(User, token.user_id)
+    if token.revoked_at is None:
+        token.revoked_at = utcnow()
+        record(
+            session,
+            actor=actor,
+            action="token_revoked",
+            data={
+                "user": user.name,
+                "token_id": token.id,
+                "label": token.label,
+                "hint": token.hint,
+            },
+        )
+    view = _read(token, user.name, utcnow())
+    session.commit()
+    return view
+
+
+def revoke_labelled(session: Session, *, actor: Actor, user: User, label: str) -> int:
+    """Revoke a user's active tokens carrying a label, each audited; how many were revoked."""
+    revoked = 0
+    for token in session.scalars(
+        select(ApiToken).where(
+            ApiToken.user_id == user.id, ApiToken.label == label, ApiToken.revoked_at.is_(None)
+        )
+    ):
+        token.revoked_at = utcnow()
+        record(
+            session,
+            actor=actor,
+            action="token_revoked",
+            data={"user": user.name, "token_id": token.id, "label": label, "hint": token.hint},
+        )
+        revoked += 1
+    return revoked
+
+
+# ---------------------------------------------------------------- authentication
+
+
+@dataclass(frozen=True)
+class Credential:
+    """Who a token authenticates, and which token: sockets re-check it by id."""
+
+    actor: Actor
+    token_id: int
+
+
+def _actor(user: User) -> Actor:
+    grants = {g.project_id: Role(g.role) for g in user.grants}
+    return Actor(user.id, user.name, grants)
+
+
+def _active(token: ApiToken | None, now: datetime) -> bool:
+    return (
+        token is not None
+        and token.revoked_at is None
+        and (token.expires_at is None or token.expires_at > now)
+    )
+
+
+def authenticate_token(session: Session, token: str) -> Credential | None:
+    """The credential a bearer token stands for, or None (unknown, revoked or expired)."""
+    if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
+        return None
+    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
+    return credential_for(session, row.id) if row is not None else None
+
+
+def credential_for(session: Session, token_id: int) -> Credential | None:
+    """The credential of a token id as of now: None once revoked or expired.
+
+    Open sockets call this per action, so a revocation or a lowered role applies at once.
+    """
+    token = session.get(ApiToken, token_id, populate_existing=True)
+    if token is None or not _active(token, utcnow()):
+        return None
+    user = session.get(User, token.user_id, populate_existing=True)
+    if user is None:
+        return None
+    session.expire(user, ["grants"])
+    return Credential(_actor(user), token.id)
+
+
+def credentials_for(session: Session, token_ids: set[int]) -> dict[int, Credential]:
+    """The active credentials among these token ids, in two queries (idle-socket re-checks)."""
+    if not token_ids:
+        return {}
+    now = utcnow()
+    rows = session.execute(
+        select(ApiToken.id, ApiToken.revoked_at, ApiToken.expires_at, User.id, User.name)
+        .join(User, User.id == ApiToken.user_id)
+        .where(ApiToken.id.in_(token_ids))
+    ).all()
+    live = [
+        (token_id, user_id, name)
+        for token_id, revoked_at, expires_at, user_id, name in rows
+        if revoked_at is None and (expires_at is None or expires_at > now)
+    ]
+    grants: dict[int, dict[int | None, Role]] = {}
+    for user_id, project_id, role in session.execute(
+        select(Grant.user_id, Grant.project_id, Grant.role).where(
+            Grant.user_id.in_({user_id for _, user_id, _ in live})
+        )
+    ):
+        grants.setdefault(user_id, {})[project_id] = Role(role)
+    return {
+        token_id: Credential(Actor(user_id, name, grants.get(user_id, {})), token_id)
+        for token_id, user_id, name in live
+    }
+
+
+# ---------------------------------------------------------------- tickets
+
+
+def issue_ticket(
+    session: Session,
+    *,
+    purpose: str,
+    ttl_seconds: int,
+    token_id: int | None = None,
+    data: dict[str, Any] | None = None,
+    secret: str | None = None,
+) -> tuple[str, datetime]:
+    """Store a single-use ticket (hashed); returns the secret and its expiry. Commits."""
+    now = utcnow()
+    # Old tickets are useless: sweep them while we hold the write lock anyway.
+    session.execute(delete(AuthTicket).where(AuthTicket.expires_at < now - timedelta(hours=1)))
+    secret = secret or secrets.token_urlsafe(32)
+    expires_at = now + timedelta(seconds=ttl_seconds)
+    session.add(
+        AuthTicket(
+            id=hash_token(secret),
+            purpose=purpose,
+            token_id=token_id,
+            data=data or {},
+            created_at=now,
+            expires_at=expires_at,
+        )
+    )
+    session.commit()
+    return secret, expires_at
+
+
+def consume_ticket(session: Session, secret: str, purpose: str) -> AuthTicket | None:
+    """Use a ticket once: the first caller within its lifetime gets it, everyone else None."""
+    if not secret or len(secret) > 256:
+        return None
+    key = hash_token(secret)
+    now = utcnow()
+    claimed = session.execute(
+        update(AuthTicket)
+        .where(
+            AuthTicket.id == key,
+            AuthTicket.purpose == purpose,
+            AuthTicket.used_at.is_(None),
+            AuthTicket.expires_at > now,
+        )
+        .values(used_at=now)
+    )
+    session.commit()
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        return None
+    return session.get(AuthTicket, key)
