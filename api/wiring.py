@@ -10,6 +10,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.factory import make_planner
 from agent.hub import Hub
 from agent.session import ChatDeps
+from core.audit.chain import install_keyring
+from core.audit.keys import load_keyring
 from core.config import Settings
 from core.db import make_engine, make_sessionmaker
 from core.events import EventBus, PostgresListener
@@ -78,6 +80,7 @@ class Services:
         engine = make_engine(settings.database_url)
         bus = EventBus()
         sessions = make_sessionmaker(engine, bus)
+        install_keyring(sessions, load_keyring(settings, settings.database_url))
         runtimes = default_runtimes(engine)
         runner = ApplyRunner(
             sessions, runtimes, lease_seconds=settings.apply_lease_seconds, inline=inline_apply

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from core.audit.models import AuditEvent
+from core.audit.models import AccessRecord, AuditEvent
 from core.errors import ShipdeckError
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
@@ -73,17 +73,17 @@ def test_deleted_tail_is_detected(world: World) -> None:
 
 
 def test_rechained_forgery_is_detected(world: World) -> None:
-    # Rewriting a row AND its hash still breaks the next row's link.
-    from core.audit.service import event_hash
+    # Rewriting a row AND re-chaining with the product's old (unkeyed) hash breaks its MAC.
+    from core.audit.chain import content, legacy_hash
 
     _some_history(world)
     with world.services.sessions() as session:
         event = session.scalars(select(AuditEvent).where(AuditEvent.seq == 2)).one()
         event.actor = "mallory"
-        event.hash = event_hash(event)
+        event.hash = legacy_hash(content(event))
         session.commit()
     result = call(world, "admin", "verify_audit")
-    assert (result.ok, result.first_broken_seq) == (False, 3)
+    assert (result.ok, result.first_broken_seq) == (False, 2)
 
 
 def test_refused_calls_are_recorded_and_change_no_state(world: World) -> None:
@@ -107,7 +107,14 @@ def test_refused_calls_are_recorded_and_change_no_state(world: World) -> None:
     assert call(world, "bob", "get_release", release_id=release_id).lifecycle_state == "applied"
 
 
-def test_reads_are_recorded(world: World) -> None:
+def test_reads_are_recorded_in_the_access_log_not_the_chain(world: World) -> None:
+    before = call(world, "admin", "verify_audit").last_seq
     call(world, "victor", "list_targets", project="shop")
-    last = call(world, "admin", "list_audit", limit=1).items[0]  # its own read comes after
-    assert (last.action, last.actor, last.data["tool"]) == ("read", "victor", "list_targets")
+    call(world, "victor", "list_releases", project="shop")
+    with world.services.sessions() as session:
+        reads = session.scalars(select(AccessRecord).order_by(AccessRecord.id)).all()
+    assert [(r.actor, r.tool, r.project) for r in reads][-2:] == [
+        ("victor", "list_targets", "shop"),
+        ("victor", "list_releases", "shop"),
+    ]
+    assert call(world, "admin", "verify_audit").last_seq == before  # no chain event per read
