@@ -12,6 +12,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import Connection, Engine, create_engine, event, inspect, select
+from sqlalchemy.exc import OperationalError
 from sqlalchemy.orm import Session
 from sqlalchemy.pool import NullPool
 
@@ -218,6 +219,9 @@ def verify(
             return verify_connection(connection, ring, checkpoint=checkpoint, explain=explain)
     except NoStream as exc:
         return AuditVerification(ok=False, checked=0, last_seq=0, reason=exc.message)
+    except OperationalError as exc:  # no such database, or it cannot be reached
+        reason = f"the database cannot be opened ({type(exc.orig).__name__})"
+        return AuditVerification(ok=False, checked=0, last_seq=0, reason=reason)
 
 
 def verify_connection(
