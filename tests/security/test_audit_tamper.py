@@ -25,7 +25,6 @@ from core.audit.verify import AuditVerification, Checkpoint
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
 
-
 _tags = itertools.count(1)
 
 
