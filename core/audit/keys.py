@@ -37,7 +37,7 @@ class Keyring:
     """The current signing key and every earlier key still needed to verify."""
 
     current_id: str
-    keys: dict[str, bytes]
+    keys: dict[str, bytes] = field(repr=False)
     path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
 
@@ -78,7 +78,7 @@ class Keyring:
             new = key_id(new_key)
             self.keys[new] = new_key
             self.current_id = new
-            _write_key_file(self.path, self)
+            write_key_file(self.path, self)
         return old, new
 
 
@@ -93,14 +93,22 @@ def default_data_dir(settings: Settings, database_url: str) -> Path:
     return Path(base) / "shipdeck"
 
 
-def load_keyring(settings: Settings, database_url: str | None = None) -> Keyring:
-    """The keyring for these settings (cached per process): SHIPDECK_AUDIT_KEY or the key file."""
+def load_keyring(
+    settings: Settings, database_url: str | None = None, *, create: bool = True
+) -> Keyring:
+    """The keyring for these settings (cached per process): SHIPDECK_AUDIT_KEY or the key file.
+
+    With `create=False` a missing key file is an error instead of a new key (verify never
+    makes up a key).
+    """
     url = database_url or settings.database_url
     secret = settings.audit_key.get_secret_value() if settings.audit_key else ""
     retired = settings.audit_retired_keys.get_secret_value() if settings.audit_retired_keys else ""
     folder = str(default_data_dir(settings, url)) if not secret else ""
     cache_key = (secret, retired, folder)
     with _cache_lock:
+        if folder and not create and not (Path(folder) / KEY_FILE).exists():
+            raise KeyUnavailable(f"no audit key: {Path(folder) / KEY_FILE} does not exist")
         if cache_key not in _cache:
             _cache[cache_key] = _load(secret, retired, folder)
         return _cache[cache_key]
@@ -154,7 +162,8 @@ def _create_key_file(path: Path) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def _write_key_file(path: Path, ring: Keyring) -> None:
+def write_key_file(path: Path, ring: Keyring) -> None:
+    """Replace the key file atomically with the keyring's keys (mode 0600)."""
     tmp = _write_private(path.with_name(f".{path.name}.{secrets.token_hex(4)}"), ring)
     os.replace(tmp, path)
 

@@ -10,14 +10,19 @@ from core.audit.chain import (
     ROTATED,
     bind_engine,
     canonical_json,
-    iso,
     keyring_of,
     record,
 )
 from core.audit.keys import Keyring
 from core.audit.models import AccessRecord, AuditEvent, AuditHead
 from core.audit.schemas import AuditEventRead, AuditPage
-from core.audit.verify import AuditVerification, Checkpoint, read_snapshot, verify
+from core.audit.verify import (
+    AuditVerification,
+    Checkpoint,
+    read_snapshot,
+    sign_checkpoint,
+    verify,
+)
 from core.db import utcnow
 from core.permissions import Action, Actor, require
 
@@ -41,9 +46,7 @@ def checkpoint(session: Session, *, keyring: Keyring | None = None) -> Checkpoin
     with read_snapshot(bind_engine(session)) as connection:
         head = connection.execute(select(AuditHead.__table__).where(AuditHead.id == 1)).first()
     seq, head_hash = (head.last_seq, head.last_hash) if head is not None else (0, GENESIS)
-    unsigned = Checkpoint(seq=seq, head_hash=head_hash, at=iso(utcnow()), key_id="", signature="")
-    kid, signature = ring.sign(unsigned.message())
-    return unsigned.model_copy(update={"key_id": kid, "signature": signature})
+    return sign_checkpoint(ring, seq, head_hash)
 
 
 def rotate_key(session: Session, *, actor: Actor, keyring: Keyring | None = None) -> str:

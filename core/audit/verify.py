@@ -23,11 +23,13 @@ from core.audit.chain import (
     canonical_json,
     content,
     head_message,
+    iso,
     keyring_of,
     link_message,
 )
 from core.audit.keys import Keyring
 from core.audit.models import AuditEvent, AuditHead
+from core.db import utcnow
 from core.errors import InvalidInput
 
 
@@ -67,6 +69,13 @@ class Checkpoint(BaseModel):
         """The bytes the signature covers."""
         body = {"kind": "checkpoint", "seq": self.seq, "head_hash": self.head_hash, "at": self.at}
         return canonical_json(body).encode()
+
+
+def sign_checkpoint(ring: Keyring, seq: int, head_hash: str) -> Checkpoint:
+    """A checkpoint of event `seq` with hash `head_hash`, signed now with the current key."""
+    unsigned = Checkpoint(seq=seq, head_hash=head_hash, at=iso(utcnow()), key_id="", signature="")
+    kid, signature = ring.sign(unsigned.message())
+    return unsigned.model_copy(update={"key_id": kid, "signature": signature})
 
 
 def read_checkpoint(path: Path) -> Checkpoint:
