@@ -75,8 +75,16 @@ def serve(
 
 
 @app.command()
-def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
-    """Declare projects, targets, services and approvers from a YAML file."""
+def load(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    prune: Annotated[
+        bool, typer.Option(help="Remove group members and policies the file does not list.")
+    ] = False,
+) -> None:
+    """Declare projects, targets, services and approvers from a YAML file.
+
+    Prints every change (roles, groups and policies with before -> after); each is audited.
+    """
     from core.targets.service import load_declaration, parse_declaration
 
     services = _services()
@@ -87,6 +95,7 @@ def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> 
                 actor=_operator(),
                 declaration=parse_declaration(file.read_text()),
                 base_dir=file.resolve().parent,
+                prune=prune,
             )
     except ShipdeckError as exc:
         raise _fail(exc) from None
@@ -194,8 +203,12 @@ def run_eval(
 def _verdict(result: AuditVerification) -> None:
     typer.echo(result.model_dump_json())
     if not result.ok:
-        where = f" at event {result.first_broken_seq}" if result.first_broken_seq else ""
-        typer.secho(f"audit check failed{where}: {result.reason}", fg=typer.colors.RED, err=True)
+        what = (
+            f"audit chain broken at event {result.first_broken_seq}"
+            if result.first_broken_seq
+            else "audit check failed"
+        )
+        typer.secho(f"{what}: {result.reason}", fg=typer.colors.RED, err=True)
         for item in result.unexplained[:20]:
             typer.secho(f"  {item.release_id} ({item.state}): {item.reason}", err=True)
         raise typer.Exit(code=1)
