@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.factory import make_planner
 from agent.hub import Hub
 from agent.session import ChatDeps
-from core.audit.chain import install_keyring
+from core.audit.chain import ensure_started, install_keyring
 from core.audit.keys import load_keyring
 from core.config import Settings
 from core.db import make_engine, make_sessionmaker
@@ -88,8 +88,10 @@ class Services:
         return cls(settings, engine, sessions, bus, runtimes, runner)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration; begin the audit stream if it is new."""
         upgrade(self.engine)
+        with self.sessions() as session:
+            ensure_started(session)
 
     def context(self, actor: Actor) -> ToolContext:
         """The tool context for one caller."""

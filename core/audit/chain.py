@@ -258,3 +258,19 @@ def resign_legacy(session: Session, head: AuditHead, ring: Keyring) -> None:
         row.hash = prev = mac
     head.last_hash = prev
     session.flush()
+
+
+def ensure_started(session: Session) -> bool:
+    """Begin the stream on a new database with a signed first event; True if it did. Commits.
+
+    A database that never had a head then differs from one whose head was deleted: only a
+    stream that began verifies.
+    """
+    if session.get(AuditHead, 1) is not None or session.scalar(
+        select(func.count()).select_from(AuditEvent)
+    ):
+        session.rollback()
+        return False
+    record(session, actor=SYSTEM, action="audit_started")
+    session.commit()
+    return True

@@ -116,3 +116,27 @@ def test_verify_under_concurrent_writes_never_reports_false_tampering(pg_world: 
     assert tally.outcomes["ok"] > WRITERS * CYCLES
     final = call(pg_world, "admin", "verify_audit")
     assert final.ok and final.unexplained == [], final.reason
+
+
+@pytest.mark.postgres
+def test_an_open_transaction_holds_no_chain_lock_until_it_commits(pg_world: World) -> None:
+    # The deadlock of issue 14: a decision locked the chain head, then a release row, while
+    # another transaction held the release row and waited for the head. Now an event is linked
+    # at commit, after every other write, so the head is never held while waiting for a row.
+    from sqlalchemy import text
+
+    from core.audit.service import record
+    from core.permissions import SYSTEM
+
+    sessions = pg_world.services.sessions
+    with sessions() as writer, sessions() as other:
+        writer.execute(text("UPDATE releases SET version = version WHERE false"))
+        record(writer, actor=SYSTEM, action="probe")
+        writer.flush()
+        locked = other.execute(
+            text("SELECT last_seq FROM audit_head WHERE id = 1 FOR UPDATE NOWAIT")
+        ).scalar_one()
+        other.rollback()  # we could take the head: the writer does not hold it
+        writer.commit()
+    with sessions() as session:
+        assert session.execute(text("SELECT last_seq FROM audit_head")).scalar_one() == locked + 1
