@@ -21,6 +21,7 @@ from core.audit.verify import Unexplained
 from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.releases.models import Release
+from core.targets.models import Project
 
 PAST_APPROVAL = frozenset(
     {"approved", "applying", "applied", "failed", "rolling_back", "rolled_back", "rollback_failed"}
@@ -119,16 +120,19 @@ def unexplained_releases(connection: Connection, *, archived: bool) -> list[Unex
         ).all()
     )
     releases = connection.execute(
-        select(Release.number, Release.lifecycle_state, User.name)
+        select(Release.number, Release.lifecycle_state, User.name, Project.name)
         .join(User, User.id == Release.requested_by_id)
+        .join(Project, Project.id == Release.project_id)
         .order_by(Release.number)
     )
     out: list[Unexplained] = []
-    for number, state, requester in releases:
+    for number, state, requester, project in releases:
         needed = _needed(tickets[number]) if number in tickets else None
         why = judge(state, evidence.get(number, _Evidence()), requester, needed, archived)
         if why is not None:
-            out.append(Unexplained(release_id=release_id(number), state=state, reason=why))
+            out.append(
+                Unexplained(release_id=release_id(number), project=project, state=state, reason=why)
+            )
     return out
 
 

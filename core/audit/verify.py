@@ -37,6 +37,7 @@ class Unexplained(BaseModel):
     """A release whose current state the audit stream does not justify."""
 
     release_id: str
+    project: str
     state: str
     reason: str
 

@@ -317,6 +317,10 @@ def test_release_set_to_approved_in_sql_is_reported(world: World) -> None:
 
     with world.services.sessions() as session:
         assert "pending_approval" in (explain_state(session, release.id) or "")
+    # frank works on payment only: the verdict fails for him too, naming nothing of shop's.
+    seen = call(world, "frank", "verify_audit")
+    assert not seen.ok and seen.unexplained == [] and release.id not in (seen.reason or "")
+    assert [u.release_id for u in call(world, "alice", "verify_audit").unexplained] == [release.id]
 
 
 def test_forged_approval_path_needs_the_tickets_approvals(world: World) -> None:
