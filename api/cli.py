@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
+from sqlalchemy.engine import make_url
 
 from api.cli_common import _fail, _operator, _services
 from api.cli_releases import imports, releases
 from api.wiring import Services
+from core.audit.verify import AuditVerification
 from core.config import get_settings
 from core.errors import ShipdeckError
 from core.permissions import Role
@@ -63,8 +64,16 @@ def serve(
 
 
 @app.command()
-def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> None:
-    """Declare projects, targets, services and approvers from a YAML file."""
+def load(
+    file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+    prune: Annotated[
+        bool, typer.Option(help="Remove group members and policies the file does not list.")
+    ] = False,
+) -> None:
+    """Declare projects, targets, services and approvers from a YAML file.
+
+    Prints every change (roles, groups and policies with before -> after); each is audited.
+    """
     from core.targets.service import load_declaration, parse_declaration
 
     services = _services()
@@ -75,6 +84,7 @@ def load(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False)]) -> 
                 actor=_operator(),
                 declaration=parse_declaration(file.read_text()),
                 base_dir=file.resolve().parent,
+                prune=prune,
             )
     except ShipdeckError as exc:
         raise _fail(exc) from None
@@ -293,25 +303,193 @@ def run_eval(
         raise typer.Exit(code=1)
 
 
+def _verdict(result: AuditVerification) -> None:
+    typer.echo(result.model_dump_json())
+    if not result.ok:
+        what = (
+            f"audit chain broken at event {result.first_broken_seq}"
+            if result.first_broken_seq
+            else "audit check failed"
+        )
+        typer.secho(f"{what}: {result.reason}", fg=typer.colors.RED, err=True)
+        for item in result.unexplained[:20]:
+            typer.secho(f"  {item.release_id} ({item.state}): {item.reason}", err=True)
+        raise typer.Exit(code=1)
+
+
 @audit.command("verify")
-def audit_verify() -> None:
-    """Verify the audit hash chain; exit 1 and name the first broken link if any."""
-    from core.audit.service import verify
+def audit_verify(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="A checkpoint kept elsewhere."),
+    ] = None,
+    file: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="Verify this JSONL export instead."),
+    ] = None,
+) -> None:
+    """Verify the audit chain (or an export file); exit 1 and say why if anything is off.
+
+    Never creates a database or a key: a missing one is a failure.
+    """
+    from sqlalchemy import create_engine
+    from sqlalchemy.orm import Session
+
+    from core.audit.export import read_lines
+    from core.audit.keys import KeyUnavailable, load_keyring
+    from core.audit.verify import read_checkpoint, verify, verify_lines
+
+    settings = get_settings()
+    try:
+        cp = read_checkpoint(checkpoint) if checkpoint else None
+        ring = load_keyring(settings, create=False)
+    except ShipdeckError as exc:
+        failed = AuditVerification(ok=False, checked=0, last_seq=0, reason=exc.message)
+        if isinstance(exc, KeyUnavailable) and file is None:
+            database = make_url(settings.database_url).database or ""
+            if settings.database_url.startswith("sqlite") and not Path(database).exists():
+                failed.reason = f"the database {database} does not exist"
+        _verdict(failed)
+        return
+    if file is not None:
+        _verdict(verify_lines(read_lines(file), ring, checkpoint=cp))
+        return
+    engine = create_engine(settings.database_url)  # plain: never creates a file or a folder
+    try:
+        with Session(engine) as session:
+            result = verify(session, checkpoint=cp, keyring=ring)
+    finally:
+        engine.dispose()
+    _verdict(result)
+
+
+@audit.command("checkpoint")
+def audit_checkpoint(
+    out: Annotated[Path | None, typer.Option(help="Also write it to this file.")] = None,
+) -> None:
+    """Print a signed {seq, head_hash, at} of the chain's head, to keep somewhere else."""
+    from core.audit.service import checkpoint
 
     services = _services()
     try:
         with services.sessions() as session:
-            result = verify(session)
+            cp = checkpoint(session)
     finally:
         services.close()
-    typer.echo(json.dumps(result.model_dump()))
-    if not result.ok:
+    text = cp.model_dump_json()
+    if out is not None:
+        out.write_text(text + "\n")
+    typer.echo(text)
+
+
+@audit.command("rotate-key")
+def audit_rotate_key() -> None:
+    """Start signing with a new audit key; the rotation is itself an audit event."""
+    from core.audit.service import rotate_key
+
+    services = _services()
+    try:
+        with services.sessions() as session:
+            new = rotate_key(session, actor=_operator())
+    except ShipdeckError as exc:
+        raise _fail(exc) from None
+    finally:
+        services.close()
+    typer.echo(f"audit key rotated; now signing with key id {new}")
+
+
+@audit.command("export")
+def audit_export(
+    since: Annotated[str | None, typer.Option(help="From this ISO date/time (UTC).")] = None,
+    until: Annotated[str | None, typer.Option(help="Before this ISO date/time (UTC).")] = None,
+    fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
+    out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+) -> None:
+    """Export events with every chain field (a JSONL export verifies on its own)."""
+    import sys
+
+    from core.audit.export import export, parse_when
+
+    services = _services()
+    try:
+        start = parse_when(since) if since else None
+        end = parse_when(until) if until else None
+        with services.sessions() as session:
+            if out is None:
+                count = export(session, sys.stdout, since=start, until=end, fmt=fmt)
+            else:
+                with out.open("w", encoding="utf-8", newline="") as handle:
+                    count = export(session, handle, since=start, until=end, fmt=fmt)
+    except ShipdeckError as exc:
+        raise _fail(exc) from None
+    finally:
+        services.close()
+    typer.secho(f"{count} events exported", err=True)
+
+
+@audit.command("archive")
+def audit_archive(
+    before: Annotated[str, typer.Option(help="Archive events older than this ISO date.")],
+    directory: Annotated[Path, typer.Option("--dir", help="Folder for segment files.")],
+) -> None:
+    """Move old events to a segment file with its checkpoint, then delete them from the table."""
+    from core.audit.export import archive, parse_when
+
+    services = _services()
+    try:
+        with services.sessions() as session:
+            result = archive(
+                session, actor=_operator(), before=parse_when(before), directory=directory
+            )
+    except ShipdeckError as exc:
+        raise _fail(exc) from None
+    finally:
+        services.close()
+    if result is None:
+        typer.echo("nothing to archive")
+        return
+    typer.echo(
+        f"archived events {result.first_seq}..{result.last_seq} to {result.file} "
+        f"(checkpoint {result.checkpoint_file})"
+    )
+
+
+@audit.command("stream")
+def audit_stream(
+    once: Annotated[bool, typer.Option(help="Deliver what is pending, then exit.")] = False,
+) -> None:
+    """Stream the chain to SHIPDECK_AUDIT_WEBHOOK_URL, signed with the webhook secret."""
+    import time
+
+    from core.audit.sink import deliver
+    from core.db import utcnow
+
+    settings = get_settings()
+    if not settings.audit_webhook_url or settings.audit_webhook_secret is None:
         typer.secho(
-            f"audit chain broken at event {result.first_broken_seq}: {result.reason}",
+            "error: set SHIPDECK_AUDIT_WEBHOOK_URL and SHIPDECK_AUDIT_WEBHOOK_SECRET",
             fg=typer.colors.RED,
             err=True,
         )
-        raise typer.Exit(code=1)
+        raise typer.Exit(code=2)
+    secret = settings.audit_webhook_secret.get_secret_value().encode()
+    services = _services(settings)
+    try:
+        while True:
+            with services.sessions() as session:
+                result = deliver(session, url=settings.audit_webhook_url, secret=secret)
+            if result.status in ("delivered", "failed"):
+                typer.echo(result.model_dump_json())
+            if once and result.status != "delivered":
+                break
+            if result.status == "delivered":
+                continue
+            wait = 1.0
+            if result.next_attempt_at is not None:
+                wait = max(0.1, (result.next_attempt_at - utcnow()).total_seconds())
+            time.sleep(min(wait, 5.0))  # a poll interval, not a synchronisation
+    finally:
+        services.close()
 
 
 @db.command("upgrade")

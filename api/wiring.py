@@ -12,6 +12,8 @@ from agent.hub import Hub
 from agent.session import ChatDeps
 from api.identity_watch import IdentityWatch
 from api.oidc import OidcProvider
+from core.audit.chain import ensure_started, install_keyring
+from core.audit.keys import load_keyring
 from core.config import Settings
 from core.db import make_engine, make_read_sessionmaker
 from core.events import EventBus
@@ -115,6 +117,7 @@ class Services:
         engine = make_engine(settings.database_url)
         bus = EventBus()
         sessions = make_sessionmaker(engine, bus)
+        install_keyring(sessions, load_keyring(settings, settings.database_url))
         runtimes = default_runtimes(engine)
         runner = ApplyRunner(
             sessions, runtimes, lease_seconds=settings.apply_lease_seconds, inline=inline_apply
@@ -122,8 +125,10 @@ class Services:
         return cls(settings, engine, sessions, bus, runtimes, runner)
 
     def migrate(self) -> None:
-        """Bring the schema to the newest migration."""
+        """Bring the schema to the newest migration; begin the audit stream if it is new."""
         upgrade(self.engine)
+        with self.sessions() as session:
+            ensure_started(session)
 
     def context(self, actor: Actor) -> ToolContext:
         """The tool context for one caller.

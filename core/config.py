@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -113,6 +114,28 @@ class Settings(BaseSettings):
         default=False,
         description="Let a provider account sign in as an existing local user of the same "
         "name (off: only users first created through OIDC, or linked, may sign in).",
+    )
+    data_dir: Path | None = Field(
+        default=None,
+        description="Where shipdeck keeps its own files (the generated audit key). Default: the "
+        "SQLite database's folder, or ~/.local/share/shipdeck for PostgreSQL.",
+    )
+    audit_key: SecretStr | None = Field(
+        default=None,
+        description="The audit chain's HMAC key (at least 32 characters). Every replica must "
+        "share it. Unset: a key is generated once into the data directory (mode 0600).",
+    )
+    audit_retired_keys: SecretStr | None = Field(
+        default=None,
+        description="Comma-separated earlier values of SHIPDECK_AUDIT_KEY, kept to verify the "
+        "events they signed after a rotation.",
+    )
+    audit_webhook_url: str | None = Field(
+        default=None, description="Stream every audit event to this URL (POST, JSON)."
+    )
+    audit_webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA-256 key signing each webhook body (header X-Shipdeck-Signature).",
     )
 
 

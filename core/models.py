@@ -1,7 +1,7 @@
 """Imports every table so metadata (and migrations) see them all."""
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
-from core.audit.models import AuditEvent, AuditHead
+from core.audit.models import AccessRecord, AuditEvent, AuditHead, SinkState
 from core.db import Base
 from core.idempotency import IdempotencyRecord
 from core.identity.models import ApiToken, Grant, Group, GroupMember, User
@@ -11,6 +11,7 @@ from core.targets.models import PolicyRule, Project, Service, Target
 
 __all__ = [
     "Base",
+    "AccessRecord",
     "ApiToken",
     "ApprovalDecision",
     "ApprovalTicket",
@@ -27,6 +28,7 @@ __all__ = [
     "Project",
     "Release",
     "Service",
+    "SinkState",
     "Target",
     "User",
 ]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.audit import service
@@ -11,6 +12,7 @@ from core.audit.service import AuditVerification
 from core.errors import PermissionDenied
 from core.ids import parse_release_id
 from core.permissions import Action
+from core.targets.models import Project
 from tools.base import ToolContext, tool
 from tools.inputs import ProjectName, ReleaseId
 
@@ -33,7 +35,19 @@ def verify_audit(ctx: ToolContext, session: Session, args: VerifyAuditInput) -> 
     """Verify the audit hash chain; names the first edited or deleted event."""
     if not ctx.actor.grants:
         raise PermissionDenied(f"{ctx.actor.name} has no role on any project")
-    return service.verify(session)
+    result = service.verify(session)
+    if ctx.actor.role_on(None) is not None or not result.unexplained:
+        return result
+    # Name only releases the caller may see; the others still make the verdict fail.
+    visible = set(session.scalars(select(Project.name).where(Project.id.in_(ctx.actor.grants))))
+    mine = [u for u in result.unexplained if u.project in visible]
+    reason = (
+        f"{len(mine)} of your releases are in a state the audit stream does not explain, "
+        f"first {mine[0].release_id}: {mine[0].reason}"
+        if mine
+        else "releases outside your projects are in a state the audit stream does not explain"
+    )
+    return result.model_copy(update={"unexplained": mine, "reason": reason})
 
 
 @tool(mutating=False, permission=Action.view)

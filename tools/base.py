@@ -10,7 +10,7 @@ from typing import Any, Generic, TypeVar, get_type_hints
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.audit.service import canonical_json, record
+from core.audit.service import canonical_json, record, record_access
 from core.errors import InvalidInput, ShipdeckError
 from core.flows.runner import ApplyRunner
 from core.permissions import Action, Actor
@@ -61,8 +61,9 @@ class Tool(Generic[In, Out]):
     def run(self, ctx: ToolContext, args: dict[str, Any] | BaseModel) -> Out:
         """Validate the arguments and run the tool in a fresh session; every call is audited.
 
-        A mutating call that succeeds is audited by the state changes it makes; a read, or a
-        refused call, gets an event of its own here.
+        A mutating call that succeeds is audited by the state changes it makes; a refused call
+        gets a chain event of its own here, and a read a line in the access log (out of the
+        chain, so a busy read path never waits on the chain head).
         """
         try:
             parsed = self.parse(args)
@@ -81,14 +82,18 @@ class Tool(Generic[In, Out]):
         raw = args.model_dump(mode="json") if isinstance(args, BaseModel) else args
         text = canonical_json(raw) if isinstance(raw, dict) else repr(raw)
         project = raw.get("project") if isinstance(raw, dict) else None
+        project = project if isinstance(project, str) and len(project) <= 64 else None
         with ctx.sessions() as session:
-            record(
-                session,
-                actor=ctx.actor,
-                action=action,
-                project=project if isinstance(project, str) and len(project) <= 64 else None,
-                data={"tool": self.name, "args": text[:2000], **extra},
-            )
+            if action == "read":
+                record_access(session, actor=ctx.actor, tool=self.name, project=project, args=text)
+            else:
+                record(
+                    session,
+                    actor=ctx.actor,
+                    action=action,
+                    project=project,
+                    data={"tool": self.name, "args": text[:2000], **extra},
+                )
             session.commit()
 
     def schema(self) -> dict[str, Any]:

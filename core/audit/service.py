@@ -1,136 +1,84 @@
-"""Appending to and verifying the hash-chained audit stream."""
+"""The audit stream's use cases: record, verify, checkpoint, rotate keys, read records."""
 
 from __future__ import annotations
 
-import hashlib
-import json
-from datetime import UTC
-from typing import Any
-
-from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.audit.models import AuditEvent, AuditHead
+from core.audit.chain import (
+    GENESIS,
+    ROTATED,
+    bind_engine,
+    canonical_json,
+    keyring_of,
+    record,
+)
+from core.audit.keys import Keyring
+from core.audit.models import AccessRecord, AuditEvent, AuditHead
 from core.audit.schemas import AuditEventRead, AuditPage
+from core.audit.verify import (
+    AuditVerification,
+    Checkpoint,
+    read_snapshot,
+    sign_checkpoint,
+    verify,
+)
 from core.db import utcnow
-from core.permissions import Actor
+from core.permissions import Action, Actor, require
 
-GENESIS = "0" * 64
-
-
-def canonical_json(value: Any) -> str:
-    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-
-
-def _content(event: AuditEvent) -> dict[str, Any]:
-    return {
-        "seq": event.seq,
-        "at": event.at.astimezone(UTC).isoformat(timespec="microseconds"),
-        "actor": event.actor,
-        "on_behalf_of": event.on_behalf_of,
-        "channel": event.channel,
-        "request_id": event.request_id,
-        "action": event.action,
-        "project": event.project,
-        "release_number": event.release_number,
-        "before_state": event.before_state,
-        "after_state": event.after_state,
-        "data": event.data,
-        "prev_hash": event.prev_hash,
-    }
+__all__ = [
+    "GENESIS",
+    "AuditVerification",
+    "Checkpoint",
+    "canonical_json",
+    "checkpoint",
+    "list_events",
+    "record",
+    "record_access",
+    "rotate_key",
+    "verify",
+]
 
 
-def event_hash(event: AuditEvent) -> str:
-    """SHA-256 over the canonical JSON of the event, its previous hash included."""
-    return hashlib.sha256(canonical_json(_content(event)).encode()).hexdigest()
+def checkpoint(session: Session, *, keyring: Keyring | None = None) -> Checkpoint:
+    """A signed `{seq, head_hash, at}` of the chain's current head, to keep elsewhere."""
+    ring = keyring or keyring_of(session)
+    with read_snapshot(bind_engine(session)) as connection:
+        head = connection.execute(select(AuditHead.__table__).where(AuditHead.id == 1)).first()
+    seq, head_hash = (head.last_seq, head.last_hash) if head is not None else (0, GENESIS)
+    return sign_checkpoint(ring, seq, head_hash)
 
 
-def _lock_head(session: Session) -> AuditHead:
-    head = session.scalars(select(AuditHead).where(AuditHead.id == 1).with_for_update()).first()
-    if head is None:
-        head = AuditHead(id=1, last_seq=0, last_hash=GENESIS, count=0)
-        session.add(head)
-        session.flush()
-    return head
+def rotate_key(session: Session, *, actor: Actor, keyring: Keyring | None = None) -> str:
+    """Switch the chain to a new signing key; the switch is an event signed by the old key."""
+    require(actor, Action.admin, None)
+    ring = keyring or keyring_of(session)
+    if ring.path is None:  # SHIPDECK_AUDIT_KEY: the operator already changed it
+        head = session.get(AuditHead, 1)
+        if head is None or head.key_id in (None, ring.current_id):
+            ring.rotate()  # raises, saying how to rotate a key given by the environment
+    else:
+        ring.rotate()
+    record(session, actor=actor, action=ROTATED)
+    session.commit()
+    return ring.current_id
 
 
-def record(
-    session: Session,
-    *,
-    actor: Actor,
-    action: str,
-    project: str | None = None,
-    release_number: int | None = None,
-    before: str | None = None,
-    after: str | None = None,
-    data: dict[str, Any] | None = None,
-) -> AuditEvent:
-    """Append one event in the caller's transaction; the head row lock orders appends."""
-    head = _lock_head(session)
-    audit_event = AuditEvent(
-        seq=head.last_seq + 1,
-        at=utcnow(),
-        actor=actor.name,
-        on_behalf_of=actor.on_behalf_of,
-        channel=actor.channel.value,
-        request_id=actor.request_id,
-        action=action,
-        project=project,
-        release_number=release_number,
-        before_state=before,
-        after_state=after,
-        data=json.loads(canonical_json(data or {})),
-        prev_hash=head.last_hash,
-    )
-    audit_event.hash = event_hash(audit_event)
-    session.add(audit_event)
-    head.last_seq = audit_event.seq
-    head.last_hash = audit_event.hash
-    head.count += 1
-    session.flush()
-    return audit_event
-
-
-class AuditVerification(BaseModel):
-    """The result of walking the chain."""
-
-    ok: bool
-    checked: int
-    last_seq: int
-    first_broken_seq: int | None = None
-    reason: str | None = None
-
-
-def verify(session: Session) -> AuditVerification:
-    """Recompute every link; name the first edited, deleted or reordered row."""
-    expected_prev = GENESIS
-    expected_seq = 1
-    checked = 0
-    rows = session.scalars(
-        select(AuditEvent).order_by(AuditEvent.seq).execution_options(yield_per=1000)
-    )
-    for row in rows:
-        if row.seq != expected_seq:
-            return _broken(checked, expected_seq, f"event {expected_seq} is missing (deleted)")
-        if row.prev_hash != expected_prev:
-            return _broken(checked, row.seq, f"event {row.seq} does not link to the one before it")
-        if event_hash(row) != row.hash:
-            return _broken(checked, row.seq, f"event {row.seq} was changed after it was written")
-        expected_prev = row.hash
-        expected_seq += 1
-        checked += 1
-    head = session.get(AuditHead, 1)
-    last_seq = expected_seq - 1
-    if head is not None and (head.last_seq != last_seq or head.last_hash != expected_prev):
-        return _broken(checked, last_seq + 1, f"events after {last_seq} are missing (deleted)")
-    return AuditVerification(ok=True, checked=checked, last_seq=last_seq)
-
-
-def _broken(checked: int, seq: int, reason: str) -> AuditVerification:
-    return AuditVerification(
-        ok=False, checked=checked, last_seq=checked, first_broken_seq=seq, reason=reason
+def record_access(
+    session: Session, *, actor: Actor, tool: str, project: str | None, args: str
+) -> None:
+    """Note a read in the access log (one cheap insert; no chain lock). Caller commits."""
+    session.add(
+        AccessRecord(
+            at=utcnow(),
+            actor=actor.name,
+            on_behalf_of=actor.on_behalf_of,
+            channel=actor.channel.value,
+            request_id=actor.request_id,
+            tool=tool,
+            project=project,
+            args=args[:2000],
+        )
     )
 
 

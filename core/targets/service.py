@@ -13,8 +13,9 @@ from core.audit.service import canonical_json, record
 from core.config import get_settings
 from core.environments import same_environment
 from core.errors import InvalidInput, NotFound, RuntimeFailure
-from core.identity.service import ensure_group_member, ensure_user, set_grant
+from core.identity.service import ensure_user
 from core.permissions import Action, Actor, Role, require
+from core.targets import grants
 from core.targets.models import PolicyRule, Project, Service, Target
 from core.targets.schemas import Declaration, PolicyDecl, TargetRead, TargetStatus
 from runtimes.base import Diagnosis, RuntimeAdapter, RuntimeRefused, RuntimeUnavailable, TargetRef
@@ -151,21 +152,32 @@ def diagnose_target(
 
 
 def load_declaration(
-    session: Session, *, actor: Actor, declaration: Declaration, base_dir: Path | None = None
+    session: Session,
+    *,
+    actor: Actor,
+    declaration: Declaration,
+    base_dir: Path | None = None,
+    prune: bool = False,
 ) -> dict[str, Any]:
     """Declare projects, targets, services, people and policies; loading twice changes nothing.
 
     Relative compose files and kubeconfig paths are taken from `base_dir` (the file's folder).
+    Every role, group and policy change is an audit event with its before and after. What the
+    file omits is kept; `prune` removes group members and policies the file does not list.
     Returns a summary of what changed. Commits.
     """
     require(actor, Action.admin, None)
     changed: list[str] = []
-    for name, members in declaration.groups.items():
-        for member in members:
+    people = grants.Changes()
+    for name, group_members in declaration.groups.items():
+        for member in group_members:
             user = ensure_user(session, member)
-            ensure_group_member(session, user, name, None)
-            set_grant(session, user, Role.approver, None, upgrade_only=True)
-    _replace_policies(session, None, declaration.policies, changed, "global")
+            grants.join(session, people, user, name, None, None)
+            grants.grant(session, people, user, Role.approver, None, None)
+        if prune:
+            grants.prune(session, people, name, None, None, set(group_members))
+    if "policies" in declaration.model_fields_set or prune:
+        _replace_policies(session, None, declaration.policies, people, None)
     for decl in declaration.projects:
         project = session.scalars(select(Project).where(Project.name == decl.name)).first()
         if project is None:
@@ -196,21 +208,26 @@ def load_declaration(
                 for key, value in values.items():
                     setattr(target, key, value)
                 changed.append(f"target {decl.name}/{tdecl.environment}")
-        people = [
+        roles = [
             (decl.owners, Role.approver, "owners"),
             (decl.approvers, Role.approver, "approvers"),
             (decl.requesters, Role.requester, None),
             (decl.viewers, Role.viewer, None),
         ]
-        for names, role, group in people:
+        for names, role, group in roles:
             for member in names:
                 user = ensure_user(session, member)
-                set_grant(session, user, role, project.id, upgrade_only=True)
+                grants.grant(session, people, user, role, project.id, decl.name)
                 if group:
-                    ensure_group_member(session, user, group, project.id)
-        _replace_policies(session, project.id, decl.policies, changed, decl.name)
+                    grants.join(session, people, user, group, project.id, decl.name)
+            if group and prune:
+                grants.prune(session, people, group, project.id, decl.name, set(names))
+        if "policies" in decl.model_fields_set or prune:
+            _replace_policies(session, project.id, decl.policies, people, decl.name)
         session.flush()
         session.expire(project)
+    changed.extend(people.lines)
+    people.record(session, actor)
     if changed:
         record(session, actor=actor, action="declaration_loaded", data={"changed": changed})
     session.commit()
@@ -221,21 +238,21 @@ def _replace_policies(
     session: Session,
     project_id: int | None,
     policies: list[PolicyDecl],
-    changed: list[str],
-    scope: str,
+    changes: grants.Changes,
+    project: str | None,
 ) -> None:
     where = (
         PolicyRule.project_id.is_(None)
         if project_id is None
         else (PolicyRule.project_id == project_id)
     )
-    existing = session.scalars(select(PolicyRule).where(where).order_by(PolicyRule.position))
-    current = [_rule_key(r.environment, r.risk_tier, r.emergency, r.steps) for r in existing]
-    wanted = [
-        _rule_key(p.environment, p.risk_tier, p.emergency, [s.model_dump() for s in p.steps])
+    existing = list(session.scalars(select(PolicyRule).where(where).order_by(PolicyRule.position)))
+    before = [_rule(r.environment, r.risk_tier, r.emergency, r.steps) for r in existing]
+    after = [
+        _rule(p.environment, p.risk_tier, p.emergency, [s.model_dump() for s in p.steps])
         for p in policies
     ]
-    if current == wanted:
+    if canonical_json(before) == canonical_json(after):
         return
     session.execute(delete(PolicyRule).where(where))
     for position, policy in enumerate(policies):
@@ -249,11 +266,16 @@ def _replace_policies(
                 steps=[s.model_dump() for s in policy.steps],
             )
         )
-    changed.append(f"policies {scope}")
+    changes.add(
+        f"policies {project or 'global'}: {len(before)} -> {len(after)} rules",
+        "policies_changed",
+        project,
+        {"project": project, "before": before, "after": after},
+    )
 
 
-def _rule_key(env: str | None, tier: str | None, emergency: bool, steps: Any) -> str:
-    return canonical_json([env, tier, emergency, steps])
+def _rule(env: str | None, tier: str | None, emergency: bool, steps: Any) -> dict[str, Any]:
+    return {"environment": env, "risk_tier": tier, "emergency": emergency, "steps": steps}
 
 
 def parse_declaration(text: str) -> Declaration:

@@ -12,7 +12,7 @@ from alembic import op
 
 
 revision: str = '0005_credentials'
-down_revision: str | None = '0003'
+down_revision: str | None = '0004_audit_keyed'
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

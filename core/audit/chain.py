@@ -1,0 +1,276 @@
+"""Linking events into the HMAC chain: at commit, after every other write, head lock last.
+
+`record()` only queues an event on the session. When the session commits, the queued events
+are linked under the head row's lock AFTER everything else in the transaction was flushed, so
+the chain head is always the last lock a transaction takes and can never be one side of a
+deadlock with a release row (issue 14). It is held only for the commit itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Engine, event, func, select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from core.audit.keys import Keyring, load_keyring
+from core.audit.models import AuditEvent, AuditHead
+from core.config import get_settings
+from core.db import utcnow
+from core.errors import Conflict
+from core.permissions import SYSTEM, Actor
+
+GENESIS = "0" * 64
+ROTATED = "audit_key_rotated"
+KEYRING = "shipdeck.audit.keyring"
+_PENDING = "shipdeck.audit.pending"
+
+
+def canonical_json(value: Any) -> str:
+    """Deterministic JSON: sorted keys, no spaces, UTF-8 kept."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+
+
+def iso(at: datetime) -> str:
+    """The one text form of an event time that is signed and exported."""
+    return at.astimezone(UTC).isoformat(timespec="microseconds")
+
+
+def content(row: Any) -> dict[str, Any]:
+    """The signed fields of an event (a row, an ORM object or an export line's namespace)."""
+    at = row.at if isinstance(row.at, str) else iso(row.at)
+    return {
+        "seq": row.seq,
+        "at": at,
+        "actor": row.actor,
+        "on_behalf_of": row.on_behalf_of,
+        "channel": row.channel,
+        "request_id": row.request_id,
+        "action": row.action,
+        "project": row.project,
+        "release_number": row.release_number,
+        "before_state": row.before_state,
+        "after_state": row.after_state,
+        "data": row.data,
+        "prev_hash": row.prev_hash,
+        "key_id": row.key_id,
+    }
+
+
+def link_message(fields: dict[str, Any]) -> bytes:
+    """The bytes an event's HMAC covers: its canonical content, previous link included."""
+    return canonical_json({"kind": "event", **fields}).encode()
+
+
+def head_message(last_seq: int, last_hash: str, base_seq: int, base_hash: str | None) -> bytes:
+    """The bytes the head row's HMAC covers."""
+    return canonical_json(
+        {
+            "kind": "head",
+            "last_seq": last_seq,
+            "last_hash": last_hash,
+            "base_seq": base_seq,
+            "base_hash": base_hash or GENESIS,
+        }
+    ).encode()
+
+
+def install_keyring(session_or_factory: Any, keyring: Keyring) -> None:
+    """Give sessions (a Session or a sessionmaker) the keyring their commits sign with."""
+    if isinstance(session_or_factory, Session):
+        session_or_factory.info[KEYRING] = keyring
+        return
+    info = dict(session_or_factory.kw.get("info") or {})
+    info[KEYRING] = keyring
+    session_or_factory.configure(info=info)
+
+
+def keyring_of(session: Session) -> Keyring:
+    """The session's keyring: installed by the wiring, else from the process settings."""
+    ring = session.info.get(KEYRING)
+    if isinstance(ring, Keyring):
+        return ring
+    url = bind_engine(session).url.render_as_string(hide_password=True)
+    return load_keyring(get_settings(), url)
+
+
+def bind_engine(session: Session) -> Engine:
+    """The engine a session talks to."""
+    bind = session.get_bind()
+    return bind if isinstance(bind, Engine) else bind.engine
+
+
+def record(
+    session: Session,
+    *,
+    actor: Actor,
+    action: str,
+    project: str | None = None,
+    release_number: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Queue one event in the caller's transaction; it is linked (seq, hash) when it commits."""
+    audit_event = new_event(
+        actor=actor,
+        action=action,
+        project=project,
+        release_number=release_number,
+        before=before,
+        after=after,
+        data=data,
+    )
+    session.info.setdefault(_PENDING, []).append(audit_event)
+    return audit_event
+
+
+def new_event(
+    *,
+    actor: Actor,
+    action: str,
+    project: str | None = None,
+    release_number: int | None = None,
+    before: str | None = None,
+    after: str | None = None,
+    data: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """An unlinked event."""
+    return AuditEvent(
+        at=utcnow(),
+        actor=actor.name,
+        on_behalf_of=actor.on_behalf_of,
+        channel=actor.channel.value,
+        request_id=actor.request_id,
+        action=action,
+        project=project,
+        release_number=release_number,
+        before_state=before,
+        after_state=after,
+        data=json.loads(canonical_json(data or {})),
+    )
+
+
+@event.listens_for(Session, "before_commit")
+def _link_pending(session: Session) -> None:
+    pending: list[AuditEvent] = session.info.pop(_PENDING, [])
+    if not pending:
+        return
+    session.flush()  # every other row this transaction writes is locked before the head
+    link(session, pending, keyring_of(session))
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _discard_pending(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_PENDING, None)
+
+
+def lock_head(session: Session) -> AuditHead:
+    """The head row, locked; created at genesis on an empty stream, refused on a headless one."""
+    query = select(AuditHead).where(AuditHead.id == 1).with_for_update()
+    head = session.scalars(query).first()
+    if head is not None:
+        return head
+    if session.scalar(select(func.count()).select_from(AuditEvent)):
+        raise Conflict(
+            "the audit head row is missing while events exist; the stream was tampered with "
+            "(run `shipdeck audit verify`)"
+        )
+    try:
+        with session.begin_nested():
+            session.add(
+                AuditHead(id=1, last_seq=0, last_hash=GENESIS, count=0, base_seq=0, base_hash=None)
+            )
+    except IntegrityError:  # another writer created it first
+        pass
+    return session.scalars(query).one()
+
+
+def link(session: Session, pending: list[AuditEvent], ring: Keyring) -> None:
+    """Append events after the head (locked here), signing each and then the head."""
+    head = lock_head(session)
+    if head.key_id is None and head.last_seq > head.base_seq:
+        resign_legacy(session, head, ring)
+    if head.key_id is not None and head.key_id != ring.current_id:
+        rotation = next((e for e in pending if e.action == ROTATED), None)
+        if rotation is None:
+            rotation = new_event(actor=SYSTEM, action=ROTATED)
+        else:
+            pending.remove(rotation)
+        rotation.data = {**rotation.data, "from_key": head.key_id, "to_key": ring.current_id}
+        # Signed with the outgoing key: the old key vouches for its successor.
+        _append(session, head, ring, rotation, head.key_id)
+    for audit_event in pending:
+        if audit_event.action == ROTATED:  # a rotation request when the key did not change
+            audit_event.data = {**audit_event.data, "to_key": ring.current_id}
+        _append(session, head, ring, audit_event, ring.current_id)
+    sign_head(head, ring)
+    session.flush()
+
+
+def _append(
+    session: Session, head: AuditHead, ring: Keyring, audit_event: AuditEvent, kid: str
+) -> None:
+    audit_event.seq = head.last_seq + 1
+    audit_event.prev_hash = head.last_hash
+    audit_event.key_id = kid if kid in ring.keys else ring.current_id
+    mac = ring.mac(audit_event.key_id, link_message(content(audit_event)))
+    assert mac is not None
+    audit_event.hash = mac
+    session.add(audit_event)
+    head.last_seq, head.last_hash = audit_event.seq, audit_event.hash
+    head.count = (head.count or 0) + 1
+
+
+def sign_head(head: AuditHead, ring: Keyring) -> None:
+    """Sign the head row with the current key."""
+    head.key_id, head.mac = ring.sign(
+        head_message(head.last_seq, head.last_hash, head.base_seq or 0, head.base_hash)
+    )
+
+
+def legacy_hash(fields: dict[str, Any]) -> str:
+    """The unkeyed SHA-256 link of events written before the keyed chain."""
+    old = {k: v for k, v in fields.items() if k != "key_id"}
+    return hashlib.sha256(canonical_json(old).encode()).hexdigest()
+
+
+def resign_legacy(session: Session, head: AuditHead, ring: Keyring) -> None:
+    """Re-sign pre-key events with the key, only if their old chain still verifies intact."""
+    rows = list(session.scalars(select(AuditEvent).order_by(AuditEvent.seq)))
+    prev, seq = GENESIS, 0
+    for row in rows:
+        fields = content(row)
+        if row.seq != seq + 1 or row.prev_hash != prev or legacy_hash(fields) != row.hash:
+            return  # broken before we came: leave it for verify to report
+        prev, seq = row.hash, row.seq
+    if seq != head.last_seq or prev != head.last_hash:
+        return
+    prev = GENESIS
+    for row in rows:
+        row.prev_hash, row.key_id = prev, ring.current_id
+        mac = ring.mac(ring.current_id, link_message(content(row)))
+        assert mac is not None
+        row.hash = prev = mac
+    head.last_hash = prev
+    session.flush()
+
+
+def ensure_started(session: Session) -> bool:
+    """Begin the stream on a new database with a signed first event; True if it did. Commits.
+
+    A database that never had a head then differs from one whose head was deleted: only a
+    stream that began verifies.
+    """
+    if session.get(AuditHead, 1) is not None or session.scalar(
+        select(func.count()).select_from(AuditEvent)
+    ):
+        session.rollback()
+        return False
+    record(session, actor=SYSTEM, action="audit_started")
+    session.commit()
+    return True
