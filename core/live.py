@@ -110,13 +110,20 @@ class PostgresListener:
                     self._ready.set()
                     delay = 0.5
                     while not self._stop.is_set():
-                        for note in connection.notifies(timeout=0.5):
-                            row = connection.execute(
-                                "SELECT payload FROM live_outbox WHERE id = %s",
-                                (int(note.payload),),
-                            ).fetchone()
-                            if row is not None:
-                                self._bus.publish(LiveEvent.model_validate(row[0]))
+                        # The connection cannot query while notifies() runs: take one note
+                        # (those already queued come at once on the next turn), then read it.
+                        ids = [
+                            int(note.payload)
+                            for note in connection.notifies(timeout=0.5, stop_after=1)
+                        ]
+                        if not ids:
+                            continue
+                        rows = connection.execute(
+                            "SELECT payload FROM live_outbox WHERE id = ANY(%s) ORDER BY id",
+                            (ids,),
+                        ).fetchall()
+                        for (payload,) in rows:
+                            self._bus.publish(LiveEvent.model_validate(payload))
             except Exception:  # the database went away: listen again after a pause
                 log.warning("event listener lost its connection; reconnecting", exc_info=True)
                 self._stop.wait(delay)
