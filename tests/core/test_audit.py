@@ -306,3 +306,56 @@ def test_webhook_sink_signs_retries_with_backoff_and_resumes(world: World) -> No
         events.extend(json.loads(body)["events"])
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert verify_lines([json.dumps(e) for e in events], ring).ok  # the SIEM can verify too
+
+
+# ------------------------------------------------------------------ upgrading an unkeyed chain
+
+
+def _legacy_chain(world: World, *, break_at: int | None = None) -> None:
+    """Replace the stream with three events as the pre-key product wrote them (plain SHA-256)."""
+    from core.audit.chain import GENESIS, content, legacy_hash
+    from core.audit.models import AuditHead
+
+    sql(world, "DELETE FROM audit_events")
+    sql(world, "DELETE FROM audit_head")
+    with world.services.sessions() as session:
+        prev = GENESIS
+        for seq in (1, 2, 3):
+            event = AuditEvent(
+                seq=seq,
+                at=utcnow(),
+                actor="old-admin",
+                on_behalf_of=None,
+                channel="cli",
+                request_id=None,
+                action="declaration_loaded",
+                project=None,
+                release_number=None,
+                before_state=None,
+                after_state=None,
+                data={"n": seq},
+                prev_hash=prev,
+                key_id=None,
+            )
+            event.hash = prev = legacy_hash(content(event))
+            if seq == break_at:
+                event.actor = "mallory"  # edited after it was written, before the upgrade
+            session.add(event)
+        session.add(AuditHead(id=1, last_seq=3, last_hash=prev, count=3, base_seq=0))
+        session.commit()
+
+
+def test_an_intact_unkeyed_chain_is_signed_on_the_first_keyed_write(world: World) -> None:
+    _legacy_chain(world)
+    assert not call(world, "admin", "verify_audit").ok  # unkeyed events do not pass as signed
+    deploy(world, "alice", "shop", "dev", web={"image_tag": "7.0.0"})
+    result = call(world, "admin", "verify_audit")
+    assert result.ok and result.last_seq == 4, result.reason
+
+
+def test_a_broken_unkeyed_chain_is_never_blessed_by_the_upgrade(world: World) -> None:
+    _legacy_chain(world, break_at=2)
+    deploy(world, "alice", "shop", "dev", web={"image_tag": "7.0.0"})
+    result = call(world, "admin", "verify_audit")
+    assert (result.ok, result.first_broken_seq) == (False, 1)
+    assert "not signed" in (result.reason or "")
