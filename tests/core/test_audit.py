@@ -18,7 +18,7 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from api.wiring import Services
-from core.audit.chain import keyring_of
+from core.audit.chain import install_keyring, keyring_of, record
 from core.audit.export import archive, export
 from core.audit.keys import KEY_FILE, Keyring, KeyUnavailable, load_keyring, write_key_file
 from core.audit.models import AccessRecord, AuditEvent
@@ -27,7 +27,7 @@ from core.audit.sink import SIGNATURE_HEADER, deliver
 from core.audit.verify import Checkpoint, verify_lines
 from core.config import Settings
 from core.db import utcnow
-from core.errors import ShipdeckError
+from core.errors import Conflict, ShipdeckError
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
 
@@ -158,10 +158,18 @@ def test_rotation_is_audited_and_verify_holds_across_it(world: World, tmp_path: 
     _some_history(world)
     own = _own_services(world, tmp_path)
     try:
+        # Another process (a running server) holds the key file as it was before the rotation.
+        server = Keyring(keyring_of(world.services.sessions()).current_id, {}, tmp_path / KEY_FILE)
+        server.refresh()
         with own.sessions() as session:
             old = keyring_of(session).current_id
             new = rotate_key(session, actor=world.actor("admin"))
-        assert new != old
+        assert new != old and server.current_id == old
+        with own.sessions() as session:
+            install_keyring(session, server)
+            record(session, actor=world.actor("admin"), action="probe")
+            session.commit()  # the server picks up the rotated file at its next write
+        assert server.current_id == new
         assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
         mine = World(own, world.actors, world.tokens)
         release = deploy(mine, "alice", "shop", "dev", web={"image_tag": "9.9.9"})
@@ -177,6 +185,10 @@ def test_rotation_is_audited_and_verify_holds_across_it(world: World, tmp_path: 
         # The old keyring alone cannot vouch for events signed after the rotation.
         stale = call(world, "admin", "verify_audit")
         assert (stale.ok, stale.first_broken_seq) == (False, rotation.seq + 1)
+        with world.services.sessions() as session:  # nor may it append after them
+            record(session, actor=world.actor("admin"), action="probe")
+            with pytest.raises(Conflict, match="does not hold"):
+                session.commit()
     finally:
         own.close()
 
