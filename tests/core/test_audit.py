@@ -19,7 +19,7 @@ from sqlalchemy import func, select
 
 from api.wiring import Services
 from core.audit.chain import install_keyring, keyring_of, record
-from core.audit.export import archive, export
+from core.audit.export import archive, export, export_access
 from core.audit.keys import KEY_FILE, Keyring, KeyUnavailable, load_keyring, write_key_file
 from core.audit.models import AccessRecord, AuditEvent
 from core.audit.service import checkpoint, rotate_key, verify
@@ -139,6 +139,11 @@ def test_reads_are_recorded_in_the_access_log_not_the_chain(world: World) -> Non
         ("victor", "list_releases", "shop"),
     ]
     assert call(world, "admin", "verify_audit").last_seq == before  # no chain event per read
+    with world.services.sessions() as session:
+        out = io.StringIO()
+        assert export_access(session, out, since=utcnow() - timedelta(minutes=5)) >= 2
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {"actor": "victor", "tool": "list_releases"}.items() <= lines[-2].items()
 
 
 # ------------------------------------------------------------------ keys, rotation, checkpoints
