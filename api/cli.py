@@ -404,11 +404,16 @@ def audit_export(
     until: Annotated[str | None, typer.Option(help="Before this ISO date/time (UTC).")] = None,
     fmt: Annotated[str, typer.Option("--format", help="jsonl or csv.")] = "jsonl",
     out: Annotated[Path | None, typer.Option(help="Write here instead of stdout.")] = None,
+    access: Annotated[
+        bool, typer.Option(help="Export the access log (reads) instead of the chain.")
+    ] = False,
 ) -> None:
     """Export events with every chain field (a JSONL export verifies on its own)."""
     import sys
 
-    from core.audit.export import export, parse_when
+    from core.audit.export import export, export_access, parse_when
+
+    write = export_access if access else export
 
     services = _services()
     try:
@@ -416,10 +421,10 @@ def audit_export(
         end = parse_when(until) if until else None
         with services.sessions() as session:
             if out is None:
-                count = export(session, sys.stdout, since=start, until=end, fmt=fmt)
+                count = write(session, sys.stdout, since=start, until=end, fmt=fmt)
             else:
                 with out.open("w", encoding="utf-8", newline="") as handle:
-                    count = export(session, handle, since=start, until=end, fmt=fmt)
+                    count = write(session, handle, since=start, until=end, fmt=fmt)
     except ShipdeckError as exc:
         raise _fail(exc) from None
     finally:

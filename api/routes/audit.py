@@ -7,6 +7,8 @@ from fastapi.responses import JSONResponse
 
 from api.deps import ActorDep, ServicesDep
 from api.invoke import invoke
+from core.audit.service import Checkpoint, checkpoint
+from core.permissions import Action, require
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -30,3 +32,15 @@ def list_audit(
 def verify_audit(request: Request, services: ServicesDep, actor: ActorDep) -> JSONResponse:
     """Walk the hash chain; report the first broken link."""
     return invoke(request, services, actor, "verify_audit", {})
+
+
+@router.get(
+    "/checkpoint",
+    response_model=Checkpoint,
+    responses={403: {"description": "Only admins cut checkpoints."}},
+)
+def audit_checkpoint(services: ServicesDep, actor: ActorDep) -> Checkpoint:
+    """A signed {seq, head_hash, at} of the chain's head (admins), to keep outside shipdeck."""
+    require(actor, Action.admin, None)
+    with services.sessions() as session:
+        return checkpoint(session)

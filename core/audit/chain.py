@@ -92,10 +92,11 @@ def install_keyring(session_or_factory: Any, keyring: Keyring) -> None:
 def keyring_of(session: Session) -> Keyring:
     """The session's keyring: installed by the wiring, else from the process settings."""
     ring = session.info.get(KEYRING)
-    if isinstance(ring, Keyring):
-        return ring
-    url = bind_engine(session).url.render_as_string(hide_password=True)
-    return load_keyring(get_settings(), url)
+    if not isinstance(ring, Keyring):
+        url = bind_engine(session).url.render_as_string(hide_password=True)
+        ring = load_keyring(get_settings(), url)
+    ring.refresh()  # a `rotate-key` run by another process takes effect at the next write
+    return ring
 
 
 def bind_engine(session: Session) -> Engine:
@@ -195,6 +196,11 @@ def link(session: Session, pending: list[AuditEvent], ring: Keyring) -> None:
     head = lock_head(session)
     if head.key_id is None and head.last_seq > head.base_seq:
         resign_legacy(session, head, ring)
+    if head.key_id is not None and head.key_id not in ring.keys:
+        raise Conflict(
+            f"the audit chain is signed with key {head.key_id}, which this process does not "
+            "hold: give it the current SHIPDECK_AUDIT_KEY (writes are refused until then)"
+        )
     if head.key_id is not None and head.key_id != ring.current_id:
         rotation = next((e for e in pending if e.action == ROTATED), None)
         if rotation is None:

@@ -13,9 +13,17 @@ from pydantic import BaseModel
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.audit.chain import bind_engine, canonical_json, content, keyring_of, record, sign_head
+from core.audit.chain import (
+    bind_engine,
+    canonical_json,
+    content,
+    iso,
+    keyring_of,
+    record,
+    sign_head,
+)
 from core.audit.keys import Keyring
-from core.audit.models import AuditEvent, AuditHead
+from core.audit.models import AccessRecord, AuditEvent, AuditHead
 from core.audit.verify import read_snapshot, sign_checkpoint, verify_lines
 from core.errors import Conflict, InvalidInput
 from core.ids import release_id
@@ -84,6 +92,50 @@ def export(
         else:
             out.write(canonical_json(line) + "\n")
         count += 1
+    return count
+
+
+ACCESS_COLUMNS = [
+    "id",
+    "at",
+    "actor",
+    "on_behalf_of",
+    "channel",
+    "request_id",
+    "tool",
+    "project",
+    "args",
+]
+
+
+def export_access(
+    session: Session,
+    out: TextIO,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fmt: str = "jsonl",
+) -> int:
+    """Write the access log (reads: who looked at what) with `since <= at < until`."""
+    if fmt not in ("jsonl", "csv"):
+        raise InvalidInput(f"unknown export format {fmt!r}: jsonl or csv")
+    query = select(AccessRecord.__table__).order_by(AccessRecord.id)
+    if since is not None:
+        query = query.where(AccessRecord.at >= since)
+    if until is not None:
+        query = query.where(AccessRecord.at < until)
+    writer = csv.DictWriter(out, fieldnames=ACCESS_COLUMNS) if fmt == "csv" else None
+    if writer is not None:
+        writer.writeheader()
+    count = 0
+    with read_snapshot(bind_engine(session)) as connection:
+        for row in connection.execute(query.execution_options(yield_per=1000)):
+            line = {c: getattr(row, c) for c in ACCESS_COLUMNS} | {"at": iso(row.at)}
+            if writer is not None:
+                writer.writerow(line)
+            else:
+                out.write(canonical_json(line) + "\n")
+            count += 1
     return count
 
 

@@ -40,6 +40,23 @@ class Keyring:
     keys: dict[str, bytes] = field(repr=False)
     path: Path | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False, compare=False)
+    _stamp: int = field(default=0, repr=False, compare=False)
+
+    def refresh(self) -> None:
+        """Re-read the key file if another process (`rotate-key`) changed it."""
+        if self.path is None:
+            return
+        try:
+            stamp = self.path.stat().st_mtime_ns
+        except OSError:
+            return
+        if stamp == self._stamp:
+            return
+        with self._lock:
+            fresh = read_key_file(self.path)
+            self.keys.update(fresh.keys)
+            self.current_id = fresh.current_id
+            self._stamp = stamp
 
     @classmethod
     def of(cls, current: bytes, *retired: bytes, path: Path | None = None) -> Keyring:
@@ -79,6 +96,7 @@ class Keyring:
             self.keys[new] = new_key
             self.current_id = new
             write_key_file(self.path, self)
+            self._stamp = self.path.stat().st_mtime_ns
         return old, new
 
 
@@ -123,10 +141,11 @@ def _load(secret: str, retired: str, folder: str) -> Keyring:
                     f"SHIPDECK_AUDIT_KEY and retired keys need at least {MIN_KEY_CHARS} characters"
                 )
         return Keyring.of(secret.encode(), *olds)
-    return _key_file(Path(folder) / KEY_FILE)
+    return read_key_file(Path(folder) / KEY_FILE)
 
 
-def _key_file(path: Path) -> Keyring:
+def read_key_file(path: Path) -> Keyring:
+    """The keyring stored in a key file (generated first if missing)."""
     if not path.exists():
         _create_key_file(path)
     mode = stat.S_IMODE(path.stat().st_mode)
@@ -144,7 +163,7 @@ def _key_file(path: Path) -> Keyring:
         ) from None
     if current not in keys or any(key_id(v) != k for k, v in keys.items()):
         raise KeyUnavailable(f"the audit key file {path} is inconsistent")
-    return Keyring(current, keys, path)
+    return Keyring(current, keys, path, _stamp=path.stat().st_mtime_ns)
 
 
 def _create_key_file(path: Path) -> None:

@@ -18,8 +18,8 @@ from pydantic import SecretStr
 from sqlalchemy import func, select
 
 from api.wiring import Services
-from core.audit.chain import keyring_of
-from core.audit.export import archive, export
+from core.audit.chain import install_keyring, keyring_of, record
+from core.audit.export import archive, export, export_access
 from core.audit.keys import KEY_FILE, Keyring, KeyUnavailable, load_keyring, write_key_file
 from core.audit.models import AccessRecord, AuditEvent
 from core.audit.service import checkpoint, rotate_key, verify
@@ -27,7 +27,7 @@ from core.audit.sink import SIGNATURE_HEADER, deliver
 from core.audit.verify import Checkpoint, verify_lines
 from core.config import Settings
 from core.db import utcnow
-from core.errors import ShipdeckError
+from core.errors import Conflict, ShipdeckError
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
 
@@ -139,6 +139,11 @@ def test_reads_are_recorded_in_the_access_log_not_the_chain(world: World) -> Non
         ("victor", "list_releases", "shop"),
     ]
     assert call(world, "admin", "verify_audit").last_seq == before  # no chain event per read
+    with world.services.sessions() as session:
+        out = io.StringIO()
+        assert export_access(session, out, since=utcnow() - timedelta(minutes=5)) >= 2
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert {"actor": "victor", "tool": "list_releases"}.items() <= lines[-2].items()
 
 
 # ------------------------------------------------------------------ keys, rotation, checkpoints
@@ -158,10 +163,18 @@ def test_rotation_is_audited_and_verify_holds_across_it(world: World, tmp_path: 
     _some_history(world)
     own = _own_services(world, tmp_path)
     try:
+        # Another process (a running server) holds the key file as it was before the rotation.
+        server = Keyring(keyring_of(world.services.sessions()).current_id, {}, tmp_path / KEY_FILE)
+        server.refresh()
         with own.sessions() as session:
             old = keyring_of(session).current_id
             new = rotate_key(session, actor=world.actor("admin"))
-        assert new != old
+        assert new != old and server.current_id == old
+        with own.sessions() as session:
+            install_keyring(session, server)
+            record(session, actor=world.actor("admin"), action="probe")
+            session.commit()  # the server picks up the rotated file at its next write
+        assert server.current_id == new
         assert stat.S_IMODE((tmp_path / KEY_FILE).stat().st_mode) == 0o600
         mine = World(own, world.actors, world.tokens)
         release = deploy(mine, "alice", "shop", "dev", web={"image_tag": "9.9.9"})
@@ -177,6 +190,10 @@ def test_rotation_is_audited_and_verify_holds_across_it(world: World, tmp_path: 
         # The old keyring alone cannot vouch for events signed after the rotation.
         stale = call(world, "admin", "verify_audit")
         assert (stale.ok, stale.first_broken_seq) == (False, rotation.seq + 1)
+        with world.services.sessions() as session:  # nor may it append after them
+            record(session, actor=world.actor("admin"), action="probe")
+            with pytest.raises(Conflict, match="does not hold"):
+                session.commit()
     finally:
         own.close()
 
@@ -306,3 +323,56 @@ def test_webhook_sink_signs_retries_with_backoff_and_resumes(world: World) -> No
         events.extend(json.loads(body)["events"])
     assert [e["seq"] for e in events] == list(range(1, len(events) + 1))
     assert verify_lines([json.dumps(e) for e in events], ring).ok  # the SIEM can verify too
+
+
+# ------------------------------------------------------------------ upgrading an unkeyed chain
+
+
+def _legacy_chain(world: World, *, break_at: int | None = None) -> None:
+    """Replace the stream with three events as the pre-key product wrote them (plain SHA-256)."""
+    from core.audit.chain import GENESIS, content, legacy_hash
+    from core.audit.models import AuditHead
+
+    sql(world, "DELETE FROM audit_events")
+    sql(world, "DELETE FROM audit_head")
+    with world.services.sessions() as session:
+        prev = GENESIS
+        for seq in (1, 2, 3):
+            event = AuditEvent(
+                seq=seq,
+                at=utcnow(),
+                actor="old-admin",
+                on_behalf_of=None,
+                channel="cli",
+                request_id=None,
+                action="declaration_loaded",
+                project=None,
+                release_number=None,
+                before_state=None,
+                after_state=None,
+                data={"n": seq},
+                prev_hash=prev,
+                key_id=None,
+            )
+            event.hash = prev = legacy_hash(content(event))
+            if seq == break_at:
+                event.actor = "mallory"  # edited after it was written, before the upgrade
+            session.add(event)
+        session.add(AuditHead(id=1, last_seq=3, last_hash=prev, count=3, base_seq=0))
+        session.commit()
+
+
+def test_an_intact_unkeyed_chain_is_signed_on_the_first_keyed_write(world: World) -> None:
+    _legacy_chain(world)
+    assert not call(world, "admin", "verify_audit").ok  # unkeyed events do not pass as signed
+    deploy(world, "alice", "shop", "dev", web={"image_tag": "7.0.0"})
+    result = call(world, "admin", "verify_audit")
+    assert result.ok and result.last_seq == 4, result.reason
+
+
+def test_a_broken_unkeyed_chain_is_never_blessed_by_the_upgrade(world: World) -> None:
+    _legacy_chain(world, break_at=2)
+    deploy(world, "alice", "shop", "dev", web={"image_tag": "7.0.0"})
+    result = call(world, "admin", "verify_audit")
+    assert (result.ok, result.first_broken_seq) == (False, 1)
+    assert "not signed" in (result.reason or "")
