@@ -19,10 +19,12 @@ from sqlalchemy import func, select
 
 from agent.factory import make_planner
 from agent.llm import LLMPlanner
+from agent.llm_prompt import tools_for
 from agent.models import ChatCard
 from agent.planner import PlanContext, PlanResult, ToolCall
 from agent.prompts import system_prompt
 from agent.session import ChatDeps, ChatSession
+from agent.tool_text import parse_text_calls
 from core.config import Settings
 from tests.conftest import World
 from tests.support.calls import call
@@ -144,6 +146,8 @@ def test_a_read_runs_then_a_proposed_preview_is_a_card_and_ends_the_turn(
     assert sent["max_tokens"] == 512 and sent["max_completion_tokens"] == 512
     names = {t["function"]["name"] for t in sent["tools"]}
     assert "preview_release" in names and len(names) < len(REGISTRY)  # routed by intent
+    assert len(route.calls[0].request.content) < 6000  # ~1,500 tokens, not ~4,600
+    assert '"pattern"' not in route.calls[0].request.content.decode()
     system = sent["messages"][0]["content"]
     assert "shipdeck" in system and "shop | api, web, worker | dev, staging, prod" in system
     assert [f["tool"] for f in frames if f["type"] == "tool_call"] == ["target_status"]
@@ -252,10 +256,10 @@ def test_the_deadline_is_per_turn_not_per_read(world: World, httpx2_mock: respx.
     planner = LLMPlanner.from_settings(
         _settings(world, llm_turn_seconds=0.05, llm_max_tokens=10**6)
     )
-    httpx2_mock.post(COMPLETIONS).mock(return_value=text(*(["blah "] * 100_000)))
+    httpx2_mock.post(COMPLETIONS).mock(return_value=text(*(["blah "] * 30_000)))
     frames = _chat(world, planner)("tell me a long story")
     assert "did not answer in time" in frames[-1]["text"]
-    assert len([f for f in frames if f["type"] == "assistant_delta"]) < 100_000
+    assert len([f for f in frames if f["type"] == "assistant_delta"]) < 30_000
 
 
 def test_identical_proposals_make_one_card(chat: Any, httpx2_mock: respx.Router) -> None:
@@ -433,3 +437,21 @@ def test_no_endpoint_means_rules_and_few_shots_use_the_wire_format() -> None:
     assert not re.search(r"\b[a-z_]+_release\(", prompt)  # no `name(args)` text to copy
     shots = re.findall(r'^\{"name".*\}$', prompt, flags=re.M)
     assert shots and all(json.loads(s)["name"] in REGISTRY for s in shots)
+
+
+def test_tools_are_routed_by_intent_family() -> None:
+    assert "list_approvals" in tools_for("what needs my approval?")
+    assert "approve_release" in tools_for("批一下 R-3")
+    assert "rollback_release" in tools_for("roll it back in prod")
+    assert "preview_release" not in tools_for("verify the audit chain")
+    assert tools_for("🙂 hmm") == list(REGISTRY)  # no family: every tool, compact
+
+
+def test_hostile_text_is_never_a_call() -> None:
+    known = set(REGISTRY)
+    assert parse_text_calls("{" * 10_000 + "🚀" * 10_000, known) == []
+    assert parse_text_calls('{"name": "approve_release", "arguments": "not json"}', known) == []
+    assert parse_text_calls('{"name": "approve_release", "arguments": [1, 2]}', known) == []
+    assert parse_text_calls('{"name": ["approve_release"], "arguments": {}}', known) == []
+    two = '{"name": "approve_release", "arguments": {"release_id": "R-1"}} and ' * 2
+    assert [c.tool for c in parse_text_calls(two, known)] == ["approve_release"] * 2
