@@ -144,6 +144,7 @@ def test_a_read_runs_then_a_proposed_preview_is_a_card_and_ends_the_turn(
     sent = json.loads(route.calls[0].request.content)
     assert sent["model"] == "test-model" and sent["stream"] is True
     assert sent["max_tokens"] == 512 and sent["max_completion_tokens"] == 512
+    assert "timeout" not in sent  # the turn's remaining time is a client option, not a field
     names = {t["function"]["name"] for t in sent["tools"]}
     assert "preview_release" in names and len(names) < len(REGISTRY)  # routed by intent
     assert len(route.calls[0].request.content) < 6000  # ~1,500 tokens, not ~4,600
