@@ -246,7 +246,7 @@ class _Turn:
                 piece = _text(chunk.content)
                 if not piece:
                     continue
-                if held or self.live_question and not self.reads or may_hold_call(piece):
+                if held or (self.live_question and not self.reads) or may_hold_call(piece):
                     held.append(piece)  # maybe a tool call written as text: not for the user
                 else:
                     self._show(piece)
