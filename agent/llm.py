@@ -88,8 +88,11 @@ class LLMPlanner:
             streaming=True,
             stream_usage=True,
             max_tokens=settings.llm_max_tokens,  # sent as max_completion_tokens
-            # ...and as max_tokens, which llama.cpp, Ollama and older vLLM read.
-            extra_body={"max_tokens": settings.llm_max_tokens},
+            # ...and as max_tokens, which llama.cpp, Ollama and older vLLM read (OpenAI itself
+            # refuses the old name on its newer models).
+            extra_body=None
+            if "api.openai.com" in settings.llm_base_url
+            else {"max_tokens": settings.llm_max_tokens},
         )
         return cls(
             model,

@@ -456,3 +456,15 @@ def test_hostile_text_is_never_a_call() -> None:
     assert parse_text_calls('{"name": ["approve_release"], "arguments": {}}', known) == []
     two = '{"name": "approve_release", "arguments": {"release_id": "R-1"}} and ' * 2
     assert [c.tool for c in parse_text_calls(two, known)] == ["approve_release"] * 2
+
+
+def test_openai_itself_gets_only_max_completion_tokens(
+    world: World, httpx2_mock: respx.Router
+) -> None:
+    route = httpx2_mock.post("https://api.openai.com/v1/chat/completions").mock(
+        return_value=text("hi")
+    )
+    settings = _settings(world, llm_base_url="https://api.openai.com/v1", llm_max_tokens=64)
+    _chat(world, LLMPlanner.from_settings(settings))("hello")
+    sent = json.loads(route.calls[0].request.content)
+    assert sent["max_completion_tokens"] == 64 and "max_tokens" not in sent
