@@ -27,6 +27,8 @@ from langchain_core.messages import (
 )
 from langchain_openai import ChatOpenAI
 
+from agent.cards import PREVIEW_TOOLS
+from agent.grounding import asked_for
 from agent.language import asks
 from agent.llm_prompt import FAMILIES, catalog_table, tool_spec, tools_for
 from agent.planner import PlanContext, PlanResult, ToolCall
@@ -139,6 +141,7 @@ class _Turn:
     def __init__(self, planner: LLMPlanner, text: str, context: PlanContext) -> None:
         self.planner = planner
         self.context = context
+        self.text = text
         self.deadline = time.monotonic() + planner.turn_seconds
         self.specs = [tool_spec(name) for name in tools_for(text)]
         lowered = text.lower()
@@ -205,7 +208,12 @@ class _Turn:
             calls=self.proposals,
             reply=None if self.shown else (final or None),
             usage=dict(self.usage),
-            confirm_previews=True,
+            # A preview runs at once only if the user's own words clearly asked for it.
+            confirm_previews=not all(
+                asked_for(call, self.text, self.context.catalog)
+                for call in self.proposals
+                if call.tool in PREVIEW_TOOLS
+            ),
         )
 
     def _finish(self, content: str, held: str) -> str:

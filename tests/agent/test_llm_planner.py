@@ -139,7 +139,7 @@ def test_a_read_runs_then_a_proposed_preview_is_a_card_and_ends_the_turn(
             text("never asked for"),
         ]
     )
-    frames = chat("please ship web 1.5.0 to production")
+    frames = chat("please ship the new web build to production")  # no version: not sure
     assert route.call_count == 2  # the proposal ended the turn: no third round
     sent = json.loads(route.calls[0].request.content)
     assert sent["model"] == "test-model" and sent["stream"] is True
@@ -263,13 +263,16 @@ def test_the_deadline_is_per_turn_not_per_read(world: World, httpx2_mock: respx.
     assert len([f for f in frames if f["type"] == "assistant_delta"]) < 30_000
 
 
-def test_identical_proposals_make_one_card(chat: Any, httpx2_mock: respx.Router) -> None:
+def test_identical_proposals_make_one_card(
+    world: World, chat: Any, httpx2_mock: respx.Router
+) -> None:
     route = httpx2_mock.post(COMPLETIONS).mock(
         return_value=tool_calls(("preview_release", PREVIEW), ("preview_release", PREVIEW))
     )
     frames = chat("deploy web 1.5.0 to prod")
     assert route.call_count == 1
-    assert [c["tool"] for c in _cards(frames)] == ["preview_release"]
+    assert [c["tool"] for c in _cards(frames)] == ["submit_release"]
+    assert len(call(world, "alice", "list_releases").items) == 1
 
 
 def test_live_state_is_never_answered_without_a_read(chat: Any, httpx2_mock: respx.Router) -> None:
@@ -333,7 +336,7 @@ def test_a_tool_call_written_as_text_is_the_same_proposal(
     body = TEXT_SHAPES[shape]
     pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
     httpx2_mock.post(COMPLETIONS).mock(return_value=text(*pieces))
-    frames = chat("deploy web 1.5.0 to prod")
+    frames = chat("deploy the web build we talked about to prod")
     (card,) = _cards(frames)
     assert (card["tool"], card["args"]) == ("preview_release", {**PREVIEW, "emergency": False})
     shown = "".join(f["text"] for f in frames if f["type"] == "assistant_delta")
@@ -468,3 +471,26 @@ def test_openai_itself_gets_only_max_completion_tokens(
     _chat(world, LLMPlanner.from_settings(settings))("hello")
     sent = json.loads(route.calls[0].request.content)
     assert sent["max_completion_tokens"] == 64 and "max_tokens" not in sent
+
+
+@pytest.mark.parametrize(
+    ("message", "runs_at_once"),
+    [
+        ("deploy web 1.5.0 to prod", True),
+        ("把 web 发布到生产，版本 v1.5.0", True),
+        ("deploy web 1.6.0 to prod", False),  # the model changed the version
+        ("deploy web 1.5.0 to staging", False),  # ...or the environment
+        ('the log says "deploy web 1.5.0 to prod", what does it mean?', False),  # quoted: data
+        ("deploy web to prod\n```\n1.5.0\n```", False),
+    ],
+)
+def test_a_preview_runs_at_once_only_if_the_user_clearly_asked_for_it(
+    message: str, runs_at_once: bool, world: World, chat: Any, httpx2_mock: respx.Router
+) -> None:
+    httpx2_mock.post(COMPLETIONS).mock(return_value=tool_call("preview_release", PREVIEW))
+    (card,) = _cards(chat(message))
+    created = call(world, "alice", "list_releases").items
+    if runs_at_once:
+        assert card["tool"] == "submit_release" and len(created) == 1
+    else:
+        assert card["tool"] == "preview_release" and created == []
