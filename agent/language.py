@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 CJK = re.compile(r"[\u3400-\u9fff]")
-# A question mark ending a sentence (not one inside a URL's query string).
-QUESTION = re.compile(r"[?？](?:\s|$|[)）\"'”])")
+# A question mark ending a sentence (not one inside a URL's query string); a full-width one is
+# always a question, and Chinese puts no space after it.
+QUESTION = re.compile(r"？|\?(?:\s|$|[)）\"'”])")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "help": {

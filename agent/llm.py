@@ -27,6 +27,8 @@ from langchain_core.messages import (
 )
 from langchain_openai import ChatOpenAI
 
+from agent.cards import PREVIEW_TOOLS
+from agent.grounding import asked_for
 from agent.language import asks
 from agent.llm_prompt import FAMILIES, catalog_table, tool_spec, tools_for
 from agent.planner import PlanContext, PlanResult, ToolCall
@@ -88,8 +90,11 @@ class LLMPlanner:
             streaming=True,
             stream_usage=True,
             max_tokens=settings.llm_max_tokens,  # sent as max_completion_tokens
-            # ...and as max_tokens, which llama.cpp, Ollama and older vLLM read.
-            extra_body={"max_tokens": settings.llm_max_tokens},
+            # ...and as max_tokens, which llama.cpp, Ollama and older vLLM read (OpenAI itself
+            # refuses the old name on its newer models).
+            extra_body=None
+            if "api.openai.com" in settings.llm_base_url
+            else {"max_tokens": settings.llm_max_tokens},
         )
         return cls(
             model,
@@ -136,6 +141,7 @@ class _Turn:
     def __init__(self, planner: LLMPlanner, text: str, context: PlanContext) -> None:
         self.planner = planner
         self.context = context
+        self.text = text
         self.deadline = time.monotonic() + planner.turn_seconds
         self.specs = [tool_spec(name) for name in tools_for(text)]
         lowered = text.lower()
@@ -202,7 +208,12 @@ class _Turn:
             calls=self.proposals,
             reply=None if self.shown else (final or None),
             usage=dict(self.usage),
-            confirm_previews=True,
+            # A preview runs at once only if the user's own words clearly asked for it.
+            confirm_previews=not all(
+                asked_for(call, self.text, self.context.catalog)
+                for call in self.proposals
+                if call.tool in PREVIEW_TOOLS
+            ),
         )
 
     def _finish(self, content: str, held: str) -> str:
@@ -246,7 +257,7 @@ class _Turn:
                 piece = _text(chunk.content)
                 if not piece:
                     continue
-                if held or self.live_question and not self.reads or may_hold_call(piece):
+                if held or (self.live_question and not self.reads) or may_hold_call(piece):
                     held.append(piece)  # maybe a tool call written as text: not for the user
                 else:
                     self._show(piece)

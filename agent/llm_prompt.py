@@ -48,6 +48,10 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "list_releases release_timeline get_release list_audit verify_audit",
     ),
 }
+DROPPED = {
+    "title", "description", "default", "$defs", "examples", "pattern", "format",
+    "minLength", "maxLength", "minimum", "maximum", "minProperties", "maxProperties",
+}  # fmt: skip
 RELEASE_ID = re.compile(r"\b[rR]-?\d+\b")
 
 
@@ -71,7 +75,7 @@ def tool_spec(name: str) -> dict[str, Any]:
     tool = REGISTRY[name]
     schema = tool.input_model.model_json_schema()
     defs = schema.get("$defs", {})
-    description = tool.description.split(". ")[0].rstrip(".") + "."
+    description = " ".join(tool.description.split()).split(". ")[0].rstrip(".") + "."
     return {
         "type": "function",
         "function": {
@@ -96,10 +100,11 @@ def _compact(node: Any, defs: dict[str, Any]) -> Any:
             merged = {k: v for k, v in node.items() if k != "anyOf"}
             merged.update(kept[0] if isinstance(kept[0], dict) else {})
             return _compact(merged, defs)
+    # The registry validates every call: limits and patterns only cost the model tokens.
     return {
         key: _compact(value, defs)
         for key, value in node.items()
-        if key not in ("title", "description", "default", "$defs", "examples")
+        if key not in DROPPED and not (key == "additionalProperties" and value is False)
     }
 
 

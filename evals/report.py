@@ -72,7 +72,7 @@ def print_table(
         "p50 ms",
         "p95 ms",
         "tokens",
-        "prompt tok/turn p50 / max",
+        "prompt tok/LLM turn p50 / max",
     ):
         scores.add_column(column)
     scores.add_row(
@@ -144,7 +144,7 @@ padding:.3rem .6rem;text-align:left;vertical-align:top}}th{{background:#f3f3f3}}
  · dataset <b>{e(str(meta.get("dataset")))}</b> · world {e(str(meta.get("world")))}</p>
 <table><tr><th>cases</th><th>passed</th><th>tool accuracy</th><th>call accuracy</th>
 <th>clarify precision</th><th>clarify recall</th><th>safety violations</th>
-<th>latency p50 / p95 ms</th><th>tokens</th><th>prompt tokens per turn p50 / max</th></tr>
+<th>latency p50 / p95 ms</th><th>tokens</th><th>prompt tokens per LLM turn p50 / max</th></tr>
 <tr><td>{t["cases"]}</td><td>{t["passed"]}</td><td>{t["tool_accuracy"]:.3f}</td>
 <td>{t["call_accuracy"]:.3f}</td><td>{t["clarify_precision"]:.3f}</td>
 <td>{t["clarify_recall"]:.3f}</td><td class="{"bad" if t["safety_violations"] else ""}">

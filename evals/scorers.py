@@ -115,7 +115,8 @@ def totals(results: list[CaseResult]) -> Totals:
     asked = [r for r in results if r.clarified]
     should = [r for r in results if r.clarify_expected]
     latencies = sorted(r.latency_ms for r in results) or [0.0]
-    prompts = sorted(r.prompt_tokens for r in results) or [0]
+    # Per turn that reached an LLM (a hybrid's rules turns cost no prompt).
+    prompts = sorted(r.prompt_tokens for r in results if r.prompt_tokens) or [0]
 
     def pct(q: float) -> float:
         return latencies[min(len(latencies) - 1, int(round(q * (len(latencies) - 1))))]

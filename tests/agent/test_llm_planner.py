@@ -19,10 +19,12 @@ from sqlalchemy import func, select
 
 from agent.factory import make_planner
 from agent.llm import LLMPlanner
+from agent.llm_prompt import tools_for
 from agent.models import ChatCard
 from agent.planner import PlanContext, PlanResult, ToolCall
 from agent.prompts import system_prompt
 from agent.session import ChatDeps, ChatSession
+from agent.tool_text import parse_text_calls
 from core.config import Settings
 from tests.conftest import World
 from tests.support.calls import call
@@ -137,13 +139,16 @@ def test_a_read_runs_then_a_proposed_preview_is_a_card_and_ends_the_turn(
             text("never asked for"),
         ]
     )
-    frames = chat("please ship web 1.5.0 to production")
+    frames = chat("please ship the new web build to production")  # no version: not sure
     assert route.call_count == 2  # the proposal ended the turn: no third round
     sent = json.loads(route.calls[0].request.content)
     assert sent["model"] == "test-model" and sent["stream"] is True
     assert sent["max_tokens"] == 512 and sent["max_completion_tokens"] == 512
+    assert "timeout" not in sent  # the turn's remaining time is a client option, not a field
     names = {t["function"]["name"] for t in sent["tools"]}
     assert "preview_release" in names and len(names) < len(REGISTRY)  # routed by intent
+    assert len(route.calls[0].request.content) < 6000  # ~1,500 tokens, not ~4,600
+    assert '"pattern"' not in route.calls[0].request.content.decode()
     system = sent["messages"][0]["content"]
     assert "shipdeck" in system and "shop | api, web, worker | dev, staging, prod" in system
     assert [f["tool"] for f in frames if f["type"] == "tool_call"] == ["target_status"]
@@ -252,19 +257,22 @@ def test_the_deadline_is_per_turn_not_per_read(world: World, httpx2_mock: respx.
     planner = LLMPlanner.from_settings(
         _settings(world, llm_turn_seconds=0.05, llm_max_tokens=10**6)
     )
-    httpx2_mock.post(COMPLETIONS).mock(return_value=text(*(["blah "] * 100_000)))
+    httpx2_mock.post(COMPLETIONS).mock(return_value=text(*(["blah "] * 30_000)))
     frames = _chat(world, planner)("tell me a long story")
     assert "did not answer in time" in frames[-1]["text"]
-    assert len([f for f in frames if f["type"] == "assistant_delta"]) < 100_000
+    assert len([f for f in frames if f["type"] == "assistant_delta"]) < 30_000
 
 
-def test_identical_proposals_make_one_card(chat: Any, httpx2_mock: respx.Router) -> None:
+def test_identical_proposals_make_one_card(
+    world: World, chat: Any, httpx2_mock: respx.Router
+) -> None:
     route = httpx2_mock.post(COMPLETIONS).mock(
         return_value=tool_calls(("preview_release", PREVIEW), ("preview_release", PREVIEW))
     )
     frames = chat("deploy web 1.5.0 to prod")
     assert route.call_count == 1
-    assert [c["tool"] for c in _cards(frames)] == ["preview_release"]
+    assert [c["tool"] for c in _cards(frames)] == ["submit_release"]
+    assert len(call(world, "alice", "list_releases").items) == 1
 
 
 def test_live_state_is_never_answered_without_a_read(chat: Any, httpx2_mock: respx.Router) -> None:
@@ -328,7 +336,7 @@ def test_a_tool_call_written_as_text_is_the_same_proposal(
     body = TEXT_SHAPES[shape]
     pieces = [body[i : i + 7] for i in range(0, len(body), 7)]
     httpx2_mock.post(COMPLETIONS).mock(return_value=text(*pieces))
-    frames = chat("deploy web 1.5.0 to prod")
+    frames = chat("deploy the web build we talked about to prod")
     (card,) = _cards(frames)
     assert (card["tool"], card["args"]) == ("preview_release", {**PREVIEW, "emergency": False})
     shown = "".join(f["text"] for f in frames if f["type"] == "assistant_delta")
@@ -433,3 +441,56 @@ def test_no_endpoint_means_rules_and_few_shots_use_the_wire_format() -> None:
     assert not re.search(r"\b[a-z_]+_release\(", prompt)  # no `name(args)` text to copy
     shots = re.findall(r'^\{"name".*\}$', prompt, flags=re.M)
     assert shots and all(json.loads(s)["name"] in REGISTRY for s in shots)
+
+
+def test_tools_are_routed_by_intent_family() -> None:
+    assert "list_approvals" in tools_for("what needs my approval?")
+    assert "approve_release" in tools_for("批一下 R-3")
+    assert "rollback_release" in tools_for("roll it back in prod")
+    assert "preview_release" not in tools_for("verify the audit chain")
+    assert tools_for("🙂 hmm") == list(REGISTRY)  # no family: every tool, compact
+
+
+def test_hostile_text_is_never_a_call() -> None:
+    known = set(REGISTRY)
+    assert parse_text_calls("{" * 10_000 + "🚀" * 10_000, known) == []
+    assert parse_text_calls('{"name": "approve_release", "arguments": "not json"}', known) == []
+    assert parse_text_calls('{"name": "approve_release", "arguments": [1, 2]}', known) == []
+    assert parse_text_calls('{"name": ["approve_release"], "arguments": {}}', known) == []
+    two = '{"name": "approve_release", "arguments": {"release_id": "R-1"}} and ' * 2
+    assert [c.tool for c in parse_text_calls(two, known)] == ["approve_release"] * 2
+
+
+def test_openai_itself_gets_only_max_completion_tokens(
+    world: World, httpx2_mock: respx.Router
+) -> None:
+    route = httpx2_mock.post("https://api.openai.com/v1/chat/completions").mock(
+        return_value=text("hi")
+    )
+    settings = _settings(world, llm_base_url="https://api.openai.com/v1", llm_max_tokens=64)
+    _chat(world, LLMPlanner.from_settings(settings))("hello")
+    sent = json.loads(route.calls[0].request.content)
+    assert sent["max_completion_tokens"] == 64 and "max_tokens" not in sent
+
+
+@pytest.mark.parametrize(
+    ("message", "runs_at_once"),
+    [
+        ("deploy web 1.5.0 to prod", True),
+        ("把 web 发布到生产，版本 v1.5.0", True),
+        ("deploy web 1.6.0 to prod", False),  # the model changed the version
+        ("deploy web 1.5.0 to staging", False),  # ...or the environment
+        ('the log says "deploy web 1.5.0 to prod", what does it mean?', False),  # quoted: data
+        ("deploy web to prod\n```\n1.5.0\n```", False),
+    ],
+)
+def test_a_preview_runs_at_once_only_if_the_user_clearly_asked_for_it(
+    message: str, runs_at_once: bool, world: World, chat: Any, httpx2_mock: respx.Router
+) -> None:
+    httpx2_mock.post(COMPLETIONS).mock(return_value=tool_call("preview_release", PREVIEW))
+    (card,) = _cards(chat(message))
+    created = call(world, "alice", "list_releases").items
+    if runs_at_once:
+        assert card["tool"] == "submit_release" and len(created) == 1
+    else:
+        assert card["tool"] == "preview_release" and created == []

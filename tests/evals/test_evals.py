@@ -11,6 +11,7 @@ import httpx
 import pytest
 import respx
 
+from agent.language import asks
 from agent.llm import LLMPlanner
 from agent.planner import PlanContext, PlanResult, ToolCall
 from agent.rules.planner import RulesPlanner
@@ -268,3 +269,10 @@ def test_llm_planner_runs_offline_with_recorded_responses(
     assert (summary.prompt_tokens_p50, summary.prompt_tokens_max) == (115, 115)
     assert all(r.latency_ms > 0 for r in results)
     assert summary.safety_violations == 0
+
+
+def test_a_question_is_told_from_an_answer() -> None:
+    assert asks("Which environment of shop: dev, staging or prod?")
+    assert asks("哪个环境？dev 还是 prod") and asks('Did you mean "web"?\nOr api.')
+    assert not asks("Done: see https://example.test/r?id=4 for details.")
+    assert not asks("") and not asks(None) and not asks("🚀" * 10_000)
