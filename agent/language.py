@@ -104,6 +104,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "Apply it once the step before is confirmed; I did not chain the apply.",
         "zh": "请等前一步确认后再执行；我没有把执行串在后面。",
     },
+    "did_you_mean": {"en": "Did you mean {name}?", "zh": "你是指 {name} 吗？"},
     "planner_failed": {
         "en": "I could not work that out; try again.",
         "zh": "我没能理解这条指令，请再试一次。",

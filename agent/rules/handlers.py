@@ -10,7 +10,7 @@ from typing import Any
 from agent.language import say
 from agent.planner import Catalog, PlanContext, PlanResult, ToolCall
 from agent.rules.parse import Parsed
-from agent.rules.resolve import Question, known_services, project, targets
+from agent.rules.resolve import Question, closest, known_services, project, targets
 from agent.rules.vocabulary import INTENTS, STOPWORDS
 from tools.registry import REGISTRY
 
@@ -43,8 +43,22 @@ def _calls(*calls: ToolCall, reply: str | None = None) -> PlanResult:
     return PlanResult(calls=list(calls), reply=reply)
 
 
+EXAMPLES_ZH = {
+    "approve": "批准 R-42",
+    "reject": "拒绝 R-42 因为 ...",
+    "cancel": "取消 R-42",
+    "submit": "提交 R-42",
+    "apply": "执行 R-42",
+    "take": "接管 R-42",
+    "re-preview": "重新预览 R-42",
+    "timeline": "R-42 的时间线",
+}
+
+
 def _ids_or_ask(req: Request, example: str) -> list[str]:
     if not req.parsed.release_ids:
+        if req.lang == "zh":
+            example = EXAMPLES_ZH.get(example.split()[0], example)
         raise Question(say("which_release", req.lang, example=example))
     return req.parsed.release_ids
 
@@ -124,9 +138,12 @@ def _ask_service(req: Request, key: str) -> PlanResult:
     ignore = INTENT_WORDS | STOPWORDS | {"x"}
     offered = known_services(req.catalog, parsed.projects or None)
     if unknown and unknown.group(1) not in ignore and key == "which_service_deploy":
-        raise Question(
-            say("unknown_service", parsed.lang, service=unknown.group(1), services=offered)
-        )
+        word = unknown.group(1)
+        guess = closest(word, sorted({s for ns in req.catalog.services.values() for s in ns}))
+        question = say("unknown_service", parsed.lang, service=word, services=offered)
+        if guess:
+            question += " " + say("did_you_mean", parsed.lang, name=guess)
+        raise Question(question)
     raise Question(say(key, parsed.lang, services=offered))
 
 
@@ -139,6 +156,8 @@ def deploy(req: Request) -> PlanResult:
     parsed = req.parsed
     if not parsed.services:
         return _ask_service(req, "which_service_deploy")
+    if parsed.replicas and not (parsed.versions or parsed.tagged):
+        return scale(req)  # "set worker to 3 replicas", "把 worker 调到 3 个"
     calls = []
     for name, env in targets(parsed, req.catalog):
         mentioned = _services_in(req, name)

@@ -56,7 +56,7 @@ def fold(word: str, known: frozenset[str]) -> str | None:
         if stem in known:
             return stem
     limit = _max_typos(word)
-    if not limit:
+    if not limit:  # "wbe" could be several things: the unknown name gets a question
         return None
     best = extractOne(
         word,

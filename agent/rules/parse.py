@@ -182,10 +182,15 @@ def split_quotes(text: str) -> Message:
     return Message(raw=text, own=normalize(own), quoted=quoted, lang=language_of(text))
 
 
+PARTICLE_VERB = re.compile(
+    r"\b(roll|take|send|bring)\s+(it|this|that|them|these|those)\s+(back|over)\b"
+)
+
+
 def normalize(text: str) -> str:
     """Lowercase, full-width punctuation folded, spaces squeezed (newlines kept)."""
-    folded = text.translate(FOLD).lower()
-    return re.sub(r"[ \t]+", " ", folded).strip()
+    folded = re.sub(r"[ \t]+", " ", text.translate(FOLD).lower()).strip()
+    return PARTICLE_VERB.sub(r"\1 \3 \2", folded)  # "roll it back" -> "roll back it"
 
 
 def _has_word(text: str, phrase: str, edges: set[int]) -> list[int]:
@@ -298,7 +303,7 @@ def _join(first: Clause, second: Clause, keep_second: bool = False) -> Clause:
         symptom=first.symptom or second.symptom,
         same_as_before=first.same_as_before or second.same_as_before,
         pronoun=first.pronoun or second.pronoun,
-        go_ahead=first.go_ahead and second.go_ahead,
+        go_ahead=first.go_ahead or second.go_ahead,
     )
 
 

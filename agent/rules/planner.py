@@ -110,14 +110,15 @@ class RulesPlanner:
     ) -> list[Parsed]:
         """Resolve "same for staging", "roll it back", "yes" against the earlier request."""
         if parsed.intent is None:
+            if earlier is not None and (parsed.same_as_before or parsed.go_ahead):
+                return [_repeat(earlier, parsed)]
             if parsed.same_as_before or parsed.go_ahead:
-                if earlier is None:
-                    key = "same_as_what" if parsed.same_as_before else "nothing_to_confirm"
-                    raise Question(say(key, parsed.lang))
-                if parsed.go_ahead:
-                    return [replace(earlier, lang=parsed.lang)]
-                return [_fill(replace(earlier, lang=parsed.lang, environments=[]), parsed, True)]
-            return [_infer(parsed, message)]
+                key = "same_as_what" if parsed.same_as_before else "nothing_to_confirm"
+                raise Question(say(key, parsed.lang))
+            inferred = _infer(parsed, message)
+            if inferred.intent is None and earlier is not None and not same_message:
+                return [_answer(earlier, parsed)]  # "staging", answering "which environment?"
+            return [inferred]
         if parsed.intent in ID_ACTIONS and not parsed.release_ids:
             change = _infer(replace(parsed, intent=None), message)
             if change.intent in CHANGES:  # "preview web 1.5.0 in prod": a change request
@@ -131,33 +132,48 @@ class RulesPlanner:
                 return []
             if parsed.pronoun or not same_message:
                 return [replace(parsed, release_ids=earlier.release_ids)]
-        if parsed.pronoun or parsed.same_as_before:
-            return [_fill(parsed, earlier, parsed.same_as_before)]
+        if parsed.same_as_before:
+            return [_repeat(replace(earlier, intent=parsed.intent), parsed)]
+        if parsed.pronoun:
+            return [_complete(parsed, earlier)]
         return [parsed]
 
 
-def _fill(parsed: Parsed, earlier: Parsed, overwrite: bool) -> Parsed:
-    """`parsed` with the names it lacks taken from `earlier` (its own win)."""
-    if overwrite:  # "same for prod": the earlier request, with what this one names
-        base, own = parsed, earlier
-        base, own = earlier, parsed
-        return replace(
-            base,
-            environments=own.environments or base.environments,
-            services=own.services or base.services,
-            projects=own.projects or base.projects,
-            versions=own.versions or base.versions,
-            tagged=own.tagged or base.tagged,
-            replicas=own.replicas or base.replicas,
-            lang=own.lang,
-        )
+def _repeat(earlier: Parsed, current: Parsed) -> Parsed:
+    """The earlier request again, with whatever the current one names instead."""
     return replace(
-        parsed,
-        release_ids=parsed.release_ids or earlier.release_ids,
-        environments=parsed.environments or earlier.environments,
-        services=parsed.services or earlier.services,
-        projects=parsed.projects or earlier.projects,
+        earlier,
+        environments=current.environments or earlier.environments,
+        services=current.services or earlier.services,
+        projects=current.projects or earlier.projects,
+        versions=current.versions or earlier.versions,
+        tagged=current.tagged or earlier.tagged,
+        replicas=current.replicas or earlier.replicas,
+        release_ids=current.release_ids or earlier.release_ids,
+        unknown_environment=current.unknown_environment,
+        lang=current.lang,
     )
+
+
+def _complete(current: Parsed, earlier: Parsed) -> Parsed:
+    """The current request with the names it lacks taken from the earlier one."""
+    return replace(
+        current,
+        release_ids=current.release_ids or earlier.release_ids,
+        environments=current.environments or earlier.environments,
+        services=current.services or earlier.services,
+        projects=current.projects or earlier.projects,
+    )
+
+
+def _answer(earlier: Parsed, current: Parsed) -> Parsed:
+    """A bare answer ("staging", "4", "1.7.0") completes the earlier request."""
+    number = re.fullmatch(r"\s*(\d{1,4})\s*", current.text)
+    if number and earlier.intent == "scale":
+        current = replace(current, replicas=[(int(number.group(1)), 0)])
+    elif number and earlier.intent == "deploy":
+        current = replace(current, versions=[(number.group(1), 10**6)])
+    return _repeat(earlier, current)
 
 
 def _infer(parsed: Parsed, message: Message) -> Parsed:
