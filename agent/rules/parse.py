@@ -18,6 +18,7 @@ from agent.rules.vocabulary import (
     COMMENT_MARKERS,
     EMERGENCY,
     ENVIRONMENT_SYNONYMS,
+    EVERYWHERE,
     GO_AHEAD,
     INJECTION_MARKERS,
     INTENTS,
@@ -41,6 +42,7 @@ ACTIONS = {
     "deploy",
     "repreview",
 }
+REASONED = {"reject", "cancel", "approve"}  # a reason or comment may follow them
 PRIORITY = {intent: rank for rank, (intent, _) in enumerate(INTENTS)}
 CJK_WORDS = tuple(
     sorted(
@@ -84,7 +86,9 @@ FILLER = re.compile(
     r"我要|我想|赶紧|马上|立即|快)+"
 )
 
-RELEASE_ID = re.compile(r"(?<![a-z0-9])r-?(\d{1,9})(?![0-9])")
+RELEASE_ID = re.compile(
+    r"(?:(?<![a-z0-9])r-?|(?<![a-z0-9])release\s+#?|#|发布\s*)(\d{1,9})(?![0-9]|\.\d)"
+)
 VERSION = re.compile(
     r"(?<![a-z0-9.:/_-])(v?\d+\.\d+(?:\.\d+){0,2}(?:[-+][0-9a-z][0-9a-z.-]*)?|v\d+"
     r"|[a-z][a-z0-9]*-(?=[0-9a-f]*\d)[0-9a-f]{6,40}|(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40})"
@@ -158,6 +162,7 @@ class Parsed:
     reason: str | None = None
     comment: str | None = None
     emergency: bool = False
+    everywhere: bool = False
     mine: bool = False
     symptom: bool = False
     pronoun: bool = False
@@ -230,6 +235,8 @@ def detect(clause: Clause) -> Clause:
                 if intent not in ACTIONS and any(a < end and position < b for a, b in blanked):
                     continue
                 hits.append((PRIORITY[intent], position, intent, end, word))
+    # The longest phrase wins where two overlap: "to approve" is a list, not an approval.
+    hits = _longest(hits)
     leading = [h for h in hits if h[1] <= lead and h[2] in ACTIONS]
     chosen = min(leading or hits, default=None)
     if chosen:
@@ -244,16 +251,43 @@ def detect(clause: Clause) -> Clause:
     return clause
 
 
-def clauses(message: Message, names: frozenset[str]) -> list[Clause]:
+def _longest(hits: list[tuple[int, int, str, int, str]]) -> list[tuple[int, int, str, int, str]]:
+    """Hits not inside a longer hit (one sweep by start, so a long message stays fast)."""
+    kept = []
+    reach, reach_start = -1, -1  # the furthest end seen so far, and where that hit started
+    for hit in sorted(hits, key=lambda h: (h[1], -h[3])):
+        inside = reach > hit[3] or (reach == hit[3] and reach_start < hit[1])
+        if not inside:
+            kept.append(hit)
+        if hit[3] > reach:
+            reach, reach_start = hit[3], hit[1]
+    return kept
+
+
+def clauses(message: Message, names: CatalogNames) -> list[Clause]:
     """The message cut into clauses, each with its intent; pieces with none join a neighbour."""
     head, tail = _reason_tail(message.own)
     pieces = [p.strip() for p in CLAUSE_BREAK.split(head)]
     found_clauses = [
-        detect(Clause(raw=p, text=correct(p, names))) for p in pieces if p and p.strip(" .")
+        detect(Clause(raw=p, text=correct(p, names.all))) for p in pieces if p and p.strip(" .")
     ]
     merged: list[Clause] = []
     pending: list[Clause] = []  # pieces waiting for a clause with an intent
     for clause in found_clauses:
+        if clause.intent is None and merged and _elsewhere(merged[-1], clause, names):
+            # "deploy web 1.8 to prod and api 2.4 to staging": the same verb, another target
+            clause = replace(clause, intent=merged[-1].intent, trigger=merged[-1].trigger)
+            merged.append(clause)
+            continue
+        if (
+            merged
+            and merged[-1].intent in REASONED
+            and (clause.intent is None or merged[-1].intent != "approve")
+            and _bare(clause, names)
+        ):
+            # "R-7 不行，回滚方案没写": what follows a rejection is its reason, whatever it says
+            merged[-1] = _join(merged[-1], replace(clause, intent=None))
+            continue
         if clause.intent is None and not clause.same_as_before:
             if merged and not merged[-1].same_as_before:
                 merged[-1] = _join(merged[-1], clause)
@@ -276,6 +310,24 @@ def clauses(message: Message, names: frozenset[str]) -> list[Clause]:
         last = merged[-1]
         merged[-1] = replace(last, raw=f"{last.raw} {tail}", text=f"{last.text} {tail}")
     return merged
+
+
+def _bare(clause: Clause, names: CatalogNames) -> bool:
+    """The clause names no release, service or project (it can only be a comment)."""
+    text = clause.text
+    return not RELEASE_ID.search(text) and not any(
+        _word(n).search(text) for n in [*names.services, *names.projects]
+    )
+
+
+def _elsewhere(previous: Clause, clause: Clause, names: CatalogNames) -> bool:
+    """The clause names its own service and another environment than the previous one."""
+    if previous.intent not in ("deploy", "scale"):
+        return False
+    mine, _ = environments(clause.text, names.environments)
+    theirs, _ = environments(previous.text, names.environments)
+    named = any(_word(s).search(clause.text) for s in names.services)
+    return bool(mine and theirs and named and set(mine).isdisjoint(theirs))
 
 
 def _reason_tail(text: str) -> tuple[str, str]:
@@ -379,6 +431,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         tagged=tagged,
         replicas=[(n, pos) for pos, n in replicas],
         emergency=any(w in text for w in EMERGENCY),
+        everywhere=any(w in text for w in EVERYWHERE),
         mine=bool(MINE.search(text)),
         symptom=clause.symptom,
         pronoun=clause.pronoun,

@@ -60,7 +60,7 @@ class RulesPlanner:
     def requests(self, message: Message, context: PlanContext) -> list[Parsed]:
         """The requests a message makes, with references to earlier ones filled in."""
         names = names_of(context.catalog)
-        found = [parse(c, message, names) for c in clauses(message, names.all)]
+        found = [parse(c, message, names) for c in clauses(message, names)]
         out: list[Parsed] = []
         for parsed in found:
             earlier = out[-1] if out else self._previous(context)
@@ -183,7 +183,7 @@ def _infer(parsed: Parsed, message: Message) -> Parsed:
     if (
         parsed.services
         and parsed.replicas
-        and re.search(r"[x×]\s*\d|replica|副本|实例", parsed.text)
+        and re.search(r"[x×]\s*\d|replica|instance|pod|副本|实例|\d\s*[个台]", parsed.text)
     ):
         return replace(parsed, intent="scale")
     if parsed.release_ids:

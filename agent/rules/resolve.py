@@ -115,6 +115,8 @@ def targets(
 ) -> list[tuple[str, str]]:
     """Every (project, environment) the request names: "to staging and prod" is two."""
     name = project(parsed, catalog, services)
+    if parsed.everywhere and not parsed.environments:
+        return [(name, env) for env in catalog.environments.get(name, [])]
     if len(parsed.environments) <= 1:
         return [(name, environment(parsed, catalog, name))]
     return [(name, environment(parsed, catalog, name, i)) for i in range(len(parsed.environments))]

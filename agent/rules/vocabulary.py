@@ -121,6 +121,9 @@ INTENTS: list[tuple[str, list[str]]] = [
             "不通过",
             "否了",
             "不批",
+            "不行",
+            "拒了",
+            "拒掉",
         ],
     ),
     (
@@ -156,14 +159,20 @@ INTENTS: list[tuple[str, list[str]]] = [
             "withdraw",
             "scrap",
             "discard",
+            "drop",
+            "kill",
+            "nevermind",
+            "never mind",
             "取消",
             "撤销",
             "作废",
             "废弃",
             "不要了",
+            "算了",
+            "撤掉",
         ],
     ),
-    ("takeover", ["take over", "takeover", "接手", "接管"]),
+    ("takeover", ["take over", "takeover", "claim", "接手", "接管", "接一下", "接过"]),
     (
         "submit",
         [
@@ -212,6 +221,12 @@ INTENTS: list[tuple[str, list[str]]] = [
             "减到",
             "副本",
             "实例数",
+            "扩一下",
+            "缩一下",
+            "扩成",
+            "缩成",
+            "扩到",
+            "调到",
             "resize",
             "scale up",
             "scale down",
@@ -239,6 +254,9 @@ INTENTS: list[tuple[str, list[str]]] = [
             "look into",
             "tail",
             "什么问题",
+            "为啥",
+            "咋回事",
+            "怎么了",
             "出了什么问题",
             "诊断",
             "日志",
@@ -269,6 +287,10 @@ INTENTS: list[tuple[str, list[str]]] = [
             "需要我批",
             "等我批",
             "要我审批",
+            "待办",
+            "todo",
+            "to-do",
+            "my queue",
             "pending",
             "review queue",
             "审批",
@@ -411,6 +433,15 @@ SYMPTOMS = [
     "失败",
     "异常",
     "出错",
+    "重启",
+    "卡住",
+    "超时",
+    "restarting",
+    "timeout",
+    "timing out",
+    "oom",
+    "slow",
+    "500s",
 ]
 
 INJECTION_MARKERS = [
@@ -475,6 +506,18 @@ CLAUSE_SPLITTERS = [
     "同时",
     "再把",
     "之后",
+]
+
+# "to all environments": every environment of the project.
+EVERYWHERE = [
+    "all envs",
+    "all environments",
+    "every env",
+    "every environment",
+    "everywhere",
+    "所有环境",
+    "全部环境",
+    "每个环境",
 ]
 
 # "same for staging", "生产也一样": repeat the previous request elsewhere.

@@ -418,3 +418,35 @@ def test_hostile_input_is_planned_quickly_and_safely() -> None:
         result = RulesPlanner().plan(text, PlanContext(catalog=CATALOG, user="alice"))
         assert time.perf_counter() - start < 5.0  # a busy CI machine; ~0.3 s idle
         assert sum(REGISTRY[c.tool].mutating for c in result.calls) <= 5
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("cancel release 7", [("cancel_release", {"release_id": "R-7"})]),
+        ("anything for me to approve?", [("list_approvals", {"state": "pending", "mine": True})]),
+        (
+            "deploy web 1.8.0 to prod and api 2.4.0 to staging",
+            preview("shop", "prod", web={"image_tag": "1.8.0"})
+            + preview("shop", "staging", api={"image_tag": "2.4.0"}),
+        ),
+        (
+            "R-7 不行，回滚方案没写",
+            [("reject_release", {"release_id": "R-7", "reason": "回滚方案没写"})],
+        ),
+        ("api 缩成 2 台 预发", preview("shop", "staging", api={"replicas": 2})),
+        (
+            "worker 开发环境老是重启",
+            [("diagnose_target", {"project": "shop", "environment": "dev", "service": "worker"})],
+        ),
+        (
+            "blog 所有环境都发 web2 1.9.0",
+            preview("blog", "dev", web2={"image_tag": "1.9.0"})
+            + preview("blog", "prod", web2={"image_tag": "1.9.0"}),
+        ),
+    ],
+)
+def test_more_grammar(text: str, expected: list[Any]) -> None:
+    calls, clarify, _ = plan_in(text)
+    assert clarify is None
+    assert calls == expected
