@@ -9,9 +9,10 @@ from typing import Any
 
 from agent.language import say
 from agent.planner import Catalog, PlanContext, PlanResult, ToolCall
+from agent.rules.function_words import STOPWORDS
 from agent.rules.parse import Parsed
 from agent.rules.resolve import Question, closest, known_services, project, targets
-from agent.rules.vocabulary import INTENTS, STOPWORDS
+from agent.rules.vocabulary import INTENTS
 from tools.registry import REGISTRY
 
 INTENT_WORDS = {w for _, words in INTENTS for w in words}

@@ -13,7 +13,8 @@ from functools import lru_cache
 from rapidfuzz.distance import DamerauLevenshtein
 from rapidfuzz.process import extractOne
 
-from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INTENTS, STOPWORDS, SYMPTOMS
+from agent.rules.function_words import STOPWORDS
+from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INTENTS, SYMPTOMS
 
 LATIN_WORD = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 SUFFIXES = ("ing", "ed", "es", "s", "d")

@@ -1,8 +1,7 @@
-"""Parsing one chat message: quoted text set aside, clauses, intents and the values in them.
+"""Parsing one chat message: clauses, intents and the values in them.
 
 Nothing here knows the catalog's rules; names are only recognised (`resolve` decides what
-they mean). Quoted text (code blocks, `inline code`, "quotes", 「」, > quoted lines) is data:
-it is kept for reasons and comments but never read for intents, names or ids.
+they mean). It reads only the user's own words (`message` sets quoted text aside).
 """
 
 from __future__ import annotations
@@ -11,23 +10,21 @@ import re
 from dataclasses import dataclass, field, replace
 
 from agent.language import language_of
-from agent.rules.lexicon import correct
-from agent.rules.segment import boundaries, found
-from agent.rules.vocabulary import (
+from agent.rules.function_words import (
     CLAUSE_SPLITTERS,
     COMMENT_MARKERS,
     EMERGENCY,
-    ENVIRONMENT_SYNONYMS,
     EVERYWHERE,
     GO_AHEAD,
-    INJECTION_MARKERS,
-    INTENTS,
     PRONOUNS,
     REASON_MARKERS,
     SAME_AS_BEFORE,
     STOPWORDS,
-    SYMPTOMS,
 )
+from agent.rules.lexicon import correct
+from agent.rules.message import Message
+from agent.rules.segment import boundaries, found
+from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INJECTION_MARKERS, INTENTS, SYMPTOMS
 
 # Intents that change something; their verb at the start of a clause outranks other words.
 ACTIONS = {
@@ -55,28 +52,6 @@ CJK_WORDS = tuple(
     )
 )
 
-QUOTED = [
-    re.compile(r"```.*?(?:```|$)", re.S),
-    re.compile(r"`[^`\n]*`"),
-    re.compile(r"\"[^\"\n]*\"|“[^”\n]*”|「[^」\n]*」|『[^』\n]*』|‘[^’\n]*’"),
-    re.compile(r"(?<![a-z0-9])'[^'\n]{3,}'(?![a-z0-9])", re.I),
-    re.compile(r"^\s*>.*$", re.M),
-]
-FOLD = str.maketrans(
-    {
-        "，": ",",
-        "。": ". ",
-        "：": ":",
-        "；": ";",
-        "！": "!",
-        "？": "?",
-        "（": " ",
-        "）": " ",
-        "、": ",",
-        "　": " ",
-        "→": " to ",
-    }
-)
 CLAUSE_BREAK = re.compile(
     r"[,;!?\n]|\.(?=\s|$)|" + "|".join(re.escape(s) for s in CLAUSE_SPLITTERS)
 )
@@ -111,21 +86,6 @@ ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$
 MINE = re.compile(r"\b(?:my|mine|me)\b|我的|给我|我")
 FROM_ENV = re.compile(r"\bfrom\s+(\S+)|从\s*(\S+)")
 TRAILING = re.compile(r"^[\s,:;.!?\-—–>]*(?:去|吧|了|掉|一下|啊|呀|哦|的)*[\s,:;.!?\-—–]*")
-
-
-@dataclass
-class Message:
-    """A message with its quoted parts set aside."""
-
-    raw: str
-    own: str
-    quoted: list[str]
-    lang: str
-
-    @property
-    def injection(self) -> bool:
-        """The user's own words try to skip a step."""
-        return any(marker in self.own for marker in INJECTION_MARKERS)
 
 
 @dataclass
@@ -169,33 +129,6 @@ class Parsed:
     same_as_before: bool = False
     go_ahead: bool = False
     trigger: str | None = None
-
-
-def split_quotes(text: str) -> Message:
-    """Set quoted text aside: it is data, never an instruction."""
-    quoted: list[str] = []
-
-    def keep(match: re.Match[str]) -> str:
-        inner = match.group(0).strip().strip("`\"“”「」『』‘’'>").strip()
-        if inner:
-            quoted.append(inner)
-        return " "
-
-    own = text
-    for pattern in QUOTED:
-        own = pattern.sub(keep, own)
-    return Message(raw=text, own=normalize(own), quoted=quoted, lang=language_of(text))
-
-
-PARTICLE_VERB = re.compile(
-    r"\b(roll|take|send|bring)\s+(it|this|that|them|these|those)\s+(back|over)\b"
-)
-
-
-def normalize(text: str) -> str:
-    """Lowercase, full-width punctuation folded, spaces squeezed (newlines kept)."""
-    folded = re.sub(r"[ \t]+", " ", text.translate(FOLD).lower()).strip()
-    return PARTICLE_VERB.sub(r"\1 \3 \2", folded)  # "roll it back" -> "roll back it"
 
 
 def _has_word(text: str, phrase: str, edges: set[int]) -> list[int]:

@@ -13,19 +13,18 @@ from dataclasses import replace
 
 from agent.language import say
 from agent.planner import PlanContext, PlanResult
+from agent.rules.function_words import STOPWORDS
 from agent.rules.handlers import HANDLERS, Request
+from agent.rules.message import Message, split_quotes
 from agent.rules.parse import (
     RELEASE_ID,
     Clause,
-    Message,
     Parsed,
     clauses,
     detect,
     parse,
-    split_quotes,
 )
 from agent.rules.resolve import Question, names_of
-from agent.rules.vocabulary import STOPWORDS
 from tools.registry import REGISTRY
 
 ID_ACTIONS = {"approve", "reject", "cancel", "submit", "apply", "takeover", "repreview"}
