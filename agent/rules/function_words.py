@@ -206,3 +206,35 @@ STOPWORDS = {
     "it's",
     "its",
 }
+
+# A clause that asks about something ("is R-2 approved yet?", "R-2 批了吗") is a question about
+# its state, not the action its verb names.
+QUESTION_LEAD = (
+    r"^(?:is|are|was|were|has|have|had|did|does|how many|how much|what|which|when|where|who)\b"
+)
+QUESTION_END = r"(?:吗|没有|了没|没)\s*[?？]?\s*$"
+NUMBER_WORDS = {
+    "zero": 0,
+    "one": 1,
+    "two": 2,
+    "three": 3,
+    "four": 4,
+    "five": 5,
+    "six": 6,
+    "seven": 7,
+    "eight": 8,
+    "nine": 9,
+    "ten": 10,
+    "零": 0,
+    "一": 1,
+    "两": 2,
+    "二": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "十": 10,
+}

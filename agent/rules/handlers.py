@@ -204,7 +204,7 @@ def diagnose(req: Request) -> PlanResult:
     if parsed.release_ids and not (parsed.services or parsed.projects):
         return _release_failure(req)
     calls = []
-    for name, env in targets(parsed, req.catalog):
+    for name, env in _targets_or_everywhere(req):
         args: dict[str, Any] = {"project": name, "environment": env}
         own = list(dict.fromkeys(s for s, _ in _services_in(req, name)))
         if len(own) == 1:
@@ -265,6 +265,8 @@ def releases(req: Request) -> PlanResult:
             pass
     if parsed.environments:
         args["environment"] = parsed.environments[-1]
+    if parsed.state:
+        args["state"] = parsed.state
     return _calls(ToolCall(tool="list_releases", args=args))
 
 
@@ -283,6 +285,21 @@ def list_targets(req: Request) -> PlanResult:
     return _calls(ToolCall(tool="list_targets", args=args))
 
 
+def _targets_or_everywhere(req: Request) -> list[tuple[str, str]]:
+    """The targets named; an environment alone ("is prod healthy?") is every project's."""
+    parsed, catalog = req.parsed, req.catalog
+    if parsed.environments and not (parsed.projects or parsed.services):
+        having = [
+            (p, e)
+            for p in sorted(catalog.services)
+            for e in parsed.environments
+            if e in catalog.environments[p]
+        ]
+        if having:
+            return having
+    return targets(parsed, catalog)
+
+
 def status(req: Request) -> PlanResult:
     """get_release for ids; target_status for a target ("is prod healthy?": every project's)."""
     parsed = req.parsed
@@ -292,25 +309,10 @@ def status(req: Request) -> PlanResult:
         )
     if not (parsed.projects or parsed.services or parsed.environments):
         return _calls(ToolCall(tool="list_targets"))
-    if not (parsed.projects or parsed.services):
-        having = [
-            p
-            for p in sorted(req.catalog.services)
-            if any(e in req.catalog.environments[p] for e in parsed.environments)
-        ]
-        if having:
-            return PlanResult(
-                calls=[
-                    ToolCall(tool="target_status", args={"project": p, "environment": e})
-                    for p in having
-                    for e in parsed.environments
-                    if e in req.catalog.environments[p]
-                ]
-            )
     return PlanResult(
         calls=[
             ToolCall(tool="target_status", args={"project": p, "environment": e})
-            for p, e in targets(parsed, req.catalog)
+            for p, e in _targets_or_everywhere(req)
         ]
     )
 

@@ -16,7 +16,10 @@ from agent.rules.function_words import (
     EMERGENCY,
     EVERYWHERE,
     GO_AHEAD,
+    NUMBER_WORDS,
     PRONOUNS,
+    QUESTION_END,
+    QUESTION_LEAD,
     REASON_MARKERS,
     SAME_AS_BEFORE,
     STOPWORDS,
@@ -24,7 +27,13 @@ from agent.rules.function_words import (
 from agent.rules.lexicon import correct
 from agent.rules.message import Message
 from agent.rules.segment import boundaries, found
-from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INJECTION_MARKERS, INTENTS, SYMPTOMS
+from agent.rules.vocabulary import (
+    ENVIRONMENT_SYNONYMS,
+    INJECTION_MARKERS,
+    INTENTS,
+    STATES,
+    SYMPTOMS,
+)
 
 # Intents that change something; their verb at the start of a clause outranks other words.
 ACTIONS = {
@@ -74,16 +83,17 @@ TAGGED = re.compile(
     r"(?<![a-z0-9_.:/-])(?:[a-z0-9][a-z0-9_.-]*(?::\d+)?/)*"
     r"([a-z0-9][a-z0-9_-]*):([a-z0-9_][a-z0-9_.-]*[a-z0-9])"
 )
+NUMBER = r"(\d{1,4}|" + "|".join(NUMBER_WORDS) + ")"
 REPLICAS = [
-    re.compile(r"(?:\bto|=|到|为|成|至)\s*(\d{1,4})(?![\d.])(?!\s*(?:\.|版本|version))"),
+    re.compile(r"(?:\bto|=|到|为|成|至)\s*" + NUMBER + r"(?![\d.a-z])(?!\s*(?:\.|版本|version))"),
     re.compile(
-        r"(\d{1,4})\s*(?:[a-z][a-z0-9-]*\s+)?"
+        NUMBER + r"\s*(?:[a-z][a-z0-9-]*\s+)?"
         r"(?:replicas?|instances?|pods?|copies|个副本|个实例|个|台|副本|份)"
     ),
     re.compile(r"(?<![a-z0-9])[x×]\s*(\d{1,4})\b"),
 ]
 ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$")
-MINE = re.compile(r"\b(?:my|mine|me)\b|我的|给我|我")
+MINE = re.compile(r"\b(?:my|mine)\b|(?<!show )(?<!give )(?<!tell )(?<!let )\bme\b|我的|给我|我")
 FROM_ENV = re.compile(r"\bfrom\s+(\S+)|从\s*(\S+)")
 TRAILING = re.compile(r"^[\s,:;.!?\-—–>]*(?:去|吧|了|掉|一下|啊|呀|哦|的)*[\s,:;.!?\-—–]*")
 
@@ -123,6 +133,7 @@ class Parsed:
     comment: str | None = None
     emergency: bool = False
     everywhere: bool = False
+    state: str | None = None
     mine: bool = False
     symptom: bool = False
     pronoun: bool = False
@@ -174,6 +185,9 @@ def detect(clause: Clause) -> Clause:
     chosen = min(leading or hits, default=None)
     if chosen:
         clause.intent, clause.trigger_end, clause.trigger = chosen[2], chosen[3], chosen[4]
+        asking = re.match(QUESTION_LEAD, text[lead:]) or re.search(QUESTION_END, text)
+        if asking and clause.intent in ACTIONS:
+            clause.intent = "status"
     clause.symptom = any(_has_word(text, w, edges) for w in SYMPTOMS)
     clause.same_as_before = any(_has_word(text, w, edges) for w in SAME_AS_BEFORE)
     clause.pronoun = any(_has_word(text, w, edges) for w in PRONOUNS)
@@ -344,7 +358,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         if not any(a <= m.start() < b for a, b in tagged_spans)
     ]
     replicas = [
-        (int(m.group(1)), m.start(1))
+        (_number(m.group(1)), m.start(1))
         for pattern in REPLICAS
         for m in pattern.finditer(text)
         if not any(a <= m.start(1) < b for a, b in tagged_spans)
@@ -365,6 +379,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         replicas=[(n, pos) for pos, n in replicas],
         emergency=any(w in text for w in EMERGENCY),
         everywhere=any(w in text for w in EVERYWHERE),
+        state=next((v for k, v in STATES.items() if k in text), None),
         mine=bool(MINE.search(text)),
         symptom=clause.symptom,
         pronoun=clause.pronoun,
@@ -382,6 +397,10 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
     return parsed
 
 
+def _number(word: str) -> int:
+    return int(word) if word.isdigit() else NUMBER_WORDS[word]
+
+
 def _after_marker(raw: str, markers: list[str]) -> str | None:
     for marker in markers:
         pattern = (
@@ -395,13 +414,28 @@ def _after_marker(raw: str, markers: list[str]) -> str | None:
     return None
 
 
+def _as_typed(clause: Clause, cut: int) -> str:
+    """What the user typed after offset `cut` of the folded text (folding keeps the words)."""
+    typed, folded = clause.raw.split(" "), clause.text.split(" ")
+    if len(typed) != len(folded):
+        return clause.text[cut:]
+    position = 0
+    for index, word in enumerate(folded):
+        end = position + len(word)
+        if cut <= end:
+            inside = cut - position if word == typed[index] else len(typed[index])
+            head = typed[index][max(inside, 0) :]
+            return " ".join([head, *typed[index + 1 :]])
+        position = end + 1
+    return ""
+
+
 def _remainder(clause: Clause) -> str | None:
     """Free text after the last release id and the verb: "reject R-6 - wrong image"."""
-    ids = list(RELEASE_ID.finditer(clause.raw))
+    ids = list(RELEASE_ID.finditer(clause.text))
     if not ids:
         return None
-    start = max(ids[-1].end(), clause.trigger_end if clause.trigger_end <= len(clause.raw) else 0)
-    rest = clause.raw[start:]
+    rest = _as_typed(clause, max(ids[-1].end(), clause.trigger_end))
     rest = TRAILING.sub("", rest).strip(" ,.;:!?")
     words = [w for w in re.split(r"[\s,]+", rest) if w]
     if not words or all(w in STOPWORDS for w in words):

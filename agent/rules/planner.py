@@ -193,6 +193,6 @@ def _infer(parsed: Parsed, message: Message) -> Parsed:
                 say("what_to_do_with", parsed.lang, releases=", ".join(parsed.release_ids))
             )
         return replace(parsed, intent="status")
-    if parsed.symptom and (parsed.services or parsed.projects):
+    if parsed.symptom and (parsed.services or parsed.projects or parsed.environments):
         return replace(parsed, intent="diagnose")
     return parsed

@@ -450,3 +450,32 @@ def test_more_grammar(text: str, expected: list[Any]) -> None:
     calls, clarify, _ = plan_in(text)
     assert clarify is None
     assert calls == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("is R-2 approved yet?", [("get_release", {"release_id": "R-2"})]),
+        ("R-2 批了吗？", [("get_release", {"release_id": "R-2"})]),
+        (
+            "how many replicas does worker have in prod?",
+            [("target_status", {"project": "shop", "environment": "prod"})],
+        ),
+        ("scale the worker to zero in dev", preview("shop", "dev", worker={"replicas": 0})),
+        ("把 worker 缩到两个 生产", preview("shop", "prod", worker={"replicas": 2})),
+        ("list failed releases", [("list_releases", {"state": "failed"})]),
+        ("show me everything pending", [("list_approvals", {"state": "pending"})]),
+        (
+            "approve R-1 — looks good to me",
+            [("approve_release", {"release_id": "R-1", "comment": "looks good to me"})],
+        ),
+        (
+            "could you please prepare a deployment of gateway version 3.4.0 to production?",
+            preview("payment", "prod", gateway={"image_tag": "3.4.0"}),
+        ),
+    ],
+)
+def test_questions_are_reads_and_words_are_numbers(text: str, expected: list[Any]) -> None:
+    calls, clarify, _ = plan_in(text)
+    assert clarify is None
+    assert calls == expected
