@@ -105,6 +105,7 @@ MESSAGES: dict[str, dict[str, str]] = {
         "zh": "请等前一步确认后再执行；我没有把执行串在后面。",
     },
     "did_you_mean": {"en": "Did you mean {name}?", "zh": "你是指 {name} 吗？"},
+    "choices": {"en": "Open ones: {releases}.", "zh": "当前可选：{releases}。"},
     "planner_failed": {
         "en": "I could not work that out; try again.",
         "zh": "我没能理解这条指令，请再试一次。",

@@ -56,12 +56,41 @@ EXAMPLES_ZH = {
 }
 
 
+# Where the releases a question offers come from, per verb.
+CHOICES: dict[str, ToolCall] = {
+    "approve": ToolCall(tool="list_approvals", args={"state": "pending", "limit": 5}),
+    "reject": ToolCall(tool="list_approvals", args={"state": "pending", "limit": 5}),
+    "take": ToolCall(tool="list_approvals", args={"state": "pending", "limit": 5}),
+    "submit": ToolCall(tool="list_releases", args={"state": "previewed", "limit": 5}),
+    "apply": ToolCall(tool="list_releases", args={"state": "approved", "limit": 5}),
+    "re-preview": ToolCall(tool="list_releases", args={"state": "previewed", "limit": 5}),
+}
+
+
 def _ids_or_ask(req: Request, example: str) -> list[str]:
     if not req.parsed.release_ids:
+        verb = example.split()[0]
         if req.lang == "zh":
-            example = EXAMPLES_ZH.get(example.split()[0], example)
-        raise Question(say("which_release", req.lang, example=example))
+            example = EXAMPLES_ZH.get(verb, example)
+        question = say("which_release", req.lang, example=example)
+        choices = _choices(req, verb)
+        raise Question(f"{question} {choices}" if choices else question)
     return req.parsed.release_ids
+
+
+def _choices(req: Request, verb: str) -> str:
+    """The releases the user can mean, read now: "Open: R-1 (shop/prod), R-2 (...)"."""
+    call = CHOICES.get(verb)
+    if call is None or req.context.run_read is None:
+        return ""
+    data = req.context.run_read(call)
+    items = data.get("items", []) if isinstance(data, dict) else []
+    named = [
+        f"{i.get('release_id') or i.get('id')} ({i.get('project')}/{i.get('environment')})"
+        for i in items
+        if isinstance(i, dict)
+    ]
+    return say("choices", req.lang, releases=", ".join(named)) if named else ""
 
 
 def approve(req: Request) -> PlanResult:

@@ -479,3 +479,15 @@ def test_questions_are_reads_and_words_are_numbers(text: str, expected: list[Any
     calls, clarify, _ = plan_in(text)
     assert clarify is None
     assert calls == expected
+
+
+def test_which_release_offers_the_open_ones() -> None:
+    seen = []
+
+    def read(call: Any) -> dict[str, Any]:
+        seen.append((call.tool, call.args))
+        return {"items": [{"release_id": "R-1", "project": "shop", "environment": "prod"}]}
+
+    calls, clarify, _ = plan_in("approve it", read=read)
+    assert calls == [] and clarify is not None and "R-1 (shop/prod)" in clarify
+    assert seen == [("list_approvals", {"state": "pending", "limit": 5})]
