@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.language import say
@@ -128,14 +128,25 @@ def _per_release(tool: str, example: str, reason: bool = False) -> Handler:
     return handle
 
 
+TO_RELEASE = re.compile(r"(?:\bto|back to|到|至|为)\s*(?:release\s*)?r-?\d")
+
+
 def rollback(req: Request) -> PlanResult:
-    """rollback_release of the target named; the services asked for when the tool takes them."""
+    """rollback_release of the target named; the services asked for when the tool takes them.
+
+    "to R-3" is where to go back to; "roll back R-5" alone means R-5's target.
+    """
     parsed = req.parsed
     services = [s for s, _ in parsed.services]
+    going_to = bool(TO_RELEASE.search(parsed.text))
+    if parsed.release_ids and not going_to and not (parsed.services or parsed.projects):
+        where = _release_target(req, parsed.release_ids[0])
+        if where:
+            parsed = replace(parsed, projects=[where[0]], environments=[where[1]])
     calls = []
     for name, env in targets(parsed, req.catalog):
         args: dict[str, Any] = {"project": name, "environment": env}
-        if parsed.release_ids:
+        if parsed.release_ids and going_to:
             args["to_release_id"] = parsed.release_ids[0]
         own = [s for s in dict.fromkeys(services) if s in req.catalog.services[name]]
         if own and "services" in REGISTRY["rollback_release"].input_model.model_fields:
@@ -240,6 +251,16 @@ def diagnose(req: Request) -> PlanResult:
             args["service"] = own[0]
         calls.append(ToolCall(tool="diagnose_target", args=args))
     return PlanResult(calls=calls)
+
+
+def _release_target(req: Request, release: str) -> tuple[str, str] | None:
+    """The (project, environment) of a release, read now."""
+    if req.context.run_read is None:
+        return None
+    data = req.context.run_read(ToolCall(tool="get_release", args={"release_id": release}))
+    if isinstance(data, dict) and "project" in data and "environment" in data:
+        return str(data["project"]), str(data["environment"])
+    return None
 
 
 def _release_failure(req: Request) -> PlanResult:

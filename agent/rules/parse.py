@@ -188,6 +188,8 @@ def detect(clause: Clause) -> Clause:
         asking = re.match(QUESTION_LEAD, text[lead:]) or re.search(QUESTION_END, text)
         if asking and clause.intent in ACTIONS:
             clause.intent = "status"
+        elif clause.intent in ACTIONS and text[clause.trigger_end :].startswith("的"):
+            clause.intent = "releases"  # "我提交的发布": the verb describes releases
     clause.symptom = any(_has_word(text, w, edges) for w in SYMPTOMS)
     clause.same_as_before = any(_has_word(text, w, edges) for w in SAME_AS_BEFORE)
     clause.pronoun = any(_has_word(text, w, edges) for w in PRONOUNS)
@@ -436,6 +438,10 @@ def _remainder(clause: Clause) -> str | None:
     if not ids:
         return None
     rest = _as_typed(clause, max(ids[-1].end(), clause.trigger_end))
+    for intent, words in INTENTS:  # "R-1 LGTM，批准": a second verb is no comment
+        if intent == clause.intent:
+            for word in sorted(words, key=len, reverse=True):
+                rest = rest.replace(word, " ") if not word.isascii() else rest
     rest = TRAILING.sub("", rest).strip(" ,.;:!?")
     words = [w for w in re.split(r"[\s,]+", rest) if w]
     if not words or all(w in STOPWORDS for w in words):

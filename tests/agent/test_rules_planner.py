@@ -491,3 +491,31 @@ def test_which_release_offers_the_open_ones() -> None:
     calls, clarify, _ = plan_in("approve it", read=read)
     assert calls == [] and clarify is not None and "R-1 (shop/prod)" in clarify
     assert seen == [("list_approvals", {"state": "pending", "limit": 5})]
+
+
+def test_rolling_back_a_release_means_its_target_and_to_a_release_means_back_to_it() -> None:
+    def read(call: Any) -> dict[str, Any]:
+        return {"id": "R-5", "project": "payment", "environment": "prod"}
+
+    calls, _, _ = plan_in("roll back R-5", read=read)
+    assert calls == [("rollback_release", {"project": "payment", "environment": "prod"})]
+    calls, _, _ = plan_in("roll back shop staging to R-3", read=read)
+    assert calls == [
+        (
+            "rollback_release",
+            {"project": "shop", "environment": "staging", "to_release_id": "R-3"},
+        )
+    ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("R-1 LGTM，批准", [("approve_release", {"release_id": "R-1", "comment": "lgtm"})]),
+        ("撤回 R-5", [("cancel_release", {"release_id": "R-5"})]),
+        ("R-5 走审批", [("submit_release", {"release_id": "R-5"})]),
+        ("我提交的发布", [("list_releases", {})]),
+    ],
+)
+def test_chinese_grammar(text: str, expected: list[Any]) -> None:
+    assert plan_in(text)[0] == expected
