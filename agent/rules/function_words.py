@@ -32,6 +32,10 @@ CLAUSE_SPLITTERS = [
     " and ",
     " also ",
     " plus ",
+    " but ",
+    " & ",
+    "和",
+    "以及",
     "顺便",
     "然后",
     "并且",
@@ -238,3 +242,8 @@ NUMBER_WORDS = {
     "九": 9,
     "十": 10,
 }
+
+# "don't deploy web", "先别批 R-1": the verb is negated, nothing is asked for.
+NEGATION = (
+    r"(?:\bdon't|\bdont|\bdo not|\bnever|\bnot|\bno need to|不要|别|先别|不用|暂时不|不必)\s*$"
+)

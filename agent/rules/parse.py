@@ -16,6 +16,7 @@ from agent.rules.function_words import (
     EMERGENCY,
     EVERYWHERE,
     GO_AHEAD,
+    NEGATION,
     NUMBER_WORDS,
     PRONOUNS,
     QUESTION_END,
@@ -111,6 +112,7 @@ class Clause:
     same_as_before: bool = False
     pronoun: bool = False
     go_ahead: bool = False
+    negated: bool = False
 
 
 @dataclass
@@ -139,6 +141,7 @@ class Parsed:
     pronoun: bool = False
     same_as_before: bool = False
     go_ahead: bool = False
+    negated: bool = False
     trigger: str | None = None
 
 
@@ -183,6 +186,9 @@ def detect(clause: Clause) -> Clause:
     hits = _longest(hits)
     leading = [h for h in hits if h[1] <= lead and h[2] in ACTIONS]
     chosen = min(leading or hits, default=None)
+    if chosen and chosen[2] in ACTIONS and re.search(NEGATION, text[lead : chosen[1]]):
+        clause.negated = True
+        return clause
     if chosen:
         clause.intent, clause.trigger_end, clause.trigger = chosen[2], chosen[3], chosen[4]
         asking = re.match(QUESTION_LEAD, text[lead:]) or re.search(QUESTION_END, text)
@@ -220,6 +226,10 @@ def clauses(message: Message, names: CatalogNames) -> list[Clause]:
     found_clauses = [
         detect(Clause(raw=p, text=correct(p, names.all))) for p in pieces if p and p.strip(" .")
     ]
+    negated = [c for c in found_clauses if c.negated]
+    found_clauses = [c for c in found_clauses if not c.negated]  # "but don't touch prod"
+    if negated and not found_clauses:
+        return negated[:1]
     merged: list[Clause] = []
     pending: list[Clause] = []  # pieces waiting for a clause with an intent
     for clause in found_clauses:
@@ -305,6 +315,7 @@ def _join(first: Clause, second: Clause, keep_second: bool = False) -> Clause:
         same_as_before=first.same_as_before or second.same_as_before,
         pronoun=first.pronoun or second.pronoun,
         go_ahead=first.go_ahead or second.go_ahead,
+        negated=first.negated or second.negated,
     )
 
 
@@ -387,6 +398,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         pronoun=clause.pronoun,
         same_as_before=clause.same_as_before,
         go_ahead=clause.go_ahead,
+        negated=clause.negated,
         trigger=clause.trigger,
     )
     parsed.reason = _after_marker(clause.raw, REASON_MARKERS)

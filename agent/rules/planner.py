@@ -69,6 +69,8 @@ class RulesPlanner:
     def _plan(self, message: Message, context: PlanContext) -> PlanResult:
         requests = self.requests(message, context)
         if not any(r.intent for r in requests):
+            if any(r.negated for r in requests):
+                return PlanResult(reply=say("nothing_done", message.lang))
             return PlanResult(clarify=say("help", message.lang))
         result = PlanResult()
         replies = []
@@ -109,6 +111,8 @@ class RulesPlanner:
     ) -> list[Parsed]:
         """Resolve "same for staging", "roll it back", "yes" against the earlier request."""
         if parsed.intent is None:
+            if parsed.negated:
+                return [parsed]
             if earlier is not None and (parsed.same_as_before or parsed.go_ahead):
                 return [_repeat(earlier, parsed)]
             if parsed.same_as_before or parsed.go_ahead:

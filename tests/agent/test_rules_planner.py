@@ -519,3 +519,24 @@ def test_rolling_back_a_release_means_its_target_and_to_a_release_means_back_to_
 )
 def test_chinese_grammar(text: str, expected: list[Any]) -> None:
     assert plan_in(text)[0] == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("don't deploy web 1.9.0 to prod", []),
+        ("先别批准 R-1", []),
+        (
+            "deploy web 1.9.0 to staging but don't deploy it to prod",
+            preview("shop", "staging", web={"image_tag": "1.9.0"}),
+        ),
+        (
+            "批准 R-1 和拒绝 R-2",
+            [("approve_release", {"release_id": "R-1"}), ("reject_release", {"release_id": "R-2"})],
+        ),
+        ("R-5 不要了", [("cancel_release", {"release_id": "R-5"})]),
+    ],
+)
+def test_negation_and_conjunctions(text: str, expected: list[Any]) -> None:
+    calls, clarify, _ = plan_in(text)
+    assert calls == expected and clarify is None
