@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from rapidfuzz.distance import DamerauLevenshtein
+
 from agent.language import say
 from agent.planner import PlanContext, PlanResult
 from agent.rules.function_words import STOPWORDS
@@ -29,7 +31,8 @@ from tools.registry import REGISTRY
 
 ID_ACTIONS = {"approve", "reject", "cancel", "submit", "apply", "takeover", "repreview"}
 CHANGES = {"deploy", "scale", "rollback"}
-LATIN = re.compile(r"[a-z][a-z'-]+")
+LATIN = re.compile(r"[a-z][a-z0-9_-]+")
+DID_YOU_MEAN = re.compile(r"Did you mean (\S+)\?|你是指 (\S+) 吗")
 
 
 class RulesPlanner:
@@ -60,6 +63,8 @@ class RulesPlanner:
         """The requests a message makes, with references to earlier ones filled in."""
         names = names_of(context.catalog)
         found = [parse(c, message, names) for c in clauses(message, names)]
+        if found and all(p.go_ahead and p.intent is None for p in found):
+            return self._go_ahead(message, context)
         out: list[Parsed] = []
         for parsed in found:
             earlier = out[-1] if out else self._previous(context)
@@ -97,6 +102,26 @@ class RulesPlanner:
         result.reply = " ".join(replies) or None
         return result
 
+    def _go_ahead(self, message: Message, context: PlanContext) -> list[Parsed]:
+        """ "yes" to "Did you mean web?" is the previous request with web; else, the cards."""
+        said = [m["content"] for m in context.history if m["role"] == "assistant"]
+        asked = [m["content"] for m in context.history if m["role"] == "user"]
+        suggestion = DID_YOU_MEAN.search(said[-1]) if said else None
+        if suggestion is None or not asked:
+            raise Question(say("nothing_to_confirm", message.lang))
+        meant = suggestion.group(1) or suggestion.group(2)
+        words = LATIN.findall(asked[-1].lower())
+        typo = min(
+            (w for w in words if w != meant),
+            key=lambda w: DamerauLevenshtein.distance(w, meant),
+            default=None,
+        )
+        if typo is None:
+            raise Question(say("nothing_to_confirm", message.lang))
+        fixed = re.sub(rf"(?<![a-z0-9-]){re.escape(typo)}(?![a-z0-9-])", meant, asked[-1].lower())
+        earlier = PlanContext(catalog=context.catalog, user=context.user)
+        return self.requests(split_quotes(fixed), earlier)
+
     def _previous(self, context: PlanContext) -> Parsed | None:
         """The last request of the user's previous message, if it made one."""
         last = next((m for m in reversed(context.history) if m["role"] == "user"), None)
@@ -111,13 +136,12 @@ class RulesPlanner:
     ) -> list[Parsed]:
         """Resolve "same for staging", "roll it back", "yes" against the earlier request."""
         if parsed.intent is None:
-            if parsed.negated:
+            if parsed.negated or parsed.go_ahead:
                 return [parsed]
-            if earlier is not None and (parsed.same_as_before or parsed.go_ahead):
+            if earlier is not None and parsed.same_as_before:
                 return [_repeat(earlier, parsed)]
-            if parsed.same_as_before or parsed.go_ahead:
-                key = "same_as_what" if parsed.same_as_before else "nothing_to_confirm"
-                raise Question(say(key, parsed.lang))
+            if parsed.same_as_before:
+                raise Question(say("same_as_what", parsed.lang))
             inferred = _infer(parsed, message)
             if inferred.intent is None and earlier is not None and not same_message:
                 return [_answer(earlier, parsed)]  # "staging", answering "which environment?"

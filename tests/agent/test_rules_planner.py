@@ -300,7 +300,6 @@ HISTORY = [
         ("same for staging", preview("shop", "staging", web={"image_tag": "1.7.0"})),
         ("roll it back", [("rollback_release", {"project": "shop", "environment": "prod"})]),
         ("预发也一样", preview("shop", "staging", web={"image_tag": "1.7.0"})),
-        ("yes, do it", preview("shop", "prod", web={"image_tag": "1.7.0"})),
     ],
 )
 def test_context_references_use_the_previous_request(text: str, expected: list[Any]) -> None:
@@ -540,3 +539,14 @@ def test_chinese_grammar(text: str, expected: list[Any]) -> None:
 def test_negation_and_conjunctions(text: str, expected: list[Any]) -> None:
     calls, clarify, _ = plan_in(text)
     assert calls == expected and clarify is None
+
+
+def test_yes_takes_a_suggestion_and_never_repeats_a_preview() -> None:
+    history = [
+        {"role": "user", "content": "deploy wbe 1.7.0 to prod"},
+        {"role": "assistant", "content": "I don't know a service named wbe. Did you mean web?"},
+    ]
+    calls, clarify, _ = plan_in("yes", history)
+    assert clarify is None and calls == preview("shop", "prod", web={"image_tag": "1.7.0"})
+    calls, clarify, _ = plan_in("yes, do it", HISTORY)  # the preview exists: confirm its card
+    assert calls == [] and clarify is not None and "card" in clarify
