@@ -11,7 +11,7 @@ from agent.language import say
 from agent.planner import Catalog, PlanContext, PlanResult, ToolCall
 from agent.rules.function_words import STOPWORDS
 from agent.rules.parse import Parsed
-from agent.rules.resolve import Question, closest, known_services, project, targets
+from agent.rules.resolve import Question, closest, env_in, known_services, project, targets
 from agent.rules.vocabulary import INTENTS
 from tools.registry import REGISTRY
 
@@ -340,10 +340,10 @@ def _targets_or_everywhere(req: Request) -> list[tuple[str, str]]:
     parsed, catalog = req.parsed, req.catalog
     if parsed.environments and not (parsed.projects or parsed.services):
         having = [
-            (p, e)
+            (p, own)
             for p in sorted(catalog.services)
             for e in parsed.environments
-            if e in catalog.environments[p]
+            if (own := env_in(catalog.environments[p], e))
         ]
         if having:
             return having

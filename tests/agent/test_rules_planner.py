@@ -550,3 +550,23 @@ def test_yes_takes_a_suggestion_and_never_repeats_a_preview() -> None:
     assert clarify is None and calls == preview("shop", "prod", web={"image_tag": "1.7.0"})
     calls, clarify, _ = plan_in("yes, do it", HISTORY)  # the preview exists: confirm its card
     assert calls == [] and clarify is not None and "card" in clarify
+
+
+def test_environment_synonyms_map_onto_the_catalogs_own_names() -> None:
+    catalog = Catalog(
+        services={"books": ["reader"]}, environments={"books": ["stage", "production"]}
+    )
+
+    def plan_with(text: str) -> list[tuple[str, dict[str, Any]]]:
+        result = RulesPlanner().plan(text, PlanContext(catalog=catalog, user="alice"))
+        return [(c.tool, c.args) for c in result.calls]
+
+    assert plan_with("deploy reader 2.0.0 to prod") == preview(
+        "books", "production", reader={"image_tag": "2.0.0"}
+    )
+    assert plan_with("部署 reader 2.0.0 到预发") == preview(
+        "books", "stage", reader={"image_tag": "2.0.0"}
+    )
+    assert plan_with("is prod healthy?") == [
+        ("target_status", {"project": "books", "environment": "production"})
+    ]
