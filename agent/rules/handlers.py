@@ -203,10 +203,12 @@ def deploy(req: Request) -> PlanResult:
     for name, env in targets(parsed, req.catalog):
         mentioned = _services_in(req, name)
         versions = _pair(mentioned, parsed.versions, parsed.tagged)
-        if not versions:
+        if not versions and not parsed.replicas:
             bare = BARE_VERSION.search(parsed.text)
-            if bare and not parsed.replicas:
+            if bare:
                 versions = {s: bare.group(1) for s, _ in mentioned}
+            else:  # "deploy web 2 to staging": a number right after the service is its tag
+                versions = {s: str(n) for s, n in _right_after(parsed, mentioned).items()}
         if not versions:
             names = ", ".join(dict.fromkeys(s for s, _ in mentioned))
             raise Question(say("which_version", parsed.lang, services=names))
@@ -220,6 +222,9 @@ def scale(req: Request) -> PlanResult:
     parsed = req.parsed
     if not parsed.services:
         return _ask_service(req, "which_service_scale")
+    if not parsed.replicas and _right_after(parsed, parsed.services):
+        counts = _right_after(parsed, parsed.services)  # "scale web 2 in prod"
+        parsed = replace(parsed, replicas=[(n, 0) for n in counts.values()][:1])
     if not parsed.replicas:
         names = ", ".join(dict.fromkeys(s for s, _ in parsed.services))
         raise Question(say("how_many", parsed.lang, services=names))
@@ -229,6 +234,16 @@ def scale(req: Request) -> PlanResult:
         changes = {svc: {"replicas": n} for svc, n in counts.items()}
         calls.append(_preview(name, env, changes, parsed.emergency))
     return PlanResult(calls=calls)
+
+
+def _right_after(parsed: Parsed, services: list[tuple[str, int]]) -> dict[str, int]:
+    """A bare number written right after a service name."""
+    found = {}
+    for name, position in services:
+        match = re.compile(r"[\w-]*\s+v?(\d{1,4})(?![\d.\w])").match(parsed.text, position)
+        if match:
+            found[name] = int(match.group(1))
+    return found
 
 
 def _preview(name: str, env: str, changes: dict[str, Any], emergency: bool) -> ToolCall:

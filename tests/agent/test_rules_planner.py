@@ -570,3 +570,14 @@ def test_environment_synonyms_map_onto_the_catalogs_own_names() -> None:
     assert plan_with("is prod healthy?") == [
         ("target_status", {"project": "books", "environment": "production"})
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("deploy web 2 to staging", preview("shop", "staging", web={"image_tag": "2"})),
+        ("scale web 2 in prod", preview("shop", "prod", web={"replicas": 2})),
+    ],
+)
+def test_a_bare_number_after_a_service(text: str, expected: list[Any]) -> None:
+    assert plan_in(text)[0] == expected
