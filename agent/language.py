@@ -115,6 +115,9 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "I stopped at {limit} cards for one message; ask again for the rest.",
         "zh": "一条消息最多生成 {limit} 张卡片，其余的请再发一次。",
     },
+    "did_you_mean": {"en": "Did you mean {name}?", "zh": "你是指 {name} 吗？"},
+    "choices": {"en": "Open ones: {releases}.", "zh": "当前可选：{releases}。"},
+    "nothing_done": {"en": "OK, I did nothing.", "zh": "好的，我什么都没做。"},
     "planner_failed": {
         "en": "I could not work that out; try again.",
         "zh": "我没能理解这条指令，请再试一次。",

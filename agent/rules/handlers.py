@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from agent.language import say
 from agent.planner import Catalog, PlanContext, PlanResult, ToolCall
+from agent.rules.function_words import STOPWORDS
 from agent.rules.parse import Parsed
-from agent.rules.resolve import Question, known_services, project, targets
-from agent.rules.vocabulary import INTENTS, STOPWORDS
+from agent.rules.resolve import Question, closest, env_in, known_services, project, targets
+from agent.rules.vocabulary import INTENTS
 from tools.registry import REGISTRY
 
 INTENT_WORDS = {w for _, words in INTENTS for w in words}
@@ -43,10 +44,53 @@ def _calls(*calls: ToolCall, reply: str | None = None) -> PlanResult:
     return PlanResult(calls=list(calls), reply=reply)
 
 
+EXAMPLES_ZH = {
+    "approve": "批准 R-42",
+    "reject": "拒绝 R-42 因为 ...",
+    "cancel": "取消 R-42",
+    "submit": "提交 R-42",
+    "apply": "执行 R-42",
+    "take": "接管 R-42",
+    "re-preview": "重新预览 R-42",
+    "timeline": "R-42 的时间线",
+}
+
+
+# Where the releases a question offers come from, per verb.
+CHOICES: dict[str, ToolCall] = {
+    "approve": ToolCall(tool="list_approvals", args={"state": "pending", "limit": 5}),
+    "reject": ToolCall(tool="list_approvals", args={"state": "pending", "limit": 5}),
+    "take": ToolCall(tool="list_approvals", args={"state": "pending", "limit": 5}),
+    "submit": ToolCall(tool="list_releases", args={"state": "previewed", "limit": 5}),
+    "apply": ToolCall(tool="list_releases", args={"state": "approved", "limit": 5}),
+    "re-preview": ToolCall(tool="list_releases", args={"state": "previewed", "limit": 5}),
+}
+
+
 def _ids_or_ask(req: Request, example: str) -> list[str]:
     if not req.parsed.release_ids:
-        raise Question(say("which_release", req.lang, example=example))
+        verb = example.split()[0]
+        if req.lang == "zh":
+            example = EXAMPLES_ZH.get(verb, example)
+        question = say("which_release", req.lang, example=example)
+        choices = _choices(req, verb)
+        raise Question(f"{question} {choices}" if choices else question)
     return req.parsed.release_ids
+
+
+def _choices(req: Request, verb: str) -> str:
+    """The releases the user can mean, read now: "Open: R-1 (shop/prod), R-2 (...)"."""
+    call = CHOICES.get(verb)
+    if call is None or req.context.run_read is None:
+        return ""
+    data = req.context.run_read(call)
+    items = data.get("items", []) if isinstance(data, dict) else []
+    named = [
+        f"{i.get('release_id') or i.get('id')} ({i.get('project')}/{i.get('environment')})"
+        for i in items
+        if isinstance(i, dict)
+    ]
+    return say("choices", req.lang, releases=", ".join(named)) if named else ""
 
 
 def approve(req: Request) -> PlanResult:
@@ -84,14 +128,25 @@ def _per_release(tool: str, example: str, reason: bool = False) -> Handler:
     return handle
 
 
+TO_RELEASE = re.compile(r"(?:\bto|back to|到|至|为)\s*(?:release\s*)?r-?\d")
+
+
 def rollback(req: Request) -> PlanResult:
-    """rollback_release of the target named; the services asked for when the tool takes them."""
+    """rollback_release of the target named; the services asked for when the tool takes them.
+
+    "to R-3" is where to go back to; "roll back R-5" alone means R-5's target.
+    """
     parsed = req.parsed
     services = [s for s, _ in parsed.services]
+    going_to = bool(TO_RELEASE.search(parsed.text))
+    if parsed.release_ids and not going_to and not (parsed.services or parsed.projects):
+        where = _release_target(req, parsed.release_ids[0])
+        if where:
+            parsed = replace(parsed, projects=[where[0]], environments=[where[1]])
     calls = []
     for name, env in targets(parsed, req.catalog):
         args: dict[str, Any] = {"project": name, "environment": env}
-        if parsed.release_ids:
+        if parsed.release_ids and going_to:
             args["to_release_id"] = parsed.release_ids[0]
         own = [s for s in dict.fromkeys(services) if s in req.catalog.services[name]]
         if own and "services" in REGISTRY["rollback_release"].input_model.model_fields:
@@ -124,9 +179,12 @@ def _ask_service(req: Request, key: str) -> PlanResult:
     ignore = INTENT_WORDS | STOPWORDS | {"x"}
     offered = known_services(req.catalog, parsed.projects or None)
     if unknown and unknown.group(1) not in ignore and key == "which_service_deploy":
-        raise Question(
-            say("unknown_service", parsed.lang, service=unknown.group(1), services=offered)
-        )
+        word = unknown.group(1)
+        guess = closest(word, sorted({s for ns in req.catalog.services.values() for s in ns}))
+        question = say("unknown_service", parsed.lang, service=word, services=offered)
+        if guess:
+            question += " " + say("did_you_mean", parsed.lang, name=guess)
+        raise Question(question)
     raise Question(say(key, parsed.lang, services=offered))
 
 
@@ -139,14 +197,18 @@ def deploy(req: Request) -> PlanResult:
     parsed = req.parsed
     if not parsed.services:
         return _ask_service(req, "which_service_deploy")
+    if parsed.replicas and not (parsed.versions or parsed.tagged):
+        return scale(req)  # "set worker to 3 replicas", "把 worker 调到 3 个"
     calls = []
     for name, env in targets(parsed, req.catalog):
         mentioned = _services_in(req, name)
         versions = _pair(mentioned, parsed.versions, parsed.tagged)
-        if not versions:
+        if not versions and not parsed.replicas:
             bare = BARE_VERSION.search(parsed.text)
-            if bare and not parsed.replicas:
+            if bare:
                 versions = {s: bare.group(1) for s, _ in mentioned}
+            else:  # "deploy web 2 to staging": a number right after the service is its tag
+                versions = {s: str(n) for s, n in _right_after(parsed, mentioned).items()}
         if not versions:
             names = ", ".join(dict.fromkeys(s for s, _ in mentioned))
             raise Question(say("which_version", parsed.lang, services=names))
@@ -160,6 +222,9 @@ def scale(req: Request) -> PlanResult:
     parsed = req.parsed
     if not parsed.services:
         return _ask_service(req, "which_service_scale")
+    if not parsed.replicas and _right_after(parsed, parsed.services):
+        counts = _right_after(parsed, parsed.services)  # "scale web 2 in prod"
+        parsed = replace(parsed, replicas=[(n, 0) for n in counts.values()][:1])
     if not parsed.replicas:
         names = ", ".join(dict.fromkeys(s for s, _ in parsed.services))
         raise Question(say("how_many", parsed.lang, services=names))
@@ -169,6 +234,16 @@ def scale(req: Request) -> PlanResult:
         changes = {svc: {"replicas": n} for svc, n in counts.items()}
         calls.append(_preview(name, env, changes, parsed.emergency))
     return PlanResult(calls=calls)
+
+
+def _right_after(parsed: Parsed, services: list[tuple[str, int]]) -> dict[str, int]:
+    """A bare number written right after a service name."""
+    found = {}
+    for name, position in services:
+        match = re.compile(r"[\w-]*\s+v?(\d{1,4})(?![\d.\w])").match(parsed.text, position)
+        if match:
+            found[name] = int(match.group(1))
+    return found
 
 
 def _preview(name: str, env: str, changes: dict[str, Any], emergency: bool) -> ToolCall:
@@ -184,13 +259,23 @@ def diagnose(req: Request) -> PlanResult:
     if parsed.release_ids and not (parsed.services or parsed.projects):
         return _release_failure(req)
     calls = []
-    for name, env in targets(parsed, req.catalog):
+    for name, env in _targets_or_everywhere(req):
         args: dict[str, Any] = {"project": name, "environment": env}
         own = list(dict.fromkeys(s for s, _ in _services_in(req, name)))
         if len(own) == 1:
             args["service"] = own[0]
         calls.append(ToolCall(tool="diagnose_target", args=args))
     return PlanResult(calls=calls)
+
+
+def _release_target(req: Request, release: str) -> tuple[str, str] | None:
+    """The (project, environment) of a release, read now."""
+    if req.context.run_read is None:
+        return None
+    data = req.context.run_read(ToolCall(tool="get_release", args={"release_id": release}))
+    if isinstance(data, dict) and "project" in data and "environment" in data:
+        return str(data["project"]), str(data["environment"])
+    return None
 
 
 def _release_failure(req: Request) -> PlanResult:
@@ -245,6 +330,8 @@ def releases(req: Request) -> PlanResult:
             pass
     if parsed.environments:
         args["environment"] = parsed.environments[-1]
+    if parsed.state:
+        args["state"] = parsed.state
     return _calls(ToolCall(tool="list_releases", args=args))
 
 
@@ -263,6 +350,21 @@ def list_targets(req: Request) -> PlanResult:
     return _calls(ToolCall(tool="list_targets", args=args))
 
 
+def _targets_or_everywhere(req: Request) -> list[tuple[str, str]]:
+    """The targets named; an environment alone ("is prod healthy?") is every project's."""
+    parsed, catalog = req.parsed, req.catalog
+    if parsed.environments and not (parsed.projects or parsed.services):
+        having = [
+            (p, own)
+            for p in sorted(catalog.services)
+            for e in parsed.environments
+            if (own := env_in(catalog.environments[p], e))
+        ]
+        if having:
+            return having
+    return targets(parsed, catalog)
+
+
 def status(req: Request) -> PlanResult:
     """get_release for ids; target_status for a target ("is prod healthy?": every project's)."""
     parsed = req.parsed
@@ -272,25 +374,10 @@ def status(req: Request) -> PlanResult:
         )
     if not (parsed.projects or parsed.services or parsed.environments):
         return _calls(ToolCall(tool="list_targets"))
-    if not (parsed.projects or parsed.services):
-        having = [
-            p
-            for p in sorted(req.catalog.services)
-            if any(e in req.catalog.environments[p] for e in parsed.environments)
-        ]
-        if having:
-            return PlanResult(
-                calls=[
-                    ToolCall(tool="target_status", args={"project": p, "environment": e})
-                    for p in having
-                    for e in parsed.environments
-                    if e in req.catalog.environments[p]
-                ]
-            )
     return PlanResult(
         calls=[
             ToolCall(tool="target_status", args={"project": p, "environment": e})
-            for p, e in targets(parsed, req.catalog)
+            for p, e in _targets_or_everywhere(req)
         ]
     )
 

@@ -13,7 +13,8 @@ from functools import lru_cache
 from rapidfuzz.distance import DamerauLevenshtein
 from rapidfuzz.process import extractOne
 
-from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INTENTS, STOPWORDS, SYMPTOMS
+from agent.rules.function_words import STOPWORDS
+from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INTENTS, SYMPTOMS
 
 LATIN_WORD = re.compile(r"[a-z][a-z'-]*[a-z]|[a-z]")
 SUFFIXES = ("ing", "ed", "es", "s", "d")
@@ -56,7 +57,7 @@ def fold(word: str, known: frozenset[str]) -> str | None:
         if stem in known:
             return stem
     limit = _max_typos(word)
-    if not limit:
+    if not limit:  # "wbe" could be several things: the unknown name gets a question
         return None
     best = extractOne(
         word,

@@ -1,8 +1,7 @@
-"""Parsing one chat message: quoted text set aside, clauses, intents and the values in them.
+"""Parsing one chat message: clauses, intents and the values in them.
 
 Nothing here knows the catalog's rules; names are only recognised (`resolve` decides what
-they mean). Quoted text (code blocks, `inline code`, "quotes", 「」, > quoted lines) is data:
-it is kept for reasons and comments but never read for intents, names or ids.
+they mean). It reads only the user's own words (`message` sets quoted text aside).
 """
 
 from __future__ import annotations
@@ -11,20 +10,29 @@ import re
 from dataclasses import dataclass, field, replace
 
 from agent.language import language_of
-from agent.rules.lexicon import correct
-from agent.rules.segment import boundaries, found
-from agent.rules.vocabulary import (
+from agent.rules.function_words import (
     CLAUSE_SPLITTERS,
     COMMENT_MARKERS,
     EMERGENCY,
-    ENVIRONMENT_SYNONYMS,
+    EVERYWHERE,
     GO_AHEAD,
-    INJECTION_MARKERS,
-    INTENTS,
+    NEGATION,
+    NUMBER_WORDS,
     PRONOUNS,
+    QUESTION_END,
+    QUESTION_LEAD,
     REASON_MARKERS,
     SAME_AS_BEFORE,
     STOPWORDS,
+)
+from agent.rules.lexicon import correct
+from agent.rules.message import Message
+from agent.rules.segment import boundaries, found
+from agent.rules.vocabulary import (
+    ENVIRONMENT_SYNONYMS,
+    INJECTION_MARKERS,
+    INTENTS,
+    STATES,
     SYMPTOMS,
 )
 
@@ -41,6 +49,7 @@ ACTIONS = {
     "deploy",
     "repreview",
 }
+REASONED = {"reject", "cancel", "approve"}  # a reason or comment may follow them
 PRIORITY = {intent: rank for rank, (intent, _) in enumerate(INTENTS)}
 CJK_WORDS = tuple(
     sorted(
@@ -53,28 +62,6 @@ CJK_WORDS = tuple(
     )
 )
 
-QUOTED = [
-    re.compile(r"```.*?(?:```|$)", re.S),
-    re.compile(r"`[^`\n]*`"),
-    re.compile(r"\"[^\"\n]*\"|“[^”\n]*”|「[^」\n]*」|『[^』\n]*』|‘[^’\n]*’"),
-    re.compile(r"(?<![a-z0-9])'[^'\n]{3,}'(?![a-z0-9])", re.I),
-    re.compile(r"^\s*>.*$", re.M),
-]
-FOLD = str.maketrans(
-    {
-        "，": ",",
-        "。": ". ",
-        "：": ":",
-        "；": ";",
-        "！": "!",
-        "？": "?",
-        "（": " ",
-        "）": " ",
-        "、": ",",
-        "　": " ",
-        "→": " to ",
-    }
-)
 CLAUSE_BREAK = re.compile(
     r"[,;!?\n]|\.(?=\s|$)|" + "|".join(re.escape(s) for s in CLAUSE_SPLITTERS)
 )
@@ -84,7 +71,9 @@ FILLER = re.compile(
     r"我要|我想|赶紧|马上|立即|快)+"
 )
 
-RELEASE_ID = re.compile(r"(?<![a-z0-9])r-?(\d{1,9})(?![0-9])")
+RELEASE_ID = re.compile(
+    r"(?:(?<![a-z0-9])r-?|(?<![a-z0-9])release\s+#?|#|发布\s*)(\d{1,9})(?![0-9]|\.\d)"
+)
 VERSION = re.compile(
     r"(?<![a-z0-9.:/_-])(v?\d+\.\d+(?:\.\d+){0,2}(?:[-+][0-9a-z][0-9a-z.-]*)?|v\d+"
     r"|[a-z][a-z0-9]*-(?=[0-9a-f]*\d)[0-9a-f]{6,40}|(?=[0-9a-f]*[a-f])(?=[0-9a-f]*\d)[0-9a-f]{7,40})"
@@ -95,33 +84,19 @@ TAGGED = re.compile(
     r"(?<![a-z0-9_.:/-])(?:[a-z0-9][a-z0-9_.-]*(?::\d+)?/)*"
     r"([a-z0-9][a-z0-9_-]*):([a-z0-9_][a-z0-9_.-]*[a-z0-9])"
 )
+NUMBER = r"(\d{1,4}|" + "|".join(NUMBER_WORDS) + ")"
 REPLICAS = [
-    re.compile(r"(?:\bto|=|到|为|成|至)\s*(\d{1,4})(?![\d.])(?!\s*(?:\.|版本|version))"),
+    re.compile(r"(?:\bto|=|到|为|成|至)\s*" + NUMBER + r"(?![\d.a-z])(?!\s*(?:\.|版本|version))"),
     re.compile(
-        r"(\d{1,4})\s*(?:[a-z][a-z0-9-]*\s+)?"
+        NUMBER + r"\s*(?:[a-z][a-z0-9-]*\s+)?"
         r"(?:replicas?|instances?|pods?|copies|个副本|个实例|个|台|副本|份)"
     ),
     re.compile(r"(?<![a-z0-9])[x×]\s*(\d{1,4})\b"),
 ]
 ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$")
-MINE = re.compile(r"\b(?:my|mine|me)\b|我的|给我|我")
+MINE = re.compile(r"\b(?:my|mine)\b|(?<!show )(?<!give )(?<!tell )(?<!let )\bme\b|我的|给我|我")
 FROM_ENV = re.compile(r"\bfrom\s+(\S+)|从\s*(\S+)")
 TRAILING = re.compile(r"^[\s,:;.!?\-—–>]*(?:去|吧|了|掉|一下|啊|呀|哦|的)*[\s,:;.!?\-—–]*")
-
-
-@dataclass
-class Message:
-    """A message with its quoted parts set aside."""
-
-    raw: str
-    own: str
-    quoted: list[str]
-    lang: str
-
-    @property
-    def injection(self) -> bool:
-        """The user's own words try to skip a step."""
-        return any(marker in self.own for marker in INJECTION_MARKERS)
 
 
 @dataclass
@@ -137,6 +112,7 @@ class Clause:
     same_as_before: bool = False
     pronoun: bool = False
     go_ahead: bool = False
+    negated: bool = False
 
 
 @dataclass
@@ -158,34 +134,15 @@ class Parsed:
     reason: str | None = None
     comment: str | None = None
     emergency: bool = False
+    everywhere: bool = False
+    state: str | None = None
     mine: bool = False
     symptom: bool = False
     pronoun: bool = False
     same_as_before: bool = False
     go_ahead: bool = False
+    negated: bool = False
     trigger: str | None = None
-
-
-def split_quotes(text: str) -> Message:
-    """Set quoted text aside: it is data, never an instruction."""
-    quoted: list[str] = []
-
-    def keep(match: re.Match[str]) -> str:
-        inner = match.group(0).strip().strip("`\"“”「」『』‘’'>").strip()
-        if inner:
-            quoted.append(inner)
-        return " "
-
-    own = text
-    for pattern in QUOTED:
-        own = pattern.sub(keep, own)
-    return Message(raw=text, own=normalize(own), quoted=quoted, lang=language_of(text))
-
-
-def normalize(text: str) -> str:
-    """Lowercase, full-width punctuation folded, spaces squeezed (newlines kept)."""
-    folded = text.translate(FOLD).lower()
-    return re.sub(r"[ \t]+", " ", folded).strip()
 
 
 def _has_word(text: str, phrase: str, edges: set[int]) -> list[int]:
@@ -225,10 +182,20 @@ def detect(clause: Clause) -> Clause:
                 if intent not in ACTIONS and any(a < end and position < b for a, b in blanked):
                     continue
                 hits.append((PRIORITY[intent], position, intent, end, word))
+    # The longest phrase wins where two overlap: "to approve" is a list, not an approval.
+    hits = _longest(hits)
     leading = [h for h in hits if h[1] <= lead and h[2] in ACTIONS]
     chosen = min(leading or hits, default=None)
+    if chosen and chosen[2] in ACTIONS and re.search(NEGATION, text[lead : chosen[1]]):
+        clause.negated = True
+        return clause
     if chosen:
         clause.intent, clause.trigger_end, clause.trigger = chosen[2], chosen[3], chosen[4]
+        asking = re.match(QUESTION_LEAD, text[lead:]) or re.search(QUESTION_END, text)
+        if asking and clause.intent in ACTIONS:
+            clause.intent = "status"
+        elif clause.intent in ACTIONS and text[clause.trigger_end :].startswith("的"):
+            clause.intent = "releases"  # "我提交的发布": the verb describes releases
     clause.symptom = any(_has_word(text, w, edges) for w in SYMPTOMS)
     clause.same_as_before = any(_has_word(text, w, edges) for w in SAME_AS_BEFORE)
     clause.pronoun = any(_has_word(text, w, edges) for w in PRONOUNS)
@@ -239,16 +206,47 @@ def detect(clause: Clause) -> Clause:
     return clause
 
 
-def clauses(message: Message, names: frozenset[str]) -> list[Clause]:
+def _longest(hits: list[tuple[int, int, str, int, str]]) -> list[tuple[int, int, str, int, str]]:
+    """Hits not inside a longer hit (one sweep by start, so a long message stays fast)."""
+    kept = []
+    reach, reach_start = -1, -1  # the furthest end seen so far, and where that hit started
+    for hit in sorted(hits, key=lambda h: (h[1], -h[3])):
+        inside = reach > hit[3] or (reach == hit[3] and reach_start < hit[1])
+        if not inside:
+            kept.append(hit)
+        if hit[3] > reach:
+            reach, reach_start = hit[3], hit[1]
+    return kept
+
+
+def clauses(message: Message, names: CatalogNames) -> list[Clause]:
     """The message cut into clauses, each with its intent; pieces with none join a neighbour."""
     head, tail = _reason_tail(message.own)
     pieces = [p.strip() for p in CLAUSE_BREAK.split(head)]
     found_clauses = [
-        detect(Clause(raw=p, text=correct(p, names))) for p in pieces if p and p.strip(" .")
+        detect(Clause(raw=p, text=correct(p, names.all))) for p in pieces if p and p.strip(" .")
     ]
+    negated = [c for c in found_clauses if c.negated]
+    found_clauses = [c for c in found_clauses if not c.negated]  # "but don't touch prod"
+    if negated and not found_clauses:
+        return negated[:1]
     merged: list[Clause] = []
     pending: list[Clause] = []  # pieces waiting for a clause with an intent
     for clause in found_clauses:
+        if clause.intent is None and merged and _elsewhere(merged[-1], clause, names):
+            # "deploy web 1.8 to prod and api 2.4 to staging": the same verb, another target
+            clause = replace(clause, intent=merged[-1].intent, trigger=merged[-1].trigger)
+            merged.append(clause)
+            continue
+        if (
+            merged
+            and merged[-1].intent in REASONED
+            and (clause.intent is None or merged[-1].intent != "approve")
+            and _bare(clause, names)
+        ):
+            # "R-7 不行，回滚方案没写": what follows a rejection is its reason, whatever it says
+            merged[-1] = _join(merged[-1], replace(clause, intent=None))
+            continue
         if clause.intent is None and not clause.same_as_before:
             if merged and not merged[-1].same_as_before:
                 merged[-1] = _join(merged[-1], clause)
@@ -271,6 +269,24 @@ def clauses(message: Message, names: frozenset[str]) -> list[Clause]:
         last = merged[-1]
         merged[-1] = replace(last, raw=f"{last.raw} {tail}", text=f"{last.text} {tail}")
     return merged
+
+
+def _bare(clause: Clause, names: CatalogNames) -> bool:
+    """The clause names no release, service or project (it can only be a comment)."""
+    text = clause.text
+    return not RELEASE_ID.search(text) and not any(
+        _word(n).search(text) for n in [*names.services, *names.projects]
+    )
+
+
+def _elsewhere(previous: Clause, clause: Clause, names: CatalogNames) -> bool:
+    """The clause names its own service and another environment than the previous one."""
+    if previous.intent not in ("deploy", "scale"):
+        return False
+    mine, _ = environments(clause.text, names.environments)
+    theirs, _ = environments(previous.text, names.environments)
+    named = any(_word(s).search(clause.text) for s in names.services)
+    return bool(mine and theirs and named and set(mine).isdisjoint(theirs))
 
 
 def _reason_tail(text: str) -> tuple[str, str]:
@@ -298,7 +314,8 @@ def _join(first: Clause, second: Clause, keep_second: bool = False) -> Clause:
         symptom=first.symptom or second.symptom,
         same_as_before=first.same_as_before or second.same_as_before,
         pronoun=first.pronoun or second.pronoun,
-        go_ahead=first.go_ahead and second.go_ahead,
+        go_ahead=first.go_ahead or second.go_ahead,
+        negated=first.negated or second.negated,
     )
 
 
@@ -354,7 +371,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         if not any(a <= m.start() < b for a, b in tagged_spans)
     ]
     replicas = [
-        (int(m.group(1)), m.start(1))
+        (_number(m.group(1)), m.start(1))
         for pattern in REPLICAS
         for m in pattern.finditer(text)
         if not any(a <= m.start(1) < b for a, b in tagged_spans)
@@ -374,11 +391,14 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         tagged=tagged,
         replicas=[(n, pos) for pos, n in replicas],
         emergency=any(w in text for w in EMERGENCY),
+        everywhere=any(w in text for w in EVERYWHERE),
+        state=next((v for k, v in STATES.items() if k in text), None),
         mine=bool(MINE.search(text)),
         symptom=clause.symptom,
         pronoun=clause.pronoun,
         same_as_before=clause.same_as_before,
         go_ahead=clause.go_ahead,
+        negated=clause.negated,
         trigger=clause.trigger,
     )
     parsed.reason = _after_marker(clause.raw, REASON_MARKERS)
@@ -389,6 +409,10 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
     if parsed.reason is None and message.quoted:
         parsed.reason = parsed.comment = message.quoted[0][:500]
     return parsed
+
+
+def _number(word: str) -> int:
+    return int(word) if word.isdigit() else NUMBER_WORDS[word]
 
 
 def _after_marker(raw: str, markers: list[str]) -> str | None:
@@ -404,13 +428,32 @@ def _after_marker(raw: str, markers: list[str]) -> str | None:
     return None
 
 
+def _as_typed(clause: Clause, cut: int) -> str:
+    """What the user typed after offset `cut` of the folded text (folding keeps the words)."""
+    typed, folded = clause.raw.split(" "), clause.text.split(" ")
+    if len(typed) != len(folded):
+        return clause.text[cut:]
+    position = 0
+    for index, word in enumerate(folded):
+        end = position + len(word)
+        if cut <= end:
+            inside = cut - position if word == typed[index] else len(typed[index])
+            head = typed[index][max(inside, 0) :]
+            return " ".join([head, *typed[index + 1 :]])
+        position = end + 1
+    return ""
+
+
 def _remainder(clause: Clause) -> str | None:
     """Free text after the last release id and the verb: "reject R-6 - wrong image"."""
-    ids = list(RELEASE_ID.finditer(clause.raw))
+    ids = list(RELEASE_ID.finditer(clause.text))
     if not ids:
         return None
-    start = max(ids[-1].end(), clause.trigger_end if clause.trigger_end <= len(clause.raw) else 0)
-    rest = clause.raw[start:]
+    rest = _as_typed(clause, max(ids[-1].end(), clause.trigger_end))
+    for intent, words in INTENTS:  # "R-1 LGTM，批准": a second verb is no comment
+        if intent == clause.intent:
+            for word in sorted(words, key=len, reverse=True):
+                rest = rest.replace(word, " ") if not word.isascii() else rest
     rest = TRAILING.sub("", rest).strip(" ,.;:!?")
     words = [w for w in re.split(r"[\s,]+", rest) if w]
     if not words or all(w in STOPWORDS for w in words):

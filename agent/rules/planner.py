@@ -11,26 +11,28 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 
+from rapidfuzz.distance import DamerauLevenshtein
+
 from agent.language import say
 from agent.planner import PlanContext, PlanResult
+from agent.rules.function_words import STOPWORDS
 from agent.rules.handlers import HANDLERS, Request
+from agent.rules.message import Message, split_quotes
 from agent.rules.parse import (
     RELEASE_ID,
     Clause,
-    Message,
     Parsed,
     clauses,
     detect,
     parse,
-    split_quotes,
 )
 from agent.rules.resolve import Question, names_of
-from agent.rules.vocabulary import STOPWORDS
 from tools.registry import REGISTRY
 
 ID_ACTIONS = {"approve", "reject", "cancel", "submit", "apply", "takeover", "repreview"}
 CHANGES = {"deploy", "scale", "rollback"}
-LATIN = re.compile(r"[a-z][a-z'-]+")
+LATIN = re.compile(r"[a-z][a-z0-9_-]+")
+DID_YOU_MEAN = re.compile(r"Did you mean (\S+)\?|你是指 (\S+) 吗")
 
 
 class RulesPlanner:
@@ -60,7 +62,9 @@ class RulesPlanner:
     def requests(self, message: Message, context: PlanContext) -> list[Parsed]:
         """The requests a message makes, with references to earlier ones filled in."""
         names = names_of(context.catalog)
-        found = [parse(c, message, names) for c in clauses(message, names.all)]
+        found = [parse(c, message, names) for c in clauses(message, names)]
+        if found and all(p.go_ahead and p.intent is None for p in found):
+            return self._go_ahead(message, context)
         out: list[Parsed] = []
         for parsed in found:
             earlier = out[-1] if out else self._previous(context)
@@ -70,6 +74,8 @@ class RulesPlanner:
     def _plan(self, message: Message, context: PlanContext) -> PlanResult:
         requests = self.requests(message, context)
         if not any(r.intent for r in requests):
+            if any(r.negated for r in requests):
+                return PlanResult(reply=say("nothing_done", message.lang))
             return PlanResult(clarify=say("help", message.lang))
         result = PlanResult()
         replies = []
@@ -96,6 +102,26 @@ class RulesPlanner:
         result.reply = " ".join(replies) or None
         return result
 
+    def _go_ahead(self, message: Message, context: PlanContext) -> list[Parsed]:
+        """ "yes" to "Did you mean web?" is the previous request with web; else, the cards."""
+        said = [m["content"] for m in context.history if m["role"] == "assistant"]
+        asked = [m["content"] for m in context.history if m["role"] == "user"]
+        suggestion = DID_YOU_MEAN.search(said[-1]) if said else None
+        if suggestion is None or not asked:
+            raise Question(say("nothing_to_confirm", message.lang))
+        meant = suggestion.group(1) or suggestion.group(2)
+        words = LATIN.findall(asked[-1].lower())
+        typo = min(
+            (w for w in words if w != meant),
+            key=lambda w: DamerauLevenshtein.distance(w, meant),
+            default=None,
+        )
+        if typo is None:
+            raise Question(say("nothing_to_confirm", message.lang))
+        fixed = re.sub(rf"(?<![a-z0-9-]){re.escape(typo)}(?![a-z0-9-])", meant, asked[-1].lower())
+        earlier = PlanContext(catalog=context.catalog, user=context.user)
+        return self.requests(split_quotes(fixed), earlier)
+
     def _previous(self, context: PlanContext) -> Parsed | None:
         """The last request of the user's previous message, if it made one."""
         last = next((m for m in reversed(context.history) if m["role"] == "user"), None)
@@ -110,14 +136,16 @@ class RulesPlanner:
     ) -> list[Parsed]:
         """Resolve "same for staging", "roll it back", "yes" against the earlier request."""
         if parsed.intent is None:
-            if parsed.same_as_before or parsed.go_ahead:
-                if earlier is None:
-                    key = "same_as_what" if parsed.same_as_before else "nothing_to_confirm"
-                    raise Question(say(key, parsed.lang))
-                if parsed.go_ahead:
-                    return [replace(earlier, lang=parsed.lang)]
-                return [_fill(replace(earlier, lang=parsed.lang, environments=[]), parsed, True)]
-            return [_infer(parsed, message)]
+            if parsed.negated or parsed.go_ahead:
+                return [parsed]
+            if earlier is not None and parsed.same_as_before:
+                return [_repeat(earlier, parsed)]
+            if parsed.same_as_before:
+                raise Question(say("same_as_what", parsed.lang))
+            inferred = _infer(parsed, message)
+            if inferred.intent is None and earlier is not None and not same_message:
+                return [_answer(earlier, parsed)]  # "staging", answering "which environment?"
+            return [inferred]
         if parsed.intent in ID_ACTIONS and not parsed.release_ids:
             change = _infer(replace(parsed, intent=None), message)
             if change.intent in CHANGES:  # "preview web 1.5.0 in prod": a change request
@@ -131,33 +159,48 @@ class RulesPlanner:
                 return []
             if parsed.pronoun or not same_message:
                 return [replace(parsed, release_ids=earlier.release_ids)]
-        if parsed.pronoun or parsed.same_as_before:
-            return [_fill(parsed, earlier, parsed.same_as_before)]
+        if parsed.same_as_before:
+            return [_repeat(replace(earlier, intent=parsed.intent), parsed)]
+        if parsed.pronoun:
+            return [_complete(parsed, earlier)]
         return [parsed]
 
 
-def _fill(parsed: Parsed, earlier: Parsed, overwrite: bool) -> Parsed:
-    """`parsed` with the names it lacks taken from `earlier` (its own win)."""
-    if overwrite:  # "same for prod": the earlier request, with what this one names
-        base, own = parsed, earlier
-        base, own = earlier, parsed
-        return replace(
-            base,
-            environments=own.environments or base.environments,
-            services=own.services or base.services,
-            projects=own.projects or base.projects,
-            versions=own.versions or base.versions,
-            tagged=own.tagged or base.tagged,
-            replicas=own.replicas or base.replicas,
-            lang=own.lang,
-        )
+def _repeat(earlier: Parsed, current: Parsed) -> Parsed:
+    """The earlier request again, with whatever the current one names instead."""
     return replace(
-        parsed,
-        release_ids=parsed.release_ids or earlier.release_ids,
-        environments=parsed.environments or earlier.environments,
-        services=parsed.services or earlier.services,
-        projects=parsed.projects or earlier.projects,
+        earlier,
+        environments=current.environments or earlier.environments,
+        services=current.services or earlier.services,
+        projects=current.projects or earlier.projects,
+        versions=current.versions or earlier.versions,
+        tagged=current.tagged or earlier.tagged,
+        replicas=current.replicas or earlier.replicas,
+        release_ids=current.release_ids or earlier.release_ids,
+        unknown_environment=current.unknown_environment,
+        lang=current.lang,
     )
+
+
+def _complete(current: Parsed, earlier: Parsed) -> Parsed:
+    """The current request with the names it lacks taken from the earlier one."""
+    return replace(
+        current,
+        release_ids=current.release_ids or earlier.release_ids,
+        environments=current.environments or earlier.environments,
+        services=current.services or earlier.services,
+        projects=current.projects or earlier.projects,
+    )
+
+
+def _answer(earlier: Parsed, current: Parsed) -> Parsed:
+    """A bare answer ("staging", "4", "1.7.0") completes the earlier request."""
+    number = re.fullmatch(r"\s*(\d{1,4})\s*", current.text)
+    if number and earlier.intent == "scale":
+        current = replace(current, replicas=[(int(number.group(1)), 0)])
+    elif number and earlier.intent == "deploy":
+        current = replace(current, versions=[(number.group(1), 10**6)])
+    return _repeat(earlier, current)
 
 
 def _infer(parsed: Parsed, message: Message) -> Parsed:
@@ -167,7 +210,7 @@ def _infer(parsed: Parsed, message: Message) -> Parsed:
     if (
         parsed.services
         and parsed.replicas
-        and re.search(r"[x×]\s*\d|replica|副本|实例", parsed.text)
+        and re.search(r"[x×]\s*\d|replica|instance|pod|副本|实例|\d\s*[个台]", parsed.text)
     ):
         return replace(parsed, intent="scale")
     if parsed.release_ids:
@@ -178,6 +221,6 @@ def _infer(parsed: Parsed, message: Message) -> Parsed:
                 say("what_to_do_with", parsed.lang, releases=", ".join(parsed.release_ids))
             )
         return replace(parsed, intent="status")
-    if parsed.symptom and (parsed.services or parsed.projects):
+    if parsed.symptom and (parsed.services or parsed.projects or parsed.environments):
         return replace(parsed, intent="diagnose")
     return parsed

@@ -12,6 +12,7 @@ from rapidfuzz.process import extractOne
 from agent.language import say
 from agent.planner import Catalog
 from agent.rules.parse import CatalogNames, Parsed
+from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS
 
 
 class Question(Exception):
@@ -39,6 +40,17 @@ def closest(word: str, options: list[str]) -> str | None:
     return str(best[0]) if best else None
 
 
+CANONICAL = {w: env for env, words in ENVIRONMENT_SYNONYMS.items() for w in words}
+
+
+def env_in(known: list[str], wanted: str) -> str | None:
+    """The project's own name for environment `wanted` ("prod" is its "production")."""
+    if wanted in known:
+        return wanted
+    same = [k for k in known if CANONICAL.get(k, k) == CANONICAL.get(wanted, wanted)]
+    return same[0] if len(same) == 1 else None
+
+
 def project(parsed: Parsed, catalog: Catalog, services: list[str] | None = None) -> str:
     """The one project the request is about, or a Question."""
     if len(parsed.projects) == 1:
@@ -51,7 +63,9 @@ def project(parsed: Parsed, catalog: Catalog, services: list[str] | None = None)
         owners = set(catalog.projects_of(service))
         candidates = owners if candidates is None else (candidates & owners or candidates | owners)
     if candidates is not None and parsed.environments:
-        with_env = {p for p in candidates if parsed.environments[0] in catalog.environments[p]}
+        with_env = {
+            p for p in candidates if env_in(catalog.environments[p], parsed.environments[0])
+        }
         if len(with_env) == 1:  # "gateway in qa": only one owner has a qa
             candidates = with_env
     if candidates and len(candidates) == 1:
@@ -70,7 +84,9 @@ def project(parsed: Parsed, catalog: Catalog, services: list[str] | None = None)
         return next(iter(catalog.services))
     if parsed.environments:
         having = [
-            p for p in sorted(catalog.services) if parsed.environments[0] in catalog.environments[p]
+            p
+            for p in sorted(catalog.services)
+            if env_in(catalog.environments[p], parsed.environments[0])
         ]
         if len(having) == 1:
             return having[0]
@@ -82,8 +98,9 @@ def environment(parsed: Parsed, catalog: Catalog, name: str, which: int = 0) -> 
     known = catalog.environments.get(name, [])
     if parsed.environments:
         wanted = parsed.environments[which]
-        if wanted in known:
-            return wanted
+        own = env_in(known, wanted)
+        if own:
+            return own
         raise Question(
             say(
                 "no_such_environment",
@@ -115,6 +132,8 @@ def targets(
 ) -> list[tuple[str, str]]:
     """Every (project, environment) the request names: "to staging and prod" is two."""
     name = project(parsed, catalog, services)
+    if parsed.everywhere and not parsed.environments:
+        return [(name, env) for env in catalog.environments.get(name, [])]
     if len(parsed.environments) <= 1:
         return [(name, environment(parsed, catalog, name))]
     return [(name, environment(parsed, catalog, name, i)) for i in range(len(parsed.environments))]
