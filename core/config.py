@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -54,6 +55,12 @@ class Settings(BaseSettings):
     )
     chat_max_frame_bytes: int = Field(
         default=16 * 1024, gt=0, description="Largest chat frame a client may send."
+    )
+    allowed_path_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a declaration's compose_files and kubeconfig may point into "
+        "besides the declaration file's own folder (JSON list, e.g. "
+        '\'["/srv/deploy", "/etc/shipdeck/kube"]\').',
     )
 
 

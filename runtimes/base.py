@@ -150,6 +150,17 @@ class RuntimeRefused(Exception):
     """The runtime refuses the request as given (service not defined, spec does not parse)."""
 
 
+def redact(text: str, limit: int = 300) -> str:
+    """A tool's error line without quoted fragments, which can be lines of the file it read.
+
+    `docker compose config` quotes the offending text (`additional properties 'root:$6$...'
+    not allowed`) and YAML loaders quote snippets; callers see the shape of the problem and
+    where, never the file's contents.
+    """
+    text = re.sub(r"'[^'\n]*'|\"[^\"\n]*\"|`[^`\n]*`", "'…'", text)
+    return text[:limit]
+
+
 class RuntimeAdapter(ABC):
     """One implementation per runtime; product layers only call this interface."""
 

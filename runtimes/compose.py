@@ -42,6 +42,7 @@ from runtimes.base import (
     desired_spec,
     fingerprint,
     make_plan,
+    redact,
 )
 
 SERVICE_LABEL = "com.docker.compose.service"
@@ -64,8 +65,8 @@ def _plugin_config_dir() -> str:
 
 
 def _error_text(exc: DockerException) -> str:
-    text = (exc.stderr or exc.stdout or str(exc)).strip()
-    return text.splitlines()[-1] if text else str(exc)
+    text = (exc.stderr or exc.stdout or "").strip()
+    return redact(text.splitlines()[-1]) if text else f"docker exited with {exc.return_code}"
 
 
 class ComposeAdapter(RuntimeAdapter):
@@ -119,7 +120,7 @@ class ComposeAdapter(RuntimeAdapter):
         try:
             stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         except OSError as exc:
-            raise RuntimeRefused(f"cannot read the compose file: {exc}") from exc
+            raise RuntimeRefused(f"cannot read a compose file ({type(exc).__name__})") from exc
         key = (stamp, target.connection.get("docker_host"), self._project(target))
         with self._lock:
             cached = None if fresh else self._configs.get(key)

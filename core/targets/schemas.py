@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from core.targets.paths import confine
 from runtimes.base import ServiceState
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
@@ -90,19 +92,26 @@ class TargetDecl(BaseModel):
             raise ValueError("a kubernetes target needs a namespace")
         return self
 
-    def connection(self, base_dir: Path | None = None) -> dict[str, Any]:
-        """The runtime-specific fields, as stored on the target; paths made absolute."""
+    def connection(
+        self, base_dir: Path | None = None, roots: Sequence[Path] = (), where: str = "target"
+    ) -> dict[str, Any]:
+        """The runtime-specific fields, as stored on the target; file paths made absolute.
+
+        Compose files and kubeconfigs must lie in `base_dir` (the declaration's folder) or
+        one of `roots`, else InvalidInput: a declaration is no way to read any file on the
+        server.
+        """
         skip = {"environment", "runtime", "risk_tier", "preview_ttl_minutes", "apply_on_approval"}
         connection = self.model_dump(exclude=skip, exclude_none=True)
-        if base_dir is not None:
-            if self.compose_files:
-                connection["compose_files"] = [
-                    str((base_dir / Path(f).expanduser()).resolve()) for f in self.compose_files
-                ]
-            if self.kubeconfig:
-                connection["kubeconfig"] = str(
-                    (base_dir / Path(self.kubeconfig).expanduser()).resolve()
-                )
+        if self.compose_files:
+            connection["compose_files"] = [
+                confine(f, base_dir=base_dir, roots=roots, where=f"{where}.compose_files")
+                for f in self.compose_files
+            ]
+        if self.kubeconfig:
+            connection["kubeconfig"] = confine(
+                self.kubeconfig, base_dir=base_dir, roots=roots, where=f"{where}.kubeconfig"
+            )
         return connection
 
     def tier(self) -> RiskTier:

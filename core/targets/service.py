@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -147,14 +147,30 @@ def diagnose_target(
 
 
 def load_declaration(
-    session: Session, *, actor: Actor, declaration: Declaration, base_dir: Path | None = None
+    session: Session,
+    *,
+    actor: Actor,
+    declaration: Declaration,
+    base_dir: Path | None = None,
+    allowed_roots: Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """Declare projects, targets, services, people and policies; loading twice changes nothing.
 
-    Relative compose files and kubeconfig paths are taken from `base_dir` (the file's folder).
-    Returns a summary of what changed. Commits.
+    Relative compose files and kubeconfig paths are taken from `base_dir` (the file's folder);
+    every such path must lie there or under `allowed_roots` (default: the
+    `allowed_path_roots` setting), or nothing is loaded. Returns a summary of what changed.
+    Commits.
     """
     require(actor, Action.admin, None)
+    roots = get_settings().allowed_path_roots if allowed_roots is None else list(allowed_roots)
+    # Every path is checked before anything is written: a refused file changes nothing.
+    connections = {
+        (p.name, t.environment): t.connection(
+            base_dir, roots, f"projects.{p.name}.targets.{t.environment}"
+        )
+        for p in declaration.projects
+        for t in p.targets
+    }
     changed: list[str] = []
     for name, members in declaration.groups.items():
         for member in members:
@@ -178,7 +194,7 @@ def load_declaration(
             target = next((t for t in project.targets if t.environment == tdecl.environment), None)
             values = {
                 "runtime": tdecl.runtime,
-                "connection": tdecl.connection(base_dir),
+                "connection": connections[decl.name, tdecl.environment],
                 "risk_tier": tdecl.tier(),
                 "preview_ttl_seconds": (
                     int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
