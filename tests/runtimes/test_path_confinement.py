@@ -3,7 +3,7 @@ no runtime error shows a caller what a file holds (issue 10)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -118,12 +118,13 @@ def test_a_bad_kubeconfig_is_a_clear_refusal_that_shows_none_of_it(
     if content is not None:
         bad.write_text(content)
     kube_target.connect(kubeconfig=str(bad))
-    for attempt in (
+    attempts: list[Callable[[], object]] = [
         lambda: call(
             kube_target.world, "alice", "target_status", project="shop", environment="prod"
         ),
         lambda: deploy(kube_target.world, "alice", "shop", "prod", web={"image_tag": "2"}),
-    ):
+    ]
+    for attempt in attempts:
         # InvalidInput is the 422 of REST: the caller's declaration is wrong, not the server.
         with pytest.raises(InvalidInput) as refused:
             attempt()
