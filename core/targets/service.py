@@ -15,8 +15,21 @@ from core.errors import InvalidInput, NotFound, RuntimeFailure
 from core.identity.service import ensure_group_member, ensure_user, set_grant
 from core.permissions import Action, Actor, Role, require
 from core.targets.models import PolicyRule, Project, Service, Target
-from core.targets.schemas import Declaration, PolicyDecl, TargetRead, TargetStatus
-from runtimes.base import Diagnosis, RuntimeAdapter, RuntimeRefused, RuntimeUnavailable, TargetRef
+from core.targets.schemas import (
+    Declaration,
+    PolicyDecl,
+    TargetRead,
+    TargetStatus,
+    declaration_model,
+)
+from runtimes.base import (
+    Diagnosis,
+    RuntimeAdapter,
+    RuntimeRefused,
+    RuntimeUnavailable,
+    TargetRef,
+    is_simulated,
+)
 from runtimes.registry import RuntimeRegistry
 
 T = TypeVar("T")
@@ -87,7 +100,7 @@ def target_read(target: Target) -> TargetRead:
         environment=target.environment,
         runtime=target.runtime,
         risk_tier=target.risk_tier,
-        simulated=target.runtime == "sandbox",
+        simulated=is_simulated(target.runtime),
         services=[s.name for s in target.project.services],
         preview_ttl_seconds=ttl_seconds(target),
         apply_on_approval=target.apply_on_approval,
@@ -268,8 +281,12 @@ def _rule_key(env: str | None, tier: str | None, emergency: bool, steps: Any) ->
     return canonical_json([env, tier, emergency, steps])
 
 
-def parse_declaration(text: str) -> Declaration:
-    """Parse YAML declaration text, or raise InvalidInput saying what is wrong."""
+def parse_declaration(text: str, runtimes: RuntimeRegistry | None = None) -> Declaration:
+    """Parse YAML declaration text, or raise InvalidInput saying what is wrong.
+
+    Targets are validated against the connection model of their runtime's adapter: those of
+    `runtimes`, or of every adapter this process has loaded.
+    """
     import yaml
     from pydantic import ValidationError
 
@@ -278,7 +295,9 @@ def parse_declaration(text: str) -> Declaration:
     except yaml.YAMLError as exc:
         raise InvalidInput(f"the declaration is not valid YAML: {exc}") from exc
     try:
-        return Declaration.model_validate(raw)
+        return declaration_model(runtimes.connection_models() if runtimes else None).model_validate(
+            raw
+        )
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise InvalidInput("the declaration is invalid: " + "; ".join(problems)) from exc
