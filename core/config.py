@@ -137,6 +137,12 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC-SHA-256 key signing each webhook body (header X-Shipdeck-Signature).",
     )
+    allowed_path_roots: list[Path] = Field(
+        default_factory=list,
+        description="Folders a declaration's compose_files and kubeconfig may point into "
+        "besides the declaration file's own folder (JSON list, e.g. "
+        '\'["/srv/deploy", "/etc/shipdeck/kube"]\').',
+    )
 
 
 @lru_cache

@@ -7,7 +7,7 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -160,11 +160,66 @@ class RuntimeRefused(Exception):
     """The runtime refuses the request as given (service not defined, spec does not parse)."""
 
 
-class RuntimeAdapter(ABC):
-    """One implementation per runtime; product layers only call this interface."""
+def redact(text: str, limit: int = 300) -> str:
+    """A tool's error line without quoted fragments, which can be lines of the file it read.
 
-    name: str
-    simulated: bool = False
+    `docker compose config` quotes the offending text (`additional properties 'root:$6$...'
+    not allowed`) and YAML loaders quote snippets; callers see the shape of the problem and
+    where, never the file's contents.
+    """
+    text = re.sub(r"'[^'\n]*'|\"[^\"\n]*\"|`[^`\n]*`", "'…'", text)
+    return text[:limit]
+
+
+class DeclaredPath:
+    """Marks a connection field that names files on the server (`Annotated[..., DeclaredPath()]`).
+
+    Core confines such paths to the declaration's folder or an allowed root when it loads
+    a declaration, whichever adapter declares them.
+    """
+
+
+class Connection(BaseModel):
+    """How to reach a target; each adapter declares its own fields by subclassing this."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+C = TypeVar("C", bound=Connection)
+_KNOWN: dict[str, type[RuntimeAdapter]] = {}
+
+
+def connection_of(model: type[C], connection: dict[str, Any]) -> C:
+    """A stored connection read as an adapter's model (keys it does not know are ignored)."""
+    return model.model_validate({k: v for k, v in connection.items() if k in model.model_fields})
+
+
+def known_adapters() -> dict[str, type[RuntimeAdapter]]:
+    """Adapter classes this process has loaded, by runtime name (the declaration's choices)."""
+    return dict(_KNOWN)
+
+
+def is_simulated(runtime: str) -> bool:
+    """True when the named runtime's adapter says it is simulated (sandbox)."""
+    adapter = _KNOWN.get(runtime)
+    return bool(adapter is not None and adapter.simulated)
+
+
+class RuntimeAdapter(ABC):
+    """One implementation per runtime; product layers only call this interface.
+
+    Each adapter names its runtime, says whether it is simulated, and owns the model of its
+    connection (what a declaration may say about a target of this runtime).
+    """
+
+    name: ClassVar[str]
+    simulated: ClassVar[bool] = False
+    connection_model: ClassVar[type[Connection]] = Connection
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" in cls.__dict__:
+            _KNOWN[cls.name] = cls
 
     @abstractmethod
     def describe(self, target: TargetRef) -> LiveState:

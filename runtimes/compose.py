@@ -19,14 +19,17 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Self
 
 import yaml
+from pydantic import Field, model_validator
 from python_on_whales import Container, DockerClient
 from python_on_whales.exceptions import DockerException
 
 from runtimes.base import (
     ApplyResult,
+    Connection,
+    DeclaredPath,
     Diagnosis,
     LiveState,
     Plan,
@@ -42,6 +45,7 @@ from runtimes.base import (
     desired_spec,
     fingerprint,
     make_plan,
+    redact,
 )
 
 SERVICE_LABEL = "com.docker.compose.service"
@@ -64,14 +68,45 @@ def _plugin_config_dir() -> str:
 
 
 def _error_text(exc: DockerException) -> str:
-    text = (exc.stderr or exc.stdout or str(exc)).strip()
-    return text.splitlines()[-1] if text else str(exc)
+    text = (exc.stderr or exc.stdout or "").strip()
+    return redact(text.splitlines()[-1]) if text else f"docker exited with {exc.return_code}"
+
+
+class ComposeConnection(Connection):
+    """A compose target: its files, project name, engine and health timing."""
+
+    compose_files: Annotated[list[str] | None, DeclaredPath()] = Field(
+        default=None, description="Compose files, relative to the declaration's folder."
+    )
+    compose_project: str | None = Field(
+        default=None, max_length=64, description="Project name (default: project-environment)."
+    )
+    docker_host: str | None = Field(
+        default=None, max_length=255, description="Docker engine (default: DOCKER_HOST)."
+    )
+    stable_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=600,
+        description="How long a service without a health check must run without restarting "
+        "to count as healthy (default 5).",
+    )
+    timeout_seconds: float | None = Field(
+        default=None, gt=0, le=3600, description="How long an apply waits for health (default 120)."
+    )
+
+    @model_validator(mode="after")
+    def _needs_files(self) -> Self:
+        if not self.compose_files:
+            raise ValueError("a compose target needs compose_files")
+        return self
 
 
 class ComposeAdapter(RuntimeAdapter):
     """Docker Compose targets: compose files + project name (+ optional docker host)."""
 
     name = "compose"
+    connection_model = ComposeConnection
 
     def __init__(self) -> None:
         self._config_dir = _plugin_config_dir()
@@ -119,7 +154,7 @@ class ComposeAdapter(RuntimeAdapter):
         try:
             stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
         except OSError as exc:
-            raise RuntimeRefused(f"cannot read the compose file: {exc}") from exc
+            raise RuntimeRefused(f"cannot read a compose file ({type(exc).__name__})") from exc
         key = (stamp, target.connection.get("docker_host"), self._project(target))
         with self._lock:
             cached = None if fresh else self._configs.get(key)

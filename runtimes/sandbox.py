@@ -10,11 +10,13 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from pydantic import Field
 from sqlalchemy import JSON, Engine, MetaData, String, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from runtimes.base import (
     ApplyResult,
+    Connection,
     Diagnosis,
     LiveState,
     Plan,
@@ -57,11 +59,21 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="microseconds")
 
 
+class SandboxConnection(Connection):
+    """A simulated target: the images it starts with and how long a rollout takes."""
+
+    images: dict[str, str] | None = Field(default=None, description="Initial image per service.")
+    delay_seconds: float | None = Field(
+        default=None, ge=0, le=60, description="How long each simulated rollout takes."
+    )
+
+
 class SandboxAdapter(RuntimeAdapter):
     """Simulated runtime: state in the database, instant (or `delay_seconds`) rollouts."""
 
     name = "sandbox"
     simulated = True
+    connection_model = SandboxConnection
 
     def __init__(self, engine: Engine) -> None:
         self._engine = engine

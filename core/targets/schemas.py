@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping, Sequence
+from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, create_model, field_validator, model_validator
 
 from core.environments import RiskTier, default_tier
-from runtimes.base import ServiceState
+from core.errors import InvalidInput
+from core.targets.paths import confine
+from runtimes.base import Connection, DeclaredPath, ServiceState, known_adapters
 
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 
@@ -40,68 +44,50 @@ class PolicyDecl(BaseModel):
         return self
 
 
+COMMON_TARGET_FIELDS = frozenset(
+    {"environment", "runtime", "risk_tier", "preview_ttl_minutes", "apply_on_approval"}
+)
+
+
 class TargetDecl(BaseModel):
-    """A target: environment, runtime and how to reach it."""
+    """A target: environment, runtime, and its runtime's connection fields.
+
+    The fields here are the ones every target has. A declaration is parsed with one variant
+    per registered runtime adapter (`declaration_model`): this class plus the adapter's
+    connection model, chosen by `runtime`.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
     environment: str = Field(pattern=NAME_PATTERN)
-    runtime: Literal["sandbox", "compose", "kubernetes"]
+    runtime: str = Field(description="The runtime adapter: sandbox, compose, kubernetes, ...")
     risk_tier: RiskTier | None = None
     preview_ttl_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
     apply_on_approval: bool = False
-    compose_files: list[str] | None = None
-    compose_project: str | None = None
-    docker_host: str | None = None
-    namespace: str | None = None
-    kubeconfig: str | None = None
-    context: str | None = None
-    stable_seconds: float | None = Field(
-        default=None,
-        ge=0,
-        le=600,
-        description="Compose: how long a service without a health "
-        "check must run without restarting to count as healthy (default 5).",
-    )
-    timeout_seconds: float | None = Field(
-        default=None, gt=0, le=3600, description="How long an apply waits for health (default 120)."
-    )
-    containers: dict[str, str] | None = Field(
-        default=None,
-        description="Kubernetes: the container to change per service, when pods run several.",
-    )
-    kinds: dict[str, Literal["Deployment", "StatefulSet", "DaemonSet"]] | None = Field(
-        default=None, description="Kubernetes: workload kind per service (default: found)."
-    )
-    force_conflicts: bool | None = Field(
-        default=None,
-        description="Kubernetes: take over fields another field manager owns (audited with "
-        "the declaration load); off by default, so conflicts are reported in the preview.",
-    )
-    images: dict[str, str] | None = Field(default=None, description="Sandbox: initial images.")
-    delay_seconds: float | None = Field(default=None, ge=0, le=60, description="Sandbox only.")
 
-    @model_validator(mode="after")
-    def _connection_fits_runtime(self) -> TargetDecl:
-        if self.runtime == "compose" and not self.compose_files:
-            raise ValueError("a compose target needs compose_files")
-        if self.runtime == "kubernetes" and not self.namespace:
-            raise ValueError("a kubernetes target needs a namespace")
-        return self
+    def connection(
+        self, base_dir: Path | None = None, roots: Sequence[Path] = (), where: str = "target"
+    ) -> dict[str, Any]:
+        """The runtime-specific fields, as stored on the target; file paths made absolute.
 
-    def connection(self, base_dir: Path | None = None) -> dict[str, Any]:
-        """The runtime-specific fields, as stored on the target; paths made absolute."""
-        skip = {"environment", "runtime", "risk_tier", "preview_ttl_minutes", "apply_on_approval"}
-        connection = self.model_dump(exclude=skip, exclude_none=True)
-        if base_dir is not None:
-            if self.compose_files:
-                connection["compose_files"] = [
-                    str((base_dir / Path(f).expanduser()).resolve()) for f in self.compose_files
+        Every field the adapter marks as a path (compose files, kubeconfig) must lie in
+        `base_dir` (the declaration's folder) or one of `roots`, else InvalidInput: a
+        declaration is no way to read any file on the server.
+        """
+        connection = self.model_dump(
+            exclude=set(COMMON_TARGET_FIELDS), exclude_none=True, exclude_defaults=True
+        )
+        for name, info in type(self).model_fields.items():
+            value = getattr(self, name)
+            if value is None or not any(isinstance(m, DeclaredPath) for m in info.metadata):
+                continue
+            here = f"{where}.{name}"
+            if isinstance(value, list):
+                connection[name] = [
+                    confine(v, base_dir=base_dir, roots=roots, where=here) for v in value
                 ]
-            if self.kubeconfig:
-                connection["kubeconfig"] = str(
-                    (base_dir / Path(self.kubeconfig).expanduser()).resolve()
-                )
+            else:
+                connection[name] = confine(str(value), base_dir=base_dir, roots=roots, where=here)
         return connection
 
     def tier(self) -> RiskTier:
@@ -149,6 +135,49 @@ class Declaration(BaseModel):
     groups: dict[str, list[str]] = Field(default_factory=dict)
     policies: list[PolicyDecl] = Field(default_factory=list)
     projects: list[ProjectDecl] = Field(default_factory=list)
+
+
+def declaration_model(
+    connections: Mapping[str, type[Connection]] | None = None,
+) -> type[Declaration]:
+    """The declaration model whose targets are a union discriminated by `runtime`.
+
+    One variant per runtime: TargetDecl plus that adapter's connection model. Default: the
+    adapters this process has loaded (core never imports them; they register themselves).
+    """
+    if connections is None:
+        connections = {name: a.connection_model for name, a in known_adapters().items()}
+    return _declaration_model(tuple(sorted(connections.items())))
+
+
+@lru_cache(maxsize=8)
+def _declaration_model(connections: tuple[tuple[str, type[Connection]], ...]) -> type[Declaration]:
+    variants: list[type[BaseModel]] = []
+    for name, model in connections:
+        tag: Any = Literal[name]
+        variants.append(
+            create_model(
+                f"{name.capitalize()}TargetDecl",
+                __base__=(TargetDecl, model),
+                runtime=(tag, Field(description=f"The {name} runtime.")),
+            )
+        )
+    if not variants:
+        raise InvalidInput("no runtime adapters are loaded; targets cannot be declared")
+    target: Any = (
+        Annotated[Union[tuple(variants)], Field(discriminator="runtime")]  # noqa: UP007
+        if len(variants) > 1
+        else variants[0]
+    )
+    project = create_model(
+        "ProjectDecl", __base__=ProjectDecl, targets=(list[target], Field(default_factory=list))
+    )
+    declaration: type[Declaration] = create_model(
+        "Declaration",
+        __base__=Declaration,
+        projects=(list[project], Field(default_factory=list)),
+    )
+    return declaration
 
 
 class TargetRead(BaseModel):

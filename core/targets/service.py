@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -17,8 +17,21 @@ from core.identity.service import ensure_user
 from core.permissions import Action, Actor, Role, require
 from core.targets import grants
 from core.targets.models import PolicyRule, Project, Service, Target
-from core.targets.schemas import Declaration, PolicyDecl, TargetRead, TargetStatus
-from runtimes.base import Diagnosis, RuntimeAdapter, RuntimeRefused, RuntimeUnavailable, TargetRef
+from core.targets.schemas import (
+    Declaration,
+    PolicyDecl,
+    TargetRead,
+    TargetStatus,
+    declaration_model,
+)
+from runtimes.base import (
+    Diagnosis,
+    RuntimeAdapter,
+    RuntimeRefused,
+    RuntimeUnavailable,
+    TargetRef,
+    is_simulated,
+)
 from runtimes.registry import RuntimeRegistry
 
 T = TypeVar("T")
@@ -92,7 +105,7 @@ def target_read(target: Target) -> TargetRead:
         environment=target.environment,
         runtime=target.runtime,
         risk_tier=target.risk_tier,
-        simulated=target.runtime == "sandbox",
+        simulated=is_simulated(target.runtime),
         services=[s.name for s in target.project.services],
         preview_ttl_seconds=ttl_seconds(target),
         apply_on_approval=target.apply_on_approval,
@@ -158,15 +171,27 @@ def load_declaration(
     declaration: Declaration,
     base_dir: Path | None = None,
     prune: bool = False,
+    allowed_roots: Sequence[Path] | None = None,
 ) -> dict[str, Any]:
     """Declare projects, targets, services, people and policies; loading twice changes nothing.
 
-    Relative compose files and kubeconfig paths are taken from `base_dir` (the file's folder).
-    Every role, group and policy change is an audit event with its before and after. What the
-    file omits is kept; `prune` removes group members and policies the file does not list.
-    Returns a summary of what changed. Commits.
+    Relative compose files and kubeconfig paths are taken from `base_dir` (the file's folder);
+    every such path must lie there or under `allowed_roots` (default: the
+    `allowed_path_roots` setting), or nothing is loaded. Every role, group and policy change is
+    an audit event with its before and after. What the file omits is kept; `prune` removes
+    group members and policies the file does not list. Returns a summary of what changed.
+    Commits.
     """
     require(actor, Action.admin, None)
+    roots = get_settings().allowed_path_roots if allowed_roots is None else list(allowed_roots)
+    # Every path is checked before anything is written: a refused file changes nothing.
+    connections = {
+        (p.name, t.environment): t.connection(
+            base_dir, roots, f"projects.{p.name}.targets.{t.environment}"
+        )
+        for p in declaration.projects
+        for t in p.targets
+    }
     changed: list[str] = []
     people = grants.Changes()
     for name, group_members in declaration.groups.items():
@@ -194,7 +219,7 @@ def load_declaration(
             target = next((t for t in project.targets if t.environment == tdecl.environment), None)
             values = {
                 "runtime": tdecl.runtime,
-                "connection": tdecl.connection(base_dir),
+                "connection": connections[decl.name, tdecl.environment],
                 "risk_tier": tdecl.tier(),
                 "preview_ttl_seconds": (
                     int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
@@ -278,8 +303,12 @@ def _rule(env: str | None, tier: str | None, emergency: bool, steps: Any) -> dic
     return {"environment": env, "risk_tier": tier, "emergency": emergency, "steps": steps}
 
 
-def parse_declaration(text: str) -> Declaration:
-    """Parse YAML declaration text, or raise InvalidInput saying what is wrong."""
+def parse_declaration(text: str, runtimes: RuntimeRegistry | None = None) -> Declaration:
+    """Parse YAML declaration text, or raise InvalidInput saying what is wrong.
+
+    Targets are validated against the connection model of their runtime's adapter: those of
+    `runtimes`, or of every adapter this process has loaded.
+    """
     import yaml
     from pydantic import ValidationError
 
@@ -288,7 +317,9 @@ def parse_declaration(text: str) -> Declaration:
     except yaml.YAMLError as exc:
         raise InvalidInput(f"the declaration is not valid YAML: {exc}") from exc
     try:
-        return Declaration.model_validate(raw)
+        return declaration_model(runtimes.connection_models() if runtimes else None).model_validate(
+            raw
+        )
     except ValidationError as exc:
         problems = [f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()]
         raise InvalidInput("the declaration is invalid: " + "; ".join(problems)) from exc

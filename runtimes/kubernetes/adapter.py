@@ -15,6 +15,7 @@ import time
 from typing import Any
 
 from kubernetes import client
+from pydantic import ValidationError
 
 from runtimes.base import (
     ApplyResult,
@@ -31,6 +32,7 @@ from runtimes.base import (
     ServiceSpec,
     ServiceState,
     TargetRef,
+    connection_of,
     desired_spec,
     diff_specs,
     make_plan,
@@ -72,12 +74,18 @@ class KubernetesAdapter(RuntimeAdapter):
     """Kubernetes targets: kubeconfig (or in-cluster) + optional context + namespace."""
 
     name = "kubernetes"
+    connection_model = KubeConnection
 
     def __init__(self) -> None:
         self._clients = ClientCache()
 
     def _session(self, target: TargetRef) -> Session:
-        return self._clients.session(KubeConnection.model_validate(target.connection))
+        try:
+            connection = connection_of(KubeConnection, target.connection)
+        except ValidationError as exc:
+            problems = "; ".join(str(e["msg"]) for e in exc.errors())
+            raise RuntimeRefused(f"the target's connection is invalid: {problems}") from exc
+        return self._clients.session(connection)
 
     # ------------------------------------------------------------------ objects
 

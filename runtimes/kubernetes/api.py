@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import threading
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,12 +33,6 @@ def not_found(exc: ApiException) -> bool:
     return bool(exc.status == 404)
 
 
-def _quiet(text: str) -> str:
-    """A loader message without quoted fragments: they can be a line of the file it read."""
-    text = re.sub(r"'[^']*'|\"[^\"]*\"|`[^`]*`", "'…'", text)
-    return text.splitlines()[0][:200] if text else ""
-
-
 def _config_problem(path: str | None, exc: Exception) -> str:
     """Why a kubeconfig cannot be used, saying nothing of its contents."""
     where = f"the kubeconfig {path}" if path else "the kube config"
@@ -51,7 +44,12 @@ def _config_problem(path: str | None, exc: Exception) -> str:
         mark = getattr(exc, "problem_mark", None)
         line = f" (line {mark.line + 1})" if mark is not None else ""
         return f"{where} is not valid YAML{line}"
-    return f"{where} cannot be used: {_quiet(str(exc)) or type(exc).__name__}"
+    # The loader's own messages quote names and values from the file (a context name can be
+    # anything someone pasted there): say what kind of problem it is, nothing from the file.
+    return (
+        f"{where} is not a usable kubeconfig ({type(exc).__name__}): its current-context, "
+        "contexts, clusters and users must name each other"
+    )
 
 
 @dataclass
@@ -132,7 +130,15 @@ class ClientCache:
                 api = config.new_client_from_config(  # type: ignore[no-untyped-call]
                     config_file=path, context=context
                 )
-        except (ConfigException, OSError, yaml.YAMLError, TypeError, KeyError, ValueError) as exc:
+        except (
+            ConfigException,
+            OSError,
+            yaml.YAMLError,
+            TypeError,
+            KeyError,
+            ValueError,
+            AttributeError,
+        ) as exc:
             raise RuntimeRefused(_config_problem(path, exc)) from exc
         api.configuration.retries = 1
         return api

@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal, Self
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field, model_validator
+
+from runtimes.base import Connection, DeclaredPath
 
 WorkloadKind = Literal["Deployment", "StatefulSet", "DaemonSet"]
 
 
-class KubeConnection(BaseModel):
+class KubeConnection(Connection):
     """A Kubernetes target's connection: namespace, kubeconfig/context, workloads, timeouts."""
 
-    model_config = ConfigDict(extra="ignore")
-
-    namespace: str = Field(min_length=1, max_length=63, description="The target's namespace.")
-    kubeconfig: str | None = Field(
+    namespace: str = Field(default="", max_length=63, description="The target's namespace.")
+    kubeconfig: Annotated[str | None, DeclaredPath()] = Field(
         default=None, description="Kubeconfig file (default: $KUBECONFIG, else in-cluster)."
     )
     context: str | None = Field(default=None, description="Kubeconfig context to use.")
@@ -40,3 +40,9 @@ class KubeConnection(BaseModel):
         description="Take over fields another field manager owns (Helm, Argo CD, kubectl). "
         "Off by default: a conflict is reported in the preview instead.",
     )
+
+    @model_validator(mode="after")
+    def _needs_namespace(self) -> Self:
+        if not self.namespace:
+            raise ValueError("a kubernetes target needs a namespace")
+        return self

@@ -178,7 +178,12 @@ projects:
         timeout_seconds: 10
 """
     with services.sessions() as session:
-        load_declaration(session, actor=SYSTEM, declaration=parse_declaration(declaration))
+        load_declaration(
+            session,
+            actor=SYSTEM,
+            declaration=parse_declaration(declaration),
+            base_dir=cluster.kubeconfig.parent,
+        )
     target = KubeTarget(world, cluster, namespace)
     apps = target.apps()
     apps.create_namespaced_deployment(namespace, deployment_manifest("web", "demo/web:1.4.1"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 
 import pytest
 import yaml
@@ -162,6 +163,23 @@ def test_compose_file_that_does_not_parse_is_refused(compose_target: ComposeTarg
     with pytest.raises(InvalidInput, match="does not parse"):
         deploy(compose_target.world, "alice", "shop", "staging", web={"image_tag": "2"})
     assert call(compose_target.world, "alice", "list_releases").items == []
+
+
+def test_compose_errors_never_show_what_the_file_holds(compose_target: ComposeTarget) -> None:
+    # What `compose config` says about a file that is not a compose file quotes its lines.
+    compose_target.file.write_text("root:$6$TOPSECRET-hash:19000:0:99999:7:::\n")
+    attempts: list[Callable[[], object]] = [
+        lambda: deploy(compose_target.world, "alice", "shop", "staging", web={"image_tag": "2"}),
+        lambda: call(
+            compose_target.world, "alice", "target_status", project="shop", environment="staging"
+        ),
+    ]
+    for attempt in attempts:
+        with pytest.raises(InvalidInput, match="does not parse") as refused:
+            attempt()
+        assert "TOPSECRET" not in str(refused.value) and "additional properties" in str(
+            refused.value
+        )
 
 
 def test_unreachable_docker_host_is_a_clear_error_and_changes_nothing(
