@@ -16,6 +16,7 @@ from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAut
 from mcp.server.auth.provider import AccessToken
 from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import ConfigDict, Field
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
 from starlette.types import ASGIApp
@@ -25,6 +26,14 @@ from api.mcp.server import Context, build_server
 from api.wiring import Services
 from core.errors import NotAuthenticated, ShipdeckError
 from core.permissions import Actor
+
+
+class ShipdeckAccess(AccessToken):
+    """The SDK's access token, carrying the actor the lookup found (one lookup per request)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    actor: Actor | None = Field(default=None, exclude=True)
 
 
 class ShipdeckTokens:
@@ -42,8 +51,12 @@ class ShipdeckTokens:
             actor = credential.actor
         except ShipdeckError:
             return None
-        return AccessToken(
-            token=token, client_id=f"shipdeck:{actor.user_id}", scopes=[], subject=actor.name
+        return ShipdeckAccess(
+            token=token,
+            client_id=f"shipdeck:{actor.user_id}",
+            scopes=[],
+            subject=actor.name,
+            actor=actor,
         )
 
 
@@ -75,10 +88,11 @@ class HttpDoor:
     def _identity(self, ctx: Context) -> Actor:
         request = ctx.request
         user = request.scope.get("user") if isinstance(request, Request) else None
-        token: Any = getattr(getattr(user, "access_token", None), "token", None)
-        if not isinstance(token, str):
-            raise NotAuthenticated("send Authorization: Bearer <token>")
-        return resolve_token(self.services, token).actor
+        access: Any = getattr(user, "access_token", None)
+        # Verified on this very HTTP request by the bearer middleware: revocation applies.
+        if isinstance(access, ShipdeckAccess) and access.actor is not None:
+            return access.actor
+        raise NotAuthenticated("send Authorization: Bearer <token>")
 
     def _console_url(self, ctx: Context) -> str | None:
         if self.public_url:

@@ -414,6 +414,8 @@ def test_http_hostile_calls_are_refused_as_tool_errors(http: Door) -> None:
         ("victor", "get_release", {"release_id": other.id}),
         ("victor", "approve_release", {"release_id": other.id}),
         ("bob", "cancel_release", {"release_id": other.id}),
+        # A requester never approves their own release: refused before anyone is asked.
+        ("alice", "approve_release", {"release_id": other.id}),
     ]
 
     async def scenario() -> list[Any]:
@@ -432,6 +434,7 @@ def test_http_hostile_calls_are_refused_as_tool_errors(http: Door) -> None:
     assert codes[5] in ("not_found", "permission_denied")
     assert codes[6] in ("not_found", "permission_denied")
     assert codes[7] in ("not_found", "permission_denied")
+    assert codes[8] == "permission_denied"
     assert len(results[1].content[0].text) < 2_000  # the 40 kB project name is not echoed back
     with http.world.services.sessions() as session:
         state = get_release(session, actor=http.world.actor("alice"), release=other.id)
