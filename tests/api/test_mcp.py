@@ -18,7 +18,8 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from sqlalchemy import select
 
@@ -276,8 +277,6 @@ def http(request: pytest.FixtureRequest) -> Iterator[Door]:
             asked: list[str] | None = None,
             mode: str = "auto",
         ):
-            from mcp.client.streamable_http import streamable_http_client
-
             headers = {"Authorization": f"Bearer {world.tokens[user]}"}
             transport = streamable_http_client(f"{base}/mcp", http_client=httpx_client(headers))
             callback = elicitation(answers, asked if asked is not None else []) if answers else None
@@ -465,3 +464,33 @@ def test_http_session_belongs_to_the_token_that_opened_it(http: Door) -> None:
         headers = {**who, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
         answer = httpx2.post(f"{base}/mcp", json=listing, headers=headers)
         assert answer.status_code == status
+
+
+def test_http_revoking_a_token_closes_its_open_session(http: Door) -> None:
+    from core.identity.models import User
+    from core.identity.service import ensure_user, issue_token, revoke_tokens
+
+    services = http.world.services
+    with services.sessions() as session:
+        token = issue_token(session, ensure_user(session, "mallory"), label="laptop")
+        session.commit()
+    base = http.base  # type: ignore[attr-defined]
+
+    async def scenario() -> tuple[Any, BaseException | None]:
+        client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        failure: BaseException | None = None
+        async with Client(streamable_http_client(f"{base}/mcp", http_client=client)) as mcp:
+            first = await mcp.call_tool("list_targets", {})
+            with services.sessions() as session:
+                user = session.scalars(select(User).where(User.name == "mallory")).one()
+                revoke_tokens(session, user, "laptop")
+                session.commit()
+            try:
+                await mcp.call_tool("list_targets", {})
+            except Exception as exc:  # the SDK surfaces the 401 as an error, not a result
+                failure = exc
+        return first, failure
+
+    first, failure = run(scenario)
+    assert not first.is_error and first.structured_content == {"items": []}  # no grants
+    assert isinstance(failure, MCPError), "a revoked token still works"
