@@ -494,3 +494,32 @@ def test_http_revoking_a_token_closes_its_open_session(http: Door) -> None:
     first, failure = run(scenario)
     assert not first.is_error and first.structured_content == {"items": []}  # no grants
     assert isinstance(failure, MCPError), "a revoked token still works"
+
+
+def test_the_app_can_start_twice_and_mcp_answers_each_time(stdio: Door) -> None:
+    """The MCP session manager belongs to one lifespan; a restarted app gets a new one."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    services = stdio.world.services
+    app = create_app(Settings(database_url=str(services.engine.url)), services)
+    headers = {
+        "Authorization": f"Bearer {stdio.world.tokens['alice']}",
+        "Accept": "application/json, text/event-stream",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    for _ in range(2):
+        with TestClient(app) as client:
+            answer = client.post("/mcp", json=init, headers=headers)
+            assert answer.status_code == 200
+            assert '"serverInfo"' in answer.text and "shipdeck" in answer.text
