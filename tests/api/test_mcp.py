@@ -523,3 +523,35 @@ def test_the_app_can_start_twice_and_mcp_answers_each_time(stdio: Door) -> None:
             answer = client.post("/mcp", json=init, headers=headers)
             assert answer.status_code == 200
             assert '"serverInfo"' in answer.text and "shipdeck" in answer.text
+
+
+def test_http_a_yes_to_a_diff_that_changed_meanwhile_runs_nothing(http: Door) -> None:
+    """2026-07-28 era: the answer comes back with the retried call; the diff is checked again."""
+    world = http.world
+
+    def meddle(question: str) -> Answer:
+        rid = question.split()[1]
+        adapter = world.services.runtimes.get("sandbox")
+        assert isinstance(adapter, SandboxAdapter)
+        target = world.target_id("shop", "staging")
+        adapter.set_live(target, "web", ServiceSpec(image="shop/web:0.9.0"))
+        REGISTRY["repreview_release"].run(
+            world.services.context(world.actor("alice")), {"release_id": rid}
+        )
+        return ("accept", True)
+
+    asked: list[str] = []
+
+    async def scenario() -> Any:
+        async with http.connect("alice", [meddle], asked) as client:
+            assert client.protocol_version == "2026-07-28"
+            return await client.call_tool(
+                "preview_release", {"project": "shop", "environment": "staging", "changes": WEB}
+            )
+
+    result = run(scenario)
+    assert result.is_error and result.structured_content["error"]["code"] == "conflict"
+    rid = asked[0].split()[1]
+    with world.services.sessions() as session:
+        now = get_release(session, actor=world.actor("alice"), release=rid)
+    assert now.lifecycle_state == "previewed"  # not submitted on a "yes" to another diff
