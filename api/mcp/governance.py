@@ -132,11 +132,13 @@ class Governance:
                 raise
         if plan.ask is None or plan.ask.state != state:
             what = f"{tool_name} of {rid}" if rid else tool_name
-            raise Conflict(
+            changed = Conflict(
                 f"the {what} you confirmed changed since you were asked (diff {diff_hash[:12]}); "
-                "call the tool again to see it",
+                "nothing ran: call the tool again to see it",
                 release_id=rid or None,
             )
+            self.refused(actor, name, args, changed)
+            raise changed
         return plan
 
     # ------------------------------------------------------------ second pass

@@ -14,17 +14,28 @@ from typing import Any
 import anyio
 from mcp.server.auth.middleware.bearer_auth import BearerAuthBackend, RequireAuthMiddleware
 from mcp.server.auth.provider import AccessToken
-from mcp.server.streamable_http_manager import StreamableHTTPASGIApp, StreamableHTTPSessionManager
+from mcp.server.streamable_http_manager import StreamableHTTPSessionManager
 from mcp.server.transport_security import TransportSecuritySettings
+from pydantic import ConfigDict, Field
 from starlette.middleware.authentication import AuthenticationMiddleware
 from starlette.requests import Request
-from starlette.types import ASGIApp
+from starlette.responses import JSONResponse
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.deps import resolve_token
+from api.errors import error_body
 from api.mcp.server import Context, build_server
 from api.wiring import Services
 from core.errors import NotAuthenticated, ShipdeckError
 from core.permissions import Actor
+
+
+class ShipdeckAccess(AccessToken):
+    """The SDK's access token, carrying the actor the lookup found (one lookup per request)."""
+
+    model_config = ConfigDict(arbitrary_types_allowed=True)
+
+    actor: Actor | None = Field(default=None, exclude=True)
 
 
 class ShipdeckTokens:
@@ -42,8 +53,12 @@ class ShipdeckTokens:
             actor = credential.actor
         except ShipdeckError:
             return None
-        return AccessToken(
-            token=token, client_id=f"shipdeck:{actor.user_id}", scopes=[], subject=actor.name
+        return ShipdeckAccess(
+            token=token,
+            client_id=f"shipdeck:{actor.user_id}",
+            scopes=[],
+            subject=actor.name,
+            actor=actor,
         )
 
 
@@ -54,31 +69,44 @@ class HttpDoor:
         self.services = services
         # Behind an ingress the Host header is the cluster's; links must carry the public one.
         self.public_url = public_url or os.environ.get("SHIPDECK_PUBLIC_URL") or None
-        server = build_server(services, self._identity, self._console_url)
-        self.manager = StreamableHTTPSessionManager(
-            app=server,
-            # Every request carries a bearer token: a page on another origin cannot forge one,
-            # and the server is reached by whatever host name the cluster gives it.
-            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
-        )
+        self.server = build_server(services, self._identity, self._console_url)
+        self.manager: StreamableHTTPSessionManager | None = None
         self.app: ASGIApp = AuthenticationMiddleware(
-            RequireAuthMiddleware(StreamableHTTPASGIApp(self.manager), required_scopes=[]),
+            RequireAuthMiddleware(self._serve, required_scopes=[]),
             backend=BearerAuthBackend(ShipdeckTokens(services)),
         )
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
-        """Run the session manager for the app's lifetime."""
-        async with self.manager.run():
-            yield
+        """Run a session manager for the app's lifetime (a new one each time it starts)."""
+        manager = StreamableHTTPSessionManager(
+            app=self.server,
+            # Every request carries a bearer token: a page on another origin cannot forge one,
+            # and the server is reached by whatever host name the cluster gives it.
+            security_settings=TransportSecuritySettings(enable_dns_rebinding_protection=False),
+        )
+        async with manager.run():
+            self.manager = manager
+            try:
+                yield
+            finally:
+                self.manager = None
+
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.manager is None:
+            response = JSONResponse(error_body("unavailable", "shipdeck is stopping"), 503)
+            await response(scope, receive, send)
+            return
+        await self.manager.handle_request(scope, receive, send)
 
     def _identity(self, ctx: Context) -> Actor:
         request = ctx.request
         user = request.scope.get("user") if isinstance(request, Request) else None
-        token: Any = getattr(getattr(user, "access_token", None), "token", None)
-        if not isinstance(token, str):
-            raise NotAuthenticated("send Authorization: Bearer <token>")
-        return resolve_token(self.services, token).actor
+        access: Any = getattr(user, "access_token", None)
+        # Verified on this very HTTP request by the bearer middleware: revocation applies.
+        if isinstance(access, ShipdeckAccess) and access.actor is not None:
+            return access.actor
+        raise NotAuthenticated("send Authorization: Bearer <token>")
 
     def _console_url(self, ctx: Context) -> str | None:
         if self.public_url:

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 import anyio
 from mcp.server.stdio import stdio_server
 
@@ -35,6 +33,3 @@ def serve_stdio(services: Services, token: str, console_url: str | None) -> None
 def check_token(services: Services, token: str) -> Actor:
     """The token's actor, or NotAuthenticated: checked before serving anything."""
     return resolve_token(services, token).actor
-
-
-__all__: list[Any] = ["check_token", "serve_stdio"]

@@ -18,12 +18,13 @@ import anyio
 import httpx2
 import mcp_types as types
 import pytest
-from mcp import Client, StdioServerParameters
+from mcp import Client, MCPError, StdioServerParameters
+from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
 from sqlalchemy import select
 
 from api.wiring import Services
-from core.audit.models import AuditEvent
+from core.audit.models import AccessRecord, AuditEvent
 from core.config import Settings
 from core.flows.views import get_release
 from runtimes.base import ServiceChange, ServiceSpec
@@ -173,7 +174,9 @@ def test_stdio_tools_read_preview_and_refused_apply(stdio: Door) -> None:
         mine = [
             (e.action, e.channel, (e.data or {}).get("tool")) for e in events if e.channel == "mcp"
         ]
-    assert ("read", "mcp", "list_targets") in mine
+        # Reads go to the access log (outside the chain), on the door they came through.
+        reads = session.scalars(select(AccessRecord).where(AccessRecord.channel == "mcp")).all()
+    assert ("alice", "list_targets") in [(r.actor, r.tool) for r in reads]
     assert ("preview", "mcp", None) in mine
     assert ("refused", "mcp", "apply_release") in mine
     assert not any(action in ("submit", "apply") for action, _, _ in mine)
@@ -251,7 +254,7 @@ def test_stdio_refuses_to_start_with_an_unknown_token(stdio: Door, tmp_path: Pat
         timeout=60,
         stdin=subprocess.DEVNULL,
     )
-    assert done.returncode == 1 and "unknown or revoked" in done.stderr
+    assert done.returncode == 1 and "unknown" in done.stderr and "revoked" in done.stderr
     assert done.stdout == ""  # stdout is the protocol channel: nothing else may go there
 
 
@@ -276,8 +279,6 @@ def http(request: pytest.FixtureRequest) -> Iterator[Door]:
             asked: list[str] | None = None,
             mode: str = "auto",
         ):
-            from mcp.client.streamable_http import streamable_http_client
-
             headers = {"Authorization": f"Bearer {world.tokens[user]}"}
             transport = streamable_http_client(f"{base}/mcp", http_client=httpx_client(headers))
             callback = elicitation(answers, asked if asked is not None else []) if answers else None
@@ -414,6 +415,8 @@ def test_http_hostile_calls_are_refused_as_tool_errors(http: Door) -> None:
         ("victor", "get_release", {"release_id": other.id}),
         ("victor", "approve_release", {"release_id": other.id}),
         ("bob", "cancel_release", {"release_id": other.id}),
+        # A requester never approves their own release: refused before anyone is asked.
+        ("alice", "approve_release", {"release_id": other.id}),
     ]
 
     async def scenario() -> list[Any]:
@@ -432,6 +435,7 @@ def test_http_hostile_calls_are_refused_as_tool_errors(http: Door) -> None:
     assert codes[5] in ("not_found", "permission_denied")
     assert codes[6] in ("not_found", "permission_denied")
     assert codes[7] in ("not_found", "permission_denied")
+    assert codes[8] == "permission_denied"
     assert len(results[1].content[0].text) < 2_000  # the 40 kB project name is not echoed back
     with http.world.services.sessions() as session:
         state = get_release(session, actor=http.world.actor("alice"), release=other.id)
@@ -462,3 +466,96 @@ def test_http_session_belongs_to_the_token_that_opened_it(http: Door) -> None:
         headers = {**who, "Mcp-Session-Id": session, "MCP-Protocol-Version": "2025-11-25"}
         answer = httpx2.post(f"{base}/mcp", json=listing, headers=headers)
         assert answer.status_code == status
+
+
+def test_http_revoking_a_token_closes_its_open_session(http: Door) -> None:
+    from core.identity.models import User
+    from core.identity.service import ensure_user
+    from core.identity.tokens import issue_token, revoke_labelled
+    from core.permissions import SYSTEM
+
+    services = http.world.services
+    with services.sessions() as session:
+        token = issue_token(session, ensure_user(session, "mallory"), label="laptop")
+        session.commit()
+    base = http.base  # type: ignore[attr-defined]
+
+    async def scenario() -> tuple[Any, BaseException | None]:
+        client = httpx2.AsyncClient(headers={"Authorization": f"Bearer {token}"}, timeout=30)
+        failure: BaseException | None = None
+        async with Client(streamable_http_client(f"{base}/mcp", http_client=client)) as mcp:
+            first = await mcp.call_tool("list_targets", {})
+            with services.sessions() as session:
+                user = session.scalars(select(User).where(User.name == "mallory")).one()
+                revoke_labelled(session, actor=SYSTEM, user=user, label="laptop")
+                session.commit()
+            try:
+                await mcp.call_tool("list_targets", {})
+            except Exception as exc:  # the SDK surfaces the 401 as an error, not a result
+                failure = exc
+        return first, failure
+
+    first, failure = run(scenario)
+    assert not first.is_error and first.structured_content == {"items": []}  # no grants
+    assert isinstance(failure, MCPError), "a revoked token still works"
+
+
+def test_the_app_can_start_twice_and_mcp_answers_each_time(stdio: Door) -> None:
+    """The MCP session manager belongs to one lifespan; a restarted app gets a new one."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    services = stdio.world.services
+    app = create_app(Settings(database_url=str(services.engine.url)), services)
+    headers = {
+        "Authorization": f"Bearer {stdio.world.tokens['alice']}",
+        "Accept": "application/json, text/event-stream",
+    }
+    init = {
+        "jsonrpc": "2.0",
+        "id": 1,
+        "method": "initialize",
+        "params": {
+            "protocolVersion": "2025-11-25",
+            "capabilities": {},
+            "clientInfo": {"name": "test", "version": "1"},
+        },
+    }
+    for _ in range(2):
+        with TestClient(app) as client:
+            answer = client.post("/mcp", json=init, headers=headers)
+            assert answer.status_code == 200
+            assert '"serverInfo"' in answer.text and "shipdeck" in answer.text
+
+
+def test_http_a_yes_to_a_diff_that_changed_meanwhile_runs_nothing(http: Door) -> None:
+    """2026-07-28 era: the answer comes back with the retried call; the diff is checked again."""
+    world = http.world
+
+    def meddle(question: str) -> Answer:
+        rid = question.split()[1]
+        adapter = world.services.runtimes.get("sandbox")
+        assert isinstance(adapter, SandboxAdapter)
+        target = world.target_id("shop", "staging")
+        adapter.set_live(target, "web", ServiceSpec(image="shop/web:0.9.0"))
+        REGISTRY["repreview_release"].run(
+            world.services.context(world.actor("alice")), {"release_id": rid}
+        )
+        return ("accept", True)
+
+    asked: list[str] = []
+
+    async def scenario() -> Any:
+        async with http.connect("alice", [meddle], asked) as client:
+            assert client.protocol_version == "2026-07-28"
+            return await client.call_tool(
+                "preview_release", {"project": "shop", "environment": "staging", "changes": WEB}
+            )
+
+    result = run(scenario)
+    assert result.is_error and result.structured_content["error"]["code"] == "conflict"
+    rid = asked[0].split()[1]
+    with world.services.sessions() as session:
+        now = get_release(session, actor=world.actor("alice"), release=rid)
+    assert now.lifecycle_state == "previewed"  # not submitted on a "yes" to another diff

@@ -126,7 +126,12 @@ def test_team_install_renders_valid_objects_with_probes_secrets_and_hooks() -> N
         ref = env[name]["secretKeyRef"]
         assert ref["name"] == secret["metadata"]["name"] and ref["key"] == key
         assert key in secret["stringData"]
-    assert env["SHIPDECK_OIDC_ISSUER_URL"] == "https://sso.example.com/realms/eng"
+    # The names core's Settings read (SHIPDECK_OIDC_*, SHIPDECK_AUDIT_KEY).
+    assert env["SHIPDECK_OIDC_ISSUER"] == "https://sso.example.com/realms/eng"
+    assert env["SHIPDECK_OIDC_CLIENT_ID"] == "shipdeck"
+    assert env["SHIPDECK_OIDC_REDIRECT_URL"] == (
+        "https://shipdeck.example.com/api/v1/auth/oidc/callback"
+    )
     assert env["SHIPDECK_PUBLIC_URL"] == "https://shipdeck.example.com"
     assert env["SHIPDECK_PLANNER"] == "rules"
     # No secret value is spelled out anywhere but in the Secret.
@@ -238,7 +243,7 @@ def test_existing_secrets_are_referenced_and_no_secret_is_rendered() -> None:
     env = env_of(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
     assert env["SHIPDECK_DATABASE_URL"]["secretKeyRef"]["name"] == "pg-credentials"
     assert env["SHIPDECK_AUDIT_KEY"]["secretKeyRef"]["name"] == "audit-key"
-    assert "SHIPDECK_OIDC_ISSUER_URL" not in env
+    assert "SHIPDECK_OIDC_ISSUER" not in env
     assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
 
 

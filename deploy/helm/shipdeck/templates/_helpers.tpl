@@ -79,7 +79,7 @@ app.kubernetes.io/part-of: shipdeck
       name: {{ include "shipdeck.auditSecret" . }}
       key: audit-key
 {{- if .Values.oidc.enabled }}
-- name: SHIPDECK_OIDC_ISSUER_URL
+- name: SHIPDECK_OIDC_ISSUER
   value: {{ .Values.oidc.issuerUrl | quote }}
 - name: SHIPDECK_OIDC_CLIENT_ID
   value: {{ .Values.oidc.clientId | quote }}
@@ -89,6 +89,10 @@ app.kubernetes.io/part-of: shipdeck
       name: {{ include "shipdeck.oidcSecret" . }}
       key: oidc-client-secret
       optional: true
+{{- if .Values.publicUrl }}
+- name: SHIPDECK_OIDC_REDIRECT_URL
+  value: {{ printf "%s/api/v1/auth/oidc/callback" (trimSuffix "/" .Values.publicUrl) | quote }}
+{{- end }}
 {{- end }}
 {{- if .Values.publicUrl }}
 - name: SHIPDECK_PUBLIC_URL
