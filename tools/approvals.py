@@ -9,10 +9,12 @@ from sqlalchemy.orm import Session
 
 from core.approvals import service
 from core.approvals.service import BatchItem
+from core.ids import parse_release_id
 from core.permissions import Action
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.base import ToolContext, tool
 from tools.inputs import Comment, Environment, PageSize, ProjectName, ReleaseId
+from tools.visibility import hidden_releases, missing_release
 
 
 class ApproveInput(BaseModel):
@@ -83,33 +85,52 @@ def reject_release(ctx: ToolContext, session: Session, args: RejectInput) -> Rel
     )
 
 
+def _concealed(session: Session, ctx: ToolContext, items: list[BatchItem]) -> BatchResult:
+    """Items for releases the caller cannot see read exactly like nonexistent ones."""
+    hidden = hidden_releases(session, ctx.actor, [item.release_id for item in items])
+    for item in items:
+        if item.release_id in hidden:
+            missing = missing_release(parse_release_id(item.release_id))
+            item.ok, item.lifecycle_state = False, None
+            item.error = {
+                "code": missing.code,
+                "message": missing.message,
+                "details": missing.details,
+            }
+    return BatchResult(items=items)
+
+
 @tool(mutating=True, permission=Action.approve)
 def approve_releases(ctx: ToolContext, session: Session, args: BatchApproveInput) -> BatchResult:
     """Approve several releases at once; each is decided and audited on its own."""
-    return BatchResult(
-        items=service.decide_batch(
+    return _concealed(
+        session,
+        ctx,
+        service.decide_batch(
             session,
             actor=ctx.actor,
             runner=ctx.runner,
             releases=args.release_ids,
             decision="approve",
             comment=args.comment,
-        )
+        ),
     )
 
 
 @tool(mutating=True, permission=Action.approve)
 def reject_releases(ctx: ToolContext, session: Session, args: BatchRejectInput) -> BatchResult:
     """Reject several releases at once; each is decided and audited on its own."""
-    return BatchResult(
-        items=service.decide_batch(
+    return _concealed(
+        session,
+        ctx,
+        service.decide_batch(
             session,
             actor=ctx.actor,
             runner=ctx.runner,
             releases=args.release_ids,
             decision="reject",
             comment=args.reason,
-        )
+        ),
     )
 
 

@@ -15,6 +15,7 @@ from core.errors import InvalidInput, ShipdeckError
 from core.permissions import Action, Actor
 from core.releases.runner import ApplyRunner
 from runtimes.registry import RuntimeRegistry
+from tools.visibility import conceal
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -62,11 +63,13 @@ class Tool(Generic[In, Out]):
         """Validate the arguments and run the tool in a fresh session; every call is audited.
 
         A mutating call that succeeds is audited by the state changes it makes; a read, or a
-        refused call, gets an event of its own here.
+        refused call, gets an event of its own here. A project or release the caller cannot see
+        is refused exactly like a nonexistent one (tools.visibility).
         """
         try:
             parsed = self.parse(args)
             with ctx.sessions() as session:
+                conceal(session, ctx.actor, parsed)
                 result = self.func(ctx, session, parsed)
         except ShipdeckError as exc:
             self._audit(ctx, args, "refused", {"error": exc.code, "message": exc.message})
