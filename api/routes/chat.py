@@ -5,20 +5,19 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from agent.hub import Outbox
+from agent.hub import Outbox as HubOutbox
 from agent.session import ChatSession, error_frame
 from api.deps import resolve_token
+from api.sockets import POLICY_VIOLATION, TRY_AGAIN_LATER, Outbox, origin_allowed
 from api.wiring import Services
 from core.errors import NotAuthenticated
 
 router = APIRouter(tags=["chat"])
 log = logging.getLogger(__name__)
-POLICY_VIOLATION = 1008
 
 
 def _token(websocket: WebSocket) -> str | None:
@@ -30,8 +29,14 @@ def _token(websocket: WebSocket) -> str | None:
 
 @router.websocket("/api/v1/chat")
 async def chat(websocket: WebSocket) -> None:
-    """Authenticate (header or ?token=), then relay frames between client and session."""
+    """Check origin and token, then relay frames between client and session."""
     services: Services = websocket.app.state.services
+    settings = services.settings
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), settings.ws_allowed_origins):
+        log.warning("chat socket refused: origin %r is not allowed", origin)
+        await websocket.close(code=POLICY_VIOLATION, reason="origin not allowed")
+        return
     token = _token(websocket)
     try:
         if token is None:
@@ -41,27 +46,36 @@ async def chat(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
         return
     await websocket.accept()
-    loop = asyncio.get_running_loop()
-    outgoing: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-
-    def send(frame: dict[str, Any]) -> None:  # callable from any thread
-        loop.call_soon_threadsafe(outgoing.put_nowait, frame)
+    outgoing = Outbox(asyncio.get_running_loop(), settings.chat_outgoing_frames)
+    send = outgoing.send
 
     async def writer() -> None:
         while True:
-            frame = await outgoing.get()
+            frame = await outgoing.next()
+            if frame is Outbox.OVERFLOW:
+                log.warning(
+                    "chat socket of %s closed: %d frames unread", actor.name, outgoing.limit
+                )
+                await websocket.close(code=TRY_AGAIN_LATER, reason="too many unread frames")
+                return
             await websocket.send_text(json.dumps(frame, ensure_ascii=False, default=str))
 
     writing = asyncio.create_task(writer())
     session = await run_in_threadpool(
         ChatSession.open, services.chat, actor, send, websocket.query_params.get("session")
     )
-    outbox = Outbox(actor.user_id or 0, session.session_id, send)
+    outbox = HubOutbox(actor.user_id or 0, session.session_id, send)
     services.hub.register(outbox)
-    limit = services.settings.chat_max_frame_bytes
+    limit = settings.chat_max_frame_bytes
     try:
         while True:
-            text = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:  # a binary frame: answer, never raise
+                send(error_frame("binary_frame", "frames are JSON text; binary is not accepted"))
+                continue
             if len(text.encode()) > limit:
                 send(error_frame("too_large", f"frames are limited to {limit} bytes"))
                 continue
@@ -77,8 +91,8 @@ async def chat(websocket: WebSocket) -> None:
                 send({"type": "pong"})
                 continue
             await run_in_threadpool(session.handle, frame)
-    except WebSocketDisconnect:
-        pass
+    except (WebSocketDisconnect, RuntimeError):
+        pass  # RuntimeError: the writer closed the socket (overflow) while we read
     finally:
         services.hub.unregister(outbox)
         writing.cancel()
