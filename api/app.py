@@ -13,6 +13,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.deps import request_id
 from api.errors import error_body
+from api.headers import SecurityHeaders
 from api.routes import approvals, audit, chat, console, health, me, releases, targets, tools
 from api.wiring import Services
 from core.config import Settings, get_settings
@@ -100,6 +101,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version="0.1.0",
         description="Release command center: preview, approve, apply and audit releases.",
         lifespan=lifespan,
+        docs_url=None,  # served from local files by api.routes.console (no CDN)
+        redoc_url=None,
     )
     app.state.services = wired
     errors.install(app)
@@ -112,7 +115,9 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     for router in (health, me, targets, releases, approvals, audit, tools, chat, console):
         app.include_router(router.router)
+    app.mount("/static/swagger", StaticFiles(directory=console.SWAGGER), name="swagger")
     app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
     return app
