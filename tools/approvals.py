@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from core.approvals import service
 from core.approvals.service import BatchItem
-from core.ids import parse_release_id
+from core.ids import parse_release_id, release_id
 from core.permissions import Action
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.base import ToolContext, tool
@@ -37,11 +37,18 @@ class TakeoverInput(BaseModel):
     release_id: ReleaseId
 
 
+def _once_each(ids: list[str]) -> list[str]:
+    """`R-1`, `r1` and `1` are one release: canonical ids, each once, in the order given."""
+    return list(dict.fromkeys(release_id(parse_release_id(value)) for value in ids))
+
+
 class BatchApproveInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     release_ids: list[ReleaseId] = Field(min_length=1, max_length=100)
     comment: Comment | None = None
+
+    _canonical = field_validator("release_ids")(lambda cls, ids: _once_each(ids))
 
 
 class BatchRejectInput(BaseModel):
@@ -49,6 +56,8 @@ class BatchRejectInput(BaseModel):
 
     release_ids: list[ReleaseId] = Field(min_length=1, max_length=100)
     reason: Comment | None = None
+
+    _canonical = field_validator("release_ids")(lambda cls, ids: _once_each(ids))
 
 
 class BatchResult(BaseModel):
@@ -66,7 +75,9 @@ class ListApprovalsInput(BaseModel):
     state: Literal["pending", "approved", "rejected", "cancelled", "expired", "void"] | None = None
     mine: bool = Field(default=False, description="Only tickets I can decide, hold or requested.")
     limit: PageSize = 50
-    before: int | None = Field(default=None, ge=1, description="Cursor: tickets older than it.")
+    before: int | None = Field(
+        default=None, ge=1, le=10**12, description="Cursor: tickets older than it."
+    )
 
 
 @tool(mutating=True, permission=Action.approve)

@@ -2,18 +2,25 @@
 
 from __future__ import annotations
 
-from typing import Any
-
 from fastapi import APIRouter
+from pydantic import BaseModel, Field
 
 from api.deps import ActorDep, ServicesDep
+from api.errors import responses
 from core.identity.service import roles_by_project
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 
 
-@router.get("/me")
-def me(services: ServicesDep, actor: ActorDep) -> dict[str, Any]:
+class MeRead(BaseModel):
+    """The caller and their roles."""
+
+    name: str
+    roles: dict[str, str] = Field(description="Role per project name; `*` is every project.")
+
+
+@router.get("/me", response_model=MeRead, responses=responses(401))
+def me(services: ServicesDep, actor: ActorDep) -> MeRead:
     """The caller's name and roles per project (`*` is every project)."""
     with services.sessions() as session:
-        return {"name": actor.name, "roles": roles_by_project(session, actor)}
+        return MeRead(name=actor.name, roles=roles_by_project(session, actor))
