@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import shutil
+import tempfile
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
@@ -17,3 +20,15 @@ def client(world: World) -> Iterator[TestClient]:
     settings = Settings(database_url=str(world.services.engine.url), migrate_on_start=False)
     with TestClient(create_app(settings, world.services)) as test_client:
         yield test_client
+
+
+@pytest.fixture(scope="session")
+def memory_sqlite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A SQLite file on a memory-backed file system where there is one.
+
+    Suites here make thousands of audited calls; on disk, syncing each commit dominates.
+    """
+    shm = Path("/dev/shm")
+    folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else tmp_path_factory.mktemp("mem")
+    yield f"sqlite:///{folder / 'shipdeck.db'}"
+    shutil.rmtree(folder, ignore_errors=True)

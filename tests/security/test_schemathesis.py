@@ -7,10 +7,6 @@ bounded to a few examples per operation so it stays well under a minute. It runs
 
 from __future__ import annotations
 
-import shutil
-import tempfile
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,19 +21,10 @@ from tests.conftest import World
 MAX_EXAMPLES = 5
 
 
-@pytest.fixture(scope="module")
-def _memory_backed_db(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    shm = Path("/dev/shm")
-    folder = Path(tempfile.mkdtemp(dir=shm)) if shm.is_dir() else tmp_path_factory.mktemp("st")
-    yield f"sqlite:///{folder / 'schemathesis.db'}"
-    shutil.rmtree(folder, ignore_errors=True)
-
-
 @pytest.fixture
-def db_url(_memory_backed_db: str) -> str:
-    """SQLite only (the document is the same on every database), in memory-backed files: the
-    run makes thousands of audited calls and disk syncs would dominate its time."""
-    return _memory_backed_db
+def db_url(memory_sqlite_url: str) -> str:
+    """SQLite only (the document is the same on every database), memory-backed."""
+    return memory_sqlite_url
 
 
 def failures(stream: Any) -> tuple[list[str], int, int]:
