@@ -75,3 +75,13 @@ def test_api_conforms_to_its_openapi(world: World) -> None:
     found, cases, checks = failures(from_schema(schema).execute())
     assert found == [], "\n".join(found)
     assert cases > 1500 and checks > 20_000  # the run really covered the document
+
+
+def test_the_schema_names_exactly_cores_states() -> None:
+    """The lifecycle states the API documents for filtering are core's, no more, no fewer."""
+    from typing import get_args
+
+    from core.lifecycle import State
+    from tools.releases import LifecycleStateName
+
+    assert set(get_args(LifecycleStateName)) == {s.value for s in State}
