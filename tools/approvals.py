@@ -48,7 +48,10 @@ class BatchApproveInput(BaseModel):
     release_ids: list[ReleaseId] = Field(min_length=1, max_length=100)
     comment: Comment | None = None
 
-    _canonical = field_validator("release_ids")(lambda cls, ids: _once_each(ids))
+    @field_validator("release_ids")
+    @classmethod
+    def _canonical(cls, ids: list[str]) -> list[str]:
+        return _once_each(ids)
 
 
 class BatchRejectInput(BaseModel):
@@ -57,7 +60,10 @@ class BatchRejectInput(BaseModel):
     release_ids: list[ReleaseId] = Field(min_length=1, max_length=100)
     reason: Comment | None = None
 
-    _canonical = field_validator("release_ids")(lambda cls, ids: _once_each(ids))
+    @field_validator("release_ids")
+    @classmethod
+    def _canonical(cls, ids: list[str]) -> list[str]:
+        return _once_each(ids)
 
 
 class BatchResult(BaseModel):

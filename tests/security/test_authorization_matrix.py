@@ -278,3 +278,28 @@ def test_authorization_matrix_over_chat(world: World) -> None:
                 }, (action.name, role)
         for chat in clients.values():
             chat.close()
+
+
+def test_batch_items_of_hidden_releases_read_like_missing_ones(
+    world: World, client: TestClient
+) -> None:
+    rid = prepare(world, "pending")["release_id"]
+    before = snapshot(world)
+    response = client.post(
+        "/api/v1/approvals/batch",
+        json={"action": "approve", "release_ids": [rid, rid.lower(), "R-999999"]},
+        headers={"Authorization": f"Bearer {world.tokens['frank']}"},
+    )
+    assert response.status_code == 200
+    hidden, missing = response.json()["items"]  # R-n and r-n are one release, decided once
+    assert hidden["error"] == {
+        "code": "not_found",
+        "message": f"no release {rid}",
+        "details": {"release_id": rid},
+    }
+    assert missing["error"] == {
+        "code": "not_found",
+        "message": "no release R-999999",
+        "details": {"release_id": "R-999999"},
+    }
+    assert snapshot(world) == before
