@@ -25,7 +25,10 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.cards import apply_card, approval_cards, card_view, release_view, settle
 from agent.models import ChatCard
 from core.events import EventBus, LiveEvent
+from core.identity.models import User
+from core.identity.service import actor_for
 from core.ids import parse_release_id
+from core.permissions import Action
 from core.releases.models import Release
 
 log = logging.getLogger(__name__)
@@ -124,7 +127,8 @@ class Hub:
                 update["message"] = event.data.get("message")
                 update["service"] = event.data.get("service")
                 update["level"] = event.data.get("level")
-                self.push(requester, update)
+                if _can_see(session, requester, release.project_id):
+                    self.push(requester, update)
                 return
             pushes: list[tuple[int, dict[str, Any]]] = []
             for card in settle(session, number):  # e.g. step 1's approvers, once it is done
@@ -143,14 +147,28 @@ class Hub:
             holders = set(
                 session.scalars(select(ChatCard.user_id).where(ChatCard.release_number == number))
             )
+            # Whoever holds a card or asked for the release, only users who can see its project
+            # now hear of it (a role removed since, a card made before the rule).
+            seeing = {
+                user_id
+                for user_id in {requester} | holders | {u for u, _ in pushes}
+                if _can_see(session, user_id, release.project_id)
+            }
             session.commit()
-        for user_id in {requester} | holders:
+        for user_id in sorted(seeing & ({requester} | holders)):
             self.push(user_id, update)
         for user_id, frame in pushes:
-            self.push(user_id, frame)
+            if user_id in seeing:
+                self.push(user_id, frame)
 
     @staticmethod
     def _wants_apply_card(release: Release, event: LiveEvent) -> bool:
         if event.lifecycle_state != "approved" or release.lifecycle_state != "approved":
             return False
         return release.channel == "chat" and not release.target.apply_on_approval
+
+
+def _can_see(session: Session, user_id: int, project_id: int) -> bool:
+    """Whether the user has any role on the project now."""
+    user = session.get(User, user_id)
+    return user is not None and actor_for(user).can(Action.view, project_id)

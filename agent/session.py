@@ -27,10 +27,12 @@ from agent.planner import Catalog, PlanContext, Planner, ToolCall
 from agent.summaries import summarize
 from core.db import utcnow
 from core.errors import ShipdeckError
+from core.ids import parse_release_id
 from core.permissions import Actor, Channel
 from core.targets.service import list_targets
-from tools.base import ToolContext
+from tools.base import Tool, ToolContext
 from tools.registry import REGISTRY
+from tools.visibility import can_see_release, conceal, hidden_releases, missing_release
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +119,13 @@ class ChatSession:
                 .where(ChatCard.user_id == actor.user_id, ChatCard.state == "open")
                 .order_by(ChatCard.created_at)
             )
-            views = [card_view(session, card) for card in open_cards]
+            # A card whose release the user can no longer see (role removed) stays closed to them.
+            views = [
+                card_view(session, card)
+                for card in open_cards
+                if card.release_number is None
+                or can_see_release(session, actor, card.release_number)
+            ]
         send(
             {
                 "type": "session",
@@ -257,6 +265,10 @@ class ChatSession:
             return summarize(call.tool, result, self.lang) if "error" not in result else ""
         if call.tool in PREVIEW_TOOLS and not confirm_previews:
             return self._preview(actor, call)
+        refusal = self._refusal(tool, call.args)
+        if refusal is not None:
+            self.send(error_frame(refusal.code, refusal.message, **_jsonable(refusal.details)))
+            return ""
         card = self._card(call.tool, call.args)
         if call.tool in PREVIEW_TOOLS:
             return say("confirm_preview", self.lang)
@@ -270,6 +282,23 @@ class ChatSession:
         card = self._card("submit_release", {"release_id": result["id"]})
         note = say("confirm_submit", self.lang, release=card)
         return f"{summarize(call.tool, result, self.lang)} {note}"
+
+    def _refusal(self, tool: Tool[Any, Any], args: dict[str, Any]) -> ShipdeckError | None:
+        """Why no card may be proposed: bad arguments, or a release the user cannot see.
+
+        A card shows its release's diff and brings live updates, so it is only ever made for a
+        release the user could read anyway; a hidden one is answered like a nonexistent one.
+        """
+        try:
+            parsed = tool.parse(args)
+            with self.deps.sessions() as session:
+                conceal(session, self.actor, parsed)
+                hidden = hidden_releases(session, self.actor, getattr(parsed, "release_ids", []))
+        except ShipdeckError as exc:
+            return exc
+        if hidden:
+            return missing_release(parse_release_id(sorted(hidden)[0]))
+        return None
 
     def _read(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
         """What planners may run themselves: read tools only, whatever they ask for."""

@@ -14,6 +14,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from api import errors
 from api.deps import request_id
 from api.errors import error_body
+from api.headers import SecurityHeaders
 from api.logs import install_redaction
 from api.mcp.http import HttpDoor
 from api.routes import (
@@ -118,6 +119,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         version="0.1.0",
         description="Release command center: preview, approve, apply and audit releases.",
         lifespan=lifespan,
+        docs_url=None,  # served from local files by api.routes.console (no CDN)
+        redoc_url=None,
     )
     app.state.services = wired
     errors.install(app)
@@ -130,9 +133,11 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
+    app.add_middleware(SecurityHeaders)
     routers = (health, me, auth, tokens, targets, releases, approvals, audit, tools, chat, console)
     for router in routers:
         app.include_router(router.router)
+    app.mount("/static/swagger", StaticFiles(directory=console.SWAGGER), name="swagger")
     # A route, not a mount: MCP clients POST to exactly /mcp, and a mount would redirect it.
     app.router.routes.append(Route("/mcp", endpoint=mcp_door.app, name="mcp"))
     app.mount("/static", StaticFiles(directory=console.STATIC), name="static")

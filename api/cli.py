@@ -41,6 +41,7 @@ def serve(
     from agent.llm import LLMUnavailable
     from api.app import create_app
     from api.demo import DEMO_USERS, seed_demo
+    from api.serving import server_config
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
@@ -60,7 +61,8 @@ def serve(
         for name, token in tokens.items():
             typer.echo(f"  {name:<7} {DEMO_USERS[name]:<28} {token}")
     typer.echo(f"serving on {url}  (API docs: {url}/docs)")
-    uvicorn.run(create_app(settings, services), host=host, port=port, log_level="info")
+    app_ = create_app(settings, services)
+    uvicorn.Server(server_config(app_, settings, host=host, port=port, log_level="info")).run()
 
 
 @app.command()

@@ -8,7 +8,9 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match
 
 from core.errors import (
     Conflict,
@@ -32,6 +34,43 @@ STATUS: list[tuple[type[ShipdeckError], int]] = [
 ]
 
 
+class ErrorDetail(BaseModel):
+    """What went wrong: a stable code, a sentence, and data about it."""
+
+    code: str = Field(description="A stable code, e.g. not_found, illegal_transition.")
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class ErrorBody(BaseModel):
+    """The one error shape of every HTTP error."""
+
+    error: ErrorDetail
+
+
+# What each documented status means on this API.
+MEANING = {
+    400: "The body is not valid JSON.",
+    401: "No token, or the token is unknown or revoked.",
+    403: "Your role on the project does not allow this.",
+    404: "No such object, or it belongs to a project you have no role on (the same answer).",
+    409: "The release is not in a state this action starts from, or the preview expired or "
+    "drifted, or an Idempotency-Key was reused with another body.",
+    413: "The body is larger than the server accepts.",
+    422: "The request does not fit the schema, or names something impossible.",
+    502: "The target's runtime could not be reached or refused the request.",
+}
+
+
+def responses(*codes: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can answer, all in the one error shape."""
+    return {code: {"model": ErrorBody, "description": MEANING[code]} for code in codes}
+
+
+READ = (401, 403, 404, 422)  # every authenticated read
+WRITE = (400, 401, 403, 404, 409, 413, 422)  # every mutating call
+
+
 def status_for(exc: ShipdeckError) -> int:
     """The HTTP status of a core error."""
     return next((code for cls, code in STATUS if isinstance(exc, cls)), 400)
@@ -48,6 +87,19 @@ def error_response(exc: ShipdeckError) -> JSONResponse:
     return JSONResponse(
         error_body(exc.code, exc.message, exc.details), status_code=status_for(exc), headers=headers
     )
+
+
+def allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette names only the first route's)."""
+    allowed = [
+        method
+        for method in ("GET", "POST", "PUT", "PATCH", "DELETE")
+        if any(
+            route.matches({**request.scope, "method": method})[0] == Match.FULL
+            for route in request.app.router.routes
+        )
+    ]
+    return ", ".join(allowed)
 
 
 def install(app: FastAPI) -> None:
@@ -80,8 +132,11 @@ def install(app: FastAPI) -> None:
         code = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}.get(
             exc.status_code, "http_error"
         )
+        headers = dict(exc.headers or {})
+        if exc.status_code == 405:
+            headers["Allow"] = allowed_methods(request)
         return JSONResponse(
-            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=exc.headers
+            error_body(code, str(exc.detail)), status_code=exc.status_code, headers=headers
         )
 
     @app.exception_handler(Exception)

@@ -65,7 +65,20 @@ class Settings(BaseSettings):
         default=5, gt=0, description="Most releases or cards one chat message may create."
     )
     chat_max_frame_bytes: int = Field(
-        default=16 * 1024, gt=0, description="Largest chat frame a client may send."
+        default=16 * 1024,
+        gt=0,
+        description="Largest chat frame a client may send; also the server's WebSocket max size.",
+    )
+    chat_outgoing_frames: int = Field(
+        default=1000,
+        gt=0,
+        description="Frames queued for one chat socket before a client too slow to read them "
+        "is disconnected (it reconnects and gets its history).",
+    )
+    ws_allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins (e.g. https://deploy.example.com) allowed to open the chat "
+        "WebSocket besides the origin the console is served from. JSON list.",
     )
     chat_ticket_ttl_seconds: int = Field(
         default=30,

@@ -7,15 +7,17 @@ import json
 import re
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Annotated, Any, ClassVar, Literal, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 RiskLevel = Literal["low", "medium", "high"]
 RISK_RANK: dict[str, int] = {"low": 0, "medium": 1, "high": 2}
 
 
-EnvNames = dict[str, str] | list[str] | None
+# Variable names as the schema states them, so a client (or a fuzzer) knows the rule up front.
+EnvName = Annotated[str, Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")]
+EnvVars = Annotated[dict[EnvName, str], Field(json_schema_extra={"additionalProperties": False})]
 
 
 class ServiceChange(BaseModel):
@@ -38,23 +40,13 @@ class ServiceChange(BaseModel):
         description="A whole new image reference; replaces the current one.",
     )
     replicas: int | None = Field(default=None, ge=0, le=1000, description="Desired replicas.")
-    env: dict[str, str] | None = Field(
+    env: EnvVars | None = Field(
         default=None, description="Environment variables to set (merged over the live ones)."
     )
 
-    unset_env: list[str] | None = Field(
+    unset_env: list[EnvName] | None = Field(
         default=None, max_length=200, description="Environment variables to remove."
     )
-
-    @field_validator("env", "unset_env")
-    @classmethod
-    def _env_names(
-        cls, env: dict[str, str] | list[str] | None
-    ) -> dict[str, str] | list[str] | None:
-        for name in env or ():
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]{0,127}", name):
-                raise ValueError(f"{name!r} is not a valid environment variable name")
-        return env
 
     def is_empty(self) -> bool:
         """True when the change asks for nothing."""

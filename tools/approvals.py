@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy.orm import Session
 
 from core.flows import decisions
 from core.flows.decisions import BatchItem
+from core.ids import parse_release_id, release_id
 from core.permissions import Action
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.base import ToolContext, tool
 from tools.inputs import Comment, Environment, PageSize, ProjectName, ReleaseId
+from tools.visibility import hidden_releases, missing_release
 
 
 class ApproveInput(BaseModel):
@@ -35,11 +37,21 @@ class TakeoverInput(BaseModel):
     release_id: ReleaseId
 
 
+def _once_each(ids: list[str]) -> list[str]:
+    """`R-1`, `r1` and `1` are one release: canonical ids, each once, in the order given."""
+    return list(dict.fromkeys(release_id(parse_release_id(value)) for value in ids))
+
+
 class BatchApproveInput(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     release_ids: list[ReleaseId] = Field(min_length=1, max_length=100)
     comment: Comment | None = None
+
+    @field_validator("release_ids")
+    @classmethod
+    def _canonical(cls, ids: list[str]) -> list[str]:
+        return _once_each(ids)
 
 
 class BatchRejectInput(BaseModel):
@@ -47,6 +59,11 @@ class BatchRejectInput(BaseModel):
 
     release_ids: list[ReleaseId] = Field(min_length=1, max_length=100)
     reason: Comment | None = None
+
+    @field_validator("release_ids")
+    @classmethod
+    def _canonical(cls, ids: list[str]) -> list[str]:
+        return _once_each(ids)
 
 
 class BatchResult(BaseModel):
@@ -64,7 +81,9 @@ class ListApprovalsInput(BaseModel):
     state: Literal["pending", "approved", "rejected", "cancelled", "expired", "void"] | None = None
     mine: bool = Field(default=False, description="Only tickets I can decide, hold or requested.")
     limit: PageSize = 50
-    before: int | None = Field(default=None, ge=1, description="Cursor: tickets older than it.")
+    before: int | None = Field(
+        default=None, ge=1, le=10**12, description="Cursor: tickets older than it."
+    )
 
 
 @tool(mutating=True, permission=Action.approve)
@@ -83,33 +102,52 @@ def reject_release(ctx: ToolContext, session: Session, args: RejectInput) -> Rel
     )
 
 
+def _concealed(session: Session, ctx: ToolContext, items: list[BatchItem]) -> BatchResult:
+    """Items for releases the caller cannot see read exactly like nonexistent ones."""
+    hidden = hidden_releases(session, ctx.actor, [item.release_id for item in items])
+    for item in items:
+        if item.release_id in hidden:
+            missing = missing_release(parse_release_id(item.release_id))
+            item.ok, item.lifecycle_state = False, None
+            item.error = {
+                "code": missing.code,
+                "message": missing.message,
+                "details": missing.details,
+            }
+    return BatchResult(items=items)
+
+
 @tool(mutating=True, permission=Action.approve)
 def approve_releases(ctx: ToolContext, session: Session, args: BatchApproveInput) -> BatchResult:
     """Approve several releases at once; each is decided and audited on its own."""
-    return BatchResult(
-        items=decisions.decide_batch(
+    return _concealed(
+        session,
+        ctx,
+        decisions.decide_batch(
             session,
             actor=ctx.actor,
             runner=ctx.runner,
             releases=args.release_ids,
             decision="approve",
             comment=args.comment,
-        )
+        ),
     )
 
 
 @tool(mutating=True, permission=Action.approve)
 def reject_releases(ctx: ToolContext, session: Session, args: BatchRejectInput) -> BatchResult:
     """Reject several releases at once; each is decided and audited on its own."""
-    return BatchResult(
-        items=decisions.decide_batch(
+    return _concealed(
+        session,
+        ctx,
+        decisions.decide_batch(
             session,
             actor=ctx.actor,
             runner=ctx.runner,
             releases=args.release_ids,
             decision="reject",
             comment=args.reason,
-        )
+        ),
     )
 
 

@@ -27,7 +27,9 @@ class ListAuditInput(BaseModel):
     project: ProjectName | None = None
     release_id: ReleaseId | None = None
     limit: int = Field(default=100, ge=1, le=500)
-    before: int | None = Field(default=None, ge=1, description="Cursor: events before this seq.")
+    before: int | None = Field(
+        default=None, ge=1, le=10**15, description="Cursor: events before this seq."
+    )
 
 
 @tool(mutating=False, permission=Action.view)

@@ -15,6 +15,7 @@ from core.errors import InvalidInput, ShipdeckError
 from core.flows.runner import ApplyRunner
 from core.permissions import Action, Actor
 from runtimes.registry import RuntimeRegistry
+from tools.visibility import conceal
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
@@ -63,11 +64,13 @@ class Tool(Generic[In, Out]):
 
         A mutating call that succeeds is audited by the state changes it makes; a refused call
         gets a chain event of its own here, and a read a line in the access log (out of the
-        chain, so a busy read path never waits on the chain head).
+        chain, so a busy read path never waits on the chain head). A project or release the
+        caller cannot see is refused exactly like a nonexistent one (tools.visibility).
         """
         try:
             parsed = self.parse(args)
             with ctx.sessions() as session:
+                conceal(session, ctx.actor, parsed)
                 result = self.func(ctx, session, parsed)
         except ShipdeckError as exc:
             self._audit(ctx, args, "refused", {"error": exc.code, "message": exc.message})

@@ -7,13 +7,15 @@ from typing import Annotated
 from pydantic import Field
 
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
+# `R-42`, `r42` or `42` (ASCII digits only, so the schema and the parser agree on every string).
+RELEASE_ID = r"^ *(?:[Rr]-?)?[0-9]{1,12} *$"
 
 ReleaseId = Annotated[
     str,
     Field(
         min_length=1,
         max_length=24,
-        pattern=r"^\s*[Rr]?-?\d{1,12}\s*$",
+        pattern=RELEASE_ID,
         description="Release id, e.g. R-42.",
         examples=["R-42"],
     ),

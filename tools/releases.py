@@ -2,23 +2,35 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
+from core.errors import NotFound
 from core.flows import apply, preview, rollback, submit, views
 from core.permissions import Action
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
+from core.targets.service import get_target, target_ref
 from runtimes.base import ServiceChange
 from tools.base import ToolContext, tool
-from tools.inputs import (
-    NAME,
-    Comment,
-    Environment,
-    PageSize,
-    ProjectName,
-    ReleaseId,
-    ServiceName,
-)
+from tools.inputs import Comment, Environment, PageSize, ProjectName, ReleaseId, ServiceName
+
+# The lifecycle vocabulary (core.releases.lifecycle.State), spelled out so the schema names it.
+LifecycleStateName = Literal[
+    "previewed",
+    "pending_approval",
+    "approved",
+    "rejected",
+    "cancelled",
+    "expired",
+    "applying",
+    "applied",
+    "failed",
+    "rolling_back",
+    "rolled_back",
+    "rollback_failed",
+]
 
 
 class PreviewReleaseInput(BaseModel):
@@ -26,23 +38,14 @@ class PreviewReleaseInput(BaseModel):
 
     project: ProjectName
     environment: Environment
-    changes: dict[str, ServiceChange] = Field(
+    changes: dict[ServiceName, ServiceChange] = Field(
         min_length=1,
         max_length=50,
         description="Per service: image_tag, image, replicas and/or env to change.",
         examples=[{"web": {"image_tag": "1.4.2"}}],
+        json_schema_extra={"additionalProperties": False},
     )
     emergency: bool = Field(default=False, description="Use the emergency policy, if declared.")
-
-    @field_validator("changes")
-    @classmethod
-    def _service_names(cls, changes: dict[str, ServiceChange]) -> dict[str, ServiceChange]:
-        import re
-
-        for name in changes:
-            if not re.match(NAME, name):
-                raise ValueError(f"{name!r} is not a service name")
-        return changes
 
 
 class ReleaseInput(BaseModel):
@@ -80,15 +83,28 @@ class ListReleasesInput(BaseModel):
 
     project: ProjectName | None = None
     environment: Environment | None = None
-    state: str | None = Field(default=None, max_length=24, description="A lifecycle_state.")
+    state: LifecycleStateName | None = Field(default=None, description="A lifecycle_state.")
     limit: PageSize = 50
     before: ReleaseId | None = Field(default=None, description="Cursor: releases older than it.")
+
+
+def _require_services(session: Session, project: str, environment: str, names: list[str]) -> None:
+    """A service the project does not have is not found, like an unknown environment."""
+    ref = target_ref(get_target(session, project, environment))
+    for name in names:
+        if name not in ref.services:
+            raise NotFound(
+                f"project {ref.project} has no service {name!r}",
+                service=name,
+                known_services=ref.services,
+            )
 
 
 @tool(mutating=True, permission=Action.request)
 def preview_release(ctx: ToolContext, session: Session, args: PreviewReleaseInput) -> ReleaseRead:
     """Preview a release: compute the per-service diff against live state, its risk and expiry.
     Nothing changes on the target; submit the release afterwards."""
+    _require_services(session, args.project, args.environment, list(args.changes))
     return preview.preview_release(
         session,
         actor=ctx.actor,

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ActorDep, ServicesDep
+from api.errors import READ, WRITE, responses
 from api.invoke import invoke
+from api.params import ReleasePath
+from core.releases.schemas import ApprovalPage, ReleaseRead
+from tools.approvals import BatchResult, ListApprovalsInput
+from tools.inputs import ReleaseId
 
 router = APIRouter(prefix="/api/v1/approvals", tags=["approvals"])
 
@@ -24,37 +29,22 @@ class BatchBody(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     action: Literal["approve", "reject"]
-    release_ids: list[str] = Field(min_length=1, max_length=100)
+    release_ids: list[ReleaseId] = Field(min_length=1, max_length=100)
     comment: str | None = Field(default=None, max_length=2000)
 
 
-@router.get("")
+@router.get("", response_model=ApprovalPage, responses=responses(*READ))
 def list_approvals(
     request: Request,
     services: ServicesDep,
     actor: ActorDep,
-    project: str | None = None,
-    environment: str | None = None,
-    risk: str | None = None,
-    state: str | None = None,
-    mine: bool = False,
-    limit: int = 50,
-    before: int | None = None,
+    query: Annotated[ListApprovalsInput, Query()],
 ) -> JSONResponse:
     """The global approval inbox, newest first."""
-    args = {
-        "project": project,
-        "environment": environment,
-        "risk": risk,
-        "state": state,
-        "mine": mine,
-        "limit": limit,
-        "before": before,
-    }
-    return invoke(request, services, actor, "list_approvals", args)
+    return invoke(request, services, actor, "list_approvals", query)
 
 
-@router.post("/batch")
+@router.post("/batch", response_model=BatchResult, responses=responses(*WRITE))
 def decide_batch(
     request: Request, services: ServicesDep, actor: ActorDep, body: BatchBody
 ) -> JSONResponse:
@@ -66,12 +56,12 @@ def decide_batch(
     return invoke(request, services, actor, "reject_releases", args)
 
 
-@router.post("/{release_id}/approve")
+@router.post("/{release_id}/approve", response_model=ReleaseRead, responses=responses(*WRITE))
 def approve_release(
     request: Request,
     services: ServicesDep,
     actor: ActorDep,
-    release_id: str,
+    release_id: ReleasePath,
     body: DecisionBody = Body(default_factory=DecisionBody),
 ) -> JSONResponse:
     """Approve the current step of a release's approval."""
@@ -79,12 +69,12 @@ def approve_release(
     return invoke(request, services, actor, "approve_release", args)
 
 
-@router.post("/{release_id}/reject")
+@router.post("/{release_id}/reject", response_model=ReleaseRead, responses=responses(*WRITE))
 def reject_release(
     request: Request,
     services: ServicesDep,
     actor: ActorDep,
-    release_id: str,
+    release_id: ReleasePath,
     body: DecisionBody = Body(default_factory=DecisionBody),
 ) -> JSONResponse:
     """Reject a release waiting for approval."""
@@ -92,9 +82,9 @@ def reject_release(
     return invoke(request, services, actor, "reject_release", args)
 
 
-@router.post("/{release_id}/takeover")
+@router.post("/{release_id}/takeover", response_model=ReleaseRead, responses=responses(*WRITE))
 def takeover_approval(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: str
+    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Become the assignee of a pending approval."""
     return invoke(request, services, actor, "takeover_approval", {"release_id": release_id})

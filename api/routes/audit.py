@@ -2,33 +2,34 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import ActorDep, ServicesDep
+from api.errors import READ, responses
 from api.invoke import invoke
-from core.audit.service import Checkpoint, checkpoint
+from core.audit.schemas import AuditPage
+from core.audit.service import AuditVerification, Checkpoint, checkpoint
 from core.permissions import Action, require
+from tools.audit import ListAuditInput
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
 
-@router.get("")
+@router.get("", response_model=AuditPage, responses=responses(*READ))
 def list_audit(
     request: Request,
     services: ServicesDep,
     actor: ActorDep,
-    project: str | None = None,
-    release_id: str | None = None,
-    limit: int = 100,
-    before: int | None = None,
+    query: Annotated[ListAuditInput, Query()],
 ) -> JSONResponse:
     """Audit events, newest first."""
-    args = {"project": project, "release_id": release_id, "limit": limit, "before": before}
-    return invoke(request, services, actor, "list_audit", args)
+    return invoke(request, services, actor, "list_audit", query)
 
 
-@router.get("/verify")
+@router.get("/verify", response_model=AuditVerification, responses=responses(401, 403))
 def verify_audit(request: Request, services: ServicesDep, actor: ActorDep) -> JSONResponse:
     """Walk the hash chain; report the first broken link."""
     return invoke(request, services, actor, "verify_audit", {})

@@ -14,14 +14,14 @@ import contextlib
 import json
 import logging
 import threading
-from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
-from agent.hub import Outbox
+from agent.hub import Outbox as HubOutbox
 from agent.session import ChatSession, error_frame
 from api.deps import CredentialDep, ServicesDep, resolve_token
+from api.sockets import POLICY_VIOLATION, TRY_AGAIN_LATER, Outbox, origin_allowed
 from api.wiring import Services
 from core.errors import NotAuthenticated
 from core.identity.schemas import TicketIssued
@@ -30,7 +30,6 @@ from core.permissions import Actor
 
 router = APIRouter(tags=["chat"])
 log = logging.getLogger(__name__)
-POLICY_VIOLATION = 1008
 CHAT_TICKET = "chat"
 REVOKED = "your token was revoked or expired; sign in again"
 
@@ -81,33 +80,44 @@ def _recheck(services: Services, token_id: int) -> Credential:
 
 @router.websocket("/api/v1/chat")
 async def chat(websocket: WebSocket) -> None:
-    """Authenticate (header or ticket), then relay frames between client and session."""
+    """Check origin, authenticate (header or ticket), then relay frames to the session."""
     services: Services = websocket.app.state.services
+    settings = services.settings
+    origin = websocket.headers.get("origin")
+    if not origin_allowed(origin, websocket.headers.get("host"), settings.ws_allowed_origins):
+        log.warning("chat socket refused: origin %r is not allowed", origin)
+        await websocket.close(code=POLICY_VIOLATION, reason="origin not allowed")
+        return
     try:
         credential = await run_in_threadpool(_authenticate, services, websocket)
     except NotAuthenticated as exc:
         await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
         return
     await websocket.accept()
-    loop = asyncio.get_running_loop()
-    outgoing: asyncio.Queue[dict[str, Any] | None] = asyncio.Queue()
+    outgoing = Outbox(asyncio.get_running_loop(), settings.chat_outgoing_frames)
+    send = outgoing.send
     shutting = threading.Event()
-
-    def send(frame: dict[str, Any]) -> None:  # callable from any thread
-        loop.call_soon_threadsafe(outgoing.put_nowait, frame)
 
     def shut(reason: str) -> None:  # callable from any thread: say why, then close
         if shutting.is_set():
             return
         shutting.set()
         send(error_frame("not_authenticated", reason))
-        loop.call_soon_threadsafe(outgoing.put_nowait, None)
+        outgoing.close()
 
     async def writer() -> None:
         while True:
-            frame = await outgoing.get()
-            if frame is None:
+            frame = await outgoing.next()
+            if frame is Outbox.CLOSE:
                 await websocket.close(code=POLICY_VIOLATION, reason="not authenticated")
+                return
+            if frame is Outbox.OVERFLOW:
+                log.warning(
+                    "chat socket of %s closed: %d frames unread",
+                    credential.actor.name,
+                    outgoing.limit,
+                )
+                await websocket.close(code=TRY_AGAIN_LATER, reason="too many unread frames")
                 return
             await websocket.send_text(json.dumps(frame, ensure_ascii=False, default=str))
 
@@ -127,12 +137,18 @@ async def chat(websocket: WebSocket) -> None:
             session.actor = actor
 
     unwatch = services.watch.watch(credential.token_id, credential.actor, follow)
-    outbox = Outbox(credential.actor.user_id or 0, session.session_id, send)
+    outbox = HubOutbox(credential.actor.user_id or 0, session.session_id, send)
     services.hub.register(outbox)
-    limit = services.settings.chat_max_frame_bytes
+    limit = settings.chat_max_frame_bytes
     try:
         while not shutting.is_set():
-            text = await websocket.receive_text()
+            message = await websocket.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:  # a binary frame: answer, never raise
+                send(error_frame("binary_frame", "frames are JSON text; binary is not accepted"))
+                continue
             if len(text.encode()) > limit:
                 send(error_frame("too_large", f"frames are limited to {limit} bytes"))
                 continue
@@ -158,7 +174,8 @@ async def chat(websocket: WebSocket) -> None:
     except WebSocketDisconnect:
         pass
     except RuntimeError:
-        if not shutting.is_set():  # receiving after our own close is expected; anything else not
+        # receiving after our own close (revoked token, overflow) is expected; nothing else is
+        if not (shutting.is_set() or outgoing.overflowed):
             raise
     finally:
         unwatch()

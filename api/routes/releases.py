@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Body, Request
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ActorDep, ServicesDep
+from api.errors import READ, WRITE, responses
 from api.invoke import invoke
-from tools.releases import PreviewReleaseInput, RollbackReleaseInput
+from api.params import ReleasePath
+from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
+from tools.releases import ListReleasesInput, PreviewReleaseInput, RollbackReleaseInput
 
 router = APIRouter(prefix="/api/v1", tags=["releases"])
 
@@ -19,29 +24,23 @@ class CancelBody(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
-@router.get("/releases")
+@router.get("/releases", response_model=ReleasePage, responses=responses(*READ))
 def list_releases(
     request: Request,
     services: ServicesDep,
     actor: ActorDep,
-    project: str | None = None,
-    environment: str | None = None,
-    state: str | None = None,
-    limit: int = 50,
-    before: str | None = None,
+    query: Annotated[ListReleasesInput, Query()],
 ) -> JSONResponse:
     """Releases, newest first."""
-    args = {
-        "project": project,
-        "environment": environment,
-        "state": state,
-        "limit": limit,
-        "before": before,
-    }
-    return invoke(request, services, actor, "list_releases", args)
+    return invoke(request, services, actor, "list_releases", query)
 
 
-@router.post("/releases", status_code=201)
+@router.post(
+    "/releases",
+    status_code=201,
+    response_model=ReleaseRead,
+    responses=responses(*WRITE, 502),
+)
 def preview_release(
     request: Request, services: ServicesDep, actor: ActorDep, body: PreviewReleaseInput
 ) -> JSONResponse:
@@ -49,53 +48,66 @@ def preview_release(
     return invoke(request, services, actor, "preview_release", body, status_code=201)
 
 
-@router.get("/releases/{release_id}")
+@router.get("/releases/{release_id}", response_model=ReleaseRead, responses=responses(*READ))
 def get_release(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: str
+    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
 ) -> JSONResponse:
     """One release."""
     return invoke(request, services, actor, "get_release", {"release_id": release_id})
 
 
-@router.get("/releases/{release_id}/timeline")
+@router.get("/releases/{release_id}/timeline", response_model=Timeline, responses=responses(*READ))
 def release_timeline(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: str
+    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Audit events and runtime progress of one release, in order."""
     return invoke(request, services, actor, "release_timeline", {"release_id": release_id})
 
 
-@router.post("/releases/{release_id}/preview")
+@router.post(
+    "/releases/{release_id}/preview",
+    response_model=ReleaseRead,
+    responses=responses(*WRITE, 502),
+)
 def repreview_release(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: str
+    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Re-preview a release, keeping its id."""
     return invoke(request, services, actor, "repreview_release", {"release_id": release_id})
 
 
-@router.post("/releases/{release_id}/submit")
+@router.post(
+    "/releases/{release_id}/submit", response_model=ReleaseRead, responses=responses(*WRITE)
+)
 def submit_release(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: str
+    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Submit a previewed release to policy."""
     return invoke(request, services, actor, "submit_release", {"release_id": release_id})
 
 
-@router.post("/releases/{release_id}/apply", status_code=202)
+@router.post(
+    "/releases/{release_id}/apply",
+    status_code=202,
+    response_model=ReleaseRead,
+    responses=responses(*WRITE, 502),
+)
 def apply_release(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: str
+    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Start applying an approved release; poll it or its timeline for the outcome."""
     args = {"release_id": release_id}
     return invoke(request, services, actor, "apply_release", args, status_code=202)
 
 
-@router.post("/releases/{release_id}/cancel")
+@router.post(
+    "/releases/{release_id}/cancel", response_model=ReleaseRead, responses=responses(*WRITE)
+)
 def cancel_release(
     request: Request,
     services: ServicesDep,
     actor: ActorDep,
-    release_id: str,
+    release_id: ReleasePath,
     body: CancelBody = Body(default_factory=CancelBody),
 ) -> JSONResponse:
     """Cancel a release that has not started applying."""
@@ -103,7 +115,9 @@ def cancel_release(
     return invoke(request, services, actor, "cancel_release", args)
 
 
-@router.post("/rollbacks", status_code=201)
+@router.post(
+    "/rollbacks", status_code=201, response_model=ReleaseRead, responses=responses(*WRITE, 502)
+)
 def rollback_release(
     request: Request, services: ServicesDep, actor: ActorDep, body: RollbackReleaseInput
 ) -> JSONResponse:

@@ -353,9 +353,9 @@ async function targetsPage(main) {
 }
 
 function signIn(main, message = "") {
-  main.innerHTML = `<section class="panel" style="max-width:28rem"><h1>${t("signin.title")}</h1>
+  main.innerHTML = `<section class="panel signin"><h1>${t("signin.title")}</h1>
     <form id="signin"><label for="token">${t("signin.token")}</label>
-      <div class="row" style="display:flex;gap:.5rem"><input id="token" type="password" autocomplete="off" required style="flex:1">
+      <div class="row signin-row"><input id="token" type="password" autocomplete="off" required>
       <button class="primary" type="submit">${t("signin.go")}</button></div>
       <p id="signin-error" role="alert" class="muted">${esc(message)}</p></form>
     <p id="sso" hidden><a class="button" href="/api/v1/auth/oidc/login">${t("signin.sso")}</a></p></section>`;

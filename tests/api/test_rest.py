@@ -118,8 +118,8 @@ def test_self_approval_is_403(api: Api) -> None:
             "post",
             "/api/v1/releases",
             {**PREVIEW, "changes": {"nope": {"replicas": 1}}},
-            422,
-            "invalid_input",
+            404,  # a service the project lacks is not found, like an unknown environment
+            "not_found",
         ),
         ("post", "/api/v1/releases", {**PREVIEW, "changes": {}}, 422, "invalid_input"),
         ("post", "/api/v1/releases", {**PREVIEW, "extra": 1}, 422, "invalid_input"),

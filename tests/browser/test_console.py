@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +43,26 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
+def open_page(browser: Any) -> Iterator[Callable[..., Any]]:
+    """Open pages in new contexts; after the test, no page may have hit the CSP.
+
+    Chromium reports each blocked inline script, inline style or foreign load on the console.
+    """
+    violations: list[str] = []
+
+    def opened(**context: Any) -> Any:
+        page = browser.new_context(**context).new_page()
+        page.on(
+            "console",
+            lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
+        )
+        return page
+
+    yield opened
+    assert violations == []
+
+
+@pytest.fixture
 def site(world: World) -> Iterator[str]:
     with running_server(world.services) as address:
         yield f"http://{address}"
@@ -61,11 +81,13 @@ def shot(page: Any, name: str) -> None:
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_deploy_approve_apply_in_two_browsers(browser: Any, site: str, world: World) -> None:
+def test_deploy_approve_apply_in_two_browsers(
+    open_page: Callable[..., Any], site: str, world: World
+) -> None:
     from playwright.sync_api import expect
 
-    alice = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
-    bob = browser.new_context(viewport={"width": 1280, "height": 900}).new_page()
+    alice = open_page(viewport={"width": 1280, "height": 900})
+    bob = open_page(viewport={"width": 1280, "height": 900})
     sign_in(alice, site, world.tokens["alice"])
     sign_in(bob, site, world.tokens["bob"], "#/inbox")
     expect(bob.get_by_text("Nothing here yet.")).to_be_visible()
@@ -110,11 +132,11 @@ def test_deploy_approve_apply_in_two_browsers(browser: Any, site: str, world: Wo
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_wrong_token_decided_card_and_phone_second_tap(
-    browser: Any, site: str, world: World
+    open_page: Callable[..., Any], site: str, world: World
 ) -> None:
     from playwright.sync_api import expect
 
-    page = browser.new_context().new_page()
+    page = open_page()
     page.goto(site)
     page.get_by_label("API token").fill("sd_wrong")
     page.get_by_role("button", name="Sign in").click()
@@ -130,7 +152,7 @@ def test_wrong_token_decided_card_and_phone_second_tap(
         changes={"api": {"image_tag": "2.1.0"}},
     )
     call(world, "alice", "submit_release", release_id=release.id)
-    phone = browser.new_context(viewport={"width": 390, "height": 800}, is_mobile=True).new_page()
+    phone = open_page(viewport={"width": 390, "height": 800}, is_mobile=True)
     sign_in(phone, site, world.tokens["bob"], "#/inbox")
     row = phone.get_by_role("row").filter(has_text=release.id)
     row.get_by_role("checkbox").check()
@@ -149,10 +171,10 @@ def test_wrong_token_decided_card_and_phone_second_tap(
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
-def test_chinese_and_reconnect(browser: Any, site: str, world: World) -> None:
+def test_chinese_and_reconnect(open_page: Callable[..., Any], site: str, world: World) -> None:
     from playwright.sync_api import expect
 
-    page = browser.new_context(locale="zh-CN").new_page()
+    page = open_page(locale="zh-CN")
     page.goto(site)
     page.get_by_label("API 令牌").fill(world.tokens["alice"])
     page.get_by_role("button", name="登录").click()
@@ -171,3 +193,34 @@ def test_chinese_and_reconnect(browser: Any, site: str, world: World) -> None:
     expect(page.locator("#my-releases")).to_contain_text("pending_approval")
     page.reload()  # a reload resumes the same chat session
     expect(page.locator("#chat-log")).to_contain_text("部署 web 1.5.0 到生产")
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_docs_work_offline_under_the_csp(open_page: Callable[..., Any], site: str) -> None:
+    """/docs loads Swagger UI from the server itself; nothing is fetched from elsewhere."""
+    from playwright.sync_api import expect
+
+    page = open_page()
+    elsewhere: list[str] = []
+
+    def only_local(route: Any) -> None:
+        if route.request.url.startswith(site):
+            route.continue_()
+        else:
+            elsewhere.append(route.request.url)
+            route.abort()
+
+    page.route("**/*", only_local)
+    response = page.goto(f"{site}/docs")
+    assert (
+        response is not None
+        and "frame-ancestors 'none'" in response.headers["content-security-policy"]
+    )
+    expect(page.get_by_role("heading", name=re.compile("shipdeck"))).to_be_visible(timeout=20000)
+    operation = page.locator("#operations-releases-get_release_api_v1_releases__release_id__get")
+    operation.locator(".opblock-summary").first.click()
+    expect(operation.locator(".parameters")).to_contain_text("Release id: R-42")
+    expect(operation.locator(".responses-wrapper")).to_contain_text("lifecycle_state")
+    expect(operation.locator(".responses-wrapper")).to_contain_text("No such object")
+    shot(page, "9-api-docs-offline")
+    assert elsewhere == []

@@ -15,6 +15,7 @@ from fastapi import FastAPI
 from websockets.sync.client import ClientConnection, connect
 
 from api.app import create_app
+from api.serving import server_config
 from api.wiring import Services
 from core.config import Settings
 from tests.support.postgres import free_port
@@ -30,7 +31,9 @@ def running_server(
     if extend is not None:
         extend(app)
     port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    server = uvicorn.Server(
+        server_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
+    )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
     deadline = time.monotonic() + 20

@@ -1,0 +1,77 @@
+"""What keeps the chat WebSocket cheap and same-origin: origin check, a bounded outbox."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import urlsplit
+
+# Close codes (RFC 6455): policy violation, and "try again later" for a client too slow to read.
+POLICY_VIOLATION = 1008
+TRY_AGAIN_LATER = 1013
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Iterable[str]) -> bool:
+    """Whether a handshake's Origin may open a socket.
+
+    No Origin means no browser (scripts, `shipdeck chat`): the token alone decides. A browser
+    may connect from the origin the console is served from (same host and port as the request)
+    or from an origin in the configured allow-list.
+    """
+    if origin is None:
+        return True
+    normalized = origin.strip().rstrip("/").lower()
+    if normalized in {o.strip().rstrip("/").lower() for o in allowed}:
+        return True
+    parts = urlsplit(normalized)
+    if parts.scheme not in ("http", "https") or not parts.netloc or not host:
+        return False
+    return parts.netloc == host.strip().lower()
+
+
+class Outbox:
+    """A bounded queue of frames for one socket, fed from any thread.
+
+    A client that stops reading must not make the server hold frames without limit: once
+    `limit` frames wait, the queue is dropped and the socket is closed with 1013; the client
+    reconnects and gets its history and open cards again.
+    """
+
+    OVERFLOW: dict[str, Any] = {"type": "__overflow__"}
+    CLOSE: dict[str, Any] = {"type": "__close__"}  # the token went: say why, then close
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
+        self._loop = loop
+        self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=limit + 1)
+        self.limit = limit
+        self.overflowed = False
+
+    def send(self, frame: dict[str, Any]) -> None:
+        """Queue a frame (thread-safe)."""
+        self._loop.call_soon_threadsafe(self.offer, frame)
+
+    def offer(self, frame: dict[str, Any]) -> None:
+        """Queue a frame from the loop's thread; on overflow keep only the close marker."""
+        if self.overflowed:
+            return
+        if self._queue.qsize() >= self.limit:
+            self.overflowed = True
+            while not self._queue.empty():
+                self._queue.get_nowait()
+            self._queue.put_nowait(self.OVERFLOW)
+            return
+        self._queue.put_nowait(frame)
+
+    def close(self) -> None:
+        """Queue the close marker after what is queued (thread-safe; never dropped)."""
+        self._loop.call_soon_threadsafe(self._queue.put_nowait, self.CLOSE)
+
+    async def next(self) -> dict[str, Any]:
+        """The next frame to write (OVERFLOW means: close the socket)."""
+        return await self._queue.get()
+
+    @property
+    def waiting(self) -> int:
+        """Frames queued now."""
+        return self._queue.qsize()

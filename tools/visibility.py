@@ -1,0 +1,89 @@
+"""Not found or not yours: one answer, so no door tells whether a project exists.
+
+Every tool call (REST, the tool door, chat) passes its arguments through `conceal` before core
+runs: a project or release the caller has no role on gets exactly the answer a nonexistent one
+gets. Core's own checks still run afterwards; this only removes the difference between "absent"
+and "hidden".
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from pydantic import BaseModel
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.errors import InvalidInput, NotFound
+from core.ids import parse_release_id, release_id
+from core.permissions import Action, Actor
+from core.releases.models import Release
+from core.targets.models import Project
+
+RELEASE_FIELDS = ("release_id", "to_release_id")
+
+
+def missing_release(number: int) -> NotFound:
+    """The error a nonexistent release gets (core's own wording)."""
+    return NotFound(f"no release {release_id(number)}", release_id=release_id(number))
+
+
+def missing_project(session: Session, actor: Actor, name: str) -> NotFound:
+    """The error a nonexistent project gets; `known` lists only projects the caller can see."""
+    return NotFound(
+        f"no project named {name!r}", project=name, known=visible_projects(session, actor)
+    )
+
+
+def visible_projects(session: Session, actor: Actor) -> list[str]:
+    """Names of the projects the actor has any role on."""
+    rows = session.execute(select(Project.id, Project.name).order_by(Project.name))
+    return [name for pid, name in rows if actor.can(Action.view, pid)]
+
+
+def can_see_release(session: Session, actor: Actor, number: int) -> bool:
+    """Whether the release exists and the actor has a role on its project."""
+    project_id = session.scalar(select(Release.project_id).where(Release.number == number))
+    return project_id is not None and actor.can(Action.view, project_id)
+
+
+def check_release(session: Session, actor: Actor, value: str | int) -> None:
+    """Raise the nonexistent-release NotFound unless the actor can see the release."""
+    try:
+        number = parse_release_id(value)
+    except InvalidInput:
+        return  # core refuses a malformed id with the same answer for everyone
+    if not can_see_release(session, actor, number):
+        raise missing_release(number)
+
+
+def check_project(session: Session, actor: Actor, name: str) -> None:
+    """Raise the nonexistent-project NotFound unless the actor can see the project."""
+    project_id = session.scalar(select(Project.id).where(Project.name == name.lower()))
+    if project_id is None or not actor.can(Action.view, project_id):
+        raise missing_project(session, actor, name)
+
+
+def conceal(session: Session, actor: Actor, args: BaseModel) -> None:
+    """Check every project and single release an input names (batch ids are checked per item)."""
+    fields = args.model_dump()
+    project = fields.get("project")
+    if isinstance(project, str):
+        check_project(session, actor, project)
+    for name in RELEASE_FIELDS:
+        value = fields.get(name)
+        if isinstance(value, str):
+            check_release(session, actor, value)
+
+
+def hidden_releases(session: Session, actor: Actor, values: Iterable[str]) -> set[str]:
+    """The ids (as `R-n`) among `values` the actor cannot see (nonexistent ones included)."""
+    hidden = set()
+    for value in values:
+        try:
+            number = parse_release_id(value)
+        except InvalidInput:
+            continue
+        if not can_see_release(session, actor, number):
+            hidden.add(release_id(number))
+    return hidden
