@@ -106,7 +106,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             wired.migrate()
         _ = wired.chat  # a misconfigured planner fails here, not at the first chat
         wired.runner.recover()
-        wired.runner.start_sweeper()
+        wired.runner.start_sweeper(settings.sweep_interval_seconds)
         _ = wired.hub  # listen to live events from the start
         async with mcp_door.running():
             yield

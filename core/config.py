@@ -31,6 +31,12 @@ class Settings(BaseSettings):
         gt=0,
         description="How long a replica's claim on an apply job lasts without a heartbeat.",
     )
+    sweep_interval_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=3600,
+        description="How often each replica expires stale previews and takes over dead applies.",
+    )
     max_body_bytes: int = Field(
         default=64 * 1024, gt=0, description="Largest request body the API accepts."
     )

@@ -36,6 +36,7 @@ class _Evidence:
     approvals: list[tuple[int, str]] = field(default_factory=list)
     applied: bool = False
     complete: bool = False  # its preview event is here: none of its history was archived
+    imported: bool = False  # brought in from an older tool: its earlier history is not ours
 
 
 def judge(
@@ -53,6 +54,8 @@ def judge(
         return None if archived else "no audit event records this release"
     if current != evidence.last_after:
         return f"it is {current}, but its last recorded transition left it {evidence.last_after}"
+    if evidence.imported and current == evidence.last_after:
+        return None  # the import event records the state the old tool left it in
     if current in PAST_APPROVAL and needed is not None and not archived:
         got = sum(
             1
@@ -72,8 +75,11 @@ def _gather(rows: Any) -> dict[int, _Evidence]:
         evidence = found[number]
         if after is not None:
             evidence.last_after = after
+            evidence.imported = evidence.imported and action == "import"
         if action == "preview":
             evidence.complete = True
+        elif action == "import":
+            evidence.complete = evidence.imported = True
         elif action == "submit":
             evidence.last_submit = seq
         elif action == "approve":

@@ -108,3 +108,8 @@ def test_the_cli_checks_then_imports(tmp_path: Path) -> None:
     done = run(db, "import", "legacy", str(rows), "--skip-ambiguous")
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["imported"][0]["release_id"] == "R-1"
+
+
+def test_imported_states_are_explained_by_their_import_event(world: World) -> None:
+    _import(world, [_row("d-1", "success"), _row("d-2", "error"), _row("d-3", "pending")])
+    assert call(world, "admin", "verify_audit").ok
