@@ -66,7 +66,12 @@ def preview(project: str, environment: str, **changes: dict[str, Any]) -> list[A
             [
                 (
                     "rollback_release",
-                    {"project": "shop", "environment": "prod", "to_release_id": "R-12"},
+                    {
+                        "project": "shop",
+                        "environment": "prod",
+                        "to_release_id": "R-12",
+                        "services": ["web"],
+                    },
                 )
             ],
         ),

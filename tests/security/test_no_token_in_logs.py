@@ -25,6 +25,7 @@ from tests.browser.test_console import CHROMIUM_FLAGS
 from tests.conftest import World, service_unavailable
 from tests.support.postgres import free_port
 from tests.support.server import ChatClient, chat_ticket
+from tests.support.threads import in_fresh_thread
 
 
 class Captured(logging.Handler):
@@ -111,38 +112,42 @@ def test_the_console_never_puts_the_token_in_a_url_or_the_log(
     address, captured = logged_server
     token = world.tokens["alice"]
     urls: list[str] = []
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        try:
-            page = browser.new_page()
-            page.on("request", lambda r: urls.append(r.url))
-            page.on("websocket", lambda ws: urls.append(ws.url))
-            page.goto(f"http://{address}/")
-            page.get_by_label("API token").fill(token)
-            page.get_by_role("button", name="Sign in").click()
-            page.get_by_text("live", exact=True).wait_for()
-            page.get_by_label("Message").fill("list targets")
-            page.get_by_label("Message").press("Enter")
-            page.get_by_text("shop/prod").first.wait_for()
-            # Revoked while the page is open: the console is signed out, not left half-working.
-            tokens: list[dict[str, Any]] = json.loads(
-                urllib.request.urlopen(
-                    urllib.request.Request(
-                        f"http://{address}/api/v1/tokens",
-                        headers={"Authorization": f"Bearer {token}"},
-                    ),
-                    timeout=10,
-                ).read()
-            )["items"]
-            revoke = urllib.request.Request(
-                f"http://{address}/api/v1/tokens/{tokens[0]['id']}/revoke",
-                method="POST",
-                headers={"Authorization": f"Bearer {world.tokens['admin']}"},
-            )
-            urllib.request.urlopen(revoke, timeout=10).read()
-            page.get_by_label("API token").wait_for(timeout=5000)
-        finally:
-            browser.close()
+
+    def drive() -> None:
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+            try:
+                page = browser.new_page()
+                page.on("request", lambda r: urls.append(r.url))
+                page.on("websocket", lambda ws: urls.append(ws.url))
+                page.goto(f"http://{address}/")
+                page.get_by_label("API token").fill(token)
+                page.get_by_role("button", name="Sign in").click()
+                page.get_by_text("live", exact=True).wait_for()
+                page.get_by_label("Message").fill("list targets")
+                page.get_by_label("Message").press("Enter")
+                page.get_by_text("shop/prod").first.wait_for()
+                # Revoked while the page is open: the console is signed out, not left half-working.
+                tokens: list[dict[str, Any]] = json.loads(
+                    urllib.request.urlopen(
+                        urllib.request.Request(
+                            f"http://{address}/api/v1/tokens",
+                            headers={"Authorization": f"Bearer {token}"},
+                        ),
+                        timeout=10,
+                    ).read()
+                )["items"]
+                revoke = urllib.request.Request(
+                    f"http://{address}/api/v1/tokens/{tokens[0]['id']}/revoke",
+                    method="POST",
+                    headers={"Authorization": f"Bearer {world.tokens['admin']}"},
+                )
+                urllib.request.urlopen(revoke, timeout=10).read()
+                page.get_by_label("API token").wait_for(timeout=5000)
+            finally:
+                browser.close()
+
+    in_fresh_thread(drive)
     sockets = [u for u in urls if u.startswith("ws")]
     assert sockets and all("ticket=" in u for u in sockets)
     assert not any(token in u for u in urls)

@@ -26,6 +26,7 @@ from tests.browser.test_console import CHROMIUM_FLAGS
 from tests.conftest import World, service_unavailable
 from tests.support.postgres import free_port
 from tests.support.server import running_server
+from tests.support.threads import in_fresh_thread
 
 
 @pytest.fixture(scope="module")
@@ -213,20 +214,26 @@ def test_console_signs_in_through_the_provider(
     site, _ = shipdeck
     _user_at_provider(provider, "u-quinn", preferred_username="quinn", groups=["shop-devs"])
     urls: list[str] = []
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        try:
-            page = chromium.new_page()
-            page.on("request", lambda r: urls.append(r.url))
-            page.on("websocket", lambda ws: urls.append(ws.url))
-            page.goto(site)
-            page.get_by_role("link", name="Sign in with single sign-on").click()
-            page.locator("input[name=sub]").fill("u-quinn")
-            page.get_by_role("button", name="Authorize").click()
-            page.get_by_text("live", exact=True).wait_for()
-            assert page.locator("#who").inner_text() == "quinn"
-            token = page.evaluate("sessionStorage.getItem('shipdeck.token')")
-        finally:
-            chromium.close()
+
+    def drive() -> str:
+        token = ""
+        with sync_playwright() as playwright:
+            chromium = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
+            try:
+                page = chromium.new_page()
+                page.on("request", lambda r: urls.append(r.url))
+                page.on("websocket", lambda ws: urls.append(ws.url))
+                page.goto(site)
+                page.get_by_role("link", name="Sign in with single sign-on").click()
+                page.locator("input[name=sub]").fill("u-quinn")
+                page.get_by_role("button", name="Authorize").click()
+                page.get_by_text("live", exact=True).wait_for()
+                assert page.locator("#who").inner_text() == "quinn"
+                token = page.evaluate("sessionStorage.getItem('shipdeck.token')")
+            finally:
+                chromium.close()
+        return str(token)
+
+    token = in_fresh_thread(drive)
     assert token and token.startswith("sd_")
     assert not any(token in u for u in urls)

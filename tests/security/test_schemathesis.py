@@ -82,7 +82,6 @@ def test_the_schema_names_exactly_cores_states() -> None:
     from typing import get_args
 
     from core.releases.lifecycle import State
-
     from tools.releases import LifecycleStateName
 
     assert set(get_args(LifecycleStateName)) == {s.value for s in State}
