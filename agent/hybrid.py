@@ -6,13 +6,18 @@ offline and exact on what it knows; the LLM covers phrasing it has never seen.
 
 from __future__ import annotations
 
+from agent.language import asks
 from agent.llm import LLMPlanner, TurnFailed
 from agent.planner import PlanContext, Planner, PlanResult
 
 
 def confident(result: PlanResult) -> bool:
-    """A rules answer worth keeping: it found calls to make and has nothing to ask."""
-    return bool(result.calls) and result.clarify is None
+    """A rules answer worth keeping: it found calls to make and has nothing to ask.
+
+    The rules planner may run a read to offer choices ("which release?"): that is a question,
+    not an answer.
+    """
+    return bool(result.calls) and result.clarify is None and not asks(result.reply)
 
 
 class HybridPlanner:

@@ -143,7 +143,12 @@ class RulesPlanner:
             if parsed.same_as_before:
                 raise Question(say("same_as_what", parsed.lang))
             inferred = _infer(parsed, message)
-            if inferred.intent is None and earlier is not None and not same_message:
+            if (
+                inferred.intent is None
+                and earlier is not None
+                and not same_message
+                and _names_something(parsed)
+            ):
                 return [_answer(earlier, parsed)]  # "staging", answering "which environment?"
             return [inferred]
         if parsed.intent in ID_ACTIONS and not parsed.release_ids:
@@ -190,6 +195,19 @@ def _complete(current: Parsed, earlier: Parsed) -> Parsed:
         environments=current.environments or earlier.environments,
         services=current.services or earlier.services,
         projects=current.projects or earlier.projects,
+    )
+
+
+def _names_something(parsed: Parsed) -> bool:
+    """Whether a message without a verb still names a value (an answer), not just chatter."""
+    return bool(
+        parsed.environments
+        or parsed.services
+        or parsed.projects
+        or parsed.versions
+        or parsed.replicas
+        or parsed.release_ids
+        or re.fullmatch(r"\s*\d{1,4}\s*", parsed.text)
     )
 
 

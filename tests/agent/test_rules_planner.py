@@ -209,7 +209,12 @@ def plan_in(
         ("deplyo web 1.9.0 to prod", preview("shop", "prod", web={"image_tag": "1.9.0"})),
         (
             "rollbak web in staging",
-            [("rollback_release", {"project": "shop", "environment": "staging"})],
+            [
+                (
+                    "rollback_release",
+                    {"project": "shop", "environment": "staging", "services": ["web"]},
+                )
+            ],
         ),
         ("deploy wrker 1.9.0 to prod", preview("shop", "prod", worker={"image_tag": "1.9.0"})),
         # versions glued to Chinese, commit tags, full image references
@@ -269,12 +274,22 @@ def plan_in(
         ),
         (
             "emergency rollback web in prod",
-            [("rollback_release", {"project": "shop", "environment": "prod", "emergency": True})],
+            [
+                (
+                    "rollback_release",
+                    {
+                        "project": "shop",
+                        "environment": "prod",
+                        "services": ["web"],
+                        "emergency": True,
+                    },
+                )
+            ],
         ),
         # a symptom then a request: the symptom gives the target
         (
             "web in prod is on fire, roll it back",
-            [("rollback_release", {"project": "shop", "environment": "prod"})],
+            [("rollback_release", {"project": "shop", "environment": "prod", "services": ["web"]})],
         ),
     ],
 )
@@ -303,7 +318,10 @@ HISTORY = [
     ("text", "expected"),
     [
         ("same for staging", preview("shop", "staging", web={"image_tag": "1.7.0"})),
-        ("roll it back", [("rollback_release", {"project": "shop", "environment": "prod"})]),
+        (
+            "roll it back",
+            [("rollback_release", {"project": "shop", "environment": "prod", "services": ["web"]})],
+        ),
         ("预发也一样", preview("shop", "staging", web={"image_tag": "1.7.0"})),
     ],
 )
