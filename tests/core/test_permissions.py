@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 import pytest
 
-from core.errors import PermissionDenied
+from core.errors import NotFound, PermissionDenied
 from core.identity.service import add_user, authenticate
 from core.permissions import SYSTEM, Role
 from tests.conftest import World
@@ -73,5 +73,8 @@ def test_permission_matrix(world: World, role: str, action: str) -> None:
     if action in ALLOWED[role]:
         ACTIONS[action](world, user)
     else:
-        with pytest.raises(PermissionDenied):
+        # a project the user has no role on answers like a nonexistent one (not found or
+        # not yours): its existence does not leak
+        refused = (PermissionDenied, NotFound) if role == "outsider" else PermissionDenied
+        with pytest.raises(refused):
             ACTIONS[action](world, user)
