@@ -23,6 +23,7 @@ from api.routes import (
     chat,
     console,
     health,
+    integrations,
     me,
     releases,
     targets,
@@ -31,6 +32,8 @@ from api.routes import (
 )
 from api.wiring import Services
 from core.config import Settings, get_settings
+from core.notify.settings import NotifySettings
+from core.notify.worker import NotifyWorker
 
 
 class BodyLimit:
@@ -97,6 +100,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     wired = services or Services.build(settings)
     mcp_door = HttpDoor(wired)
+    notify_settings = NotifySettings()
+    notifier = NotifyWorker(
+        wired.sessions,
+        public_url=notify_settings.public_url,
+        poll_seconds=notify_settings.notify_poll_seconds,
+        max_attempts=notify_settings.notify_max_attempts,
+    )
     install_redaction()
 
     @asynccontextmanager
@@ -107,8 +117,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         wired.runner.recover()
         wired.runner.start_sweeper()
         _ = wired.hub  # listen to live events from the start
+        if notify_settings.notify_workers:
+            unsubscribe = wired.bus.subscribe(lambda _event: notifier.poke())
+            notifier.start()
         async with mcp_door.running():
             yield
+        if notify_settings.notify_workers:
+            unsubscribe()
+            notifier.stop()
         wired.runner.stop_sweeper()
         if services is None:
             wired.close()
@@ -120,6 +136,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         lifespan=lifespan,
     )
     app.state.services = wired
+    app.state.notify_settings = notify_settings
+    app.state.notifier = notifier
     errors.install(app)
 
     @app.middleware("http")
@@ -130,7 +148,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    routers = (health, me, auth, tokens, targets, releases, approvals, audit, tools, chat, console)
+    routers = (
+        health,
+        me,
+        auth,
+        tokens,
+        targets,
+        releases,
+        approvals,
+        audit,
+        tools,
+        chat,
+        integrations,
+        console,
+    )
     for router in routers:
         app.include_router(router.router)
     # A route, not a mount: MCP clients POST to exactly /mcp, and a mount would redirect it.

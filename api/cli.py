@@ -74,18 +74,24 @@ def load(
 
     Prints every change (roles, groups and policies with before -> after); each is audited.
     """
+    from core.notify.declaration import load_notifications, split_declaration
     from core.targets.service import load_declaration, parse_declaration
 
     services = _services()
     try:
+        rest, notify = split_declaration(file.read_text())
         with services.sessions() as session:
             result = load_declaration(
                 session,
                 actor=_operator(),
-                declaration=parse_declaration(file.read_text()),
+                declaration=parse_declaration(rest),
                 base_dir=file.resolve().parent,
                 prune=prune,
             )
+            if notify is not None:
+                result["changed"] += load_notifications(
+                    session, actor=_operator(), declaration=notify
+                )
     except ShipdeckError as exc:
         raise _fail(exc) from None
     finally:
