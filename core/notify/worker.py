@@ -55,6 +55,11 @@ def _matches(route: NotifyRoute, kind: str, project: str | None, environment: st
 
 def fan_out(session: Session, batch: int = 200) -> int:
     """Turn audit events after the cursor into deliveries; returns how many. Commits."""
+    cursor = session.scalar(select(SinkState.delivered_seq).where(SinkState.name == CURSOR))
+    newer = select(AuditEvent.seq).where(AuditEvent.seq > (cursor or 0)).limit(1)
+    if cursor is None or session.scalar(newer) is None:
+        session.rollback()  # read-only so far: an idle worker never takes SQLite's write lock
+        return 0
     moved = session.execute(
         update(SinkState).where(SinkState.name == CURSOR).values(updated_at=utcnow())
     )
