@@ -208,7 +208,7 @@ def feishu_signed(
 
 def test_feishu_encrypted_v2_callbacks(world: World, encrypted_server: str) -> None:
     release = pending(world)
-    event = {
+    event: dict[str, object] = {
         "schema": "2.0",
         "header": {"event_type": "card.action.trigger", "token": FEISHU_TOKEN},
         "event": {
