@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from api.cli_common import _fail, _operator, _services
 from api.cli_releases import imports, releases
-from api.wiring import Services
+from api.remote.commands import approvals, targets
 from core.audit.verify import AuditVerification
 from core.config import get_settings
 from core.errors import ShipdeckError
@@ -27,6 +27,8 @@ app.add_typer(audit, name="audit")
 app.add_typer(db, name="db")
 app.add_typer(releases, name="releases")
 app.add_typer(imports, name="import")
+app.add_typer(approvals, name="approvals")
+app.add_typer(targets, name="targets")
 
 
 @app.command()
@@ -44,6 +46,8 @@ def serve(
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
+    from api.wiring import Services
+
     services = Services.build(settings)
     try:
         _ = services.chat
@@ -248,6 +252,8 @@ def mcp(
         typer.secho("error: give --token or set SHIPDECK_TOKEN", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2)
     settings = get_settings()
+    from api.wiring import Services
+
     services = Services.build(settings, inline_apply=True)
     try:
         if settings.migrate_on_start:
@@ -501,6 +507,8 @@ def audit_stream(
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations."""
+    from api.wiring import Services
+
     services = Services.build(get_settings())
     try:
         services.migrate()
