@@ -57,12 +57,18 @@ def serve(
     services.migrate()
     url = f"http://{host}:{port}"
     if demo:
+        from api.demo import load_kept_tokens, save_kept_tokens
+
+        kept_file = load_kept_tokens(settings)
         with services.sessions() as session:
-            tokens = seed_demo(session)
+            tokens = seed_demo(session, kept_file[1])
+        save_kept_tokens(kept_file[0], tokens)
         typer.echo("shipdeck demo: project 'shop' (dev, staging, prod) on the simulated runtime")
         typer.echo(f"database: {settings.database_url}")
         for name, token in tokens.items():
             typer.echo(f"  {name:<7} {DEMO_USERS[name]:<28} {token}")
+        typer.echo(f"tokens are kept across restarts in {kept_file[0]} (delete it for new ones)")
+        typer.echo(f"terminal: export SHIPDECK_URL={url} SHIPDECK_TOKEN=<a token above>")
     typer.echo(f"serving on {url}  (API docs: {url}/docs)")
     uvicorn.run(create_app(settings, services), host=host, port=port, log_level="info")
 
