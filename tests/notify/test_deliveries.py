@@ -246,3 +246,14 @@ notifications:
     assert {r.state for r in rows} == {"delivered"}
     assert {r.claimed_by for r in rows} == {None}
     assert {r.attempts for r in rows} == {1}
+
+
+def test_the_server_worker_thread_sends_after_commit(world: World, hook: Receiver) -> None:
+    from tests.support.server import running_server
+
+    declare(world, routes(hook.url))
+    with running_server(world.services):
+        release = pending(world)  # the commit's live event wakes the server's worker
+        received = hook.next(timeout=15)
+    assert received.json()["release_id"] == release
+    assert received.json()["event"] == "approval_needed"
