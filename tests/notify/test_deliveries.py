@@ -257,3 +257,25 @@ def test_the_server_worker_thread_sends_after_commit(world: World, hook: Receive
         received = hook.next(timeout=15)
     assert received.json()["release_id"] == release
     assert received.json()["event"] == "approval_needed"
+
+
+def test_a_claim_left_by_a_dead_replica_is_sent_by_another_once(
+    world: World, hook: Receiver
+) -> None:
+    from core.notify.worker import claim, deliver, fan_out
+
+    declare(world, routes(hook.url))
+    pending(world)
+    with world.services.sessions() as session:
+        assert fan_out(session) == 1
+    with world.services.sessions() as session:
+        [claimed] = claim(session, "dead-replica")
+    with world.services.sessions() as session:
+        assert claim(session, "other") == []  # a live lease is respected
+    sql(world, "UPDATE notify_deliveries SET claimed_until = created_at")  # the lease runs out
+    assert worker(world, name="other").run_once() == 1
+    assert len(hook.drain()) == 1
+    late = deliver(
+        world.services.sessions, claimed, "dead-replica", public_url=None, max_attempts=8
+    )
+    assert late == "lost" and hook.drain() == []
