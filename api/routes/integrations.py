@@ -8,7 +8,11 @@ not eligible, unknown account) are answered in the platform's own format.
 
 from __future__ import annotations
 
+import logging
+import urllib.error
+import urllib.request
 from typing import Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -29,6 +33,7 @@ from core.notify.inbound import (
 from core.notify.settings import NotifySettings
 from tools.registry import get_tool
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/integrations", tags=["integrations"])
 
 
@@ -61,6 +66,24 @@ def _settings(request: Request) -> NotifySettings:
 
 def _refused(exc: ShipdeckError) -> JSONResponse:
     return JSONResponse(error_body(exc.code, exc.message, exc.details), status_code=401)
+
+
+def _allowed(url: str, hosts: list[str]) -> bool:
+    parts = urlsplit(url)
+    return parts.scheme in ("https", "http") and (parts.hostname or "") in hosts
+
+
+def _respond(url: str, reply: SlackReply) -> None:
+    """Post the outcome to Slack's response URL (best effort: the decision stands anyway)."""
+    body = reply.model_dump_json().encode()
+    request = urllib.request.Request(
+        url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=5):  # noqa: S310 (host allow-listed)
+            pass
+    except (urllib.error.URLError, OSError):
+        log.warning("could not post to Slack's response URL", exc_info=True)
 
 
 def _decide(services: Services, press: ButtonPress) -> tuple[bool, str]:
@@ -104,6 +127,9 @@ async def slack_actions(request: Request) -> JSONResponse:
     services: Services = request.app.state.services
     ok, text = await run_in_threadpool(_decide, services, press)
     reply = SlackReply(text=(":white_check_mark: " if ok else ":no_entry: ") + text)
+    if press.response_url and _allowed(press.response_url, settings.slack_response_hosts):
+        # Slack shows a block_actions answer only when it is posted to the response URL.
+        await run_in_threadpool(_respond, press.response_url, reply)
     return JSONResponse(reply.model_dump())
 
 

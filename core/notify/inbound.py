@@ -37,6 +37,7 @@ class ButtonPress:
     action: str  # approve | reject
     release: str
     comment: str | None = None
+    response_url: str | None = None
 
 
 def _fresh(timestamp: str | None, now: float | None) -> int:
@@ -70,12 +71,14 @@ def parse_slack(body: bytes) -> ButtonPress:
         user = str(payload["user"]["id"])
         action = payload["actions"][0]
         action_id, value = str(action["action_id"]), str(action["value"])
+        response_url = payload.get("response_url")
     except (UnicodeDecodeError, ValueError, KeyError, IndexError, TypeError) as exc:
         raise InvalidInput("not a Slack block_actions payload") from exc
     decisions = {APPROVE: "approve", REJECT: "reject"}
     if action_id not in decisions:
         raise InvalidInput(f"unknown action {action_id[:64]!r}")
-    return ButtonPress("slack", user, decisions[action_id], value[:32])
+    url = response_url if isinstance(response_url, str) and len(response_url) <= 2000 else None
+    return ButtonPress("slack", user, decisions[action_id], value[:32], response_url=url)
 
 
 def feishu_decrypt(encrypt_key: str, encrypted: str) -> dict[str, Any]:

@@ -28,6 +28,11 @@ class NotifySettings(BaseSettings):
         description="Feishu/Lark encrypt key: when set, callbacks must be AES-encrypted and "
         "signed with it.",
     )
+    slack_response_hosts: list[str] = Field(
+        default=["hooks.slack.com"],
+        description="Hosts a Slack callback's `response_url` may name; the decision's outcome "
+        "is posted there (JSON list). Other hosts are never called.",
+    )
     notify_workers: bool = Field(
         default=True, description="Run the notification delivery worker in this server."
     )

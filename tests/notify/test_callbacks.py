@@ -40,6 +40,7 @@ def _settings(encrypt: bool) -> NotifySettings:
         slack_signing_secret=SLACK_SECRET,
         feishu_verification_token=FEISHU_TOKEN,
         feishu_encrypt_key=FEISHU_KEY if encrypt else None,
+        slack_response_hosts=["127.0.0.1"],
         notify_workers=False,
     )
 
@@ -72,12 +73,13 @@ def slack(
     *,
     secret: str = SLACK_SECRET,
     age: int = 0,
+    response_url: str = "https://hooks.slack.com/actions/T0/1/x",
 ) -> httpx.Response:
     payload = {
         "type": "block_actions",
         "user": {"id": user, "username": user.lower()},
         "actions": [{"action_id": action, "value": release, "type": "button"}],
-        "response_url": "https://hooks.slack.com/actions/T0/1/x",
+        "response_url": response_url,
     }
     body = urlencode({"payload": json.dumps(payload)}).encode()
     stamp = str(int(time.time()) - age)
@@ -230,3 +232,21 @@ def test_feishu_encrypted_v2_callbacks(world: World, encrypted_server: str) -> N
         "content": f"bob rejected {release}: now rejected",
     }
     assert state(world, release) == "rejected"
+
+
+def test_slack_gets_the_outcome_at_its_response_url_on_allowed_hosts_only(
+    world: World, server: str
+) -> None:
+    from tests.notify.receiver import receiver
+
+    release = pending(world, user="bob")
+    with receiver() as box:
+        own = slack(server, "U0BOB", "shipdeck_approve", release, response_url=f"{box.url}/r/1")
+        posted = box.next()
+        assert posted.path == "/r/1" and posted.json() == own.json()
+        assert "can never approve" in posted.json()["text"]
+        port = box.url.rsplit(":", 1)[1]
+        elsewhere = f"http://localhost:{port}/r/2"  # not an allowed host: never called
+        slack(server, "U0ERIN", "shipdeck_approve", release, response_url=elsewhere)
+        assert state(world, release) == "approved"
+        assert box.drain() == []
