@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
+from api.deps import ActorDep, ServicesDep
 from api.errors import error_body
 from api.wiring import Services
 from core.errors import NotAuthenticated, ShipdeckError
@@ -30,6 +31,7 @@ from core.notify.inbound import (
     parse_slack,
     verify_slack,
 )
+from core.notify.log import DeliveryPage, list_deliveries
 from core.notify.settings import NotifySettings
 from tools.registry import get_tool
 
@@ -168,3 +170,19 @@ async def feishu_actions(request: Request) -> JSONResponse:
     ok, text = await run_in_threadpool(_decide, services, press)
     toast = FeishuToast(type="success" if ok else "error", content=text)
     return JSONResponse(FeishuReply(toast=toast).model_dump(exclude_none=True))
+
+
+@router.get("/deliveries", response_model=DeliveryPage)
+def deliveries(
+    services: ServicesDep,
+    actor: ActorDep,
+    route: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    before: int | None = None,
+) -> DeliveryPage:
+    """The notification delivery log, newest first (admins only)."""
+    with services.reads() as session:
+        return list_deliveries(
+            session, actor=actor, route=route, state=state, limit=limit, before=before
+        )

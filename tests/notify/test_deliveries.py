@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import threading
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 from sqlalchemy import select
@@ -279,3 +280,30 @@ def test_a_claim_left_by_a_dead_replica_is_sent_by_another_once(
         world.services.sessions, claimed, "dead-replica", public_url=None, max_attempts=8
     )
     assert late == "lost" and hook.drain() == []
+
+
+def test_the_delivery_log_over_rest_is_for_admins(world: World, hook: Receiver) -> None:
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from core.config import Settings
+
+    declare(world, routes(hook.url))
+    hook.statuses = [502]
+    release = pending(world)
+    worker(world).run_once()
+    settings = Settings(database_url=str(world.services.engine.url), migrate_on_start=False)
+    client = TestClient(create_app(settings, world.services))  # no lifespan: no worker thread
+
+    def get(user: str, **params: str) -> Any:
+        headers = {"Authorization": f"Bearer {world.tokens[user]}"}
+        return client.get("/api/v1/integrations/deliveries", headers=headers, params=params)
+
+    page = get("admin").json()
+    [item] = page["items"]
+    assert (item["route"], item["event"], item["release_id"]) == ("ops", "approval_needed", release)
+    assert (item["state"], item["attempts"], item["last_error"]) == ("pending", 1, "HTTP 502")
+    assert item["log"][0]["status"] == 502
+    assert get("admin", state="dead").json()["items"] == []
+    assert get("admin", state="🚀" * 1000).status_code == 422
+    assert get("bob").status_code == 403
