@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+PORT   ?= 8000
 
 .PHONY: run test lint typecheck format bench clean
 
@@ -13,7 +14,8 @@ $(STAMP): pyproject.toml
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/shipdeck serve --demo
+	@echo "shipdeck is installed as $(BIN)/shipdeck: run 'export PATH=\"$$PWD/$(BIN):\$$PATH\"' to call it as shipdeck"
+	$(BIN)/shipdeck serve --demo --port $(PORT)
 
 test: $(STAMP)
 	$(BIN)/pytest

@@ -24,6 +24,7 @@ from api.routes import (
     chat,
     console,
     health,
+    integrations,
     me,
     releases,
     targets,
@@ -32,6 +33,8 @@ from api.routes import (
 )
 from api.wiring import Services
 from core.config import Settings, get_settings
+from core.notify.settings import NotifySettings
+from core.notify.worker import NotifyWorker
 
 
 class BodyLimit:
@@ -98,6 +101,13 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     settings = settings or get_settings()
     wired = services or Services.build(settings)
     mcp_door = HttpDoor(wired)
+    notify_settings = NotifySettings()
+    notifier = NotifyWorker(
+        wired.sessions,
+        public_url=notify_settings.public_url,
+        poll_seconds=notify_settings.notify_poll_seconds,
+        max_attempts=notify_settings.notify_max_attempts,
+    )
     install_redaction()
 
     @asynccontextmanager
@@ -108,8 +118,14 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         wired.runner.recover()
         wired.runner.start_sweeper(settings.sweep_interval_seconds)
         _ = wired.hub  # listen to live events from the start
+        if notify_settings.notify_workers:
+            unsubscribe = wired.bus.subscribe(lambda _event: notifier.poke())
+            notifier.start()
         async with mcp_door.running():
             yield
+        if notify_settings.notify_workers:
+            unsubscribe()
+            notifier.stop()
         wired.runner.stop_sweeper()
         if services is None:
             wired.close()
@@ -123,6 +139,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         redoc_url=None,
     )
     app.state.services = wired
+    app.state.notify_settings = notify_settings
+    app.state.notifier = notifier
     errors.install(app)
 
     @app.middleware("http")
@@ -134,7 +152,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
-    routers = (health, me, auth, tokens, targets, releases, approvals, audit, tools, chat, console)
+    routers = (
+        health,
+        me,
+        auth,
+        tokens,
+        targets,
+        releases,
+        approvals,
+        audit,
+        tools,
+        chat,
+        integrations,
+        console,
+    )
     for router in routers:
         app.include_router(router.router)
     app.mount("/static/swagger", StaticFiles(directory=console.SWAGGER), name="swagger")

@@ -10,7 +10,7 @@ from sqlalchemy.engine import make_url
 
 from api.cli_common import _fail, _operator, _services
 from api.cli_releases import imports, releases
-from api.wiring import Services
+from api.remote.commands import approvals, targets
 from core.audit.verify import AuditVerification
 from core.config import get_settings
 from core.errors import ShipdeckError
@@ -27,6 +27,8 @@ app.add_typer(audit, name="audit")
 app.add_typer(db, name="db")
 app.add_typer(releases, name="releases")
 app.add_typer(imports, name="import")
+app.add_typer(approvals, name="approvals")
+app.add_typer(targets, name="targets")
 
 
 @app.command()
@@ -45,6 +47,8 @@ def serve(
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
+    from api.wiring import Services
+
     services = Services.build(settings)
     try:
         _ = services.chat
@@ -54,12 +58,18 @@ def serve(
     services.migrate()
     url = f"http://{host}:{port}"
     if demo:
+        from api.demo import load_kept_tokens, save_kept_tokens
+
+        kept_file = load_kept_tokens(settings)
         with services.sessions() as session:
-            tokens = seed_demo(session)
+            tokens = seed_demo(session, kept_file[1])
+        save_kept_tokens(kept_file[0], tokens)
         typer.echo("shipdeck demo: project 'shop' (dev, staging, prod) on the simulated runtime")
         typer.echo(f"database: {settings.database_url}")
         for name, token in tokens.items():
             typer.echo(f"  {name:<7} {DEMO_USERS[name]:<28} {token}")
+        typer.echo(f"tokens are kept across restarts in {kept_file[0]} (delete it for new ones)")
+        typer.echo(f"terminal: export SHIPDECK_URL={url} SHIPDECK_TOKEN=<a token above>")
     typer.echo(f"serving on {url}  (API docs: {url}/docs)")
     app_ = create_app(settings, services)
     uvicorn.Server(server_config(app_, settings, host=host, port=port, log_level="info")).run()
@@ -76,18 +86,24 @@ def load(
 
     Prints every change (roles, groups and policies with before -> after); each is audited.
     """
+    from core.notify.declaration import load_notifications, split_declaration
     from core.targets.service import load_declaration, parse_declaration
 
     services = _services()
     try:
+        rest, notify = split_declaration(file.read_text())
         with services.sessions() as session:
             result = load_declaration(
                 session,
                 actor=_operator(),
-                declaration=parse_declaration(file.read_text()),
+                declaration=parse_declaration(rest),
                 base_dir=file.resolve().parent,
                 prune=prune,
             )
+            if notify is not None:
+                result["changed"] += load_notifications(
+                    session, actor=_operator(), declaration=notify
+                )
     except ShipdeckError as exc:
         raise _fail(exc) from None
     finally:
@@ -244,6 +260,8 @@ def mcp(
         typer.secho("error: give --token or set SHIPDECK_TOKEN", fg=typer.colors.RED, err=True)
         raise typer.Exit(code=2)
     settings = get_settings()
+    from api.wiring import Services
+
     services = Services.build(settings, inline_apply=True)
     try:
         if settings.migrate_on_start:
@@ -502,6 +520,8 @@ def audit_stream(
 @db.command("upgrade")
 def db_upgrade() -> None:
     """Apply database migrations."""
+    from api.wiring import Services
+
     services = Services.build(get_settings())
     try:
         services.migrate()

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import getpass
+from typing import TYPE_CHECKING
 
 import typer
 
-from api.wiring import Services
 from core.config import Settings, get_settings
 from core.errors import ShipdeckError
 from core.permissions import Actor, Channel, Role
+
+if TYPE_CHECKING:  # the terminal client's commands never need the server's wiring
+    from api.wiring import Services
 
 
 def _operator() -> Actor:
@@ -18,6 +21,8 @@ def _operator() -> Actor:
 
 
 def _services(settings: Settings | None = None) -> Services:
+    from api.wiring import Services
+
     services = Services.build(settings or get_settings(), inline_apply=True)
     services.migrate()
     return services

@@ -11,7 +11,10 @@ import typer
 from api.cli_common import _fail, _operator, _services
 from core.errors import ShipdeckError
 
-releases = typer.Typer(help="Operator commands on releases (on the server).", no_args_is_help=True)
+releases = typer.Typer(
+    help="Releases: list, show, diff, apply, rollback (over the API); abandon (on the server).",
+    no_args_is_help=True,
+)
 
 
 @releases.command("abandon")
@@ -68,3 +71,13 @@ def import_legacy_releases(
             err=True,
         )
         raise typer.Exit(code=1)
+
+
+def _remote() -> None:
+    # The remote subcommands (list, show, diff, apply, rollback) talk to a server over HTTP.
+    from api.remote.commands import register_release_commands
+
+    register_release_commands(releases)
+
+
+_remote()

@@ -1,7 +1,8 @@
 """`shipdeck chat`: a terminal client for the chat WebSocket.
 
 Type messages as in any chat. Cards are numbered as they arrive; decide them with
-`y` / `n` (the newest open card: confirm or approve / cancel or reject) or with
+`y` / `n` (the newest open card shown in this terminal, named as it is decided: confirm or
+approve / cancel or reject) or with
 `/confirm N`, `/cancel N`, `/approve N [comment]`, `/reject N [reason]`. `/cards` lists the
 open ones, `/quit` leaves.
 """
@@ -84,7 +85,16 @@ class TerminalChat:
                 self.console.print("[yellow]no open card[/]")
                 return None
             table = POSITIVE if line == "y" else NEGATIVE
-            return {"type": "card_action", "card_id": card["id"], "action": table[card["kind"]]}
+            action = table[card["kind"]]
+            # Say which card the keystroke decides: never a card this terminal did not show.
+            with self.lock:
+                number = next(i for i, c in enumerate(self.cards, 1) if c["id"] == card["id"])
+                others = sum(1 for c in self.cards if c["state"] == "open") - 1
+            more = f" ({others} more open: /cards)" if others > 0 else ""
+            self.console.print(
+                f"[bold]{line}[/] → {action} #{number} {card.get('title', '')}{more}"
+            )
+            return {"type": "card_action", "card_id": card["id"], "action": action}
         if line == "/cards":
             self._list_cards()
             return None
@@ -116,8 +126,12 @@ class TerminalChat:
         return None
 
     def _newest_open(self) -> dict[str, Any] | None:
+        """The newest open card shown in this terminal (cards only ever arrive by being shown)."""
         with self.lock:
-            return next((c for c in reversed(self.cards) if c["state"] == "open"), None)
+            return next(
+                (c for c in reversed(self.cards) if c["state"] == "open" and c.get("_shown")),
+                None,
+            )
 
     def _list_cards(self) -> None:
         table = Table("#", "card", "state")
@@ -166,6 +180,7 @@ class TerminalChat:
         if card["state"] != "open":
             self.console.print(f"[dim]card #{number} {card['state']}: {card.get('outcome')}[/]")
             return
+        card["_shown"] = True
         lines = [
             f"{service} {field}: {change['before']} → {change['after']}"
             for service, fields in (card.get("diff") or {}).items()

@@ -6,6 +6,7 @@ from core.db import Base
 from core.idempotency import IdempotencyRecord
 from core.identity.models import ApiToken, Grant, Group, GroupMember, User
 from core.live import LiveOutbox
+from core.notify.models import NotifyDelivery, NotifyIdentity, NotifyRoute
 from core.releases.models import Preview, ProgressEvent, Release
 from core.targets.models import PolicyRule, Project, Service, Target
 
@@ -22,6 +23,9 @@ __all__ = [
     "GroupMember",
     "IdempotencyRecord",
     "LiveOutbox",
+    "NotifyDelivery",
+    "NotifyIdentity",
+    "NotifyRoute",
     "PolicyRule",
     "Preview",
     "ProgressEvent",

@@ -46,6 +46,8 @@ class Channel(StrEnum):
     page = "page"
     cli = "cli"
     mcp = "mcp"
+    slack = "slack"
+    feishu = "feishu"
     system = "system"
 
 

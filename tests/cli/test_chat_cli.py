@@ -64,6 +64,9 @@ def test_terminal_client_deploys_with_keystrokes(world: World, address: str) -> 
     assert "Submit R-1 for shop/dev?" in output
     assert "web image: shop/web:1.4.1 → shop/web:1.5.0" in output
     assert "R-1 applied" in output
+    # Each keystroke names the card it decides.
+    assert "y → confirm #1 Submit R-1 for shop/dev?" in output
+    assert "y → confirm #2" in output
 
 
 def test_terminal_client_needs_a_token() -> None:

@@ -1,0 +1,1 @@
+"""The terminal client: `shipdeck releases|approvals|targets ...` over the REST API."""

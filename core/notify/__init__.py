@@ -1,0 +1,1 @@
+"""Notifications that reach people: routes, deliveries driven from the audit stream."""

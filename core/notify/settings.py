@@ -1,0 +1,44 @@
+"""Notification and chat-integration settings (`SHIPDECK_*`), apart from the core's own."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class NotifySettings(BaseSettings):
+    """Where the console lives, the platforms' secrets, and the delivery worker's pace."""
+
+    model_config = SettingsConfigDict(env_prefix="SHIPDECK_", extra="ignore")
+
+    public_url: str | None = Field(
+        default=None,
+        description="The console's public URL (e.g. https://shipdeck.example); notifications "
+        "link back to it. Unset: messages carry no link.",
+    )
+    slack_signing_secret: SecretStr | None = Field(
+        default=None, description="Slack app signing secret; unset: Slack callbacks are refused."
+    )
+    feishu_verification_token: SecretStr | None = Field(
+        default=None,
+        description="Feishu/Lark app verification token; unset: Feishu callbacks are refused.",
+    )
+    feishu_encrypt_key: SecretStr | None = Field(
+        default=None,
+        description="Feishu/Lark encrypt key: when set, callbacks must be AES-encrypted and "
+        "signed with it.",
+    )
+    slack_response_hosts: list[str] = Field(
+        default=["hooks.slack.com"],
+        description="Hosts a Slack callback's `response_url` may name; the decision's outcome "
+        "is posted there (JSON list). Other hosts are never called.",
+    )
+    notify_workers: bool = Field(
+        default=True, description="Run the notification delivery worker in this server."
+    )
+    notify_poll_seconds: float = Field(
+        default=2, gt=0, le=60, description="How often the worker looks for new audit events."
+    )
+    notify_max_attempts: int = Field(
+        default=8, gt=0, le=50, description="Attempts before a delivery is given up (`dead`)."
+    )
