@@ -18,6 +18,7 @@ from core.db import utcnow
 from core.ids import parse_release_id, release_id
 from core.releases.models import Release
 from core.releases.queries import current_preview, load_release
+from runtimes.base import is_simulated
 
 # What confirming a card runs, and what its other actions do.
 PREVIEW_TOOLS = ("preview_release", "rollback_release")
@@ -239,7 +240,7 @@ def release_view(session: Session, number: int) -> dict[str, Any]:
         "environment": release.target.environment,
         "lifecycle_state": release.lifecycle_state,
         "requested_by": release.requested_by.name,
-        "simulated": release.target.runtime == "sandbox",
+        "simulated": is_simulated(release.target.runtime),
     }
     if preview is not None:
         part["diff"] = preview.diff

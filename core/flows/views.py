@@ -31,6 +31,7 @@ from core.targets.models import Target
 from runtimes.base import (
     FieldChange,
     ServiceSpec,
+    is_simulated,
 )
 
 if TYPE_CHECKING:
@@ -46,7 +47,7 @@ def view(session: Session, release: Release, actor: Actor) -> ReleaseRead:
         project=release.project.name,
         environment=release.target.environment,
         runtime=release.target.runtime,
-        simulated=release.target.runtime == "sandbox",
+        simulated=is_simulated(release.target.runtime),
         kind=release.kind,
         changes=dict(release.changes),
         lifecycle_state=normalize_state(release.lifecycle_state).value,
