@@ -62,6 +62,12 @@ class PreviewExpired(Conflict):
     code = "preview_expired"
 
 
+class PreviewChanged(Conflict):
+    """A stale preview was recomputed and its diff changed: decisions are void; see the new diff."""
+
+    code = "preview_changed"
+
+
 class DriftDetected(Conflict):
     """Live state changed since the preview; re-preview to continue."""
 

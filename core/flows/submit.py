@@ -12,6 +12,7 @@ from core.errors import PermissionDenied
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
 from core.flows.expiry import check_not_expired
+from core.flows.preview import ensure_fresh
 from core.flows.views import view
 from core.ids import release_id
 from core.permissions import Action, Actor, require
@@ -49,7 +50,10 @@ def submit_release(
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "submit"):
         raise illegal_transition(found, "submit", state)
-    check_not_expired(session, found, actor)
+    if runner is not None:  # a stale preview is re-previewed here, as for decisions and apply
+        found = ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
+    else:
+        check_not_expired(session, found, actor)
     emergency = found.emergency and found.kind == "rollback"
     decision = decide(session, target=found.target, emergency=emergency)
     _supersede(session, found, actor)

@@ -55,6 +55,7 @@ class Target(Base):
     risk_tier: Mapped[str] = mapped_column(String(8))
     preview_ttl_seconds: Mapped[int | None] = mapped_column()
     apply_on_approval: Mapped[bool] = mapped_column(default=False)
+    approval_timeout_seconds: Mapped[int | None] = mapped_column()
 
     project: Mapped[Project] = relationship(back_populates="targets", lazy="joined")
 

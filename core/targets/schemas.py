@@ -50,6 +50,12 @@ class TargetDecl(BaseModel):
     risk_tier: RiskTier | None = None
     preview_ttl_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
     apply_on_approval: bool = False
+    approval_timeout_hours: float | None = Field(
+        default=None,
+        gt=0,
+        le=90 * 24,
+        description="How long an approval ticket waits before it times out (default 72).",
+    )
     compose_files: list[str] | None = None
     compose_project: str | None = None
     docker_host: str | None = None
@@ -91,7 +97,14 @@ class TargetDecl(BaseModel):
 
     def connection(self, base_dir: Path | None = None) -> dict[str, Any]:
         """The runtime-specific fields, as stored on the target; paths made absolute."""
-        skip = {"environment", "runtime", "risk_tier", "preview_ttl_minutes", "apply_on_approval"}
+        skip = {
+            "environment",
+            "runtime",
+            "risk_tier",
+            "preview_ttl_minutes",
+            "apply_on_approval",
+            "approval_timeout_hours",
+        }
         connection = self.model_dump(exclude=skip, exclude_none=True)
         if base_dir is not None:
             if self.compose_files:
@@ -161,6 +174,7 @@ class TargetRead(BaseModel):
     simulated: bool
     services: list[str]
     preview_ttl_seconds: int
+    approval_timeout_seconds: int
     apply_on_approval: bool
     connection: dict[str, Any]
 

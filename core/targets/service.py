@@ -9,6 +9,7 @@ from typing import Any, TypeVar
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
+from core.approvals.tickets import approval_timeout_seconds
 from core.audit.service import canonical_json, record
 from core.config import get_settings
 from core.environments import same_environment
@@ -95,6 +96,7 @@ def target_read(target: Target) -> TargetRead:
         simulated=target.runtime == "sandbox",
         services=[s.name for s in target.project.services],
         preview_ttl_seconds=ttl_seconds(target),
+        approval_timeout_seconds=approval_timeout_seconds(target),
         apply_on_approval=target.apply_on_approval,
         connection=dict(target.connection),
     )
@@ -200,6 +202,11 @@ def load_declaration(
                     int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
                 ),
                 "apply_on_approval": tdecl.apply_on_approval,
+                "approval_timeout_seconds": (
+                    int(tdecl.approval_timeout_hours * 3600)
+                    if tdecl.approval_timeout_hours
+                    else None
+                ),
             }
             if target is None:
                 session.add(Target(project_id=project.id, environment=tdecl.environment, **values))
