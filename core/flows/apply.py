@@ -15,12 +15,15 @@ from core.db import db_now, utcnow
 from core.errors import (
     Conflict,
     DriftDetected,
+    Frozen,
     PermissionDenied,
     RuntimeFailure,
     ShipdeckError,
 )
 from core.events import queue_event
+from core.flows.freezes import check_not_frozen
 from core.flows.preview import ensure_fresh
+from core.flows.promotion import check_promotion
 from core.flows.rollback import end_rollback_original
 from core.flows.views import view
 from core.ids import release_id
@@ -81,6 +84,8 @@ def apply_release(
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "apply"):
         raise illegal_transition(found, "apply", state)
+    check_not_frozen(session, found, actor, "apply")
+    check_promotion(session, found, actor)
     busy = active_release(session, found.target_id)
     if busy == release_id(found.number):  # another call started this very release
         raise illegal_transition(found, "apply", State.applying)
@@ -232,7 +237,7 @@ def apply_next(session: Session, *, runner: ApplyRunner, target_id: int) -> str 
                 runner=runner,
                 release=str(number),
             )
-        except RuntimeFailure:
+        except (RuntimeFailure, Frozen):  # the queue waits for the runtime or the thaw
             session.rollback()
             return None
         except ShipdeckError as exc:

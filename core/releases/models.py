@@ -52,6 +52,7 @@ class Release(Base):
     queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     queued_by: Mapped[str | None] = mapped_column(String(64))
     retry_of: Mapped[int | None] = mapped_column(ForeignKey("releases.number"))
+    promotion_override_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -187,6 +187,9 @@ def load_declaration(
             session.add(project)
             session.flush()
             changed.append(f"project {decl.name}")
+        if "promotion" in decl.model_fields_set and project.promotion != decl.promotion:
+            project.promotion = decl.promotion
+            changed.append(f"promotion {decl.name}")
         have = {s.name for s in project.services}
         for service in decl.services:
             if service not in have:
@@ -202,6 +205,11 @@ def load_declaration(
                     int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
                 ),
                 "apply_on_approval": tdecl.apply_on_approval,
+                "windows": [
+                    w.model_dump(exclude={"environments"})
+                    for w in [*tdecl.windows, *decl.windows]
+                    if w.environments is None or tdecl.environment in w.environments
+                ],
                 "approval_timeout_seconds": (
                     int(tdecl.approval_timeout_hours * 3600)
                     if tdecl.approval_timeout_hours
