@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -17,8 +18,8 @@ from tests.conftest import WORLD, World
 from tests.support.calls import call, deploy
 
 
-def _freeze(world: World, user: str, environment: str | None = "prod", **kw: object) -> object:
-    args = {
+def _freeze(world: World, user: str, environment: str | None = "prod", **kw: Any) -> Any:
+    args: dict[str, Any] = {
         "project": "shop",
         "environment": environment,
         "until": utcnow() + timedelta(hours=2),
@@ -26,7 +27,7 @@ def _freeze(world: World, user: str, environment: str | None = "prod", **kw: obj
     }
     args.update(kw)
     with world.services.sessions() as session:
-        return freeze_changes(session, actor=world.actor(user), **args)  # type: ignore[arg-type]
+        return freeze_changes(session, actor=world.actor(user), **args)
 
 
 def _declare(world: World, text: str) -> None:
@@ -46,13 +47,13 @@ def test_a_freeze_refuses_submit_and_apply_with_who_and_why_until_lifted(world: 
     assert call(world, "alice", "get_release", release_id=approved.id).lifecycle_state == "approved"
     with world.services.sessions() as session:
         listed = list_freezes(session, actor=world.actor("victor"), project="shop")
-        assert [f.id for f in listed] == [freeze.id]  # type: ignore[attr-defined]
+        assert [f.id for f in listed] == [freeze.id]
         assert list_freezes(session, actor=world.actor("frank")) == []  # not his project
         with pytest.raises(PermissionDenied):
-            lift_freeze(session, actor=world.actor("alice"), freeze_id=freeze.id)  # type: ignore[attr-defined]
+            lift_freeze(session, actor=world.actor("alice"), freeze_id=freeze.id)
         with pytest.raises(NotFound):
             lift_freeze(session, actor=world.actor("carol"), freeze_id=99999)
-        lifted = lift_freeze(session, actor=world.actor("admin"), freeze_id=freeze.id)  # type: ignore[attr-defined]
+        lifted = lift_freeze(session, actor=world.actor("admin"), freeze_id=freeze.id)
         assert (lifted.active, lifted.lifted_by) == (False, "admin")
     assert call(world, "alice", "submit_release", release_id=release.id).lifecycle_state == (
         "pending_approval"
@@ -76,7 +77,7 @@ def test_a_freeze_refuses_submit_and_apply_with_who_and_why_until_lifted(world: 
     ],
 )
 def test_hostile_freezes_are_refused(
-    world: World, user: str, kw: dict[str, object], error: type[Exception]
+    world: World, user: str, kw: dict[str, Any], error: type[Exception]
 ) -> None:
     with pytest.raises(error):
         _freeze(world, user, **kw)
