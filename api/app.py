@@ -22,6 +22,7 @@ from api.routes import (
     auth,
     chat,
     console,
+    desk,
     health,
     me,
     releases,
@@ -130,7 +131,20 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         return response
 
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
-    routers = (health, me, auth, tokens, targets, releases, approvals, audit, tools, chat, console)
+    routers = (
+        health,
+        me,
+        auth,
+        tokens,
+        targets,
+        releases,
+        desk,
+        approvals,
+        audit,
+        tools,
+        chat,
+        console,
+    )
     for router in routers:
         app.include_router(router.router)
     # A route, not a mount: MCP clients POST to exactly /mcp, and a mount would redirect it.
