@@ -21,39 +21,12 @@ from core.ids import release_id
 from core.permissions import Action, Actor, require
 from core.releases.models import Release
 from core.releases.queries import project_id_named
-from core.targets.models import Freeze, Project, Target
+from core.targets.models import Freeze, Project
 from core.targets.schemas import FreezeRead
-from core.targets.service import get_target
-from core.text import first_line
-from core.windows import open_window
+from core.targets.service import freeze_reasons, get_target
 
 FREEZER_GROUP = "sre"
 MAX_FREEZE = timedelta(days=90)
-
-
-def freeze_reasons(session: Session, target: Target, now: datetime | None = None) -> list[str]:
-    """Why changes to `target` are refused now (empty: they are not)."""
-    now = now or utcnow()
-    where = f"{target.project.name}/{target.environment}"
-    reasons = [
-        f"{where} is frozen until {f.until.isoformat(timespec='minutes')} by {f.created_by}: "
-        f"{first_line(f.reason)}"
-        for f in _active(session, target.project_id, target.environment, now)
-    ]
-    windows = list(target.windows or [])
-    opened = [(w, open_window(w, now)) for w in windows]
-    for _, window in opened:
-        if window is not None and window.kind == "deny":
-            reasons.append(
-                f"{where} is in a deny window ({window.cron} {window.timezone}) until "
-                f"{window.closes_at.isoformat(timespec='minutes')}"
-                + (f": {window.reason}" if window.reason else "")
-            )
-    allows = [(w, o) for w, o in opened if w["kind"] == "allow"]
-    if allows and not any(o is not None for _, o in allows):
-        crons = ", ".join(f"{w['cron']} {w.get('timezone', 'UTC')}" for w, _ in allows)
-        reasons.append(f"{where} is outside its change windows ({crons})")
-    return reasons
 
 
 def check_not_frozen(session: Session, release: Release, actor: Actor, action: str) -> None:
@@ -76,17 +49,6 @@ def check_not_frozen(session: Session, release: Release, actor: Actor, action: s
         release_id=release_id(release.number),
         reasons=reasons,
     )
-
-
-def _active(
-    session: Session, project_id: int, environment: str | None, now: datetime
-) -> list[Freeze]:
-    query = select(Freeze).where(
-        Freeze.project_id == project_id, Freeze.lifted_at.is_(None), Freeze.until > now
-    )
-    if environment is not None:
-        query = query.where(or_(Freeze.environment.is_(None), Freeze.environment == environment))
-    return list(session.scalars(query.order_by(Freeze.id)))
 
 
 def _require_freezer(session: Session, actor: Actor, project: Project) -> None:

@@ -230,6 +230,12 @@ class TargetRead(BaseModel):
     approval_timeout_seconds: int
     apply_on_approval: bool
     connection: dict[str, Any]
+    windows: list[dict[str, Any]] = Field(
+        default_factory=list, description="Declared change windows (allow/deny, cron, zone)."
+    )
+    frozen: list[str] = Field(
+        default_factory=list, description="Why submit and apply are refused here now (empty: not)."
+    )
 
 
 class TargetStatus(BaseModel):

@@ -44,6 +44,10 @@ def test_a_freeze_refuses_submit_and_apply_with_who_and_why_until_lifted(world: 
         call(world, "alice", "submit_release", release_id=release.id)
     with pytest.raises(Frozen):
         call(world, "alice", "apply_release", release_id=approved.id)
+    shown = {
+        t.environment: t.frozen for t in call(world, "victor", "list_targets", project="shop").items
+    }
+    assert all("by carol: incident 42 🔥" in reasons[0] for reasons in shown.values())
     assert call(world, "alice", "get_release", release_id=approved.id).lifecycle_state == "approved"
     with world.services.sessions() as session:
         listed = list_freezes(session, actor=world.actor("victor"), project="shop")
