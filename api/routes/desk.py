@@ -1,4 +1,4 @@
-"""Release desk routes: retry a failed release, submit with a promotion override, freezes.
+"""Release desk routes: retry, promote, submit with a promotion override, freezes.
 
 These call core directly (they are not registry tools): the rules, permissions and audit
 events are core's, as for every door.
@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ActorDep, ServicesDep
-from core.flows import freezes, retry, submit
+from core.flows import freezes, promotion, retry, submit
 from core.releases.schemas import ReleaseRead
 from core.targets.schemas import FreezeRead
 
@@ -28,6 +28,32 @@ class FreezeBody(BaseModel):
     environment: str | None = Field(default=None, max_length=32)
     until: datetime = Field(description="With a time zone, e.g. 2026-12-01T09:00:00+01:00.")
     reason: str = Field(min_length=1, max_length=500)
+
+
+class PromoteBody(BaseModel):
+    """Take the images last applied on one environment to the next."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    project: str = Field(max_length=64)
+    from_environment: str = Field(max_length=32)
+    to_environment: str = Field(max_length=32)
+    services: list[str] | None = Field(default=None, max_length=50)
+
+
+@router.post("/promotions", status_code=201, response_model=ReleaseRead)
+def promote_release(services: ServicesDep, actor: ActorDep, body: PromoteBody) -> ReleaseRead:
+    """Preview a release of the images proven on `from_environment` to `to_environment`."""
+    with services.sessions() as session:
+        return promotion.promote_release(
+            session,
+            actor=actor,
+            runtimes=services.runtimes,
+            project=body.project,
+            source=body.from_environment,
+            destination=body.to_environment,
+            services=body.services,
+        )
 
 
 @router.post("/releases/{release_id}/retry", status_code=201, response_model=ReleaseRead)

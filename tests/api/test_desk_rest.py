@@ -58,3 +58,16 @@ def test_retry_and_allowed_actions_over_rest(api: Api) -> None:
     assert retried.status_code == 201, retried.text
     assert retried.json()["retry_of"] == rid
     assert retried.json()["allowed_actions"] == ["submit", "cancel", "repreview"]
+
+
+def test_promote_over_rest(api: Api) -> None:
+    rid = _approved_dev(api, "1.6.0")
+    api.post(f"/api/v1/releases/{rid}/apply")
+    body = {"project": "shop", "from_environment": "dev", "to_environment": "staging"}
+    made = api.post("/api/v1/promotions", json=body)
+    assert made.status_code == 201, made.text
+    assert made.json()["changes"] == {"web": {"image": "shop/web:1.6.0"}}
+    assert api.post("/api/v1/promotions", user="victor", json=body).status_code == 403
+    hostile = {**body, "services": ["💥" * 100]}
+    assert api.post("/api/v1/promotions", json=hostile).status_code == 422
+    assert api.post("/api/v1/promotions", json={**body, "extra": 1}).status_code == 422

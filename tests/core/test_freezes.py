@@ -10,6 +10,7 @@ import pytest
 from core.db import utcnow
 from core.errors import Frozen, InvalidInput, NotFound, PermissionDenied, PromotionRefused
 from core.flows.freezes import freeze_changes, lift_freeze, list_freezes
+from core.flows.promotion import promote_release
 from core.flows.submit import submit_release
 from core.permissions import SYSTEM
 from core.targets.service import load_declaration, parse_declaration
@@ -220,3 +221,82 @@ def test_promotion_order_refuses_a_skipped_step_unless_an_admin_overrides(world:
     )
     with pytest.raises(Exception, match="promotion"):
         parse_declaration(text.replace("[dev, staging, prod]", "[dev, qa]"))
+
+
+def test_promote_takes_the_images_proven_on_the_previous_environment(world: World) -> None:
+    text = WORLD.replace(
+        "    requesters: [alice]\n    viewers: [victor]\n",
+        "    requesters: [alice]\n    viewers: [victor]\n    promotion: [dev, staging, prod]\n",
+        1,
+    )
+    _declare(world, text)
+    runtimes = world.services.runtimes
+    with world.services.sessions() as session:
+        with pytest.raises(InvalidInput, match="nothing was ever applied on shop/staging"):
+            promote_release(
+                session,
+                actor=world.actor("alice"),
+                runtimes=runtimes,
+                project="shop",
+                source="staging",
+                destination="prod",
+            )
+        with pytest.raises(InvalidInput, match="does not come right after dev"):
+            promote_release(
+                session,
+                actor=world.actor("alice"),
+                runtimes=runtimes,
+                project="shop",
+                source="dev",
+                destination="prod",
+            )
+    for env in ("dev", "staging"):
+        step = deploy(world, "alice", "shop", env, web={"image_tag": "1.6.0"})
+        call(world, "alice", "submit_release", release_id=step.id)
+        call(world, "alice", "apply_release", release_id=step.id)
+    broken = deploy(world, "alice", "shop", "staging", api={"image_tag": "2.9.0-broken"})
+    with world.services.sessions() as session:  # an admin skips dev for it; the apply fails
+        submit_release(
+            session,
+            actor=world.actor("admin"),
+            runner=world.services.runner,
+            release=broken.id,
+            override_promotion=True,
+        )
+    call(world, "alice", "apply_release", release_id=broken.id)
+    assert call(world, "alice", "get_release", release_id=broken.id).lifecycle_state == "failed"
+    with world.services.sessions() as session:
+        with pytest.raises(PermissionDenied):
+            promote_release(
+                session,
+                actor=world.actor("victor"),
+                runtimes=runtimes,
+                project="shop",
+                source="staging",
+                destination="prod",
+            )
+        with pytest.raises(InvalidInput, match="never applied on shop/staging: api"):
+            promote_release(
+                session,
+                actor=world.actor("alice"),
+                runtimes=runtimes,
+                project="shop",
+                source="staging",
+                destination="prod",
+                services=["web", "api"],
+            )
+        promoted = promote_release(
+            session,
+            actor=world.actor("alice"),
+            runtimes=runtimes,
+            project="shop",
+            source="staging",
+            destination="prod",
+        )
+    assert promoted.environment == "prod"
+    assert promoted.changes == {"web": {"image": "shop/web:1.6.0"}}
+    assert call(world, "alice", "submit_release", release_id=promoted.id).lifecycle_state == (
+        "pending_approval"
+    )
+    timeline = call(world, "alice", "release_timeline", release_id=promoted.id).entries
+    assert [e.data["from"] for e in timeline if e.action == "promote"] == ["staging"]
