@@ -13,7 +13,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from agent.models import ChatCard
-from core.approvals.tickets import current_ticket, eligible_approvers
+from core.approvals.tickets import current_ticket, eligible_approvers, ticket_deadline
 from core.db import utcnow
 from core.ids import parse_release_id, release_id
 from core.releases.models import Release
@@ -108,7 +108,9 @@ def approval_cards(session: Session, number: int) -> list[ChatCard]:
             )
         )
     )
-    expires = _expires(session, release)
+    # An approval waits for people until its ticket times out, not for the preview TTL: core
+    # re-previews a stale preview when the approver decides.
+    expires = ticket_deadline(ticket, release.target)
     rows = [
         {
             "id": new_id(),

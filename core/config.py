@@ -26,6 +26,12 @@ class Settings(BaseSettings):
         gt=0,
         description="Preview lifetime when the target sets none (15 minutes).",
     )
+    approval_timeout_hours: float = Field(
+        default=72,
+        gt=0,
+        description="How long a pending approval ticket waits before it times out (the "
+        "release ends expired and the requester is told); targets may set their own.",
+    )
     apply_lease_seconds: int = Field(
         default=60,
         gt=0,

@@ -62,6 +62,24 @@ class PreviewExpired(Conflict):
     code = "preview_expired"
 
 
+class PreviewChanged(Conflict):
+    """A stale preview was recomputed and its diff changed: decisions are void; see the new diff."""
+
+    code = "preview_changed"
+
+
+class Frozen(Conflict):
+    """The target is frozen or outside its change windows: submit and apply wait."""
+
+    code = "frozen"
+
+
+class PromotionRefused(Conflict):
+    """The images were never applied on the previous environment of the promotion order."""
+
+    code = "promotion_refused"
+
+
 class DriftDetected(Conflict):
     """Live state changed since the preview; re-preview to continue."""
 

@@ -60,6 +60,7 @@ def decide(session: Session, *, target: Target, emergency: bool = False) -> Poli
     matching = _matching_rules(session, target)
     candidates = [r for r in matching if r.emergency] if emergency else []
     candidates += [r for r in matching if not r.emergency]
+    where = f"{target.environment} is {target.risk_tier} risk"
     if candidates:
         rule = candidates[0]
         steps = [PolicyStep.model_validate(s) for s in rule.steps]
@@ -68,16 +69,25 @@ def decide(session: Session, *, target: Target, emergency: bool = False) -> Poli
         return PolicyDecision(
             needs_approval=bool(steps),
             steps=steps,
-            reason=f"{scope} {kind}policy #{rule.position + 1} for {target.environment}",
+            reason=f"{where}: {describe_steps(steps)} ({scope} {kind}policy #{rule.position + 1} "
+            f"for {target.environment})",
         )
     if target.risk_tier == "high":  # protection follows the tier, whatever the name
+        steps = [PolicyStep(group="approvers", count=1)]
         return PolicyDecision(
             needs_approval=True,
-            steps=[PolicyStep(group="approvers", count=1)],
-            reason=f"default policy: {target.environment} is high risk and needs one project "
-            "approver",
+            steps=steps,
+            reason=f"{where}: {describe_steps(steps)} (default policy: every high-risk target "
+            "needs one project approver)",
         )
     return PolicyDecision(
         needs_approval=False,
-        reason=f"default policy: {target.environment} is approved on submit",
+        reason=f"{where}: approved on submit (default policy)",
     )
+
+
+def describe_steps(steps: list[PolicyStep]) -> str:
+    """The steps in words: `owners, then sre` (`2 of approvers` when a step needs several)."""
+    if not steps:
+        return "approved on submit"
+    return ", then ".join(s.group if s.count == 1 else f"{s.count} of {s.group}" for s in steps)

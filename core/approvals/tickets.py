@@ -2,19 +2,33 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
+
 from sqlalchemy import ColumnElement, and_, exists, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.config import get_settings
 from core.identity.models import Grant, Group, GroupMember, User
 from core.ids import release_id
 from core.permissions import Actor, Role
 from core.policy import PolicyDecision
 from core.releases.models import Preview, Release
 from core.releases.schemas import ApprovalRead, DecisionRead, StepRead
+from core.targets.models import Target
 
 APPROVER_ROLES = (Role.approver.value, Role.admin.value)
 OPEN = "pending"
+
+
+def approval_timeout_seconds(target: Target) -> int:
+    """How long an approval ticket on a target waits (its own, or the configured default)."""
+    return target.approval_timeout_seconds or int(get_settings().approval_timeout_hours * 3600)
+
+
+def ticket_deadline(ticket: ApprovalTicket, target: Target) -> datetime:
+    """When a pending ticket on `target` times out."""
+    return ticket.created_at + timedelta(seconds=approval_timeout_seconds(target))
 
 
 def open_ticket(
@@ -129,6 +143,7 @@ def ticket_read(
     eligible: bool | None = None,
 ) -> ApprovalRead:
     """The ticket as the inbox and approval cards show it."""
+    waiting = ticket.state == OPEN and ticket.current_group is not None
     steps = []
     for index, step in enumerate(ticket.steps):
         names = [
@@ -171,6 +186,10 @@ def ticket_read(
         changes=dict(release.changes),
         created_at=ticket.created_at,
         expires_at=preview.expires_at if preview else None,
+        times_out_at=ticket_deadline(ticket, release.target) if ticket.state == OPEN else None,
+        waiting_step=ticket.current_step + 1 if waiting else None,
+        waiting_for=ticket.current_group if waiting else None,
+        deciders=decider_names(session, ticket) if waiting else [],
         can_decide=can_decide(session, actor, ticket, eligible),
     )
 
@@ -184,14 +203,23 @@ def decided_by(user_id: int) -> ColumnElement[bool]:
 
 def eligible_approvers(session: Session, ticket: ApprovalTicket) -> list[int]:
     """Ids of the users who may decide the ticket's current step now."""
+    return [user_id for user_id, _ in _deciders(session, ticket)]
+
+
+def decider_names(session: Session, ticket: ApprovalTicket) -> list[str]:
+    """Names of the people who may decide the ticket's current step now."""
+    return sorted(name for _, name in _deciders(session, ticket))
+
+
+def _deciders(session: Session, ticket: ApprovalTicket) -> list[tuple[int, str]]:
     if ticket.state != OPEN or ticket.current_group is None:
         return []
     decided = exists().where(
         ApprovalDecision.ticket_id == ticket.id, ApprovalDecision.user_id == User.id
     )
-    query = select(User.id).where(
+    query = select(User.id, User.name).where(
         User.id != ticket.requested_by_id,
         ~decided,
         approver_condition(User.id, ticket.project_id, ticket.current_group),
     )
-    return list(session.scalars(query.order_by(User.id)))
+    return [(row[0], row[1]) for row in session.execute(query.order_by(User.id))]

@@ -21,7 +21,7 @@ from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ShipdeckError
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
-from core.flows.expiry import check_not_expired
+from core.flows.preview import ensure_fresh, is_stale
 from core.flows.runner import ApplyRunner
 from core.flows.views import view
 from core.ids import parse_release_id, release_id
@@ -52,7 +52,6 @@ def _open_ticket_for(
     state = normalize_state(release.lifecycle_state)
     if state != State.pending_approval or ticket is None or ticket.state != OPEN:
         raise illegal_transition(release, action, state)
-    check_not_expired(session, release, actor)
     if actor.user_id == release.requested_by_id:
         raise PermissionDenied(
             f"{actor.name} requested {release_id(release.number)} and can never {action} it",
@@ -82,9 +81,18 @@ def approve_release(
     release: str,
     comment: str | None = None,
 ) -> ReleaseRead:
-    """Record an approval on the current step; the last step approves the release. Commits."""
+    """Record an approval on the current step; the last step approves the release. Commits.
+
+    A stale preview is re-previewed first: an unchanged diff keeps the decisions and the
+    approval goes on; a changed one voids them and raises `PreviewChanged` with the new diff.
+    """
     found = load_release(session, release)
     ticket = _open_ticket_for(session, actor, found, "approve")
+    if is_stale(session, found) and runner is not None:
+        session.rollback()  # never hold the ticket's lock while the runtime plans
+        ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
+        found = load_release(session, found.number)
+        ticket = _open_ticket_for(session, actor, found, "approve")
     step = ticket.current_step
     session.add(
         ApprovalDecision(

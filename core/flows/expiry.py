@@ -1,36 +1,31 @@
-"""Preview expiry: the TTL guards apply; expired releases can be re-previewed."""
+"""Expiry: the preview TTL guards apply (not waiting); a forgotten ticket times out."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.approvals.tickets import set_ticket_state
+from core.approvals.models import ApprovalTicket
+from core.approvals.tickets import OPEN, set_ticket_state, ticket_deadline
 from core.db import utcnow
-from core.errors import (
-    Conflict,
-    PreviewExpired,
-)
+from core.errors import Conflict, PreviewExpired
 from core.ids import release_id
 from core.permissions import SYSTEM, Actor
-from core.releases.lifecycle import (
-    WAITING,
-    State,
-    normalize_state,
-    transition,
-)
+from core.releases.lifecycle import State, normalize_state, transition
 from core.releases.models import Preview, Release
 from core.releases.queries import current_preview, load_release
+from core.targets.models import Target
 
-if TYPE_CHECKING:
-    pass
+# A pending ticket waits for people, not for the preview TTL: re-preview happens at decision.
+TTL_BOUND = (State.previewed, State.approved)
+APPROVAL_TIMED_OUT = "approval timed out"
 
 
 def check_not_expired(session: Session, release: Release, actor: Actor) -> None:
-    """Expire a waiting release whose preview TTL passed (committed), then refuse the action."""
-    if normalize_state(release.lifecycle_state) not in WAITING:
+    """Expire a previewed/approved release whose preview TTL passed (committed), then refuse."""
+    if normalize_state(release.lifecycle_state) not in TTL_BOUND:
         return
     preview = current_preview(session, release.number)
     if preview is None or preview.expires_at > utcnow():
@@ -45,39 +40,59 @@ def check_not_expired(session: Session, release: Release, actor: Actor) -> None:
     )
 
 
-def _expire(session: Session, release: Release, **data: Any) -> None:
+def _expire(session: Session, release: Release, *, reason: str | None = None, **data: Any) -> None:
     state = normalize_state(release.lifecycle_state)
     set_ticket_state(session, release.number, "expired", only_from=("pending", "approved"))
+    values: dict[str, Any] = {"expired_from": state.value}
+    if reason is not None:
+        # A timed-out ticket is over: re-preview starts again from `previewed`.
+        values = {"expired_from": None, "reason": reason}
+        data = {"reason": reason, **data}
     transition(
-        session,
-        release,
-        action="expire",
-        to=State.expired,
-        actor=SYSTEM,
-        data=data,
-        values={"expired_from": state.value},
+        session, release, action="expire", to=State.expired, actor=SYSTEM, data=data, values=values
     )
 
 
 def expire_due(session: Session) -> int:
-    """Expire every waiting release whose preview TTL passed. Commits; returns the count."""
+    """Expire stale previewed/approved releases and timed-out tickets. Commits; returns count.
+
+    A release waiting in its target's apply queue is not expired: the runner re-previews it
+    when its turn comes.
+    """
     now = utcnow()
-    numbers = session.scalars(
+    stale = session.scalars(
         select(Release.number)
-        .where(Release.lifecycle_state.in_([s.value for s in WAITING]))
+        .where(Release.lifecycle_state.in_([s.value for s in TTL_BOUND]))
+        .where(Release.queued_at.is_(None))
         .where(
             ~select(Preview.id)
             .where(Preview.release_number == Release.number, Preview.expires_at > now)
             .exists()
         )
     ).all()
+    waiting = session.execute(
+        select(Release.number, ApprovalTicket, Target)
+        .join(ApprovalTicket, ApprovalTicket.release_number == Release.number)
+        .join(Target, Target.id == Release.target_id)
+        .where(
+            Release.lifecycle_state == State.pending_approval.value, ApprovalTicket.state == OPEN
+        )
+    ).all()
+    timed_out = [n for n, ticket, target in waiting if ticket_deadline(ticket, target) <= now]
     count = 0
-    for number in numbers:
-        release = load_release(session, number)
-        try:
-            _expire(session, release, preview_expired=True)
-            session.commit()
-            count += 1
-        except Conflict:
-            session.rollback()
+    for number in stale:
+        count += _try_expire(session, number, preview_expired=True)
+    for number in timed_out:
+        count += _try_expire(session, number, reason=APPROVAL_TIMED_OUT)
     return count
+
+
+def _try_expire(session: Session, number: int, **how: Any) -> int:
+    release = load_release(session, number)
+    try:
+        _expire(session, release, **how)
+        session.commit()
+        return 1
+    except Conflict:
+        session.rollback()
+        return 0

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 from core.approvals.tickets import set_ticket_state
 from core.audit.service import canonical_json, record
 from core.db import utcnow
-from core.errors import InvalidInput
+from core.errors import InvalidInput, PreviewChanged
 from core.events import queue_event
 from core.flows.views import view
 from core.ids import release_id
@@ -117,6 +117,7 @@ def preview_release(
     emergency: bool = False,
     kind: str = "deploy",
     rollback_of: int | None = None,
+    retry_of: int | None = None,
 ) -> ReleaseRead:
     """Create a release and its preview (diff, fingerprint, risk, expiry). Commits."""
     target = get_target(session, project, environment)
@@ -138,6 +139,7 @@ def preview_release(
         channel=actor.channel.value,
         emergency=emergency,
         rollback_of=rollback_of,
+        retry_of=retry_of,
     )
     session.add(release)
     session.flush()
@@ -157,6 +159,7 @@ def preview_release(
             "risk": preview.risk_level,
             "expires_at": preview.expires_at.isoformat(),
             **({"rollback_of": release_id(rollback_of)} if rollback_of else {}),
+            **({"retry_of": release_id(retry_of)} if retry_of else {}),
             **({"emergency": True, "declared_by": actor.name} if emergency else {}),
         },
     )
@@ -179,12 +182,26 @@ def repreview_release(
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "repreview"):
         raise illegal_transition(found, "repreview", state)
-    changes = {k: ServiceChange.model_validate(v) for k, v in found.changes.items()}
-    target = found.target
-    plan = _plan(session, runtimes, target, changes)
-    found = load_release(session, found.number)
-    old = current_preview(session, found.number)
+    _recompute(session, runtimes, found, actor)
+    session.commit()
+    return view(session, load_release(session, found.number), actor)
+
+
+def _recompute(
+    session: Session, runtimes: RuntimeRegistry, release: Release, actor: Actor
+) -> tuple[Release, bool]:
+    """Re-plan a release and store the new preview; returns it and whether the diff held.
+
+    Does not commit. An unchanged diff keeps the decisions; a changed one voids them.
+    """
+    number = release.number
+    changes = {k: ServiceChange.model_validate(v) for k, v in release.changes.items()}
+    plan = _plan(session, runtimes, release.target, changes)
+    found = load_release(session, number)
     state = normalize_state(found.lifecycle_state)
+    if not allowed(state, "repreview"):
+        raise illegal_transition(found, "repreview", state)
+    old = current_preview(session, found.number)
     preview = _store_preview(session, found, found.target, plan)
     unchanged = old is not None and old.diff_hash == preview.diff_hash
     if state == State.expired:
@@ -216,10 +233,45 @@ def repreview_release(
             "diff_hash": preview.diff_hash,
             "expires_at": preview.expires_at.isoformat(),
         },
-        values={"expired_from": None},
+        values={"expired_from": None, "queued_at": None, "queued_by": None}
+        if not unchanged
+        else {"expired_from": None},
     )
+    return found, unchanged
+
+
+def is_stale(session: Session, release: Release) -> bool:
+    """Whether the release's preview TTL passed (or it has none)."""
+    preview = current_preview(session, release.number)
+    return preview is None or preview.expires_at <= utcnow()
+
+
+def ensure_fresh(
+    session: Session, *, actor: Actor, runtimes: RuntimeRegistry, release: Release
+) -> Release:
+    """Re-preview a release whose preview is stale, inside the caller's call. Commits if so.
+
+    Unchanged diff hash: a new preview restarts the TTL, decisions are kept and the caller goes
+    on. Changed: decisions are void, the release is `previewed` again, and `PreviewChanged`
+    shows the new diff. Nothing ever applies on a stale preview.
+    """
+    if not is_stale(session, release):
+        return release
+    found, unchanged = _recompute(session, runtimes, release, actor)
     session.commit()
-    return view(session, found, actor)
+    if unchanged:
+        return load_release(session, found.number)
+    preview = current_preview(session, found.number)
+    assert preview is not None  # _recompute just stored one
+    raise PreviewChanged(
+        f"the preview of {release_id(found.number)} was stale and the diff changed since it was "
+        "previewed: its approvals are void; review the new diff and submit it again",
+        release_id=release_id(found.number),
+        lifecycle_state=normalize_state(found.lifecycle_state).value,
+        diff=preview.diff,
+        diff_hash=preview.diff_hash,
+        risk=preview.risk_level,
+    )
 
 
 def _queue_update(session: Session, release: Release, action: str, actor: Actor) -> None:

@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import db_now
 from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
+from core.flows.apply import apply_next
 from core.flows.expiry import expire_due
 from core.flows.rollback import end_rollback_original
 from core.ids import release_id
@@ -182,6 +183,32 @@ class ApplyRunner:
         finally:
             with self._lock:
                 self._jobs.pop(number, None)
+        self.hand_off(number)
+
+    def hand_off(self, number: int) -> None:
+        """A job ended: start the next release waiting in its target's apply queue, if any."""
+        try:
+            with self.sessions() as session:
+                target_id = session.scalars(
+                    select(Release.target_id).where(Release.number == number)
+                ).one()
+                apply_next(session, runner=self, target_id=target_id)
+        except Exception:  # the queue waits for the next sweep
+            log.exception("handing the target of %s to its queue failed", release_id(number))
+
+    def advance_queues(self) -> int:
+        """Start the head of every free target's apply queue (after a crash). Returns count."""
+        with self.sessions() as session:
+            targets = session.scalars(
+                select(Release.target_id)
+                .where(
+                    Release.lifecycle_state == State.approved.value,
+                    Release.queued_at.is_not(None),
+                )
+                .distinct()
+            ).all()
+            started = [apply_next(session, runner=self, target_id=t) for t in targets]
+        return sum(1 for s in started if s is not None)
 
     def run(self, number: int) -> None:
         """Claim the job, apply through the runtime, record applied or failed."""
@@ -310,6 +337,7 @@ class ApplyRunner:
                 prune_outbox(session)
                 session.commit()
         self.recover()
+        self.advance_queues()
 
     def start_sweeper(self, interval: float = 5.0) -> None:
         """Sweep every `interval` seconds in a daemon thread until `shutdown()`."""

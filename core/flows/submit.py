@@ -12,6 +12,9 @@ from core.errors import PermissionDenied
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
 from core.flows.expiry import check_not_expired
+from core.flows.freezes import check_not_frozen
+from core.flows.preview import ensure_fresh
+from core.flows.promotion import check_promotion
 from core.flows.views import view
 from core.ids import release_id
 from core.permissions import Action, Actor, require
@@ -34,11 +37,18 @@ if TYPE_CHECKING:
 
 
 def submit_release(
-    session: Session, *, actor: Actor, runner: ApplyRunner | None, release: str
+    session: Session,
+    *,
+    actor: Actor,
+    runner: ApplyRunner | None,
+    release: str,
+    override_promotion: bool = False,
 ) -> ReleaseRead:
     """Ask policy: open an approval ticket, or approve at once. Commits.
 
-    Older waiting releases for the same target and services are cancelled as superseded.
+    A frozen target or a skipped promotion step refuses it (an admin may override the
+    promotion order). Older waiting releases for the same target and services are cancelled
+    as superseded.
     """
     found = load_release(session, release)
     require(actor, Action.request, found.project_id, found.project.name)
@@ -49,7 +59,12 @@ def submit_release(
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "submit"):
         raise illegal_transition(found, "submit", state)
-    check_not_expired(session, found, actor)
+    if runner is not None:  # a stale preview is re-previewed here, as for decisions and apply
+        found = ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
+    else:
+        check_not_expired(session, found, actor)
+    check_not_frozen(session, found, actor, "submit")
+    check_promotion(session, found, actor, override=override_promotion)
     emergency = found.emergency and found.kind == "rollback"
     decision = decide(session, target=found.target, emergency=emergency)
     _supersede(session, found, actor)

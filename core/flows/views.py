@@ -11,6 +11,7 @@ from core.approvals.tickets import current_ticket, ticket_read
 from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput
+from core.flows.actions import allowed_actions
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (
@@ -18,7 +19,7 @@ from core.releases.lifecycle import (
     normalize_state,
 )
 from core.releases.models import Preview, ProgressEvent, Release
-from core.releases.queries import current_preview, load_release, project_id_named
+from core.releases.queries import current_preview, load_release, project_id_named, queued_ahead
 from core.releases.schemas import (
     PreviewRead,
     ReleasePage,
@@ -42,6 +43,9 @@ def view(session: Session, release: Release, actor: Actor) -> ReleaseRead:
     """The public view of a release, with preview and approval."""
     preview = current_preview(session, release.number)
     ticket = current_ticket(session, release.number)
+    approval = ticket_read(session, ticket, release, actor, preview) if ticket else None
+    state = normalize_state(release.lifecycle_state)
+    queued = release.queued_at is not None and state == State.approved
     return ReleaseRead(
         id=release_id(release.number),
         project=release.project.name,
@@ -58,8 +62,17 @@ def view(session: Session, release: Release, actor: Actor) -> ReleaseRead:
         rollback_of=release_id(release.rollback_of) if release.rollback_of else None,
         reason=release.reason,
         preview=_preview_read(preview, release) if preview else None,
-        approval=ticket_read(session, ticket, release, actor, preview) if ticket else None,
+        approval=approval,
         applied_spec=release.applied_spec,
+        queue_position=len(queued_ahead(session, release)) + 1 if queued else None,
+        retry_of=release_id(release.retry_of) if release.retry_of else None,
+        allowed_actions=allowed_actions(
+            session,
+            actor,
+            release,
+            ticket=ticket,
+            decidable=approval.can_decide if approval is not None else False,
+        ),
         created_at=release.created_at,
         updated_at=release.updated_at,
     )

@@ -174,9 +174,11 @@ def release_event(release: Release, kind: str, data: dict[str, Any]) -> LiveEven
     )
 
 
-def illegal_transition(release: Release, action: str, current: State) -> IllegalTransition:
+def illegal_transition(
+    release: Release, action: str, current: State, sources: list[str] | None = None
+) -> IllegalTransition:
     """The typed error for `action` on a release in `current`, naming the allowed sources."""
-    sources = sorted(s.value for (s, a) in TRANSITIONS if a == action)
+    sources = sources or sorted(s.value for (s, a) in TRANSITIONS if a == action)
     return IllegalTransition(
         f"{release_id(release.number)} is {current.value}; {action} needs one of: "
         + ", ".join(sources),

@@ -48,6 +48,11 @@ class Release(Base):
     applied_spec: Mapped[dict[str, Any] | None] = mapped_column(JSON)
     claimed_by: Mapped[str | None] = mapped_column(String(128))
     lease_expires_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # An approved release waiting for its busy target: its place in that target's apply queue.
+    queued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    queued_by: Mapped[str | None] = mapped_column(String(64))
+    retry_of: Mapped[int | None] = mapped_column(ForeignKey("releases.number"))
+    promotion_override_by: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

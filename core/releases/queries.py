@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import (
@@ -67,6 +67,24 @@ def active_release(session: Session, target_id: int) -> str | None:
         )
     ).first()
     return release_id(number) if number else None
+
+
+def queued_ahead(session: Session, release: Release) -> list[str]:
+    """Ids of the releases waiting before this one in its target's apply queue."""
+    query = select(Release.number).where(
+        Release.target_id == release.target_id,
+        Release.lifecycle_state == State.approved.value,
+        Release.queued_at.is_not(None),
+        Release.number != release.number,
+    )
+    if release.queued_at is not None:
+        query = query.where(
+            or_(
+                Release.queued_at < release.queued_at,
+                and_(Release.queued_at == release.queued_at, Release.number < release.number),
+            )
+        )
+    return [release_id(n) for n in session.scalars(query.order_by(Release.queued_at))]
 
 
 def require_requester_or_approver(actor: Actor, release: Release, what: str) -> None:

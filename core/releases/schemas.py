@@ -69,7 +69,15 @@ class ApprovalRead(BaseModel):
     decisions: list[DecisionRead]
     changes: dict[str, Any]
     created_at: datetime
-    expires_at: datetime | None
+    expires_at: datetime | None = Field(description="When the release's preview expires.")
+    times_out_at: datetime | None = Field(
+        default=None, description="When a pending ticket times out (the release then expires)."
+    )
+    waiting_step: int | None = Field(default=None, description="The step that waits (1-based).")
+    waiting_for: str | None = Field(default=None, description="The group that decides it.")
+    deciders: list[str] = Field(
+        default_factory=list, description="Who may decide the waiting step now."
+    )
     can_decide: bool = Field(description="Whether the caller may approve or reject it now.")
 
 
@@ -93,6 +101,16 @@ class ReleaseRead(BaseModel):
     preview: PreviewRead | None
     approval: ApprovalRead | None
     applied_spec: dict[str, Any] | None
+    queue_position: int | None = Field(
+        default=None,
+        description="Approved and waiting for its busy target: 1 = applies next.",
+    )
+    retry_of: str | None = None
+    allowed_actions: list[str] = Field(
+        default_factory=list,
+        description="What the caller may do with this release now (submit, cancel, apply, "
+        "repreview, rollback, retry, approve, reject, takeover, abandon).",
+    )
     created_at: datetime
     updated_at: datetime
 

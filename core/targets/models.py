@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
-from core.db import Base, UTCDateTime, utcnow
+from core.db import Base, Clipped, UTCDateTime, utcnow
 
 
 class Project(Base):
@@ -19,6 +19,7 @@ class Project(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    promotion: Mapped[list[str] | None] = mapped_column(JSON)
 
     services: Mapped[list[Service]] = relationship(
         back_populates="project", order_by="Service.name"
@@ -55,6 +56,9 @@ class Target(Base):
     risk_tier: Mapped[str] = mapped_column(String(8))
     preview_ttl_seconds: Mapped[int | None] = mapped_column()
     apply_on_approval: Mapped[bool] = mapped_column(default=False)
+    approval_timeout_seconds: Mapped[int | None] = mapped_column()
+    # Declared change windows (target's own and its project's), as WindowDecl dicts.
+    windows: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
 
     project: Mapped[Project] = relationship(back_populates="targets", lazy="joined")
 
@@ -71,3 +75,19 @@ class PolicyRule(Base):
     emergency: Mapped[bool] = mapped_column(default=False)
     position: Mapped[int] = mapped_column(default=0)
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+
+
+class Freeze(Base):
+    """An ad-hoc freeze of a project's targets (one environment, or all), until a time."""
+
+    __tablename__ = "freezes"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))
+    environment: Mapped[str | None] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(Clipped(500))
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+    created_by: Mapped[str] = mapped_column(String(64))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    lifted_by: Mapped[str | None] = mapped_column(String(64))
+    lifted_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

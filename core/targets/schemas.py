@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
@@ -44,8 +45,54 @@ class PolicyDecl(BaseModel):
         return self
 
 
+class WindowDecl(BaseModel):
+    """A change window: from each cron match (in `timezone`), for `duration_minutes`.
+
+    `deny` windows refuse submit and apply while open; when a target has `allow` windows,
+    changes are accepted only while one of them is open.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["allow", "deny"]
+    cron: str = Field(max_length=120, description="minute hour day-of-month month day-of-week")
+    duration_minutes: int = Field(ge=1, le=7 * 24 * 60)
+    timezone: str = Field(default="UTC", max_length=64)
+    environments: list[str] | None = Field(
+        default=None, description="Project-level windows: the environments they cover (all)."
+    )
+    reason: str | None = Field(default=None, max_length=200)
+
+    @field_validator("cron")
+    @classmethod
+    def _valid_cron(cls, value: str) -> str:
+        from core.windows import parse_cron
+
+        parse_cron(value)
+        return value
+
+    @field_validator("timezone")
+    @classmethod
+    def _valid_zone(cls, value: str) -> str:
+        from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError(f"unknown time zone {value!r}") from None
+        return value
+
+
 COMMON_TARGET_FIELDS = frozenset(
-    {"environment", "runtime", "risk_tier", "preview_ttl_minutes", "apply_on_approval"}
+    {
+        "environment",
+        "runtime",
+        "risk_tier",
+        "preview_ttl_minutes",
+        "apply_on_approval",
+        "approval_timeout_hours",
+        "windows",
+    }
 )
 
 
@@ -64,6 +111,13 @@ class TargetDecl(BaseModel):
     risk_tier: RiskTier | None = None
     preview_ttl_minutes: float | None = Field(default=None, gt=0, le=7 * 24 * 60)
     apply_on_approval: bool = False
+    windows: list[WindowDecl] = Field(default_factory=list, max_length=20)
+    approval_timeout_hours: float | None = Field(
+        default=None,
+        gt=0,
+        le=90 * 24,
+        description="How long an approval ticket waits before it times out (default 72).",
+    )
 
     def connection(
         self, base_dir: Path | None = None, roots: Sequence[Path] = (), where: str = "target"
@@ -108,6 +162,12 @@ class ProjectDecl(BaseModel):
     requesters: list[str] = Field(default_factory=list)
     viewers: list[str] = Field(default_factory=list)
     policies: list[PolicyDecl] = Field(default_factory=list)
+    windows: list[WindowDecl] = Field(default_factory=list, max_length=20)
+    promotion: list[str] | None = Field(
+        default=None,
+        description="Promotion order, e.g. [dev, staging, prod]: a release to a later "
+        "environment needs its images applied on the one before (admins may override).",
+    )
 
     @field_validator("services")
     @classmethod
@@ -124,6 +184,12 @@ class ProjectDecl(BaseModel):
         envs = [t.environment for t in self.targets]
         if len(set(envs)) != len(envs):
             raise ValueError(f"project {self.name} declares an environment twice")
+        if self.promotion is not None:
+            if len(set(self.promotion)) != len(self.promotion) or len(self.promotion) < 2:
+                raise ValueError("promotion lists two or more environments, each once")
+            unknown = [e for e in self.promotion if e not in envs]
+            if unknown:
+                raise ValueError(f"promotion names undeclared environments: {unknown}")
         return self
 
 
@@ -190,8 +256,15 @@ class TargetRead(BaseModel):
     simulated: bool
     services: list[str]
     preview_ttl_seconds: int
+    approval_timeout_seconds: int
     apply_on_approval: bool
     connection: dict[str, Any]
+    windows: list[dict[str, Any]] = Field(
+        default_factory=list, description="Declared change windows (allow/deny, cron, zone)."
+    )
+    frozen: list[str] = Field(
+        default_factory=list, description="Why submit and apply are refused here now (empty: not)."
+    )
 
 
 class TargetStatus(BaseModel):
@@ -203,3 +276,18 @@ class TargetStatus(BaseModel):
     simulated: bool
     services: dict[str, ServiceState]
     active_release: str | None = None
+
+
+class FreezeRead(BaseModel):
+    """An ad-hoc freeze: who froze which targets, why, until when."""
+
+    id: int
+    project: str
+    environment: str | None = Field(description="None: every environment of the project.")
+    reason: str
+    until: datetime
+    created_by: str
+    created_at: datetime
+    lifted_by: str | None
+    lifted_at: datetime | None
+    active: bool

@@ -3,20 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, or_, select
 from sqlalchemy.orm import Session
 
+from core.approvals.tickets import approval_timeout_seconds
 from core.audit.service import canonical_json, record
 from core.config import get_settings
+from core.db import utcnow
 from core.environments import same_environment
 from core.errors import InvalidInput, NotFound, RuntimeFailure
 from core.identity.service import ensure_user
 from core.permissions import Action, Actor, Role, require
 from core.targets import grants
-from core.targets.models import PolicyRule, Project, Service, Target
+from core.targets.models import Freeze, PolicyRule, Project, Service, Target
 from core.targets.schemas import (
     Declaration,
     PolicyDecl,
@@ -24,6 +27,8 @@ from core.targets.schemas import (
     TargetStatus,
     declaration_model,
 )
+from core.text import first_line
+from core.windows import open_window
 from runtimes.base import (
     Diagnosis,
     RuntimeAdapter,
@@ -68,6 +73,42 @@ def ttl_seconds(target: Target) -> int:
     return target.preview_ttl_seconds or get_settings().preview_ttl_seconds
 
 
+def freeze_reasons(session: Session, target: Target, now: datetime | None = None) -> list[str]:
+    """Why changes to `target` are refused now (empty: they are not)."""
+    now = now or utcnow()
+    where = f"{target.project.name}/{target.environment}"
+    reasons = [
+        f"{where} is frozen until {f.until.isoformat(timespec='minutes')} by {f.created_by}: "
+        f"{first_line(f.reason)}"
+        for f in _active(session, target.project_id, target.environment, now)
+    ]
+    windows = list(target.windows or [])
+    opened = [(w, open_window(w, now)) for w in windows]
+    for _, window in opened:
+        if window is not None and window.kind == "deny":
+            reasons.append(
+                f"{where} is in a deny window ({window.cron} {window.timezone}) until "
+                f"{window.closes_at.isoformat(timespec='minutes')}"
+                + (f": {window.reason}" if window.reason else "")
+            )
+    allows = [(w, o) for w, o in opened if w["kind"] == "allow"]
+    if allows and not any(o is not None for _, o in allows):
+        crons = ", ".join(f"{w['cron']} {w.get('timezone', 'UTC')}" for w, _ in allows)
+        reasons.append(f"{where} is outside its change windows ({crons})")
+    return reasons
+
+
+def _active(
+    session: Session, project_id: int, environment: str | None, now: datetime
+) -> list[Freeze]:
+    query = select(Freeze).where(
+        Freeze.project_id == project_id, Freeze.lifted_at.is_(None), Freeze.until > now
+    )
+    if environment is not None:
+        query = query.where(or_(Freeze.environment.is_(None), Freeze.environment == environment))
+    return list(session.scalars(query.order_by(Freeze.id)))
+
+
 def target_ref(target: Target) -> TargetRef:
     """What the runtime adapter needs to reach a target."""
     return TargetRef(
@@ -98,8 +139,8 @@ def call_runtime(what: str, fn: Callable[[], T]) -> T:
         raise InvalidInput(f"could not {what}: {exc}") from exc
 
 
-def target_read(target: Target) -> TargetRead:
-    """The public view of a target."""
+def target_read(target: Target, session: Session | None = None) -> TargetRead:
+    """The public view of a target (with why it is frozen now, given a session)."""
     return TargetRead(
         project=target.project.name,
         environment=target.environment,
@@ -108,8 +149,11 @@ def target_read(target: Target) -> TargetRead:
         simulated=is_simulated(target.runtime),
         services=[s.name for s in target.project.services],
         preview_ttl_seconds=ttl_seconds(target),
+        approval_timeout_seconds=approval_timeout_seconds(target),
         apply_on_approval=target.apply_on_approval,
         connection=dict(target.connection),
+        windows=list(target.windows or []),
+        frozen=freeze_reasons(session, target) if session is not None else [],
     )
 
 
@@ -118,7 +162,8 @@ def list_targets(session: Session, *, actor: Actor, project: str | None = None) 
     query = select(Target).join(Project).order_by(Project.name, Target.id)
     if project is not None:
         query = query.where(Project.id == get_project(session, project).id)
-    return [target_read(t) for t in session.scalars(query) if actor.can(Action.view, t.project_id)]
+    targets = [t for t in session.scalars(query) if actor.can(Action.view, t.project_id)]
+    return [target_read(t, session) for t in targets]
 
 
 def target_status(
@@ -210,6 +255,9 @@ def load_declaration(
             session.add(project)
             session.flush()
             changed.append(f"project {decl.name}")
+        if "promotion" in decl.model_fields_set and project.promotion != decl.promotion:
+            project.promotion = decl.promotion
+            changed.append(f"promotion {decl.name}")
         have = {s.name for s in project.services}
         for service in decl.services:
             if service not in have:
@@ -225,6 +273,16 @@ def load_declaration(
                     int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
                 ),
                 "apply_on_approval": tdecl.apply_on_approval,
+                "windows": [
+                    w.model_dump(exclude={"environments"})
+                    for w in [*tdecl.windows, *decl.windows]
+                    if w.environments is None or tdecl.environment in w.environments
+                ],
+                "approval_timeout_seconds": (
+                    int(tdecl.approval_timeout_hours * 3600)
+                    if tdecl.approval_timeout_hours
+                    else None
+                ),
             }
             if target is None:
                 session.add(Target(project_id=project.id, environment=tdecl.environment, **values))

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.audit.models import AuditEvent
-from core.errors import Conflict, ShipdeckError
+from core.errors import ShipdeckError
 from core.releases.models import ProgressEvent
 from tests.conftest import World, build_world
 from tests.support.calls import call, deploy
@@ -77,9 +77,10 @@ def test_one_release_applies_per_target(pg_world: World) -> None:
         "UPDATE releases SET lifecycle_state='applying' WHERE number=:n",
         n=int(first.removeprefix("R-")),
     )
-    with pytest.raises(Conflict, match=f"{first} is applying"):
-        call(pg_world, "alice", "apply_release", release_id=second)
-    assert call(pg_world, "alice", "get_release", release_id=second).lifecycle_state == "approved"
+    # The busy target queues the second release instead of refusing it.
+    queued = call(pg_world, "alice", "apply_release", release_id=second)
+    assert (queued.lifecycle_state, queued.queue_position) == ("approved", 1)
+    assert call(pg_world, "alice", "get_release", release_id=first).lifecycle_state == "applying"
 
 
 @pytest.mark.postgres

@@ -10,7 +10,6 @@ from core.errors import (
     InvalidInput,
     NotFound,
     PermissionDenied,
-    PreviewExpired,
 )
 from runtimes.base import ServiceSpec
 from runtimes.sandbox import SandboxAdapter
@@ -109,11 +108,12 @@ def test_prod_needs_approval_before_apply(world: World) -> None:
     assert final.applied_spec["web"]["image"] == "shop/web:1.5.0"
 
 
-def test_expired_preview_refuses_apply_and_repreview_restores_approvals(world: World) -> None:
+def test_stale_preview_is_repreviewed_by_apply_and_repreview_restores_approvals(
+    world: World,
+) -> None:
     release_id = _approved_prod(world)
     _expire_preview(world, release_id)
-    with pytest.raises(PreviewExpired, match="re-preview"):
-        call(world, "alice", "apply_release", release_id=release_id)
+    world.services.runner.sweep()  # an approved release expires by the TTL
     expired = call(world, "alice", "get_release", release_id=release_id)
     assert expired.lifecycle_state == "expired"
     assert expired.approval.state == "expired"

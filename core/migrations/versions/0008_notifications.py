@@ -12,7 +12,7 @@ from alembic import op
 import core.db
 
 revision: str = "0008_notifications"
-down_revision: str | None = "0006"
+down_revision: str | None = "0007_release_desk"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -1,0 +1,19 @@
+"""Approval cards wait as long as their ticket, not as long as the preview."""
+
+from __future__ import annotations
+
+from agent.cards import approval_cards
+from tests.conftest import World
+from tests.support.calls import call, deploy
+
+
+def test_an_approval_card_expires_when_its_ticket_times_out(world: World) -> None:
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+    submitted = call(world, "alice", "submit_release", release_id=release.id)
+    with world.services.sessions() as session:
+        cards = approval_cards(session, int(release.id.removeprefix("R-")))
+        session.commit()
+        assert cards
+        deadlines = {card.expires_at for card in cards}
+    assert deadlines == {submitted.approval.times_out_at}
+    assert submitted.approval.times_out_at > submitted.preview.expires_at
