@@ -38,7 +38,7 @@ def verify_audit(request: Request, services: ServicesDep, actor: ActorDep) -> JS
 @router.get(
     "/checkpoint",
     response_model=Checkpoint,
-    responses={403: {"description": "Only admins cut checkpoints."}},
+    responses=responses(401, 403),
 )
 def audit_checkpoint(services: ServicesDep, actor: ActorDep) -> Checkpoint:
     """A signed {seq, head_hash, at} of the chain's head (admins), to keep outside shipdeck."""

@@ -16,6 +16,7 @@ from fastapi.responses import RedirectResponse
 from pydantic import BaseModel, Field
 
 from api.deps import ServicesDep
+from api.errors import WRITE, ErrorBody, responses
 from api.oidc import OidcProvider
 from api.wiring import Services
 from core.db import utcnow
@@ -31,11 +32,10 @@ HANDOFF_COOKIE = "shipdeck_signin"
 COOKIE_PATH = "/api/v1/auth/oidc"
 LOGIN_TTL = 600  # seconds a person may spend at the provider
 HANDOFF_TTL = 60
-ERRORS: dict[int | str, dict[str, str]] = {
-    401: {"description": "The sign-in failed or expired."},
-    403: {"description": "The account may not sign in here."},
-    404: {"description": "OpenID Connect is not configured."},
-    502: {"description": "The provider did not answer."},
+# Every answer in the one error shape; 502 when the provider did not answer.
+ERRORS = {
+    **responses(*WRITE),
+    502: {"model": ErrorBody, "description": "The provider did not answer."},
 }
 
 
@@ -66,7 +66,7 @@ def _secure(request: Request) -> bool:
     return request.url.scheme == "https"
 
 
-@router.get("/config")
+@router.get("/config", responses=responses(401))
 def auth_config(services: ServicesDep) -> AuthConfig:
     """Sign-in methods, for the console's sign-in page (no token needed)."""
     settings = services.settings
@@ -74,7 +74,10 @@ def auth_config(services: ServicesDep) -> AuthConfig:
     return AuthConfig(oidc=enabled, issuer=settings.oidc_issuer if enabled else None)
 
 
-@router.get("/oidc/login", status_code=302, response_class=RedirectResponse, responses=ERRORS)
+# Browser redirects, not API calls: kept out of the OpenAPI document.
+@router.get(
+    "/oidc/login", status_code=302, response_class=RedirectResponse, include_in_schema=False
+)
 def oidc_login(request: Request, services: ServicesDep) -> RedirectResponse:
     """Start signing in: redirect to the provider (PKCE S256, nonce, state bound to a cookie)."""
     provider = _provider(services)
@@ -97,7 +100,9 @@ def oidc_login(request: Request, services: ServicesDep) -> RedirectResponse:
     return response
 
 
-@router.get("/oidc/callback", status_code=302, response_class=RedirectResponse, responses=ERRORS)
+@router.get(
+    "/oidc/callback", status_code=302, response_class=RedirectResponse, include_in_schema=False
+)
 def oidc_callback(
     request: Request,
     services: ServicesDep,

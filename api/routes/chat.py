@@ -21,6 +21,7 @@ from starlette.concurrency import run_in_threadpool
 from agent.hub import Outbox as HubOutbox
 from agent.session import ChatSession, error_frame
 from api.deps import CredentialDep, ServicesDep, resolve_token
+from api.errors import responses
 from api.sockets import POLICY_VIOLATION, TRY_AGAIN_LATER, Outbox, origin_allowed
 from api.wiring import Services
 from core.errors import NotAuthenticated
@@ -37,7 +38,7 @@ REVOKED = "your token was revoked or expired; sign in again"
 @router.post(
     "/api/v1/chat/tickets",
     status_code=201,
-    responses={401: {"description": "No valid token."}},
+    responses=responses(401),
 )
 def create_ticket(services: ServicesDep, credential: CredentialDep) -> TicketIssued:
     """A single-use ticket to open the chat socket (`?ticket=`), valid for a few seconds."""

@@ -12,6 +12,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ActorDep, ServicesDep
+from api.errors import READ, WRITE, responses
+from api.params import ReleasePath
 from core.flows import freezes, promotion, retry, submit
 from core.releases.schemas import ReleaseRead
 from core.targets.schemas import FreezeRead
@@ -41,7 +43,15 @@ class PromoteBody(BaseModel):
     services: list[str] | None = Field(default=None, max_length=50)
 
 
-@router.post("/promotions", status_code=201, response_model=ReleaseRead)
+class FreezeList(BaseModel):
+    """Freezes, newest first."""
+
+    items: list[FreezeRead]
+
+
+@router.post(
+    "/promotions", status_code=201, response_model=ReleaseRead, responses=responses(*WRITE)
+)
 def promote_release(services: ServicesDep, actor: ActorDep, body: PromoteBody) -> ReleaseRead:
     """Preview a release of the images proven on `from_environment` to `to_environment`."""
     with services.sessions() as session:
@@ -56,8 +66,13 @@ def promote_release(services: ServicesDep, actor: ActorDep, body: PromoteBody) -
         )
 
 
-@router.post("/releases/{release_id}/retry", status_code=201, response_model=ReleaseRead)
-def retry_release(services: ServicesDep, actor: ActorDep, release_id: str) -> ReleaseRead:
+@router.post(
+    "/releases/{release_id}/retry",
+    status_code=201,
+    response_model=ReleaseRead,
+    responses=responses(*WRITE),
+)
+def retry_release(services: ServicesDep, actor: ActorDep, release_id: ReleasePath) -> ReleaseRead:
     """Preview a failed release's change again, as a new release (`retry_of` names it)."""
     with services.sessions() as session:
         return retry.retry_release(
@@ -65,9 +80,13 @@ def retry_release(services: ServicesDep, actor: ActorDep, release_id: str) -> Re
         )
 
 
-@router.post("/releases/{release_id}/submit-override", response_model=ReleaseRead)
+@router.post(
+    "/releases/{release_id}/submit-override",
+    response_model=ReleaseRead,
+    responses=responses(*WRITE),
+)
 def submit_with_promotion_override(
-    services: ServicesDep, actor: ActorDep, release_id: str
+    services: ServicesDep, actor: ActorDep, release_id: ReleasePath
 ) -> ReleaseRead:
     """Submit a release whose images skipped the promotion order (admins; audited)."""
     with services.sessions() as session:
@@ -80,16 +99,18 @@ def submit_with_promotion_override(
         )
 
 
-@router.get("/freezes", response_model=list[FreezeRead])
+@router.get("/freezes", response_model=FreezeList, responses=responses(*READ))
 def list_freezes(
     services: ServicesDep, actor: ActorDep, project: str | None = None, active: bool = True
-) -> list[FreezeRead]:
+) -> FreezeList:
     """Freezes the caller can see, newest first (only those in force unless `active=false`)."""
     with services.sessions() as session:
-        return freezes.list_freezes(session, actor=actor, project=project, active=active)
+        return FreezeList(
+            items=freezes.list_freezes(session, actor=actor, project=project, active=active)
+        )
 
 
-@router.post("/freezes", status_code=201, response_model=FreezeRead)
+@router.post("/freezes", status_code=201, response_model=FreezeRead, responses=responses(*WRITE))
 def freeze_changes(services: ServicesDep, actor: ActorDep, body: FreezeBody) -> FreezeRead:
     """Freeze a project's environment (admins and SRE): submit and apply refuse until then."""
     with services.sessions() as session:
@@ -103,7 +124,7 @@ def freeze_changes(services: ServicesDep, actor: ActorDep, body: FreezeBody) -> 
         )
 
 
-@router.post("/freezes/{freeze_id}/lift", response_model=FreezeRead)
+@router.post("/freezes/{freeze_id}/lift", response_model=FreezeRead, responses=responses(*WRITE))
 def lift_freeze(services: ServicesDep, actor: ActorDep, freeze_id: int) -> FreezeRead:
     """End a freeze before its time (admins and SRE)."""
     with services.sessions() as session:

@@ -20,7 +20,7 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from api.deps import ActorDep, ServicesDep
-from api.errors import error_body
+from api.errors import READ, error_body, responses
 from api.wiring import Services
 from core.errors import NotAuthenticated, ShipdeckError
 from core.notify.inbound import (
@@ -105,7 +105,7 @@ def _decide(services: Services, press: ButtonPress) -> tuple[bool, str]:
     return True, f"{actor.name} {verb} {press.release}: now {state}"
 
 
-@router.post("/slack/actions", response_model=SlackReply, responses={401: {}})
+@router.post("/slack/actions", response_model=SlackReply, responses=responses(401, 413))
 async def slack_actions(request: Request) -> JSONResponse:
     """A Slack `block_actions` callback (Approve / Reject buttons)."""
     settings = _settings(request)
@@ -135,7 +135,7 @@ async def slack_actions(request: Request) -> JSONResponse:
     return JSONResponse(reply.model_dump())
 
 
-@router.post("/feishu/actions", response_model=FeishuReply, responses={401: {}})
+@router.post("/feishu/actions", response_model=FeishuReply, responses=responses(401, 413))
 async def feishu_actions(request: Request) -> JSONResponse:
     """A Feishu/Lark card callback (Approve / Reject buttons), or its URL verification."""
     settings = _settings(request)
@@ -172,7 +172,7 @@ async def feishu_actions(request: Request) -> JSONResponse:
     return JSONResponse(FeishuReply(toast=toast).model_dump(exclude_none=True))
 
 
-@router.get("/deliveries", response_model=DeliveryPage)
+@router.get("/deliveries", response_model=DeliveryPage, responses=responses(*READ))
 def deliveries(
     services: ServicesDep,
     actor: ActorDep,

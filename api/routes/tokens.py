@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query
 
 from api.deps import ActorDep, ServicesDep
+from api.errors import READ, WRITE, responses
 from core.db import utcnow
 from core.identity.schemas import TokenCreate, TokenIssued, TokenPage, TokenRead
 from core.identity.tokens import create_token, list_tokens, revoke_token
@@ -21,7 +22,7 @@ ERRORS: dict[int | str, dict[str, str]] = {
 }
 
 
-@router.get("/tokens", responses=ERRORS)
+@router.get("/tokens", responses=responses(*READ))
 def get_tokens(
     services: ServicesDep,
     actor: ActorDep,
@@ -36,7 +37,7 @@ def get_tokens(
     return TokenPage(items=items)
 
 
-@router.post("/tokens", status_code=201, responses=ERRORS)
+@router.post("/tokens", status_code=201, responses=responses(*WRITE))
 def post_token(services: ServicesDep, actor: ActorDep, body: TokenCreate) -> TokenIssued:
     """Admins: issue a token for a user, optionally expiring; the secret is shown once."""
     expires_at = (
@@ -49,7 +50,7 @@ def post_token(services: ServicesDep, actor: ActorDep, body: TokenCreate) -> Tok
     return TokenIssued(token=token, details=view)
 
 
-@router.post("/tokens/{token_id}/revoke", responses=ERRORS)
+@router.post("/tokens/{token_id}/revoke", responses=responses(*WRITE))
 def post_revoke(
     services: ServicesDep,
     actor: ActorDep,

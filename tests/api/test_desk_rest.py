@@ -38,7 +38,7 @@ def test_freeze_over_rest_refuses_apply_with_409_then_lifts(api: Api) -> None:
     assert refused.json()["error"]["code"] == "frozen"
     assert "by carol: incident 42" in refused.json()["error"]["message"]
     listed = api.get("/api/v1/freezes?project=shop", user="victor").json()
-    assert [f["id"] for f in listed] == [freeze["id"]]
+    assert [f["id"] for f in listed["items"]] == [freeze["id"]]
     assert api.post(f"/api/v1/freezes/{freeze['id']}/lift", user="admin").json()["active"] is False
     assert api.post(f"/api/v1/releases/{rid}/apply").status_code == 202
 
