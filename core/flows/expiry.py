@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import OPEN, set_ticket_state, ticket_deadline
+from core.approvals.tickets import OPEN, ticket_deadline
 from core.db import utcnow
 from core.errors import Conflict, PreviewExpired
 from core.ids import release_id
@@ -42,7 +42,6 @@ def check_not_expired(session: Session, release: Release, actor: Actor) -> None:
 
 def _expire(session: Session, release: Release, *, reason: str | None = None, **data: Any) -> None:
     state = normalize_state(release.lifecycle_state)
-    set_ticket_state(session, release.number, "expired", only_from=("pending", "approved"))
     values: dict[str, Any] = {"expired_from": state.value}
     if reason is not None:
         # A timed-out ticket is over: re-preview starts again from `previewed`.

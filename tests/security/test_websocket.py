@@ -25,6 +25,7 @@ from tests.cli.test_cli import SHIPDECK
 from tests.conftest import World
 from tests.support.postgres import free_port
 from tests.support.server import ChatClient, running_server
+from tests.support.threads import in_fresh_thread
 
 MiB = 1024 * 1024
 OVERSIZED_FRAMES = 20
@@ -97,7 +98,8 @@ def test_outgoing_queue_is_bounded() -> None:
             outbox.offer({"type": "assistant_delta", "text": str(n)})
         return outbox.waiting, await outbox.next()
 
-    waiting, first = asyncio.run(scenario())
+    # a thread of its own: no event loop another test left behind can get in the way
+    waiting, first = in_fresh_thread(lambda: asyncio.run(scenario()))
     assert waiting == 1 and first is Outbox.OVERFLOW
 
 
