@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
 from core.approvals.tickets import set_ticket_state
-from core.db import utcnow
+from core.db import read_engine, utcnow
 from core.errors import (
     Conflict,
     PreviewExpired,
@@ -59,21 +60,43 @@ def _expire(session: Session, release: Release, **data: Any) -> None:
     )
 
 
-def expire_due(session: Session) -> int:
-    """Expire every waiting release whose preview TTL passed. Commits; returns the count."""
-    now = utcnow()
-    numbers = session.scalars(
-        select(Release.number)
-        .where(Release.lifecycle_state.in_([s.value for s in WAITING]))
-        .where(
-            ~select(Preview.id)
-            .where(Preview.release_number == Release.number, Preview.expires_at > now)
-            .exists()
+def _due(now: datetime, since: datetime | None) -> Select[int]:
+    """Waiting releases with no live preview; with `since`, only previews that ran out after it."""
+    live = (
+        select(Preview.id)
+        .where(Preview.release_number == Release.number, Preview.expires_at > now)
+        .exists()
+    )
+    query = select(Release.number).where(Release.lifecycle_state.in_([s.value for s in WAITING]))
+    if since is not None:
+        # Driven by ix_previews_expires_at: the previews that ran out in the window, not every
+        # waiting release.
+        ran_out = select(Preview.release_number).where(
+            Preview.expires_at > since, Preview.expires_at <= now
         )
-    ).all()
+        query = query.where(Release.number.in_(ran_out))
+    return query.where(~live).order_by(Release.number)
+
+
+def expire_due(session: Session, since: datetime | None = None) -> int:
+    """Expire waiting releases whose preview TTL passed (all, or those that ran out after
+    `since`). One short write transaction per release; returns the count."""
+    now = utcnow()
+    # The scan only reads: on SQLite it must not hold the write lock while it runs.
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with Session(read_engine(engine)) as reader:
+        numbers = reader.scalars(_due(now, since)).all()
     count = 0
     for number in numbers:
         release = load_release(session, number)
+        preview = current_preview(session, number)
+        # Re-checked in the write transaction: a re-preview may have landed since the scan.
+        if normalize_state(release.lifecycle_state) not in WAITING or (
+            preview is not None and preview.expires_at > now
+        ):
+            session.rollback()
+            continue
         try:
             _expire(session, release, preview_expired=True)
             session.commit()
@@ -81,3 +104,24 @@ def expire_due(session: Session) -> int:
         except Conflict:
             session.rollback()
     return count
+
+
+class ExpirySweep:
+    """The sweeper's expiry passes: only previews that ran out since the last pass, with a full
+    pass first and every `full_every` passes (rows changed by hand, clocks that disagree)."""
+
+    def __init__(self, full_every: int = 60, overlap: timedelta = timedelta(minutes=1)) -> None:
+        self.full_every = full_every
+        self.overlap = overlap  # replicas' clocks stamp expires_at: tolerate some skew
+        self._passes = 0
+        self._last: datetime | None = None
+
+    def run(self, session: Session) -> int:
+        """One pass; returns how many releases it expired."""
+        started = utcnow()
+        full = self._last is None or self._passes % self.full_every == 0
+        since = None if full or self._last is None else self._last - self.overlap
+        count = expire_due(session, since)
+        self._passes += 1
+        self._last = started
+        return count

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import db_now
 from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
-from core.flows.expiry import expire_due
+from core.flows.expiry import ExpirySweep
 from core.flows.rollback import end_rollback_original
 from core.ids import release_id
 from core.live import prune_outbox
@@ -66,6 +66,7 @@ class ApplyRunner:
         # Jobs this process runs now -> set when their claim was lost.
         self._jobs: dict[int, threading.Event] = {}
         self._stop = threading.Event()
+        self._expiry = ExpirySweep()
         self._closing = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._heart: threading.Thread | None = None
@@ -305,7 +306,7 @@ class ApplyRunner:
     def sweep(self) -> None:
         """One maintenance pass: expire stale previews, recover orphaned applies."""
         with self.sessions() as session:
-            expire_due(session)
+            self._expiry.run(session)
             if session.get_bind().dialect.name == "postgresql":
                 prune_outbox(session)
                 session.commit()
