@@ -20,6 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cards import PREVIEW_TOOLS, card_view, confirmation_card
+from agent.catalog import catalog_for
 from agent.language import language_of, say
 from agent.models import ChatCard, ChatMessage
 from agent.models import ChatSession as ChatSessionRow
@@ -29,7 +30,6 @@ from core.db import utcnow
 from core.errors import ShipdeckError
 from core.ids import parse_release_id
 from core.permissions import Actor, Channel
-from core.targets.service import list_targets
 from tools.base import Tool, ToolContext
 from tools.registry import REGISTRY
 from tools.visibility import can_see_release, conceal, hidden_releases, missing_release
@@ -201,13 +201,7 @@ class ChatSession:
 
     def _catalog(self) -> Catalog:
         with self.deps.sessions() as session:
-            targets = list_targets(session, actor=self.actor)
-        services: dict[str, list[str]] = {}
-        environments: dict[str, list[str]] = {}
-        for target in targets:
-            services[target.project] = target.services
-            environments.setdefault(target.project, []).append(target.environment)
-        return Catalog(services=services, environments=environments)
+            return catalog_for(session, self.actor)
 
     def _say(self, text: str, streamed: str = "") -> None:
         if text and streamed.strip():

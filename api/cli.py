@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -72,6 +73,10 @@ def serve(
         typer.echo(f"terminal: export SHIPDECK_URL={url} SHIPDECK_TOKEN=<a token above>")
     typer.echo(f"serving on {url}  (API docs: {url}/docs)")
     app_ = create_app(settings, services)
+    # Everything loaded so far (modules, mappers, the app) lives as long as the process: out of
+    # the collector's sight, full collections stop walking it (~100 ms pauses on inbox calls).
+    gc.collect()
+    gc.freeze()
     uvicorn.Server(server_config(app_, settings, host=host, port=port, log_level="info")).run()
 
 

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
 from core.approvals.models import ApprovalTicket
 from core.approvals.tickets import OPEN, ticket_deadline
-from core.db import utcnow
+from core.db import read_engine, utcnow
 from core.errors import Conflict, PreviewExpired
 from core.ids import release_id
 from core.permissions import SYSTEM, Actor
@@ -52,40 +53,6 @@ def _expire(session: Session, release: Release, *, reason: str | None = None, **
     )
 
 
-def expire_due(session: Session) -> int:
-    """Expire stale previewed/approved releases and timed-out tickets. Commits; returns count.
-
-    A release waiting in its target's apply queue is not expired: the runner re-previews it
-    when its turn comes.
-    """
-    now = utcnow()
-    stale = session.scalars(
-        select(Release.number)
-        .where(Release.lifecycle_state.in_([s.value for s in TTL_BOUND]))
-        .where(Release.queued_at.is_(None))
-        .where(
-            ~select(Preview.id)
-            .where(Preview.release_number == Release.number, Preview.expires_at > now)
-            .exists()
-        )
-    ).all()
-    waiting = session.execute(
-        select(Release.number, ApprovalTicket, Target)
-        .join(ApprovalTicket, ApprovalTicket.release_number == Release.number)
-        .join(Target, Target.id == Release.target_id)
-        .where(
-            Release.lifecycle_state == State.pending_approval.value, ApprovalTicket.state == OPEN
-        )
-    ).all()
-    timed_out = [n for n, ticket, target in waiting if ticket_deadline(ticket, target) <= now]
-    count = 0
-    for number in stale:
-        count += _try_expire(session, number, preview_expired=True)
-    for number in timed_out:
-        count += _try_expire(session, number, reason=APPROVAL_TIMED_OUT)
-    return count
-
-
 def _try_expire(session: Session, number: int, **how: Any) -> int:
     release = load_release(session, number)
     try:
@@ -95,3 +62,83 @@ def _try_expire(session: Session, number: int, **how: Any) -> int:
     except Conflict:
         session.rollback()
         return 0
+
+
+def _due(now: datetime, since: datetime | None) -> Select[int]:
+    """Previewed/approved releases with no live preview, not queued; with `since`, only those
+    whose preview ran out after it (driven by ix_previews_expires_at, not every waiting row)."""
+    live = (
+        select(Preview.id)
+        .where(Preview.release_number == Release.number, Preview.expires_at > now)
+        .exists()
+    )
+    query = (
+        select(Release.number)
+        .where(Release.lifecycle_state.in_([s.value for s in TTL_BOUND]))
+        .where(Release.queued_at.is_(None))
+    )
+    if since is not None:
+        ran_out = select(Preview.release_number).where(
+            Preview.expires_at > since, Preview.expires_at <= now
+        )
+        query = query.where(Release.number.in_(ran_out))
+    return query.where(~live).order_by(Release.number)
+
+
+def expire_due(session: Session, since: datetime | None = None) -> int:
+    """Expire stale previewed/approved releases and timed-out tickets; returns the count.
+
+    The scans only read (on SQLite they never hold the write lock); each expiry is its own
+    short write transaction, re-checked inside it. A release waiting in its target's apply
+    queue is not expired: the runner re-previews it when its turn comes.
+    """
+    now = utcnow()
+    bind = session.get_bind()
+    engine = bind if isinstance(bind, Engine) else bind.engine
+    with Session(read_engine(engine)) as reader:
+        stale = reader.scalars(_due(now, since)).all()
+        waiting = reader.execute(
+            select(Release.number, ApprovalTicket, Target)
+            .join(ApprovalTicket, ApprovalTicket.release_number == Release.number)
+            .join(Target, Target.id == Release.target_id)
+            .where(
+                Release.lifecycle_state == State.pending_approval.value,
+                ApprovalTicket.state == OPEN,
+            )
+        ).all()
+        timed_out = [n for n, ticket, target in waiting if ticket_deadline(ticket, target) <= now]
+    count = 0
+    for number in stale:
+        release = load_release(session, number)
+        preview = current_preview(session, number)
+        # Re-checked in the write transaction: a re-preview may have landed since the scan.
+        if normalize_state(release.lifecycle_state) not in TTL_BOUND or (
+            preview is not None and preview.expires_at > now
+        ):
+            session.rollback()
+            continue
+        count += _try_expire(session, number, preview_expired=True)
+    for number in timed_out:
+        count += _try_expire(session, number, reason=APPROVAL_TIMED_OUT)
+    return count
+
+
+class ExpirySweep:
+    """The sweeper's expiry passes: only previews that ran out since the last pass, with a full
+    pass first and every `full_every` passes (rows changed by hand, clocks that disagree)."""
+
+    def __init__(self, full_every: int = 60, overlap: timedelta = timedelta(minutes=1)) -> None:
+        self.full_every = full_every
+        self.overlap = overlap  # replicas' clocks stamp expires_at: tolerate some skew
+        self._passes = 0
+        self._last: datetime | None = None
+
+    def run(self, session: Session) -> int:
+        """One pass; returns how many releases it expired."""
+        started = utcnow()
+        full = self._last is None or self._passes % self.full_every == 0
+        since = None if full or self._last is None else self._last - self.overlap
+        count = expire_due(session, since)
+        self._passes += 1
+        self._last = started
+        return count

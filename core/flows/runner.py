@@ -23,7 +23,7 @@ from core.db import db_now
 from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
 from core.flows.apply import apply_next
-from core.flows.expiry import expire_due
+from core.flows.expiry import ExpirySweep
 from core.flows.rollback import end_rollback_original
 from core.ids import release_id
 from core.live import prune_outbox
@@ -67,6 +67,7 @@ class ApplyRunner:
         # Jobs this process runs now -> set when their claim was lost.
         self._jobs: dict[int, threading.Event] = {}
         self._stop = threading.Event()
+        self._expiry = ExpirySweep()
         self._closing = threading.Event()
         self._sweeper: threading.Thread | None = None
         self._heart: threading.Thread | None = None
@@ -332,7 +333,7 @@ class ApplyRunner:
     def sweep(self) -> None:
         """One maintenance pass: expire stale previews, recover orphaned applies."""
         with self.sessions() as session:
-            expire_due(session)
+            self._expiry.run(session)
             if session.get_bind().dialect.name == "postgresql":
                 prune_outbox(session)
                 session.commit()

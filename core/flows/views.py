@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from core.approvals.tickets import current_ticket, ticket_read
+from core.approvals.models import ApprovalTicket
+from core.approvals.tickets import OPEN, eligible_tickets, ticket_read
 from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput
@@ -19,7 +21,7 @@ from core.releases.lifecycle import (
     normalize_state,
 )
 from core.releases.models import Preview, ProgressEvent, Release
-from core.releases.queries import current_preview, load_release, project_id_named, queued_ahead
+from core.releases.queries import latest_previews, load_release, project_id_named, queued_ahead
 from core.releases.schemas import (
     PreviewRead,
     ReleasePage,
@@ -39,11 +41,50 @@ if TYPE_CHECKING:
     pass
 
 
-def view(session: Session, release: Release, actor: Actor) -> ReleaseRead:
-    """The public view of a release, with preview and approval."""
-    preview = current_preview(session, release.number)
-    ticket = current_ticket(session, release.number)
-    approval = ticket_read(session, ticket, release, actor, preview) if ticket else None
+@dataclass(frozen=True)
+class Loaded:
+    """The newest preview and ticket of each release of a page; tickets the actor may decide."""
+
+    previews: dict[int, Preview] = field(default_factory=dict)
+    tickets: dict[int, ApprovalTicket] = field(default_factory=dict)
+    eligible: set[int] = field(default_factory=set)
+
+
+def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
+    """Previews, tickets (with decisions) and eligibility of these releases in a fixed number of
+    queries, whatever their count: a page must not cost a query per row."""
+    numbers = [r.number for r in releases]
+    if not numbers:
+        return Loaded()
+    newest = (
+        select(func.max(ApprovalTicket.id))
+        .where(ApprovalTicket.release_number.in_(numbers))
+        .group_by(ApprovalTicket.release_number)
+    )
+    tickets = {
+        t.release_number: t
+        for t in session.scalars(select(ApprovalTicket).where(ApprovalTicket.id.in_(newest)))
+    }
+    open_ids = [t.id for t in tickets.values() if t.state == OPEN]
+    eligible = (
+        eligible_tickets(session, actor.user_id, open_ids) if actor.user_id is not None else set()
+    )
+    return Loaded(latest_previews(session, numbers), tickets, eligible)
+
+
+def view(
+    session: Session, release: Release, actor: Actor, loaded: Loaded | None = None
+) -> ReleaseRead:
+    """The public view of a release, with preview and approval (`loaded`: batch-loaded rows)."""
+    if loaded is None:
+        loaded = load_for(session, [release], actor)
+    preview = loaded.previews.get(release.number)
+    ticket = loaded.tickets.get(release.number)
+    approval = (
+        ticket_read(session, ticket, release, actor, preview, ticket.id in loaded.eligible)
+        if ticket
+        else None
+    )
     state = normalize_state(release.lifecycle_state)
     queued = release.queued_at is not None and state == State.approved
     return ReleaseRead(
@@ -136,8 +177,9 @@ def list_releases(
     rows = list(session.scalars(query.order_by(Release.number.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
+    loaded = load_for(session, rows, actor)
     return ReleasePage(
-        items=[view(session, r, actor) for r in rows],
+        items=[view(session, r, actor, loaded) for r in rows],
         next_before=release_id(rows[-1].number) if more and rows else None,
     )
 

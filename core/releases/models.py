@@ -65,7 +65,10 @@ class Preview(Base):
     """A computed diff between live and desired state, valid until `expires_at`."""
 
     __tablename__ = "previews"
-    __table_args__ = (Index("ix_previews_release", "release_number", "id"),)
+    __table_args__ = (
+        Index("ix_previews_release", "release_number", "id"),
+        Index("ix_previews_expires_at", "expires_at"),  # the sweeper reads by expiry time
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     release_number: Mapped[int] = mapped_column(ForeignKey("releases.number", ondelete="CASCADE"))

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 import pytest
 
+from core.db import utcnow
 from core.errors import (
     DriftDetected,
     IllegalTransition,
@@ -14,6 +17,7 @@ from core.errors import (
 from runtimes.base import ServiceSpec
 from runtimes.sandbox import SandboxAdapter
 from tests.conftest import World
+from tests.perf.test_expiry_sweep import run_out
 from tests.support.calls import call, deploy, sql
 
 
@@ -135,7 +139,8 @@ def test_per_environment_ttl(world: World) -> None:
 
 def test_sweeper_expires_stale_waiting_releases(world: World) -> None:
     release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
-    _expire_preview(world, release.id)
+    # The TTL runs out now (the sweeper reads previews that ran out since its last pass).
+    run_out(world, release.id, utcnow() - timedelta(seconds=1))
     world.services.runner.sweep()
     assert call(world, "alice", "get_release", release_id=release.id).lifecycle_state == "expired"
 

@@ -1,0 +1,394 @@
+"""Throughput under concurrent load: `shipdeck serve` and a bare endpoint, each in its own process.
+
+Starts a throwaway PostgreSQL cluster, seeds a world the product could produce (projects with
+dev/staging/prod targets, applied history bulk-loaded, one pending release per prod target
+created through the product), then runs `shipdeck serve` in its own process and a bounded
+asyncio client in another. Each cell (clients x mix) runs for `--seconds`:
+
+- read mix: GET /releases (page of 50), GET /approvals (inbox), GET /releases/{id};
+- write mix: 30% of requests are writes, each write operation a preview + submit (requester)
+  + approve (owner) through REST on a staging target.
+
+The baseline is a tiny FastAPI app, also in its own process, doing one indexed SELECT on the
+same database with the same engine (pool) settings.
+
+    python -m benchmarks.load [--clients 10 50] [--seconds 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import random
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import TypedDict
+
+import httpx2 as httpx
+from sqlalchemy import insert, text
+
+from api.wiring import Services
+from core.config import Settings
+from core.db import utcnow
+from core.identity.service import ensure_user, issue_token
+from core.permissions import SYSTEM
+from core.releases.models import Preview, Release
+from core.targets.service import load_declaration, parse_declaration
+from tests.support.postgres import free_port, throwaway_cluster
+
+ROOT = Path(__file__).resolve().parent.parent
+PROJECTS = 20
+HISTORY = 20_000
+# A write operation is 3 requests and a read 1: p writes per operation give 3p / (1 + 2p) of
+# the requests; 0.3 of the requests are writes at p = 0.3 / 2.4.
+WRITE_OPS = 0.3 / 2.4
+
+
+def declaration() -> str:
+    """20 projects on the simulated runtime; staging and prod need one owner's approval."""
+    images = "images: {web: p/web:1.0.0, api: p/api:1.0.0, worker: p/worker:1.0.0}"
+    return "projects:\n" + "".join(
+        f"  - name: p{i}\n    services: [web, api, worker]\n"
+        f"    owners: [bob]\n    requesters: [alice]\n    targets:\n"
+        f"      - {{environment: dev, runtime: sandbox, {images}}}\n"
+        f"      - {{environment: staging, runtime: sandbox, {images}}}\n"
+        f"      - {{environment: prod, runtime: sandbox, {images}}}\n"
+        f"    policies:\n"
+        f"      - {{environment: staging, steps: [{{group: owners, count: 1}}]}}\n"
+        f"      - {{environment: prod, steps: [{{group: owners, count: 1}}]}}\n"
+        for i in range(PROJECTS)
+    )
+
+
+def seed(url: str) -> dict[str, str]:
+    """Load the world; returns tokens for alice (requester) and bob (owner)."""
+    services = Services.build(Settings(database_url=url), inline_apply=True)
+    services.migrate()
+    with services.sessions() as session:
+        load_declaration(session, actor=SYSTEM, declaration=parse_declaration(declaration()))
+        alice, bob = ensure_user(session, "alice"), ensure_user(session, "bob")
+        tokens = {"alice": issue_token(session, alice), "bob": issue_token(session, bob)}
+        alice_id = alice.id
+        session.commit()
+        targets = session.execute(text("SELECT id, project_id FROM targets ORDER BY id")).all()
+    # Finished history is what any number of past applies leaves behind: bulk-load it.
+    now = utcnow()
+    rng = random.Random(7)
+    releases, previews = [], []
+    for number in range(1, HISTORY + 1):
+        target = targets[number % len(targets)]
+        created = now - timedelta(seconds=10 * (HISTORY - number) + 3600)
+        releases.append(
+            {
+                "number": number,
+                "project_id": target.project_id,
+                "target_id": target.id,
+                "kind": "deploy",
+                "changes": {"web": {"image_tag": f"0.{number}.0"}},
+                "services_key": "web",
+                "lifecycle_state": rng.choice(["applied", "applied", "applied", "cancelled"]),
+                "version": 3,
+                "requested_by_id": alice_id,
+                "channel": "rest",
+                "emergency": False,
+                "created_at": created,
+                "updated_at": created,
+            }
+        )
+        previews.append(
+            {
+                "release_number": number,
+                "desired": {"web": {"image": f"p/web:0.{number}.0", "replicas": 1, "env": {}}},
+                "diff": {"web": {"image": {"before": "p/web:1.0.0", "after": f"p/web:0.{number}"}}},
+                "diff_hash": "0" * 64,
+                "base_fingerprint": "0" * 64,
+                "risk_level": "low",
+                "risk_reasons": [],
+                "created_at": created,
+                "expires_at": created + timedelta(minutes=15),
+            }
+        )
+    with services.engine.begin() as connection:
+        for table, rows in ((Release, releases), (Preview, previews)):
+            for start in range(0, len(rows), 5000):
+                connection.execute(insert(table), rows[start : start + 5000])
+        connection.execute(text("SELECT setval('releases_number_seq', :n)"), {"n": HISTORY})
+        connection.execute(text("ANALYZE"))
+    services.close()
+    # Open approvals come from the product itself: one pending release per prod target.
+    with served(url) as base, httpx.Client(base_url=base, timeout=60) as client:
+        for i in range(PROJECTS):
+            body = {
+                "project": f"p{i}",
+                "environment": "prod",
+                "changes": {"web": {"image_tag": "2"}},
+            }
+            made = client.post("/api/v1/releases", json=body, headers=auth(tokens["alice"]))
+            made.raise_for_status()
+            submit = f"/api/v1/releases/{made.json()['id']}/submit"
+            client.post(submit, headers=auth(tokens["alice"])).raise_for_status()
+    return tokens
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise RuntimeError(f"{url} did not answer")
+
+
+@contextmanager
+def process(args: list[str], url: str, ready: str) -> Iterator[str]:
+    """Run `python args` with the worktree first on the path; yield its base URL when ready."""
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SHIPDECK_DATABASE_URL=url)
+    env.update(SHIPDECK_HOST="127.0.0.1", SHIPDECK_PORT=str(port), SHIPDECK_PLANNER="rules")
+    child = subprocess.Popen(
+        [sys.executable, *args, str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    base = f"http://127.0.0.1:{port}"
+    try:
+        _wait_ready(child, base + ready)
+        yield base
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+def served(url: str) -> AbstractContextManager[str]:
+    """`shipdeck serve` in its own process."""
+    return process(["-c", "from api.cli import app; app()", "serve", "--port"], url, "/healthz")
+
+
+def bare(url: str) -> AbstractContextManager[str]:
+    """The bare baseline app in its own process."""
+    return process(["-m", "benchmarks.load", "--bare"], url, "/bare/1")
+
+
+def bare_app_main(port: int) -> None:
+    """One indexed SELECT by primary key, same engine settings as shipdeck (sync, thread pool)."""
+    import uvicorn
+    from fastapi import FastAPI
+
+    from core.db import make_engine
+
+    engine = make_engine(os.environ["SHIPDECK_DATABASE_URL"])
+    app = FastAPI()
+
+    @app.get("/bare/{number}")
+    def read(number: int) -> dict[str, object]:
+        with engine.connect() as connection:
+            row = connection.execute(
+                text("SELECT number, lifecycle_state FROM releases WHERE number = :n"),
+                {"n": number},
+            ).one()
+        return {"number": row.number, "lifecycle_state": row.lifecycle_state}
+
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+
+
+class Result(TypedDict):
+    """What one cell's client process reports."""
+
+    latencies: list[float]
+    statuses: dict[str, int]
+    errors: int
+    elapsed: float
+
+
+@dataclass
+class Tally:
+    """Latencies (ms) and status counts of one cell."""
+
+    latencies: list[float] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)
+    errors: int = 0
+
+    def record(self, started: float, status: int) -> None:
+        self.latencies.append((time.perf_counter() - started) * 1000)
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+
+
+async def _call(
+    client: httpx.AsyncClient, tally: Tally, method: str, path: str, **kw: object
+) -> httpx.Response | None:
+    started = time.perf_counter()
+    try:
+        response = await client.request(method, path, **kw)  # type: ignore[arg-type]
+    except httpx.HTTPError:
+        tally.errors += 1
+        return None
+    tally.record(started, response.status_code)
+    return response
+
+
+async def _worker(
+    client: httpx.AsyncClient,
+    tally: Tally,
+    mix: str,
+    tokens: dict[str, str],
+    until: float,
+    seed: int,
+) -> None:
+    rng = random.Random(seed)
+    alice, bob = auth(tokens["alice"]), auth(tokens["bob"])
+    while time.perf_counter() < until:
+        if mix == "bare":
+            await _call(client, tally, "GET", f"/bare/{rng.randint(1, HISTORY)}")
+        elif mix == "write" and rng.random() < WRITE_OPS:
+            body = {
+                "project": f"p{rng.randrange(PROJECTS)}",
+                "environment": "staging",
+                "changes": {"web": {"image_tag": f"3.{rng.randrange(10**9)}"}},
+            }
+            made = await _call(client, tally, "POST", "/api/v1/releases", json=body, headers=alice)
+            if made is None or made.status_code != 201:
+                continue
+            rid = made.json()["id"]
+            sent = await _call(
+                client, tally, "POST", f"/api/v1/releases/{rid}/submit", headers=alice
+            )
+            if sent is None or sent.status_code != 200:
+                continue
+            await _call(client, tally, "POST", f"/api/v1/approvals/{rid}/approve", headers=bob)
+        else:
+            pick = rng.random()
+            if pick < 0.4:
+                await _call(client, tally, "GET", "/api/v1/releases", headers=bob)
+            elif pick < 0.7:
+                await _call(client, tally, "GET", "/api/v1/approvals", headers=bob)
+            else:
+                number = rng.randint(1, HISTORY)
+                await _call(client, tally, "GET", f"/api/v1/releases/R-{number}", headers=bob)
+
+
+async def _drive(
+    base: str, mix: str, clients: int, seconds: float, tokens: dict[str, str]
+) -> Result:
+    tally = Tally()
+    limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
+    async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as client:
+        warm = time.perf_counter() + min(2.0, seconds / 5)
+        await asyncio.gather(
+            *(_worker(client, Tally(), mix, tokens, warm, -i) for i in range(clients))
+        )
+        started = time.perf_counter()
+        until = started + seconds
+        await asyncio.gather(
+            *(_worker(client, tally, mix, tokens, until, i) for i in range(clients))
+        )
+        elapsed = time.perf_counter() - started
+    return {
+        "latencies": tally.latencies,
+        "statuses": {str(k): v for k, v in tally.statuses.items()},
+        "errors": tally.errors,
+        "elapsed": elapsed,
+    }
+
+
+def client_main(spec: str) -> None:
+    """The load client's own process: drive one cell and print its tally as JSON."""
+    args = json.loads(spec)
+    result = asyncio.run(
+        _drive(args["base"], args["mix"], args["clients"], args["seconds"], args["tokens"])
+    )
+    print(json.dumps(result))
+
+
+def cell(base: str, mix: str, clients: int, seconds: float, tokens: dict[str, str]) -> Result:
+    """Run one cell's client in its own process."""
+    spec = json.dumps(
+        {"base": base, "mix": mix, "clients": clients, "seconds": seconds, "tokens": tokens}
+    )
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.load", "--client", spec],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    )
+    result: Result = json.loads(done.stdout)
+    return result
+
+
+def line(name: str, result: Result, bare_rps: float | None) -> str:
+    latencies = sorted(result["latencies"])
+    statuses = result["statuses"]
+    rps = len(latencies) / result["elapsed"]
+    q = (
+        statistics.quantiles(latencies, n=100, method="inclusive")
+        if len(latencies) > 1
+        else [0.0] * 99
+    )
+    five = sum(n for s, n in statuses.items() if int(s) >= 500)
+    four = sum(n for s, n in statuses.items() if 400 <= int(s) < 500)
+    share = f"{rps / bare_rps * 100:>7.0f}%" if bare_rps else f"{'':>8}"
+    return (
+        f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}"
+        f"{five:>6}{four:>6}{result['errors']:>6}"
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
+    parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--client", help=argparse.SUPPRESS)
+    parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.client:
+        client_main(args.client)
+        return
+    if args.bare:
+        bare_app_main(args.bare)
+        return
+    with throwaway_cluster() as url:
+        started = time.perf_counter()
+        tokens = seed(url)
+        print(
+            f"PostgreSQL 15; {PROJECTS * 3} targets, {HISTORY:,} past releases, "
+            f"{PROJECTS} open approvals (seeded in {time.perf_counter() - started:.0f}s); "
+            f"{args.seconds:g} s per cell; server, baseline and client in separate processes"
+        )
+        heads = (
+            f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'5xx':>6}{'4xx':>6}{'err':>6}"
+        )
+        print(f"  {'cell':<24}{heads}")
+        for clients in args.clients:
+            with bare(url) as base:
+                baseline = cell(base, "bare", clients, args.seconds, tokens)
+            bare_rps = len(baseline["latencies"]) / baseline["elapsed"]
+            print(line(f"bare SELECT, {clients} cl", baseline, None))
+            with served(url) as base:
+                for mix in ("read", "write"):
+                    name = f"{mix} mix, {clients} cl"
+                    print(line(name, cell(base, mix, clients, args.seconds, tokens), bare_rps))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""Pages cost a fixed number of SQL statements, not one (or three) per row."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.conftest import World
+from tests.support.calls import call, deploy
+
+
+@contextmanager
+def counted(world: World) -> Iterator[list[str]]:
+    """Every statement the engine sends while the block runs."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        statements.append(statement)
+
+    event.listen(world.services.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(world.services.engine, "before_cursor_execute", record)
+
+
+def _history(world: World, rows: int) -> None:
+    """`rows` releases on shop prod: rejected (ticket + decision), approved, and bare previews."""
+    for i in range(rows):
+        release = deploy(world, "alice", "shop", "prod", web={"image_tag": f"9.{i}"})
+        if i % 3 == 2:
+            continue  # superseded by the next preview: no ticket
+        call(world, "alice", "submit_release", release_id=release.id)
+        if i % 3 == 0:
+            call(world, "bob", "reject_release", release_id=release.id, reason="🚀 no " * 50)
+        else:
+            call(world, "erin", "approve_release", release_id=release.id)
+
+
+def test_release_and_inbox_pages_do_not_grow_with_the_page(world: World) -> None:
+    _history(world, 51)
+    with counted(world) as small:
+        two = call(world, "bob", "list_releases", limit=2)
+    with counted(world) as large:
+        fifty = call(world, "bob", "list_releases", limit=50)
+    assert len(two.items) == 2 and len(fifty.items) == 50
+    assert sum(r.approval is not None for r in fifty.items) >= 30
+    assert any(r.approval and r.approval.decisions for r in fifty.items)
+    assert len(large) == len(small), large
+    # The inbox was already batched; keep it that way.
+    with counted(world) as small:
+        two_tickets = call(world, "bob", "list_approvals", limit=2)
+    with counted(world) as large:
+        tickets = call(world, "bob", "list_approvals", limit=50)
+    assert len(two_tickets.items) == 2 and len(tickets.items) == 34
+    assert len(large) == len(small), large
+
+
+def test_release_page_views_match_one_release_views(world: World) -> None:
+    _history(world, 6)
+    deploy(world, "alice", "shop", "dev", web={"image_tag": "2.0.0"})
+    pending = deploy(world, "alice", "shop", "prod", web={"image_tag": "3.0.0"})
+    call(world, "alice", "submit_release", release_id=pending.id)
+    for user in ("erin", "alice", "victor", "admin"):
+        page = call(world, user, "list_releases", limit=50)
+        for item in page.items:
+            one = call(world, user, "get_release", release_id=item.id)
+            assert item.model_dump(exclude={"preview": {"expired"}}) == one.model_dump(
+                exclude={"preview": {"expired"}}
+            )
+    erin = {r.id: r for r in call(world, "erin", "list_releases").items}
+    assert erin[pending.id].approval is not None and erin[pending.id].approval.can_decide
+    alice = {r.id: r for r in call(world, "alice", "list_releases").items}
+    assert not alice[pending.id].approval.can_decide  # her own
