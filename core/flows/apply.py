@@ -17,7 +17,6 @@ from core.errors import (
     RuntimeFailure,
 )
 from core.flows.expiry import check_not_expired
-from core.flows.rollback import end_rollback_original
 from core.flows.views import view
 from core.ids import release_id
 from core.permissions import SYSTEM, Action, Actor, require
@@ -100,16 +99,6 @@ def apply_release(
                 "lease_expires_at": db_now(session) + runner.lease,
             },
         )
-        if found.rollback_of is not None:
-            original = load_release(session, found.rollback_of)
-            transition(
-                session,
-                original,
-                action="rollback",
-                to=State.rolling_back,
-                actor=actor,
-                data={"rollback_release": release_id(found.number)},
-            )
         session.commit()
     except IntegrityError:
         session.rollback()
@@ -187,7 +176,6 @@ def abandon_release(session: Session, *, actor: Actor, release: str, reason: str
         data={"reason": first_line(text)},
         values={"reason": text, "claimed_by": None, "lease_expires_at": None},
     )
-    end_rollback_original(session, found, ok=False, actor=actor)
     session.commit()
     log.warning("%s abandoned by %s", release_id(found.number), actor.name)
     return view(session, found, actor)

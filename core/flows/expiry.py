@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.approvals.tickets import set_ticket_state
 from core.db import utcnow
 from core.errors import (
     Conflict,
@@ -47,7 +46,6 @@ def check_not_expired(session: Session, release: Release, actor: Actor) -> None:
 
 def _expire(session: Session, release: Release, **data: Any) -> None:
     state = normalize_state(release.lifecycle_state)
-    set_ticket_state(session, release.number, "expired", only_from=("pending", "approved"))
     transition(
         session,
         release,

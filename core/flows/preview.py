@@ -8,7 +8,6 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy.orm import Session
 
-from core.approvals.tickets import set_ticket_state
 from core.audit.service import canonical_json, record
 from core.db import utcnow
 from core.errors import InvalidInput
@@ -193,17 +192,6 @@ def repreview_release(
         to = state
     else:
         to = State.previewed
-    if to == State.previewed and state != State.previewed:
-        set_ticket_state(
-            session, found.number, "void", only_from=("pending", "approved", "expired")
-        )
-    elif unchanged:
-        set_ticket_state(
-            session,
-            found.number,
-            "approved" if to == State.approved else "pending",
-            only_from=("expired",),
-        )
     transition(
         session,
         found,

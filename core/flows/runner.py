@@ -23,7 +23,6 @@ from core.db import db_now
 from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
 from core.flows.expiry import expire_due
-from core.flows.rollback import end_rollback_original
 from core.ids import release_id
 from core.live import prune_outbox
 from core.permissions import SYSTEM
@@ -275,7 +274,6 @@ class ApplyRunner:
                 },
                 claimed_by=self.worker_id,
             )
-            end_rollback_original(session, release, ok=result.ok, actor=SYSTEM)
             session.commit()
         log.info(
             "%s %s%s",

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.approvals.tickets import open_ticket, set_ticket_state
+from core.approvals.tickets import open_ticket
 from core.errors import PermissionDenied
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
@@ -88,7 +88,6 @@ def _supersede(session: Session, newer: Release, actor: Actor) -> None:
     for old in older:
         if mine & set(old.services_key.split(",")):
             reason = f"superseded by {release_id(newer.number)}"
-            set_ticket_state(session, old.number, "cancelled", only_from=("pending", "approved"))
             transition(
                 session,
                 old,
@@ -111,7 +110,6 @@ def cancel_release(
     if not allowed(state, "cancel"):
         raise illegal_transition(found, "cancel", state)
     text = reason or f"cancelled by {actor.name}"
-    set_ticket_state(session, found.number, "cancelled", only_from=("pending", "approved"))
     transition(
         session,
         found,
