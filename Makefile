@@ -35,6 +35,8 @@ bench: $(STAMP)
 	$(BIN)/python -m benchmarks.core_latency
 	$(BIN)/python -m benchmarks.compose_overhead
 	$(BIN)/python -m benchmarks.chat_latency
+	$(BIN)/python -m benchmarks.load
+	$(BIN)/python -m benchmarks.governance_soak --steps 10000
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache .mypy_cache .ruff_cache

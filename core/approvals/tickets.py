@@ -9,6 +9,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.config import get_settings
+from core.errors import IllegalTransition
 from core.identity.models import Grant, Group, GroupMember, User
 from core.ids import release_id
 from core.permissions import Actor, Role
@@ -68,13 +69,37 @@ def current_ticket(
     return session.scalars(query).first()
 
 
+# A ticket's own lifecycle: state -> the states it may move to. Decided tickets stay decided.
+TICKET_TRANSITIONS: dict[str, frozenset[str]] = {
+    "pending": frozenset({"approved", "rejected", "cancelled", "expired", "void"}),
+    "approved": frozenset({"cancelled", "expired", "void"}),
+    "expired": frozenset({"pending", "approved", "void"}),
+    "rejected": frozenset(),
+    "cancelled": frozenset(),
+    "void": frozenset(),
+}
+
+
+def move_ticket(ticket: ApprovalTicket, state: str) -> None:
+    """Move a ticket along its transition table, or raise IllegalTransition."""
+    if state not in TICKET_TRANSITIONS.get(ticket.state, frozenset()):
+        raise IllegalTransition(
+            f"the approval ticket of {release_id(ticket.release_number)} is {ticket.state}; "
+            f"it cannot become {state}",
+            current=ticket.state,
+            release_id=release_id(ticket.release_number),
+            action=state,
+        )
+    ticket.state = state
+
+
 def set_ticket_state(
     session: Session, number: int, state: str, *, only_from: tuple[str, ...]
 ) -> None:
     """Move the release's current ticket to `state` if it is in one of `only_from`."""
     ticket = current_ticket(session, number)
     if ticket is not None and ticket.state in only_from:
-        ticket.state = state
+        move_ticket(ticket, state)
 
 
 def approver_condition(

@@ -24,7 +24,6 @@ from core.events import queue_event
 from core.flows.freezes import check_not_frozen
 from core.flows.preview import ensure_fresh
 from core.flows.promotion import check_promotion
-from core.flows.rollback import end_rollback_original
 from core.flows.views import view
 from core.ids import release_id
 from core.permissions import SYSTEM, Action, Actor, require
@@ -129,16 +128,6 @@ def apply_release(
                 "queued_by": None,
             },
         )
-        if found.rollback_of is not None:
-            original = load_release(session, found.rollback_of)
-            transition(
-                session,
-                original,
-                action="rollback",
-                to=State.rolling_back,
-                actor=actor,
-                data={"rollback_release": release_id(found.number)},
-            )
         session.commit()
     except IntegrityError:  # another release started applying on the target meanwhile
         session.rollback()
@@ -331,7 +320,6 @@ def abandon_release(session: Session, *, actor: Actor, release: str, reason: str
         data={"reason": first_line(text)},
         values={"reason": text, "claimed_by": None, "lease_expires_at": None},
     )
-    end_rollback_original(session, found, ok=False, actor=actor)
     session.commit()
     log.warning("%s abandoned by %s", release_id(found.number), actor.name)
     return view(session, found, actor)

@@ -14,6 +14,7 @@ from core.approvals.tickets import (
     decided_by,
     eligible_tickets,
     is_eligible,
+    move_ticket,
     ticket_read,
 )
 from core.audit.service import record
@@ -111,7 +112,8 @@ def approve_release(
     if approvals >= ticket.steps[step]["count"]:
         ticket.current_step = step + 1
     if ticket.current_step >= len(ticket.steps):
-        ticket.state, ticket.current_group, ticket.decided_at = "approved", None, utcnow()
+        move_ticket(ticket, "approved")
+        ticket.current_group, ticket.decided_at = None, utcnow()
         transition(session, found, action="approve", to=State.approved, actor=actor, data=data)
     else:
         ticket.current_group = ticket.steps[ticket.current_step]["group"]
@@ -150,7 +152,8 @@ def reject_release(
             channel=actor.channel.value,
         )
     )
-    ticket.state, ticket.decided_at = "rejected", utcnow()
+    move_ticket(ticket, "rejected")
+    ticket.decided_at = utcnow()
     text = reason or f"rejected by {actor.name}"
     transition(
         session,

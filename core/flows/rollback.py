@@ -14,7 +14,7 @@ from core.flows.preview import preview_release
 from core.ids import release_id
 from core.permissions import Action, Actor, require
 from core.policy import emergency_groups
-from core.releases.lifecycle import State, transition
+from core.releases.lifecycle import State, Step, after, transition
 from core.releases.models import Release
 from core.releases.queries import current_preview, load_release
 from core.releases.schemas import ReleaseRead
@@ -193,6 +193,28 @@ def _require_emergency_declarer(session: Session, actor: Actor, target: Target) 
         + ", ".join(groups),
         groups=groups,
     )
+
+
+@after(sources={State.approved}, targets={State.applying})
+def rollback_started(step: Step) -> None:
+    """A rollback that starts applying puts the release it undoes in rolling_back."""
+    if step.release.rollback_of is None:
+        return
+    original = load_release(step.session, step.release.rollback_of)
+    transition(
+        step.session,
+        original,
+        action="rollback",
+        to=State.rolling_back,
+        actor=step.actor,
+        data={"rollback_release": release_id(step.release.number)},
+    )
+
+
+@after(sources={State.applying}, targets={State.applied, State.failed})
+def rollback_ended(step: Step) -> None:
+    """A rollback that ended (applied, failed or abandoned) ends the release it undid."""
+    end_rollback_original(step.session, step.release, ok=step.to == State.applied, actor=step.actor)
 
 
 def end_rollback_original(session: Session, release: Release, *, ok: bool, actor: Actor) -> None:

@@ -24,7 +24,6 @@ from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
 from core.flows.apply import apply_next
 from core.flows.expiry import ExpirySweep
-from core.flows.rollback import end_rollback_original
 from core.ids import release_id
 from core.live import prune_outbox
 from core.permissions import SYSTEM
@@ -303,7 +302,6 @@ class ApplyRunner:
                 },
                 claimed_by=self.worker_id,
             )
-            end_rollback_original(session, release, ok=result.ok, actor=SYSTEM)
             session.commit()
         log.info(
             "%s %s%s",

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -102,6 +104,57 @@ def allowed(current: str, action: str) -> frozenset[State]:
     return TRANSITIONS.get((normalize_state(current), action), frozenset())
 
 
+@dataclass(frozen=True)
+class Step:
+    """One transition that just happened, as its after-transition hooks see it."""
+
+    session: Session
+    release: Release
+    before: State
+    to: State
+    action: str
+    actor: Actor
+
+
+@dataclass(frozen=True)
+class _Hook:
+    sources: frozenset[State] | None
+    targets: frozenset[State] | None
+    run: Callable[[Step], None]
+
+    def matches(self, before: State, to: State) -> bool:
+        return (self.sources is None or before in self.sources) and (
+            self.targets is None or to in self.targets
+        )
+
+
+_AFTER: list[_Hook] = []
+
+
+def after(
+    *, sources: Iterable[State] | None = None, targets: Iterable[State] | None = None
+) -> Callable[[Callable[[Step], None]], Callable[[Step], None]]:
+    """Register a side effect of transitions from `sources` to `targets` (None: any).
+
+    Hooks run inside the transition's transaction, after its state and audit event are
+    written, so they commit or roll back with it. The package a side effect belongs to owns
+    its hook (tickets follow their release in core.approvals.hooks), and releases need not
+    know about it.
+    """
+
+    def register(fn: Callable[[Step], None]) -> Callable[[Step], None]:
+        _AFTER.append(
+            _Hook(
+                frozenset(sources) if sources is not None else None,
+                frozenset(targets) if targets is not None else None,
+                fn,
+            )
+        )
+        return fn
+
+    return register
+
+
 def transition(
     session: Session,
     release: Release,
@@ -159,6 +212,9 @@ def transition(
             {"action": action, "before": before.value, "actor": actor.name, **(data or {})},
         ),
     )
+    for hook in _AFTER:
+        if hook.matches(before, to):
+            hook.run(Step(session, release, before, to, action, actor))
 
 
 def release_event(release: Release, kind: str, data: dict[str, Any]) -> LiveEvent:
