@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -14,11 +15,13 @@ from tests.support.calls import call, deploy
 
 @contextmanager
 def counted(world: World) -> Iterator[list[str]]:
-    """Every statement the engine sends while the block runs."""
+    """Every statement this thread sends while the block runs (not other threads' work)."""
     statements: list[str] = []
+    me = threading.get_ident()
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        statements.append(statement)
+        if threading.get_ident() == me:
+            statements.append(statement)
 
     event.listen(world.services.engine, "before_cursor_execute", record)
     try:

@@ -37,7 +37,7 @@ def _expire_preview(world: World, release_id: str) -> None:
     sql(
         world,
         "UPDATE previews SET expires_at = :t WHERE release_number = :n",
-        t="2000-01-01 00:00:00",
+        t=utcnow() - timedelta(seconds=1),
         n=int(release_id.removeprefix("R-")),
     )
 
