@@ -11,6 +11,8 @@ from typing import Any
 
 import pytest
 
+# Other modules (tests/security) launch Chromium with the same flags.
+from tests.browser.conftest import CHROMIUM_FLAGS as CHROMIUM_FLAGS
 from tests.browser.conftest import shot
 from tests.conftest import World
 from tests.support.calls import call
