@@ -303,6 +303,17 @@ async function inbox(main) {
   }
 }
 
+// The release-page buttons core may allow (`allowed_actions`), and where each one posts.
+const RELEASE_ACTIONS = {
+  submit: (id) => `/api/v1/releases/${id}/submit`,
+  apply: (id) => `/api/v1/releases/${id}/apply`,
+  cancel: (id) => `/api/v1/releases/${id}/cancel`,
+  repreview: (id) => `/api/v1/releases/${id}/preview`,
+  approve: (id) => `/api/v1/approvals/${id}/approve`,
+  reject: (id) => `/api/v1/approvals/${id}/reject`,
+  takeover: (id) => `/api/v1/approvals/${id}/takeover`,
+};
+
 async function releasePage(main, id) {
   const [release, timeline] = await Promise.all([api(`/api/v1/releases/${id}`), api(`/api/v1/releases/${id}/timeline`)]);
   const diff = Object.entries(release.preview ? release.preview.diff : {}).flatMap(([service, fields]) =>
@@ -313,8 +324,7 @@ async function releasePage(main, id) {
     ? `<li><time datetime="${esc(e.at)}">${esc(new Date(e.at).toLocaleTimeString())}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)}${e.on_behalf_of ? ` (${esc(e.on_behalf_of)})` : ""} · ${esc(e.channel)} ${e.after_state ? `${esc(e.before_state || "∅")} → ${badge(e.after_state)}` : ""}</li>`
     : `<li class="progress ${e.level === "error" ? "error" : ""}"><time>${esc(new Date(e.at).toLocaleTimeString())}</time> ${esc(e.service || "")} ${esc(e.message)}</li>`).join("");
   // Core computes what the caller may do (`allowed_actions`); the console never re-derives it.
-  const known = ["approve", "reject", "submit", "apply", "cancel"];
-  const buttons = (release.allowed_actions || []).filter((a) => known.includes(a)).map((a) => [a, a]);
+  const buttons = (release.allowed_actions || []).filter((a) => a in RELEASE_ACTIONS).map((a) => [a, a]);
   main.innerHTML = `<h1>${t("release.title")} ${esc(release.id)} ${badge(release.lifecycle_state)}</h1>
     <p>${esc(release.project)}/${esc(release.environment)} · ${esc(release.runtime)}${release.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""} · ${t("requested")} ${esc(release.requested_by)} · ${esc(ago(release.updated_at))}${release.reason ? ` · <span class="reason">${esc(reasonText(release.reason))}</span>` : ""}</p>
     <div class="actions">${buttons.map(([key, action]) => `<button type="button" data-release-action="${action}" class="${action === "cancel" || action === "reject" ? "danger" : "primary"}">${t(key)}</button>`).join("")}</div>
@@ -325,8 +335,13 @@ async function releasePage(main, id) {
     <section class="panel"><h2>${t("timeline")}</h2><ol class="timeline">${entries}</ol></section></div>`;
   main.querySelectorAll("[data-release-action]").forEach((button) => button.addEventListener("click", async () => {
     const action = button.dataset.releaseAction;
-    const path = ["approve", "reject"].includes(action) ? `/api/v1/approvals/${id}/${action}` : `/api/v1/releases/${id}/${action}`;
-    try { await api(path, { method: "POST", body: "{}" }); } catch (error) { toast(error.message); }
+    let body = {};
+    if (action === "reject" || action === "cancel") {  // a rejection says why
+      const reason = window.prompt(t("reason"));
+      if (reason === null) return;
+      body = action === "reject" ? { comment: reason || null } : { reason: reason || null };
+    }
+    try { await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(error.message); }
     render();
   }));
 }
@@ -367,7 +382,14 @@ function signIn(main, message = "") {
   });
 }
 
-async function render(options = {}) {
+// Renders run one after another: a slow page must never paint over the page opened after it.
+let rendering = Promise.resolve();
+function render(options = {}) {
+  rendering = rendering.then(() => renderNow(options), () => renderNow(options));
+  return rendering;
+}
+
+async function renderNow(options) {
   translate();
   const main = $("#main");
   if (!state.token) { $("#nav").hidden = true; $("#signout").hidden = true; signIn(main); return; }

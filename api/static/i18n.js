@@ -32,7 +32,7 @@ export const I18N = {
     "title.reject": "Reject {id}?", "title.cancel": "Cancel {id}?",
     "reason.unhealthy": "{what} is unhealthy", "reason.now": "{id} is now {state}",
     "reason.expired": "the preview expired; re-preview it", "reason.abandoned": "abandoned by {who}: {why}",
-    "reason.superseded": "superseded by {id}",
+    "reason.superseded": "superseded by {id}", repreview: "Re-preview", takeover: "Take over",
   },
   zh: {
     "nav.dash": "总览", "nav.chat": "对话", "nav.home": "我的发布", "nav.inbox": "审批", "nav.history": "历史",
@@ -62,7 +62,7 @@ export const I18N = {
     "title.reject": "拒绝 {id}？", "title.cancel": "取消 {id}？",
     "reason.unhealthy": "{what} 不健康", "reason.now": "{id} 现在是「{state}」",
     "reason.expired": "预览已过期，请重新预览", "reason.abandoned": "已被 {who} 放弃：{why}",
-    "reason.superseded": "已被 {id} 取代",
+    "reason.superseded": "已被 {id} 取代", repreview: "重新预览", takeover: "接手审批",
   },
 };
 

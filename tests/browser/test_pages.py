@@ -226,3 +226,36 @@ def test_every_page_at_laptop_and_phone_width_in_both_languages(
         expect(page.locator("#history time").first).to_have_text(re.compile("刚刚|秒前|分钟前"))
         page.locator("#lang").click()
         page.close()
+
+
+def test_release_page_buttons_come_only_from_allowed_actions(
+    world: World, site: str, contexts: dict[str, Any]
+) -> None:
+    """No `allowed_actions`, no buttons; with it, exactly the known actions it lists."""
+    from playwright.sync_api import expect
+
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.8.0"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    alice = signed_in(contexts["laptop"], site, world.tokens["alice"])
+    alice.goto(f"{site}/#/releases/{release.id}")
+    alice.locator(f'#main[data-view="#/releases/{release.id}|en"]').wait_for()
+    expect(alice.locator("[data-release-action]")).to_have_count(0)
+
+    # Until core serves the field, the browser adds it to the real answer (HTTP boundary).
+    def with_actions(route: Any) -> None:
+        answer = route.fetch()
+        body = {**answer.json(), "allowed_actions": ["cancel", "bogus", "takeover"]}
+        route.fulfill(response=answer, json=body)
+
+    alice.route(f"**/api/v1/releases/{release.id}", with_actions)
+    alice.goto(f"{site}/#/")
+    alice.goto(f"{site}/#/releases/{release.id}")
+    actions = alice.locator("[data-release-action]")
+    expect(actions).to_have_count(2)
+    expect(actions).to_have_text(["Cancel", "Take over"])
+    alice.once("dialog", lambda dialog: dialog.accept("wrong image 🚀"))
+    alice.get_by_role("button", name="Cancel").click()
+    expect(alice.get_by_role("heading", name=re.compile(release.id))).to_contain_text("cancelled")
+    cancelled = call(world, "alice", "get_release", release_id=release.id)
+    assert cancelled.lifecycle_state == "cancelled" and "wrong image 🚀" in (cancelled.reason or "")
+    alice.close()
