@@ -14,7 +14,15 @@ from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
 from core.targets.service import get_target, target_ref
 from runtimes.base import ServiceChange
 from tools.base import ToolContext, tool
-from tools.inputs import Comment, Environment, PageSize, ProjectName, ReleaseId, ServiceName
+from tools.inputs import (
+    NAME,
+    Comment,
+    Environment,
+    PageSize,
+    ProjectName,
+    ReleaseId,
+    ServiceName,
+)
 
 # The lifecycle vocabulary (core.releases.lifecycle.State), spelled out so the schema names it.
 LifecycleStateName = Literal[
@@ -84,6 +92,11 @@ class ListReleasesInput(BaseModel):
     project: ProjectName | None = None
     environment: Environment | None = None
     state: LifecycleStateName | None = Field(default=None, description="A lifecycle_state.")
+    requested_by: str | None = Field(
+        default=None,
+        pattern=NAME,
+        description="Only releases this user requested; `me` means the caller.",
+    )
     limit: PageSize = 50
     before: ReleaseId | None = Field(default=None, description="Cursor: releases older than it.")
 
@@ -167,13 +180,15 @@ def rollback_release(ctx: ToolContext, session: Session, args: RollbackReleaseIn
 
 @tool(mutating=False, permission=Action.view)
 def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -> ReleasePage:
-    """List releases, newest first, by project, environment and lifecycle_state."""
+    """List releases, newest first, by project, environment, lifecycle_state and requester
+    (`me` for the caller)."""
     return views.list_releases(
         session,
         actor=ctx.actor,
         project=args.project,
         environment=args.environment,
         state=args.state,
+        requested_by=args.requested_by,
         limit=args.limit,
         before=args.before,
     )

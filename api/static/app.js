@@ -1,82 +1,16 @@
 // shipdeck web console: plain ES modules, no build step. It uses only the REST tools and the
 // chat WebSocket, like any other client.
 
-const I18N = {
-  en: {
-    "nav.home": "My releases", "nav.inbox": "Approvals", "nav.targets": "Targets", signout: "Sign out",
-    "signin.title": "Sign in", "signin.token": "API token", "signin.go": "Sign in",
-    "signin.bad": "That token is unknown or revoked.", "signin.sso": "Sign in with single sign-on", "home.releases": "My releases",
-    "home.chat": "Chat", "chat.placeholder": "deploy web 1.4.2 to prod", "chat.send": "Send",
-    "chat.label": "Message", none: "Nothing here yet.", "inbox.title": "Approval inbox",
-    project: "Project", environment: "Environment", risk: "Risk", state: "State", mine: "Mine only",
-    any: "any", "inbox.approve": "Approve selected", "inbox.reject": "Reject selected",
-    "inbox.again": "Tap again to confirm", "inbox.select": "Select", release: "Release",
-    requested: "Requested by", steps: "Steps", "release.title": "Release", diff: "Changes",
-    approvals: "Approvals", timeline: "Timeline", approve: "Approve", reject: "Reject",
-    confirm: "Confirm", cancel: "Cancel", submit: "Submit", apply: "Apply",
-    "targets.title": "Targets", runtime: "Runtime", services: "Services", health: "Health",
-    simulated: "simulated", live: "live", offline: "reconnecting…", expires: "expires in",
-    expired: "expired", "card.closed": "This card was already decided or closed.",
-    "card.expired": "This card expired: re-preview the release.", decided: "decided",
-    done: "Done", "lang.switch": "中文",
-  },
-  zh: {
-    "nav.home": "我的发布", "nav.inbox": "审批", "nav.targets": "目标环境", signout: "退出",
-    "signin.title": "登录", "signin.token": "API 令牌", "signin.go": "登录", "signin.sso": "单点登录",
-    "signin.bad": "令牌无效或已吊销。", "home.releases": "我的发布", "home.chat": "对话",
-    "chat.placeholder": "部署 web 1.4.2 到生产", "chat.send": "发送", "chat.label": "消息",
-    none: "暂无内容。", "inbox.title": "审批收件箱", project: "项目", environment: "环境",
-    risk: "风险", state: "状态", mine: "只看我的", any: "全部", "inbox.approve": "批准所选",
-    "inbox.reject": "拒绝所选", "inbox.again": "再点一次确认", "inbox.select": "选择",
-    release: "发布", requested: "申请人", steps: "步骤", "release.title": "发布", diff: "变更",
-    approvals: "审批", timeline: "时间线", approve: "批准", reject: "拒绝", confirm: "确认",
-    cancel: "取消", submit: "提交", apply: "执行", "targets.title": "目标环境", runtime: "运行时",
-    services: "服务", health: "健康", simulated: "模拟", live: "已连接", offline: "重新连接中…",
-    expires: "剩余", expired: "已过期", "card.closed": "这张卡片已被处理或关闭。",
-    "card.expired": "卡片已过期：请重新预览。", decided: "已处理", done: "完成",
-    "lang.switch": "English",
-  },
-};
-
-const state = {
-  token: sessionStorage.getItem("shipdeck.token"),
-  lang: localStorage.getItem("shipdeck.lang") || (navigator.language.startsWith("zh") ? "zh" : "en"),
-  me: null, ws: null, sessionId: sessionStorage.getItem("shipdeck.session"),
-  cards: new Map(), chat: [], retry: 0, selected: new Set(),
-};
-const $ = (sel, root = document) => root.querySelector(sel);
-const t = (key) => (I18N[state.lang] && I18N[state.lang][key]) || I18N.en[key] || key;
-const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
-const badge = (s) => `<span class="state ${esc(s)}">${esc(s)}</span>`;
-const isPhone = () => window.matchMedia("(max-width: 760px)").matches;
-
-function toast(text) {
-  const box = $("#toast");
-  box.textContent = text;
-  box.hidden = false;
-  clearTimeout(toast.timer);
-  toast.timer = setTimeout(() => { box.hidden = true; }, 5000);
-}
-
-async function api(path, options = {}) {
-  const response = await fetch(path, {
-    ...options,
-    headers: { Authorization: `Bearer ${state.token}`, "X-Shipdeck-Channel": "page",
-               "Content-Type": "application/json", ...(options.headers || {}) },
-  });
-  const body = await response.json().catch(() => ({}));
-  if (!response.ok) {
-    const error = new Error(body.error ? body.error.message : response.statusText);
-    error.code = body.error ? body.error.code : String(response.status);
-    throw error;
-  }
-  return body;
-}
+import { $, TERMINAL, ago, api, badge, esc, isPhone, reasonText, state, stateName, t, toast } from "/static/common.js";
+import { dashboard, history, releaseRows, targetPage } from "/static/pages.js";
 
 function translate() {
   document.documentElement.lang = state.lang === "zh" ? "zh-CN" : "en";
   document.querySelectorAll("[data-i18n]").forEach((el) => { el.textContent = t(el.dataset.i18n); });
   $("#lang").textContent = t("lang.switch");
+  const live = $("#live");
+  if (live.className.includes(" on")) live.textContent = t("live");
+  else if (live.className.includes(" off")) live.textContent = t("offline");
 }
 
 // ------------------------------------------------------------------ live connection
@@ -147,15 +81,20 @@ function onFrame(frame) {
     case "card":
       state.cards.set(frame.card.id, frame.card);
       if (!state.chat.some((m) => m.card === frame.card.id)) state.chat.push({ role: "card", card: frame.card.id });
+      if (frame.card.release_id) follow(frame.card.release_id, { state: frame.card.lifecycle_state });
       drawChat();
       refreshLive(frame.card.release_id);
       break;
     case "release_update":
+      if (frame.message) follow(frame.release_id, { line: { level: frame.level, service: frame.service, message: frame.message } });
+      else follow(frame.release_id, { state: frame.lifecycle_state, actor: frame.actor });
       refreshLive(frame.release_id);
       break;
     case "error": {
-      const text = frame.code === "card_expired" ? t("card.expired")
-        : frame.code === "card_closed" ? t("card.closed") : frame.message;
+      // A card whose release moved on says why, never only that it expired.
+      const moved = frame.card_id && movedOn(state.cards.get(frame.card_id));
+      const text = moved || (frame.code === "card_expired" ? t("card.expired")
+        : frame.code === "card_closed" ? t("card.closed") : frame.message);
       state.chat.push({ role: "error", text });
       drawChat();
       toast(text);
@@ -166,12 +105,46 @@ function onFrame(frame) {
   }
 }
 
+// What the cards of a release show about it: the live state, why it ended, the last log lines.
+function follow(releaseId, change) {
+  const known = state.releases.get(releaseId) || { state: null, reason: null, lines: [] };
+  if (change.line) known.lines = [...known.lines, change.line].slice(-3);
+  if (change.state && change.state !== known.state) {
+    known.state = change.state;
+    if (TERMINAL.includes(change.state)) fetchOutcome(releaseId);
+  }
+  state.releases.set(releaseId, known);
+  drawChat();
+}
+
+async function fetchOutcome(releaseId) {
+  try {
+    const [release, timeline] = await Promise.all([api(`/api/v1/releases/${releaseId}`), api(`/api/v1/releases/${releaseId}/timeline`)]);
+    const known = state.releases.get(releaseId) || { lines: [] };
+    known.state = release.lifecycle_state;
+    known.reason = release.reason;
+    const lines = timeline.entries.filter((e) => e.kind === "progress").slice(-3);
+    if (lines.length) known.lines = lines.map((e) => ({ level: e.level, service: e.service, message: e.message }));
+    state.releases.set(releaseId, known);
+    drawChat();
+  } catch (error) { /* the card keeps what the live events said */ }
+}
+
+function movedOn(card) {
+  if (!card || !card.release_id) return "";
+  const known = state.releases.get(card.release_id);
+  const now = (known && known.state) || card.lifecycle_state;
+  if (!now || ["previewed", "pending_approval", "approved"].includes(now)) return "";
+  const why = known && known.reason ? `: ${reasonText(known.reason)}` : "";
+  return `${card.release_id} ${stateName(now)}${why}`;
+}
+
 // Pages showing data that a live frame may have changed re-read it (debounced).
 function refreshLive(releaseId) {
   clearTimeout(refreshLive.timer);
   refreshLive.timer = setTimeout(() => {
     const route = location.hash || "#/";
-    if (route === "#/" || route.startsWith("#/inbox") || (releaseId && route === `#/releases/${releaseId}`)) {
+    if (["#/", "#/chat"].includes(route) || route.startsWith("#/inbox") || (releaseId && route === `#/releases/${releaseId}`)) {
       render({ keepChat: true });
     }
   }, 150);
@@ -179,20 +152,42 @@ function refreshLive(releaseId) {
 
 // ------------------------------------------------------------------ chat
 
+const TITLES = { submit_release: "title.submit", apply_release: "title.apply", approve_release: "title.approve", reject_release: "title.reject", cancel_release: "title.cancel" };
+
+// English titles come from the server; other languages build them from the card's fields.
+function cardTitle(card) {
+  if (state.lang === "en" || !card.release_id) return card.title;
+  const key = card.kind === "approval" ? "title.approval" : TITLES[card.tool];
+  return key ? t(key, { id: card.release_id, where: `${card.project}/${card.environment}`, who: card.requested_by }) : card.title;
+}
+
 function cardHtml(card) {
   const diff = Object.entries(card.diff || {}).flatMap(([service, fields]) =>
     Object.entries(fields).map(([field, c]) => `<div>${esc(service)} ${esc(field)}: ${esc(c.before)} → ${esc(c.after)}</div>`)).join("");
   const risk = card.risk ? `${t("risk")}: ${badge(card.risk.level)}` : "";
-  const expires = card.expires_at ? `<span class="countdown" data-expires="${esc(card.expires_at)}"></span>` : "";
+  const closed = card.state !== "open";
+  const expires = card.expires_at && !closed ? `<span class="countdown" data-expires="${esc(card.expires_at)}"></span>` : "";
   const actions = (card.actions || []).map((action) =>
     `<button type="button" class="${action === "approve" || action === "confirm" ? "primary" : "danger"}" data-card="${esc(card.id)}" data-action="${esc(action)}">${esc(t(action))}</button>`).join("");
   const sim = card.simulated ? ` <span class="sim">(${t("simulated")})</span>` : "";
-  const closed = card.state !== "open";
-  return `<div class="card ${closed ? "closed" : ""}" role="group" aria-label="${esc(card.title)}" data-card-id="${esc(card.id)}">
-    <strong>${esc(card.title)}</strong>${sim}
-    <div class="muted">${card.release_id ? `<a href="#/releases/${esc(card.release_id)}">${esc(card.release_id)}</a> · ` : ""}${esc(card.project || "")}/${esc(card.environment || "")} ${card.lifecycle_state ? badge(card.lifecycle_state) : ""} ${risk} ${expires}</div>
+  const known = card.release_id ? state.releases.get(card.release_id) : null;
+  const now = (known && known.state) || card.lifecycle_state;
+  const title = cardTitle(card);
+  // The release's live outcome, updated in place: applying, applied, failed with the reason.
+  const showOutcome = known && known.state && (closed || !["previewed", "pending_approval", "approved"].includes(known.state));
+  const outcome = showOutcome ? `<div class="outcome" data-outcome="${esc(known.state)}">${t("card.now")}: ${badge(known.state)}${known.reason ? ` <span class="reason">${esc(reasonText(known.reason))}</span>` : ""}
+    ${known.lines.length && ["applying", "failed", "applied", "rollback_failed"].includes(known.state) ? `<pre class="lines" aria-label="${esc(t("card.lines"))}">${known.lines.map((l) => `${esc(l.service || "")} ${esc(l.message)}`).join("\n")}</pre>` : ""}</div>` : "";
+  let closing = "";
+  if (closed) {
+    const moved = movedOn(card);
+    const text = card.state === "void" && moved ? moved : reasonText(card.outcome);
+    closing = `<div class="muted closing">${esc(stateName(card.state))}${text ? `: ${esc(text)}` : ""}</div>`;
+  }
+  return `<div class="card ${closed ? "closed" : ""}" role="group" aria-label="${esc(title)}" data-card-id="${esc(card.id)}">
+    <strong>${esc(title)}</strong>${sim}
+    <div class="muted">${card.release_id ? `<a href="#/releases/${esc(card.release_id)}">${esc(card.release_id)}</a> · ` : ""}${esc(card.project || "")}/${esc(card.environment || "")} ${now && !showOutcome ? badge(now) : ""} ${risk} ${expires}</div>
     <div class="diff">${diff}</div>
-    ${closed ? `<div class="muted">${esc(card.state)}${card.outcome ? `: ${esc(card.outcome)}` : ""}</div>` : `<div class="actions">${actions}</div>`}
+    ${closed ? closing : `<div class="actions">${actions}</div>`}${outcome}
   </div>`;
 }
 
@@ -223,18 +218,18 @@ document.addEventListener("click", (event) => {
 
 // ------------------------------------------------------------------ pages
 
-async function home(main, options) {
-  const page = await api("/api/v1/releases?limit=50");
-  const mine = page.items.filter((r) => r.requested_by === state.me.name);
-  const rows = mine.map((r) => `<tr><td><a href="#/releases/${esc(r.id)}">${esc(r.id)}</a></td><td>${esc(r.project)}/${esc(r.environment)}</td><td>${badge(r.lifecycle_state)}</td></tr>`).join("");
+async function chatPage(main, options) {
+  const page = await api("/api/v1/releases?requested_by=me&limit=10");
+  const rows = releaseRows(page.items, ["id", "target", "state"]);
   if (options.keepChat && $("#chat-log")) {
-    $("#my-releases").innerHTML = rows || `<tr><td colspan="3" class="muted">${t("none")}</td></tr>`;
+    $("#my-releases").innerHTML = rows;
     return;
   }
   main.innerHTML = `<div class="grid">
     <section class="panel" aria-labelledby="h-rel"><h1 id="h-rel">${t("home.releases")}</h1>
-      <table><thead><tr><th>${t("release")}</th><th>${t("project")}</th><th>${t("state")}</th></tr></thead>
-      <tbody id="my-releases">${rows || `<tr><td colspan="3" class="muted">${t("none")}</td></tr>`}</tbody></table></section>
+      <table class="stack"><thead><tr><th>${t("release")}</th><th>${t("project")}</th><th>${t("state")}</th></tr></thead>
+      <tbody id="my-releases">${rows}</tbody></table>
+      <p><a href="#/history?requested_by=me">${t("nav.history")} →</a></p></section>
     <section class="panel" aria-labelledby="h-chat"><h1 id="h-chat">${t("home.chat")}</h1>
       <div id="chat-log" class="chat-log" aria-live="polite"></div>
       <form class="row" id="chat-form"><label for="chat-input" class="muted">${t("chat.label")}</label>
@@ -256,23 +251,23 @@ async function home(main, options) {
 async function inbox(main) {
   const params = new URLSearchParams(location.hash.split("?")[1] || "mine=true&state=pending");
   const page = await api(`/api/v1/approvals?${params}`);
-  const select = (name, values) => `<label>${t(name)}<select name="${name}"><option value="">${t("any")}</option>${values.map((v) => `<option ${params.get(name) === v ? "selected" : ""}>${v}</option>`).join("")}</select></label>`;
+  const select = (name, values) => `<label>${t(name)}<select name="${name}"><option value="">${t("any")}</option>${values.map((v) => `<option value="${esc(v)}" ${params.get(name) === v ? "selected" : ""}>${esc(name === "risk" || name === "state" ? stateName(v) : v)}</option>`).join("")}</select></label>`;
   const targets = await api("/api/v1/targets");
   const projects = [...new Set(targets.items.map((x) => x.project))];
   const envs = [...new Set(targets.items.map((x) => x.environment))];
   const rows = page.items.map((a) => `<tr>
-      <td><input type="checkbox" aria-label="${t("inbox.select")} ${esc(a.release_id)}" value="${esc(a.release_id)}" ${a.can_decide ? "" : "disabled"} ${a.can_decide && state.selected.has(a.release_id) ? "checked" : ""}></td>
-      <td><a href="#/releases/${esc(a.release_id)}">${esc(a.release_id)}</a></td>
-      <td>${esc(a.project)}/${esc(a.environment)}</td><td>${badge(a.risk)}</td><td>${badge(a.state)}</td>
-      <td>${esc(a.requested_by)}</td>
-      <td>${a.steps.map((s) => `${esc(s.group)} ${s.approved_by.length}/${s.count}`).join(" → ")}</td></tr>`).join("");
+      <td class="pick"><input type="checkbox" aria-label="${t("inbox.select")} ${esc(a.release_id)}" value="${esc(a.release_id)}" ${a.can_decide ? "" : "disabled"} ${a.can_decide && state.selected.has(a.release_id) ? "checked" : ""}></td>
+      <td data-label="${esc(t("release"))}"><a href="#/releases/${esc(a.release_id)}">${esc(a.release_id)}</a></td>
+      <td data-label="${esc(t("project"))}">${esc(a.project)}/${esc(a.environment)}</td><td data-label="${esc(t("risk"))}">${badge(a.risk)}</td><td data-label="${esc(t("state"))}">${badge(a.state)}</td>
+      <td data-label="${esc(t("requested"))}">${esc(a.requested_by)}</td>
+      <td data-label="${esc(t("steps"))}">${a.steps.map((s) => `${esc(s.group)} ${s.approved_by.length}/${s.count}`).join(" → ")}</td></tr>`).join("");
   main.innerHTML = `<h1>${t("inbox.title")}</h1>
     <form class="filters" id="filters">${select("project", projects)}${select("environment", envs)}
       ${select("risk", ["low", "medium", "high"])}${select("state", ["pending", "approved", "rejected", "cancelled", "expired", "void"])}
       <label><span>${t("mine")}</span><input type="checkbox" name="mine" ${params.get("mine") === "true" ? "checked" : ""}></label></form>
     <div class="actions"><button class="primary" id="batch-approve" type="button">${t("inbox.approve")}</button>
       <button class="danger" id="batch-reject" type="button">${t("inbox.reject")}</button></div>
-    <table><thead><tr><th></th><th>${t("release")}</th><th>${t("project")}</th><th>${t("risk")}</th><th>${t("state")}</th><th>${t("requested")}</th><th>${t("steps")}</th></tr></thead>
+    <table class="stack"><thead><tr><th></th><th>${t("release")}</th><th>${t("project")}</th><th>${t("risk")}</th><th>${t("state")}</th><th>${t("requested")}</th><th>${t("steps")}</th></tr></thead>
     <tbody>${rows || `<tr><td colspan="7" class="muted">${t("none")}</td></tr>`}</tbody></table>`;
   // Live refreshes re-render the table: selections survive them.
   main.querySelector("tbody").addEventListener("change", (event) => {
@@ -308,6 +303,17 @@ async function inbox(main) {
   }
 }
 
+// The release-page buttons core may allow (`allowed_actions`), and where each one posts.
+const RELEASE_ACTIONS = {
+  submit: (id) => `/api/v1/releases/${id}/submit`,
+  apply: (id) => `/api/v1/releases/${id}/apply`,
+  cancel: (id) => `/api/v1/releases/${id}/cancel`,
+  repreview: (id) => `/api/v1/releases/${id}/preview`,
+  approve: (id) => `/api/v1/approvals/${id}/approve`,
+  reject: (id) => `/api/v1/approvals/${id}/reject`,
+  takeover: (id) => `/api/v1/approvals/${id}/takeover`,
+};
+
 async function releasePage(main, id) {
   const [release, timeline] = await Promise.all([api(`/api/v1/releases/${id}`), api(`/api/v1/releases/${id}/timeline`)]);
   const diff = Object.entries(release.preview ? release.preview.diff : {}).flatMap(([service, fields]) =>
@@ -315,26 +321,27 @@ async function releasePage(main, id) {
   const approval = release.approval;
   const steps = approval ? approval.steps.map((s, i) => `<li>${i + 1}. ${esc(s.group)}: ${s.approved_by.map(esc).join(", ") || "—"} (${s.approved_by.length}/${s.count})</li>`).join("") : "";
   const entries = timeline.entries.map((e) => e.kind === "audit"
-    ? `<li><time>${esc(new Date(e.at).toLocaleTimeString())}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)}${e.on_behalf_of ? ` (${esc(e.on_behalf_of)})` : ""} · ${esc(e.channel)} ${e.after_state ? `${esc(e.before_state || "∅")} → ${badge(e.after_state)}` : ""}</li>`
+    ? `<li><time datetime="${esc(e.at)}">${esc(new Date(e.at).toLocaleTimeString())}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)}${e.on_behalf_of ? ` (${esc(e.on_behalf_of)})` : ""} · ${esc(e.channel)} ${e.after_state ? `${esc(e.before_state || "∅")} → ${badge(e.after_state)}` : ""}</li>`
     : `<li class="progress ${e.level === "error" ? "error" : ""}"><time>${esc(new Date(e.at).toLocaleTimeString())}</time> ${esc(e.service || "")} ${esc(e.message)}</li>`).join("");
-  const buttons = [];
-  if (approval && approval.can_decide) buttons.push(["approve", "approve"], ["reject", "reject"]);
-  if (release.requested_by === state.me.name) {
-    if (release.lifecycle_state === "previewed") buttons.push(["submit", "submit"]);
-    if (release.lifecycle_state === "approved") buttons.push(["apply", "apply"]);
-    if (["previewed", "pending_approval", "approved"].includes(release.lifecycle_state)) buttons.push(["cancel", "cancel"]);
-  }
+  // Core computes what the caller may do (`allowed_actions`); the console never re-derives it.
+  const buttons = (release.allowed_actions || []).filter((a) => a in RELEASE_ACTIONS).map((a) => [a, a]);
   main.innerHTML = `<h1>${t("release.title")} ${esc(release.id)} ${badge(release.lifecycle_state)}</h1>
-    <p>${esc(release.project)}/${esc(release.environment)} · ${esc(release.runtime)}${release.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""} · ${t("requested")} ${esc(release.requested_by)}${release.reason ? ` · ${esc(release.reason)}` : ""}</p>
+    <p>${esc(release.project)}/${esc(release.environment)} · ${esc(release.runtime)}${release.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""} · ${t("requested")} ${esc(release.requested_by)} · ${esc(ago(release.updated_at))}${release.reason ? ` · <span class="reason">${esc(reasonText(release.reason))}</span>` : ""}</p>
     <div class="actions">${buttons.map(([key, action]) => `<button type="button" data-release-action="${action}" class="${action === "cancel" || action === "reject" ? "danger" : "primary"}">${t(key)}</button>`).join("")}</div>
-    <div class="grid"><section class="panel"><h2>${t("diff")}</h2><table><tbody>${diff}</tbody></table>
+    <div class="grid"><section class="panel"><h2>${t("diff")}</h2><table class="stack"><tbody>${diff}</tbody></table>
       ${release.preview ? `<p>${t("risk")}: ${badge(release.preview.risk.level)} ${release.preview.risk.reasons.map(esc).join("; ")}</p>` : ""}
+      <p><a href="#/targets/${esc(release.project)}/${esc(release.environment)}">${esc(release.project)}/${esc(release.environment)} →</a></p>
       <h2>${t("approvals")}</h2>${approval ? `<p>${badge(approval.state)} ${esc(approval.policy_reason)}</p><ul>${steps}</ul>` : `<p class="muted">${t("none")}</p>`}</section>
     <section class="panel"><h2>${t("timeline")}</h2><ol class="timeline">${entries}</ol></section></div>`;
   main.querySelectorAll("[data-release-action]").forEach((button) => button.addEventListener("click", async () => {
     const action = button.dataset.releaseAction;
-    const path = ["approve", "reject"].includes(action) ? `/api/v1/approvals/${id}/${action}` : `/api/v1/releases/${id}/${action}`;
-    try { await api(path, { method: "POST", body: "{}" }); } catch (error) { toast(error.message); }
+    let body = {};
+    if (action === "reject" || action === "cancel") {  // a rejection says why
+      const reason = window.prompt(t("reason"));
+      if (reason === null) return;
+      body = action === "reject" ? { comment: reason || null } : { reason: reason || null };
+    }
+    try { await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(error.message); }
     render();
   }));
 }
@@ -347,9 +354,9 @@ async function targetsPage(main) {
     const status = statuses[i];
     const services = status.error ? `<span class="muted">${esc(status.error)}</span>`
       : Object.entries(status.services).map(([name, s]) => `<div>${esc(name)}: ${esc(s.image)} ×${s.replicas} ${badge(s.health)}</div>`).join("");
-    return `<tr><td>${esc(x.project)}</td><td>${esc(x.environment)}</td><td>${esc(x.runtime)}${x.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""}</td><td>${badge(x.risk_tier)}</td><td>${services}</td></tr>`;
+    return `<tr><td data-label="${esc(t("project"))}">${esc(x.project)}</td><td data-label="${esc(t("environment"))}"><a href="#/targets/${esc(x.project)}/${esc(x.environment)}">${esc(x.environment)}</a></td><td data-label="${esc(t("runtime"))}">${esc(x.runtime)}${x.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""}</td><td data-label="${esc(t("risk"))}">${badge(x.risk_tier)}</td><td data-label="${esc(t("services"))}">${services}</td></tr>`;
   }).join("");
-  main.innerHTML = `<h1>${t("targets.title")}</h1><table><thead><tr><th>${t("project")}</th><th>${t("environment")}</th><th>${t("runtime")}</th><th>${t("risk")}</th><th>${t("services")}</th></tr></thead><tbody>${rows}</tbody></table>`;
+  main.innerHTML = `<h1>${t("targets.title")}</h1><table class="stack"><thead><tr><th>${t("project")}</th><th>${t("environment")}</th><th>${t("runtime")}</th><th>${t("risk")}</th><th>${t("services")}</th></tr></thead><tbody>${rows}</tbody></table>`;
 }
 
 function signIn(main, message = "") {
@@ -375,7 +382,14 @@ function signIn(main, message = "") {
   });
 }
 
-async function render(options = {}) {
+// Renders run one after another: a slow page must never paint over the page opened after it.
+let rendering = Promise.resolve();
+function render(options = {}) {
+  rendering = rendering.then(() => renderNow(options), () => renderNow(options));
+  return rendering;
+}
+
+async function renderNow(options) {
   translate();
   const main = $("#main");
   if (!state.token) { $("#nav").hidden = true; $("#signout").hidden = true; signIn(main); return; }
@@ -392,14 +406,33 @@ async function render(options = {}) {
   $("#who").textContent = state.me.name;
   const route = location.hash || "#/";
   document.querySelectorAll("nav a").forEach((a) => a.setAttribute("aria-current", route.split("?")[0] === a.getAttribute("href") ? "page" : "false"));
+  await inboxCount();
+  // Tests (and screen readers' users) can tell a finished page from a stale one.
+  delete main.dataset.view;
   try {
+    const target = route.match(/^#\/targets\/([^/?]+)\/([^/?]+)$/);
     if (route.startsWith("#/inbox")) await inbox(main);
     else if (route.startsWith("#/releases/")) await releasePage(main, route.slice("#/releases/".length));
+    else if (target) await targetPage(main, target[1], target[2]);
     else if (route.startsWith("#/targets")) await targetsPage(main);
-    else await home(main, options);
+    else if (route.startsWith("#/history")) await history(main);
+    else if (route.startsWith("#/chat")) await chatPage(main, options);
+    else await dashboard(main);
   } catch (error) {
     main.innerHTML = `<p role="alert" class="msg error"><span>${esc(error.message)}</span></p>`;
   }
+  if ((location.hash || "#/") === route) main.dataset.view = `${route}|${state.lang}`;
+}
+
+// Approvers see how many tickets wait for them on every page (the nav) and on the dashboard.
+async function inboxCount() {
+  try {
+    const page = await api("/api/v1/approvals?mine=true&state=pending&limit=200");
+    state.inboxCount = page.items.filter((a) => a.can_decide).length;
+  } catch (error) { state.inboxCount = 0; }
+  const count = $("#inbox-count");
+  count.textContent = String(state.inboxCount);
+  count.hidden = !state.inboxCount;
 }
 
 $("#lang").addEventListener("click", () => {

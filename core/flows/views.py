@@ -14,6 +14,7 @@ from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput
 from core.flows.actions import allowed_actions
+from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (
@@ -153,11 +154,18 @@ def list_releases(
     project: str | None = None,
     environment: str | None = None,
     state: str | None = None,
+    requested_by: str | None = None,
     limit: int = 50,
     before: str | None = None,
 ) -> ReleasePage:
-    """Releases the actor can view, newest first, filtered and paginated by cursor."""
+    """Releases the actor can view, newest first, filtered and paginated by cursor.
+
+    `requested_by` is a user name, or `me` for the actor; an unknown name matches nothing.
+    """
     query = select(Release).join(Target, Release.target_id == Target.id)
+    if requested_by is not None:
+        name = actor.name if requested_by.lower() == "me" else requested_by
+        query = query.join(User, Release.requested_by_id == User.id).where(User.name == name)
     if project is not None:
         query = query.where(Release.project_id == project_id_named(session, project))
     if environment is not None:

@@ -134,6 +134,8 @@ def test_self_approval_is_403(api: Api) -> None:
         ("get", "/api/v1/approvals?risk=extreme", None, 422, "invalid_input"),
         ("get", "/api/v1/approvals?limit=0", None, 422, "invalid_input"),
         ("get", "/api/v1/releases?state=bogus", None, 422, "invalid_input"),
+        ("get", "/api/v1/releases?requested_by=%F0%9F%9A%80", None, 422, "invalid_input"),
+        ("get", "/api/v1/releases?requested_by=" + "x" * 10_000, None, 422, "invalid_input"),
         (
             "post",
             "/api/v1/approvals/batch",
@@ -275,3 +277,18 @@ def test_me(api: Api) -> None:
         "name": "bob",
         "roles": {"shop": "approver"},
     }
+
+
+def test_releases_by_requester_over_rest(api: Api) -> None:
+    """`requested_by=me` is the caller, on the server: others' newer releases do not hide it."""
+    mine = api.post("/api/v1/releases", json=PREVIEW).json()["id"]
+    for tag in ("1.6.0", "1.7.0"):
+        body = {**PREVIEW, "environment": "dev", "changes": {"web": {"image_tag": tag}}}
+        assert api.post("/api/v1/releases", user="bob", json=body).status_code == 201
+    page = api.get("/api/v1/releases", params={"requested_by": "me", "limit": 1}).json()
+    assert [r["id"] for r in page["items"]] == [mine] and page["next_before"] is None
+    bobs = api.get("/api/v1/releases", params={"requested_by": "bob"}).json()["items"]
+    assert [r["requested_by"] for r in bobs] == ["bob", "bob"]
+    spec = api.get("/openapi.json", user=None).json()
+    params = {p["name"] for p in spec["paths"]["/api/v1/releases"]["get"]["parameters"]}
+    assert "requested_by" in params

@@ -6,40 +6,17 @@ Screenshots of each page go to test-artifacts/ (kept by CI as artifacts).
 from __future__ import annotations
 
 import re
-import shutil
 from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.conftest import World, service_unavailable
+# Other modules (tests/security) launch Chromium with the same flags.
+from tests.browser.conftest import CHROMIUM_FLAGS as CHROMIUM_FLAGS
+from tests.browser.conftest import shot
+from tests.conftest import World
 from tests.support.calls import call
 from tests.support.server import running_server
-
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
-CHROMIUM_FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    executable = shutil.which("chromium") or shutil.which("chromium-browser")
-    if executable is None:
-        service_unavailable("Chromium is not installed (apt: chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=executable, args=CHROMIUM_FLAGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture
@@ -75,11 +52,6 @@ def sign_in(page: Any, site: str, token: str, route: str = "") -> None:
     page.get_by_text("live", exact=True).wait_for()
 
 
-def shot(page: Any, name: str) -> None:
-    ARTIFACTS.mkdir(exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
-
-
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_deploy_approve_apply_in_two_browsers(
     open_page: Callable[..., Any], site: str, world: World
@@ -88,7 +60,7 @@ def test_deploy_approve_apply_in_two_browsers(
 
     alice = open_page(viewport={"width": 1280, "height": 900})
     bob = open_page(viewport={"width": 1280, "height": 900})
-    sign_in(alice, site, world.tokens["alice"])
+    sign_in(alice, site, world.tokens["alice"], "#/chat")
     sign_in(bob, site, world.tokens["bob"], "#/inbox")
     expect(bob.get_by_text("Nothing here yet.")).to_be_visible()
 
@@ -165,8 +137,8 @@ def test_wrong_token_decided_card_and_phone_second_tap(
     shot(phone, "7-phone-second-tap")
     # Someone else decides it meanwhile; the phone's approval card says so when used.
     call(world, "erin", "approve_release", release_id=release.id)
-    phone.goto(f"{site}/#/")
-    phone.get_by_text("Chat").first.wait_for()
+    phone.goto(f"{site}/#/chat")
+    phone.locator("#chat-log").wait_for()
     expect(phone.locator(".card.closed").first).to_be_visible()
 
 
@@ -175,7 +147,7 @@ def test_chinese_and_reconnect(open_page: Callable[..., Any], site: str, world: 
     from playwright.sync_api import expect
 
     page = open_page(locale="zh-CN")
-    page.goto(site)
+    page.goto(f"{site}/#/chat")
     page.get_by_label("API 令牌").fill(world.tokens["alice"])
     page.get_by_role("button", name="登录").click()
     expect(page.get_by_role("heading", name="我的发布")).to_be_visible()
@@ -187,10 +159,10 @@ def test_chinese_and_reconnect(open_page: Callable[..., Any], site: str, world: 
     page.evaluate("() => window.shipdeckDebug.dropSocket()")
     expect(page.locator("#live")).to_have_text("重新连接中…")  # close() is asynchronous
     expect(page.locator("#live")).to_have_text("已连接", timeout=10000)
-    card = page.get_by_role("group", name="Submit R-1 for shop/prod?")
+    card = page.get_by_role("group", name="提交 R-1（shop/prod）？")
     expect(card).to_be_visible()
     card.get_by_role("button", name="确认").click()
-    expect(page.locator("#my-releases")).to_contain_text("pending_approval")
+    expect(page.locator("#my-releases")).to_contain_text("待审批")
     page.reload()  # a reload resumes the same chat session
     expect(page.locator("#chat-log")).to_contain_text("部署 web 1.5.0 到生产")
 

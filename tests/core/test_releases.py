@@ -280,3 +280,22 @@ def test_release_ids_are_stable_and_listable(world: World) -> None:
     assert call(world, "alice", "list_releases", state="pending_approval").items == []
     with pytest.raises(InvalidInput):
         call(world, "alice", "list_releases", state="bogus")
+
+
+def test_releases_filter_by_requester_server_side(world: World) -> None:
+    """`me` is the caller; the filter holds past the first page (no newest-50 window)."""
+    mine = [deploy(world, "alice", "shop", "dev", web={"image_tag": f"8.{i}"}).id for i in range(3)]
+    theirs = [deploy(world, "bob", "shop", "dev", web={"image_tag": f"9.{i}"}).id for i in range(4)]
+    page = call(world, "alice", "list_releases", requested_by="me", limit=2)
+    assert [r.id for r in page.items] == [mine[2], mine[1]]
+    rest = call(world, "alice", "list_releases", requested_by="me", before=page.next_before)
+    assert [r.id for r in rest.items] == [mine[0]] and rest.next_before is None
+    by_name = call(world, "alice", "list_releases", requested_by="bob", project="shop")
+    assert [r.id for r in by_name.items] == theirs[::-1]
+    assert call(world, "bob", "list_releases", requested_by="ME").items == by_name.items
+    assert call(world, "alice", "list_releases", requested_by="nobody").items == []
+    # Another project's viewer sees none of them, even asking by name.
+    assert call(world, "frank", "list_releases", requested_by="alice").items == []
+    for hostile in ["x" * 10_000, "🚀", "alice' OR 1=1 --", 7]:
+        with pytest.raises(InvalidInput):
+            call(world, "alice", "list_releases", requested_by=hostile)

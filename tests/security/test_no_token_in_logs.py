@@ -120,7 +120,7 @@ def test_the_console_never_puts_the_token_in_a_url_or_the_log(
                 page = browser.new_page()
                 page.on("request", lambda r: urls.append(r.url))
                 page.on("websocket", lambda ws: urls.append(ws.url))
-                page.goto(f"http://{address}/")
+                page.goto(f"http://{address}/#/chat")  # the dashboard is the landing page
                 page.get_by_label("API token").fill(token)
                 page.get_by_role("button", name="Sign in").click()
                 page.get_by_text("live", exact=True).wait_for()
