@@ -11,10 +11,10 @@ from __future__ import annotations
 import logging
 import urllib.error
 import urllib.request
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
@@ -176,10 +176,10 @@ async def feishu_actions(request: Request) -> JSONResponse:
 def deliveries(
     services: ServicesDep,
     actor: ActorDep,
-    route: str | None = None,
-    state: str | None = None,
-    limit: int = 50,
-    before: int | None = None,
+    route: Annotated[str | None, Query(max_length=64)] = None,
+    state: Literal["pending", "sending", "delivered", "dead"] | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
 ) -> DeliveryPage:
     """The notification delivery log, newest first (admins only)."""
     with services.reads() as session:

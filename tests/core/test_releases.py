@@ -292,7 +292,8 @@ def test_releases_filter_by_requester_server_side(world: World) -> None:
     assert [r.id for r in rest.items] == [mine[0]] and rest.next_before is None
     by_name = call(world, "alice", "list_releases", requested_by="bob", project="shop")
     assert [r.id for r in by_name.items] == theirs[::-1]
-    assert call(world, "bob", "list_releases", requested_by="ME").items == by_name.items
+    mine_for_bob = call(world, "bob", "list_releases", requested_by="ME").items
+    assert [r.id for r in mine_for_bob] == [r.id for r in by_name.items]
     assert call(world, "alice", "list_releases", requested_by="nobody").items == []
     # Another project's viewer sees none of them, even asking by name.
     assert call(world, "frank", "list_releases", requested_by="alice").items == []
