@@ -17,6 +17,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sqlalchemy import select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cards import PREVIEW_TOOLS, card_view, confirmation_card
@@ -318,15 +319,24 @@ class ChatSession:
 
     def _card(self, tool: str, args: dict[str, Any]) -> str:
         with self.deps.sessions() as session:
-            card = confirmation_card(
-                session,
-                user_id=self.actor.user_id or 0,
-                session_id=self.session_id,
-                tool=tool,
-                args=args,
-            )
-            view = card_view(session, card)
-            session.commit()
+            for attempt in range(2):
+                card = confirmation_card(
+                    session,
+                    user_id=self.actor.user_id or 0,
+                    session_id=self.session_id,
+                    tool=tool,
+                    args=args,
+                )
+                view = card_view(session, card)
+                try:
+                    session.commit()
+                    break
+                except IntegrityError:
+                    # The same card was opened meanwhile (another tab, a hub push): the second
+                    # pass finds it and shows that one, as asking twice always does.
+                    session.rollback()
+                    if attempt:
+                        raise
         self.send({"type": "card", "card": view})
         return str(view["release_id"] or card.id)
 

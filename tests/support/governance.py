@@ -1,9 +1,10 @@
 """A randomized governance driver: random users, doors and actions; invariants from the database.
 
 Used by tests/core/test_governance.py (a bounded run per database) and
-benchmarks/governance_soak.py (10,000+ steps). Every call goes through a real door (the tool
-door in process, or REST's `POST /api/v1/tools/{name}`); after each step the database and the
-audit stream are checked for the promises core makes, whatever the calls were.
+benchmarks/governance_soak.py (10,000+ steps). Every call goes through a real door: the tool
+door in process, REST's `POST /api/v1/tools/{name}`, or a chat session (the words typed, cards
+confirmed or approved as offered). After each step the database and the audit stream are checked
+for the promises core makes, whatever the calls were.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastapi.testclient import TestClient
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from agent.session import ChatSession
 from api.wiring import Services
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.audit.models import AuditEvent
@@ -57,6 +59,7 @@ class Driver:
         self.random = random.Random(seed)
         self.report = Report()
         self.checked_seq = 0  # audit events up to here were checked already
+        self._sessions: dict[str, tuple[ChatSession, list[dict[str, Any]]]] = {}
         with services.sessions() as session:
             mallory = ensure_user(session, "mallory")
             self.tokens["mallory"] = issue_token(session, mallory)
@@ -81,7 +84,11 @@ class Driver:
         self._check_invariants()
 
     def _call(self, user: str, tool: str, args: dict[str, Any]) -> tuple[bool, Any]:
-        if self.random.random() < 0.5:
+        door = self.random.random()
+        if door < 0.2:
+            self._chat(user, tool, args)
+            return False, None  # counted by what it changed, checked by the invariants
+        if door < 0.6:
             try:
                 out = get_tool(tool).run(self.services.context(self.actors[user]), args)
                 return True, out.model_dump(mode="json")
@@ -95,6 +102,30 @@ class Driver:
         if response.status_code >= 500:
             self.report.violations.append(f"{tool} by {user} via REST: {response.status_code}")
         return response.status_code < 300, response.json() if response.status_code < 300 else None
+
+    # ------------------------------------------------------------ the chat door
+
+    def _chat(self, user: str, tool: str, args: dict[str, Any]) -> None:
+        """Say the call in words to the user's chat session; confirm or approve what it offers."""
+        self.report.calls["chat"] += 1
+        session, frames = self._sessions.get(user) or self._open_chat(user)
+        start = len(frames)
+        session.handle({"type": "user_message", "text": _words(tool, args)})
+        for frame in frames[start:]:
+            if frame.get("type") != "card":
+                continue
+            card = frame["card"]
+            if user in OUTSIDERS:
+                self.report.violations.append(f"{user} was offered a card: {card.get('tool')}")
+            if card.get("state") == "open" and self.random.random() < 0.8:
+                action = "approve" if card.get("kind") == "approval" else "confirm"
+                session.handle({"type": "card_action", "card_id": card["id"], "action": action})
+
+    def _open_chat(self, user: str) -> tuple[ChatSession, list[dict[str, Any]]]:
+        frames: list[dict[str, Any]] = []
+        session = ChatSession.open(self.services.chat, self.actors[user], frames.append)
+        self._sessions[user] = (session, frames)
+        return session, frames
 
     def _random_call(self) -> tuple[str, dict[str, Any]]:
         project = self.random.choice(list(PROJECTS))
@@ -235,6 +266,31 @@ class Driver:
         result = get_tool("verify_audit").run(self.services.context(self.actors["admin"]), {})
         if not result.ok:
             self.report.violations.append(f"audit verify failed: {result.reason}")
+
+
+def _words(tool: str, args: dict[str, Any]) -> str:
+    """How a person would type the call in chat."""
+    release = args.get("release_id", "")
+    if tool == "preview_release":
+        service, change = next(iter(args["changes"].items()))
+        value = change.get("image_tag", f"{change.get('replicas')} replicas")
+        return f"deploy {service} {value} to {args['environment']} in {args['project']}"
+    if tool == "rollback_release":
+        urgent = " emergency" if args.get("emergency") else ""
+        return f"roll back {args['project']} {args['environment']}{urgent}"
+    if tool == "reject_release":
+        return f"reject {release} because {args.get('reason', 'no')}"
+    verbs = {
+        "submit_release": "submit",
+        "approve_release": "approve",
+        "apply_release": "apply",
+        "cancel_release": "cancel",
+        "get_release": "show",
+        "release_timeline": "history of",
+    }
+    if tool in verbs:
+        return f"{verbs[tool]} {release}"
+    return "what needs my approval?"
 
 
 def run(
