@@ -149,10 +149,15 @@ def test_prompt_injection_changes_nothing(world: World, server: str) -> None:
     assert call(world, "alice", "get_release", release_id="R-1").lifecycle_state == "previewed"
     reply = alice.say("approve R-1")
     alice.act(alice.card(tool="approve_release")["id"], "confirm")
+    # Refused, or the card was already closed by a live event (release numbers restart with
+    # each test's fresh database, so a late event of the previous test can name R-1 too):
+    # either way nothing was approved.
     assert alice.expect(lambda f: f["type"] == "error")["code"] in (
         "permission_denied",
         "illegal_transition",
+        "card_closed",
     )
+    assert call(world, "alice", "get_release", release_id="R-1").lifecycle_state == "previewed"
     alice.close()
 
 
