@@ -2,28 +2,12 @@
 
 from __future__ import annotations
 
-import time
 from datetime import timedelta
 
 from core.db import utcnow
 from core.flows.runner import ApplyRunner
 from tests.conftest import World
-from tests.support.calls import call, deploy, sql
-
-
-def _approved_dev(world: World) -> str:
-    release = deploy(world, "alice", "shop", "dev", web={"image_tag": "1.7.0"})
-    call(world, "alice", "submit_release", release_id=release.id)
-    return str(release.id)
-
-
-def _wait_for(world: World, release_id: str, state: str, timeout: float = 10) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if call(world, "alice", "get_release", release_id=release_id).lifecycle_state == state:
-            return
-        time.sleep(0.05)
-    raise AssertionError(f"{release_id} never reached {state}")
+from tests.support.calls import approved_dev, call, sql, wait_for_state
 
 
 def test_background_runner_applies_after_the_call_returns(world: World) -> None:
@@ -35,7 +19,7 @@ def test_background_runner_applies_after_the_call_returns(world: World) -> None:
         "UPDATE targets SET connection = :c WHERE environment = 'dev'",
         c='{"delay_seconds": 0.3}',
     )
-    release_id = _approved_dev(world)
+    release_id = approved_dev(world)
     from core.flows.apply import apply_release
 
     with services.sessions() as session:
@@ -49,11 +33,11 @@ def test_background_runner_applies_after_the_call_returns(world: World) -> None:
     assert started.lifecycle_state == "applying"
     runner.drain()
     runner.shutdown()
-    _wait_for(world, release_id, "applied")
+    wait_for_state(world, release_id, {"applied"}, timeout=10)
 
 
 def test_a_dead_replicas_job_is_recovered_once_its_lease_runs_out(world: World) -> None:
-    release_id = _approved_dev(world)
+    release_id = approved_dev(world)
     number = int(release_id.removeprefix("R-"))
     # Replica A took the job, then died: the release sits in applying under its lease.
     sql(
@@ -72,7 +56,7 @@ def test_a_dead_replicas_job_is_recovered_once_its_lease_runs_out(world: World) 
         n=number,
     )
     assert runner.recover() == 1
-    _wait_for(world, release_id, "applied")
+    wait_for_state(world, release_id, {"applied"}, timeout=10)
     assert runner.recover() == 0
     timeline = call(world, "alice", "release_timeline", release_id=release_id)
     assert [e.message for e in timeline.entries if e.kind == "progress"][0].startswith(

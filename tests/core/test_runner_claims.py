@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -15,25 +14,9 @@ from runtimes.base import ApplyResult, Plan, Progress
 from runtimes.registry import RuntimeRegistry
 from runtimes.sandbox import SandboxAdapter
 from tests.conftest import World, build_world
-from tests.support.calls import call, deploy, sql
+from tests.support.calls import approved_dev, call, sql, wait_for_state
 
 HOSTILE = "💥 " * 5000  # 10,000 characters, 25,000 bytes
-
-
-def _approved_dev(world: World, tag: str = "1.7.0") -> str:
-    release = deploy(world, "alice", "shop", "dev", web={"image_tag": tag})
-    call(world, "alice", "submit_release", release_id=release.id)
-    return str(release.id)
-
-
-def _wait_for(world: World, release_id: str, states: set[str], timeout: float = 30) -> str:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        state = call(world, "admin", "get_release", release_id=release_id).lifecycle_state
-        if state in states:
-            return str(state)
-        time.sleep(0.05)
-    raise AssertionError(f"{release_id} never reached {states}")
 
 
 def _rollouts(world: World, release_id: str) -> list[str]:
@@ -81,9 +64,9 @@ def test_a_silent_rollout_longer_than_the_lease_runs_once_across_two_replicas(
         "UPDATE targets SET connection = :c WHERE environment = 'dev'",
         c='{"delay_seconds": 5}',
     )
-    release_id = _approved_dev(pg_world)
+    release_id = approved_dev(pg_world)
     _start(pg_world, two_replicas[0], release_id)
-    assert _wait_for(pg_world, release_id, {"applied", "failed"}) == "applied"
+    assert wait_for_state(pg_world, release_id, {"applied", "failed"}) == "applied"
     assert len(_rollouts(pg_world, release_id)) == 1
     actions = [
         e.action for e in call(pg_world, "admin", "release_timeline", release_id=release_id).entries
@@ -100,7 +83,7 @@ def test_a_worker_that_lost_its_claim_stops_and_writes_nothing(pg_world: World) 
     )
     runner = ApplyRunner(services.sessions, services.runtimes, lease_seconds=30)
     try:
-        release_id = _approved_dev(pg_world)
+        release_id = approved_dev(pg_world)
         number = int(release_id.removeprefix("R-"))
         _start(pg_world, runner, release_id)
         # Another replica took the job while this one still ran it.
@@ -130,7 +113,7 @@ def test_a_huge_failure_reason_still_ends_the_release_failed(
     services = world.services
     runtimes = RuntimeRegistry({"sandbox": ExplodingAdapter(services.engine)})
     runner = ApplyRunner(services.sessions, runtimes, inline=True)
-    release_id = _approved_dev(world)
+    release_id = approved_dev(world)
     with caplog.at_level(logging.INFO):
         _start(world, runner, release_id)
     release = call(world, "admin", "get_release", release_id=release_id)
@@ -145,7 +128,7 @@ def test_a_huge_failure_reason_still_ends_the_release_failed(
 
 
 def test_an_admin_ends_a_stuck_apply_and_the_target_is_free(world: World) -> None:
-    release_id = _approved_dev(world)
+    release_id = approved_dev(world)
     number = int(release_id.removeprefix("R-"))
     sql(
         world,
@@ -165,6 +148,6 @@ def test_an_admin_ends_a_stuck_apply_and_the_target_is_free(world: World) -> Non
     timeline = call(world, "admin", "release_timeline", release_id=release_id)
     assert [e.action for e in timeline.entries if e.kind == "audit"][-1] == "abandon"
     # a next release may apply on the target
-    second = _approved_dev(world, tag="1.8.0")
+    second = approved_dev(world, tag="1.8.0")
     call(world, "alice", "apply_release", release_id=second)
     assert call(world, "alice", "get_release", release_id=second).lifecycle_state == "applied"
