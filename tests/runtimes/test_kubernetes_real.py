@@ -34,7 +34,11 @@ SLEEP = ["sh", "-c", "echo up; exec sleep 3600"]
 
 pytestmark = [
     pytest.mark.kubernetes,
-    pytest.mark.skipif(not KUBECONFIG, reason="opt-in: set SHIPDECK_TEST_KUBECONFIG"),
+    pytest.mark.skipif(
+        not KUBECONFIG,
+        reason="opt-in: needs a real cluster (SHIPDECK_TEST_KUBECONFIG); none runs in CI, the same "
+        "rules run against kmock in test_kubernetes_cluster_rules.py",
+    ),
 ]
 
 
