@@ -145,7 +145,9 @@ def test_prompt_injection_changes_nothing(world: World, server: str) -> None:
     card = alice.card(tool="apply_release")
     alice.act(card["id"], "confirm")
     error = alice.expect(lambda f: f["type"] == "error")
-    assert error["code"] == "illegal_transition"
+    # refused by core, or the card was already closed because R-1 is not approved: either
+    # way nothing applies (checked just below)
+    assert error["code"] in ("illegal_transition", "card_closed")
     assert call(world, "alice", "get_release", release_id="R-1").lifecycle_state == "previewed"
     reply = alice.say("approve R-1")
     alice.act(alice.card(tool="approve_release")["id"], "confirm")
