@@ -7,17 +7,19 @@ owner. Deciding one runs the registry tool as the card's owner: core's rules dec
 from __future__ import annotations
 
 import uuid
+from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import select, update
+from sqlalchemy.orm import Session, joinedload
+from sqlalchemy.orm.attributes import set_committed_value
 
 from agent.models import ChatCard
 from core.approvals.tickets import current_ticket, eligible_approvers, ticket_deadline
 from core.db import utcnow
 from core.ids import parse_release_id, release_id
 from core.releases.models import Release
-from core.releases.queries import current_preview, load_release
+from core.releases.queries import current_preview, latest_previews, load_release
 from runtimes.base import is_simulated
 
 # What confirming a card runs, and what its other actions do.
@@ -180,24 +182,41 @@ def apply_card(session: Session, release: Release) -> ChatCard | None:
 
 
 def settle(session: Session, number: int) -> list[ChatCard]:
-    """Close the open cards of a release that its new state makes pointless; return them."""
+    """Close the open cards of a release that its new state makes pointless; return them.
+
+    A fixed number of statements however many cards close: the eligible approvers are read
+    once, and the closed cards are written by one UPDATE.
+    """
     release = session.get(Release, number)
     if release is None:
         return []
-    changed = []
     ticket = current_ticket(session, number)
+    eligible: set[int] | None = None
+    changed = []
     for card in session.scalars(
         select(ChatCard).where(ChatCard.release_number == number, ChatCard.state == "open")
     ):
         needed = LIVE_WHILE.get("approval" if card.kind == "approval" else card.tool)
         still = needed is None or release.lifecycle_state == needed
         if card.kind == "approval" and still and ticket is not None:
-            still = card.user_id in eligible_approvers(session, ticket)
+            if eligible is None:
+                eligible = set(eligible_approvers(session, ticket))
+            still = card.user_id in eligible
         if not still:
-            card.state, card.decided_at = "void", utcnow()
-            card.outcome = f"{release_id(number)} is now {release.lifecycle_state}"
             changed.append(card)
-    session.flush()
+    if changed:
+        outcome = f"{release_id(number)} is now {release.lifecycle_state}"
+        now = utcnow()
+        session.execute(
+            update(ChatCard)
+            .where(ChatCard.id.in_([c.id for c in changed]), ChatCard.state == "open")
+            .values(state="void", decided_at=now, outcome=outcome)
+            .execution_options(synchronize_session=False)
+        )
+        for card in changed:  # the rows are written; keep the loaded objects in step
+            set_committed_value(card, "state", "void")
+            set_committed_value(card, "decided_at", now)
+            set_committed_value(card, "outcome", outcome)
     return changed
 
 
@@ -225,33 +244,65 @@ def card_view(
         "expires_at": card.expires_at.isoformat() if card.expires_at else None,
     }
     if card.release_number is not None:
-        view.update(release_part or release_view(session, card.release_number))
+        if release_part is None:
+            release_part = release_view(session, card.release_number)
+        view.update(release_part)
     view["title"] = _title(card, view)
     return view
 
 
 def release_view(session: Session, number: int) -> dict[str, Any]:
     """The release fields of a card: id, target, state, requester, diff, risk."""
-    release = session.get(Release, number)
-    if release is None:
+    return release_views(session, [number]).get(number, {})
+
+
+def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[str, Any]]:
+    """`release_view` of many releases in two statements (releases with their target,
+    project and requester; their newest previews)."""
+    wanted = sorted(set(numbers))
+    if not wanted:
         return {}
-    preview = current_preview(session, release.number)
-    part: dict[str, Any] = {
-        "release_id": release_id(release.number),
-        "project": release.project.name,
-        "environment": release.target.environment,
-        "lifecycle_state": release.lifecycle_state,
-        "requested_by": release.requested_by.name,
-        "simulated": is_simulated(release.target.runtime),
-    }
-    if preview is not None:
-        part["diff"] = preview.diff
-        part["risk"] = {
-            "level": preview.risk_level,
-            "reasons": preview.risk_reasons,
-            "tier": release.target.risk_tier,
+    releases = session.scalars(
+        select(Release)
+        .where(Release.number.in_(wanted))
+        .options(joinedload(Release.project), joinedload(Release.target))
+        .options(joinedload(Release.requested_by))
+    ).unique()
+    previews = latest_previews(session, wanted)
+    views: dict[int, dict[str, Any]] = {}
+    for release in releases:
+        part: dict[str, Any] = {
+            "release_id": release_id(release.number),
+            "project": release.project.name,
+            "environment": release.target.environment,
+            "lifecycle_state": release.lifecycle_state,
+            "requested_by": release.requested_by.name,
+            "simulated": is_simulated(release.target.runtime),
         }
-    return part
+        preview = previews.get(release.number)
+        if preview is not None:
+            part["diff"] = preview.diff
+            part["risk"] = {
+                "level": preview.risk_level,
+                "reasons": preview.risk_reasons,
+                "tier": release.target.risk_tier,
+            }
+        views[release.number] = part
+    return views
+
+
+def card_views(session: Session, cards: Iterable[ChatCard]) -> list[dict[str, Any]]:
+    """`card_view` of many cards, reading each release once (a fixed number of statements)."""
+    cards = list(cards)
+    parts = release_views(session, (c.release_number for c in cards if c.release_number))
+    return [
+        card_view(
+            session,
+            card,
+            parts.get(card.release_number, {}) if card.release_number is not None else None,
+        )
+        for card in cards
+    ]
 
 
 def _title(card: ChatCard, view: dict[str, Any]) -> str:

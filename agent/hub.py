@@ -12,6 +12,7 @@ Events are handled one at a time on the hub's own thread, never inside the commi
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -25,13 +26,32 @@ from sqlalchemy.orm import Session, sessionmaker
 from agent.cards import apply_card, approval_cards, card_view, release_view, settle
 from agent.models import ChatCard
 from core.events import EventBus, LiveEvent
-from core.identity.models import User
-from core.identity.service import actor_for
+from core.identity.models import Grant
 from core.ids import parse_release_id
-from core.permissions import Action
+from core.permissions import Action, Actor, Channel, Role
 from core.releases.models import Release
 
 log = logging.getLogger(__name__)
+
+
+class Shared(dict[str, Any]):
+    """A frame going to many sessions: encoded to JSON once, by whichever writer sends first."""
+
+    _text: str | None = None
+
+    @property
+    def text(self) -> str:
+        """The frame as a JSON text frame."""
+        if self._text is None:
+            self._text = json.dumps(self, ensure_ascii=False, default=str)
+        return self._text
+
+
+def encode(frame: dict[str, Any]) -> str:
+    """The JSON text of a frame (a shared frame's cached text)."""
+    if isinstance(frame, Shared):
+        return frame.text
+    return json.dumps(frame, ensure_ascii=False, default=str)
 
 
 @dataclass(eq=False)
@@ -127,39 +147,38 @@ class Hub:
                 update["message"] = event.data.get("message")
                 update["service"] = event.data.get("service")
                 update["level"] = event.data.get("level")
-                if _can_see(session, requester, release.project_id):
+                if requester in _seeing(session, {requester}, release.project_id):
                     self.push(requester, update)
                 return
-            pushes: list[tuple[int, dict[str, Any]]] = []
-            for card in settle(session, number):  # e.g. step 1's approvers, once it is done
-                view = card_view(session, card)
-                pushes.append((card.user_id, {"type": "card", "card": view}))
+            # A fixed number of statements however many cards open or close: one read of the
+            # release for every card, one of the grants of everyone told.
+            cards = settle(session, number)  # e.g. step 1's approvers, once it is done
             if event.kind == "approval_requested":
-                shared = release_view(session, number)  # one read for every approver's card
-                for card in approval_cards(session, number):
-                    view = card_view(session, card, shared)
-                    pushes.append((card.user_id, {"type": "card", "card": view}))
+                cards += approval_cards(session, number)
             elif self._wants_apply_card(release, event):
                 applying = apply_card(session, release)
                 if applying is not None:
-                    view = card_view(session, applying)
-                    pushes.append((requester, {"type": "card", "card": view}))
+                    cards.append(applying)
+            shared = release_view(session, number)
+            pushes = [
+                (card.user_id, {"type": "card", "card": card_view(session, card, shared)})
+                for card in cards
+            ]
             holders = set(
                 session.scalars(select(ChatCard.user_id).where(ChatCard.release_number == number))
             )
             # Whoever holds a card or asked for the release, only users who can see its project
             # now hear of it (a role removed since, a card made before the rule).
-            seeing = {
-                user_id
-                for user_id in {requester} | holders | {u for u, _ in pushes}
-                if _can_see(session, user_id, release.project_id)
-            }
+            seeing = _seeing(
+                session, {requester} | holders | {u for u, _ in pushes}, release.project_id
+            )
             session.commit()
+        told = Shared(update)  # serialised once for every session it goes to
         for user_id in sorted(seeing & ({requester} | holders)):
-            self.push(user_id, update)
+            self.push(user_id, told)
         for user_id, frame in pushes:
             if user_id in seeing:
-                self.push(user_id, frame)
+                self.push(user_id, Shared(frame))
 
     @staticmethod
     def _wants_apply_card(release: Release, event: LiveEvent) -> bool:
@@ -168,7 +187,17 @@ class Hub:
         return release.channel == "chat" and not release.target.apply_on_approval
 
 
-def _can_see(session: Session, user_id: int, project_id: int) -> bool:
-    """Whether the user has any role on the project now."""
-    user = session.get(User, user_id)
-    return user is not None and actor_for(user).can(Action.view, project_id)
+def _seeing(session: Session, user_ids: set[int], project_id: int) -> set[int]:
+    """Those of `user_ids` who have any role on the project now (one statement)."""
+    if not user_ids:
+        return set()
+    grants: dict[int, dict[int | None, Role]] = {}
+    for user_id, project, role in session.execute(
+        select(Grant.user_id, Grant.project_id, Grant.role).where(Grant.user_id.in_(user_ids))
+    ):
+        grants.setdefault(user_id, {})[project] = Role(role)
+    return {
+        user_id
+        for user_id, held in grants.items()
+        if Actor(user_id, "", held, Channel.system).can(Action.view, project_id)
+    }

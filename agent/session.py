@@ -20,7 +20,7 @@ from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
-from agent.cards import PREVIEW_TOOLS, card_view, confirmation_card
+from agent.cards import PREVIEW_TOOLS, card_view, card_views, confirmation_card
 from agent.catalog import catalog_for
 from agent.language import language_of, say
 from agent.models import ChatCard, ChatMessage
@@ -30,10 +30,11 @@ from agent.summaries import summarize
 from core.db import utcnow
 from core.errors import ShipdeckError
 from core.ids import parse_release_id
-from core.permissions import Actor, Channel
+from core.permissions import Action, Actor, Channel
+from core.releases.models import Release
 from tools.base import Tool, ToolContext
 from tools.registry import REGISTRY
-from tools.visibility import can_see_release, conceal, hidden_releases, missing_release
+from tools.visibility import conceal, hidden_releases, missing_release
 
 log = logging.getLogger(__name__)
 
@@ -115,18 +116,23 @@ class ChatSession:
             row.last_active_at = utcnow()
             session.commit()
             chat = cls(deps, actor, row.id, send)
-            open_cards = session.scalars(
-                select(ChatCard)
+            # A card whose release the user can no longer see (role removed) stays closed to
+            # them. A fixed number of statements however many cards are open.
+            cards = session.execute(
+                select(ChatCard, Release.project_id)
+                .outerjoin(Release, Release.number == ChatCard.release_number)
                 .where(ChatCard.user_id == actor.user_id, ChatCard.state == "open")
                 .order_by(ChatCard.created_at)
+            ).all()
+            views = card_views(
+                session,
+                (
+                    card
+                    for card, project_id in cards
+                    if card.release_number is None
+                    or (project_id is not None and actor.can(Action.view, project_id))
+                ),
             )
-            # A card whose release the user can no longer see (role removed) stays closed to them.
-            views = [
-                card_view(session, card)
-                for card in open_cards
-                if card.release_number is None
-                or can_see_release(session, actor, card.release_number)
-            ]
         send(
             {
                 "type": "session",

@@ -19,6 +19,7 @@ from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
 from agent.hub import Outbox as HubOutbox
+from agent.hub import encode
 from agent.session import ChatSession, error_frame
 from api.deps import CredentialDep, ServicesDep, resolve_token
 from api.errors import responses
@@ -120,7 +121,7 @@ async def chat(websocket: WebSocket) -> None:
                 )
                 await websocket.close(code=TRY_AGAIN_LATER, reason="too many unread frames")
                 return
-            await websocket.send_text(json.dumps(frame, ensure_ascii=False, default=str))
+            await websocket.send_text(encode(frame))
 
     writing = asyncio.create_task(writer())
     session = await run_in_threadpool(

@@ -1,0 +1,143 @@
+"""Approval cards cost a fixed number of SQL statements however many approvers they go to.
+
+Pushing a new ticket's cards to every approver, closing them all after the decision, and
+opening a chat session that holds many open cards each run the same statements for 3 cards
+as for 12 or 40 (they used to run two to three per card, on the hub's single thread).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from agent.hub import Outbox
+from agent.rules.planner import RulesPlanner
+from agent.session import ChatDeps, ChatSession
+from core.identity.models import User
+from core.identity.service import actor_for, ensure_user, issue_token
+from core.permissions import SYSTEM
+from core.targets.service import load_declaration, parse_declaration
+from tests.conftest import World
+from tests.core.test_query_counts import counted
+from tests.support.calls import call, deploy
+
+
+@contextmanager
+def on_hub(world: World) -> Iterator[list[str]]:
+    """Every statement the hub's thread sends while the block runs."""
+    statements: list[str] = []
+    hub = world.services.hub
+    hub.drain()
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name == "shipdeck-hub":
+            statements.append(statement)
+
+    event.listen(world.services.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+        hub.drain()
+    finally:
+        event.remove(world.services.engine, "before_cursor_execute", record)
+
+
+def _project(world: World, name: str, approvers: int, targets: int = 1) -> list[str]:
+    """A project whose high-tier targets (prod, h1, h2...) need one of `approvers` approvers."""
+    names = [f"{name}-approver-{i}" for i in range(approvers)]
+    extra = "".join(
+        f"      - {{environment: h{i}, runtime: sandbox, risk_tier: high}}\n"
+        for i in range(1, targets)
+    )
+    declaration = f"""
+projects:
+  - name: {name}
+    services: [web]
+    requesters: [alice]
+    approvers: [{", ".join(f'"{n}"' for n in names)}]
+    targets:
+      - {{environment: prod, runtime: sandbox}}
+{extra}"""
+    with world.services.sessions() as session:
+        load_declaration(session, actor=SYSTEM, declaration=parse_declaration(declaration))
+        for n in names:
+            issue_token(session, ensure_user(session, n))
+        session.commit()
+        world.actors.update({u.name: actor_for(u) for u in session.query(User)})
+    return names
+
+
+def _listen(world: World, names: list[str]) -> dict[str, list[dict[str, Any]]]:
+    frames: dict[str, list[dict[str, Any]]] = {n: [] for n in names}
+    for n in names:
+        world.services.hub.register(Outbox(world.actor(n).user_id or 0, "s", frames[n].append))
+    return frames
+
+
+def _fan_out(world: World, project: str, names: list[str]) -> tuple[int, int]:
+    """Statements on the hub for one ticket's cards, then for closing them on approval."""
+    frames = _listen(world, names)
+    release = deploy(world, "alice", project, "prod", web={"image_tag": "9.9.9"})
+    with on_hub(world) as opened:
+        call(world, "alice", "submit_release", release_id=release.id)
+    cards = [f for fs in frames.values() for f in fs if f["type"] == "card"]
+    assert len(cards) == len(names), cards
+    assert {c["card"]["state"] for c in cards} == {"open"}
+    assert {c["card"]["requested_by"] for c in cards} == {"alice"}
+    for fs in frames.values():
+        fs.clear()
+    with on_hub(world) as closed:
+        call(world, names[0], "approve_release", release_id=release.id)
+    voided = [f["card"] for fs in frames.values() for f in fs if f["type"] == "card"]
+    assert len(voided) == len(names), voided
+    assert {c["state"] for c in voided} == {"void"}
+    assert {c["outcome"] for c in voided} == {f"{release.id} is now approved"}
+    assert all(c["actions"] == [] for c in voided)
+    return len(opened), len(closed)
+
+
+def test_card_fan_out_and_close_cost_the_same_statements_for_3_or_40_approvers(
+    world: World,
+) -> None:
+    few = _fan_out(world, "few", _project(world, "few", 3))
+    many = _fan_out(world, "many", _project(world, "many", 40))
+    assert many == few, (few, many)
+
+
+def test_a_card_held_by_someone_who_lost_the_project_is_not_pushed(world: World) -> None:
+    names = _project(world, "lost", 3)
+    frames = _listen(world, names)
+    frames["victor"] = []
+    victor = world.actor("victor").user_id or 0
+    world.services.hub.register(Outbox(victor, "s", frames["victor"].append))
+    release = deploy(world, "alice", "lost", "prod", web={"image_tag": "2.0.0"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    world.services.hub.drain()
+    assert all(any(f["type"] == "card" for f in frames[n]) for n in names)
+    assert frames["victor"] == []  # a viewer of shop only: no role on `lost`
+
+
+def test_opening_a_session_costs_the_same_statements_for_2_or_12_open_cards(
+    world: World,
+) -> None:
+    deps = ChatDeps(world.services.sessions, world.services.context, RulesPlanner())
+    approver = _project(world, "open", 1, targets=12)[0]
+    environments = ["prod", *(f"h{i}" for i in range(1, 12))]
+    counts = []
+    for first, last in ((0, 2), (2, 12)):  # one pending release per target (no supersede)
+        for environment in environments[first:last]:
+            release = deploy(world, "alice", "open", environment, web={"image_tag": "2.0.0"})
+            call(world, "alice", "submit_release", release_id=release.id)
+        world.services.hub.drain()
+        frames: list[dict[str, Any]] = []
+        with counted(world) as statements:
+            ChatSession.open(deps, world.actor(approver), frames.append)
+        cards = [f["card"] for f in frames if f["type"] == "card"]
+        assert {c["kind"] for c in cards} == {"approval"}
+        assert {c["release_id"] for c in cards} == {f"R-{n}" for n in range(1, last + 1)}
+        counts.append((len(statements), len(cards)))
+    assert [c for _, c in counts] == [2, 12]
+    assert counts[0][0] == counts[1][0], counts
