@@ -7,16 +7,21 @@ as for 12 or 40 (they used to run two to three per card, on the hub's single thr
 
 from __future__ import annotations
 
+import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from fastapi import FastAPI
 from sqlalchemy import event
+from websockets.sync.client import connect
 
 from agent.hub import Outbox
 from agent.rules.planner import RulesPlanner
 from agent.session import ChatDeps, ChatSession
+from api.serving import server_config
+from core.config import Settings
 from core.identity.models import User
 from core.identity.service import actor_for, ensure_user, issue_token
 from core.permissions import SYSTEM
@@ -24,6 +29,7 @@ from core.targets.service import load_declaration, parse_declaration
 from tests.conftest import World
 from tests.core.test_query_counts import counted
 from tests.support.calls import call, deploy
+from tests.support.server import running_server
 
 
 @contextmanager
@@ -141,3 +147,16 @@ def test_opening_a_session_costs_the_same_statements_for_2_or_12_open_cards(
         counts.append((len(statements), len(cards)))
     assert [c for _, c in counts] == [2, 12]
     assert counts[0][0] == counts[1][0], counts
+
+
+def test_chat_frames_are_not_compressed_unless_configured(world: World) -> None:
+    # Compressing every small frame for every session was 27-29% of the writer's time.
+    with running_server(world.services) as address:
+        headers = {"Authorization": f"Bearer {world.tokens['alice']}"}
+        with connect(f"ws://{address}/api/v1/chat", additional_headers=headers) as ws:
+            assert json.loads(ws.recv())["type"] == "session"
+            assert ws.response is not None
+            assert "Sec-WebSocket-Extensions" not in ws.response.headers
+    assert server_config(FastAPI(), Settings()).ws_per_message_deflate is False
+    on = Settings(chat_compress_frames=True)
+    assert server_config(FastAPI(), on).ws_per_message_deflate is True
