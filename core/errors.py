@@ -56,6 +56,16 @@ class IllegalTransition(Conflict):
         self.current = current
 
 
+class StateChanged(Conflict):
+    """The release changed under the call (another caller moved it first); reload and retry."""
+
+    code = "state_changed"
+
+    def __init__(self, message: str, *, current: str, **details: Any) -> None:
+        super().__init__(message, current_state=current, **details)
+        self.current = current
+
+
 class PreviewExpired(Conflict):
     """The preview's TTL passed; re-preview to continue."""
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.approvals.tickets import open_ticket
-from core.errors import PermissionDenied
+from core.errors import PermissionDenied, StateChanged
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
 from core.flows.expiry import check_not_expired
@@ -99,19 +99,31 @@ def _supersede(session: Session, newer: Release, actor: Actor) -> None:
             Release.number < newer.number,
             Release.lifecycle_state.in_([s.value for s in WAITING]),
         )
-    )
+    ).all()
     for old in older:
-        if mine & set(old.services_key.split(",")):
-            reason = f"superseded by {release_id(newer.number)}"
-            transition(
-                session,
-                old,
-                action="cancel",
-                to=State.cancelled,
-                actor=actor,
-                data={"reason": reason, "superseded_by": release_id(newer.number)},
-                values={"reason": reason},
-            )
+        if not mine & set(old.services_key.split(",")):
+            continue
+        reason = f"superseded by {release_id(newer.number)}"
+        # Another caller may move the older release while this submit runs (a decision, a
+        # re-preview, another superseding submit): cancel what is still waiting, once more if
+        # it only changed, and leave what has moved on (cancelled, applying) alone.
+        for attempt in range(3):
+            if normalize_state(old.lifecycle_state) not in WAITING:
+                break
+            try:
+                transition(
+                    session,
+                    old,
+                    action="cancel",
+                    to=State.cancelled,
+                    actor=actor,
+                    data={"reason": reason, "superseded_by": release_id(newer.number)},
+                    values={"reason": reason},
+                )
+                break
+            except StateChanged:  # `transition` re-read the release: look at its state again
+                if attempt == 2:
+                    raise
 
 
 def cancel_release(

@@ -13,7 +13,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit.service import record
 from core.db import utcnow
-from core.errors import IllegalTransition
+from core.errors import IllegalTransition, StateChanged
 from core.events import LiveEvent, queue_event
 from core.ids import release_id
 from core.permissions import Actor
@@ -190,8 +190,11 @@ def transition(
         .execution_options(synchronize_session=False)
     )
     if result.rowcount != 1:  # type: ignore[attr-defined]
+        # Lost the compare-and-set: someone else moved the release since it was read. Saying
+        # "R-n is approved; cancel needs one of: approved" would name an allowed state.
+        read = release.version
         session.refresh(release)
-        raise illegal_transition(release, action, normalize_state(release.lifecycle_state))
+        raise state_changed(release, action, read, fenced=claimed_by is not None)
     for key, value in changes.items():
         set_committed_value(release, key, value)
     record(
@@ -227,6 +230,23 @@ def release_event(release: Release, kind: str, data: dict[str, Any]) -> LiveEven
         lifecycle_state=normalize_state(release.lifecycle_state).value,
         at=utcnow(),
         data=data,
+    )
+
+
+def state_changed(release: Release, action: str, read: int, *, fenced: bool) -> StateChanged:
+    """The typed error for a transition whose release moved on under the call."""
+    current = normalize_state(release.lifecycle_state).value
+    rid = release_id(release.number)
+    why = "its claim moved to another worker" if fenced and release.version == read else ""
+    return StateChanged(
+        f"{rid} changed while {action} ran (now {current}"
+        + (f"; {why}" if why else "")
+        + f"): nothing was done; reload {rid} and try again if {action} still applies",
+        current=current,
+        release_id=rid,
+        action=action,
+        read_version=read,
+        version=release.version,
     )
 
 
