@@ -10,16 +10,18 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
-from sqlalchemy import select, update
-from sqlalchemy.orm import Session, joinedload
+from sqlalchemy import func, select, update
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from agent.models import ChatCard
 from core.approvals.tickets import current_ticket, eligible_approvers, ticket_deadline
 from core.db import utcnow
+from core.identity.models import User
 from core.ids import parse_release_id, release_id
-from core.releases.models import Release
-from core.releases.queries import current_preview, latest_previews, load_release
+from core.releases.models import Preview, Release
+from core.releases.queries import current_preview, load_release
+from core.targets.models import Project, Target
 from runtimes.base import is_simulated
 
 # What confirming a card runs, and what its other actions do.
@@ -190,18 +192,19 @@ def settle(session: Session, number: int) -> list[ChatCard]:
     release = session.get(Release, number)
     if release is None:
         return []
-    ticket = current_ticket(session, number)
-    eligible: set[int] | None = None
+    # The ticket's deciders are read once, and only if an approval card may still be live.
+    looked, eligible = False, None
     changed = []
     for card in session.scalars(
         select(ChatCard).where(ChatCard.release_number == number, ChatCard.state == "open")
     ):
         needed = LIVE_WHILE.get("approval" if card.kind == "approval" else card.tool)
         still = needed is None or release.lifecycle_state == needed
-        if card.kind == "approval" and still and ticket is not None:
-            if eligible is None:
-                eligible = set(eligible_approvers(session, ticket))
-            still = card.user_id in eligible
+        if card.kind == "approval" and still:
+            if not looked:
+                looked, ticket = True, current_ticket(session, number)
+                eligible = set(eligible_approvers(session, ticket)) if ticket else None
+            still = eligible is None or card.user_id in eligible
         if not still:
             changed.append(card)
     if changed:
@@ -257,37 +260,51 @@ def release_view(session: Session, number: int) -> dict[str, Any]:
 
 
 def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[str, Any]]:
-    """`release_view` of many releases in two statements (releases with their target,
-    project and requester; their newest previews)."""
+    """`release_view` of many releases in one column-only statement (no ORM objects: the hub
+    builds these for every fan-out)."""
     wanted = sorted(set(numbers))
     if not wanted:
         return {}
-    releases = session.scalars(
-        select(Release)
+    newest = (
+        select(func.max(Preview.id))
+        .where(Preview.release_number == Release.number)
+        .correlate(Release)
+        .scalar_subquery()
+    )
+    rows = session.execute(
+        select(
+            Release.number,
+            Release.lifecycle_state,
+            Project.name,
+            Target.environment,
+            Target.runtime,
+            Target.risk_tier,
+            User.name,
+            Preview.diff,
+            Preview.risk_level,
+            Preview.risk_reasons,
+            Preview.id,
+        )
+        .join(Project, Project.id == Release.project_id)
+        .join(Target, Target.id == Release.target_id)
+        .join(User, User.id == Release.requested_by_id)
+        .outerjoin(Preview, Preview.id == newest)
         .where(Release.number.in_(wanted))
-        .options(joinedload(Release.project), joinedload(Release.target))
-        .options(joinedload(Release.requested_by))
-    ).unique()
-    previews = latest_previews(session, wanted)
+    )
     views: dict[int, dict[str, Any]] = {}
-    for release in releases:
+    for number, state, project, env, runtime, tier, requester, diff, level, reasons, pid in rows:
         part: dict[str, Any] = {
-            "release_id": release_id(release.number),
-            "project": release.project.name,
-            "environment": release.target.environment,
-            "lifecycle_state": release.lifecycle_state,
-            "requested_by": release.requested_by.name,
-            "simulated": is_simulated(release.target.runtime),
+            "release_id": release_id(number),
+            "project": project,
+            "environment": env,
+            "lifecycle_state": state,
+            "requested_by": requester,
+            "simulated": is_simulated(runtime),
         }
-        preview = previews.get(release.number)
-        if preview is not None:
-            part["diff"] = preview.diff
-            part["risk"] = {
-                "level": preview.risk_level,
-                "reasons": preview.risk_reasons,
-                "tier": release.target.risk_tier,
-            }
-        views[release.number] = part
+        if pid is not None:
+            part["diff"] = diff
+            part["risk"] = {"level": level, "reasons": reasons, "tier": tier}
+        views[number] = part
     return views
 
 

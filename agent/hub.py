@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import select
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from agent.cards import apply_card, approval_cards, card_view, release_view, settle
 from agent.models import ChatCard
@@ -139,7 +139,8 @@ class Hub:
             "actor": event.data.get("actor"),
         }
         with self._sessions() as session:
-            release = session.get(Release, number)
+            # the requester's user row (and its grants) is not needed: `_seeing` reads grants
+            release = session.get(Release, number, options=[lazyload(Release.requested_by)])
             if release is None:
                 return
             requester = release.requested_by_id

@@ -1,48 +1,246 @@
-"""Chat turn overhead and approval-card fan-out, against a bare WebSocket echo, one run.
+"""Chat turn and approval-card fan-out against the least the same work can cost, one run.
 
-The real app serves under uvicorn (SQLite, sandbox runtime, rules planner) with one extra
-bare endpoint that echoes WebSocket frames. Measured from a client in this process:
-- chat turn: "what's running in shop prod" sent -> `tool_result` received (and the final
-  `assistant_message`), vs. an echo round trip;
-- fan-out: a release is submitted to prod -> the approval card arrives in each of 100
-  connected approver sessions (per-session latency), vs. an echo round trip.
+For each database (SQLite file, then a throwaway PostgreSQL cluster) the seeded app serves in
+its OWN process under uvicorn (rules planner, simulated runtime, the same uvicorn settings as
+`shipdeck serve`), with a few bare endpoints added for the baselines; this process is only the
+client (asyncio, websockets + httpx), so the two never share an interpreter lock.
+
+- chat turn: "what's running in shop prod" sent -> `tool_result` / `assistant_message`
+  received, against a WebSocket round trip whose handler does one indexed SELECT and one
+  committed INSERT on the same database (own engine, same engine settings; the least any turn
+  can do). Goal: p50 <= 3x.
+- card fan-out: `POST /api/v1/tools/submit_release` sent -> the approval card received in
+  each of 100 approver sessions (per session; the submit also closes the previous release's
+  100 cards, which it supersedes), against the same frames pushed to 100 sessions by a bare
+  hub (POST -> a thread hands pre-encoded frames to each socket's writer). Goal: p99 <= 100 ms.
+- card close: `approve_release` sent -> the voided card received in the 99 other sessions.
+
+The PostgreSQL cluster is the test suite's throwaway one (fsync off). Figures depend on the
+machine; compare the ratios, which are measured side by side.
 
     python -m benchmarks.chat_latency [--turns 200] [--approvers 100] [--releases 10]
+        [--databases sqlite postgresql]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
+import os
+import secrets
 import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
-from fastapi import FastAPI, WebSocket, WebSocketDisconnect
-from websockets.asyncio.client import connect
+import httpx2 as httpx
+from fastapi import WebSocket, WebSocketDisconnect  # module level: route annotations resolve
+from websockets.asyncio.client import ClientConnection, connect
 
-from api.wiring import Services
-from core.config import Settings
-from core.identity.service import actor_for, ensure_user, issue_token
-from core.permissions import SYSTEM
-from core.targets.service import load_declaration, parse_declaration
-from tests.support.server import running_server
-from tools.registry import get_tool
+ROOT = Path(__file__).resolve().parent.parent
+QUESTION = "what's running in shop prod"
 
 
 def pct(values: list[float], q: int) -> float:
+    """The q-th percentile (inclusive method)."""
     return statistics.quantiles(values, n=100, method="inclusive")[q - 1]
 
 
-async def echo_round_trips(address: str, n: int) -> list[float]:
+# ---------------------------------------------------------------------------- server process
+
+
+def serve_main(port: int) -> None:
+    """The app as `shipdeck serve` builds it, plus the bare baselines (runs in its own process)."""
+    import uvicorn
+    from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+    from starlette.concurrency import run_in_threadpool
+
+    from api.app import create_app
+    from api.serving import server_config
+    from api.wiring import Services
+    from core.config import get_settings
+    from core.db import make_engine
+    from core.identity.models import User
+
+    settings = get_settings()
+    services = Services.build(settings)
+    app = create_app(settings, services)
+    bare = make_engine(settings.database_url)  # its own engine and pool, same settings
+    turns = Table(
+        "bench_turns",
+        MetaData(),
+        Column("id", Integer, primary_key=True),
+        Column("user_id", Integer),
+        Column("text", String(4000)),
+    )
+    turns.metadata.create_all(bare)
+
+    def select_insert(text: str) -> int:
+        with bare.begin() as connection:
+            user_id = connection.execute(select(User.id).where(User.name == "alice")).scalar_one()
+            connection.execute(insert(turns).values(user_id=user_id, text=text))
+        return int(user_id)
+
+    @app.websocket("/bench/echo")
+    async def echo(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                await websocket.send_text(await websocket.receive_text())
+        except WebSocketDisconnect:
+            pass
+
+    @app.websocket("/bench/turn")
+    async def turn(websocket: WebSocket) -> None:
+        await websocket.accept()
+        try:
+            while True:
+                frame = json.loads(await websocket.receive_text())
+                user_id = await run_in_threadpool(select_insert, frame["text"])
+                reply = {"type": "assistant_message", "text": frame["text"], "user": user_id}
+                await websocket.send_text(json.dumps(reply))
+        except WebSocketDisconnect:
+            pass
+
+    sockets: dict[int, tuple[asyncio.AbstractEventLoop, asyncio.Queue[str]]] = {}
+    lock = threading.Lock()
+
+    @app.websocket("/bench/hub")
+    async def hub(websocket: WebSocket) -> None:
+        await websocket.accept()
+        queue: asyncio.Queue[str] = asyncio.Queue()
+        with lock:
+            sockets[id(queue)] = (asyncio.get_running_loop(), queue)
+
+        async def writer() -> None:
+            while True:
+                await websocket.send_text(await queue.get())
+
+        writing = asyncio.create_task(writer())
+        try:
+            while True:
+                await websocket.receive_text()
+        except WebSocketDisconnect:
+            pass
+        finally:
+            with lock:
+                sockets.pop(id(queue), None)
+            writing.cancel()
+
+    @app.post("/bench/hub/push", status_code=204)
+    def push(frames: list[dict[str, Any]]) -> None:
+        texts = [json.dumps(f, ensure_ascii=False) for f in frames]  # encoded once, like ours
+        with lock:
+            targets = list(sockets.values())
+        for loop, queue in targets:
+            for text in texts:
+                loop.call_soon_threadsafe(queue.put_nowait, text)
+
+    @app.get("/bench/ready")
+    def ready() -> dict[str, bool]:
+        return {"ok": True}
+
+    gc.collect()
+    gc.freeze()  # as `shipdeck serve` does after start-up
+    config = server_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
+    uvicorn.Server(config).run()
+
+
+# ---------------------------------------------------------------------------- setup
+
+
+def seed(url: str, key: str, approvers: list[str]) -> dict[str, str]:
+    """Migrate and load shop (prod needs one approver's approval); tokens by user name."""
+    from api.wiring import Services
+    from core.config import Settings
+    from core.identity.service import ensure_user, issue_token
+    from core.permissions import SYSTEM
+    from core.targets.service import load_declaration, parse_declaration
+
+    services = Services.build(Settings(database_url=url, audit_key=key))
+    services.migrate()
+    declaration = f"""
+projects:
+  - name: shop
+    services: [web, api, worker]
+    requesters: [alice]
+    approvers: [{", ".join(approvers)}]
+    targets:
+      - {{environment: prod, runtime: sandbox, images: {{web: shop/web:1.0.0}}}}
+"""
+    with services.sessions() as session:
+        load_declaration(session, actor=SYSTEM, declaration=parse_declaration(declaration))
+        tokens = {
+            name: issue_token(session, ensure_user(session, name)) for name in ["alice", *approvers]
+        }
+        session.commit()
+    services.close()
+    return tokens
+
+
+@contextmanager
+def server(url: str, key: str) -> Iterator[str]:
+    """The app in its own process; yields host:port once it answers."""
+    from tests.support.postgres import free_port
+
+    port = free_port()
+    env = dict(os.environ, PYTHONPATH=str(ROOT), SHIPDECK_DATABASE_URL=url)
+    env.update(SHIPDECK_AUDIT_KEY=key, SHIPDECK_PLANNER="rules", SHIPDECK_MIGRATE_ON_START="false")
+    child = subprocess.Popen(
+        [sys.executable, "-m", "benchmarks.chat_latency", "--serve", str(port)],
+        env=env,
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+    )
+    address = f"127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if child.poll() is not None:
+                raise RuntimeError(f"server exited with {child.returncode}")
+            try:
+                if httpx.get(f"http://{address}/bench/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+            time.sleep(0.1)
+        yield address
+    finally:
+        child.terminate()
+        child.wait(timeout=30)
+
+
+@contextmanager
+def database(kind: str, tmp: Path) -> Iterator[str]:
+    """A fresh SQLite file or a throwaway PostgreSQL cluster."""
+    if kind == "sqlite":
+        yield f"sqlite:///{tmp / 'chat.db'}"
+        return
+    from tests.support.postgres import throwaway_cluster
+
+    with throwaway_cluster() as url:
+        yield url
+
+
+# ---------------------------------------------------------------------------- client
+
+
+async def round_trips(address: str, path: str, n: int) -> list[float]:
+    """n round trips on a bare endpoint (after 20 to warm up), in ms."""
     samples = []
-    async with connect(f"ws://{address}/bench/echo") as ws:
+    async with connect(f"ws://{address}{path}") as ws:
         for i in range(n + 20):
             start = time.perf_counter()
-            await ws.send(json.dumps({"type": "ping", "n": i}))
+            await ws.send(json.dumps({"type": "user_message", "text": QUESTION}))
             await ws.recv()
             if i >= 20:
                 samples.append((time.perf_counter() - start) * 1000)
@@ -50,15 +248,14 @@ async def echo_round_trips(address: str, n: int) -> list[float]:
 
 
 async def chat_turns(address: str, token: str, n: int) -> tuple[list[float], list[float]]:
+    """n chat turns (after 10): ms to the first `tool_result` and to `assistant_message`."""
     to_result, to_message = [], []
     headers = {"Authorization": f"Bearer {token}"}
     async with connect(f"ws://{address}/api/v1/chat", additional_headers=headers) as ws:
         await ws.recv()  # session
         for i in range(n + 10):
             start = time.perf_counter()
-            await ws.send(
-                json.dumps({"type": "user_message", "text": "what's running in shop prod"})
-            )
+            await ws.send(json.dumps({"type": "user_message", "text": QUESTION}))
             got_result = None
             while True:
                 frame = json.loads(await ws.recv())
@@ -72,115 +269,177 @@ async def chat_turns(address: str, token: str, n: int) -> tuple[list[float], lis
     return to_result, to_message
 
 
+async def wait_card(
+    ws: ClientConnection, release_id: str, state: str, seen: list[dict[str, Any]] | None = None
+) -> float:
+    """When this session receives the release's card in `state` (frames kept in `seen`)."""
+    while True:
+        frame = json.loads(await ws.recv())
+        if seen is not None:
+            seen.append(frame)
+        card = frame.get("card") or {}
+        if frame["type"] == "card" and card["release_id"] == release_id and card["state"] == state:
+            return time.perf_counter()
+
+
 async def fan_out(
-    address: str, tokens: list[str], submit: Callable[[int], tuple[str, float]], releases: int
-) -> list[float]:
-    samples: list[float] = []
+    address: str, tokens: dict[str, str], approvers: list[str], releases: int
+) -> dict[str, Any]:
+    """Submit -> open card in every session; approve -> card closed in every other session."""
+    opened: list[float] = []
+    closed: list[float] = []
+    submits: list[float] = []
+    frames: list[dict[str, Any]] = []
     sockets = []
-    for token in tokens:
+    for name in approvers:
         ws = await connect(
-            f"ws://{address}/api/v1/chat", additional_headers={"Authorization": f"Bearer {token}"}
+            f"ws://{address}/api/v1/chat",
+            additional_headers={"Authorization": f"Bearer {tokens[name]}"},
+            max_queue=None,
         )
         await ws.recv()  # session
         sockets.append(ws)
+    alice = {"Authorization": f"Bearer {tokens['alice']}"}
+    decider = {"Authorization": f"Bearer {tokens[approvers[0]]}"}
+    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=60) as client:
+        try:
+            for i in range(releases + 1):  # the first round warms up
+                body = {"project": "shop", "environment": "prod"}
+                body["changes"] = {"web": {"image_tag": f"9.{i}.0"}}  # type: ignore[assignment]
+                made = await client.post("/api/v1/tools/preview_release", json=body, headers=alice)
+                made.raise_for_status()
+                rid = made.json()["id"]
+                seen: list[dict[str, Any]] = []
+                waits = [
+                    wait_card(ws, rid, "open", seen if n == 0 else None)
+                    for n, ws in enumerate(sockets)
+                ]
+                started = time.perf_counter()
+                submit = asyncio.create_task(
+                    client.post(
+                        "/api/v1/tools/submit_release", json={"release_id": rid}, headers=alice
+                    )
+                )
+                arrived = await asyncio.gather(*waits)
+                response = await submit
+                response.raise_for_status()
+                if i == 0:
+                    continue
+                submits.append(float(response.elapsed.total_seconds() * 1000))
+                opened += [(t - started) * 1000 for t in arrived]
+                frames = seen  # everything session 0 got between submit and its card
+                started = time.perf_counter()
+                approve = asyncio.create_task(
+                    client.post(
+                        "/api/v1/tools/approve_release", json={"release_id": rid}, headers=decider
+                    )
+                )
+                arrived = await asyncio.gather(*(wait_card(ws, rid, "void") for ws in sockets[1:]))
+                (await approve).raise_for_status()
+                closed += [(t - started) * 1000 for t in arrived]
+        finally:
+            for ws in sockets:
+                await ws.close()
+    return {"opened": opened, "closed": closed, "submits": submits, "frames": frames}
 
-    async def wait_card(ws: object, release_id: str) -> float:
+
+async def bare_hub(
+    address: str, sessions: int, frames: list[dict[str, Any]], rounds: int
+) -> list[float]:
+    """The same frames pushed to as many sessions by the bare hub: ms to the last frame."""
+    samples: list[float] = []
+    sockets = [await connect(f"ws://{address}/bench/hub", max_queue=None) for _ in range(sessions)]
+    marker = json.dumps(frames[-1], ensure_ascii=False)
+
+    async def last(ws: ClientConnection) -> float:
         while True:
-            frame = json.loads(await ws.recv())  # type: ignore[attr-defined]
-            if frame["type"] == "card" and frame["card"]["release_id"] == release_id:
+            if await ws.recv() == marker:
                 return time.perf_counter()
 
-    try:
-        for i in range(releases):
-            release_id, started = await asyncio.to_thread(submit, i)
-            arrived = await asyncio.gather(*(wait_card(ws, release_id) for ws in sockets))
-            samples += [(t - started) * 1000 for t in arrived]
-    finally:
-        for ws in sockets:
-            await ws.close()
+    async with httpx.AsyncClient(base_url=f"http://{address}", timeout=60) as client:
+        try:
+            for i in range(rounds + 1):
+                started = time.perf_counter()
+                pushed = asyncio.create_task(client.post("/bench/hub/push", json=frames))
+                arrived = await asyncio.gather(*(last(ws) for ws in sockets))
+                (await pushed).raise_for_status()
+                if i:
+                    samples += [(t - started) * 1000 for t in arrived]
+        finally:
+            for ws in sockets:
+                await ws.close()
     return samples
 
 
+async def measure(
+    address: str, tokens: dict[str, str], approvers: list[str], args: Any
+) -> dict[str, Any]:
+    """Every measurement of one database, baselines interleaved with the product's runs."""
+    result: dict[str, Any] = {}
+    result["echo"] = await round_trips(address, "/bench/echo", args.turns)
+    result["floor"] = await round_trips(address, "/bench/turn", args.turns // 2)
+    result["tool_result"], result["message"] = await chat_turns(
+        address, tokens["alice"], args.turns
+    )
+    result["floor"] += await round_trips(address, "/bench/turn", args.turns - args.turns // 2)
+    fan = await fan_out(address, tokens, approvers, args.releases)
+    result.update(fan)
+    result["bare_hub"] = await bare_hub(address, len(approvers), fan["frames"], args.releases)
+    return result
+
+
+def report(kind: str, r: dict[str, Any], args: Any) -> None:
+    """Print one database's table and its goals."""
+    print(
+        f"\n{kind}: {args.turns} chat turns; fan-out to {args.approvers} sessions"
+        f" x {args.releases} releases"
+    )
+    print(f"  {'':<52}{'p50 ms':>9}{'p99 ms':>9}")
+    rows = [
+        ("WebSocket echo (transport floor)", r["echo"]),
+        ("baseline turn: indexed SELECT + committed INSERT", r["floor"]),
+        ("chat turn: message -> tool_result", r["tool_result"]),
+        ("chat turn: message -> assistant_message", r["message"]),
+        ("submit_release over REST (response)", r["submits"]),
+        (f"fan-out: submit -> open card, {args.approvers} sessions", r["opened"]),
+        ("baseline: bare hub pushes the same frames", r["bare_hub"]),
+        (f"close: approve -> void card, {args.approvers - 1} sessions", r["closed"]),
+    ]
+    for name, values in rows:
+        print(f"  {name:<52}{pct(values, 50):>9.2f}{pct(values, 99):>9.2f}")
+    turn = pct(r["message"], 50) / pct(r["floor"], 50)
+    fan99 = pct(r["opened"], 99)
+    print(f"  chat turn p50 / baseline turn p50: {turn:.1f}x (goal <= 3x)")
+    print(
+        f"  fan-out p99 {fan99:.0f} ms (goal <= 100 ms); "
+        f"p50/p99 vs bare hub {pct(r['opened'], 50) / pct(r['bare_hub'], 50):.1f}x / "
+        f"{fan99 / pct(r['bare_hub'], 99):.1f}x"
+    )
+
+
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--turns", type=int, default=200)
     parser.add_argument("--approvers", type=int, default=100)
     parser.add_argument("--releases", type=int, default=10)
+    parser.add_argument("--databases", nargs="+", default=["sqlite", "postgresql"])
+    parser.add_argument("--serve", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as tmp:
-        services = Services.build(
-            Settings(database_url=f"sqlite:///{Path(tmp) / 'chat.db'}"), inline_apply=True
-        )
-        services.migrate()
-        approvers = [f"a{i:03d}" for i in range(args.approvers)]
-        declaration = f"""
-projects:
-  - name: shop
-    services: [web, api, worker]
-    requesters: [alice]
-    approvers: [{", ".join(approvers)}]
-    targets:
-      - {{environment: prod, runtime: sandbox}}
-"""
-        with services.sessions() as session:
-            load_declaration(session, actor=SYSTEM, declaration=parse_declaration(declaration))
-            alice = ensure_user(session, "alice")
-            tokens = {
-                name: issue_token(session, ensure_user(session, name))
-                for name in ["alice", *approvers]
-            }
-            session.commit()
-            alice_actor = actor_for(alice)
-        ctx = services.context(alice_actor)
-
-        def submit(i: int) -> tuple[str, float]:
-            release = get_tool("preview_release").run(
-                ctx,
-                {
-                    "project": "shop",
-                    "environment": "prod",
-                    "changes": {"web": {"image_tag": f"9.{i}.0"}},
-                },
-            )
-            started = time.perf_counter()
-            get_tool("submit_release").run(ctx, {"release_id": release.id})
-            return release.id, started
-
-        def add_echo(app: FastAPI) -> None:
-            @app.websocket("/bench/echo")
-            async def echo(websocket: WebSocket) -> None:
-                await websocket.accept()
-                try:
-                    while True:
-                        await websocket.send_text(await websocket.receive_text())
-                except WebSocketDisconnect:
-                    pass
-
-        async def run() -> dict[str, list[float]]:
-            with running_server(services, add_echo) as address:
-                echo = await echo_round_trips(address, args.turns)
-                result, message = await chat_turns(address, tokens["alice"], args.turns)
-                fan = await fan_out(address, [tokens[a] for a in approvers], submit, args.releases)
-                echo_after = await echo_round_trips(address, args.turns)
-            return {"echo": echo + echo_after, "result": result, "message": message, "fan": fan}
-
-        results = asyncio.run(run())
-        services.close()
-    echo50, echo99 = pct(results["echo"], 50), pct(results["echo"], 99)
+    if args.serve:
+        serve_main(args.serve)
+        return
+    approvers = [f"a{i:03d}" for i in range(args.approvers)]
     print(
-        f"chat over WebSocket, rules planner, SQLite; {args.turns} turns; fan-out to "
-        f"{args.approvers} approver sessions x {args.releases} releases"
+        "chat over WebSocket, rules planner; server in its own process, this process the client;"
+        f" {os.cpu_count()} CPUs"
     )
-    print(f"  {'':<44}{'p50 ms':>9}{'p99 ms':>9}{'p50 x':>8}{'p99 x':>8}")
-    rows = [
-        ("bare WebSocket echo round trip", results["echo"]),
-        ("chat turn: message -> tool_result", results["result"]),
-        ("chat turn: message -> assistant_message", results["message"]),
-        (f"approval card fan-out ({args.approvers} sessions)", results["fan"]),
-    ]
-    for name, values in rows:
-        p50, p99 = pct(values, 50), pct(values, 99)
-        print(f"  {name:<44}{p50:>9.2f}{p99:>9.2f}{p50 / echo50:>8.1f}{p99 / echo99:>8.1f}")
+    for kind in args.databases:
+        with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+            key = secrets.token_hex(32)
+            tokens = seed(url, key, approvers)
+            with server(url, key) as address:
+                results = asyncio.run(measure(address, tokens, approvers, args))
+        report(kind, results, args)
 
 
 if __name__ == "__main__":
