@@ -252,6 +252,13 @@ class RuntimeAdapter(ABC):
         """
         return fingerprint(self.describe(target), services)
 
+    def observe(self, target: TargetRef, services: list[str]) -> tuple[LiveState, str]:
+        """`describe()` and `fingerprint()` together, for the drift check before apply.
+
+        An adapter that reads the same state for both overrides this to read it once.
+        """
+        return self.describe(target), self.fingerprint(target, services)
+
 
 def desired_spec(live: ServiceSpec, change: ServiceChange) -> ServiceSpec:
     """Apply a change to a live spec: a tag replaces the tag of the current image."""

@@ -234,6 +234,12 @@ class ComposeAdapter(RuntimeAdapter):
         config = self._compose_config(target, fresh=True)
         return self._fingerprint(self._describe(target, config), config, services)
 
+    def observe(self, target: TargetRef, services: list[str]) -> tuple[LiveState, str]:
+        """The live state and fingerprint from one read of the containers and config."""
+        config = self._compose_config(target, fresh=True)
+        live = self._describe(target, config)
+        return live, self._fingerprint(live, config, services)
+
     @staticmethod
     def _fingerprint(live: LiveState, config: dict[str, Any], services: list[str]) -> str:
         # apply runs `compose up` with these files under our override: every key of the
@@ -361,7 +367,8 @@ class ComposeAdapter(RuntimeAdapter):
                 reason = f"{names} did not settle within the stable window"
                 progress(None, "error", reason)
                 return ApplyResult(ok=False, reason=reason, applied=plan.desired)
-            time.sleep(POLL_SECONDS)
+            left = max(0.0, deadline - time.monotonic())
+            time.sleep(min(_next_check(grouped, pending, stable), left))
             grouped = self._containers(client, plan.target)
 
     def _failed(
@@ -417,6 +424,25 @@ class ComposeAdapter(RuntimeAdapter):
             health = _service_health(containers, stable) if containers else "absent"
             result[name] = ServiceDiagnosis(health=health, logs=logs, events=events)
         return Diagnosis(services=result)
+
+
+def _next_check(
+    grouped: dict[str, list[Container]], pending: dict[str, ServiceSpec], stable: float
+) -> float:
+    """How long to wait before looking again: until the first stability window ends when only
+    windows are left to run out (each look is a `compose ps` + inspect), else one poll."""
+    left = []
+    for name, spec in pending.items():
+        for container in grouped.get(name, []):
+            if container.config.image != spec.image:
+                continue
+            state = container.state
+            if state.health is not None and state.health.status:
+                return POLL_SECONDS  # Docker decides: look again soon
+            if not state.running or state.started_at is None:
+                return POLL_SECONDS
+            left.append(stable - (datetime.now(UTC) - state.started_at).total_seconds())
+    return max(POLL_SECONDS, min(left)) if left else POLL_SECONDS
 
 
 def _container_health(container: Container, stable: float) -> str:

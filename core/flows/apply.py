@@ -103,10 +103,9 @@ def apply_release(
     services = list(preview.desired)
     version = found.version
     session.commit()
-    live = call_runtime("read the live state", lambda: adapter.describe(ref))
     # The adapter's fingerprint covers the desired-side inputs too (rendered compose config,
-    # live object specs), not only the live state `describe` returns.
-    current = call_runtime("read the live state", lambda: adapter.fingerprint(ref, services))
+    # live object specs), not only the live state `describe` returns; both from one read.
+    live, current = call_runtime("read the live state", lambda: adapter.observe(ref, services))
     _check_drift(found, preview, live, services, current)
     found = load_release(session, found.number)
     if found.version != version:
