@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import json
 import logging
-import queue
 import threading
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +54,50 @@ def encode(frame: dict[str, Any]) -> str:
     return json.dumps(frame, ensure_ascii=False, default=str)
 
 
+Item = LiveEvent | threading.Event | None
+
+
+class Lanes:
+    """The hub's queue: events in arrival order, except that the sweeper's expiries wait while
+    people's events are handled.
+
+    A sweep may expire hundreds of releases at once (after a restart, say); handled first come
+    first served, a card fan-out queued behind them would wait for seconds. A release's own
+    events keep their order: its waiting expiries are handled just before its next event.
+    Markers (`drain`, close) queue behind everything already queued.
+    """
+
+    def __init__(self) -> None:
+        self._ready = threading.Condition()
+        self._now: deque[Item] = deque()
+        self._later: deque[Item] = deque()
+
+    def put(self, item: Item) -> None:
+        """Queue an event or a marker (thread-safe)."""
+        later = not isinstance(item, LiveEvent) or item.data.get("action") == "expire"
+        with self._ready:
+            (self._later if later else self._now).append(item)
+            self._ready.notify()
+
+    def take(self) -> list[Item]:
+        """The next items to handle, in order (blocks until there is one)."""
+        with self._ready:
+            while not self._now and not self._later:
+                self._ready.wait()
+            if not self._now:
+                return [self._later.popleft()]
+            event = self._now.popleft()
+            assert isinstance(event, LiveEvent)
+            first = [
+                e
+                for e in self._later
+                if isinstance(e, LiveEvent) and e.release_id == event.release_id
+            ]
+            for e in first:
+                self._later.remove(e)
+            return [*first, event]
+
+
 @dataclass(eq=False)
 class Outbox:
     """One open connection: its user and a thread-safe way to send it a frame."""
@@ -71,7 +115,7 @@ class Hub:
         self._sessions = sessions
         self._outboxes: dict[int, set[Outbox]] = {}
         self._lock = threading.Lock()
-        self._events: queue.Queue[LiveEvent | threading.Event | None] = queue.Queue()
+        self._events = Lanes()
         self._unsubscribe = bus.subscribe(self._events.put)
         self._worker = threading.Thread(target=self._run, name="shipdeck-hub", daemon=True)
         self._worker.start()
@@ -116,16 +160,16 @@ class Hub:
 
     def _run(self) -> None:
         while True:
-            event = self._events.get()
-            if event is None:
-                return
-            if isinstance(event, threading.Event):
-                event.set()
-                continue
-            try:
-                self._handle(event)
-            except Exception:  # one bad event must not stop the hub
-                log.exception("hub failed on %s", event.kind)
+            for event in self._events.take():
+                if event is None:
+                    return
+                if isinstance(event, threading.Event):
+                    event.set()
+                    continue
+                try:
+                    self._handle(event)
+                except Exception:  # one bad event must not stop the hub
+                    log.exception("hub failed on %s", event.kind)
 
     def _handle(self, event: LiveEvent) -> None:
         number = parse_release_id(event.release_id)

@@ -1,0 +1,73 @@
+"""A sweep that expires many releases at once does not hold a card fan-out behind it."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+from agent.hub import Lanes, Outbox
+from core.db import utcnow
+from core.events import LiveEvent
+from tests.conftest import World
+from tests.support.calls import call, deploy
+
+
+def _expiry(release_id: str) -> LiveEvent:
+    return LiveEvent(
+        kind="release_update",
+        release_id=release_id,
+        project="shop",
+        environment="dev",
+        lifecycle_state="expired",
+        at=utcnow(),
+        data={"action": "expire", "actor": "system"},
+    )
+
+
+def test_the_sweepers_expiries_wait_behind_a_card_fan_out(world: World) -> None:
+    hub = world.services.hub
+    waiting = deploy(world, "alice", "shop", "dev", web={"image_tag": "1.6.0"})
+    hub.drain()
+    heard: list[tuple[str, dict[str, Any]]] = []
+    gate = threading.Event()
+    blocked = threading.Event()
+
+    def alice_reads_slowly(frame: dict[str, Any]) -> None:
+        blocked.set()
+        assert gate.wait(10)
+        heard.append(("alice", frame))
+
+    hub.register(Outbox(world.actor("alice").user_id or 0, "s", alice_reads_slowly))
+    frank = world.actor("frank").user_id or 0
+    hub.register(Outbox(frank, "s", lambda f: heard.append(("frank", f))))
+    try:
+        first = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+        call(world, "alice", "submit_release", release_id=first.id)
+        assert blocked.wait(10)  # the hub is busy telling alice about R-1
+        for _ in range(200):  # a sweep's expiries (of one release here: each one costs the same)
+            world.services.bus.publish(_expiry(waiting.id))
+        second = deploy(world, "alice", "payment", "prod", gateway={"image_tag": "2.0.0"})
+        call(world, "alice", "submit_release", release_id=second.id)
+    finally:
+        gate.set()
+    hub.drain()
+    order = [
+        (who, f["type"], f.get("action"), (f.get("card") or {}).get("release_id"))
+        for who, f in heard
+    ]
+    frank_card = order.index(("frank", "card", None, second.id))
+    expiries = [i for i, (_, _, action, _) in enumerate(order) if action == "expire"]
+    assert len(expiries) >= 200, order[:20]
+    assert frank_card < min(expiries), order[: frank_card + 1]
+
+
+def test_lanes_keep_a_releases_order_and_markers_come_last() -> None:
+    lanes = Lanes()
+    marker = threading.Event()
+    a1, b1 = _expiry("R-1"), _expiry("R-2")
+    a2 = _expiry("R-1").model_copy(update={"data": {"action": "approve"}})
+    c = _expiry("R-3").model_copy(update={"data": {"action": "submit"}})
+    for item in (a1, b1, marker, a2, c):
+        lanes.put(item)
+    taken = [lanes.take() for _ in range(4)]
+    assert taken == [[a1, a2], [c], [b1], [marker]]
