@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import func, select
 
 from core.audit.models import AuditEvent
-from core.errors import IllegalTransition
+from core.errors import IllegalTransition, StateChanged
 from core.permissions import SYSTEM
 from core.releases.lifecycle import (
     ACTIONS,
@@ -92,9 +92,11 @@ def test_stale_version_is_refused_with_current_state(world: World) -> None:
         second.commit()
         transition(first, a, action="apply", to=State.applying, actor=SYSTEM)
         first.commit()
-        with pytest.raises(IllegalTransition) as raised:
+        # a lost compare-and-set: the release changed under the call (not an illegal move)
+        with pytest.raises(StateChanged) as raised:
             transition(second, b, action="apply", to=State.applying, actor=SYSTEM)
         assert raised.value.current == "applying"
+        assert raised.value.code == "state_changed"
 
 
 @pytest.mark.parametrize(("legacy", "state"), sorted(LEGACY_STATES.items()))
