@@ -98,6 +98,13 @@ class Settings(BaseSettings):
         le=300,
         description="Lifetime of a single-use chat ticket (`POST /api/v1/chat/tickets`).",
     )
+    chat_auth_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="How long a chat socket opened without a header or ticket has to send its "
+        'first frame, `{"type": "auth", "token" | "ticket": ...}`, before it is closed (1008).',
+    )
     identity_recheck_seconds: float = Field(
         default=0.5,
         gt=0,

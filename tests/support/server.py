@@ -63,14 +63,23 @@ class ChatClient:
     """A websockets client that keeps every frame it received."""
 
     def __init__(
-        self, address: str, token: str, *, session: str | None = None, use_ticket: bool = False
+        self,
+        address: str,
+        token: str,
+        *,
+        session: str | None = None,
+        use_ticket: bool = False,
+        auth_frame: bool = False,
     ) -> None:
         query = f"?ticket={chat_ticket(address, token)}" if use_ticket else ""
         if session:
             query += ("&" if query else "?") + f"session={session}"
-        headers = None if use_ticket else {"Authorization": f"Bearer {token}"}
+        plain = use_ticket or auth_frame
+        headers = None if plain else {"Authorization": f"Bearer {token}"}
         self._connect = connect(f"ws://{address}/api/v1/chat{query}", additional_headers=headers)
         self.connection: ClientConnection = self._connect.__enter__()
+        if auth_frame:  # the token travels inside the socket, never in its URL or headers
+            self.send({"type": "auth", "token": token})
         self.frames: list[dict[str, Any]] = []
         self.session = self.expect(lambda f: f["type"] == "session")
 
