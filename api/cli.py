@@ -90,31 +90,47 @@ def load(
     """Declare projects, targets, services and approvers from a YAML file.
 
     Prints every change (roles, groups and policies with before -> after); each is audited.
+    Each project is its own transaction, printed once committed: if the load stops, what it
+    printed is loaded and audited, and running it again finishes the job.
     """
+    from sqlalchemy.exc import DBAPIError
+
     from core.notify.declaration import load_notifications, split_declaration
     from core.targets.service import load_declaration, parse_declaration
+
+    printed: list[str] = []
+
+    def show(lines: list[str]) -> None:
+        printed.extend(lines)
+        typer.echo("\n".join(lines))
 
     services = _services()
     try:
         rest, notify = split_declaration(file.read_text())
         with services.sessions() as session:
-            result = load_declaration(
+            load_declaration(
                 session,
                 actor=_operator(),
                 declaration=parse_declaration(rest),
                 base_dir=file.resolve().parent,
                 prune=prune,
+                on_part=show,
             )
             if notify is not None:
-                result["changed"] += load_notifications(
-                    session, actor=_operator(), declaration=notify
-                )
-    except ShipdeckError as exc:
-        raise _fail(exc) from None
+                notified = load_notifications(session, actor=_operator(), declaration=notify)
+                if notified:
+                    show(notified)
+    except (ShipdeckError, DBAPIError) as exc:
+        if printed:
+            typer.echo("stopped: the changes above are loaded and audited; load again to finish")
+        if isinstance(exc, ShipdeckError):
+            raise _fail(exc) from None
+        typer.secho(f"error: the database refused the load: {exc.orig}", fg="red", err=True)
+        raise typer.Exit(code=1) from None
     finally:
         services.close()
-    changed = result["changed"]
-    typer.echo("\n".join(changed) if changed else "nothing changed")
+    if not printed:
+        typer.echo("nothing changed")
 
 
 @users.command("add")
