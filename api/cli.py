@@ -504,11 +504,14 @@ def audit_archive(
 def audit_stream(
     once: Annotated[bool, typer.Option(help="Deliver what is pending, then exit.")] = False,
 ) -> None:
-    """Stream the chain to SHIPDECK_AUDIT_WEBHOOK_URL, signed with the webhook secret."""
-    import time
+    """Stream the chain to SHIPDECK_AUDIT_WEBHOOK_URL, signed with the webhook secret.
 
-    from core.audit.sink import deliver
-    from core.db import utcnow
+    Or let `shipdeck serve` do it (SHIPDECK_AUDIT_STREAM_IN_SERVE=true); either way, any number
+    of streamers deliver each batch once.
+    """
+    import threading
+
+    from core.audit.sink import stream
 
     settings = get_settings()
     if not settings.audit_webhook_url or settings.audit_webhook_secret is None:
@@ -521,19 +524,14 @@ def audit_stream(
     secret = settings.audit_webhook_secret.get_secret_value().encode()
     services = _services(settings)
     try:
-        while True:
-            with services.sessions() as session:
-                result = deliver(session, url=settings.audit_webhook_url, secret=secret)
-            if result.status in ("delivered", "failed"):
-                typer.echo(result.model_dump_json())
-            if once and result.status != "delivered":
-                break
-            if result.status == "delivered":
-                continue
-            wait = 1.0
-            if result.next_attempt_at is not None:
-                wait = max(0.1, (result.next_attempt_at - utcnow()).total_seconds())
-            time.sleep(min(wait, 5.0))  # a poll interval, not a synchronisation
+        stream(
+            sessions=services.sessions,
+            url=settings.audit_webhook_url,
+            secret=secret,
+            stop=threading.Event(),  # runs until interrupted
+            once=once,
+            report=lambda result: typer.echo(result.model_dump_json()),
+        )
     finally:
         services.close()
 

@@ -169,6 +169,12 @@ class Settings(BaseSettings):
         default=None,
         description="HMAC-SHA-256 key signing each webhook body (header X-Shipdeck-Signature).",
     )
+    audit_stream_in_serve: bool = Field(
+        default=False,
+        description="Stream the audit chain to SHIPDECK_AUDIT_WEBHOOK_URL from inside `shipdeck "
+        "serve` (every replica may: each batch is claimed, so it is delivered once) instead of "
+        "running `shipdeck audit stream`.",
+    )
     allowed_path_roots: list[Path] = Field(
         default_factory=list,
         description="Folders a declaration's compose_files and kubeconfig may point into "

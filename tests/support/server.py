@@ -23,16 +23,21 @@ from tests.support.postgres import free_port
 
 @contextmanager
 def running_server(
-    services: Services, extend: Callable[[FastAPI], None] | None = None
+    services: Services, extend: Callable[[FastAPI], None] | None = None, **settings: Any
 ) -> Iterator[str]:
-    """Serve the app for `services` under uvicorn in a thread; yield its host:port."""
-    settings = Settings(database_url=str(services.engine.url), migrate_on_start=False)
-    app = create_app(settings, services)
+    """Serve the app for `services` under uvicorn in a thread; yield its host:port.
+
+    `settings` are the app's own settings beyond the database (e.g. what runs at startup).
+    """
+    app_settings = Settings(
+        database_url=str(services.engine.url), migrate_on_start=False, **settings
+    )
+    app = create_app(app_settings, services)
     if extend is not None:
         extend(app)
     port = free_port()
     server = uvicorn.Server(
-        server_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
+        server_config(app, app_settings, host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
