@@ -13,6 +13,7 @@ that batch go twice (after the lease).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
 import threading
@@ -23,6 +24,7 @@ from datetime import datetime, timedelta
 
 from pydantic import BaseModel
 from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.chain import canonical_json
@@ -78,10 +80,10 @@ def deliver(
     """Send the next batch of events after the sink's cursor, if its backoff allows. Commits."""
     now = now or utcnow()
     state = session.get(SinkState, name)
-    if state is None:
-        state = SinkState(name=name, delivered_seq=0, failures=0)
-        session.add(state)
-        session.flush()
+    if state is None:  # the first delivery ever; another replica may be making the row too
+        with contextlib.suppress(IntegrityError), session.begin_nested():
+            session.add(SinkState(name=name, delivered_seq=0, failures=0))
+        state = session.get_one(SinkState, name)
     if state.next_attempt_at is not None and state.next_attempt_at > now:
         result = _result("waiting", state)
         session.commit()

@@ -9,15 +9,18 @@ import json
 import threading
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from typer.testing import CliRunner
 
 from api.app import create_app
+from api.cli import app
 from api.wiring import Services
 from core.audit.sink import SIGNATURE_HEADER, stream
-from core.config import Settings
-from tests.conftest import World
+from core.config import Settings, get_settings
+from tests.conftest import WORLD, World
 from tests.support.calls import approved_dev, call
 from tests.support.server import running_server
 
@@ -147,3 +150,28 @@ def test_serve_refuses_to_start_streaming_without_a_url_and_secret(world: World)
     with pytest.raises(RuntimeError, match="SHIPDECK_AUDIT_WEBHOOK_URL"):
         with TestClient(create_app(settings, world.services)):
             pass
+
+
+def test_audit_stream_once_delivers_what_is_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = tmp_path / "world.yaml"
+    world.write_text(WORLD)
+    monkeypatch.setenv("SHIPDECK_DATABASE_URL", f"sqlite:///{tmp_path / 'cli.db'}")
+    monkeypatch.setenv("SHIPDECK_DATA_DIR", str(tmp_path))
+    monkeypatch.delenv("SHIPDECK_AUDIT_KEY", raising=False)
+    get_settings.cache_clear()
+    runner = CliRunner()
+    try:
+        assert runner.invoke(app, ["load", str(world)]).exit_code == 0
+        with Receiver() as receiver:
+            monkeypatch.setenv("SHIPDECK_AUDIT_WEBHOOK_URL", receiver.url)
+            monkeypatch.setenv("SHIPDECK_AUDIT_WEBHOOK_SECRET", SECRET)
+            get_settings.cache_clear()
+            streamed = runner.invoke(app, ["audit", "stream", "--once"])
+    finally:
+        get_settings.cache_clear()
+    assert streamed.exit_code == 0, streamed.output
+    assert json.loads(streamed.output.splitlines()[0])["status"] == "delivered"
+    assert receiver.seqs and sorted(receiver.seqs) == list(range(1, max(receiver.seqs) + 1))
+    assert receiver.bad_signatures == 0
