@@ -134,8 +134,9 @@ async def chat(websocket: WebSocket) -> None:
         except NotAuthenticated as exc:
             # Say why in a frame too: not every client shows a close reason.
             frame = error_frame("not_authenticated", exc.message)
-            await websocket.send_text(json.dumps(frame, ensure_ascii=False))
-            await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # it may be gone
+                await websocket.send_text(json.dumps(frame, ensure_ascii=False))
+                await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
             return
         if credential is None:
             return
