@@ -12,6 +12,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
+from api.audit_stream import start_audit_stream
 from api.deps import request_id
 from api.errors import error_body
 from api.headers import SecurityHeaders
@@ -119,6 +120,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         wired.runner.recover()
         wired.runner.start_sweeper(settings.sweep_interval_seconds)
         _ = wired.hub  # listen to live events from the start
+        streaming = start_audit_stream(settings, wired) if settings.audit_stream_in_serve else None
         if notify_settings.notify_workers:
             unsubscribe = wired.bus.subscribe(lambda _event: notifier.poke())
             notifier.start()
@@ -128,6 +130,8 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             unsubscribe()
             notifier.stop()
         wired.runner.stop_sweeper()
+        if streaming is not None:
+            streaming()
         if services is None:
             wired.close()
 

@@ -90,31 +90,47 @@ def load(
     """Declare projects, targets, services and approvers from a YAML file.
 
     Prints every change (roles, groups and policies with before -> after); each is audited.
+    Each project is its own transaction, printed once committed: if the load stops, what it
+    printed is loaded and audited, and running it again finishes the job.
     """
+    from sqlalchemy.exc import DBAPIError
+
     from core.notify.declaration import load_notifications, split_declaration
     from core.targets.service import load_declaration, parse_declaration
+
+    printed: list[str] = []
+
+    def show(lines: list[str]) -> None:
+        printed.extend(lines)
+        typer.echo("\n".join(lines))
 
     services = _services()
     try:
         rest, notify = split_declaration(file.read_text())
         with services.sessions() as session:
-            result = load_declaration(
+            load_declaration(
                 session,
                 actor=_operator(),
                 declaration=parse_declaration(rest),
                 base_dir=file.resolve().parent,
                 prune=prune,
+                on_part=show,
             )
             if notify is not None:
-                result["changed"] += load_notifications(
-                    session, actor=_operator(), declaration=notify
-                )
-    except ShipdeckError as exc:
-        raise _fail(exc) from None
+                notified = load_notifications(session, actor=_operator(), declaration=notify)
+                if notified:
+                    show(notified)
+    except (ShipdeckError, DBAPIError) as exc:
+        if printed:
+            typer.echo("stopped: the changes above are loaded and audited; load again to finish")
+        if isinstance(exc, ShipdeckError):
+            raise _fail(exc) from None
+        typer.secho(f"error: the database refused the load: {exc.orig}", fg="red", err=True)
+        raise typer.Exit(code=1) from None
     finally:
         services.close()
-    changed = result["changed"]
-    typer.echo("\n".join(changed) if changed else "nothing changed")
+    if not printed:
+        typer.echo("nothing changed")
 
 
 @users.command("add")
@@ -488,11 +504,14 @@ def audit_archive(
 def audit_stream(
     once: Annotated[bool, typer.Option(help="Deliver what is pending, then exit.")] = False,
 ) -> None:
-    """Stream the chain to SHIPDECK_AUDIT_WEBHOOK_URL, signed with the webhook secret."""
-    import time
+    """Stream the chain to SHIPDECK_AUDIT_WEBHOOK_URL, signed with the webhook secret.
 
-    from core.audit.sink import deliver
-    from core.db import utcnow
+    Or let `shipdeck serve` do it (SHIPDECK_AUDIT_STREAM_IN_SERVE=true); either way, any number
+    of streamers deliver each batch once.
+    """
+    import threading
+
+    from core.audit.sink import stream
 
     settings = get_settings()
     if not settings.audit_webhook_url or settings.audit_webhook_secret is None:
@@ -505,19 +524,14 @@ def audit_stream(
     secret = settings.audit_webhook_secret.get_secret_value().encode()
     services = _services(settings)
     try:
-        while True:
-            with services.sessions() as session:
-                result = deliver(session, url=settings.audit_webhook_url, secret=secret)
-            if result.status in ("delivered", "failed"):
-                typer.echo(result.model_dump_json())
-            if once and result.status != "delivered":
-                break
-            if result.status == "delivered":
-                continue
-            wait = 1.0
-            if result.next_attempt_at is not None:
-                wait = max(0.1, (result.next_attempt_at - utcnow()).total_seconds())
-            time.sleep(min(wait, 5.0))  # a poll interval, not a synchronisation
+        stream(
+            sessions=services.sessions,
+            url=settings.audit_webhook_url,
+            secret=secret,
+            stop=threading.Event(),  # runs until interrupted
+            once=once,
+            report=lambda result: typer.echo(result.model_dump_json()),
+        )
     finally:
         services.close()
 

@@ -6,12 +6,31 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
 from core.config import Settings
 
 
+class HandshakeAnsweringProtocol(WebSocketsSansIOProtocol):
+    """uvicorn's websockets protocol, answering a handshake that websockets refuses.
+
+    websockets refuses a request line or header line over 8 KiB (414 / 431) but only queues
+    the answer; uvicorn writes queued bytes when an event comes, and a refused handshake
+    yields none, so the client waited forever. Here the answer is written and the
+    connection closed at once.
+    """
+
+    def data_received(self, data: bytes) -> None:
+        """Feed the protocol; write and close if it refused the handshake."""
+        super().data_received(data)
+        refused = self.conn.handshake_exc is not None and not self.handshake_initiated
+        if refused and not self.transport.is_closing():
+            self.transport.write(b"".join(self.conn.data_to_send()))
+            self.transport.close()
+
+
 def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
-    """A uvicorn config whose WebSocket refuses any message over the chat frame limit.
+    """A uvicorn config whose WebSocket refuses oversized messages and handshakes.
 
     `ws_max_size` makes the protocol layer close an oversized message (1009) from its header,
     before its payload is buffered: without it uvicorn reads up to 16 MiB per message first.
@@ -19,4 +38,5 @@ def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.C
     """
     options.setdefault("ws_max_size", settings.chat_max_frame_bytes)
     options.setdefault("ws_per_message_deflate", settings.chat_compress_frames)
+    options.setdefault("ws", HandshakeAnsweringProtocol)
     return uvicorn.Config(app, **options)

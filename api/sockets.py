@@ -1,9 +1,10 @@
-"""What keeps the chat WebSocket cheap and same-origin: origin check, a bounded outbox."""
+"""What keeps the chat WebSocket cheap and same-origin: origin check, auth frame, outbox."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+import json
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -75,3 +76,48 @@ class Outbox:
     def waiting(self) -> int:
         """Frames queued now."""
         return self._queue.qsize()
+
+
+# A first frame is read before anyone is known: nothing bigger than this is parsed.
+AUTH_FRAME_BYTES = 1024
+SECRET_CHARS = 256  # tokens and tickets are far shorter; longer is refused unread
+UNKNOWN = {
+    "token": "the token is unknown, expired or revoked",
+    "ticket": "the ticket is unknown, used or expired",
+}
+AUTH_HINT = 'send {"type": "auth", "token": ...} or {"type": "auth", "ticket": ...} first'
+
+
+class AuthFrameError(ValueError):
+    """A first frame that is not an auth frame; the message is the close reason (no input)."""
+
+
+def read_auth_frame(message: Mapping[str, Any]) -> tuple[str, str]:
+    """The ("token" | "ticket", secret) a first frame carries.
+
+    Raises AuthFrameError, whose message never repeats what the client sent: a mistyped token
+    must not end up in a close reason a proxy logs.
+    """
+    text = message.get("text")
+    if not isinstance(text, str):
+        raise AuthFrameError("binary frame: " + AUTH_HINT)
+    if len(text.encode("utf-8", "surrogatepass")) > AUTH_FRAME_BYTES:
+        raise AuthFrameError(f"the auth frame is over {AUTH_FRAME_BYTES} bytes")
+    try:
+        frame = json.loads(text)
+    except ValueError:
+        raise AuthFrameError("not JSON: " + AUTH_HINT) from None
+    if not isinstance(frame, dict) or frame.get("type") != "auth":
+        raise AuthFrameError(AUTH_HINT)
+    given = [(kind, frame[kind]) for kind in ("token", "ticket") if kind in frame]
+    if len(given) != 1:
+        raise AuthFrameError("an auth frame carries one token or one ticket")
+    kind, secret = given[0]
+    if not (
+        isinstance(secret, str)
+        and 0 < len(secret) <= SECRET_CHARS
+        and secret.isascii()
+        and secret.isprintable()
+    ):
+        raise AuthFrameError(UNKNOWN[kind])
+    return kind, secret

@@ -104,6 +104,13 @@ class Settings(BaseSettings):
         le=300,
         description="Lifetime of a single-use chat ticket (`POST /api/v1/chat/tickets`).",
     )
+    chat_auth_seconds: float = Field(
+        default=5,
+        gt=0,
+        le=60,
+        description="How long a chat socket opened without a header or ticket has to send its "
+        'first frame, `{"type": "auth", "token" | "ticket": ...}`, before it is closed (1008).',
+    )
     identity_recheck_seconds: float = Field(
         default=0.5,
         gt=0,
@@ -167,6 +174,12 @@ class Settings(BaseSettings):
     audit_webhook_secret: SecretStr | None = Field(
         default=None,
         description="HMAC-SHA-256 key signing each webhook body (header X-Shipdeck-Signature).",
+    )
+    audit_stream_in_serve: bool = Field(
+        default=False,
+        description="Stream the audit chain to SHIPDECK_AUDIT_WEBHOOK_URL from inside `shipdeck "
+        "serve` (every replica may: each batch is claimed, so it is delivered once) instead of "
+        "running `shipdeck audit stream`.",
     )
     allowed_path_roots: list[Path] = Field(
         default_factory=list,

@@ -88,11 +88,18 @@ class PostgresListener:
         self._stop = threading.Event()
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._run, name="shipdeck-listen", daemon=True)
+        self._published = 0  # the highest outbox id published so far
+        self._progress = threading.Condition()
 
     def start(self, timeout: float = 10) -> None:
         """Start listening; returns once LISTEN is in place (events after it are not missed)."""
         self._thread.start()
         self._ready.wait(timeout)
+
+    def wait_for(self, outbox_id: int, timeout: float = 10) -> bool:
+        """Until the event with this outbox id has been published here (tests, benchmarks)."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self._published >= outbox_id, timeout)
 
     def stop(self) -> None:
         """Stop listening."""
@@ -124,6 +131,9 @@ class PostgresListener:
                         ).fetchall()
                         for (payload,) in rows:
                             self._bus.publish(LiveEvent.model_validate(payload))
+                        with self._progress:
+                            self._published = max(self._published, *ids)
+                            self._progress.notify_all()
             except Exception:  # the database went away: listen again after a pause
                 log.warning("event listener lost its connection; reconnecting", exc_info=True)
                 self._stop.wait(delay)

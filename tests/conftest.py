@@ -107,10 +107,28 @@ def _services_for(url: str) -> Services:
 
 
 def _settle(services: Services) -> None:
-    """Let background work from the last test finish (apply jobs, then the chat hub)."""
+    """Let background work from the last test finish (apply jobs, then the chat hub).
+
+    On PostgreSQL live events reach the hub through NOTIFY, after commit: wait until the
+    listener has published the last committed one, then until the hub has handled it (its
+    own work may publish more: a few rounds).
+    """
     services.runner.drain()
-    if services._hub is not None:
-        services._hub.drain()
+    listener = services._listener
+    for _ in range(3):
+        last = None
+        if listener is not None:
+            with services.engine.connect() as connection:
+                last = connection.execute(text("SELECT max(id) FROM live_outbox")).scalar()
+            if last is not None:
+                listener.wait_for(int(last))
+        if services._hub is not None:
+            services._hub.drain()
+        if listener is None or last is None:
+            return
+        with services.engine.connect() as connection:
+            if connection.execute(text("SELECT max(id) FROM live_outbox")).scalar() == last:
+                return
 
 
 def _wipe(services: Services) -> None:
@@ -132,9 +150,10 @@ def _wipe_once(services: Services) -> None:
         if connection.dialect.name == "postgresql":
             tables = (
                 connection.execute(
+                    # live_outbox keeps its ids growing: `_settle` waits for the listener by id
                     text(
                         "SELECT tablename FROM pg_tables WHERE schemaname='public' "
-                        "AND tablename <> 'alembic_version'"
+                        "AND tablename NOT IN ('alembic_version', 'live_outbox')"
                     )
                 )
                 .scalars()

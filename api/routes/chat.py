@@ -1,8 +1,10 @@
 """The chat door: WebSocket `/api/v1/chat`, JSON text frames (see DESIGN.md).
 
-A socket authenticates with `Authorization: Bearer` on the handshake, or with a single-use
+A socket authenticates with `Authorization: Bearer` on the handshake, with a single-use
 ticket (`POST /api/v1/chat/tickets`, then `?ticket=`) where a client cannot set headers
-(browsers). A token in the URL is refused: URLs end up in logs and histories. The socket
+(browsers), or with its first frame, `{"type": "auth", "token" | "ticket": ...}`, sent within
+`chat_auth_seconds` of opening; anything else first, or nothing, closes the socket with 1008.
+A token in the URL is refused: URLs end up in logs and histories. The socket
 follows its token: every action re-reads the token and roles, and an idle socket is closed
 within a second of its token being revoked or expiring.
 """
@@ -23,7 +25,16 @@ from agent.hub import encode
 from agent.session import ChatSession, error_frame
 from api.deps import CredentialDep, ServicesDep, resolve_token
 from api.errors import responses
-from api.sockets import POLICY_VIOLATION, TRY_AGAIN_LATER, Outbox, origin_allowed
+from api.sockets import (
+    AUTH_HINT,
+    POLICY_VIOLATION,
+    TRY_AGAIN_LATER,
+    UNKNOWN,
+    AuthFrameError,
+    Outbox,
+    origin_allowed,
+    read_auth_frame,
+)
 from api.wiring import Services
 from core.errors import NotAuthenticated
 from core.identity.schemas import TicketIssued
@@ -53,7 +64,8 @@ def create_ticket(services: ServicesDep, credential: CredentialDep) -> TicketIss
     return TicketIssued(ticket=ticket, expires_at=expires_at)
 
 
-def _authenticate(services: Services, websocket: WebSocket) -> Credential:
+def _authenticate(services: Services, websocket: WebSocket) -> Credential | None:
+    """The handshake's credential (header or ticket); None: the first frame will say."""
     if "token" in websocket.query_params:
         raise NotAuthenticated(
             "tokens are never accepted in URLs: use a ticket (POST /api/v1/chat/tickets)"
@@ -61,15 +73,36 @@ def _authenticate(services: Services, websocket: WebSocket) -> Credential:
     header = websocket.headers.get("authorization", "")
     if header.lower().startswith("bearer ") and header[7:].strip():
         return resolve_token(services, header[7:].strip())
-    ticket = websocket.query_params.get("ticket")
-    if not ticket:
-        raise NotAuthenticated("send Authorization: Bearer <token>, or ?ticket=")
+    if "ticket" in websocket.query_params:
+        return _redeem(services, websocket.query_params["ticket"])
+    return None
+
+
+def _redeem(services: Services, ticket: str) -> Credential:
     with services.sessions() as session:
         used = consume_ticket(session, ticket, CHAT_TICKET)
         token_id = used.token_id if used is not None else None
     if token_id is None:
-        raise NotAuthenticated("the ticket is unknown, used or expired")
+        raise NotAuthenticated(UNKNOWN["ticket"])
     return _recheck(services, token_id)
+
+
+async def _first_frame(services: Services, websocket: WebSocket) -> Credential | None:
+    """The credential of the auth frame sent within the deadline; None if the client left."""
+    seconds = services.settings.chat_auth_seconds
+    try:
+        message = await asyncio.wait_for(websocket.receive(), timeout=seconds)
+    except TimeoutError:
+        raise NotAuthenticated(f"no auth frame within {seconds:g} s: {AUTH_HINT}") from None
+    if message["type"] == "websocket.disconnect":
+        return None
+    try:
+        kind, secret = read_auth_frame(message)
+    except AuthFrameError as exc:
+        raise NotAuthenticated(str(exc)) from None
+    if kind == "ticket":
+        return await run_in_threadpool(_redeem, services, secret)
+    return await run_in_threadpool(resolve_token, services, secret)
 
 
 def _recheck(services: Services, token_id: int) -> Credential:
@@ -82,7 +115,7 @@ def _recheck(services: Services, token_id: int) -> Credential:
 
 @router.websocket("/api/v1/chat")
 async def chat(websocket: WebSocket) -> None:
-    """Check origin, authenticate (header or ticket), then relay frames to the session."""
+    """Check origin, authenticate (header, ticket or first frame), then relay frames."""
     services: Services = websocket.app.state.services
     settings = services.settings
     origin = websocket.headers.get("origin")
@@ -96,6 +129,18 @@ async def chat(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
         return
     await websocket.accept()
+    if credential is None:
+        try:
+            credential = await _first_frame(services, websocket)
+        except NotAuthenticated as exc:
+            # Say why in a frame too: not every client shows a close reason.
+            frame = error_frame("not_authenticated", exc.message)
+            with contextlib.suppress(WebSocketDisconnect, RuntimeError):  # it may be gone
+                await websocket.send_text(json.dumps(frame, ensure_ascii=False))
+                await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
+            return
+        if credential is None:
+            return
     outgoing = Outbox(asyncio.get_running_loop(), settings.chat_outgoing_frames)
     send = outgoing.send
     shutting = threading.Event()

@@ -4,20 +4,28 @@ Delivery is at-least-once and in chain order: a cursor (`audit_sinks.delivered_s
 only after the receiver answered 2xx; a failure schedules the same batch again after an
 exponential backoff (2, 4, 8 ... seconds, at most `MAX_BACKOFF`). Receivers deduplicate by
 `seq`, and can verify the events themselves (every chain field is in the body).
+
+Any number of replicas may stream the same sink: a batch is claimed first (a compare-and-set
+on the cursor that leases the sink for `LEASE_SECONDS`), so one replica posts it and the others
+wait. Only a replica dying after the receiver accepted a batch, before its cursor moved, makes
+that batch go twice (after the lease).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import hmac
+import threading
 import urllib.error
 import urllib.request
 from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from pydantic import BaseModel
-from sqlalchemy import select
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, or_, select, update
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.chain import canonical_json
 from core.audit.export import event_json
@@ -25,6 +33,7 @@ from core.audit.models import AuditEvent, SinkState
 from core.db import utcnow
 
 MAX_BACKOFF = 300
+LEASE_SECONDS = 60  # longer than a post may take (its timeout is 10 s)
 SIGNATURE_HEADER = "X-Shipdeck-Signature"
 
 Post = Callable[[str, bytes, dict[str, str]], int]
@@ -71,10 +80,10 @@ def deliver(
     """Send the next batch of events after the sink's cursor, if its backoff allows. Commits."""
     now = now or utcnow()
     state = session.get(SinkState, name)
-    if state is None:
-        state = SinkState(name=name, delivered_seq=0, failures=0)
-        session.add(state)
-        session.flush()
+    if state is None:  # the first delivery ever; another replica may be making the row too
+        with contextlib.suppress(IntegrityError), session.begin_nested():
+            session.add(SinkState(name=name, delivered_seq=0, failures=0))
+        state = session.get_one(SinkState, name)
     if state.next_attempt_at is not None and state.next_attempt_at > now:
         result = _result("waiting", state)
         session.commit()
@@ -91,7 +100,21 @@ def deliver(
         return result
     events = [event_json(row) for row in rows]
     cursor = state.delivered_seq
+    claim: CursorResult[tuple[()]] = session.execute(  # type: ignore[assignment]
+        update(SinkState)
+        .where(
+            SinkState.name == name,
+            SinkState.delivered_seq == cursor,
+            or_(SinkState.next_attempt_at.is_(None), SinkState.next_attempt_at <= now),
+        )
+        .values(next_attempt_at=now + timedelta(seconds=LEASE_SECONDS), updated_at=now)
+    )
     session.commit()  # no transaction (on SQLite: no write lock) is held while the receiver answers
+    if claim.rowcount != 1:  # another replica claimed this batch first
+        state = session.get_one(SinkState, name, populate_existing=True)
+        result = _result("waiting", state)
+        session.commit()
+        return result
     body = canonical_json({"events": events}).encode()
     headers = {
         "Content-Type": "application/json",
@@ -128,3 +151,34 @@ def _result(status: str, state: SinkState, sent: int = 0) -> Delivery:
         next_attempt_at=state.next_attempt_at,
         error=state.last_error,
     )
+
+
+def stream(
+    *,
+    sessions: sessionmaker[Session],
+    url: str,
+    secret: bytes,
+    stop: threading.Event,
+    name: str = "webhook",
+    batch: int = 100,
+    once: bool = False,
+    report: Callable[[Delivery], None] | None = None,
+) -> None:
+    """Deliver until `stop` is set (or, with `once`, until nothing is pending).
+
+    Polls every second when idle, and sleeps through a backoff or another replica's lease
+    (re-checking at least every 5 s).
+    """
+    while not stop.is_set():
+        with sessions() as session:
+            result = deliver(session, url=url, secret=secret, name=name, batch=batch)
+        if report is not None and result.status in ("delivered", "failed"):
+            report(result)
+        if result.status == "delivered":
+            continue
+        if once:
+            return
+        wait = 1.0
+        if result.next_attempt_at is not None:
+            wait = max(0.1, (result.next_attempt_at - utcnow()).total_seconds())
+        stop.wait(min(wait, 5.0))

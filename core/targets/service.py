@@ -13,7 +13,7 @@ from sqlalchemy.orm import Session
 from core.approvals.tickets import approval_timeout_seconds
 from core.audit.service import canonical_json, record
 from core.config import get_settings
-from core.db import utcnow
+from core.db import WriteLockPacer, utcnow
 from core.environments import same_environment
 from core.errors import InvalidInput, NotFound, RuntimeFailure
 from core.identity.service import ensure_user
@@ -23,6 +23,7 @@ from core.targets.models import Freeze, PolicyRule, Project, Service, Target
 from core.targets.schemas import (
     Declaration,
     PolicyDecl,
+    ProjectDecl,
     TargetRead,
     TargetStatus,
     declaration_model,
@@ -217,6 +218,7 @@ def load_declaration(
     base_dir: Path | None = None,
     prune: bool = False,
     allowed_roots: Sequence[Path] | None = None,
+    on_part: Callable[[list[str]], None] | None = None,
 ) -> dict[str, Any]:
     """Declare projects, targets, services, people and policies; loading twice changes nothing.
 
@@ -225,7 +227,12 @@ def load_declaration(
     `allowed_path_roots` setting), or nothing is loaded. Every role, group and policy change is
     an audit event with its before and after. What the file omits is kept; `prune` removes
     group members and policies the file does not list. Returns a summary of what changed.
-    Commits.
+
+    Commits once per part: the global groups and policies, then each project, each with its
+    own audit events (and a `declaration_loaded` event listing the part's changes). A big file
+    never holds the write lock for long, and a failure leaves every part before it loaded and
+    audited and the failing part untouched; loading the file again finishes the job.
+    `on_part` gets each part's changes as soon as they are committed.
     """
     require(actor, Action.admin, None)
     roots = get_settings().allowed_path_roots if allowed_roots is None else list(allowed_roots)
@@ -238,6 +245,20 @@ def load_declaration(
         for t in p.targets
     }
     changed: list[str] = []
+    pacer = WriteLockPacer(session)
+
+    def commit(people: grants.Changes, part: list[str], project: str | None) -> None:
+        part.extend(people.lines)
+        people.record(session, actor)
+        if part:
+            data = {"changed": part}
+            record(session, actor=actor, action="declaration_loaded", project=project, data=data)
+        session.commit()
+        changed.extend(part)
+        if part and on_part is not None:
+            on_part(part)
+        pacer.committed()
+
     people = grants.Changes()
     for name, group_members in declaration.groups.items():
         for member in group_members:
@@ -248,73 +269,81 @@ def load_declaration(
             grants.prune(session, people, name, None, None, set(group_members))
     if "policies" in declaration.model_fields_set or prune:
         _replace_policies(session, None, declaration.policies, people, None)
+    commit(people, [], None)
     for decl in declaration.projects:
-        project = session.scalars(select(Project).where(Project.name == decl.name)).first()
-        if project is None:
-            project = Project(name=decl.name)
-            session.add(project)
-            session.flush()
-            changed.append(f"project {decl.name}")
-        if "promotion" in decl.model_fields_set and project.promotion != decl.promotion:
-            project.promotion = decl.promotion
-            changed.append(f"promotion {decl.name}")
-        have = {s.name for s in project.services}
-        for service in decl.services:
-            if service not in have:
-                session.add(Service(project_id=project.id, name=service))
-                changed.append(f"service {decl.name}/{service}")
-        for tdecl in decl.targets:
-            target = next((t for t in project.targets if t.environment == tdecl.environment), None)
-            values = {
-                "runtime": tdecl.runtime,
-                "connection": connections[decl.name, tdecl.environment],
-                "risk_tier": tdecl.tier(),
-                "preview_ttl_seconds": (
-                    int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
-                ),
-                "apply_on_approval": tdecl.apply_on_approval,
-                "windows": [
-                    w.model_dump(exclude={"environments"})
-                    for w in [*tdecl.windows, *decl.windows]
-                    if w.environments is None or tdecl.environment in w.environments
-                ],
-                "approval_timeout_seconds": (
-                    int(tdecl.approval_timeout_hours * 3600)
-                    if tdecl.approval_timeout_hours
-                    else None
-                ),
-            }
-            if target is None:
-                session.add(Target(project_id=project.id, environment=tdecl.environment, **values))
-                changed.append(f"target {decl.name}/{tdecl.environment}")
-            elif any(getattr(target, k) != v for k, v in values.items()):
-                for key, value in values.items():
-                    setattr(target, key, value)
-                changed.append(f"target {decl.name}/{tdecl.environment}")
-        roles = [
-            (decl.owners, Role.approver, "owners"),
-            (decl.approvers, Role.approver, "approvers"),
-            (decl.requesters, Role.requester, None),
-            (decl.viewers, Role.viewer, None),
-        ]
-        for names, role, group in roles:
-            for member in names:
-                user = ensure_user(session, member)
-                grants.grant(session, people, user, role, project.id, decl.name)
-                if group:
-                    grants.join(session, people, user, group, project.id, decl.name)
-            if group and prune:
-                grants.prune(session, people, group, project.id, decl.name, set(names))
-        if "policies" in decl.model_fields_set or prune:
-            _replace_policies(session, project.id, decl.policies, people, decl.name)
-        session.flush()
-        session.expire(project)
-    changed.extend(people.lines)
-    people.record(session, actor)
-    if changed:
-        record(session, actor=actor, action="declaration_loaded", data={"changed": changed})
-    session.commit()
+        people = grants.Changes()
+        part = _load_project(session, decl, connections, people, prune)
+        commit(people, part, decl.name)
     return {"changed": changed}
+
+
+def _load_project(
+    session: Session,
+    decl: ProjectDecl,
+    connections: dict[tuple[str, str], dict[str, Any]],
+    people: grants.Changes,
+    prune: bool,
+) -> list[str]:
+    """Write one project of a declaration (not committed); its changes, people's apart."""
+    changed: list[str] = []
+    project = session.scalars(select(Project).where(Project.name == decl.name)).first()
+    if project is None:
+        project = Project(name=decl.name)
+        session.add(project)
+        session.flush()
+        changed.append(f"project {decl.name}")
+    if "promotion" in decl.model_fields_set and project.promotion != decl.promotion:
+        project.promotion = decl.promotion
+        changed.append(f"promotion {decl.name}")
+    have = {s.name for s in project.services}
+    for service in decl.services:
+        if service not in have:
+            session.add(Service(project_id=project.id, name=service))
+            changed.append(f"service {decl.name}/{service}")
+    for tdecl in decl.targets:
+        target = next((t for t in project.targets if t.environment == tdecl.environment), None)
+        values = {
+            "runtime": tdecl.runtime,
+            "connection": connections[decl.name, tdecl.environment],
+            "risk_tier": tdecl.tier(),
+            "preview_ttl_seconds": (
+                int(tdecl.preview_ttl_minutes * 60) if tdecl.preview_ttl_minutes else None
+            ),
+            "apply_on_approval": tdecl.apply_on_approval,
+            "windows": [
+                w.model_dump(exclude={"environments"})
+                for w in [*tdecl.windows, *decl.windows]
+                if w.environments is None or tdecl.environment in w.environments
+            ],
+            "approval_timeout_seconds": (
+                int(tdecl.approval_timeout_hours * 3600) if tdecl.approval_timeout_hours else None
+            ),
+        }
+        if target is None:
+            session.add(Target(project_id=project.id, environment=tdecl.environment, **values))
+            changed.append(f"target {decl.name}/{tdecl.environment}")
+        elif any(getattr(target, k) != v for k, v in values.items()):
+            for key, value in values.items():
+                setattr(target, key, value)
+            changed.append(f"target {decl.name}/{tdecl.environment}")
+    roles = [
+        (decl.owners, Role.approver, "owners"),
+        (decl.approvers, Role.approver, "approvers"),
+        (decl.requesters, Role.requester, None),
+        (decl.viewers, Role.viewer, None),
+    ]
+    for names, role, group in roles:
+        for member in names:
+            user = ensure_user(session, member)
+            grants.grant(session, people, user, role, project.id, decl.name)
+            if group:
+                grants.join(session, people, user, group, project.id, decl.name)
+        if group and prune:
+            grants.prune(session, people, group, project.id, decl.name, set(names))
+    if "policies" in decl.model_fields_set or prune:
+        _replace_policies(session, project.id, decl.policies, people, decl.name)
+    session.flush()
+    return changed
 
 
 def _replace_policies(

@@ -56,6 +56,44 @@ def test_load_refuses_a_bad_file_and_changes_nothing(db: str, tmp_path: Path) ->
     assert "not valid YAML" in run(db, "load", str(broken)).stderr
 
 
+def test_a_load_stopped_mid_way_says_what_is_loaded_and_a_rerun_finishes(
+    db: str, tmp_path: Path
+) -> None:
+    world = tmp_path / "world.yaml"
+    world.write_text(WORLD)
+    assert run(db, "load", str(world)).returncode == 0
+    with make_engine(db).begin() as connection:  # the database refuses one project's row
+        connection.execute(
+            text(
+                "CREATE TRIGGER refuse_b BEFORE INSERT ON projects WHEN NEW.name = 'b' "
+                "BEGIN SELECT RAISE(ABORT, 'disk full'); END"
+            )
+        )
+    more = tmp_path / "more.yaml"
+    more.write_text(
+        "projects:\n"
+        + "".join(
+            f"  - {{name: {p}, services: [web], owners: [{p}-owner], "
+            "targets: [{environment: dev, runtime: sandbox}]}\n"
+            for p in "abc"
+        )
+    )
+    stopped = run(db, "load", str(more))
+    assert stopped.returncode == 1
+    assert "project a" in stopped.stdout and "role a-owner on a: none -> approver" in stopped.stdout
+    assert "project b" not in stopped.stdout and "project c" not in stopped.stdout
+    assert "load again to finish" in stopped.stdout
+    assert "the database refused the load" in stopped.stderr and "disk full" in stopped.stderr
+    with make_engine(db).begin() as connection:
+        connection.execute(text("DROP TRIGGER refuse_b"))
+    rerun = run(db, "load", str(more))
+    assert rerun.returncode == 0, rerun.stderr
+    assert "project b" in rerun.stdout and "project c" in rerun.stdout
+    assert "project a" not in rerun.stdout
+    verified = run(db, "audit", "verify")
+    assert verified.returncode == 0, verified.stdout + verified.stderr
+
+
 def test_users_add_prints_a_working_token_on_its_last_line(db: str, tmp_path: Path) -> None:
     world = tmp_path / "world.yaml"
     world.write_text(WORLD)

@@ -18,7 +18,14 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import text
 
-from tests.conftest import World, _settle
+from tests.conftest import (
+    World,
+    _services_for,
+    _settle,
+    _wipe,
+    build_world,
+    service_unavailable,
+)
 from tests.support.calls import call, deploy
 from tests.support.server import ChatClient, running_server
 
@@ -127,6 +134,32 @@ def prepare(world: World, needs: str | None) -> dict[str, Any]:
     return {"release_id": release.id}
 
 
+READS = {"get_release", "release_timeline"}
+
+
+class Fixtures:
+    """A release per action, made fresh only once an allowed call has used it up.
+
+    A refused call leaves everything as it was (each cell checks that), and a read changes
+    nothing, so the next role of the same action can try the very same release.
+    """
+
+    def __init__(self, world: World) -> None:
+        self.world = world
+        self.ready: dict[str, dict[str, Any]] = {}
+
+    def args(self, action: Action) -> dict[str, Any]:
+        """What the action needs to exist, made if needed."""
+        if action.name not in self.ready:
+            self.ready[action.name] = prepare(self.world, action.needs)
+        return {**self.ready[action.name], **action.args()}
+
+    def used(self, action: Action) -> None:
+        """An allowed call ran: the next one needs a fresh release."""
+        if action.tool not in READS:
+            self.ready.pop(action.name, None)
+
+
 def snapshot(world: World) -> dict[str, list[tuple[Any, ...]]]:
     """What a refused call must leave as it was (once background work has settled)."""
     _settle(world.services)  # approval cards for a new ticket are made on the hub's thread
@@ -167,13 +200,26 @@ def check_refusal(
         assert error["details"] == {"project": "shop", "known": ["payment"]}
 
 
-@pytest.fixture
-def db_url(memory_sqlite_url: str) -> str:
-    """Authorization is decided in core, whatever the database: SQLite, memory-backed."""
-    return memory_sqlite_url
+@pytest.fixture(
+    scope="module", params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)]
+)
+def world(request: pytest.FixtureRequest, memory_sqlite_url: str) -> Iterator[World]:
+    """One world per database for the whole module: authorization is decided in core, so the
+    matrix runs on both; every cell makes its own releases, so cells share the world."""
+    if request.param == "sqlite":
+        url = memory_sqlite_url  # memory-backed: thousands of audited commits
+    else:
+        found = request.getfixturevalue("postgres_url")
+        if found is None:
+            service_unavailable("PostgreSQL is not available (no initdb/pg_ctl, no test URL)")
+        url = str(found)
+    services = _services_for(url)
+    _wipe(services)
+    yield build_world(services)
+    _settle(services)
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def client(world: World) -> Iterator[TestClient]:
     from api.app import create_app
     from core.config import Settings
@@ -187,8 +233,9 @@ def client(world: World) -> Iterator[TestClient]:
 def test_authorization_matrix_over_http(world: World, client: TestClient, door: str) -> None:
     ensure_applied_dev(world)
     outcomes: dict[tuple[str, str], str] = {}
+    fixtures = Fixtures(world)
     for action, role in CELLS:
-        args = {**prepare(world, action.needs), **action.args()}
+        args = fixtures.args(action)
         headers = {"Authorization": f"Bearer {world.tokens[ROLES[role]]}"}
         if door == "rest":
             method, path, kwargs = rest_request(action.tool, args)
@@ -199,6 +246,7 @@ def test_authorization_matrix_over_http(world: World, client: TestClient, door: 
         if role in action.allowed:
             assert response.status_code in (200, 201, 202), (action.name, role, response.text)
             outcomes[(action.name, role)] = "allow"
+            fixtures.used(action)
             continue
         assert response.status_code == (404 if role == "outsider" else 403), (action.name, role)
         check_refusal(world, role, action, args, response.json()["error"])
@@ -242,8 +290,9 @@ def test_authorization_matrix_over_chat(world: World) -> None:
     actions = [a for a in ACTIONS if a.name in CHAT_TEXT]
     with running_server(world.services) as address:
         clients = {role: ChatClient(address, world.tokens[user]) for role, user in ROLES.items()}
+        fixtures = Fixtures(world)
         for action, role in itertools.product(actions, ROLES):
-            args = prepare(world, action.needs)
+            args = fixtures.args(action)
             rid = args["release_id"]
             chat = clients[role]
             before = snapshot(world)
@@ -268,6 +317,7 @@ def test_authorization_matrix_over_chat(world: World) -> None:
             chat.expect(lambda f: f["type"] == "assistant_message")
             if role in action.allowed:
                 assert done["state"] == "done", (action.name, role, done)
+                fixtures.used(action)
             else:
                 assert done["state"] == "failed", (action.name, role, done)
                 assert "needs the" in done["outcome"] or "only" in done["outcome"], done

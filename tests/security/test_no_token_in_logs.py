@@ -48,7 +48,8 @@ def logged_server(world: World) -> Iterator[tuple[str, Captured]]:
     config = uvicorn.Config(app, host="127.0.0.1", port=port, log_level="info", access_log=True)
     server = uvicorn.Server(config)
     captured = Captured()
-    loggers = [logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error")]
+    # uvicorn's loggers do not propagate; the app's own ones reach the root logger
+    loggers = [logging.getLogger(n) for n in ("uvicorn.access", "uvicorn.error", "")]
     for logger in loggers:
         logger.addHandler(captured)
     thread = threading.Thread(target=server.run, daemon=True)
@@ -94,10 +95,21 @@ def test_api_and_chat_clients_leave_no_secret_in_the_log(
     client = ChatClient(address, token, use_ticket=True)
     client.say("list targets")
     client.close()
+    client = ChatClient(address, token, auth_frame=True)  # the token inside the socket
+    client.say("list targets")
+    client.close()
+    mistyped = token[:-4] + "zzzz"  # a near miss is a secret too
+    with connect(f"ws://{address}/api/v1/chat") as ws:
+        ws.send(json.dumps({"type": "auth", "token": mistyped}))
+        with pytest.raises(ConnectionClosed) as closed:
+            while True:
+                ws.recv(timeout=5)
+    assert closed.value.rcvd is not None and closed.value.rcvd.code == 1008
+    assert mistyped not in closed.value.rcvd.reason
     log = "\n".join(captured.lines)
     assert "/api/v1/me?token=[redacted]" in log  # the access log saw the request
     assert "ticket=[redacted]" in log
-    assert token not in log and ticket not in log
+    assert token not in log and ticket not in log and mistyped not in log
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)

@@ -23,16 +23,21 @@ from tests.support.postgres import free_port
 
 @contextmanager
 def running_server(
-    services: Services, extend: Callable[[FastAPI], None] | None = None
+    services: Services, extend: Callable[[FastAPI], None] | None = None, **settings: Any
 ) -> Iterator[str]:
-    """Serve the app for `services` under uvicorn in a thread; yield its host:port."""
-    settings = Settings(database_url=str(services.engine.url), migrate_on_start=False)
-    app = create_app(settings, services)
+    """Serve the app for `services` under uvicorn in a thread; yield its host:port.
+
+    `settings` are the app's own settings beyond the database (e.g. what runs at startup).
+    """
+    app_settings = Settings(
+        database_url=str(services.engine.url), migrate_on_start=False, **settings
+    )
+    app = create_app(app_settings, services)
     if extend is not None:
         extend(app)
     port = free_port()
     server = uvicorn.Server(
-        server_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
+        server_config(app, app_settings, host="127.0.0.1", port=port, log_level="warning")
     )
     thread = threading.Thread(target=server.run, daemon=True)
     thread.start()
@@ -63,14 +68,23 @@ class ChatClient:
     """A websockets client that keeps every frame it received."""
 
     def __init__(
-        self, address: str, token: str, *, session: str | None = None, use_ticket: bool = False
+        self,
+        address: str,
+        token: str,
+        *,
+        session: str | None = None,
+        use_ticket: bool = False,
+        auth_frame: bool = False,
     ) -> None:
         query = f"?ticket={chat_ticket(address, token)}" if use_ticket else ""
         if session:
             query += ("&" if query else "?") + f"session={session}"
-        headers = None if use_ticket else {"Authorization": f"Bearer {token}"}
+        plain = use_ticket or auth_frame
+        headers = None if plain else {"Authorization": f"Bearer {token}"}
         self._connect = connect(f"ws://{address}/api/v1/chat{query}", additional_headers=headers)
         self.connection: ClientConnection = self._connect.__enter__()
+        if auth_frame:  # the token travels inside the socket, never in its URL or headers
+            self.send({"type": "auth", "token": token})
         self.frames: list[dict[str, Any]] = []
         self.session = self.expect(lambda f: f["type"] == "session")
 
