@@ -21,7 +21,8 @@ from core.releases.queries import current_preview, load_release
 from runtimes.base import is_simulated
 
 # What confirming a card runs, and what its other actions do.
-PREVIEW_TOOLS = ("preview_release", "rollback_release")
+# Retry and promote only preview a new release, like a deploy: they run, then submit is the card.
+PREVIEW_TOOLS = ("preview_release", "rollback_release", "retry_release", "promote_release")
 ACTIONS = {
     "confirmation": ["confirm", "cancel"],
     "approval": ["approve", "reject"],
@@ -267,6 +268,8 @@ def _title(card: ChatCard, view: dict[str, Any]) -> str:
         return f"{verb} {args.get('project')}/{args.get('environment')} {what}".rstrip() + "?"
     if card.kind == "approval":
         return f"Approve {rid} on {where}, requested by {view.get('requested_by')}?"
+    if card.tool in DESK_TITLES:
+        return DESK_TITLES[card.tool](card.args)
     return {
         "submit_release": f"Submit {rid} for {where}?",
         "apply_release": f"Apply {rid} to {where} now?",
@@ -274,3 +277,46 @@ def _title(card: ChatCard, view: dict[str, Any]) -> str:
         "reject_release": f"Reject {rid}?",
         "cancel_release": f"Cancel {rid}?",
     }.get(card.tool, f"Run {card.tool} {card.args}?")
+
+
+def _scope(args: dict[str, Any]) -> str:
+    env = args.get("environment")
+    return f"{args.get('project')}/{env}" if env else f"every environment of {args.get('project')}"
+
+
+def _freeze_title(args: dict[str, Any]) -> str:
+    """The freeze as confirmed: where, until when in which zone (or for how long), why."""
+    if args.get("duration_minutes"):
+        minutes = int(args["duration_minutes"])
+        span = f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+        when = f"for {span} from confirmation"
+    else:
+        until = str(args.get("until", "")).replace("T", " ")[:16]
+        when = f"until {until} ({args.get('timezone') or 'UTC'})"
+    return f"Freeze {_scope(args)} {when}: {args.get('reason')}?"
+
+
+def _lift_title(args: dict[str, Any]) -> str:
+    if args.get("freeze_id") and not args.get("project"):
+        return f"Lift freeze #{args['freeze_id']}?"
+    return f"Lift the freeze on {_scope(args)}?"
+
+
+def _promote_title(args: dict[str, Any]) -> str:
+    services = ", ".join(args.get("services") or []) or "every service"
+    source = args.get("from_environment") or "the previous environment"
+    return (
+        f"Promote {args.get('project')} {services} from {source} to {args.get('to_environment')}?"
+    )
+
+
+def _retry_title(args: dict[str, Any]) -> str:
+    return f"Retry {args.get('release_id')} as a new release?"
+
+
+DESK_TITLES = {
+    "declare_freeze": _freeze_title,
+    "lift_freeze": _lift_title,
+    "promote_release": _promote_title,
+    "retry_release": _retry_title,
+}

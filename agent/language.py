@@ -115,6 +115,26 @@ MESSAGES: dict[str, dict[str, str]] = {
         "en": "I stopped at {limit} cards for one message; ask again for the rest.",
         "zh": "一条消息最多生成 {limit} 张卡片，其余的请再发一次。",
     },
+    "promote_to_where": {
+        "en": "Promote {project} to which environment: {environments}?",
+        "zh": "把 {project} 推到哪个环境：{environments}？",
+    },
+    "promote_from_where": {
+        "en": "From which environment should I promote {what} to {destination}: {environments}?",
+        "zh": "要从哪个环境把 {what} 推到 {destination}：{environments}？",
+    },
+    "freeze_missing": {
+        "en": "To freeze {where} I need {missing}",
+        "zh": "冻结 {where} 还需要：{missing}",
+    },
+    "freeze_needs_until": {
+        "en": 'until when (e.g. "for 2h" or "until Monday 09:00"; times are in {zone});',
+        "zh": '截止时间（例如 "2 小时" 或 "到周一 9 点"，时区 {zone}）；',
+    },
+    "freeze_needs_reason": {
+        "en": 'the reason (e.g. "— incident 42").',
+        "zh": '原因（例如 "原因：事故 42"）。',
+    },
     "did_you_mean": {"en": "Did you mean {name}?", "zh": "你是指 {name} 吗？"},
     "choices": {"en": "Open ones: {releases}.", "zh": "当前可选：{releases}。"},
     "nothing_done": {"en": "OK, I did nothing.", "zh": "好的，我什么都没做。"},
