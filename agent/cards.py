@@ -19,6 +19,7 @@ from core.ids import parse_release_id, release_id
 from core.releases.models import Release
 from core.releases.queries import current_preview, load_release
 from runtimes.base import is_simulated
+from tools.desk import CONFIRM_TITLES
 
 # What confirming a card runs, and what its other actions do.
 # Retry and promote only preview a new release, like a deploy: they run, then submit is the card.
@@ -279,29 +280,6 @@ def _title(card: ChatCard, view: dict[str, Any]) -> str:
     }.get(card.tool, f"Run {card.tool} {card.args}?")
 
 
-def _scope(args: dict[str, Any]) -> str:
-    env = args.get("environment")
-    return f"{args.get('project')}/{env}" if env else f"every environment of {args.get('project')}"
-
-
-def _freeze_title(args: dict[str, Any]) -> str:
-    """The freeze as confirmed: where, until when in which zone (or for how long), why."""
-    if args.get("duration_minutes"):
-        minutes = int(args["duration_minutes"])
-        span = f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
-        when = f"for {span} from confirmation"
-    else:
-        until = str(args.get("until", "")).replace("T", " ")[:16]
-        when = f"until {until} ({args.get('timezone') or 'UTC'})"
-    return f"Freeze {_scope(args)} {when}: {args.get('reason')}?"
-
-
-def _lift_title(args: dict[str, Any]) -> str:
-    if args.get("freeze_id") and not args.get("project"):
-        return f"Lift freeze #{args['freeze_id']}?"
-    return f"Lift the freeze on {_scope(args)}?"
-
-
 def _promote_title(args: dict[str, Any]) -> str:
     services = ", ".join(args.get("services") or []) or "every service"
     source = args.get("from_environment") or "the previous environment"
@@ -315,8 +293,7 @@ def _retry_title(args: dict[str, Any]) -> str:
 
 
 DESK_TITLES = {
-    "declare_freeze": _freeze_title,
-    "lift_freeze": _lift_title,
+    **CONFIRM_TITLES,
     "promote_release": _promote_title,
     "retry_release": _retry_title,
 }

@@ -8,7 +8,10 @@ before they run (a chat card, MCP elicitation); core decides who may (admins, `s
 
 from __future__ import annotations
 
+import re
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from sqlalchemy.orm import Session
@@ -127,8 +130,20 @@ class LiftedFreezes(BaseModel):
     )
 
 
+def freeze_until(args: DeclareFreezeInput) -> datetime:
+    """The end of the freeze, aware; a naive `until` is read in the given or server zone.
+
+    InvalidInput when it is not in the future or further than core allows, so a door can say
+    so before asking anyone to confirm it.
+    """
+    until = _until(args)
+    now = utcnow()
+    if until <= now or until - now > freezes.MAX_FREEZE:
+        raise InvalidInput("until must be in the future and at most 90 days away")
+    return until
+
+
 def _until(args: DeclareFreezeInput) -> datetime:
-    """The end of the freeze, aware; a naive `until` is read in the given or server zone."""
     if args.duration_minutes is not None:
         return utcnow() + timedelta(minutes=args.duration_minutes)
     assert args.until is not None
@@ -183,7 +198,7 @@ def declare_freeze(ctx: ToolContext, session: Session, args: DeclareFreezeInput)
         actor=ctx.actor,
         project=args.project,
         environment=args.environment,
-        until=_until(args),
+        until=freeze_until(args),
         reason=args.reason,
     )
 
@@ -222,5 +237,41 @@ def list_freezes(ctx: ToolContext, session: Session, args: ListFreezesInput) -> 
         )
     )
 
+
+def _scope(args: dict[str, Any]) -> str:
+    env = args.get("environment")
+    return f"{args.get('project')}/{env}" if env else f"every environment of {args.get('project')}"
+
+
+def freeze_title(args: dict[str, Any]) -> str:
+    """The freeze as confirmed: where, until when in which zone (or for how long), why."""
+    if args.get("duration_minutes"):
+        minutes = int(args["duration_minutes"])
+        span = f"{minutes // 60} h" if minutes % 60 == 0 else f"{minutes} min"
+        when = f"for {span} from confirmation"
+    else:
+        written = str(args.get("until", ""))
+        offset = re.search(r"(?:[+-]\d{2}:?\d{2}|Z)$", written)
+        zone = (
+            f"UTC{offset.group(0)}".replace("UTCZ", "UTC")
+            if offset
+            else str(args.get("timezone") or server_zone(get_settings().timezone))
+        )
+        when = f"until {written.replace('T', ' ')[:16]} ({zone})"
+    return f"Freeze {_scope(args)} {when}: {args.get('reason')}?"
+
+
+def lift_title(args: dict[str, Any]) -> str:
+    """Which freezes confirming lifts."""
+    if args.get("freeze_id") and not args.get("project"):
+        return f"Lift freeze #{args['freeze_id']}?"
+    return f"Lift the freeze on {_scope(args)}?"
+
+
+# What confirming each freeze tool does, as the chat card and the MCP question ask it.
+CONFIRM_TITLES: dict[str, Callable[[dict[str, Any]], str]] = {
+    "declare_freeze": freeze_title,
+    "lift_freeze": lift_title,
+}
 
 TOOLS = [retry_release, promote_release, declare_freeze, lift_freeze, list_freezes]

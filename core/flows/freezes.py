@@ -195,3 +195,20 @@ def lift_freezes(
         )
     session.commit()
     return [_read(f, found.name, now) for f in lifted]
+
+
+def require_freezer(session: Session, actor: Actor, project: str) -> None:
+    """PermissionDenied unless the actor may freeze and unfreeze `project` (admins, sre)."""
+    pid = project_id_named(session, project)
+    found = session.get_one(Project, pid)
+    require(actor, Action.view, pid, found.name)
+    _require_freezer(session, actor, found)
+
+
+def require_freezer_of(session: Session, actor: Actor, freeze_id: int) -> None:
+    """NotFound for a freeze the actor cannot see; PermissionDenied unless they may lift it."""
+    freeze = session.get(Freeze, freeze_id)
+    project = session.get(Project, freeze.project_id) if freeze is not None else None
+    if freeze is None or project is None or not actor.can(Action.view, project.id):
+        raise NotFound(f"no freeze #{freeze_id}", freeze_id=freeze_id)
+    _require_freezer(session, actor, project)
