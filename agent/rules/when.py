@@ -17,7 +17,11 @@ from agent.rules.function_words import NUMBER_WORDS
 
 CN_DIGITS = {"零": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7}
 CN_DIGITS |= {"八": 8, "九": 9, "十": 10, "半": 0}
-NUMBER = r"(\d{1,4}(?:\.\d+)?|half\s+an?|an?|" + "|".join(NUMBER_WORDS) + "|[一二两三四五六七八九十]{1,3}|半)"
+NUMBER = (
+    r"(\d{1,4}(?:\.\d+)?|half\s+an?|an?|"
+    + "|".join(NUMBER_WORDS)
+    + "|[一二两三四五六七八九十]{1,3}|半)"
+)
 UNITS = {
     "minutes": ("m", "min", "mins", "minute", "minutes", "分钟", "分"),
     "hours": ("h", "hr", "hrs", "hour", "hours", "小时", "个小时", "个钟头", "钟头"),

@@ -109,15 +109,20 @@ def test_freeze_reads_spans_weekdays_clock_times_and_iso(
         assert "environment" not in args  # the whole project
 
 
+def when(text: str, now: datetime) -> dict[str, object]:
+    found = parse_when(text, "Europe/Berlin", now)
+    assert found is not None, text
+    return found.args()
+
+
 def test_weekdays_resolve_to_the_next_one_and_next_week() -> None:
-    zone = "Europe/Berlin"
-    assert parse_when("until monday 09:00", zone, MONDAY).args()["until"] == "2026-11-30T09:00"
-    assert parse_when("until monday 08:00", zone, MONDAY).args()["until"] == "2026-12-07T08:00"
-    assert parse_when("到下周一 9 点", zone, MONDAY).args()["until"] == "2026-12-07T09:00"
-    assert parse_when("到周三", zone, MONDAY).args()["until"] == "2026-12-02T00:00"
-    assert parse_when("for 2 weeks", zone, MONDAY).args() == {"duration_minutes": 20160}
-    assert parse_when("持续两小时", zone, MONDAY).args() == {"duration_minutes": 120}
-    assert parse_when("incident 42", zone, MONDAY) is None
+    assert when("until monday 09:00", MONDAY)["until"] == "2026-11-30T09:00"
+    assert when("until monday 08:00", MONDAY)["until"] == "2026-12-07T08:00"
+    assert when("到下周一 9 点", MONDAY)["until"] == "2026-12-07T09:00"
+    assert when("到周三", MONDAY)["until"] == "2026-12-02T00:00"
+    assert when("for 2 weeks", MONDAY) == {"duration_minutes": 20160}
+    assert when("持续两小时", MONDAY) == {"duration_minutes": 120}
+    assert parse_when("incident 42", "Europe/Berlin", MONDAY) is None
 
 
 @pytest.mark.parametrize(
