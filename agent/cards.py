@@ -18,6 +18,7 @@ from core.db import utcnow
 from core.ids import parse_release_id, release_id
 from core.releases.models import Release
 from core.releases.queries import current_preview, load_release
+from core.targets.frozen import frozen_now
 from runtimes.base import is_simulated
 from tools.desk import CONFIRM_TITLES
 
@@ -245,7 +246,11 @@ def release_view(session: Session, number: int) -> dict[str, Any]:
         "lifecycle_state": release.lifecycle_state,
         "requested_by": release.requested_by.name,
         "simulated": is_simulated(release.target.runtime),
+        "frozen": None,
     }
+    frozen = frozen_now(session, [release.target]).get(release.target_id)
+    if frozen is not None:
+        part["frozen"] = frozen.model_dump(mode="json")
     if preview is not None:
         part["diff"] = preview.diff
         part["risk"] = {
