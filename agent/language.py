@@ -11,11 +11,14 @@ QUESTION = re.compile(r"？|\?(?:\s|$|[)）\"'”])")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "help": {
-        "en": "I can preview deploys and scaling, roll back, approve, reject, cancel and apply "
-        'releases, and show status, logs, approvals and timelines. For example: "deploy '
-        'web 1.4.2 to prod", "scale worker to 3 in staging", "approve R-42".',
-        "zh": "我可以预览发布和扩缩容、回滚、批准、拒绝、取消和执行发布，也能查看状态、日志、"
-        '审批和时间线。例如："部署 web 1.4.2 到生产"、"把 worker 扩容到 3 个 预发"、'
+        "en": "I can preview deploys and scaling, roll back, approve, reject, cancel, apply and "
+        "retry releases, promote between environments, freeze and unfreeze targets, and show "
+        'status, logs, approvals, freezes and timelines. For example: "deploy web 1.4.2 to '
+        'prod", "scale worker to 3 in staging", "approve R-42", "promote web from staging to '
+        'prod".',
+        "zh": "我可以预览发布和扩缩容、回滚、批准、拒绝、取消、执行和重试发布，在环境间推进、"
+        "冻结和解冻环境，也能查看状态、日志、审批、冻结和时间线。例如："
+        '"部署 web 1.4.2 到生产"、"把 worker 扩容到 3 个 预发"、'
         '"批准 R-42"、"把 payment 回滚到上一个版本"。',
     },
     "injection": {
