@@ -55,7 +55,19 @@ class PromoteInput(BaseModel):
 
 
 class DeclareFreezeInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Exactly one of `until` and `duration_minutes`: the schema says so as the validator does.
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "oneOf": [
+                {"required": ["until"], "properties": {"until": {"type": "string"}}},
+                {
+                    "required": ["duration_minutes"],
+                    "properties": {"duration_minutes": {"type": "integer"}},
+                },
+            ]
+        },
+    )
 
     project: ProjectName
     environment: Environment | None = Field(
@@ -87,7 +99,15 @@ class DeclareFreezeInput(BaseModel):
 
 
 class LiftFreezeInput(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["project"], "properties": {"project": {"type": "string"}}},
+                {"required": ["freeze_id"], "properties": {"freeze_id": {"type": "integer"}}},
+            ]
+        },
+    )
 
     project: ProjectName | None = Field(
         default=None, description="Lift the freezes of this project (with `environment`)."

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
 from api.deps import ActorDep, ServicesDep
@@ -89,7 +89,11 @@ def declare_freeze(
 
 
 @router.post("/freezes/{freeze_id}/lift", response_model=FreezeRead, responses=responses(*WRITE))
-def lift_freeze(services: ServicesDep, actor: ActorDep, freeze_id: int) -> FreezeRead:
+def lift_freeze(
+    services: ServicesDep,
+    actor: ActorDep,
+    freeze_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="The freeze's id.")],
+) -> FreezeRead:
     """End a freeze before its time (admins and SRE)."""
     lifted = get_tool("lift_freeze").run(services.context(actor), {"freeze_id": freeze_id})
     assert isinstance(lifted, LiftedFreezes)
