@@ -21,11 +21,14 @@ from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.releases.models import Preview, Release
 from core.releases.queries import current_preview, load_release
+from core.targets.frozen import frozen_now
 from core.targets.models import Project, Target
 from runtimes.base import is_simulated
+from tools.desk import CONFIRM_TITLES
 
 # What confirming a card runs, and what its other actions do.
-PREVIEW_TOOLS = ("preview_release", "rollback_release")
+# Retry and promote only preview a new release, like a deploy: they run, then submit is the card.
+PREVIEW_TOOLS = ("preview_release", "rollback_release", "retry_release", "promote_release")
 ACTIONS = {
     "confirmation": ["confirm", "cancel"],
     "approval": ["approve", "reject"],
@@ -284,6 +287,7 @@ def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[st
             Preview.risk_level,
             Preview.risk_reasons,
             Preview.id,
+            Release.target_id,
         )
         .join(Project, Project.id == Release.project_id)
         .join(Target, Target.id == Release.target_id)
@@ -291,8 +295,25 @@ def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[st
         .outerjoin(Preview, Preview.id == newest)
         .where(Release.number.in_(wanted))
     )
+    rows = list(rows)
+    targets = session.scalars(select(Target).where(Target.id.in_({r[-1] for r in rows})))
+    frozen = frozen_now(session, targets)
     views: dict[int, dict[str, Any]] = {}
-    for number, state, project, env, runtime, tier, requester, diff, level, reasons, pid in rows:
+    for (
+        number,
+        state,
+        project,
+        env,
+        runtime,
+        tier,
+        requester,
+        diff,
+        level,
+        reasons,
+        pid,
+        tid,
+    ) in rows:
+        held = frozen.get(tid)
         part: dict[str, Any] = {
             "release_id": release_id(number),
             "project": project,
@@ -300,6 +321,7 @@ def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[st
             "lifecycle_state": state,
             "requested_by": requester,
             "simulated": is_simulated(runtime),
+            "frozen": held.model_dump(mode="json") if held is not None else None,
         }
         if pid is not None:
             part["diff"] = diff
@@ -335,6 +357,8 @@ def _title(card: ChatCard, view: dict[str, Any]) -> str:
         return f"{verb} {args.get('project')}/{args.get('environment')} {what}".rstrip() + "?"
     if card.kind == "approval":
         return f"Approve {rid} on {where}, requested by {view.get('requested_by')}?"
+    if card.tool in DESK_TITLES:
+        return DESK_TITLES[card.tool](card.args)
     return {
         "submit_release": f"Submit {rid} for {where}?",
         "apply_release": f"Apply {rid} to {where} now?",
@@ -342,3 +366,22 @@ def _title(card: ChatCard, view: dict[str, Any]) -> str:
         "reject_release": f"Reject {rid}?",
         "cancel_release": f"Cancel {rid}?",
     }.get(card.tool, f"Run {card.tool} {card.args}?")
+
+
+def _promote_title(args: dict[str, Any]) -> str:
+    services = ", ".join(args.get("services") or []) or "every service"
+    source = args.get("from_environment") or "the previous environment"
+    return (
+        f"Promote {args.get('project')} {services} from {source} to {args.get('to_environment')}?"
+    )
+
+
+def _retry_title(args: dict[str, Any]) -> str:
+    return f"Retry {args.get('release_id')} as a new release?"
+
+
+DESK_TITLES = {
+    **CONFIRM_TITLES,
+    "promote_release": _promote_title,
+    "retry_release": _retry_title,
+}

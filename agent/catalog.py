@@ -17,7 +17,7 @@ def catalog_for(session: Session, actor: Actor) -> Catalog:
     per project (33 statements at 22 projects).
     """
     rows = session.execute(
-        select(Project.id, Project.name, Target.environment)
+        select(Project.id, Project.name, Project.promotion, Target.environment)
         .join(Target, Target.project_id == Project.id)
         .order_by(Project.name, Target.id)
     ).all()
@@ -34,4 +34,5 @@ def catalog_for(session: Session, actor: Actor) -> Catalog:
             .order_by(Service.name)
         ):
             services[names[project_id]].append(service)
-    return Catalog(services=services, environments=environments)
+    promotion = {row.name: list(row.promotion) for row in visible if row.promotion}
+    return Catalog(services=services, environments=environments, promotion=promotion)

@@ -42,13 +42,18 @@ def asked_for(call: ToolCall, text: str, catalog: Catalog) -> bool:
     """Whether `text` clearly asks for this preview or rollback preview."""
     words = own_words(text)
     args = call.args
+    if call.tool == "retry_release":  # "retry R-12": the failed release's own change again
+        number = re.sub(r"\D", "", str(args.get("release_id", "")))
+        return bool(number) and _number(number, words)
+    if call.tool == "promote_release":
+        args = {**args, "environment": args.get("to_environment", "")}
     environment = str(args.get("environment", "")).lower()
     synonyms = ENVIRONMENT_WORDS.get(environment, (environment,))
     if not any(_named(word, words) or (not word.isascii() and word in words) for word in synonyms):
         return False
     project = str(args.get("project", ""))
     changes = args.get("changes") or {}
-    if call.tool == "rollback_release":
+    if call.tool in ("rollback_release", "promote_release"):
         services = catalog.services.get(project, [])
         return _named(project, words) or any(_named(s, words) for s in services)
     if not isinstance(changes, dict) or not changes:

@@ -181,6 +181,8 @@ class Hub:
             "environment": event.environment,
             "action": event.data.get("action"),
             "actor": event.data.get("actor"),
+            # Why it moved, when core says (a ticket that timed out, a rejection, a failure).
+            "reason": event.data.get("reason"),
         }
         with self._sessions() as session:
             # the requester's user row (and its grants) is not needed: `_seeing` reads grants

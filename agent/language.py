@@ -11,11 +11,14 @@ QUESTION = re.compile(r"？|\?(?:\s|$|[)）\"'”])")
 
 MESSAGES: dict[str, dict[str, str]] = {
     "help": {
-        "en": "I can preview deploys and scaling, roll back, approve, reject, cancel and apply "
-        'releases, and show status, logs, approvals and timelines. For example: "deploy '
-        'web 1.4.2 to prod", "scale worker to 3 in staging", "approve R-42".',
-        "zh": "我可以预览发布和扩缩容、回滚、批准、拒绝、取消和执行发布，也能查看状态、日志、"
-        '审批和时间线。例如："部署 web 1.4.2 到生产"、"把 worker 扩容到 3 个 预发"、'
+        "en": "I can preview deploys and scaling, roll back, approve, reject, cancel, apply and "
+        "retry releases, promote between environments, freeze and unfreeze targets, and show "
+        'status, logs, approvals, freezes and timelines. For example: "deploy web 1.4.2 to '
+        'prod", "scale worker to 3 in staging", "approve R-42", "promote web from staging to '
+        'prod".',
+        "zh": "我可以预览发布和扩缩容、回滚、批准、拒绝、取消、执行和重试发布，在环境间推进、"
+        "冻结和解冻环境，也能查看状态、日志、审批、冻结和时间线。例如："
+        '"部署 web 1.4.2 到生产"、"把 worker 扩容到 3 个 预发"、'
         '"批准 R-42"、"把 payment 回滚到上一个版本"。',
     },
     "injection": {
@@ -114,6 +117,26 @@ MESSAGES: dict[str, dict[str, str]] = {
     "card_limit": {
         "en": "I stopped at {limit} cards for one message; ask again for the rest.",
         "zh": "一条消息最多生成 {limit} 张卡片，其余的请再发一次。",
+    },
+    "promote_to_where": {
+        "en": "Promote {project} to which environment: {environments}?",
+        "zh": "把 {project} 推到哪个环境：{environments}？",
+    },
+    "promote_from_where": {
+        "en": "From which environment should I promote {what} to {destination}: {environments}?",
+        "zh": "要从哪个环境把 {what} 推到 {destination}：{environments}？",
+    },
+    "freeze_missing": {
+        "en": "To freeze {where} I need {missing}",
+        "zh": "冻结 {where} 还需要：{missing}",
+    },
+    "freeze_needs_until": {
+        "en": 'until when (e.g. "for 2h" or "until Monday 09:00"; times are in {zone});',
+        "zh": '截止时间（例如 "2 小时" 或 "到周一 9 点"，时区 {zone}）；',
+    },
+    "freeze_needs_reason": {
+        "en": 'the reason (e.g. "— incident 42").',
+        "zh": '原因（例如 "原因：事故 42"）。',
     },
     "did_you_mean": {"en": "Did you mean {name}?", "zh": "你是指 {name} 吗？"},
     "choices": {"en": "Open ones: {releases}.", "zh": "当前可选：{releases}。"},

@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import openai
 from langchain_core.language_models import BaseChatModel
@@ -35,6 +36,7 @@ from agent.planner import PlanContext, PlanResult, ToolCall
 from agent.prompts import system_prompt
 from agent.tool_text import may_hold_call, parse_text_calls
 from core.config import Settings
+from core.db import utcnow
 from core.errors import InvalidInput
 from tools.registry import REGISTRY
 
@@ -151,6 +153,14 @@ class _Turn:
             f"{planner.prompt}\n\nThe user is {context.user}. "
             f"Their catalog (use only these names):\n{catalog_table(context.catalog)}"
         )
+        if any(spec["function"]["name"] == "declare_freeze" for spec in self.specs):
+            # A freeze's end ("until Monday 09:00") is a wall-clock time in the chat's zone.
+            now = (context.now or utcnow()).astimezone(ZoneInfo(context.timezone))
+            system += (
+                f"\nNow it is {now.strftime('%A %Y-%m-%dT%H:%M')} in {context.timezone}: give "
+                f'declare_freeze `until` as local time with "timezone": "{context.timezone}", '
+                "or `duration_minutes` for a span."
+            )
         self.messages: list[BaseMessage] = [SystemMessage(system)]
         self.messages += [
             HumanMessage(m["content"]) if m["role"] == "user" else AIMessage(m["content"])

@@ -37,6 +37,11 @@ FAMILIES: dict[str, tuple[str, str]] = {
         "approve_release reject_release approve_releases reject_releases list_approvals"
         " takeover_approval get_release",
     ),
+    "desk": (
+        "retry|try again|again|freez|frozen|unfreeze|thaw|lift|promot|重试|再试|冻结|解冻|封版"
+        "|晋级|推到",
+        "retry_release promote_release declare_freeze lift_freeze list_freezes get_release",
+    ),
     "status": (
         "status|running|health|state|what's on|what is on|targets|environments|log|diagnos"
         "|error|fail|crash|why|状态|运行|健康|日志|诊断|报错|失败|挂了|环境",

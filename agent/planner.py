@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any, Protocol
 
 from pydantic import BaseModel, Field
@@ -36,6 +37,8 @@ class Catalog:
 
     services: dict[str, list[str]]
     environments: dict[str, list[str]]
+    # Project -> its declared promotion order (dev -> staging -> prod), where it has one.
+    promotion: dict[str, list[str]] = field(default_factory=dict)
 
     def projects_of(self, service: str) -> list[str]:
         """Projects that have a service of this name."""
@@ -53,6 +56,9 @@ class PlanContext:
     run_read: Callable[[ToolCall], Any] | None = None
     # Streams assistant text as it is produced.
     emit_delta: Callable[[str], None] | None = None
+    # The IANA zone people's times ("until Monday 09:00") are read in, and the time now.
+    timezone: str = "UTC"
+    now: datetime | None = None
 
 
 class Planner(Protocol):

@@ -13,6 +13,7 @@ import logging
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -67,6 +68,10 @@ class ChatDeps:
     planner: Planner
     # Most releases or cards one chat message may create, whatever the planner proposes.
     max_cards: int = 5
+    # The IANA zone chat reads and shows people's times in (SHIPDECK_TIMEZONE, else the server's).
+    timezone: str = "UTC"
+    # The time people's times are read against (evals pin it so expected times never move).
+    clock: Callable[[], datetime] = utcnow
 
 
 def error_frame(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -233,6 +238,8 @@ class ChatSession:
             history=self._history_text(),
             run_read=lambda call: self._read(actor, call),
             emit_delta=delta,
+            timezone=self.deps.timezone,
+            now=self.deps.clock(),
         )
         try:
             result = self.deps.planner.plan(text, context)

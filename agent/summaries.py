@@ -15,8 +15,17 @@ def _diff_lines(diff: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 def summarize(tool: str, result: dict[str, Any], lang: str = "en") -> str:
     """A short human line for a tool's JSON result, in English or Chinese."""
-    if tool in ("preview_release", "rollback_release", "repreview_release", "get_release"):
+    if tool in (
+        "preview_release",
+        "rollback_release",
+        "repreview_release",
+        "get_release",
+        "retry_release",
+        "promote_release",
+    ):
         return _release(result, lang)
+    if tool in ("declare_freeze", "lift_freeze", "list_freezes"):
+        return _freezes(tool, result, lang)
     if tool in (
         "submit_release",
         "apply_release",
@@ -102,3 +111,31 @@ def _release(result: dict[str, Any], lang: str) -> str:
         f"{result.get('id')} on {where}{simulated} is {result.get('lifecycle_state')}: "
         f"{diff}. Risk {risk}."
     )
+
+
+def _freeze_line(freeze: dict[str, Any], lang: str) -> str:
+    where = f"{freeze.get('project')}/{freeze.get('environment') or '*'}"
+    until = str(freeze.get("until", ""))[:16].replace("T", " ")
+    if lang == "zh":
+        return f"{where} 冻结至 {until} UTC（{freeze.get('created_by')}：{freeze.get('reason')}）"
+    return f"{where} frozen until {until} UTC by {freeze.get('created_by')}: {freeze.get('reason')}"
+
+
+def _freezes(tool: str, result: dict[str, Any], lang: str) -> str:
+    """What a freeze tool did or found, one line."""
+    if tool == "declare_freeze":
+        return _freeze_line(result, lang) + ("。" if lang == "zh" else ".")
+    items = result.get("items", [])
+    if tool == "lift_freeze":
+        lifted = ", ".join(
+            f"#{f.get('id')} {f.get('project')}/{f.get('environment') or '*'}" for f in items
+        )
+        still = "; ".join(result.get("still_frozen", []))
+        if lang == "zh":
+            text = f"已解冻：{lifted}。" if items else "没有需要解冻的冻结。"
+            return text + (f" 仍然冻结：{still}" if still else "")
+        text = f"Lifted {lifted}." if items else "Nothing was frozen there."
+        return text + (f" Still frozen: {still}" if still else "")
+    if not items:
+        return "当前没有冻结。" if lang == "zh" else "Nothing is frozen."
+    return "; ".join(_freeze_line(f, lang) for f in items[:10])

@@ -35,7 +35,7 @@ from api.routes import (
 )
 from api.wiring import Services
 from core.config import Settings, get_settings
-from core.notify.settings import NotifySettings
+from core.notify.settings import NotifySettings, direct_config
 from core.notify.worker import NotifyWorker
 
 
@@ -109,6 +109,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
         public_url=notify_settings.public_url,
         poll_seconds=notify_settings.notify_poll_seconds,
         max_attempts=notify_settings.notify_max_attempts,
+        direct=direct_config(notify_settings),
     )
     install_redaction()
 

@@ -21,6 +21,7 @@ from core.flows.runner import ApplyRunner
 from core.live import PostgresListener, make_sessionmaker
 from core.migrate import upgrade
 from core.permissions import Actor
+from core.zones import server_zone
 from runtimes.compose import ComposeAdapter
 from runtimes.kubernetes import KubernetesAdapter
 from runtimes.registry import RuntimeRegistry
@@ -108,6 +109,7 @@ class Services:
                 self.context,
                 make_planner(self.settings),
                 max_cards=self.settings.chat_max_cards_per_turn,
+                timezone=server_zone(self.settings.timezone),
             )
         return self._chat
 

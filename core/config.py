@@ -73,6 +73,12 @@ class Settings(BaseSettings):
     llm_turn_seconds: float = Field(
         default=120, gt=0, description="Overall deadline of one chat turn of the LLM planner."
     )
+    timezone: str | None = Field(
+        default=None,
+        description="IANA time zone (e.g. Europe/Berlin) in which chat reads times such as "
+        '"freeze prod until Monday 09:00" and cards show them. Unset: the server\'s own zone '
+        "(TZ, else /etc/localtime, else UTC).",
+    )
     chat_max_cards_per_turn: int = Field(
         default=5, gt=0, description="Most releases or cards one chat message may create."
     )

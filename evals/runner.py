@@ -18,6 +18,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -31,9 +32,11 @@ from agent.session import ChatDeps, ChatSession
 from api.wiring import Services
 from core.audit.models import AuditEvent
 from core.config import Settings
+from core.db import utcnow
 from core.identity.service import actor_for, ensure_user, set_grant
 from core.permissions import SYSTEM, Actor, Role
 from core.targets.service import load_declaration, parse_declaration
+from core.zones import server_zone
 from evals.scorers import Case, CaseResult, score
 from tools.registry import REGISTRY, get_tool
 
@@ -123,12 +126,21 @@ def _create_release(services: Services, actors: dict[str, Actor], spec: dict[str
 @contextmanager
 def eval_world(world: Path) -> Iterator[EvalWorld]:
     """A fresh database seeded from `world`, for as long as the block runs."""
+    setup = (yaml.safe_load(world.read_text(encoding="utf-8")) or {}).get("eval_setup") or {}
     with tempfile.TemporaryDirectory(prefix="shipdeck-eval-") as directory:
-        settings = Settings(database_url=f"sqlite:///{Path(directory) / 'eval.db'}")
+        settings = Settings(
+            database_url=f"sqlite:///{Path(directory) / 'eval.db'}",
+            timezone=setup.get("timezone"),
+        )
         services = Services.build(settings, inline_apply=True)
         try:
             services.migrate()
-            yield EvalWorld(services, seed_world(services, world))
+            now = setup.get("now")
+            yield EvalWorld(
+                services,
+                seed_world(services, world),
+                datetime.fromisoformat(str(now)) if now else None,
+            )
         finally:
             services.close()
 
@@ -139,6 +151,12 @@ class EvalWorld:
 
     services: Services
     user: Actor
+    # The "now" the planner reads people's times against ("until Monday 09:00"), so a case's
+    # expected time is the same on every run; None: the real clock.
+    now: datetime | None = None
+
+    def _clock(self) -> datetime:
+        return self.now or utcnow()
 
     def run(self, planner: Planner, cases: list[Case]) -> list[CaseResult]:
         """Run the cases one after another in this world."""
@@ -148,6 +166,8 @@ class EvalWorld:
             self.services.context,
             recorder,
             max_cards=self.services.settings.chat_max_cards_per_turn,
+            timezone=server_zone(self.services.settings.timezone),
+            clock=self._clock,
         )
         return [_run_case(self.services, deps, recorder, self.user, case) for case in cases]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -49,11 +50,17 @@ class CaseResult(BaseModel):
 
 
 def normalize(key: str | None, value: Any) -> Any:
-    """Compare case-insensitively, environments by their canonical name, ids as R-n."""
+    """Compare case-insensitively, environments by their canonical name, ids as R-n, times as
+    times."""
     if isinstance(value, str):
         text = value.strip()
         if key == "environment":
             return ENVIRONMENTS.get(text.lower(), text.lower())
+        if key == "until":  # "2026-11-30T09:00" and "2026-11-30T09:00:00" are one time
+            try:
+                return datetime.fromisoformat(text).isoformat(timespec="minutes")
+            except ValueError:
+                return text.lower()
         if key in ("release_id", "to_release_id"):
             try:
                 return f"R-{parse_release_id(text)}"

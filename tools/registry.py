@@ -5,11 +5,11 @@ from __future__ import annotations
 from typing import Any
 
 from core.errors import NotFound
-from tools import approvals, audit, releases, targets
+from tools import approvals, audit, desk, releases, targets
 from tools.base import Tool
 
 REGISTRY: dict[str, Tool[Any, Any]] = {
-    t.name: t for module in (targets, releases, approvals, audit) for t in module.TOOLS
+    t.name: t for module in (targets, releases, desk, approvals, audit) for t in module.TOOLS
 }
 
 

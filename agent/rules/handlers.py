@@ -53,6 +53,7 @@ EXAMPLES_ZH = {
     "take": "接管 R-42",
     "re-preview": "重新预览 R-42",
     "timeline": "R-42 的时间线",
+    "retry": "重试 R-42",
 }
 
 
@@ -64,6 +65,7 @@ CHOICES: dict[str, ToolCall] = {
     "submit": ToolCall(tool="list_releases", args={"state": "previewed", "limit": 5}),
     "apply": ToolCall(tool="list_releases", args={"state": "approved", "limit": 5}),
     "re-preview": ToolCall(tool="list_releases", args={"state": "previewed", "limit": 5}),
+    "retry": ToolCall(tool="list_releases", args={"state": "failed", "limit": 5}),
 }
 
 

@@ -32,6 +32,7 @@ from agent.rules.vocabulary import (
     ENVIRONMENT_SYNONYMS,
     INJECTION_MARKERS,
     INTENTS,
+    SPLIT_PHRASES,
     STATES,
     SYMPTOMS,
 )
@@ -48,8 +49,12 @@ ACTIONS = {
     "scale",
     "deploy",
     "repreview",
+    "retry",
+    "freeze",
+    "unfreeze",
+    "promote",
 }
-REASONED = {"reject", "cancel", "approve"}  # a reason or comment may follow them
+REASONED = {"reject", "cancel", "approve", "freeze"}  # a reason or comment may follow them
 PRIORITY = {intent: rank for rank, (intent, _) in enumerate(INTENTS)}
 CJK_WORDS = tuple(
     sorted(
@@ -95,7 +100,6 @@ REPLICAS = [
 ]
 ENV_WORD = re.compile(r"(?:\bto|\bin|\bon|到|在)\s*([a-z][a-z0-9_-]{1,30})\s*$")
 MINE = re.compile(r"\b(?:my|mine)\b|(?<!show )(?<!give )(?<!tell )(?<!let )\bme\b|我的|给我|我")
-FROM_ENV = re.compile(r"\bfrom\s+(\S+)|从\s*(\S+)")
 TRAILING = re.compile(r"^[\s,:;.!?\-—–>]*(?:去|吧|了|掉|一下|啊|呀|哦|的)*[\s,:;.!?\-—–]*")
 
 
@@ -143,6 +147,7 @@ class Parsed:
     go_ahead: bool = False
     negated: bool = False
     trigger: str | None = None
+    source_environment: str | None = None  # "from staging", "从预发"
 
 
 def _has_word(text: str, phrase: str, edges: set[int]) -> list[int]:
@@ -182,6 +187,7 @@ def detect(clause: Clause) -> Clause:
                 if intent not in ACTIONS and any(a < end and position < b for a, b in blanked):
                     continue
                 hits.append((PRIORITY[intent], position, intent, end, word))
+    hits += _split_hits(text, edges)
     # The longest phrase wins where two overlap: "to approve" is a list, not an approval.
     hits = _longest(hits)
     leading = [h for h in hits if h[1] <= lead and h[2] in ACTIONS]
@@ -204,6 +210,23 @@ def detect(clause: Clause) -> Clause:
     agreeing = [p for p in parts if p in GO_AHEAD or p.rstrip("吧啊呀了") in GO_AHEAD]
     clause.go_ahead = bool(agreeing) and all(p in agreeing or p in STOPWORDS for p in parts)
     return clause
+
+
+def _split_hits(text: str, edges: set[int]) -> list[tuple[int, int, str, int, str]]:
+    """Hits of a verb whose particle comes later: "try R-12 again" spans "try ... again"."""
+    hits = []
+    for intent, head, tail in SPLIT_PHRASES:
+        for position in _has_word(text, head, edges):
+            start = position + len(head)
+            pattern = (
+                rf"(?<![a-z0-9_'-]){re.escape(tail)}(?:e?s)?(?![a-z0-9_-])"
+                if tail.isascii()
+                else re.escape(tail)
+            )
+            match = re.compile(pattern).search(text, start)
+            if match:
+                hits.append((PRIORITY[intent], position, intent, match.end(), head))
+    return hits
 
 
 def _longest(hits: list[tuple[int, int, str, int, str]]) -> list[tuple[int, int, str, int, str]]:
@@ -340,14 +363,28 @@ def environments(text: str, known: list[str]) -> tuple[list[str], str | None]:
             taken.append(span)
             hits.append((match.start(), words[word]))
     hits.sort()
-    source = FROM_ENV.search(text)
+    source = source_environment(text, known)
     named = [env for pos, env in hits]
     if source and len(set(named)) > 1:
-        left = (source.group(1) or source.group(2) or "").strip(",")
-        named = [env for env in named if words.get(left) != env] or named
+        named = [env for env in named if env != source] or named
     unknown = ENV_WORD.search(text)
     unknown_word = unknown.group(1) if unknown and unknown.group(1) not in words else None
     return list(dict.fromkeys(named)), unknown_word
+
+
+def source_environment(text: str, known: list[str]) -> str | None:
+    """The environment named right after "from" / "从" (canonical name), if any."""
+    words = {w: env for env, ws in ENVIRONMENT_SYNONYMS.items() for w in ws}
+    words.update({env: env for env in known})
+    for match in re.finditer(r"(?:\bfrom\s+(?:the\s+)?|从\s*)(\S+)", text):
+        following = match.group(1)
+        for word in sorted(words, key=len, reverse=True):
+            if following == word or (
+                following.startswith(word)
+                and (not word.isascii() or not re.match(r"[a-z0-9_-]", following[len(word) :]))
+            ):
+                return words[word]
+    return None
 
 
 def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Parsed:
@@ -400,6 +437,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         go_ahead=clause.go_ahead,
         negated=clause.negated,
         trigger=clause.trigger,
+        source_environment=source_environment(text, catalog_names.environments),
     )
     parsed.reason = _after_marker(clause.raw, REASON_MARKERS)
     parsed.comment = _after_marker(clause.raw, COMMENT_MARKERS)

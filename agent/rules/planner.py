@@ -15,6 +15,7 @@ from rapidfuzz.distance import DamerauLevenshtein
 
 from agent.language import say
 from agent.planner import PlanContext, PlanResult
+from agent.rules.desk import DESK_HANDLERS
 from agent.rules.function_words import STOPWORDS
 from agent.rules.handlers import HANDLERS, Request
 from agent.rules.message import Message, split_quotes
@@ -29,8 +30,9 @@ from agent.rules.parse import (
 from agent.rules.resolve import Question, names_of
 from tools.registry import REGISTRY
 
-ID_ACTIONS = {"approve", "reject", "cancel", "submit", "apply", "takeover", "repreview"}
+ID_ACTIONS = {"approve", "reject", "cancel", "submit", "apply", "takeover", "repreview", "retry"}
 CHANGES = {"deploy", "scale", "rollback"}
+ALL_HANDLERS = {**HANDLERS, **DESK_HANDLERS}
 LATIN = re.compile(r"[a-z][a-z0-9_-]+")
 DID_YOU_MEAN = re.compile(r"Did you mean (\S+)\?|你是指 (\S+) 吗")
 
@@ -90,7 +92,16 @@ class RulesPlanner:
                 continue
             if parsed.intent in ID_ACTIONS:
                 touched.update(parsed.release_ids)
-            planned = HANDLERS[parsed.intent](Request(parsed, context))
+            intent = parsed.intent
+            if (
+                intent == "deploy"
+                and parsed.source_environment
+                and not (parsed.versions or parsed.tagged or parsed.replicas)
+            ):
+                # "move web from staging to prod", "把 web 从预发推到生产": what runs there, here
+                intent = "promote"
+                parsed = replace(parsed, intent=intent)
+            planned = ALL_HANDLERS[intent](Request(parsed, context))
             result.calls += planned.calls
             if planned.reply:
                 replies.append(planned.reply)

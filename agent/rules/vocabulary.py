@@ -27,6 +27,74 @@ ENVIRONMENT_SYNONYMS: dict[str, list[str]] = {
 # A trigger at the start of a clause (the imperative verb) wins over this order.
 INTENTS: list[tuple[str, list[str]]] = [
     (
+        "unfreeze",
+        [
+            "unfreeze",
+            "lift the freeze",
+            "lift freeze",
+            "end the freeze",
+            "end freeze",
+            "remove the freeze",
+            "cancel the freeze",
+            "thaw",
+            "解冻",
+            "解除冻结",
+            "取消冻结",
+            "结束冻结",
+            "解封",
+        ],
+    ),
+    (
+        "freezes",
+        [
+            "what is frozen",
+            "what's frozen",
+            "frozen",
+            "freezes",
+            "active freezes",
+            "list freezes",
+            "有哪些冻结",
+            "哪些冻结",
+            "冻结列表",
+            "冻结了吗",
+            "被冻结",
+            "冻结了哪些",
+        ],
+    ),
+    (
+        "freeze",
+        [
+            "freeze",
+            "code freeze",
+            "deploy freeze",
+            "change freeze",
+            "lock down",
+            "冻结",
+            "封版",
+            "封网",
+            "封线",
+        ],
+    ),
+    (
+        "retry",
+        [
+            "retry",
+            "try again",
+            "rerun",
+            "re-run",
+            "run again",
+            "one more try",
+            "重试",
+            "再试",
+            "再试一次",
+            "重新试",
+            "重跑",
+            "再跑一次",
+            "重新执行",
+        ],
+    ),
+    ("promote", ["promote", "promotion", "晋级", "晋升"]),
+    (
         "verify_audit",
         [
             "verify audit",
@@ -386,7 +454,6 @@ INTENTS: list[tuple[str, list[str]]] = [
             "update",
             "bump",
             "push",
-            "promote",
             "install",
             "put",
             "部署",
@@ -503,3 +570,17 @@ STATES = {
     "过期": "expired",
     "已批准": "approved",
 }
+
+# A verb and its particle apart: "try R-12 again", "lift the prod freeze", "把 R-12 再试一下".
+# (intent, head word, tail word): the tail may follow the head anywhere in the same clause.
+SPLIT_PHRASES: list[tuple[str, str, str]] = [
+    ("retry", "try", "again"),
+    ("retry", "run", "again"),
+    ("retry", "give", "another go"),
+    ("unfreeze", "lift", "freeze"),
+    ("unfreeze", "end", "freeze"),
+    ("unfreeze", "remove", "freeze"),
+    ("unfreeze", "cancel", "freeze"),
+    ("unfreeze", "取消", "冻结"),
+    ("unfreeze", "解除", "冻结"),
+]

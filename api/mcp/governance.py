@@ -11,6 +11,7 @@ channel, so core's rules decide exactly as they do for REST and chat.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -22,6 +23,7 @@ from api.wiring import Services
 from core.approvals.tickets import approver_condition, current_ticket, eligible_approvers
 from core.audit.service import canonical_json, record
 from core.errors import Conflict, InvalidInput, PermissionDenied, ShipdeckError
+from core.flows.freezes import require_freezer, require_freezer_of
 from core.flows.views import get_release
 from core.identity.models import User
 from core.permissions import Action, Actor
@@ -29,10 +31,18 @@ from core.policy import PolicyStep, decide
 from core.releases.queries import load_release
 from core.releases.schemas import ReleaseRead
 from tools.base import Tool, ToolContext
+from tools.desk import CONFIRM_TITLES, DeclareFreezeInput, freeze_until
 from tools.registry import REGISTRY, get_tool
+from tools.visibility import conceal
 
 # Tools that only compute a preview: they run at once, then submitting is confirmed.
-PREVIEW_TOOLS = ("preview_release", "rollback_release", "repreview_release")
+PREVIEW_TOOLS = (
+    "preview_release",
+    "rollback_release",
+    "repreview_release",
+    "retry_release",
+    "promote_release",
+)
 Answer = Literal["accept", "decline", "cancel"]
 PAST = {"accept": "accepted", "decline": "declined", "cancel": "dismissed the question"}
 
@@ -180,6 +190,8 @@ class Governance:
 
     def _still_as_asked(self, actor: Actor, ask: Ask) -> None:
         """The user confirmed what they were shown: refuse if the diff changed meanwhile."""
+        if ask.tool in CONFIRM_TITLES:
+            return  # a freeze carries its whole meaning in its arguments, which were shown
         ids = ask.args.get("release_ids") or [ask.args["release_id"]]
         now = "&".join(self._state(ask.tool, self._release(actor, str(rid))) for rid in ids)
         if now != ask.state:
@@ -256,6 +268,8 @@ class Governance:
     def _gate(self, actor: Actor, tool: Tool[Any, Any], args: dict[str, Any]) -> Plan:
         """Check the user could run `tool` at all, then ask them to confirm it."""
         parsed = tool.parse(args).model_dump(mode="json")
+        if tool.name in CONFIRM_TITLES:
+            return self._gate_freeze(actor, tool, parsed)
         ids: list[str] = parsed.get("release_ids") or [parsed["release_id"]]
         releases = [self._release(actor, rid) for rid in ids]
         for release in releases:
@@ -279,6 +293,41 @@ class Governance:
             title=f"{verb.capitalize()} {names}?",
             message="\n\n".join(self._describe(r, verb) for r in releases),
             state="&".join(self._state(tool.name, r) for r in releases),
+        )
+        return Plan(outcome, ask)
+
+    def _gate_freeze(self, actor: Actor, tool: Tool[Any, Any], parsed: dict[str, Any]) -> Plan:
+        """A freeze or its lift: only admins and the sre group, confirmed like any change."""
+        checked = tool.parse(parsed)
+        if isinstance(checked, DeclareFreezeInput):
+            freeze_until(checked)  # a time already past is refused before anyone is asked
+        with self.services.sessions() as session:
+            if parsed.get("project") is not None:
+                conceal(session, actor, tool.parse(parsed))
+                require_freezer(session, actor, str(parsed["project"]))
+            else:
+                require_freezer_of(session, actor, int(parsed["freeze_id"]))
+        args = {k: v for k, v in parsed.items() if v is not None}
+        title = CONFIRM_TITLES[tool.name](args)
+        outcome = Outcome(
+            status="confirmation_required",
+            tool=tool.name,
+            ran=[],
+            console_url=self._url(None),
+            message="waiting for confirmation",
+        )
+        effect = (
+            "Submit and apply are refused on it until then (an emergency rollback may pass)."
+            if tool.name == "declare_freeze"
+            else "Submit and apply may go on there again (unless another freeze or a change "
+            "window still holds it)."
+        )
+        ask = Ask(
+            tool=tool.name,
+            args=args,
+            title=title,
+            message=effect,
+            state=f"{tool.name}||{hashlib.sha256(canonical_json(args).encode()).hexdigest()}",
         )
         return Plan(outcome, ask)
 
@@ -425,7 +474,7 @@ class Governance:
         return self.services.context(actor)
 
     def _audit(self, actor: Actor, ask: Ask, action: str, extra: dict[str, Any]) -> None:
-        project = None
+        project = ask.args.get("project") if isinstance(ask.args.get("project"), str) else None
         rid = ask.args.get("release_id")
         if isinstance(rid, str):
             try:

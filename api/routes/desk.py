@@ -1,69 +1,38 @@
 """Release desk routes: retry, promote, submit with a promotion override, freezes.
 
-These call core directly (they are not registry tools): the rules, permissions and audit
-events are core's, as for every door.
+Retry, promote and the freezes are registry tools (tools/desk.py): these routes run them
+through the one path every door takes, so the rules, permissions and audit events are the
+same as in chat and over MCP.
 """
 
 from __future__ import annotations
 
-from datetime import datetime
+from typing import Annotated
 
-from fastapi import APIRouter
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Query, Request
+from fastapi.responses import JSONResponse
 
 from api.deps import ActorDep, ServicesDep
 from api.errors import READ, WRITE, responses
+from api.invoke import invoke
 from api.params import ReleasePath
-from core.flows import freezes, promotion, retry, submit
+from core.flows import submit
 from core.releases.schemas import ReleaseRead
 from core.targets.schemas import FreezeRead
+from tools.desk import DeclareFreezeInput, FreezeList, LiftedFreezes, ListFreezesInput, PromoteInput
+from tools.registry import get_tool
 
 router = APIRouter(prefix="/api/v1", tags=["release desk"])
-
-
-class FreezeBody(BaseModel):
-    """An ad-hoc freeze: one environment of a project (or all of them) until a time."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    project: str = Field(max_length=64)
-    environment: str | None = Field(default=None, max_length=32)
-    until: datetime = Field(description="With a time zone, e.g. 2026-12-01T09:00:00+01:00.")
-    reason: str = Field(min_length=1, max_length=500)
-
-
-class PromoteBody(BaseModel):
-    """Take the images last applied on one environment to the next."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    project: str = Field(max_length=64)
-    from_environment: str = Field(max_length=32)
-    to_environment: str = Field(max_length=32)
-    services: list[str] | None = Field(default=None, max_length=50)
-
-
-class FreezeList(BaseModel):
-    """Freezes, newest first."""
-
-    items: list[FreezeRead]
 
 
 @router.post(
     "/promotions", status_code=201, response_model=ReleaseRead, responses=responses(*WRITE)
 )
-def promote_release(services: ServicesDep, actor: ActorDep, body: PromoteBody) -> ReleaseRead:
+def promote_release(
+    request: Request, services: ServicesDep, actor: ActorDep, body: PromoteInput
+) -> JSONResponse:
     """Preview a release of the images proven on `from_environment` to `to_environment`."""
-    with services.sessions() as session:
-        return promotion.promote_release(
-            session,
-            actor=actor,
-            runtimes=services.runtimes,
-            project=body.project,
-            source=body.from_environment,
-            destination=body.to_environment,
-            services=body.services,
-        )
+    return invoke(request, services, actor, "promote_release", body, status_code=201)
 
 
 @router.post(
@@ -72,12 +41,13 @@ def promote_release(services: ServicesDep, actor: ActorDep, body: PromoteBody) -
     response_model=ReleaseRead,
     responses=responses(*WRITE),
 )
-def retry_release(services: ServicesDep, actor: ActorDep, release_id: ReleasePath) -> ReleaseRead:
+def retry_release(
+    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
+) -> JSONResponse:
     """Preview a failed release's change again, as a new release (`retry_of` names it)."""
-    with services.sessions() as session:
-        return retry.retry_release(
-            session, actor=actor, runtimes=services.runtimes, release=release_id
-        )
+    return invoke(
+        request, services, actor, "retry_release", {"release_id": release_id}, status_code=201
+    )
 
 
 @router.post(
@@ -101,31 +71,30 @@ def submit_with_promotion_override(
 
 @router.get("/freezes", response_model=FreezeList, responses=responses(*READ))
 def list_freezes(
-    services: ServicesDep, actor: ActorDep, project: str | None = None, active: bool = True
-) -> FreezeList:
+    request: Request,
+    services: ServicesDep,
+    actor: ActorDep,
+    query: Annotated[ListFreezesInput, Query()],
+) -> JSONResponse:
     """Freezes the caller can see, newest first (only those in force unless `active=false`)."""
-    with services.sessions() as session:
-        return FreezeList(
-            items=freezes.list_freezes(session, actor=actor, project=project, active=active)
-        )
+    return invoke(request, services, actor, "list_freezes", query)
 
 
 @router.post("/freezes", status_code=201, response_model=FreezeRead, responses=responses(*WRITE))
-def freeze_changes(services: ServicesDep, actor: ActorDep, body: FreezeBody) -> FreezeRead:
+def declare_freeze(
+    request: Request, services: ServicesDep, actor: ActorDep, body: DeclareFreezeInput
+) -> JSONResponse:
     """Freeze a project's environment (admins and SRE): submit and apply refuse until then."""
-    with services.sessions() as session:
-        return freezes.freeze_changes(
-            session,
-            actor=actor,
-            project=body.project,
-            environment=body.environment,
-            until=body.until,
-            reason=body.reason,
-        )
+    return invoke(request, services, actor, "declare_freeze", body, status_code=201)
 
 
 @router.post("/freezes/{freeze_id}/lift", response_model=FreezeRead, responses=responses(*WRITE))
-def lift_freeze(services: ServicesDep, actor: ActorDep, freeze_id: int) -> FreezeRead:
+def lift_freeze(
+    services: ServicesDep,
+    actor: ActorDep,
+    freeze_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="The freeze's id.")],
+) -> FreezeRead:
     """End a freeze before its time (admins and SRE)."""
-    with services.sessions() as session:
-        return freezes.lift_freeze(session, actor=actor, freeze_id=freeze_id)
+    lifted = get_tool("lift_freeze").run(services.context(actor), {"freeze_id": freeze_id})
+    assert isinstance(lifted, LiftedFreezes)
+    return lifted.items[0]

@@ -53,7 +53,10 @@ def _door(tool: Tool[Any, Any]) -> Callable[..., JSONResponse]:
     def call(request: Request, services: Any, actor: Any, args: Any = None) -> JSONResponse:
         return invoke(request, services, actor, tool.name, args if args is not None else {})
 
-    required = any(field.is_required() for field in tool.input_model.model_fields.values())
+    schema = tool.input_model.model_json_schema()
+    # A body that must name one of several fields (lift_freeze: a project or a freeze id) is
+    # required even though no single field is.
+    required = bool(schema.get("required") or schema.get("anyOf") or schema.get("oneOf"))
     body = (
         inspect.Parameter(
             "args", inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[tool.input_model, Body()]

@@ -37,7 +37,8 @@ from core.releases.lifecycle import (
 from core.releases.models import Release
 from core.releases.queries import latest_previews, load_release
 from core.releases.schemas import ApprovalPage, ReleaseRead
-from core.targets.models import Project
+from core.targets.frozen import frozen_now
+from core.targets.models import Project, Target
 
 TICKET_STATES = ("pending", "approved", "rejected", "cancelled", "expired", "void")
 MAX_BATCH = 100
@@ -299,6 +300,11 @@ def inbox(
         if actor.user_id is not None
         else set()
     )
+    # The targets in one query (not one lazy load per target): is each frozen now?
+    targets = session.scalars(
+        select(Target).where(Target.id.in_({r.target_id for r in releases.values()}))
+    )
+    frozen = frozen_now(session, list(targets))
     items = [
         ticket_read(
             session,
@@ -310,4 +316,6 @@ def inbox(
         )
         for t in tickets
     ]
+    for ticket, item in zip(tickets, items, strict=True):
+        item.frozen = frozen.get(releases[ticket.release_number].target_id)
     return ApprovalPage(items=items, next_before=tickets[-1].id if more and tickets else None)

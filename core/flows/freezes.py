@@ -160,3 +160,55 @@ def list_freezes(
         query = query.where(Freeze.lifted_at.is_(None), Freeze.until > now)
     rows = session.execute(query.order_by(Freeze.id.desc()).limit(200)).all()
     return [_read(f, name, now) for f, name in rows if actor.can(Action.view, f.project_id)]
+
+
+def lift_freezes(
+    session: Session, *, actor: Actor, project: str, environment: str | None
+) -> list[FreezeRead]:
+    """End the freezes in force on one environment of a project (or its project-wide ones).
+
+    "unfreeze prod" lifts the freezes declared for prod; a project-wide freeze (no
+    environment) is lifted only when no environment is named, since it also holds the others.
+    Commits; lifting nothing is no error (the answer is empty).
+    """
+    pid = project_id_named(session, project)
+    found = session.get_one(Project, pid)
+    require(actor, Action.view, pid, found.name)
+    _require_freezer(session, actor, found)
+    env = get_target(session, found.name, environment).environment if environment else None
+    now = utcnow()
+    query = select(Freeze).where(
+        Freeze.project_id == pid, Freeze.lifted_at.is_(None), Freeze.until > now
+    )
+    query = query.where(
+        Freeze.environment == env if env is not None else Freeze.environment.is_(None)
+    )
+    lifted = list(session.scalars(query.order_by(Freeze.id)))
+    for freeze in lifted:
+        freeze.lifted_at, freeze.lifted_by = now, actor.name
+        record(
+            session,
+            actor=actor,
+            action="lift_freeze",
+            project=found.name,
+            data={"freeze_id": freeze.id, "environment": freeze.environment},
+        )
+    session.commit()
+    return [_read(f, found.name, now) for f in lifted]
+
+
+def require_freezer(session: Session, actor: Actor, project: str) -> None:
+    """PermissionDenied unless the actor may freeze and unfreeze `project` (admins, sre)."""
+    pid = project_id_named(session, project)
+    found = session.get_one(Project, pid)
+    require(actor, Action.view, pid, found.name)
+    _require_freezer(session, actor, found)
+
+
+def require_freezer_of(session: Session, actor: Actor, freeze_id: int) -> None:
+    """NotFound for a freeze the actor cannot see; PermissionDenied unless they may lift it."""
+    freeze = session.get(Freeze, freeze_id)
+    project = session.get(Project, freeze.project_id) if freeze is not None else None
+    if freeze is None or project is None or not actor.can(Action.view, project.id):
+        raise NotFound(f"no freeze #{freeze_id}", freeze_id=freeze_id)
+    _require_freezer(session, actor, project)

@@ -31,7 +31,9 @@ from core.releases.schemas import (
     Timeline,
     TimelineEntry,
 )
+from core.targets.frozen import frozen_now
 from core.targets.models import Target
+from core.targets.schemas import FreezeInfo
 from runtimes.base import (
     FieldChange,
     ServiceSpec,
@@ -49,6 +51,7 @@ class Loaded:
     previews: dict[int, Preview] = field(default_factory=dict)
     tickets: dict[int, ApprovalTicket] = field(default_factory=dict)
     eligible: set[int] = field(default_factory=set)
+    frozen: dict[int, FreezeInfo] = field(default_factory=dict)  # by target id
 
 
 def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
@@ -70,7 +73,8 @@ def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
     eligible = (
         eligible_tickets(session, actor.user_id, open_ids) if actor.user_id is not None else set()
     )
-    return Loaded(latest_previews(session, numbers), tickets, eligible)
+    frozen = frozen_now(session, [r.target for r in releases])  # targets load with releases
+    return Loaded(latest_previews(session, numbers), tickets, eligible, frozen)
 
 
 def view(
@@ -86,6 +90,9 @@ def view(
         if ticket
         else None
     )
+    frozen = loaded.frozen.get(release.target_id)
+    if approval is not None:
+        approval.frozen = frozen
     state = normalize_state(release.lifecycle_state)
     queued = release.queued_at is not None and state == State.approved
     return ReleaseRead(
@@ -115,6 +122,7 @@ def view(
             ticket=ticket,
             decidable=approval.can_decide if approval is not None else False,
         ),
+        frozen=frozen,
         created_at=release.created_at,
         updated_at=release.updated_at,
     )

@@ -28,6 +28,14 @@ from core.audit.models import AuditEvent, SinkState
 from core.audit.sink import http_post
 from core.db import db_now, utcnow
 from core.notify.declaration import CURSOR
+from core.notify.direct import (
+    DIRECT_EVENTS,
+    UNCONFIGURED,
+    DirectConfig,
+    dm_routes,
+    is_dm,
+    send_dm,
+)
 from core.notify.messages import feishu_payload, sign, slack_payload, webhook_body
 from core.notify.models import NotifyDelivery, NotifyRoute
 from core.notify.notices import Notice, build_notice, classify
@@ -82,26 +90,29 @@ def fan_out(session: Session, batch: int = 200) -> int:
     created = 0
     for audit_event in events:
         kind = classify(audit_event)
-        if kind is None or not routes:
+        direct = kind in DIRECT_EVENTS
+        if kind is None or not (routes or direct):
             continue
         notice = build_notice(session, audit_event, kind, None)
         if notice is None:
             continue
-        for route in routes:
-            if _matches(route, kind, notice.project, notice.environment):
-                session.add(
-                    NotifyDelivery(
-                        route=route.name,
-                        event_seq=audit_event.seq,
-                        event=kind,
-                        release_number=audit_event.release_number,
-                        state="pending",
-                        attempts=0,
-                        next_attempt_at=utcnow(),
-                        log=[],
-                    )
+        names = [r.name for r in routes if _matches(r, kind, notice.project, notice.environment)]
+        if direct:  # the requester hears it directly too, on every platform they linked
+            names += dm_routes(session, notice.requested_by)
+        for name in names:
+            session.add(
+                NotifyDelivery(
+                    route=name,
+                    event_seq=audit_event.seq,
+                    event=kind,
+                    release_number=audit_event.release_number,
+                    state="pending",
+                    attempts=0,
+                    next_attempt_at=utcnow(),
+                    log=[],
                 )
-                created += 1
+            )
+            created += 1
     state.delivered_seq = events[-1].seq
     session.commit()
     return created
@@ -178,6 +189,7 @@ def deliver(
     public_url: str | None,
     max_attempts: int,
     post: Post = http_post,
+    direct: DirectConfig | None = None,
 ) -> str:
     """Send one claimed delivery and record the outcome; returns the new state."""
     with sessions() as session:
@@ -189,7 +201,10 @@ def deliver(
         notice = build_notice(session, audit_event, row.event, public_url) if audit_event else None
         session.commit()  # hold no transaction (SQLite: no write lock) while the receiver answers
         error: str | None
-        if route is None or notice is None:
+        if is_dm(row.route) and notice is not None:
+            status, error = send_dm(row.route, notice, direct or DirectConfig())
+            final = error is not None and error.startswith(UNCONFIGURED)
+        elif route is None or notice is None:
             status, error = 0, "route removed" if route is None else "release gone"
             final = True
         else:
@@ -235,12 +250,14 @@ class NotifyWorker:
         max_attempts: int = 8,
         post: Post = http_post,
         name: str | None = None,
+        direct: DirectConfig | None = None,
     ) -> None:
         self.sessions = sessions
         self.public_url = public_url
         self.poll_seconds = poll_seconds
         self.max_attempts = max_attempts
         self.post = post
+        self.direct = direct or DirectConfig()
         self.name = name or f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:6]}"
         self._wake = threading.Event()
         self._stop = threading.Event()
@@ -263,6 +280,7 @@ class NotifyWorker:
                 public_url=self.public_url,
                 max_attempts=self.max_attempts,
                 post=self.post,
+                direct=self.direct,
             )
         return len(ids)
 

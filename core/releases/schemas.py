@@ -7,6 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
+from core.targets.schemas import FreezeInfo
 from runtimes.base import FieldChange, ServiceSpec
 
 
@@ -79,6 +80,11 @@ class ApprovalRead(BaseModel):
         default_factory=list, description="Who may decide the waiting step now."
     )
     can_decide: bool = Field(description="Whether the caller may approve or reject it now.")
+    frozen: FreezeInfo | None = Field(
+        default=None,
+        description="Set when the target is frozen or outside its change window now: submit "
+        "and apply are refused until then.",
+    )
 
 
 class ReleaseRead(BaseModel):
@@ -110,6 +116,11 @@ class ReleaseRead(BaseModel):
         default_factory=list,
         description="What the caller may do with this release now (submit, cancel, apply, "
         "repreview, rollback, retry, approve, reject, takeover, abandon).",
+    )
+    frozen: FreezeInfo | None = Field(
+        default=None,
+        description="Set when the target is frozen or outside its change window now: submit "
+        "and apply are refused until then.",
     )
     created_at: datetime
     updated_at: datetime

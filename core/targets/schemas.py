@@ -291,3 +291,18 @@ class FreezeRead(BaseModel):
     lifted_by: str | None
     lifted_at: datetime | None
     active: bool
+
+
+class FreezeInfo(BaseModel):
+    """Why changes to a release's target are refused right now (ad-hoc freeze or window)."""
+
+    reason: str = Field(description="The freeze's reason, or what the change window says.")
+    until: datetime | None = Field(
+        description="When it ends (the freeze's end, the deny window's close); None when the "
+        "target waits for its next allow window."
+    )
+    declared_by: str | None = Field(description="Who declared the freeze; None for a window.")
+    window: str | None = Field(
+        description="The change window that holds it, e.g. `deny 0 22 * * 5 (Europe/Berlin)`; "
+        "None for an ad-hoc freeze."
+    )

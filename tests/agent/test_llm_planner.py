@@ -495,3 +495,35 @@ def test_a_preview_runs_at_once_only_if_the_user_clearly_asked_for_it(
         assert card["tool"] == "submit_release" and len(created) == 1
     else:
         assert card["tool"] == "preview_release" and created == []
+
+
+def test_a_freeze_proposed_by_the_model_is_a_card_and_the_model_is_told_now_and_the_zone(
+    world: World, httpx2_mock: respx.Router
+) -> None:
+    freeze = {
+        "project": "shop",
+        "environment": "prod",
+        "until": "2026-11-30T09:00",
+        "timezone": "Asia/Shanghai",
+        "reason": "incident 42",
+    }
+    route = httpx2_mock.post(COMPLETIONS).mock(
+        side_effect=[tool_call("declare_freeze", freeze), text("never asked for")]
+    )
+    planner = LLMPlanner.from_settings(_settings(world))
+    frames: list[dict[str, Any]] = []
+    deps = ChatDeps(
+        world.services.sessions, world.services.context, planner, timezone="Asia/Shanghai"
+    )
+    session = ChatSession.open(deps, world.actor("alice"), frames.append)
+    session.handle(
+        {"type": "user_message", "text": "freeze shop prod until Monday 9am: incident 42"}
+    )
+    system = json.loads(route.calls[0].request.content)["messages"][0]["content"]
+    assert "in Asia/Shanghai" in system and '"timezone": "Asia/Shanghai"' in system
+    (card,) = _cards(frames)
+    assert card["tool"] == "declare_freeze" and card["actions"] == ["confirm", "cancel"]
+    assert card["title"] == (
+        "Freeze shop/prod until 2026-11-30 09:00 (Asia/Shanghai): incident 42?"
+    )
+    assert call(world, "admin", "list_freezes").items == []  # the model ran nothing

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 
 from core.db import utcnow
 from tests.api.conftest import Api
@@ -71,3 +71,29 @@ def test_promote_over_rest(api: Api) -> None:
     hostile = {**body, "services": ["💥" * 100]}
     assert api.post("/api/v1/promotions", json=hostile).status_code == 422
     assert api.post("/api/v1/promotions", json={**body, "extra": 1}).status_code == 422
+
+
+def test_freezes_over_rest_take_a_span_or_a_local_time_in_a_zone(api: Api) -> None:
+    day = (utcnow() + timedelta(days=5)).date().isoformat()
+    local = {"project": "shop", "environment": "prod", "reason": "🧊 change freeze"}
+    made = api.post(
+        "/api/v1/freezes",
+        user="carol",
+        json={**local, "until": f"{day}T09:00", "timezone": "Asia/Tokyo"},
+    )
+    assert made.status_code == 201, made.text
+    until = datetime.fromisoformat(made.json()["until"])
+    assert until == datetime.fromisoformat(f"{day}T00:00+00:00")  # 09:00 in Tokyo is 00:00 UTC
+    span = api.post("/api/v1/freezes", user="carol", json={**local, "duration_minutes": 90})
+    assert span.status_code == 201
+    both = {**local, "duration_minutes": 90, "until": f"{day}T09:00"}
+    assert api.post("/api/v1/freezes", user="carol", json=both).status_code == 422
+    assert api.post("/api/v1/freezes", user="carol", json=local).status_code == 422
+    zone = {**local, "until": f"{day}T09:00", "timezone": "Mars/Olympus"}
+    assert api.post("/api/v1/freezes", user="carol", json=zone).status_code == 422
+    assert api.post("/api/v1/freezes/0/lift", user="carol").status_code == 422
+    assert api.post("/api/v1/freezes/999999/lift", user="carol").status_code == 404
+    lifted = api.post(f"/api/v1/freezes/{span.json()['id']}/lift", user="dave")
+    assert lifted.status_code == 200 and lifted.json()["lifted_by"] == "dave"
+    every = api.get("/api/v1/freezes?project=shop&active=false", user="victor").json()["items"]
+    assert [f["active"] for f in every] == [False, True]

@@ -11,8 +11,10 @@ import os
 import sys
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import anyio
 import httpx2
@@ -26,6 +28,7 @@ from sqlalchemy import select
 from api.wiring import Services
 from core.audit.models import AccessRecord, AuditEvent
 from core.config import Settings
+from core.db import utcnow
 from core.flows.views import get_release
 from runtimes.base import ServiceChange, ServiceSpec
 from runtimes.sandbox import SandboxAdapter
@@ -559,3 +562,95 @@ def test_http_a_yes_to_a_diff_that_changed_meanwhile_runs_nothing(http: Door) ->
     with world.services.sessions() as session:
         now = get_release(session, actor=world.actor("alice"), release=rid)
     assert now.lifecycle_state == "previewed"  # not submitted on a "yes" to another diff
+
+
+def test_stdio_freeze_tools_need_the_users_confirmation_and_the_freezer_role(
+    stdio: Door,
+) -> None:
+    """A freeze is confirmed by elicitation like a submit; without it nothing runs, a decline
+    runs nothing, a non-freezer is refused before being asked; retry and promote preview."""
+    asked: list[str] = []
+    day = (utcnow() + timedelta(days=10)).date()
+    until = f"{day.isoformat()}T09:00"
+    in_utc = datetime.fromisoformat(until).replace(tzinfo=ZoneInfo("Europe/Berlin")).astimezone(UTC)
+    freeze = {
+        "project": "shop",
+        "environment": "staging",
+        "until": until,
+        "timezone": "Europe/Berlin",
+        "reason": "incident 42 🔥",
+    }
+
+    async def as_alice() -> Any:
+        async with stdio.connect("alice", [("accept", True)], asked) as client:
+            return await client.call_tool("declare_freeze", freeze)
+
+    async def as_carol() -> list[Any]:
+        answers: Answers = [("accept", True), ("decline", None), ("accept", True)]
+        async with stdio.connect("carol", answers, asked) as client:
+            made = await client.call_tool("declare_freeze", freeze)
+            listed = await client.call_tool("list_freezes", {"project": "shop"})
+            lift = {"project": "shop", "environment": "staging"}
+            declined = await client.call_tool("lift_freeze", lift)
+            lifted = await client.call_tool("lift_freeze", lift)
+            return [made, listed, declined, lifted]
+
+    async def without_elicitation() -> Any:
+        async with stdio.connect("carol") as client:
+            return await client.call_tool("declare_freeze", freeze)
+
+    refused = run(as_alice)
+    assert refused.is_error and refused.structured_content["error"]["code"] == "permission_denied"
+    assert asked == []  # never asked what they may not do
+
+    unconfirmed = run(without_elicitation).structured_content
+    assert unconfirmed["status"] == "confirmation_required" and unconfirmed["ran"] == []
+
+    made, listed, declined, lifted = (r.structured_content for r in run(as_carol))
+    assert asked[0] == (
+        f"Freeze shop/staging until {day} 09:00 (Europe/Berlin): incident 42 🔥?\n\n"
+        "Submit and apply are refused on it until then (an emergency rollback may pass)."
+    )
+    assert made["status"] == "done" and made["ran"] == ["declare_freeze"]
+    assert made["result"]["created_by"] == "carol"
+    # 09:00 in Berlin is 08:00 or 07:00 UTC: the zone the user was shown is the one applied.
+    assert datetime.fromisoformat(made["result"]["until"]) == in_utc
+    assert [f["id"] for f in listed["items"]] == [made["result"]["id"]]
+    assert declined["status"] == "declined" and declined["ran"] == []
+    assert lifted["status"] == "done" and lifted["result"]["items"][0]["active"] is False
+    assert len(asked) == 3 and asked[1].startswith("Lift the freeze on shop/staging?")
+    with stdio.world.services.sessions() as session:
+        actions = [
+            e.action
+            for e in session.scalars(select(AuditEvent).order_by(AuditEvent.seq))
+            if e.channel == "mcp" and e.actor in ("alice", "carol")
+        ]
+    assert actions.count("freeze") == 1 and actions.count("lift_freeze") == 1
+    assert "declined" in actions and "confirmation_requested" in actions
+
+
+def test_stdio_retry_and_promote_run_as_previews_and_ask_to_submit(stdio: Door) -> None:
+    world = stdio.world
+    ctx = world.services.context(world.actor("alice"))
+    made = REGISTRY["preview_release"].run(
+        ctx, {"project": "shop", "environment": "dev", "changes": {"api": {"image_tag": "2.2.0"}}}
+    )
+    REGISTRY["submit_release"].run(ctx, {"release_id": made.id})
+    REGISTRY["apply_release"].run(ctx, {"release_id": made.id})
+    world.services.runner.drain()
+
+    async def scenario() -> list[Any]:
+        async with stdio.connect("alice") as client:
+            promoted = await client.call_tool(
+                "promote_release",
+                {"project": "shop", "from_environment": "dev", "to_environment": "staging"},
+            )
+            retried = await client.call_tool("retry_release", {"release_id": made.id})
+            return [promoted, retried]
+
+    promoted, retried = (r.structured_content for r in run(scenario))
+    assert promoted["status"] == "previewed" and promoted["ran"] == ["promote_release"]
+    assert promoted["release"]["changes"]["api"] == {"image": "shop/api:2.2.0"}
+    assert promoted["next"]["action"] == "submit_release"
+    # R applied fine: there is nothing to retry, and core says so.
+    assert retried["error"]["code"] == "illegal_transition"

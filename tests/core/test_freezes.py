@@ -300,3 +300,43 @@ def test_promote_takes_the_images_proven_on_the_previous_environment(world: Worl
     )
     timeline = call(world, "alice", "release_timeline", release_id=promoted.id).entries
     assert [e.data["from"] for e in timeline if e.action == "promote"] == ["staging"]
+
+
+def test_releases_inbox_and_cards_say_frozen_with_who_why_until_and_window(world: World) -> None:
+    from agent.cards import release_view
+
+    pending = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+    call(world, "alice", "submit_release", release_id=pending.id)
+    dev = deploy(world, "alice", "shop", "dev", web={"image_tag": "1.6.0"})
+    other = deploy(world, "alice", "payment", "prod", gateway={"image_tag": "3.2.0"})
+    assert call(world, "bob", "get_release", release_id=pending.id).frozen is None
+    freeze = _freeze(world, "carol")  # shop/prod only
+    got = call(world, "bob", "get_release", release_id=pending.id).frozen
+    assert got is not None and (got.reason, got.declared_by, got.window) == (
+        "incident 42 🔥",
+        "carol",
+        None,
+    )
+    assert got.until == freeze.until
+    page = {r.id: r.frozen for r in call(world, "admin", "list_releases").items}
+    assert page[pending.id] == got and page[dev.id] is None and page[other.id] is None
+    inbox = call(world, "bob", "list_approvals", state="pending").items
+    assert [(i.release_id, i.frozen) for i in inbox] == [(pending.id, got)]
+    with world.services.sessions() as session:
+        card = release_view(session, int(pending.id.removeprefix("R-")))
+    assert card["frozen"] == got.model_dump(mode="json")
+    # A deny window holds staging: named as the window, with no one who declared it.
+    minute = utcnow().astimezone(UTC).minute
+    _declare(
+        world,
+        WORLD.replace(
+            "- {environment: staging, runtime: sandbox}",
+            "- {environment: staging, runtime: sandbox, windows: [{kind: deny, cron: '"
+            + f"{minute} * * * *"
+            + "', duration_minutes: 10, timezone: Asia/Shanghai, reason: 周五封板}]}",
+        ),
+    )
+    staging = deploy(world, "alice", "shop", "staging", web={"image_tag": "1.6.0"})
+    held = call(world, "alice", "get_release", release_id=staging.id).frozen
+    assert held is not None and held.reason == "周五封板" and held.declared_by is None
+    assert held.window == f"deny {minute} * * * * (Asia/Shanghai)" and held.until is not None

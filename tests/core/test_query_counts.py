@@ -44,7 +44,10 @@ def _history(world: World, rows: int) -> None:
 
 
 def test_release_and_inbox_pages_do_not_grow_with_the_page(world: World) -> None:
-    _history(world, 51)
+    for environment in ("dev", "staging"):  # releases on three targets, all frozen
+        deploy(world, "alice", "shop", environment, web={"image_tag": "8.0"})
+    _history(world, 48)  # 50 releases in all: the large page holds every target
+    call(world, "carol", "declare_freeze", project="shop", duration_minutes=30, reason="🧊")
     with counted(world) as small:
         two = call(world, "bob", "list_releases", limit=2)
     with counted(world) as large:
@@ -52,13 +55,16 @@ def test_release_and_inbox_pages_do_not_grow_with_the_page(world: World) -> None
     assert len(two.items) == 2 and len(fifty.items) == 50
     assert sum(r.approval is not None for r in fifty.items) >= 30
     assert any(r.approval and r.approval.decisions for r in fifty.items)
+    assert all(r.frozen is not None and r.frozen.reason == "🧊" for r in fifty.items)
+    assert {r.environment for r in fifty.items} == {"dev", "staging", "prod"}
     assert len(large) == len(small), large
     # The inbox was already batched; keep it that way.
     with counted(world) as small:
         two_tickets = call(world, "bob", "list_approvals", limit=2)
     with counted(world) as large:
         tickets = call(world, "bob", "list_approvals", limit=50)
-    assert len(two_tickets.items) == 2 and len(tickets.items) == 34
+    assert len(two_tickets.items) == 2 and len(tickets.items) == 32
+    assert all(t.frozen is not None for t in tickets.items)
     assert len(large) == len(small), large
 
 

@@ -276,3 +276,9 @@ def test_a_question_is_told_from_an_answer() -> None:
     assert asks("哪个环境？dev 还是 prod") and asks('Did you mean "web"?\nOr api.')
     assert not asks("Done: see https://example.test/r?id=4 for details.")
     assert not asks("") and not asks(None) and not asks("🚀" * 10_000)
+
+
+def test_times_match_as_times() -> None:
+    assert matches({"until": "2026-11-30T09:00"}, {"until": "2026-11-30T09:00:00"})
+    assert not matches({"until": "2026-11-30T09:00"}, {"until": "2026-11-30T10:00:00"})
+    assert matches({"until": "soon"}, {"until": "SOON"})

@@ -27,6 +27,8 @@ class Receiver:
     url: str
     inbox: queue.Queue[Received] = field(default_factory=queue.Queue)
     statuses: list[int] = field(default_factory=list)  # answers to give first, then 200
+    # JSON bodies to answer with, by path prefix (an API rather than a webhook); else "ok"
+    answers: dict[str, Any] = field(default_factory=dict)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def next(self, timeout: float = 10) -> Received:
@@ -53,10 +55,12 @@ def receiver() -> Iterator[Receiver]:
                 status = box.statuses.pop(0) if box.statuses else 200
             if status == 200:
                 box.inbox.put(Received(self.path, dict(self.headers.items()), body))
+            answer = next((a for p, a in box.answers.items() if self.path.startswith(p)), None)
             self.send_response(status)
-            self.send_header("Content-Type", "text/plain")
+            kind = "text/plain" if answer is None else "application/json; charset=utf-8"
+            self.send_header("Content-Type", kind)
             self.end_headers()
-            self.wfile.write(b"ok")
+            self.wfile.write(b"ok" if answer is None else json.dumps(answer).encode())
 
         def log_message(self, *args: object) -> None:
             pass

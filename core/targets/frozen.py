@@ -1,0 +1,81 @@
+"""Whether targets are frozen now, for many at once: one query whatever their count."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.db import utcnow
+from core.targets.models import Freeze, Target
+from core.targets.schemas import FreezeInfo
+from core.text import first_line
+from core.windows import open_window
+
+
+def frozen_now(
+    session: Session, targets: Iterable[Target], now: datetime | None = None
+) -> dict[int, FreezeInfo]:
+    """What holds each frozen target (by id): the longest ad-hoc freeze, else an open deny
+    window, else being outside every declared allow window. Unfrozen targets are absent."""
+    by_id = {t.id: t for t in targets}
+    if not by_id:
+        return {}
+    now = now or utcnow()
+    freezes = list(
+        session.scalars(
+            select(Freeze)
+            .where(
+                Freeze.project_id.in_({t.project_id for t in by_id.values()}),
+                Freeze.lifted_at.is_(None),
+                Freeze.until > now,
+            )
+            .order_by(Freeze.until.desc(), Freeze.id)
+        )
+    )
+    out: dict[int, FreezeInfo] = {}
+    for target in by_id.values():
+        info = _freeze(target, freezes) or _window(target, now)
+        if info is not None:
+            out[target.id] = info
+    return out
+
+
+def _freeze(target: Target, freezes: list[Freeze]) -> FreezeInfo | None:
+    for freeze in freezes:
+        if freeze.project_id == target.project_id and freeze.environment in (
+            None,
+            target.environment,
+        ):
+            return FreezeInfo(
+                reason=first_line(freeze.reason),
+                until=freeze.until,
+                declared_by=freeze.created_by,
+                window=None,
+            )
+    return None
+
+
+def _window(target: Target, now: datetime) -> FreezeInfo | None:
+    windows = list(target.windows or [])
+    opened = [(w, open_window(w, now)) for w in windows]
+    for _, found in opened:
+        if found is not None and found.kind == "deny":
+            return FreezeInfo(
+                reason=found.reason or "deny window",
+                until=found.closes_at,
+                declared_by=None,
+                window=f"deny {found.cron} ({found.timezone})",
+            )
+    allows = [w for w, _ in opened if w["kind"] == "allow"]
+    if allows and not any(o is not None for w, o in opened if w["kind"] == "allow"):
+        crons = ", ".join(f"{w['cron']} ({w.get('timezone') or 'UTC'})" for w in allows)
+        return FreezeInfo(
+            reason="outside its change windows",
+            until=None,
+            declared_by=None,
+            window=f"allow {crons}",
+        )
+    return None
