@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -25,7 +26,8 @@ from core.audit.chain import (
 from core.audit.keys import Keyring
 from core.audit.models import AccessRecord, AuditEvent, AuditHead
 from core.audit.verify import read_snapshot, sign_checkpoint, verify_lines
-from core.errors import Conflict, InvalidInput
+from core.errors import Conflict, InvalidInput, PermissionDenied
+from core.identity.models import Group, GroupMember
 from core.ids import release_id
 from core.permissions import Action, Actor, require
 
@@ -79,20 +81,64 @@ def export(
     fmt: str = "jsonl",
 ) -> int:
     """Write events with `since <= at < until` (one snapshot) as JSONL or CSV; returns the count."""
+    count = -1 if fmt == "csv" else 0  # the CSV header is not an event
+    for chunk in export_chunks(session, since=since, until=until, fmt=fmt):
+        out.write(chunk)
+        count += 1
+    return max(count, 0)
+
+
+def export_chunks(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fmt: str = "jsonl",
+) -> Iterator[str]:
+    """The export as text chunks (the CSV header, then one per event), for streaming."""
     if fmt not in ("jsonl", "csv"):
         raise InvalidInput(f"unknown export format {fmt!r}: jsonl or csv")
-    writer = csv.DictWriter(out, fieldnames=COLUMNS) if fmt == "csv" else None
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS) if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
-    count = 0
+        yield _take(buffer)
     for row in _rows(session, since, until):
         line = event_json(row)
         if writer is not None:
             writer.writerow({**line, "data": canonical_json(line["data"])})
+            yield _take(buffer)
         else:
-            out.write(canonical_json(line) + "\n")
-        count += 1
-    return count
+            yield canonical_json(line) + "\n"
+
+
+def _take(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
+
+
+AUDITOR_GROUP = "auditor"
+
+
+def require_auditor(session: Session, actor: Actor) -> None:
+    """Only admins and members of the global `auditor` group read the whole chain."""
+    if actor.is_admin:
+        return
+    member = session.scalar(
+        select(GroupMember.user_id).where(
+            GroupMember.user_id == actor.user_id,
+            GroupMember.group_id == Group.id,
+            Group.name == AUDITOR_GROUP,
+            Group.project_id.is_(None),
+        )
+    )
+    if member is None or actor.user_id is None:
+        raise PermissionDenied(
+            f"only an admin or a member of the {AUDITOR_GROUP} group may export the audit stream",
+            required_role="admin",
+        )
 
 
 ACCESS_COLUMNS = [
