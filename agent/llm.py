@@ -151,6 +151,8 @@ class _Turn:
             f"{planner.prompt}\n\nThe user is {context.user}. "
             f"Their catalog (use only these names):\n{catalog_table(context.catalog)}"
         )
+        if context.lang == "zh":
+            system += "\n\nAnswer in Simplified Chinese (the user's console language)."
         self.messages: list[BaseMessage] = [SystemMessage(system)]
         self.messages += [
             HumanMessage(m["content"]) if m["role"] == "user" else AIMessage(m["content"])

@@ -53,6 +53,8 @@ class PlanContext:
     run_read: Callable[[ToolCall], Any] | None = None
     # Streams assistant text as it is produced.
     emit_delta: Callable[[str], None] | None = None
+    # The language to answer in (`en` or `zh`); None: the language the message is written in.
+    lang: str | None = None
 
 
 class Planner(Protocol):
