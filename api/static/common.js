@@ -48,3 +48,11 @@ export function envSort(a, b) {
   const ia = ENV_ORDER.indexOf(a), ib = ENV_ORDER.indexOf(b);
   return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
 }
+
+// Date inputs give days (YYYY-MM-DD); the server takes instants: a day starts and ends in UTC.
+export const dayStart = (day) => `${day}T00:00:00Z`;
+export function dayAfter(day) {
+  const next = new Date(`${day}T00:00:00Z`);
+  next.setUTCDate(next.getUTCDate() + 1);
+  return next.toISOString();
+}

@@ -33,6 +33,19 @@ export const I18N = {
     "reason.unhealthy": "{what} is unhealthy", "reason.now": "{id} is now {state}",
     "reason.expired": "the preview expired; re-preview it", "reason.abandoned": "abandoned by {who}: {why}",
     "reason.superseded": "superseded by {id}", repreview: "Re-preview", takeover: "Take over",
+    "nav.audit": "Audit", since: "From", until: "To", filter: "Filter",
+    "history.service": "Service", "history.text": "Search", "history.textHint": "id, version, reason, person",
+    "audit.title": "Audit trail", "audit.actor": "Actor", "audit.action": "Action", "audit.data": "Details",
+    "audit.export": "Export the whole chain (admins and auditors):", "audit.intact": "Audit chain verified: {n} events intact",
+    "audit.brokenAt": "Audit chain broken at event {seq}", "audit.broken": "Audit chain does not verify",
+    "audit.verifyFailed": "Could not verify the audit chain",
+    "logs.link": "Logs and diagnostics", "logs.title": "Logs and diagnostics", "logs.events": "Events",
+    "logs.logs": "Log lines", "logs.refresh": "Refresh", "logs.applying": "applying",
+    "logs.releaseEvents": "What happened", "logs.servicesNow": "Its services now", "logs.target": "The whole target",
+    "logs.unreachable": "The runtime did not answer",
+    frozen: "frozen", "frozen.until": "until {until}", "frozen.by": "by {who}", "frozen.window": "window {window}",
+    "reason.frozen": "{where} is frozen until {until} by {who}: {why}", "reason.deny": "{where} is in a deny window ({window}) until {until}",
+    "reason.outside": "{where} is outside its change windows ({windows})",
   },
   zh: {
     "nav.dash": "总览", "nav.chat": "对话", "nav.home": "我的发布", "nav.inbox": "审批", "nav.history": "历史",
@@ -63,6 +76,19 @@ export const I18N = {
     "reason.unhealthy": "{what} 不健康", "reason.now": "{id} 现在是「{state}」",
     "reason.expired": "预览已过期，请重新预览", "reason.abandoned": "已被 {who} 放弃：{why}",
     "reason.superseded": "已被 {id} 取代", repreview: "重新预览", takeover: "接手审批",
+    "nav.audit": "审计", since: "从", until: "到", filter: "筛选",
+    "history.service": "服务", "history.text": "搜索", "history.textHint": "编号、版本、原因、人员",
+    "audit.title": "审计记录", "audit.actor": "操作人", "audit.action": "动作", "audit.data": "详情",
+    "audit.export": "导出完整审计链（管理员和审计员）：", "audit.intact": "审计链校验通过：{n} 条事件完好",
+    "audit.brokenAt": "审计链在第 {seq} 条事件处断开", "audit.broken": "审计链校验未通过",
+    "audit.verifyFailed": "无法校验审计链",
+    "logs.link": "日志与诊断", "logs.title": "日志与诊断", "logs.events": "事件",
+    "logs.logs": "日志", "logs.refresh": "刷新", "logs.applying": "正在执行",
+    "logs.releaseEvents": "经过", "logs.servicesNow": "相关服务现状", "logs.target": "整个目标环境",
+    "logs.unreachable": "运行时没有响应",
+    frozen: "已冻结", "frozen.until": "至 {until}", "frozen.by": "由 {who}", "frozen.window": "窗口 {window}",
+    "reason.frozen": "{where} 已被 {who} 冻结至 {until}：{why}", "reason.deny": "{where} 处于禁止变更窗口（{window}），至 {until}",
+    "reason.outside": "{where} 不在变更窗口内（{windows}）",
   },
 };
 
@@ -97,6 +123,12 @@ export function translator(lang) {
       if (m) return t("reason.abandoned", { who: m[1], why: m[2] });
       m = part.match(/^superseded by (R-\d+)$/);
       if (m) return t("reason.superseded", { id: m[1] });
+      m = part.match(/^(?:(R-\d+) cannot (\w+): )?(\S+) is frozen until (\S+) by ([^:]+): (.*)$/);
+      if (m) return (m[1] ? `${m[1]}：` : "") + t("reason.frozen", { where: m[3], until: m[4].replace("T", " "), who: m[5], why: m[6] });
+      m = part.match(/^(\S+) is in a deny window \((.+)\) until (\S+?)(?:: (.*))?$/);
+      if (m) return t("reason.deny", { where: m[1], window: m[2], until: m[3].replace("T", " ") }) + (m[4] ? `：${m[4]}` : "");
+      m = part.match(/^(\S+) is outside its change windows \((.+)\)$/);
+      if (m) return t("reason.outside", { where: m[1], windows: m[2] });
       return part;
     }).join("；");
   };
