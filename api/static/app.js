@@ -1,7 +1,7 @@
 // shipdeck web console: plain ES modules, no build step. It uses only the REST tools and the
 // chat WebSocket, like any other client.
 
-import { $, TERMINAL, ago, api, badge, esc, isPhone, reasonText, state, stateName, t, toast } from "/static/common.js";
+import { $, TERMINAL, ago, api, badge, clock, esc, isPhone, reasonText, state, stateName, t, toast } from "/static/common.js";
 import { auditPage, frozenHtml, frozenOf, releaseLogsPage, targetFreezes, targetLogsPage } from "/static/desk.js";
 import { dashboard, history, releaseRows, targetPage } from "/static/pages.js";
 
@@ -95,7 +95,7 @@ function onFrame(frame) {
       // A card whose release moved on says why, never only that it expired.
       const moved = frame.card_id && movedOn(state.cards.get(frame.card_id));
       const text = moved || (frame.code === "card_expired" ? t("card.expired")
-        : frame.code === "card_closed" ? t("card.closed") : frame.message);
+        : frame.code === "card_closed" ? t("card.closed") : reasonText(frame.message));
       state.chat.push({ role: "error", text });
       drawChat();
       toast(text);
@@ -330,8 +330,8 @@ async function releasePage(main, id) {
   const approval = release.approval;
   const steps = approval ? approval.steps.map((s, i) => `<li>${i + 1}. ${esc(s.group)}: ${s.approved_by.map(esc).join(", ") || "—"} (${s.approved_by.length}/${s.count})</li>`).join("") : "";
   const entries = timeline.entries.map((e) => e.kind === "audit"
-    ? `<li><time datetime="${esc(e.at)}">${esc(new Date(e.at).toLocaleTimeString())}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)}${e.on_behalf_of ? ` (${esc(e.on_behalf_of)})` : ""} · ${esc(e.channel)} ${e.after_state ? `${esc(e.before_state || "∅")} → ${badge(e.after_state)}` : ""}</li>`
-    : `<li class="progress ${e.level === "error" ? "error" : ""}"><time>${esc(new Date(e.at).toLocaleTimeString())}</time> ${esc(e.service || "")} ${esc(e.message)}</li>`).join("");
+    ? `<li><time datetime="${esc(e.at)}">${esc(clock(e.at))}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)}${e.on_behalf_of ? ` (${esc(e.on_behalf_of)})` : ""} · ${esc(e.channel)} ${e.after_state ? `${esc(e.before_state || "∅")} → ${badge(e.after_state)}` : ""}</li>`
+    : `<li class="progress ${e.level === "error" ? "error" : ""}"><time>${esc(clock(e.at))}</time> ${esc(e.service || "")} ${esc(e.message)}</li>`).join("");
   // Core computes what the caller may do (`allowed_actions`); the console never re-derives it.
   const buttons = (release.allowed_actions || []).filter((a) => a in RELEASE_ACTIONS).map((a) => [a, a]);
   main.innerHTML = `<h1>${t("release.title")} ${esc(release.id)} ${badge(release.lifecycle_state)}</h1>

@@ -17,7 +17,7 @@ export const ago = (iso) => translator(state.lang).ago(iso);
 export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 export const badge = (s) => `<span class="state ${esc(s)}" data-state="${esc(s)}">${esc(stateName(s))}</span>`;
 export const isPhone = () => window.matchMedia("(max-width: 760px)").matches;
-export const when = (iso) => `<time datetime="${esc(iso)}" title="${esc(new Date(iso).toLocaleString())}">${esc(ago(iso))}</time>`;
+export const when = (iso) => `<time datetime="${esc(iso)}" title="${esc(new Date(iso).toLocaleString(locale()))}">${esc(ago(iso))}</time>`;
 
 export function toast(text) {
   const box = $("#toast");
@@ -56,3 +56,7 @@ export function dayAfter(day) {
   next.setUTCDate(next.getUTCDate() + 1);
   return next.toISOString();
 }
+
+// Clock times and dates in the console's language, not the browser's.
+export const locale = () => (state.lang === "zh" ? "zh-CN" : "en");
+export const clock = (iso) => new Date(iso).toLocaleTimeString(locale());

@@ -1,5 +1,5 @@
 // The audit page, the logs and diagnostics views, and how a freeze is shown everywhere.
-import { $, api, badge, dayAfter, dayStart, esc, reasonText, state, t, toast, when } from "/static/common.js";
+import { $, api, badge, clock, locale, dayAfter, dayStart, esc, reasonText, state, t, toast, when } from "/static/common.js";
 
 // ------------------------------------------------------------------ frozen
 
@@ -25,7 +25,7 @@ export function frozenHtml(frozen) {
       ? [frozen.window.kind, frozen.window.cron, frozen.window.timezone].filter(Boolean).join(" ")
       : frozen.window;
     const parts = [];
-    if (frozen.until) parts.push(t("frozen.until", { until: new Date(frozen.until).toLocaleString(state.lang === "zh" ? "zh-CN" : "en") }));
+    if (frozen.until) parts.push(t("frozen.until", { until: new Date(frozen.until).toLocaleString(locale()) }));
     if (frozen.declared_by) parts.push(t("frozen.by", { who: frozen.declared_by }));
     if (window) parts.push(t("frozen.window", { window }));
     text = parts.join(" · ") + (frozen.reason ? `: ${frozen.reason}` : "");
@@ -41,7 +41,8 @@ export function targetFreezes(targets) {
 
 // ------------------------------------------------------------------ audit
 
-const ACTIONS = ["preview", "repreview", "submit", "approve", "reject", "cancel", "apply", "applied", "failed", "rollback", "retry", "expire", "freeze", "unfreeze", "takeover", "queue", "dequeue", "freeze_passed", "promotion_override"];
+// Actions core records (a suggestion list; any action name can be typed).
+const ACTIONS = ["preview", "repreview", "submit", "approve", "reject", "cancel", "takeover", "apply", "applied", "fail", "rollback", "rolled_back", "expire", "abandon", "queue", "dequeue", "freeze", "lift_freeze", "freeze_passed", "promote", "promotion_override", "auto_apply_refused", "declaration_loaded", "user_added", "token_issued", "token_revoked", "signed_in", "audit_archived"];
 
 function dataSummary(data) {
   const text = Object.entries(data || {}).map(([k, v]) => `${k}: ${typeof v === "string" ? v : JSON.stringify(v)}`).join("; ");
@@ -173,9 +174,9 @@ export async function releaseLogsPage(main, id) {
     <p>${esc(release.project)}/${esc(release.environment)} · ${t("requested")} ${esc(release.requested_by)} · ${when(release.updated_at)}</p>
     ${release.reason ? `<p class="${failed ? "msg error" : ""} outcome-reason" role="status"><span><strong>${t("reason")}:</strong> ${esc(reasonText(release.reason))}</span></p>` : ""}
     <h2>${t("card.lines")}</h2>
-    ${lines.length ? `<pre class="lines" id="release-lines">${lines.map((e) => `<span class="${e.level === "error" ? "err" : ""}">${esc(new Date(e.at).toLocaleTimeString())} ${esc(e.service || "")} ${esc(e.message)}</span>`).join("\n")}</pre>` : `<p class="muted">${t("none")}</p>`}
+    ${lines.length ? `<pre class="lines" id="release-lines">${lines.map((e) => `<span class="${e.level === "error" ? "err" : ""}">${esc(clock(e.at))} ${esc(e.service || "")} ${esc(e.message)}</span>`).join("\n")}</pre>` : `<p class="muted">${t("none")}</p>`}
     <h2>${t("logs.releaseEvents")}</h2>
-    <ol class="timeline">${events.map((e) => `<li><time datetime="${esc(e.at)}">${esc(new Date(e.at).toLocaleTimeString())}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)} ${e.after_state ? `→ ${badge(e.after_state)}` : ""}${e.data && (e.data.reason || e.data.comment) ? ` <span class="muted">${esc(reasonText(e.data.reason || e.data.comment))}</span>` : ""}</li>`).join("")}</ol>
+    <ol class="timeline">${events.map((e) => `<li><time datetime="${esc(e.at)}">${esc(clock(e.at))}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)} ${e.after_state ? `→ ${badge(e.after_state)}` : ""}${e.data && (e.data.reason || e.data.comment) ? ` <span class="muted">${esc(reasonText(e.data.reason || e.data.comment))}</span>` : ""}</li>`).join("")}</ol>
     <h2>${t("logs.servicesNow")}</h2>
     <p><a href="#/targets/${esc(release.project)}/${esc(release.environment)}/logs">${t("logs.target")} →</a></p>
     <div class="diags">${diagnosisHtml(diagnosis, Object.keys(release.changes || {}))}</div>`;

@@ -28,6 +28,7 @@ export async function dashboard(main) {
     const lastHtml = last ? `<div class="last">${t("dash.last")}: <a href="#/releases/${esc(last.id)}">${esc(last.id)}</a> ${badge(last.lifecycle_state)} ${esc(last.requested_by)} · ${when(last.updated_at)}</div>` : "";
     return `<td data-target="${esc(project)}/${esc(env)}">
       <div class="cell-head"><a href="#/targets/${esc(project)}/${esc(env)}">${esc(env)}</a> ${badge(target.risk_tier)}${target.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""}</div>
+      ${frozenHtml(frozenOf(null, () => target.frozen || []))}
       ${services}${lastHtml}${waits}</td>`;
   };
   const rows = projects.map((p) => `<tr><th scope="row">${esc(p)}</th>${envs.map((e) => cell(p, e)).join("")}</tr>`).join("");

@@ -210,6 +210,13 @@ def test_frozen_on_release_inbox_and_cards(
         expect(bob.locator("main [data-frozen]")).to_contain_text("by carol")
         expect(bob.locator("main [data-frozen]")).to_contain_text("incident 43")
         bob.unroute(f"**/api/v1/releases/{waiting}")
+        for route in ("#/targets/shop/prod", "#/"):  # the target and the dashboard say so too
+            bob.goto(f"{site}/{route}")
+            view(bob, route)
+            frozen = bob.locator('[data-target="shop/prod"] [data-frozen], main > p [data-frozen]')
+            expect(frozen).to_contain_text("incident 42")
+        expect(bob.locator('[data-target="shop/dev"] [data-frozen]')).to_have_count(0)
+        shot(bob, "37-dashboard-frozen-laptop")
         bob.close()
 
         alice = signed_in(laptop, site, world.tokens["alice"], "#/chat")
