@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -14,7 +14,7 @@ from core.ids import parse_release_id
 from core.permissions import Action
 from core.targets.models import Project
 from tools.base import ToolContext, tool
-from tools.inputs import NAME, ProjectName, ReleaseId
+from tools.inputs import NAME, Instant, ProjectName, ReleaseId
 
 
 class VerifyAuditInput(BaseModel):
@@ -34,8 +34,8 @@ class ListAuditInput(BaseModel):
         pattern=r"^[a-z][a-z0-9_]{0,47}$",
         description="An audit action, e.g. approve, apply, freeze.",
     )
-    since: AwareDatetime | None = Field(default=None, description="Events at or after this time.")
-    until: AwareDatetime | None = Field(default=None, description="Events before this time.")
+    since: Instant | None = Field(default=None, description="Events at or after this time.")
+    until: Instant | None = Field(default=None, description="Events before this time.")
     limit: int = Field(default=100, ge=1, le=500)
     before: int | None = Field(
         default=None, ge=1, le=10**15, description="Cursor: events before this seq."

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
 from core.errors import NotFound
@@ -19,6 +19,7 @@ from tools.inputs import (
     NAME,
     Comment,
     Environment,
+    Instant,
     PageSize,
     ProjectName,
     ReleaseId,
@@ -99,10 +100,10 @@ class ListReleasesInput(BaseModel):
         description="Only releases this user requested; `me` means the caller.",
     )
     service: ServiceName | None = Field(default=None, description="Only releases changing it.")
-    since: AwareDatetime | None = Field(
+    since: Instant | None = Field(
         default=None, description="Only releases created at or after this time."
     )
-    until: AwareDatetime | None = Field(
+    until: Instant | None = Field(
         default=None, description="Only releases created before this time."
     )
     text: str | None = Field(

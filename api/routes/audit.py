@@ -7,12 +7,11 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from pydantic import AwareDatetime
 
 from api.deps import ActorDep, ServicesDep
 from api.errors import READ, responses
 from api.invoke import invoke
-from core.audit.export import export_chunks, require_auditor
+from core.audit.export import export_chunks
 from core.audit.schemas import AuditPage
 from core.audit.service import (
     AuditVerification,
@@ -22,8 +21,10 @@ from core.audit.service import (
     record_access,
 )
 from core.db import utcnow
+from core.identity.service import require_auditor
 from core.permissions import Action, require
 from tools.audit import ListAuditInput
+from tools.inputs import Instant
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
 
@@ -41,22 +42,26 @@ def list_audit(
 
 ExportFormat = Literal["jsonl", "csv"]
 MEDIA = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
+DOWNLOADS = ("application/x-ndjson", "text/csv")
 
 
 @router.get(
     "/export",
     response_class=StreamingResponse,
     responses={
-        **responses(401, 403, 422),
-        200: {"content": {"application/x-ndjson": {}, "text/csv": {}}},
+        **responses(*READ),
+        200: {
+            "description": "The events, one JSON object a line (jsonl) or CSV with a header.",
+            "content": {media: {"schema": {"type": "string"}} for media in DOWNLOADS},
+        },
     },
 )
 def export_audit(
     services: ServicesDep,
     actor: ActorDep,
     fmt: Annotated[ExportFormat, Query(alias="format", description="jsonl or csv.")] = "jsonl",
-    since: Annotated[AwareDatetime | None, Query(description="Events at or after it.")] = None,
-    until: Annotated[AwareDatetime | None, Query(description="Events before it.")] = None,
+    since: Annotated[Instant | None, Query(description="Events at or after it.")] = None,
+    until: Annotated[Instant | None, Query(description="Events before it.")] = None,
 ) -> StreamingResponse:
     """The chain with every field (admins and the `auditor` group), streamed from one snapshot.
 

@@ -26,8 +26,7 @@ from core.audit.chain import (
 from core.audit.keys import Keyring
 from core.audit.models import AccessRecord, AuditEvent, AuditHead
 from core.audit.verify import read_snapshot, sign_checkpoint, verify_lines
-from core.errors import Conflict, InvalidInput, PermissionDenied
-from core.identity.models import Group, GroupMember
+from core.errors import Conflict, InvalidInput
 from core.ids import release_id
 from core.permissions import Action, Actor, require
 
@@ -117,28 +116,6 @@ def _take(buffer: io.StringIO) -> str:
     buffer.seek(0)
     buffer.truncate()
     return text
-
-
-AUDITOR_GROUP = "auditor"
-
-
-def require_auditor(session: Session, actor: Actor) -> None:
-    """Only admins and members of the global `auditor` group read the whole chain."""
-    if actor.is_admin:
-        return
-    member = session.scalar(
-        select(GroupMember.user_id).where(
-            GroupMember.user_id == actor.user_id,
-            GroupMember.group_id == Group.id,
-            Group.name == AUDITOR_GROUP,
-            Group.project_id.is_(None),
-        )
-    )
-    if member is None or actor.user_id is None:
-        raise PermissionDenied(
-            f"only an admin or a member of the {AUDITOR_GROUP} group may export the audit stream",
-            required_role="admin",
-        )
 
 
 ACCESS_COLUMNS = [

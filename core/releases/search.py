@@ -44,12 +44,11 @@ def service_filter(service: str) -> ColumnElement[bool]:
 
 
 def time_filters(since: datetime | None, until: datetime | None) -> list[ColumnElement[bool]]:
-    """Releases created at `since <= created_at < until` (aware times only)."""
+    """Releases created at `since <= created_at < until` (aware times only; an empty range
+    matches nothing)."""
     for name, value in (("since", since), ("until", until)):
         if value is not None and value.tzinfo is None:
             raise InvalidInput(f"{name} needs a time zone (e.g. 2026-12-01T09:00:00Z)")
-    if since is not None and until is not None and until <= since:
-        raise InvalidInput("until must be after since")
     out: list[ColumnElement[bool]] = []
     if since is not None:
         out.append(Release.created_at >= since)
