@@ -318,6 +318,9 @@ const RELEASE_ACTIONS = {
   approve: (id) => `/api/v1/approvals/${id}/approve`,
   reject: (id) => `/api/v1/approvals/${id}/reject`,
   takeover: (id) => `/api/v1/approvals/${id}/takeover`,
+  // These two make a new release: the page moves to it.
+  retry: (id) => `/api/v1/releases/${id}/retry`,
+  rollback: () => "/api/v1/rollbacks",
 };
 
 async function releasePage(main, id) {
@@ -352,7 +355,10 @@ async function releasePage(main, id) {
       if (reason === null) return;
       body = action === "reject" ? { comment: reason || null } : { reason: reason || null };
     }
-    try { await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(error.message); }
+    if (action === "rollback") body = { project: release.project, environment: release.environment, services: Object.keys(release.changes || {}) };
+    let made = null;
+    try { made = await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(error.message); }
+    if (made && made.id && made.id !== release.id) { location.hash = `#/releases/${made.id}`; return; }
     render();
   }));
 }

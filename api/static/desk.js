@@ -98,7 +98,7 @@ export async function auditPage(main) {
     for (const [key, value] of new FormData(form).entries()) if (String(value).trim()) next.set(key, String(value).trim());
     location.hash = `#/audit?${next}`;
   });
-  form.addEventListener("change", (event) => { if (event.target.tagName === "SELECT" || event.target.type === "date") form.requestSubmit(); });
+  form.addEventListener("change", (event) => { if (event.target.tagName === "SELECT") form.requestSubmit(); });
   main.querySelectorAll("[data-export]").forEach((button) => button.addEventListener("click", () => exportAudit(button.dataset.export, params)));
 }
 

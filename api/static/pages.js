@@ -92,8 +92,9 @@ export async function history(main) {
     if (event && event.target.name === "mine") { if (event.target.checked) next.set("requested_by", "me"); else next.delete("requested_by"); }
     location.hash = `#/history?${next}`;
   };
-  // Typing in the text box waits for Enter (or the button); every other filter applies at once.
-  form.addEventListener("change", (event) => { if (event.target.name !== "text") apply(event); });
+  // Typed filters (text, requester, dates: a date input changes at every digit of its year) wait
+  // for Enter or the button; the menus and the checkbox apply at once.
+  form.addEventListener("change", (event) => { if (event.target.tagName === "SELECT" || event.target.type === "checkbox") apply(event); });
   form.addEventListener("submit", (event) => { event.preventDefault(); apply(null); });
 }
 

@@ -204,6 +204,7 @@ def test_release_page_buttons_come_only_from_allowed_actions(
     alice.locator(f'#main[data-view="#/releases/{release.id}|en"]').wait_for()
     served = call(world, "alice", "get_release", release_id=release.id).allowed_actions
     buttons = {"submit", "apply", "cancel", "repreview", "approve", "reject", "takeover"}
+    buttons |= {"retry", "rollback"}
     expect(alice.locator("[data-release-action]")).to_have_count(len(buttons & set(served)))
 
     # Rewritten at the HTTP boundary: only listed actions the console knows become buttons.
