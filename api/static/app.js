@@ -357,7 +357,7 @@ async function releasePage(main, id) {
     }
     if (action === "rollback") body = { project: release.project, environment: release.environment, services: Object.keys(release.changes || {}) };
     let made = null;
-    try { made = await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(error.message); }
+    try { made = await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(reasonText(error.message)); }
     if (made && made.id && made.id !== release.id) { location.hash = `#/releases/${made.id}`; return; }
     render();
   }));

@@ -118,7 +118,7 @@ async function exportAudit(format, params) {
   const response = await fetch(`/api/v1/audit/export?${query}`, { headers: { Authorization: `Bearer ${state.token}`, "X-Shipdeck-Channel": "page" } });
   if (!response.ok) {
     const body = await response.json().catch(() => ({}));
-    toast(body.error ? body.error.message : response.statusText);
+    toast(reasonText(body.error ? body.error.message : response.statusText));
     return;
   }
   const blob = await response.blob();

@@ -46,6 +46,8 @@ export const I18N = {
     frozen: "frozen", "frozen.until": "until {until}", "frozen.by": "by {who}", "frozen.window": "window {window}",
     "reason.frozen": "{where} is frozen until {until} by {who}: {why}", "reason.deny": "{where} is in a deny window ({window}) until {until}",
     "reason.outside": "{where} is outside its change windows ({windows})",
+    "reason.exportOnly": "only an admin or a member of the {group} group may export the audit stream",
+    "reason.nothing": "nothing to change: the target already runs what was asked",
   },
   zh: {
     "nav.dash": "总览", "nav.chat": "对话", "nav.home": "我的发布", "nav.inbox": "审批", "nav.history": "历史",
@@ -89,6 +91,8 @@ export const I18N = {
     frozen: "已冻结", "frozen.until": "至 {until}", "frozen.by": "由 {who}", "frozen.window": "窗口 {window}",
     "reason.frozen": "{where} 已被 {who} 冻结至 {until}：{why}", "reason.deny": "{where} 处于禁止变更窗口（{window}），至 {until}",
     "reason.outside": "{where} 不在变更窗口内（{windows}）",
+    "reason.exportOnly": "只有管理员或 {group} 组成员可以导出审计记录",
+    "reason.nothing": "无需变更：目标环境已经在运行所要求的版本",
   },
 };
 
@@ -129,6 +133,9 @@ export function translator(lang) {
       if (m) return t("reason.deny", { where: m[1], window: m[2], until: m[3].replace("T", " ") }) + (m[4] ? `：${m[4]}` : "");
       m = part.match(/^(\S+) is outside its change windows \((.+)\)$/);
       if (m) return t("reason.outside", { where: m[1], windows: m[2] });
+      m = part.match(/^only an admin or a member of the (\S+) group may export the audit stream$/);
+      if (m) return t("reason.exportOnly", { group: m[1] });
+      if (part.startsWith("nothing to change: the target already runs what was asked")) return t("reason.nothing");
       return part;
     }).join("；");
   };

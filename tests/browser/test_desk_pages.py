@@ -140,6 +140,11 @@ def test_audit_page_filters_verifies_and_exports(
     view(alice, "#/audit")
     alice.get_by_role("button", name="CSV").click()
     expect(alice.locator("#toast")).to_contain_text("only an admin or a member of the auditor")
+    alice.locator("#lang").click()
+    view(alice, "#/audit", "zh")
+    alice.get_by_role("button", name="CSV").click()
+    expect(alice.locator("#toast")).to_contain_text("只有管理员或 auditor 组成员可以导出审计记录")
+    alice.locator("#lang").click()
     alice.close()
 
 
