@@ -9,6 +9,8 @@ CJK = re.compile(r"[\u3400-\u9fff]")
 # always a question, and Chinese puts no space after it.
 QUESTION = re.compile(r"？|\?(?:\s|$|[)）\"'”])")
 
+LANGUAGES = ("en", "zh")
+
 MESSAGES: dict[str, dict[str, str]] = {
     "help": {
         "en": "I can preview deploys and scaling, roll back, approve, reject, cancel, apply and "
@@ -151,6 +153,14 @@ MESSAGES: dict[str, dict[str, str]] = {
 def language_of(text: str) -> str:
     """`zh` if the text has Chinese characters, else `en`."""
     return "zh" if CJK.search(text) else "en"
+
+
+def reply_language(text: str, chosen: str | None = None) -> str:
+    """The language to answer `text` in: Chinese if it is written in Chinese, else the
+    language the user's console is set to (`chosen`), else English."""
+    if CJK.search(text):
+        return "zh"
+    return chosen if chosen in LANGUAGES else "en"
 
 
 def asks(text: str | None) -> bool:

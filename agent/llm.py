@@ -161,6 +161,8 @@ class _Turn:
                 f'declare_freeze `until` as local time with "timezone": "{context.timezone}", '
                 "or `duration_minutes` for a span."
             )
+        if context.lang == "zh":
+            system += "\n\nAnswer in Simplified Chinese (the user's console language)."
         self.messages: list[BaseMessage] = [SystemMessage(system)]
         self.messages += [
             HumanMessage(m["content"]) if m["role"] == "user" else AIMessage(m["content"])

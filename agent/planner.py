@@ -59,6 +59,8 @@ class PlanContext:
     # The IANA zone people's times ("until Monday 09:00") are read in, and the time now.
     timezone: str = "UTC"
     now: datetime | None = None
+    # The language to answer in (`en` or `zh`); None: the language the message is written in.
+    lang: str | None = None
 
 
 class Planner(Protocol):

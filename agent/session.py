@@ -23,7 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cards import PREVIEW_TOOLS, card_view, card_views, confirmation_card
 from agent.catalog import catalog_for
-from agent.language import language_of, say
+from agent.language import reply_language, say
 from agent.models import ChatCard, ChatMessage
 from agent.models import ChatSession as ChatSessionRow
 from agent.planner import Catalog, PlanContext, Planner, ToolCall
@@ -48,6 +48,9 @@ class UserMessage(BaseModel):
 
     type: Literal["user_message"]
     text: str = Field(min_length=1, max_length=4000)
+    lang: Literal["en", "zh"] | None = Field(
+        default=None, description="The client's language; replies follow it (or the text's)."
+    )
 
 
 class CardAction(BaseModel):
@@ -57,6 +60,7 @@ class CardAction(BaseModel):
     card_id: str = Field(min_length=1, max_length=64)
     action: Literal["confirm", "approve", "reject", "cancel"]
     comment: str | None = Field(default=None, max_length=2000)
+    lang: Literal["en", "zh"] | None = None
 
 
 @dataclass(frozen=True)
@@ -91,7 +95,7 @@ class ChatSession:
         self.session_id = session_id
         self._send = send
         self._unrecorded: list[tuple[str, dict[str, Any]]] = []
-        self.lang = "en"  # the language of the user's last message
+        self.lang = "en"  # of the user's last message, or of their console when it says
         # What the last message actually did: calls run and calls turned into cards, in order.
         self.turn_calls: list[ToolCall] = []
 
@@ -191,10 +195,12 @@ class ChatSession:
             if kind == "user_message":
                 message = UserMessage.model_validate(frame)
                 self._record("in", frame)
-                self._message(message.text)
+                self._message(message.text, message.lang)
             elif kind == "card_action":
                 action = CardAction.model_validate(frame)
                 self._record("in", frame)
+                if action.lang is not None:
+                    self.lang = action.lang
                 self._card_action(action)
             elif kind == "ping":
                 self.send({"type": "pong"}, record=False)
@@ -222,9 +228,9 @@ class ChatSession:
             self.send({"type": "assistant_delta", "text": text}, record=False)
         self.send({"type": "assistant_message", "text": (streamed.rstrip() + text).strip()})
 
-    def _message(self, text: str) -> None:
+    def _message(self, text: str, chosen: str | None = None) -> None:
         actor = self._actor()
-        self.lang = language_of(text)
+        self.lang = reply_language(text, chosen)
         self.turn_calls = []
         streamed: list[str] = []
 
@@ -240,6 +246,7 @@ class ChatSession:
             emit_delta=delta,
             timezone=self.deps.timezone,
             now=self.deps.clock(),
+            lang=self.lang,
         )
         try:
             result = self.deps.planner.plan(text, context)

@@ -4,6 +4,38 @@ from __future__ import annotations
 
 from typing import Any
 
+# Lifecycle states, healths and risk levels as the Chinese console names them (api/static/i18n.js).
+WORDS_ZH = {
+    "previewed": "已预览",
+    "pending_approval": "待审批",
+    "approved": "已批准",
+    "rejected": "已拒绝",
+    "cancelled": "已取消",
+    "expired": "已过期",
+    "applying": "执行中",
+    "applied": "已执行",
+    "failed": "失败",
+    "rolling_back": "回滚中",
+    "rolled_back": "已回滚",
+    "rollback_failed": "回滚失败",
+    "pending": "待处理",
+    "void": "已作废",
+    "healthy": "健康",
+    "unhealthy": "不健康",
+    "starting": "启动中",
+    "absent": "不存在",
+    "unknown": "未知",
+    "low": "低",
+    "medium": "中",
+    "high": "高",
+}
+
+
+def word(value: object, lang: str) -> str:
+    """A state, health or risk level in `lang` (as written when there is no translation)."""
+    text = str(value)
+    return WORDS_ZH.get(text, text) if lang == "zh" else text
+
 
 def _diff_lines(diff: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
     return [
@@ -15,6 +47,7 @@ def _diff_lines(diff: dict[str, dict[str, dict[str, Any]]]) -> list[str]:
 
 def summarize(tool: str, result: dict[str, Any], lang: str = "en") -> str:
     """A short human line for a tool's JSON result, in English or Chinese."""
+    zh = lang == "zh"
     if tool in (
         "preview_release",
         "rollback_release",
@@ -34,83 +67,112 @@ def summarize(tool: str, result: dict[str, Any], lang: str = "en") -> str:
         "reject_release",
         "takeover_approval",
     ):
-        if lang == "zh":
-            return f"{result.get('id')} 现在是 {result.get('lifecycle_state')}。"
-        return f"{result.get('id')} is now {result.get('lifecycle_state')}."
+        state = word(result.get("lifecycle_state"), lang)
+        release = result.get("id")
+        return f"{release} 现在是「{state}」。" if zh else f"{release} is now {state}."
     if tool == "target_status":
-        lines = [
-            f"{name}: {s.get('image')} x{s.get('replicas')} ({s.get('health')})"
-            for name, s in result.get("services", {}).items()
-        ]
-        label = " (simulated)" if result.get("simulated") else ""
-        return f"{result.get('project')}/{result.get('environment')}{label}: " + "; ".join(lines)
+        return _status(result, lang)
     if tool == "list_targets":
         items = result.get("items", [])
-        return "Targets: " + (
-            ", ".join(f"{t['project']}/{t['environment']} ({t['runtime']})" for t in items)
-            or "none"
-        )
+        listed = ", ".join(f"{t['project']}/{t['environment']} ({t['runtime']})" for t in items)
+        if zh:
+            return "目标环境：" + (listed or "无")
+        return "Targets: " + (listed or "none")
     if tool == "list_approvals":
-        items = result.get("items", [])
-        if not items:
-            return "No approvals match."
-        return f"{len(items)} approval(s): " + ", ".join(
-            f"{i['release_id']} {i['project']}/{i['environment']} ({i['state']})"
-            for i in items[:10]
-        )
+        return _approvals(result.get("items", []), lang)
     if tool == "list_releases":
-        items = result.get("items", [])
-        return (
-            f"{len(items)} release(s): "
-            + ", ".join(
-                f"{r['id']} {r['project']}/{r['environment']} {r['lifecycle_state']}"
-                for r in items[:10]
-            )
-            if items
-            else "No releases match."
-        )
+        return _releases(result.get("items", []), lang)
     if tool == "release_timeline":
         entries = result.get("entries", [])
         steps = [e.get("action") or e.get("message") for e in entries]
-        return f"{result.get('release_id')} ({result.get('lifecycle_state')}): " + " -> ".join(
-            str(s) for s in steps[-12:]
-        )
+        state = word(result.get("lifecycle_state"), lang)
+        return f"{result.get('release_id')} ({state}): " + " -> ".join(str(s) for s in steps[-12:])
     if tool == "diagnose_target":
-        parts = []
-        for name, d in result.get("services", {}).items():
-            tail = (d.get("events") or d.get("logs") or ["no events"])[-1]
-            parts.append(f"{name}: {d.get('health')}; last: {tail}")
-        return "; ".join(parts) or "Nothing to report."
+        return _diagnosis(result, lang)
     if tool == "verify_audit":
-        if result.get("ok"):
-            return f"The audit chain is intact ({result.get('checked')} events)."
-        return (
-            f"The audit chain is broken at event {result.get('first_broken_seq')}: "
-            f"{result.get('reason')}"
-        )
+        return _verified(result, lang)
     if tool in ("approve_releases", "reject_releases"):
         items = result.get("items", [])
         return "; ".join(
-            f"{i['release_id']}: {i['lifecycle_state'] if i['ok'] else i['error']['message']}"
+            f"{i['release_id']}: "
+            + (word(i["lifecycle_state"], lang) if i["ok"] else i["error"]["message"])
             for i in items
         )
-    return f"{tool} done."
+    return f"{tool} 完成。" if zh else f"{tool} done."
+
+
+def _status(result: dict[str, Any], lang: str) -> str:
+    lines = [
+        f"{name}: {s.get('image')} x{s.get('replicas')} ({word(s.get('health'), lang)})"
+        for name, s in result.get("services", {}).items()
+    ]
+    where = f"{result.get('project')}/{result.get('environment')}"
+    if lang == "zh":
+        label = "（模拟）" if result.get("simulated") else ""
+        return f"{where}{label}：" + ("；".join(lines) or "没有运行中的服务")
+    label = " (simulated)" if result.get("simulated") else ""
+    return f"{where}{label}: " + ("; ".join(lines) or "no services running")
+
+
+def _approvals(items: list[dict[str, Any]], lang: str) -> str:
+    if not items:
+        return "没有符合条件的审批。" if lang == "zh" else "No approvals match."
+    listed = ", ".join(
+        f"{i['release_id']} {i['project']}/{i['environment']} ({word(i['state'], lang)})"
+        for i in items[:10]
+    )
+    count = len(items)
+    return f"{count} 个审批：{listed}" if lang == "zh" else f"{count} approval(s): {listed}"
+
+
+def _releases(items: list[dict[str, Any]], lang: str) -> str:
+    if not items:
+        return "没有符合条件的发布。" if lang == "zh" else "No releases match."
+    listed = ", ".join(
+        f"{r['id']} {r['project']}/{r['environment']} {word(r['lifecycle_state'], lang)}"
+        for r in items[:10]
+    )
+    count = len(items)
+    return f"{count} 个发布：{listed}" if lang == "zh" else f"{count} release(s): {listed}"
+
+
+def _diagnosis(result: dict[str, Any], lang: str) -> str:
+    parts = []
+    for name, d in result.get("services", {}).items():
+        tail = (d.get("events") or d.get("logs") or ["—"])[-1]
+        health = word(d.get("health"), lang)
+        zh = f"{name}: {health}；最近：{tail}"
+        parts.append(zh if lang == "zh" else f"{name}: {health}; last: {tail}")
+    if lang == "zh":
+        return "；".join(parts) or "没有可报告的内容。"
+    return "; ".join(parts) or "Nothing to report."
+
+
+def _verified(result: dict[str, Any], lang: str) -> str:
+    if lang == "zh":
+        if result.get("ok"):
+            return f"审计链完整（{result.get('checked')} 条事件）。"
+        return f"审计链在第 {result.get('first_broken_seq')} 条事件处断开：{result.get('reason')}"
+    if result.get("ok"):
+        return f"The audit chain is intact ({result.get('checked')} events)."
+    return (
+        f"The audit chain is broken at event {result.get('first_broken_seq')}: "
+        f"{result.get('reason')}"
+    )
 
 
 def _release(result: dict[str, Any], lang: str) -> str:
     preview = result.get("preview") or {}
-    diff = "; ".join(_diff_lines(preview.get("diff", {}))) or "no change"
-    risk = (preview.get("risk") or {}).get("level", "?")
     where = f"{result.get('project')}/{result.get('environment')}"
+    risk = word((preview.get("risk") or {}).get("level", "?"), lang)
+    state = word(result.get("lifecycle_state"), lang)
     if lang == "zh":
+        diff = "；".join(_diff_lines(preview.get("diff", {}))) or "没有变化"
         simulated_zh = "（模拟）" if result.get("simulated") else ""
-        state = result.get("lifecycle_state")
-        return f"{result.get('id')}（{where}{simulated_zh}）状态 {state}：{diff}。风险 {risk}。"
+        return f"{result.get('id')}（{where}{simulated_zh}）状态「{state}」：{diff}。风险 {risk}。"
+    diff = "; ".join(_diff_lines(preview.get("diff", {}))) or "no change"
     simulated = " (simulated)" if result.get("simulated") else ""
-    return (
-        f"{result.get('id')} on {where}{simulated} is {result.get('lifecycle_state')}: "
-        f"{diff}. Risk {risk}."
-    )
+    return f"{result.get('id')} on {where}{simulated} is {state}: {diff}. Risk {risk}."
 
 
 def _freeze_line(freeze: dict[str, Any], lang: str) -> str:

@@ -14,7 +14,7 @@ from core.ids import parse_release_id
 from core.permissions import Action
 from core.targets.models import Project
 from tools.base import ToolContext, tool
-from tools.inputs import ProjectName, ReleaseId
+from tools.inputs import NAME, Instant, ProjectName, ReleaseId
 
 
 class VerifyAuditInput(BaseModel):
@@ -26,6 +26,16 @@ class ListAuditInput(BaseModel):
 
     project: ProjectName | None = None
     release_id: ReleaseId | None = None
+    actor: str | None = Field(
+        default=None, pattern=NAME, description="Who acted, or on whose behalf."
+    )
+    action: str | None = Field(
+        default=None,
+        pattern=r"^[a-z][a-z0-9_]{0,47}$",
+        description="An audit action, e.g. approve, apply, freeze.",
+    )
+    since: Instant | None = Field(default=None, description="Events at or after this time.")
+    until: Instant | None = Field(default=None, description="Events before this time.")
     limit: int = Field(default=100, ge=1, le=500)
     before: int | None = Field(
         default=None, ge=1, le=10**15, description="Cursor: events before this seq."
@@ -54,12 +64,17 @@ def verify_audit(ctx: ToolContext, session: Session, args: VerifyAuditInput) -> 
 
 @tool(mutating=False, permission=Action.view)
 def list_audit(ctx: ToolContext, session: Session, args: ListAuditInput) -> AuditPage:
-    """Audit events (who, what, channel, before/after state), newest first."""
+    """Audit events (who, what, channel, before/after state), newest first; filter by project,
+    release, actor, action and time."""
     return service.list_events(
         session,
         actor=ctx.actor,
         project=args.project,
         release_number=parse_release_id(args.release_id) if args.release_id else None,
+        actor_name=args.actor,
+        action=args.action,
+        since=args.since,
+        until=args.until,
         limit=args.limit,
         before=args.before,
     )

@@ -11,6 +11,7 @@ from core.errors import NotFound
 from core.flows import apply, preview, rollback, submit, views
 from core.permissions import Action
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
+from core.releases.search import TEXT_MAX
 from core.targets.service import get_target, target_ref
 from runtimes.base import ServiceChange
 from tools.base import ToolContext, tool
@@ -18,6 +19,7 @@ from tools.inputs import (
     NAME,
     Comment,
     Environment,
+    Instant,
     PageSize,
     ProjectName,
     ReleaseId,
@@ -96,6 +98,18 @@ class ListReleasesInput(BaseModel):
         default=None,
         pattern=NAME,
         description="Only releases this user requested; `me` means the caller.",
+    )
+    service: ServiceName | None = Field(default=None, description="Only releases changing it.")
+    since: Instant | None = Field(
+        default=None, description="Only releases created at or after this time."
+    )
+    until: Instant | None = Field(
+        default=None, description="Only releases created before this time."
+    )
+    text: str | None = Field(
+        default=None,
+        max_length=TEXT_MAX,
+        description="Search the release id, version/image, reason and requester.",
     )
     limit: PageSize = 50
     before: ReleaseId | None = Field(default=None, description="Cursor: releases older than it.")
@@ -180,8 +194,8 @@ def rollback_release(ctx: ToolContext, session: Session, args: RollbackReleaseIn
 
 @tool(mutating=False, permission=Action.view)
 def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -> ReleasePage:
-    """List releases, newest first, by project, environment, lifecycle_state and requester
-    (`me` for the caller)."""
+    """List releases, newest first, by project, environment, service, lifecycle_state,
+    requester (`me` for the caller), creation time and free text."""
     return views.list_releases(
         session,
         actor=ctx.actor,
@@ -189,6 +203,10 @@ def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -
         environment=args.environment,
         state=args.state,
         requested_by=args.requested_by,
+        service=args.service,
+        since=args.since,
+        until=args.until,
+        text=args.text,
         limit=args.limit,
         before=args.before,
     )

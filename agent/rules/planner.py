@@ -48,6 +48,8 @@ class RulesPlanner:
     def plan(self, text: str, context: PlanContext) -> PlanResult:
         """Plan the tool calls for one message (or ask one question)."""
         message = split_quotes(text)
+        if context.lang:
+            message.lang = context.lang
         try:
             result = self._plan(message, context)
         except Question as question:

@@ -1,7 +1,8 @@
 // shipdeck web console: plain ES modules, no build step. It uses only the REST tools and the
 // chat WebSocket, like any other client.
 
-import { $, TERMINAL, ago, api, badge, esc, isPhone, reasonText, state, stateName, t, toast } from "/static/common.js";
+import { $, TERMINAL, ago, api, badge, clock, esc, isPhone, reasonText, state, stateName, t, toast } from "/static/common.js";
+import { auditPage, frozenHtml, frozenOf, releaseLogsPage, targetFreezes, targetLogsPage } from "/static/desk.js";
 import { dashboard, history, releaseRows, targetPage } from "/static/pages.js";
 
 function translate() {
@@ -94,7 +95,7 @@ function onFrame(frame) {
       // A card whose release moved on says why, never only that it expired.
       const moved = frame.card_id && movedOn(state.cards.get(frame.card_id));
       const text = moved || (frame.code === "card_expired" ? t("card.expired")
-        : frame.code === "card_closed" ? t("card.closed") : frame.message);
+        : frame.code === "card_closed" ? t("card.closed") : reasonText(frame.message));
       state.chat.push({ role: "error", text });
       drawChat();
       toast(text);
@@ -144,7 +145,7 @@ function refreshLive(releaseId) {
   clearTimeout(refreshLive.timer);
   refreshLive.timer = setTimeout(() => {
     const route = location.hash || "#/";
-    if (["#/", "#/chat"].includes(route) || route.startsWith("#/inbox") || (releaseId && route === `#/releases/${releaseId}`)) {
+    if (["#/", "#/chat"].includes(route) || route.startsWith("#/inbox") || (releaseId && [`#/releases/${releaseId}`, `#/releases/${releaseId}/logs`].includes(route))) {
       render({ keepChat: true });
     }
   }, 150);
@@ -173,6 +174,7 @@ function cardHtml(card) {
   const known = card.release_id ? state.releases.get(card.release_id) : null;
   const now = (known && known.state) || card.lifecycle_state;
   const title = cardTitle(card);
+  const frozen = card.state === "open" ? frozenOf(card, state.freezes) : null;
   // The release's live outcome, updated in place: applying, applied, failed with the reason.
   const showOutcome = known && known.state && (closed || !["previewed", "pending_approval", "approved"].includes(known.state));
   const outcome = showOutcome ? `<div class="outcome" data-outcome="${esc(known.state)}">${t("card.now")}: ${badge(known.state)}${known.reason ? ` <span class="reason">${esc(reasonText(known.reason))}</span>` : ""}
@@ -186,6 +188,7 @@ function cardHtml(card) {
   return `<div class="card ${closed ? "closed" : ""}" role="group" aria-label="${esc(title)}" data-card-id="${esc(card.id)}">
     <strong>${esc(title)}</strong>${sim}
     <div class="muted">${card.release_id ? `<a href="#/releases/${esc(card.release_id)}">${esc(card.release_id)}</a> · ` : ""}${esc(card.project || "")}/${esc(card.environment || "")} ${now && !showOutcome ? badge(now) : ""} ${risk} ${expires}</div>
+    ${frozen ? `<div>${frozenHtml(frozen)}</div>` : ""}
     <div class="diff">${diff}</div>
     ${closed ? closing : `<div class="actions">${actions}</div>`}${outcome}
   </div>`;
@@ -212,17 +215,19 @@ setInterval(tick, 1000);
 document.addEventListener("click", (event) => {
   const button = event.target.closest("button[data-card]");
   if (!button) return;
-  send({ type: "card_action", card_id: button.dataset.card, action: button.dataset.action });
+  send({ type: "card_action", card_id: button.dataset.card, action: button.dataset.action, lang: state.lang });
   button.disabled = true;
 });
 
 // ------------------------------------------------------------------ pages
 
 async function chatPage(main, options) {
-  const page = await api("/api/v1/releases?requested_by=me&limit=10");
+  const [page, targets] = await Promise.all([api("/api/v1/releases?requested_by=me&limit=10"), api("/api/v1/targets")]);
+  state.freezes = targetFreezes(targets.items);
   const rows = releaseRows(page.items, ["id", "target", "state"]);
   if (options.keepChat && $("#chat-log")) {
     $("#my-releases").innerHTML = rows;
+    drawChat();
     return;
   }
   main.innerHTML = `<div class="grid">
@@ -243,7 +248,7 @@ async function chatPage(main, options) {
     if (!text) return;
     state.chat.push({ role: "user", text });
     drawChat();
-    send({ type: "user_message", text });
+    send({ type: "user_message", text, lang: state.lang });
     input.value = "";
   });
 }
@@ -253,12 +258,13 @@ async function inbox(main) {
   const page = await api(`/api/v1/approvals?${params}`);
   const select = (name, values) => `<label>${t(name)}<select name="${name}"><option value="">${t("any")}</option>${values.map((v) => `<option value="${esc(v)}" ${params.get(name) === v ? "selected" : ""}>${esc(name === "risk" || name === "state" ? stateName(v) : v)}</option>`).join("")}</select></label>`;
   const targets = await api("/api/v1/targets");
+  const freezes = targetFreezes(targets.items);
   const projects = [...new Set(targets.items.map((x) => x.project))];
   const envs = [...new Set(targets.items.map((x) => x.environment))];
   const rows = page.items.map((a) => `<tr>
       <td class="pick"><input type="checkbox" aria-label="${t("inbox.select")} ${esc(a.release_id)}" value="${esc(a.release_id)}" ${a.can_decide ? "" : "disabled"} ${a.can_decide && state.selected.has(a.release_id) ? "checked" : ""}></td>
       <td data-label="${esc(t("release"))}"><a href="#/releases/${esc(a.release_id)}">${esc(a.release_id)}</a></td>
-      <td data-label="${esc(t("project"))}">${esc(a.project)}/${esc(a.environment)}</td><td data-label="${esc(t("risk"))}">${badge(a.risk)}</td><td data-label="${esc(t("state"))}">${badge(a.state)}</td>
+      <td data-label="${esc(t("project"))}">${esc(a.project)}/${esc(a.environment)}${frozenHtml(frozenOf(a, freezes))}</td><td data-label="${esc(t("risk"))}">${badge(a.risk)}</td><td data-label="${esc(t("state"))}">${badge(a.state)}</td>
       <td data-label="${esc(t("requested"))}">${esc(a.requested_by)}</td>
       <td data-label="${esc(t("steps"))}">${a.steps.map((s) => `${esc(s.group)} ${s.approved_by.length}/${s.count}`).join(" → ")}</td></tr>`).join("");
   main.innerHTML = `<h1>${t("inbox.title")}</h1>
@@ -312,21 +318,29 @@ const RELEASE_ACTIONS = {
   approve: (id) => `/api/v1/approvals/${id}/approve`,
   reject: (id) => `/api/v1/approvals/${id}/reject`,
   takeover: (id) => `/api/v1/approvals/${id}/takeover`,
+  // These two make a new release: the page moves to it.
+  retry: (id) => `/api/v1/releases/${id}/retry`,
+  rollback: () => "/api/v1/rollbacks",
 };
 
 async function releasePage(main, id) {
   const [release, timeline] = await Promise.all([api(`/api/v1/releases/${id}`), api(`/api/v1/releases/${id}/timeline`)]);
+  // Until core sends `frozen` on releases, the target's frozen reasons stand in (see desk.js).
+  const targets = "frozen" in release ? { items: [] } : await api(`/api/v1/targets?project=${encodeURIComponent(release.project)}`);
+  const frozen = TERMINAL.includes(release.lifecycle_state) ? null : frozenOf(release, targetFreezes(targets.items));
   const diff = Object.entries(release.preview ? release.preview.diff : {}).flatMap(([service, fields]) =>
     Object.entries(fields).map(([field, c]) => `<tr><td>${esc(service)}</td><td>${esc(field)}</td><td>${esc(c.before)}</td><td>${esc(c.after)}</td></tr>`)).join("");
   const approval = release.approval;
   const steps = approval ? approval.steps.map((s, i) => `<li>${i + 1}. ${esc(s.group)}: ${s.approved_by.map(esc).join(", ") || "—"} (${s.approved_by.length}/${s.count})</li>`).join("") : "";
   const entries = timeline.entries.map((e) => e.kind === "audit"
-    ? `<li><time datetime="${esc(e.at)}">${esc(new Date(e.at).toLocaleTimeString())}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)}${e.on_behalf_of ? ` (${esc(e.on_behalf_of)})` : ""} · ${esc(e.channel)} ${e.after_state ? `${esc(e.before_state || "∅")} → ${badge(e.after_state)}` : ""}</li>`
-    : `<li class="progress ${e.level === "error" ? "error" : ""}"><time>${esc(new Date(e.at).toLocaleTimeString())}</time> ${esc(e.service || "")} ${esc(e.message)}</li>`).join("");
+    ? `<li><time datetime="${esc(e.at)}">${esc(clock(e.at))}</time> <strong>${esc(e.action)}</strong> ${esc(e.actor)}${e.on_behalf_of ? ` (${esc(e.on_behalf_of)})` : ""} · ${esc(e.channel)} ${e.after_state ? `${esc(e.before_state || "∅")} → ${badge(e.after_state)}` : ""}</li>`
+    : `<li class="progress ${e.level === "error" ? "error" : ""}"><time>${esc(clock(e.at))}</time> ${esc(e.service || "")} ${esc(e.message)}</li>`).join("");
   // Core computes what the caller may do (`allowed_actions`); the console never re-derives it.
   const buttons = (release.allowed_actions || []).filter((a) => a in RELEASE_ACTIONS).map((a) => [a, a]);
   main.innerHTML = `<h1>${t("release.title")} ${esc(release.id)} ${badge(release.lifecycle_state)}</h1>
-    <p>${esc(release.project)}/${esc(release.environment)} · ${esc(release.runtime)}${release.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""} · ${t("requested")} ${esc(release.requested_by)} · ${esc(ago(release.updated_at))}${release.reason ? ` · <span class="reason">${esc(reasonText(release.reason))}</span>` : ""}</p>
+    <p>${esc(release.project)}/${esc(release.environment)} · ${esc(release.runtime)}${release.simulated ? ` <span class="sim">(${t("simulated")})</span>` : ""} · ${t("requested")} ${esc(release.requested_by)} · ${esc(ago(release.updated_at))}${release.reason ? ` · <span class="reason">${esc(reasonText(release.reason))}</span>` : ""}
+      · <a href="#/releases/${esc(release.id)}/logs" id="logs-link">${t("logs.link")} →</a></p>
+    ${frozen ? `<p>${frozenHtml(frozen)}</p>` : ""}
     <div class="actions">${buttons.map(([key, action]) => `<button type="button" data-release-action="${action}" class="${action === "cancel" || action === "reject" ? "danger" : "primary"}">${t(key)}</button>`).join("")}</div>
     <div class="grid"><section class="panel"><h2>${t("diff")}</h2><table class="stack"><tbody>${diff}</tbody></table>
       ${release.preview ? `<p>${t("risk")}: ${badge(release.preview.risk.level)} ${release.preview.risk.reasons.map(esc).join("; ")}</p>` : ""}
@@ -341,7 +355,10 @@ async function releasePage(main, id) {
       if (reason === null) return;
       body = action === "reject" ? { comment: reason || null } : { reason: reason || null };
     }
-    try { await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(error.message); }
+    if (action === "rollback") body = { project: release.project, environment: release.environment, services: Object.keys(release.changes || {}) };
+    let made = null;
+    try { made = await api(RELEASE_ACTIONS[action](id), { method: "POST", body: JSON.stringify(body) }); } catch (error) { toast(reasonText(error.message)); }
+    if (made && made.id && made.id !== release.id) { location.hash = `#/releases/${made.id}`; return; }
     render();
   }));
 }
@@ -411,7 +428,12 @@ async function renderNow(options) {
   delete main.dataset.view;
   try {
     const target = route.match(/^#\/targets\/([^/?]+)\/([^/?]+)$/);
+    const targetLogs = route.match(/^#\/targets\/([^/?]+)\/([^/?]+)\/logs$/);
+    const releaseLogs = route.match(/^#\/releases\/([^/?]+)\/logs$/);
     if (route.startsWith("#/inbox")) await inbox(main);
+    else if (releaseLogs) await releaseLogsPage(main, releaseLogs[1]);
+    else if (targetLogs) await targetLogsPage(main, targetLogs[1], targetLogs[2]);
+    else if (route.startsWith("#/audit")) await auditPage(main);
     else if (route.startsWith("#/releases/")) await releasePage(main, route.slice("#/releases/".length));
     else if (target) await targetPage(main, target[1], target[2]);
     else if (route.startsWith("#/targets")) await targetsPage(main);

@@ -17,7 +17,7 @@ export const ago = (iso) => translator(state.lang).ago(iso);
 export const esc = (s) => String(s ?? "").replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" }[c]));
 export const badge = (s) => `<span class="state ${esc(s)}" data-state="${esc(s)}">${esc(stateName(s))}</span>`;
 export const isPhone = () => window.matchMedia("(max-width: 760px)").matches;
-export const when = (iso) => `<time datetime="${esc(iso)}" title="${esc(new Date(iso).toLocaleString())}">${esc(ago(iso))}</time>`;
+export const when = (iso) => `<time datetime="${esc(iso)}" title="${esc(new Date(iso).toLocaleString(locale()))}">${esc(ago(iso))}</time>`;
 
 export function toast(text) {
   const box = $("#toast");
@@ -48,3 +48,15 @@ export function envSort(a, b) {
   const ia = ENV_ORDER.indexOf(a), ib = ENV_ORDER.indexOf(b);
   return (ia < 0 ? 99 : ia) - (ib < 0 ? 99 : ib) || a.localeCompare(b);
 }
+
+// Date inputs give days (YYYY-MM-DD); the server takes instants: a day starts and ends in UTC.
+export const dayStart = (day) => `${day}T00:00:00Z`;
+export function dayAfter(day) {
+  const next = new Date(`${day}T00:00:00Z`);
+  next.setUTCDate(next.getUTCDate() + 1);
+  return next.toISOString();
+}
+
+// Clock times and dates in the console's language, not the browser's.
+export const locale = () => (state.lang === "zh" ? "zh-CN" : "en");
+export const clock = (iso) => new Date(iso).toLocaleTimeString(locale());

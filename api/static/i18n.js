@@ -32,7 +32,22 @@ export const I18N = {
     "title.reject": "Reject {id}?", "title.cancel": "Cancel {id}?",
     "reason.unhealthy": "{what} is unhealthy", "reason.now": "{id} is now {state}",
     "reason.expired": "the preview expired; re-preview it", "reason.abandoned": "abandoned by {who}: {why}",
-    "reason.superseded": "superseded by {id}", repreview: "Re-preview", takeover: "Take over",
+    "reason.superseded": "superseded by {id}", repreview: "Re-preview", takeover: "Take over", retry: "Retry", rollback: "Roll back",
+    "nav.audit": "Audit", since: "From", until: "To", filter: "Filter",
+    "history.service": "Service", "history.text": "Search", "history.textHint": "id, version, reason, person",
+    "audit.title": "Audit trail", "audit.actor": "Actor", "audit.action": "Action", "audit.data": "Details",
+    "audit.export": "Export the whole chain (admins and auditors):", "audit.intact": "Audit chain verified: {n} events intact",
+    "audit.brokenAt": "Audit chain broken at event {seq}", "audit.broken": "Audit chain does not verify",
+    "audit.verifyFailed": "Could not verify the audit chain",
+    "logs.link": "Logs and diagnostics", "logs.title": "Logs and diagnostics", "logs.events": "Events",
+    "logs.logs": "Log lines", "logs.refresh": "Refresh", "logs.applying": "applying",
+    "logs.releaseEvents": "What happened", "logs.servicesNow": "Its services now", "logs.target": "The whole target",
+    "logs.unreachable": "The runtime did not answer",
+    frozen: "frozen", "frozen.until": "until {until}", "frozen.by": "by {who}", "frozen.window": "window {window}",
+    "reason.frozen": "{where} is frozen until {until} by {who}: {why}", "reason.deny": "{where} is in a deny window ({window}) until {until}",
+    "reason.outside": "{where} is outside its change windows ({windows})",
+    "reason.exportOnly": "only an admin or a member of the {group} group may export the audit stream",
+    "reason.nothing": "nothing to change: the target already runs what was asked",
   },
   zh: {
     "nav.dash": "总览", "nav.chat": "对话", "nav.home": "我的发布", "nav.inbox": "审批", "nav.history": "历史",
@@ -62,7 +77,22 @@ export const I18N = {
     "title.reject": "拒绝 {id}？", "title.cancel": "取消 {id}？",
     "reason.unhealthy": "{what} 不健康", "reason.now": "{id} 现在是「{state}」",
     "reason.expired": "预览已过期，请重新预览", "reason.abandoned": "已被 {who} 放弃：{why}",
-    "reason.superseded": "已被 {id} 取代", repreview: "重新预览", takeover: "接手审批",
+    "reason.superseded": "已被 {id} 取代", repreview: "重新预览", takeover: "接手审批", retry: "重试", rollback: "回滚",
+    "nav.audit": "审计", since: "从", until: "到", filter: "筛选",
+    "history.service": "服务", "history.text": "搜索", "history.textHint": "编号、版本、原因、人员",
+    "audit.title": "审计记录", "audit.actor": "操作人", "audit.action": "动作", "audit.data": "详情",
+    "audit.export": "导出完整审计链（管理员和审计员）：", "audit.intact": "审计链校验通过：{n} 条事件完好",
+    "audit.brokenAt": "审计链在第 {seq} 条事件处断开", "audit.broken": "审计链校验未通过",
+    "audit.verifyFailed": "无法校验审计链",
+    "logs.link": "日志与诊断", "logs.title": "日志与诊断", "logs.events": "事件",
+    "logs.logs": "日志", "logs.refresh": "刷新", "logs.applying": "正在执行",
+    "logs.releaseEvents": "经过", "logs.servicesNow": "相关服务现状", "logs.target": "整个目标环境",
+    "logs.unreachable": "运行时没有响应",
+    frozen: "已冻结", "frozen.until": "至 {until}", "frozen.by": "由 {who}", "frozen.window": "窗口 {window}",
+    "reason.frozen": "{where} 已被 {who} 冻结至 {until}：{why}", "reason.deny": "{where} 处于禁止变更窗口（{window}），至 {until}",
+    "reason.outside": "{where} 不在变更窗口内（{windows}）",
+    "reason.exportOnly": "只有管理员或 {group} 组成员可以导出审计记录",
+    "reason.nothing": "无需变更：目标环境已经在运行所要求的版本",
   },
 };
 
@@ -97,6 +127,15 @@ export function translator(lang) {
       if (m) return t("reason.abandoned", { who: m[1], why: m[2] });
       m = part.match(/^superseded by (R-\d+)$/);
       if (m) return t("reason.superseded", { id: m[1] });
+      m = part.match(/^(?:(R-\d+) cannot (\w+): )?(\S+) is frozen until (\S+) by ([^:]+): (.*)$/);
+      if (m) return (m[1] ? `${m[1]}：` : "") + t("reason.frozen", { where: m[3], until: m[4].replace("T", " "), who: m[5], why: m[6] });
+      m = part.match(/^(\S+) is in a deny window \((.+)\) until (\S+?)(?:: (.*))?$/);
+      if (m) return t("reason.deny", { where: m[1], window: m[2], until: m[3].replace("T", " ") }) + (m[4] ? `：${m[4]}` : "");
+      m = part.match(/^(\S+) is outside its change windows \((.+)\)$/);
+      if (m) return t("reason.outside", { where: m[1], windows: m[2] });
+      m = part.match(/^only an admin or a member of the (\S+) group may export the audit stream$/);
+      if (m) return t("reason.exportOnly", { group: m[1] });
+      if (part.startsWith("nothing to change: the target already runs what was asked")) return t("reason.nothing");
       return part;
     }).join("；");
   };

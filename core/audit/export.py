@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
@@ -79,20 +80,42 @@ def export(
     fmt: str = "jsonl",
 ) -> int:
     """Write events with `since <= at < until` (one snapshot) as JSONL or CSV; returns the count."""
+    count = -1 if fmt == "csv" else 0  # the CSV header is not an event
+    for chunk in export_chunks(session, since=since, until=until, fmt=fmt):
+        out.write(chunk)
+        count += 1
+    return max(count, 0)
+
+
+def export_chunks(
+    session: Session,
+    *,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    fmt: str = "jsonl",
+) -> Iterator[str]:
+    """The export as text chunks (the CSV header, then one per event), for streaming."""
     if fmt not in ("jsonl", "csv"):
         raise InvalidInput(f"unknown export format {fmt!r}: jsonl or csv")
-    writer = csv.DictWriter(out, fieldnames=COLUMNS) if fmt == "csv" else None
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=COLUMNS) if fmt == "csv" else None
     if writer is not None:
         writer.writeheader()
-    count = 0
+        yield _take(buffer)
     for row in _rows(session, since, until):
         line = event_json(row)
         if writer is not None:
             writer.writerow({**line, "data": canonical_json(line["data"])})
+            yield _take(buffer)
         else:
-            out.write(canonical_json(line) + "\n")
-        count += 1
-    return count
+            yield canonical_json(line) + "\n"
+
+
+def _take(buffer: io.StringIO) -> str:
+    text = buffer.getvalue()
+    buffer.seek(0)
+    buffer.truncate()
+    return text
 
 
 ACCESS_COLUMNS = [

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from sqlalchemy import select
+from datetime import datetime
+
+from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.audit.chain import (
@@ -24,6 +26,7 @@ from core.audit.verify import (
     verify,
 )
 from core.db import utcnow
+from core.errors import InvalidInput
 from core.permissions import Action, Actor, require
 
 __all__ = [
@@ -88,14 +91,34 @@ def list_events(
     actor: Actor,
     project: str | None = None,
     release_number: int | None = None,
+    actor_name: str | None = None,
+    action: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
     limit: int = 100,
     before: int | None = None,
 ) -> AuditPage:
-    """Audit events the actor may read (admins: all; others: their projects'), newest first."""
+    """Audit events the actor may read (admins: all; others: their projects'), newest first.
+
+    `actor_name` matches who acted or on whose behalf; `since <= at < until`.
+    """
     from core.ids import release_id
     from core.targets.models import Project
 
     query = select(AuditEvent)
+    if actor_name is not None:
+        query = query.where(
+            or_(AuditEvent.actor == actor_name, AuditEvent.on_behalf_of == actor_name)
+        )
+    if action is not None:
+        query = query.where(AuditEvent.action == action)
+    for name, value in (("since", since), ("until", until)):
+        if value is not None and value.tzinfo is None:
+            raise InvalidInput(f"{name} needs a time zone (e.g. 2026-12-01T09:00:00Z)")
+    if since is not None:
+        query = query.where(AuditEvent.at >= since)
+    if until is not None:
+        query = query.where(AuditEvent.at < until)
     if project is not None:
         query = query.where(AuditEvent.project == project.lower())
     if release_number is not None:

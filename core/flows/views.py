@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 from sqlalchemy import func, select
@@ -32,6 +33,7 @@ from core.releases.schemas import (
     TimelineEntry,
 )
 from core.targets.frozen import frozen_now
+from core.releases.search import service_filter, text_filter, time_filters
 from core.targets.models import Target
 from core.targets.schemas import FreezeInfo
 from runtimes.base import (
@@ -163,14 +165,25 @@ def list_releases(
     environment: str | None = None,
     state: str | None = None,
     requested_by: str | None = None,
+    service: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    text: str | None = None,
     limit: int = 50,
     before: str | None = None,
 ) -> ReleasePage:
     """Releases the actor can view, newest first, filtered and paginated by cursor.
 
     `requested_by` is a user name, or `me` for the actor; an unknown name matches nothing.
+    `since`/`until` bound the creation time; `text` searches the id, the change (version,
+    image), the reason and the requester's name.
     """
     query = select(Release).join(Target, Release.target_id == Target.id)
+    query = query.where(*time_filters(since, until))
+    if service is not None:
+        query = query.where(service_filter(service))
+    if text is not None and (searched := text_filter(text)) is not None:
+        query = query.where(searched)
     if requested_by is not None:
         name = actor.name if requested_by.lower() == "me" else requested_by
         query = query.join(User, Release.requested_by_id == User.id).where(User.name == name)

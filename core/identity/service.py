@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput, NotFound, PermissionDenied
 from core.identity.models import Grant, Group, GroupMember, User
 from core.identity.tokens import authenticate_token, grant_token
 from core.identity.tokens import hash_token as hash_token  # kept importable from here
@@ -112,3 +112,25 @@ def roles_by_project(session: Session, actor: Actor) -> dict[str, str]:
         ("*" if pid is None else names.get(pid, str(pid))): role.value
         for pid, role in actor.grants.items()
     }
+
+
+AUDITOR_GROUP = "auditor"
+
+
+def require_auditor(session: Session, actor: Actor) -> None:
+    """Only admins and members of the global `auditor` group read the whole audit chain."""
+    if actor.is_admin:
+        return
+    member = session.scalar(
+        select(GroupMember.user_id).where(
+            GroupMember.user_id == actor.user_id,
+            GroupMember.group_id == Group.id,
+            Group.name == AUDITOR_GROUP,
+            Group.project_id.is_(None),
+        )
+    )
+    if member is None or actor.user_id is None:
+        raise PermissionDenied(
+            f"only an admin or a member of the {AUDITOR_GROUP} group may export the audit stream",
+            required_role="admin",
+        )

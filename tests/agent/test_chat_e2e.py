@@ -244,7 +244,29 @@ def test_chat_and_rest_give_the_same_states_and_audit(world: World, server: str)
 def test_chinese_request_gets_a_chinese_reply(world: World, server: str) -> None:
     alice = ChatClient(server, world.tokens["alice"])
     reply = alice.say("部署 web 1.5.0 到生产")
-    assert "R-1（shop/prod（模拟））状态 previewed" in reply["text"]
+    assert "R-1（shop/prod（模拟））状态「已预览」" in reply["text"]
     assert "确认卡片即可提交 R-1" in reply["text"]
     assert alice.say("部署 web 1.5.0")["text"] == "shop 的哪个环境：dev, staging, prod？"
+    alice.close()
+
+
+def test_replies_follow_the_console_language_unless_the_text_is_chinese(
+    world: World, server: str
+) -> None:
+    alice = ChatClient(server, world.tokens["alice"])
+    reply = alice.say("deploy web 1.5.0 to prod", lang="zh")
+    assert "R-1（shop/prod（模拟））状态「已预览」" in reply["text"], reply["text"]
+    assert "风险 高" in reply["text"]
+    assert alice.say("show approvals", lang="zh")["text"].startswith(("没有", "1 个审批"))
+    assert (
+        alice.say("deploy web 1.5.0", lang="zh")["text"] == "shop 的哪个环境：dev, staging, prod？"
+    )
+    assert alice.say("部署 web 1.5.0", lang="en")["text"].startswith("shop 的哪个环境")
+    english = alice.say("status of shop dev", lang="en")["text"]
+    assert english.startswith("shop/dev (simulated): ") and "(healthy)" in english
+    assert "（模拟）" in alice.say("status of shop dev", lang="zh")["text"]
+    assert alice.say("status of shop dev")["text"].startswith("shop/dev (simulated)")
+    alice.send({"type": "user_message", "text": "hi", "lang": "fr"})
+    error = alice.expect(lambda f: f["type"] == "error")
+    assert error["code"] == "invalid_message"
     alice.close()

@@ -12,13 +12,10 @@ from typing import Any
 
 import pytest
 
-from tests.browser.conftest import shot
+from tests.browser.conftest import no_sideways_scroll, shot, signed_in
 from tests.conftest import World, _services_for, _settle, _wipe, build_world
 from tests.support.calls import call, deploy
 from tests.support.server import running_server
-
-LAPTOP = {"width": 1280, "height": 900}
-PHONE = {"width": 390, "height": 844}
 
 
 @pytest.fixture(scope="module")
@@ -33,40 +30,6 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
 def site(world: World) -> Iterator[str]:
     with running_server(world.services) as address:
         yield f"http://{address}"
-
-
-@pytest.fixture(scope="module")
-def contexts(browser: Any) -> Iterator[dict[str, Any]]:
-    """A laptop and a phone context; any CSP violation on either fails the module's tests."""
-    violations: list[str] = []
-    made = {
-        "laptop": browser.new_context(viewport=LAPTOP),
-        "phone": browser.new_context(viewport=PHONE, is_mobile=True, has_touch=True),
-    }
-    for context in made.values():
-        context.on(
-            "console",
-            lambda m: violations.append(m.text) if "Content Security Policy" in m.text else None,
-        )
-    yield made
-    for context in made.values():
-        context.close()
-    assert violations == []
-
-
-def signed_in(context: Any, site: str, token: str, route: str = "") -> Any:
-    """A page of `context` signed in with `token` (the token lives in sessionStorage)."""
-    page = context.new_page()
-    page.goto(f"{site}/{route}")
-    page.get_by_label(re.compile("API token|API 令牌")).fill(token)
-    page.get_by_role("button", name=re.compile("^(Sign in|登录)$")).click()
-    page.locator("#live.on").wait_for()
-    return page
-
-
-def no_sideways_scroll(page: Any) -> None:
-    width = page.evaluate("() => document.documentElement.scrollWidth")
-    assert width <= page.viewport_size["width"], f"{page.url} is {width}px wide"
 
 
 def test_dashboard_matrix_links_and_inbox_count(
@@ -241,6 +204,7 @@ def test_release_page_buttons_come_only_from_allowed_actions(
     alice.locator(f'#main[data-view="#/releases/{release.id}|en"]').wait_for()
     served = call(world, "alice", "get_release", release_id=release.id).allowed_actions
     buttons = {"submit", "apply", "cancel", "repreview", "approve", "reject", "takeover"}
+    buttons |= {"retry", "rollback"}
     expect(alice.locator("[data-release-action]")).to_have_count(len(buttons & set(served)))
 
     # Rewritten at the HTTP boundary: only listed actions the console knows become buttons.

@@ -84,3 +84,14 @@ def test_release_page_views_match_one_release_views(world: World) -> None:
     assert erin[pending.id].approval is not None and erin[pending.id].approval.can_decide
     alice = {r.id: r for r in call(world, "alice", "list_releases").items}
     assert not alice[pending.id].approval.can_decide  # her own
+
+
+def test_searched_history_costs_what_plain_history_costs(world: World) -> None:
+    _history(world, 12)
+    with counted(world) as plain:
+        everything = call(world, "bob", "list_releases", limit=50)
+    filters = {"service": "web", "text": "9.", "since": "2020-01-01T00:00:00Z"}
+    with counted(world) as searched:
+        found = call(world, "bob", "list_releases", limit=50, **filters)
+    assert len(found.items) == len(everything.items) == 12
+    assert len(searched) == len(plain), searched

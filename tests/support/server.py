@@ -91,9 +91,10 @@ class ChatClient:
     def send(self, frame: dict[str, Any] | str) -> None:
         self.connection.send(frame if isinstance(frame, str) else json.dumps(frame))
 
-    def say(self, text: str) -> dict[str, Any]:
-        """Send a message; return the assistant's final message."""
-        self.send({"type": "user_message", "text": text})
+    def say(self, text: str, lang: str | None = None) -> dict[str, Any]:
+        """Send a message (with the client's language, if given); return the final reply."""
+        frame = {"type": "user_message", "text": text}
+        self.send(frame if lang is None else {**frame, "lang": lang})
         return self.expect(lambda f: f["type"] == "assistant_message")
 
     def expect(
