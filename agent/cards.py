@@ -274,28 +274,29 @@ def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[st
         .correlate(Release)
         .scalar_subquery()
     )
-    rows = session.execute(
-        select(
-            Release.number,
-            Release.lifecycle_state,
-            Project.name,
-            Target.environment,
-            Target.runtime,
-            Target.risk_tier,
-            User.name,
-            Preview.diff,
-            Preview.risk_level,
-            Preview.risk_reasons,
-            Preview.id,
-            Release.target_id,
+    rows = list(
+        session.execute(
+            select(
+                Release.number,
+                Release.lifecycle_state,
+                Project.name,
+                Target.environment,
+                Target.runtime,
+                Target.risk_tier,
+                User.name,
+                Preview.diff,
+                Preview.risk_level,
+                Preview.risk_reasons,
+                Preview.id,
+                Release.target_id,
+            )
+            .join(Project, Project.id == Release.project_id)
+            .join(Target, Target.id == Release.target_id)
+            .join(User, User.id == Release.requested_by_id)
+            .outerjoin(Preview, Preview.id == newest)
+            .where(Release.number.in_(wanted))
         )
-        .join(Project, Project.id == Release.project_id)
-        .join(Target, Target.id == Release.target_id)
-        .join(User, User.id == Release.requested_by_id)
-        .outerjoin(Preview, Preview.id == newest)
-        .where(Release.number.in_(wanted))
     )
-    rows = list(rows)
     targets = session.scalars(select(Target).where(Target.id.in_({r[-1] for r in rows})))
     frozen = frozen_now(session, targets)
     views: dict[int, dict[str, Any]] = {}

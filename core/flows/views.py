@@ -32,8 +32,8 @@ from core.releases.schemas import (
     Timeline,
     TimelineEntry,
 )
-from core.targets.frozen import frozen_now
 from core.releases.search import service_filter, text_filter, time_filters
+from core.targets.frozen import frozen_now
 from core.targets.models import Target
 from core.targets.schemas import FreezeInfo
 from runtimes.base import (
