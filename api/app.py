@@ -128,6 +128,7 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
             unsubscribe()
             notifier.stop()
         wired.runner.stop_sweeper()
+        wired.access.flush()  # reads queued by the last requests reach the access log
         if services is None:
             wired.close()
 

@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import make_url
 
+from api.cli_audit import access
 from api.cli_common import _fail, _operator, _services
 from api.cli_releases import imports, releases
 from api.remote.commands import approvals, targets
@@ -25,6 +26,7 @@ db = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(users, name="users")
 app.add_typer(tokens, name="tokens")
 app.add_typer(audit, name="audit")
+audit.add_typer(access, name="access")
 app.add_typer(db, name="db")
 app.add_typer(releases, name="releases")
 app.add_typer(imports, name="import")

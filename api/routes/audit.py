@@ -2,20 +2,42 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import ActorDep, ServicesDep
 from api.errors import READ, responses
 from api.invoke import invoke
-from core.audit.schemas import AuditPage
+from core.audit.access_reads import list_access
+from core.audit.schemas import AccessPage, AuditPage
 from core.audit.service import AuditVerification, Checkpoint, checkpoint
 from core.permissions import Action, require
 from tools.audit import ListAuditInput
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+
+
+class AccessQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str | None = Field(default=None, min_length=1, max_length=64, description="Who read.")
+    project: str | None = Field(default=None, min_length=1, max_length=64)
+    tool: str | None = Field(default=None, min_length=1, max_length=64, description="Which read.")
+    since: datetime | None = Field(default=None, description="From this time (UTC if no zone).")
+    until: datetime | None = Field(default=None, description="Before this time.")
+    limit: int = Field(default=100, ge=1, le=500)
+    before: int | None = Field(
+        default=None, ge=1, le=10**15, description="Cursor: records before this id."
+    )
+
+    @field_validator("since", "until")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
 
 
 @router.get("", response_model=AuditPage, responses=responses(*READ))
@@ -45,3 +67,25 @@ def audit_checkpoint(services: ServicesDep, actor: ActorDep) -> Checkpoint:
     require(actor, Action.admin, None)
     with services.sessions() as session:
         return checkpoint(session)
+
+
+@router.get("/access", response_model=AccessPage, responses=responses(401, 403, 422))
+def list_access_log(
+    services: ServicesDep, actor: ActorDep, query: Annotated[AccessQuery, Query()]
+) -> AccessPage:
+    """Who read what (the access log, outside the chain), newest first (admins)."""
+    with services.reads() as session:
+        page = list_access(
+            session,
+            actor=actor,
+            user=query.actor,
+            project=query.project,
+            tool=query.tool,
+            since=query.since,
+            until=query.until,
+            before=query.before,
+            limit=query.limit,
+        )
+    args = query.model_dump_json(exclude_none=True)
+    services.access.record(actor=actor, tool="audit_access", project=query.project, args=args)
+    return page
