@@ -69,7 +69,7 @@ def audit_checkpoint(services: ServicesDep, actor: ActorDep) -> Checkpoint:
         return checkpoint(session)
 
 
-@router.get("/access", response_model=AccessPage, responses=responses(401, 403, 422))
+@router.get("/access", response_model=AccessPage, responses=responses(*READ))
 def list_access_log(
     services: ServicesDep, actor: ActorDep, query: Annotated[AccessQuery, Query()]
 ) -> AccessPage:

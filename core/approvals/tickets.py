@@ -141,6 +141,26 @@ def eligible_tickets(session: Session, user_id: int, ticket_ids: list[int]) -> s
     return set(session.scalars(query))
 
 
+def deciders_of(session: Session, tickets: list[ApprovalTicket]) -> dict[int, list[str]]:
+    """Names of who may decide each waiting ticket's current step now, in one query."""
+    waiting = [t.id for t in tickets if t.state == OPEN and t.current_group is not None]
+    found: dict[int, list[str]] = {ticket_id: [] for ticket_id in waiting}
+    if not waiting:
+        return found
+    decided = exists().where(
+        ApprovalDecision.ticket_id == ApprovalTicket.id, ApprovalDecision.user_id == User.id
+    )
+    query = select(ApprovalTicket.id, User.name).where(
+        ApprovalTicket.id.in_(waiting),
+        User.id != ApprovalTicket.requested_by_id,
+        ~decided,
+        approver_condition(User.id, ApprovalTicket.project_id, ApprovalTicket.current_group),
+    )
+    for ticket_id, name in session.execute(query):
+        found[ticket_id].append(name)
+    return {ticket_id: sorted(names) for ticket_id, names in found.items()}
+
+
 def can_decide(
     session: Session, actor: Actor, ticket: ApprovalTicket, eligible: bool | None = None
 ) -> bool:
@@ -166,8 +186,10 @@ def ticket_read(
     actor: Actor,
     preview: Preview | None = None,
     eligible: bool | None = None,
+    deciders: list[str] | None = None,
 ) -> ApprovalRead:
-    """The ticket as the inbox and approval cards show it."""
+    """The ticket as the inbox and approval cards show it (`eligible`, `deciders`: batch-loaded
+    for a page by `eligible_tickets` and `deciders_of`)."""
     waiting = ticket.state == OPEN and ticket.current_group is not None
     steps = []
     for index, step in enumerate(ticket.steps):
@@ -214,7 +236,11 @@ def ticket_read(
         times_out_at=ticket_deadline(ticket, release.target) if ticket.state == OPEN else None,
         waiting_step=ticket.current_step + 1 if waiting else None,
         waiting_for=ticket.current_group if waiting else None,
-        deciders=decider_names(session, ticket) if waiting else [],
+        deciders=(
+            (deciders if deciders is not None else decider_names(session, ticket))
+            if waiting
+            else []
+        ),
         can_decide=can_decide(session, actor, ticket, eligible),
     )
 

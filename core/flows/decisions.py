@@ -12,6 +12,7 @@ from core.approvals.tickets import (
     approver_condition,
     current_ticket,
     decided_by,
+    deciders_of,
     eligible_tickets,
     is_eligible,
     move_ticket,
@@ -299,6 +300,7 @@ def inbox(
         if actor.user_id is not None
         else set()
     )
+    deciders = deciders_of(session, tickets)
     items = [
         ticket_read(
             session,
@@ -307,6 +309,7 @@ def inbox(
             actor,
             previews.get(t.release_number),
             t.id in eligible,
+            deciders.get(t.id, []),
         )
         for t in tickets
     ]

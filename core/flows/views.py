@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import OPEN, eligible_tickets, ticket_read
+from core.approvals.tickets import OPEN, deciders_of, eligible_tickets, ticket_read
 from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput
@@ -49,6 +49,7 @@ class Loaded:
     previews: dict[int, Preview] = field(default_factory=dict)
     tickets: dict[int, ApprovalTicket] = field(default_factory=dict)
     eligible: set[int] = field(default_factory=set)
+    deciders: dict[int, list[str]] = field(default_factory=dict)
 
 
 def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
@@ -70,7 +71,8 @@ def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
     eligible = (
         eligible_tickets(session, actor.user_id, open_ids) if actor.user_id is not None else set()
     )
-    return Loaded(latest_previews(session, numbers), tickets, eligible)
+    deciders = deciders_of(session, list(tickets.values()))
+    return Loaded(latest_previews(session, numbers), tickets, eligible, deciders)
 
 
 def view(
@@ -82,7 +84,15 @@ def view(
     preview = loaded.previews.get(release.number)
     ticket = loaded.tickets.get(release.number)
     approval = (
-        ticket_read(session, ticket, release, actor, preview, ticket.id in loaded.eligible)
+        ticket_read(
+            session,
+            ticket,
+            release,
+            actor,
+            preview,
+            ticket.id in loaded.eligible,
+            loaded.deciders.get(ticket.id, []),
+        )
         if ticket
         else None
     )
