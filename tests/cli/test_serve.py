@@ -139,7 +139,7 @@ def test_two_workers_on_postgresql_serve_the_same_database(postgres_url: str | N
         auth = {"Authorization": f"Bearer {token}"}
         with httpx.Client(base_url=base, headers=auth) as client:
             assert all(client.get("/api/v1/me").json()["name"] == "wendy" for _ in range(10))
-        workers = set()
+        workers: set[int] = set()
         while len(workers) < 2 and time.monotonic() < deadline:
             workers = {p for p in _children(process.pid) if "spawn" in _cmdline(p)}
             time.sleep(0.1)
