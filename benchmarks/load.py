@@ -165,12 +165,15 @@ def process(args: list[str], url: str, ready: str) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), SHIPDECK_DATABASE_URL=url)
     env.update(SHIPDECK_HOST="127.0.0.1", SHIPDECK_PORT=str(port), SHIPDECK_PLANNER="rules")
+    # BENCH_LOGS=DIR keeps each server's output (to see what a 5xx was), else it is dropped
+    logs = os.environ.get("BENCH_LOGS")
+    sink = open(Path(logs) / f"server-{port}.log", "wb") if logs else subprocess.DEVNULL  # noqa: SIM115
     child = subprocess.Popen(
         [sys.executable, *args, str(port)],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=subprocess.STDOUT if logs else subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -179,6 +182,8 @@ def process(args: list[str], url: str, ready: str) -> Iterator[str]:
     finally:
         child.terminate()
         child.wait(timeout=30)
+        if not isinstance(sink, int):
+            sink.close()
 
 
 def served(url: str, workers: int = 1) -> AbstractContextManager[str]:

@@ -19,6 +19,11 @@ from core.permissions import Action, require
 from tools.audit import ListAuditInput
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+# An ISO date, or date and time with an optional zone (a query string, so no unix numbers).
+WHEN = (
+    r"^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
+)
 
 
 class AccessQuery(BaseModel):
@@ -27,8 +32,10 @@ class AccessQuery(BaseModel):
     actor: str | None = Field(default=None, min_length=1, max_length=64, description="Who read.")
     project: str | None = Field(default=None, min_length=1, max_length=64)
     tool: str | None = Field(default=None, min_length=1, max_length=64, description="Which read.")
-    since: datetime | None = Field(default=None, description="From this time (UTC if no zone).")
-    until: datetime | None = Field(default=None, description="Before this time.")
+    since: str | None = Field(
+        default=None, pattern=WHEN, description="From this ISO date/time (UTC if no zone)."
+    )
+    until: str | None = Field(default=None, pattern=WHEN, description="Before this date/time.")
     limit: int = Field(default=100, ge=1, le=500)
     before: int | None = Field(
         default=None, ge=1, le=10**15, description="Cursor: records before this id."
@@ -36,8 +43,17 @@ class AccessQuery(BaseModel):
 
     @field_validator("since", "until")
     @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return value.replace(tzinfo=UTC) if value is not None and value.tzinfo is None else value
+    def _a_real_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            datetime.fromisoformat(value)  # 2026-02-31 matches the pattern: a 422, not a 500
+        return value
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @router.get("", response_model=AuditPage, responses=responses(*READ))
@@ -81,8 +97,8 @@ def list_access_log(
             user=query.actor,
             project=query.project,
             tool=query.tool,
-            since=query.since,
-            until=query.until,
+            since=_when(query.since),
+            until=_when(query.until),
             before=query.before,
             limit=query.limit,
         )

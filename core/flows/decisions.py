@@ -11,9 +11,9 @@ from core.approvals.tickets import (
     OPEN,
     approver_condition,
     current_ticket,
+    decidable_by,
     decided_by,
     deciders_of,
-    eligible_tickets,
     is_eligible,
     move_ticket,
     ticket_read,
@@ -295,12 +295,8 @@ def inbox(
         r.number: r for r in session.scalars(select(Release).where(Release.number.in_(numbers)))
     }
     previews = latest_previews(session, numbers)
-    eligible = (
-        eligible_tickets(session, actor.user_id, [t.id for t in tickets])
-        if actor.user_id is not None
-        else set()
-    )
     deciders = deciders_of(session, tickets)
+    eligible = decidable_by(deciders, actor.user_id)
     items = [
         ticket_read(
             session,
@@ -309,7 +305,7 @@ def inbox(
             actor,
             previews.get(t.release_number),
             t.id in eligible,
-            deciders.get(t.id, []),
+            deciders.get(t.id, {}),
         )
         for t in tickets
     ]

@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import OPEN, deciders_of, eligible_tickets, ticket_read
+from core.approvals.tickets import decidable_by, deciders_of, ticket_read
 from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput
@@ -49,7 +49,7 @@ class Loaded:
     previews: dict[int, Preview] = field(default_factory=dict)
     tickets: dict[int, ApprovalTicket] = field(default_factory=dict)
     eligible: set[int] = field(default_factory=set)
-    deciders: dict[int, list[str]] = field(default_factory=dict)
+    deciders: dict[int, dict[int, str]] = field(default_factory=dict)
 
 
 def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
@@ -67,11 +67,8 @@ def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
         t.release_number: t
         for t in session.scalars(select(ApprovalTicket).where(ApprovalTicket.id.in_(newest)))
     }
-    open_ids = [t.id for t in tickets.values() if t.state == OPEN]
-    eligible = (
-        eligible_tickets(session, actor.user_id, open_ids) if actor.user_id is not None else set()
-    )
     deciders = deciders_of(session, list(tickets.values()))
+    eligible = decidable_by(deciders, actor.user_id)
     return Loaded(latest_previews(session, numbers), tickets, eligible, deciders)
 
 
@@ -91,7 +88,7 @@ def view(
             actor,
             preview,
             ticket.id in loaded.eligible,
-            loaded.deciders.get(ticket.id, []),
+            loaded.deciders.get(ticket.id, {}),
         )
         if ticket
         else None
