@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
+from fastapi.testclient import TestClient
+from sqlalchemy import select
+
+from api.app import create_app
+from core.audit.models import AccessRecord
+from core.config import Settings
 from tests.api.conftest import Api
+from tests.conftest import World
 
 
 def test_admins_read_the_access_log_others_get_403(api: Api) -> None:
@@ -38,3 +45,14 @@ def test_hostile_filters_are_refused_or_find_nothing(api: Api) -> None:
         assert found.status_code == 200 and found.json()["items"] == []
     for params in ({"limit": "0"}, {"before": "-1"}, {"since": "yesterday"}, {"extra": "1"}):
         assert api.get("/api/v1/audit/access", user="admin", params=params).status_code == 422
+
+
+def test_shutting_the_app_down_writes_the_queued_reads(world: World) -> None:
+    settings = Settings(database_url=str(world.services.engine.url), migrate_on_start=False)
+    auth = {"Authorization": f"Bearer {world.tokens['victor']}"}
+    with TestClient(create_app(settings, world.services)) as client:
+        assert client.get("/api/v1/releases", headers=auth).status_code == 200
+    # no flush() here: the app's shutdown wrote the queue
+    with world.services.reads() as session:
+        tools = session.scalars(select(AccessRecord.tool).where(AccessRecord.actor == "victor"))
+        assert list(tools) == ["list_releases"]
