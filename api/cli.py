@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 from sqlalchemy.engine import make_url
 
+from api.cli_audit import access
 from api.cli_common import _fail, _operator, _services
 from api.cli_releases import imports, releases
 from api.remote.commands import approvals, targets
@@ -25,6 +26,7 @@ db = typer.Typer(help="The database.", no_args_is_help=True)
 app.add_typer(users, name="users")
 app.add_typer(tokens, name="tokens")
 app.add_typer(audit, name="audit")
+audit.add_typer(access, name="access")
 app.add_typer(db, name="db")
 app.add_typer(releases, name="releases")
 app.add_typer(imports, name="import")
@@ -37,6 +39,10 @@ def serve(
     host: Annotated[str | None, typer.Option(help="Bind address.")] = None,
     port: Annotated[int | None, typer.Option(help="Port.")] = None,
     demo: Annotated[bool, typer.Option(help="Seed the demo project and print tokens.")] = False,
+    workers: Annotated[
+        int,
+        typer.Option(min=1, max=64, help="Worker processes (PostgreSQL only; about one per core)."),
+    ] = 1,
 ) -> None:
     """Run the API server."""
     import uvicorn
@@ -48,6 +54,15 @@ def serve(
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
+    if workers > 1 and make_url(settings.database_url).get_backend_name() != "postgresql":
+        typer.secho(
+            "error: --workers needs PostgreSQL (SHIPDECK_DATABASE_URL=postgresql+psycopg://...): "
+            "SQLite lets one process write at a time and live events reach other processes "
+            "only through PostgreSQL LISTEN/NOTIFY; run one process on SQLite",
+            fg=typer.colors.RED,
+            err=True,
+        )
+        raise typer.Exit(code=2)
     from api.wiring import Services
 
     services = Services.build(settings)
@@ -72,6 +87,12 @@ def serve(
         typer.echo(f"tokens are kept across restarts in {kept_file[0]} (delete it for new ones)")
         typer.echo(f"terminal: export SHIPDECK_URL={url} SHIPDECK_TOKEN=<a token above>")
     typer.echo(f"serving on {url}  (API docs: {url}/docs)")
+    if workers > 1:
+        from api.serving import serve_workers
+
+        services.close()  # migrated once here; each worker wires its own
+        serve_workers(settings, host=host, port=port, workers=workers)
+        return
     app_ = create_app(settings, services)
     # Everything loaded so far (modules, mappers, the app) lives as long as the process: out of
     # the collector's sight, full collections stop walking it (~100 ms pauses on inbox calls).

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import uuid
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -20,16 +19,10 @@ REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 CHANNELS = {"rest": Channel.rest, "page": Channel.page}
 
 
-def get_services(request: Request) -> Services:
+async def get_services(request: Request) -> Services:
     """The services wired for this app."""
     services: Services = request.app.state.services
     return services
-
-
-def request_id(request: Request) -> str:
-    """The caller's X-Request-ID when well-formed, else a new one."""
-    given = request.headers.get("x-request-id", "")
-    return given if REQUEST_ID.match(given) else uuid.uuid4().hex
 
 
 def resolve_token(services: Services, token: str) -> Credential:
@@ -41,6 +34,8 @@ def resolve_token(services: Services, token: str) -> Credential:
     return credential
 
 
+# Trivial dependencies are `async def`: FastAPI runs a plain `def` one on a worker thread, a
+# thread hop per dependency per request. This one reads the database, so it keeps its thread.
 def get_credential(
     request: Request,
     services: Annotated[Services, Depends(get_services)],
@@ -54,7 +49,7 @@ def get_credential(
     return Credential(found.actor.via(channel, request.state.request_id), found.token_id)
 
 
-def get_actor(credential: Annotated[Credential, Depends(get_credential)]) -> Actor:
+async def get_actor(credential: Annotated[Credential, Depends(get_credential)]) -> Actor:
     """The authenticated caller, on the channel it came through."""
     return credential.actor
 

@@ -81,7 +81,20 @@ def _run(
         result = get_tool(name).run(services.context(actor), args)
     except ShipdeckError as exc:
         return JSONResponse(error_body(exc.code, exc.message, exc.details), status_for(exc))
-    return JSONResponse(result.model_dump(mode="json"), status_code=status_code)
+    return ModelResponse(result, status_code=status_code)
+
+
+class ModelResponse(JSONResponse):
+    """A tool's output model as JSON, serialized once by pydantic-core.
+
+    No intermediate dict and no json.dumps; and as a Response, FastAPI does not validate the
+    already-valid view against the route's response_model a second time.
+    """
+
+    def render(self, content: Any) -> bytes:
+        if isinstance(content, BaseModel):
+            return content.model_dump_json().encode()
+        return super().render(content)
 
 
 def _json(response: JSONResponse) -> Any:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+import os
 from typing import Any
 
 import uvicorn
@@ -40,3 +42,33 @@ def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.C
     options.setdefault("ws_per_message_deflate", settings.chat_compress_frames)
     options.setdefault("ws", HandshakeAnsweringProtocol)
     return uvicorn.Config(app, **options)
+
+
+def worker_app() -> FastAPI:
+    """The app of one `shipdeck serve --workers N` process (uvicorn's factory, in the worker)."""
+    from api.app import create_app
+    from core.config import get_settings
+
+    app = create_app(get_settings())
+    gc.collect()
+    gc.freeze()  # as `serve` does: full collections skip what lives as long as the process
+    return app
+
+
+def serve_workers(settings: Settings, *, host: str, port: int, workers: int) -> None:
+    """Run `workers` processes on one socket (uvicorn's supervisor; PostgreSQL only).
+
+    The schema was migrated once by the caller; the workers do not migrate again (N
+    processes racing one migration). Each has its own pool, sweeper and live-event listener,
+    as replicas do.
+    """
+    os.environ["SHIPDECK_MIGRATE_ON_START"] = "false"
+    uvicorn.run(
+        "api.serving:worker_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        ws_max_size=settings.chat_max_frame_bytes,
+        log_level="info",
+    )

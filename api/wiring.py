@@ -12,6 +12,7 @@ from agent.hub import Hub
 from agent.session import ChatDeps
 from api.identity_watch import IdentityWatch
 from api.oidc import OidcProvider
+from core.audit.access import AccessLog, access_log
 from core.audit.chain import ensure_started, install_keyring
 from core.audit.keys import load_keyring
 from core.config import Settings
@@ -132,12 +133,16 @@ class Services:
         with self.sessions() as session:
             ensure_started(session)
 
-    def context(self, actor: Actor) -> ToolContext:
-        """The tool context for one caller.
+    @property
+    def access(self) -> AccessLog:
+        """The batched access-log writer of this database (reads are queued, not committed)."""
+        return access_log(self.engine)
 
-        Not `reads`, even for read tools: each read is recorded in the audit chain (a write).
-        """
-        return ToolContext(self.sessions, self.runtimes, self.runner, actor)
+    def context(self, actor: Actor) -> ToolContext:
+        """The tool context for one caller: read tools run in `reads` and queue their record."""
+        return ToolContext(
+            self.sessions, self.runtimes, self.runner, actor, self.reads, self.access
+        )
 
     def close(self) -> None:
         """Stop background work and release connections."""
@@ -148,4 +153,5 @@ class Services:
         if self._watch is not None:
             self._watch.close()
         self.runner.shutdown()
+        self.access.close()  # queued reads are written before the connections go
         self.engine.dispose()

@@ -10,9 +10,11 @@ asyncio client in another. Each cell (clients x mix) runs for `--seconds`:
   + approve (owner) through REST on a staging target.
 
 The baseline is a tiny FastAPI app, also in its own process, doing one indexed SELECT on the
-same database with the same engine (pool) settings.
+same database with the same engine (pool) settings. `--workers 2` adds a read-mix cell on
+`shipdeck serve --workers 2` per client count, so scaling across cores is printed next to the
+one-process figure (the bare baseline stays one process).
 
-    python -m benchmarks.load [--clients 10 50] [--seconds 10]
+    python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2]
 """
 
 from __future__ import annotations
@@ -163,12 +165,15 @@ def process(args: list[str], url: str, ready: str) -> Iterator[str]:
     port = free_port()
     env = dict(os.environ, PYTHONPATH=str(ROOT), SHIPDECK_DATABASE_URL=url)
     env.update(SHIPDECK_HOST="127.0.0.1", SHIPDECK_PORT=str(port), SHIPDECK_PLANNER="rules")
+    # BENCH_LOGS=DIR keeps each server's output (to see what a 5xx was), else it is dropped
+    logs = os.environ.get("BENCH_LOGS")
+    sink = open(Path(logs) / f"server-{port}.log", "wb") if logs else subprocess.DEVNULL  # noqa: SIM115
     child = subprocess.Popen(
         [sys.executable, *args, str(port)],
         env=env,
         cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stdout=sink,
+        stderr=subprocess.STDOUT if logs else subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
     try:
@@ -177,11 +182,14 @@ def process(args: list[str], url: str, ready: str) -> Iterator[str]:
     finally:
         child.terminate()
         child.wait(timeout=30)
+        if not isinstance(sink, int):
+            sink.close()
 
 
-def served(url: str) -> AbstractContextManager[str]:
-    """`shipdeck serve` in its own process."""
-    return process(["-c", "from api.cli import app; app()", "serve", "--port"], url, "/healthz")
+def served(url: str, workers: int = 1) -> AbstractContextManager[str]:
+    """`shipdeck serve` in its own process (a supervisor and N worker processes if N > 1)."""
+    command = ["-c", "from api.cli import app; app()", "serve", "--workers", str(workers)]
+    return process([*command, "--port"], url, "/healthz")
 
 
 def bare(url: str) -> AbstractContextManager[str]:
@@ -358,6 +366,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument(
+        "--workers", type=int, nargs="*", default=[], help="Also run the read mix on N workers."
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -388,6 +399,10 @@ def main() -> None:
                 for mix in ("read", "write"):
                     name = f"{mix} mix, {clients} cl"
                     print(line(name, cell(base, mix, clients, args.seconds, tokens), bare_rps))
+            for workers in (w for w in args.workers if w > 1):
+                with served(url, workers) as base:
+                    name = f"read mix, {clients} cl, {workers} wk"
+                    print(line(name, cell(base, "read", clients, args.seconds, tokens), bare_rps))
 
 
 if __name__ == "__main__":

@@ -10,7 +10,8 @@ from typing import Any, Generic, TypeVar, get_type_hints
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.audit.service import canonical_json, record, record_access
+from core.audit.access import AccessLog
+from core.audit.service import canonical_json, record
 from core.errors import InvalidInput, ShipdeckError
 from core.flows.runner import ApplyRunner
 from core.permissions import Action, Actor
@@ -29,6 +30,9 @@ class ToolContext:
     runtimes: RuntimeRegistry
     runner: ApplyRunner
     actor: Actor
+    # Read tools run in these (on SQLite: no write lock) and note the read in the access log.
+    reads: sessionmaker[Session]
+    access: AccessLog
 
 
 @dataclass(frozen=True)
@@ -63,13 +67,13 @@ class Tool(Generic[In, Out]):
         """Validate the arguments and run the tool in a fresh session; every call is audited.
 
         A mutating call that succeeds is audited by the state changes it makes; a refused call
-        gets a chain event of its own here, and a read a line in the access log (out of the
-        chain, so a busy read path never waits on the chain head). A project or release the
-        caller cannot see is refused exactly like a nonexistent one (tools.visibility).
+        gets a chain event of its own here, and a read a queued line in the access log (out of
+        the chain and out of the request: a read never writes). A project or release the caller
+        cannot see is refused exactly like a nonexistent one (tools.visibility).
         """
         try:
             parsed = self.parse(args)
-            with ctx.sessions() as session:
+            with (ctx.sessions if self.mutating else ctx.reads)() as session:
                 conceal(session, ctx.actor, parsed)
                 result = self.func(ctx, session, parsed)
         except ShipdeckError as exc:
@@ -86,17 +90,17 @@ class Tool(Generic[In, Out]):
         text = canonical_json(raw) if isinstance(raw, dict) else repr(raw)
         project = raw.get("project") if isinstance(raw, dict) else None
         project = project if isinstance(project, str) and len(project) <= 64 else None
+        if action == "read":
+            ctx.access.record(actor=ctx.actor, tool=self.name, project=project, args=text)
+            return
         with ctx.sessions() as session:
-            if action == "read":
-                record_access(session, actor=ctx.actor, tool=self.name, project=project, args=text)
-            else:
-                record(
-                    session,
-                    actor=ctx.actor,
-                    action=action,
-                    project=project,
-                    data={"tool": self.name, "args": text[:2000], **extra},
-                )
+            record(
+                session,
+                actor=ctx.actor,
+                action=action,
+                project=project,
+                data={"tool": self.name, "args": text[:2000], **extra},
+            )
             session.commit()
 
     def schema(self) -> dict[str, Any]:

@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from api.deps import ActorDep, ServicesDep
 from api.errors import READ, responses
 from api.invoke import invoke
+from core.audit.access_reads import list_access
 from core.audit.export import export_chunks
-from core.audit.schemas import AuditPage
+from core.audit.schemas import AccessPage, AuditPage
 from core.audit.service import (
     AuditVerification,
     Checkpoint,
     canonical_json,
     checkpoint,
-    record_access,
 )
 from core.db import utcnow
 from core.identity.service import require_auditor
@@ -27,6 +29,41 @@ from tools.audit import ListAuditInput
 from tools.inputs import Instant
 
 router = APIRouter(prefix="/api/v1/audit", tags=["audit"])
+# An ISO date, or date and time with an optional zone (a query string, so no unix numbers).
+WHEN = (
+    r"^[1-9]\d{3}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])"
+    r"([T ]([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,6})?)?(Z|[+-]([01]\d|2[0-3]):[0-5]\d)?)?$"
+)
+
+
+class AccessQuery(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    actor: str | None = Field(default=None, min_length=1, max_length=64, description="Who read.")
+    project: str | None = Field(default=None, min_length=1, max_length=64)
+    tool: str | None = Field(default=None, min_length=1, max_length=64, description="Which read.")
+    since: str | None = Field(
+        default=None, pattern=WHEN, description="From this ISO date/time (UTC if no zone)."
+    )
+    until: str | None = Field(default=None, pattern=WHEN, description="Before this date/time.")
+    limit: int = Field(default=100, ge=1, le=500)
+    before: int | None = Field(
+        default=None, ge=1, le=10**15, description="Cursor: records before this id."
+    )
+
+    @field_validator("since", "until")
+    @classmethod
+    def _a_real_time(cls, value: str | None) -> str | None:
+        if value is not None:
+            datetime.fromisoformat(value)  # 2026-02-31 matches the pattern: a 422, not a 500
+        return value
+
+
+def _when(value: str | None) -> datetime | None:
+    if value is None:
+        return None
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
 
 
 @router.get("", response_model=AuditPage, responses=responses(*READ))
@@ -73,8 +110,7 @@ def export_audit(
         args = canonical_json(
             {"format": fmt} | {k: v.isoformat() for k, v in bounds.items() if v is not None}
         )
-        record_access(session, actor=actor, tool="export_audit", project=None, args=args)
-        session.commit()
+    services.access.record(actor=actor, tool="export_audit", project=None, args=args)
 
     def chunks() -> Iterator[str]:
         with services.sessions() as session:
@@ -104,3 +140,25 @@ def audit_checkpoint(services: ServicesDep, actor: ActorDep) -> Checkpoint:
     require(actor, Action.admin, None)
     with services.sessions() as session:
         return checkpoint(session)
+
+
+@router.get("/access", response_model=AccessPage, responses=responses(*READ))
+def list_access_log(
+    services: ServicesDep, actor: ActorDep, query: Annotated[AccessQuery, Query()]
+) -> AccessPage:
+    """Who read what (the access log, outside the chain), newest first (admins)."""
+    with services.reads() as session:
+        page = list_access(
+            session,
+            actor=actor,
+            user=query.actor,
+            project=query.project,
+            tool=query.tool,
+            since=_when(query.since),
+            until=_when(query.until),
+            before=query.before,
+            limit=query.limit,
+        )
+    args = query.model_dump_json(exclude_none=True)
+    services.access.record(actor=actor, tool="audit_access", project=query.project, args=args)
+    return page

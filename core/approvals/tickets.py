@@ -141,6 +141,35 @@ def eligible_tickets(session: Session, user_id: int, ticket_ids: list[int]) -> s
     return set(session.scalars(query))
 
 
+def deciders_of(session: Session, tickets: list[ApprovalTicket]) -> dict[int, dict[int, str]]:
+    """Who may decide each waiting ticket's current step now ({user id: name}), in one query.
+
+    The same people `can_decide` admits (eligible, not the requester, not decided yet), so a
+    page also learns which tickets its reader may decide without asking again.
+    """
+    waiting = [t.id for t in tickets if t.state == OPEN and t.current_group is not None]
+    found: dict[int, dict[int, str]] = {ticket_id: {} for ticket_id in waiting}
+    if not waiting:
+        return found
+    decided = exists().where(
+        ApprovalDecision.ticket_id == ApprovalTicket.id, ApprovalDecision.user_id == User.id
+    )
+    query = select(ApprovalTicket.id, User.id, User.name).where(
+        ApprovalTicket.id.in_(waiting),
+        User.id != ApprovalTicket.requested_by_id,
+        ~decided,
+        approver_condition(User.id, ApprovalTicket.project_id, ApprovalTicket.current_group),
+    )
+    for ticket_id, user_id, name in session.execute(query):
+        found[ticket_id][user_id] = name
+    return found
+
+
+def decidable_by(deciders: dict[int, dict[int, str]], user_id: int | None) -> set[int]:
+    """The tickets among `deciders_of`'s answer this user may decide now."""
+    return {ticket_id for ticket_id, users in deciders.items() if user_id in users}
+
+
 def can_decide(
     session: Session, actor: Actor, ticket: ApprovalTicket, eligible: bool | None = None
 ) -> bool:
@@ -166,8 +195,10 @@ def ticket_read(
     actor: Actor,
     preview: Preview | None = None,
     eligible: bool | None = None,
+    deciders: dict[int, str] | None = None,
 ) -> ApprovalRead:
-    """The ticket as the inbox and approval cards show it."""
+    """The ticket as the inbox and approval cards show it (`eligible`, `deciders`: batch-loaded
+    for a page by `eligible_tickets` and `deciders_of`)."""
     waiting = ticket.state == OPEN and ticket.current_group is not None
     steps = []
     for index, step in enumerate(ticket.steps):
@@ -214,7 +245,11 @@ def ticket_read(
         times_out_at=ticket_deadline(ticket, release.target) if ticket.state == OPEN else None,
         waiting_step=ticket.current_step + 1 if waiting else None,
         waiting_for=ticket.current_group if waiting else None,
-        deciders=decider_names(session, ticket) if waiting else [],
+        deciders=(
+            (sorted(deciders.values()) if deciders is not None else decider_names(session, ticket))
+            if waiting
+            else []
+        ),
         can_decide=can_decide(session, actor, ticket, eligible),
     )
 

@@ -60,7 +60,7 @@ class AccessRecord(Base):
     """A read (who looked at what), kept out of the chain so reads never wait on its lock."""
 
     __tablename__ = "audit_access_log"
-    __table_args__ = (Index("ix_access_actor_at", "actor", "at"),)
+    __table_args__ = (Index("ix_access_actor_at", "actor", "at"), Index("ix_access_at", "at"))
 
     id: Mapped[int] = mapped_column(primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime)

@@ -31,3 +31,31 @@ class AuditPage(BaseModel):
 
     items: list[AuditEventRead]
     next_before: int | None
+
+
+class AccessRecordRead(BaseModel):
+    """One read in the access log: who looked at what, through which door."""
+
+    id: int
+    at: datetime
+    actor: str
+    on_behalf_of: str | None
+    channel: str
+    request_id: str | None
+    tool: str
+    project: str | None
+    args: str
+
+
+class AccessPage(BaseModel):
+    """A page of access records, newest first; pass `next_before` for the next page."""
+
+    items: list[AccessRecordRead]
+    next_before: int | None
+
+
+class AccessPruned(BaseModel):
+    """What a retention run removed from the access log."""
+
+    before: datetime
+    deleted: int

@@ -16,7 +16,7 @@ from core.audit.chain import (
     record,
 )
 from core.audit.keys import Keyring
-from core.audit.models import AccessRecord, AuditEvent, AuditHead
+from core.audit.models import AuditEvent, AuditHead
 from core.audit.schemas import AuditEventRead, AuditPage
 from core.audit.verify import (
     AuditVerification,
@@ -25,7 +25,6 @@ from core.audit.verify import (
     sign_checkpoint,
     verify,
 )
-from core.db import utcnow
 from core.errors import InvalidInput
 from core.permissions import Action, Actor, require
 
@@ -37,7 +36,6 @@ __all__ = [
     "checkpoint",
     "list_events",
     "record",
-    "record_access",
     "rotate_key",
     "verify",
 ]
@@ -65,24 +63,6 @@ def rotate_key(session: Session, *, actor: Actor, keyring: Keyring | None = None
     record(session, actor=actor, action=ROTATED)
     session.commit()
     return ring.current_id
-
-
-def record_access(
-    session: Session, *, actor: Actor, tool: str, project: str | None, args: str
-) -> None:
-    """Note a read in the access log (one cheap insert; no chain lock). Caller commits."""
-    session.add(
-        AccessRecord(
-            at=utcnow(),
-            actor=actor.name,
-            on_behalf_of=actor.on_behalf_of,
-            channel=actor.channel.value,
-            request_id=actor.request_id,
-            tool=tool,
-            project=project,
-            args=args[:2000],
-        )
-    )
 
 
 def list_events(

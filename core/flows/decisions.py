@@ -11,8 +11,9 @@ from core.approvals.tickets import (
     OPEN,
     approver_condition,
     current_ticket,
+    decidable_by,
     decided_by,
-    eligible_tickets,
+    deciders_of,
     is_eligible,
     move_ticket,
     ticket_read,
@@ -295,11 +296,8 @@ def inbox(
         r.number: r for r in session.scalars(select(Release).where(Release.number.in_(numbers)))
     }
     previews = latest_previews(session, numbers)
-    eligible = (
-        eligible_tickets(session, actor.user_id, [t.id for t in tickets])
-        if actor.user_id is not None
-        else set()
-    )
+    deciders = deciders_of(session, tickets)
+    eligible = decidable_by(deciders, actor.user_id)
     # The targets in one query (not one lazy load per target): is each frozen now?
     targets = session.scalars(
         select(Target).where(Target.id.in_({r.target_id for r in releases.values()}))
@@ -313,6 +311,7 @@ def inbox(
             actor,
             previews.get(t.release_number),
             t.id in eligible,
+            deciders.get(t.id, {}),
         )
         for t in tickets
     ]

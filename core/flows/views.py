@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import OPEN, eligible_tickets, ticket_read
+from core.approvals.tickets import decidable_by, deciders_of, ticket_read
 from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput
@@ -54,6 +54,7 @@ class Loaded:
     tickets: dict[int, ApprovalTicket] = field(default_factory=dict)
     eligible: set[int] = field(default_factory=set)
     frozen: dict[int, FreezeInfo] = field(default_factory=dict)  # by target id
+    deciders: dict[int, dict[int, str]] = field(default_factory=dict)
 
 
 def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
@@ -71,12 +72,10 @@ def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
         t.release_number: t
         for t in session.scalars(select(ApprovalTicket).where(ApprovalTicket.id.in_(newest)))
     }
-    open_ids = [t.id for t in tickets.values() if t.state == OPEN]
-    eligible = (
-        eligible_tickets(session, actor.user_id, open_ids) if actor.user_id is not None else set()
-    )
+    deciders = deciders_of(session, list(tickets.values()))
+    eligible = decidable_by(deciders, actor.user_id)
     frozen = frozen_now(session, [r.target for r in releases])  # targets load with releases
-    return Loaded(latest_previews(session, numbers), tickets, eligible, frozen)
+    return Loaded(latest_previews(session, numbers), tickets, eligible, frozen, deciders)
 
 
 def view(
@@ -88,7 +87,15 @@ def view(
     preview = loaded.previews.get(release.number)
     ticket = loaded.tickets.get(release.number)
     approval = (
-        ticket_read(session, ticket, release, actor, preview, ticket.id in loaded.eligible)
+        ticket_read(
+            session,
+            ticket,
+            release,
+            actor,
+            preview,
+            ticket.id in loaded.eligible,
+            loaded.deciders.get(ticket.id, {}),
+        )
         if ticket
         else None
     )

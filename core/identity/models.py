@@ -22,7 +22,9 @@ class User(Base):
     # "<issuer> <subject>" of the OpenID Connect account signed in as this user, if any.
     oidc_subject: Mapped[str | None] = mapped_column(String(512), unique=True)
 
-    grants: Mapped[list[Grant]] = relationship(back_populates="user", lazy="selectin")
+    # Loaded when asked for (making an Actor), not with every user a release or a decision
+    # names: a page of releases would otherwise run a grants query per distinct user set.
+    grants: Mapped[list[Grant]] = relationship(back_populates="user", lazy="select")
 
 
 class Grant(Base):

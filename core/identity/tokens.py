@@ -221,11 +221,34 @@ def _active(token: ApiToken | None, now: datetime) -> bool:
 
 
 def authenticate_token(session: Session, token: str) -> Credential | None:
-    """The credential a bearer token stands for, or None (unknown, revoked or expired)."""
+    """The credential a bearer token stands for, or None (unknown, revoked or expired).
+
+    One statement per request (token, user and grants joined), read fresh every time: a
+    revocation, an expiry or a changed role applies to the very next request.
+    """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
-    row = session.scalars(select(ApiToken).where(ApiToken.token_hash == hash_token(token))).first()
-    return credential_for(session, row.id) if row is not None else None
+    rows = session.execute(
+        select(
+            ApiToken.id,
+            ApiToken.revoked_at,
+            ApiToken.expires_at,
+            User.id,
+            User.name,
+            Grant.project_id,
+            Grant.role,
+        )
+        .join(User, User.id == ApiToken.user_id)
+        .outerjoin(Grant, Grant.user_id == User.id)
+        .where(ApiToken.token_hash == hash_token(token))
+    ).all()
+    if not rows:
+        return None
+    token_id, revoked_at, expires_at, user_id, name = rows[0][:5]
+    if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
+        return None
+    grants = {row.project_id: Role(row.role) for row in rows if row.role is not None}
+    return Credential(Actor(user_id, name, grants), token_id)
 
 
 def credential_for(session: Session, token_id: int) -> Credential | None:

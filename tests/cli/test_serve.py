@@ -11,6 +11,7 @@ from pathlib import Path
 import httpx2 as httpx
 
 from tests.cli.test_cli import SHIPDECK
+from tests.conftest import service_unavailable
 from tests.support.postgres import free_port
 
 
@@ -75,3 +76,81 @@ def test_llm_planner_without_an_endpoint_is_refused_at_start(tmp_path: Path) -> 
         check=False,
     )
     assert result.returncode == 2 and "SHIPDECK_LLM_BASE_URL" in result.stderr
+
+
+def test_workers_are_refused_on_sqlite_with_a_reason(tmp_path: Path) -> None:
+    assert SHIPDECK
+    env = {**os.environ, "SHIPDECK_DATABASE_URL": f"sqlite:///{tmp_path / 'w.db'}"}
+    result = subprocess.run(
+        [SHIPDECK, "serve", "--port", "1", "--workers", "2"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2 and "--workers needs PostgreSQL" in result.stderr
+    assert not (tmp_path / "w.db").exists()  # refused before touching anything
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.add(int(stat.parent.name))
+    return found
+
+
+def test_two_workers_on_postgresql_serve_the_same_database(postgres_url: str | None) -> None:
+    if postgres_url is None:
+        service_unavailable("PostgreSQL is not available")
+    assert SHIPDECK and postgres_url
+    port = free_port()
+    env = {**os.environ, "SHIPDECK_DATABASE_URL": postgres_url}
+    added = subprocess.run(
+        [SHIPDECK, "users", "add", "wendy", "--role", "admin"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    token = added.stdout.strip().splitlines()[-1]
+    process = subprocess.Popen(
+        [SHIPDECK, "serve", "--port", str(port), "--workers", "2"],
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if httpx.get(f"{base}/healthz").status_code == 200:
+                    break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline, "workers did not start"
+                time.sleep(0.1)
+        auth = {"Authorization": f"Bearer {token}"}
+        with httpx.Client(base_url=base, headers=auth) as client:
+            assert all(client.get("/api/v1/me").json()["name"] == "wendy" for _ in range(10))
+        workers: set[int] = set()
+        while len(workers) < 2 and time.monotonic() < deadline:
+            workers = {p for p in _children(process.pid) if "spawn" in _cmdline(p)}
+            time.sleep(0.1)
+        assert len(workers) == 2, workers
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def _cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+    except OSError:
+        return ""

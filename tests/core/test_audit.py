@@ -132,6 +132,7 @@ def test_reads_are_recorded_in_the_access_log_not_the_chain(world: World) -> Non
     before = call(world, "admin", "verify_audit").last_seq
     call(world, "victor", "list_targets", project="shop")
     call(world, "victor", "list_releases", project="shop")
+    assert world.services.access.flush()
     with world.services.sessions() as session:
         reads = session.scalars(select(AccessRecord).order_by(AccessRecord.id)).all()
     assert [(r.actor, r.tool, r.project) for r in reads][-2:] == [
@@ -139,6 +140,7 @@ def test_reads_are_recorded_in_the_access_log_not_the_chain(world: World) -> Non
         ("victor", "list_releases", "shop"),
     ]
     assert call(world, "admin", "verify_audit").last_seq == before  # no chain event per read
+    assert world.services.access.flush()
     with world.services.sessions() as session:
         out = io.StringIO()
         assert export_access(session, out, since=utcnow() - timedelta(minutes=5)) >= 2

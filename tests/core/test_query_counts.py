@@ -1,4 +1,4 @@
-"""Pages cost a fixed number of SQL statements, not one (or three) per row."""
+"""Pages cost a fixed number of SQL statements, not one (or two) per row."""
 
 from __future__ import annotations
 
@@ -95,3 +95,28 @@ def test_searched_history_costs_what_plain_history_costs(world: World) -> None:
         found = call(world, "bob", "list_releases", limit=50, **filters)
     assert len(found.items) == len(everything.items) == 12
     assert len(searched) == len(plain), searched
+
+
+def _open_tickets(world: World, targets: list[tuple[str, str, str]]) -> None:
+    for project, environment, service in targets:
+        changes = {service: {"image_tag": "8.0"}}
+        release = deploy(world, "alice", project, environment, **changes)
+        call(world, "alice", "submit_release", release_id=release.id)
+
+
+def test_who_may_decide_is_loaded_once_per_page_not_per_open_ticket(world: World) -> None:
+    _open_tickets(world, [("shop", "prod", "web")])
+    with counted(world) as one_inbox:
+        one = call(world, "admin", "list_approvals")
+    with counted(world) as one_page:
+        call(world, "admin", "list_releases")
+    _open_tickets(world, [("payment", "prod", "gateway")])
+    with counted(world) as two_inbox:
+        two = call(world, "admin", "list_approvals")
+    with counted(world) as two_page:
+        releases = call(world, "admin", "list_releases")
+    assert len(one.items) == 1 and len(two.items) == 2
+    assert all(t.deciders for t in two.items)
+    assert sum(r.approval is not None and bool(r.approval.deciders) for r in releases.items) == 2
+    assert len(two_inbox) == len(one_inbox), two_inbox
+    assert len(two_page) == len(one_page), two_page

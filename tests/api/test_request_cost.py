@@ -1,0 +1,65 @@
+"""What one read request costs the database: a fixed, small number of statements."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from sqlalchemy import event
+
+from tests.api.conftest import Api
+from tests.support.calls import call, deploy
+
+
+@contextmanager
+def counted(api: Api) -> Iterator[list[str]]:
+    """Statements sent by request handlers (the app's worker threads), not background work."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name.startswith("AnyIO worker") and not statement.startswith(
+            "BEGIN"
+        ):
+            statements.append(" ".join(statement.split())[:120])
+
+    engine = api.world.services.engine
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+
+
+def _pending(api: Api, project: str, environment: str, service: str) -> str:
+    release = deploy(api.world, "alice", project, environment, **{service: {"image_tag": "9.9"}})
+    call(api.world, "alice", "submit_release", release_id=release.id)
+    return str(release.id)
+
+
+def test_read_requests_cost_a_fixed_number_of_statements(api: Api) -> None:
+    first = _pending(api, "shop", "prod", "web")
+    _pending(api, "payment", "prod", "gateway")
+    costs: dict[str, int] = {}
+    for path in (
+        "/api/v1/me",
+        "/api/v1/releases",
+        "/api/v1/approvals",
+        f"/api/v1/releases/{first}",
+    ):
+        with counted(api) as statements:
+            answer = api.get(path, user="admin")
+        assert answer.status_code == 200, answer.text
+        assert not any("audit_access_log" in s for s in statements), statements  # queued
+        costs[path] = len(statements)
+    # Authentication is one statement (token, user and grants joined); a page loads its
+    # releases, previews, tickets, decisions, eligibility and deciders once each. Before
+    # this round: 6 / 14 / 14 / 14 here (access-log insert, grants per user, deciders per
+    # open ticket), and /releases grew to 34 with 20 open tickets.
+    assert costs == {
+        "/api/v1/me": 2,
+        "/api/v1/releases": 6,
+        "/api/v1/approvals": 6,
+        f"/api/v1/releases/{first}": 7,
+    }, costs
