@@ -165,12 +165,21 @@ def test_oversized_frames_do_not_drive_server_memory_up(
             client.connection.recv(timeout=60)
         except ConnectionClosed as exc:
             return exc.rcvd.code if exc.rcvd else None
+        except OSError:  # the server closed while the frame was still being written
+            return None
         finally:
             client.close()
-        return None
+        return -1  # the server read the frame and answered it
 
     with ThreadPoolExecutor(max_workers=OVERSIZED_FRAMES) as pool:  # all at once, as an attacker
         closed_with = list(pool.map(attack, range(OVERSIZED_FRAMES)))
     _, peak = _rss(process.pid)
     assert peak - before < RSS_GROWTH_BOUND, f"RSS {before / MiB:.0f} -> peak {peak / MiB:.0f} MiB"
-    assert closed_with == [1009] * OVERSIZED_FRAMES
+    # Uncompressed (the socket offers no permessage-deflate), the client is still writing its
+    # 15 MiB when the server closes on the frame header: it may read the 1009 or only see the
+    # connection cut. Either way nothing was answered, and the server still serves.
+    assert set(closed_with) <= {1009, None}, closed_with
+    fresh = ChatClient(address, token)
+    fresh.send({"type": "ping"})
+    fresh.expect(lambda f: f["type"] == "pong")
+    fresh.close()
