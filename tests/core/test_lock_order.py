@@ -15,7 +15,7 @@ from itertools import cycle
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from core.approvals.models import ApprovalTicket
 from core.audit.models import AuditEvent
@@ -87,13 +87,17 @@ def _chain(world: World, service: str, deadline: float, errors: list[BaseExcepti
 
 
 @pytest.mark.postgres
-def test_supersede_and_decisions_never_deadlock(pg_world: World) -> None:
+def test_supersede_and_decisions_never_deadlock(
+    pg_world: World, caplog: pytest.LogCaptureFixture
+) -> None:
     errors: list[BaseException] = []
     deadline = time.monotonic() + BUDGET_S
     # Two chains on one target (web, api) run at once: four writers on the same rows' tables.
     with ThreadPoolExecutor(2) as pool:
         chains = list(pool.map(lambda s: _chain(pg_world, s, deadline, errors), ["web", "api"]))
     assert not errors, [f"{type(e).__name__}: {e}" for e in errors[:3]]
+    # Not even a deadlock the tools' retry absorbed: the lock order leaves none to retry.
+    assert not [r for r in caplog.records if "retrying" in r.getMessage()], caplog.text
     numbers = [parse_release_id(r) for chain in chains for r in chain]
     assert sum(len(c) for c in chains) > 20  # the races really ran
     with pg_world.services.sessions() as session:
@@ -129,4 +133,51 @@ def test_supersede_and_decisions_never_deadlock(pg_world: World) -> None:
                     .order_by(ApprovalTicket.id.desc())
                 ).first()
                 assert ticket is not None and ticket.state == TICKET_OF[state], (rid, state)
+    assert call(pg_world, "admin", "verify_audit").ok
+
+
+@pytest.mark.postgres
+def test_a_call_the_database_picked_as_deadlock_victim_runs_again(
+    pg_world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = deploy(pg_world, "alice", "shop", "prod", web={"image_tag": "1.5.0"}).id
+    call(pg_world, "alice", "submit_release", release_id=release)
+    number = parse_release_id(release)
+    engine = pg_world.services.engine
+    done: dict[str, Any] = {}
+
+    def approve() -> None:
+        try:
+            done["state"] = call(
+                pg_world, "bob", "approve_release", release_id=release
+            ).lifecycle_state
+        except BaseException as exc:
+            done["error"] = exc
+
+    # An outside writer that takes the ticket, then the release: against the product's order,
+    # so it deadlocks with the approval. Its long deadlock_timeout leaves the approval's
+    # transaction to notice, and be rolled back.
+    with engine.connect() as outside, engine.connect() as watcher:
+        outside.execute(text("SET LOCAL deadlock_timeout = '30s'"))
+        outside.execute(
+            text("SELECT id FROM approval_tickets WHERE release_number = :n FOR UPDATE"),
+            {"n": number},
+        )
+        thread = threading.Thread(target=approve)
+        thread.start()
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+            "AND datname = current_database()"
+        )
+        until = time.monotonic() + 20
+        while not watcher.execute(waiting).scalar() and time.monotonic() < until:
+            watcher.rollback()  # a fresh snapshot of pg_stat_activity each poll
+        outside.execute(
+            text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
+        )
+        outside.commit()
+        thread.join(30)
+    assert "error" not in done, done
+    assert done["state"] == "approved"
+    assert any("retrying" in r.getMessage() for r in caplog.records), caplog.text
     assert call(pg_world, "admin", "verify_audit").ok
