@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, text
 from sqlalchemy.engine import Dialect
+from sqlalchemy.exc import DBAPIError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.types import TypeDecorator
@@ -144,6 +145,31 @@ def read_engine(engine: Engine) -> Engine:
 def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     """A session factory for reads: on SQLite its transactions never take the write lock."""
     return sessionmaker(read_engine(engine), expire_on_commit=False)
+
+
+# PostgreSQL chose this transaction as a deadlock victim, or could not serialise it: the
+# whole transaction was rolled back and may be run again as it was.
+RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
+_COMMITS = "shipdeck.commits"
+
+
+def retryable_failure(exc: BaseException) -> bool:
+    """Whether `exc` is a deadlock or serialization failure the database rolled back whole."""
+    if not isinstance(exc, DBAPIError):
+        return False
+    orig = exc.orig
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return code in RETRYABLE_SQLSTATES
+
+
+def commits(session: Session) -> int:
+    """How many transactions this session has committed so far."""
+    return int(session.info.get(_COMMITS, 0))
+
+
+@event.listens_for(Session, "after_commit")
+def _count_commit(session: Session) -> None:
+    session.info[_COMMITS] = commits(session) + 1
 
 
 @contextmanager

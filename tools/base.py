@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints
@@ -12,6 +13,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.access import AccessLog
 from core.audit.service import canonical_json, record
+from core.db import commits, retryable_failure
 from core.errors import InvalidInput, ShipdeckError
 from core.flows.runner import ApplyRunner
 from core.permissions import Action, Actor
@@ -20,6 +22,11 @@ from tools.visibility import conceal
 
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
+
+log = logging.getLogger("shipdeck.tools")
+# A mutating call the database rolled back whole (deadlock, serialization failure) runs again
+# this many more times.
+RETRIES = 2
 
 
 @dataclass(frozen=True)
@@ -73,15 +80,38 @@ class Tool(Generic[In, Out]):
         """
         try:
             parsed = self.parse(args)
-            with (ctx.sessions if self.mutating else ctx.reads)() as session:
-                conceal(session, ctx.actor, parsed)
-                result = self.func(ctx, session, parsed)
+            result = self._call(ctx, parsed)
         except ShipdeckError as exc:
             self._audit(ctx, args, "refused", {"error": exc.code, "message": exc.message})
             raise
         if not self.mutating:
             self._audit(ctx, parsed, "read", {})
         return result
+
+    def _call(self, ctx: ToolContext, parsed: In) -> Out:
+        """Run the function in a fresh session; retry a mutating call the database undid whole.
+
+        PostgreSQL may end a transaction as a deadlock victim or a serialization failure
+        (SQLSTATE 40P01 / 40001) and roll it back. The call runs again only if its session had
+        committed nothing yet: work outside the database (a runtime apply, a notification)
+        only ever follows a commit, so a call retried here has done nothing anywhere yet.
+        """
+        for attempt in range(RETRIES + 1):
+            with (ctx.sessions if self.mutating else ctx.reads)() as session:
+                try:
+                    conceal(session, ctx.actor, parsed)
+                    return self.func(ctx, session, parsed)
+                except Exception as exc:
+                    again = self.mutating and attempt < RETRIES and commits(session) == 0
+                    if not (again and retryable_failure(exc)):
+                        raise
+                    log.warning(
+                        "%s: retrying after the database rolled the call back (%s, attempt %d)",
+                        self.name,
+                        getattr(getattr(exc, "orig", None), "sqlstate", "?"),
+                        attempt + 1,
+                    )
+        raise AssertionError("unreachable")  # the last attempt returned or raised
 
     def _audit(
         self, ctx: ToolContext, args: dict[str, Any] | BaseModel, action: str, extra: dict[str, Any]

@@ -35,6 +35,7 @@ from core.releases.lifecycle import (
     release_event,
     transition,
 )
+from core.releases.locks import lock_releases
 from core.releases.models import Release
 from core.releases.queries import latest_previews, load_release
 from core.releases.schemas import ApprovalPage, ReleaseRead
@@ -49,9 +50,10 @@ def _open_ticket_for(
     session: Session, actor: Actor, release: Release, action: str
 ) -> ApprovalTicket:
     require(actor, Action.approve, release.project_id, release.project.name)
-    state = normalize_state(release.lifecycle_state)
+    # Lock order (core.releases.locks): the release row, then its ticket. A superseding submit
+    # or a cancel takes them in that order too; the other way round they deadlock.
+    lock_releases(session, [release.number])
     ticket = current_ticket(session, release.number, for_update=True)
-    session.refresh(release)
     state = normalize_state(release.lifecycle_state)
     if state != State.pending_approval or ticket is None or ticket.state != OPEN:
         raise illegal_transition(release, action, state)

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.approvals.tickets import open_ticket
-from core.errors import PermissionDenied, StateChanged
+from core.errors import PermissionDenied
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
 from core.flows.expiry import check_not_expired
@@ -28,6 +28,7 @@ from core.releases.lifecycle import (
     release_event,
     transition,
 )
+from core.releases.locks import lock_releases
 from core.releases.models import Release
 from core.releases.queries import current_preview, load_release, require_requester_or_approver
 from core.releases.schemas import ReleaseRead
@@ -92,38 +93,39 @@ def submit_release(
 
 
 def _supersede(session: Session, newer: Release, actor: Actor) -> None:
+    """Lock the releases this submit moves, then cancel the older waiting ones it replaces.
+
+    Lock order (core.releases.locks): the older releases and `newer`, ascending, before any
+    ticket; a decision locks its release before its ticket too, so the two never deadlock.
+    """
     mine = set(newer.services_key.split(","))
-    older = session.scalars(
-        select(Release).where(
+    candidates = session.execute(
+        select(Release.number, Release.services_key).where(
             Release.target_id == newer.target_id,
             Release.number < newer.number,
             Release.lifecycle_state.in_([s.value for s in WAITING]),
         )
     ).all()
-    for old in older:
-        if not mine & set(old.services_key.split(",")):
+    older = [number for number, key in candidates if mine & set(key.split(","))]
+    locked = lock_releases(session, [*older, newer.number])
+    # Another caller may have moved `newer` (a cancel) or an older one (a decision, another
+    # superseding submit) before the lock: refuse the first, leave what has moved on alone.
+    state = normalize_state(newer.lifecycle_state)
+    if not allowed(state, "submit"):
+        raise illegal_transition(newer, "submit", state)
+    reason = f"superseded by {release_id(newer.number)}"
+    for old in locked:
+        if old.number == newer.number or normalize_state(old.lifecycle_state) not in WAITING:
             continue
-        reason = f"superseded by {release_id(newer.number)}"
-        # Another caller may move the older release while this submit runs (a decision, a
-        # re-preview, another superseding submit): cancel what is still waiting, once more if
-        # it only changed, and leave what has moved on (cancelled, applying) alone.
-        for attempt in range(3):
-            if normalize_state(old.lifecycle_state) not in WAITING:
-                break
-            try:
-                transition(
-                    session,
-                    old,
-                    action="cancel",
-                    to=State.cancelled,
-                    actor=actor,
-                    data={"reason": reason, "superseded_by": release_id(newer.number)},
-                    values={"reason": reason},
-                )
-                break
-            except StateChanged:  # `transition` re-read the release: look at its state again
-                if attempt == 2:
-                    raise
+        transition(
+            session,
+            old,
+            action="cancel",
+            to=State.cancelled,
+            actor=actor,
+            data={"reason": reason, "superseded_by": release_id(newer.number)},
+            values={"reason": reason},
+        )
 
 
 def cancel_release(

@@ -1,0 +1,32 @@
+"""The one lock order for release rows: ascending number, before any ticket row.
+
+Every write that moves releases and their tickets locks the release rows first, all of them in
+ascending number order (`SELECT ... ORDER BY number FOR UPDATE`), and only then the tickets
+(the after-transition hooks move a ticket after its release). The audit chain's head is
+locked last, at commit (core.audit.chain). Two transactions that follow this order can wait
+for each other but never deadlock. On SQLite `BEGIN IMMEDIATE` already serialises writers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from core.releases.models import Release
+
+
+def lock_releases(session: Session, numbers: Iterable[int]) -> list[Release]:
+    """Lock these release rows in ascending number order and reload them; the rows found."""
+    wanted = sorted(set(numbers))
+    if not wanted:
+        return []
+    query = (
+        select(Release)
+        .where(Release.number.in_(wanted))
+        .order_by(Release.number)
+        .with_for_update(of=Release)
+        .execution_options(populate_existing=True)
+    )
+    return list(session.scalars(query))
