@@ -98,6 +98,7 @@ class ChatSession:
         self.lang = "en"  # of the user's last message, or of their console when it says
         # What the last message actually did: calls run and calls turned into cards, in order.
         self.turn_calls: list[ToolCall] = []
+        self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -232,6 +233,7 @@ class ChatSession:
         actor = self._actor()
         self.lang = reply_language(text, chosen)
         self.turn_calls = []
+        self.turn_reads = {}
         streamed: list[str] = []
 
         def delta(piece: str) -> None:
@@ -274,10 +276,15 @@ class ChatSession:
         if tool is None:
             self.send(error_frame("unknown_tool", f"there is no tool {call.tool!r}"))
             return ""
-        self.turn_calls.append(call)
         if not tool.mutating:
-            result = self._run(actor, call)
+            # A planner that read this already while planning ("why did R-4 fail?" reads R-4 to
+            # find its target) gets that answer again instead of a second call.
+            result = self.turn_reads.get(_read_key(call))
+            if result is None:
+                self.turn_calls.append(call)
+                result = self._run(actor, call)
             return summarize(call.tool, result, self.lang) if "error" not in result else ""
+        self.turn_calls.append(call)
         if call.tool in PREVIEW_TOOLS and not confirm_previews:
             return self._preview(actor, call)
         refusal = self._refusal(tool, call.args)
@@ -323,7 +330,9 @@ class ChatSession:
             self.send(error_frame("not_a_read_tool", message))
             return {"error": {"code": "not_a_read_tool", "message": message}}
         self.turn_calls.append(call)
-        return self._run(actor, call)
+        result = self._run(actor, call)
+        self.turn_reads[_read_key(call)] = result
+        return result
 
     def _run(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
         """Run a tool now, streaming its call and result; errors become an error frame."""
@@ -472,3 +481,7 @@ class ChatSession:
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:
     return dict(json.loads(json.dumps(details, default=str)))
+
+
+def _read_key(call: ToolCall) -> str:
+    return json.dumps([call.tool, call.args], sort_keys=True, default=str)

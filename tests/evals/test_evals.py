@@ -92,6 +92,29 @@ def test_subset_matching_normalises_case_synonyms_and_ids() -> None:
     assert score(case, [], clarified=True)[0] is False
 
 
+def test_a_question_may_read_its_choices_but_never_act() -> None:
+    asks_which = Case(id="q", lang="en", utterance="approve it", expected=[], clarify=True)
+    choices = [{"tool": "list_approvals", "args": {"state": "pending"}}]
+    assert score(asks_which, choices, clarified=True)[:2] == (True, True)
+    acted = [*choices, {"tool": "approve_release", "args": {"release_id": "R-1"}}]
+    assert score(asks_which, acted, clarified=True)[0] is False
+    assert score(asks_which, choices, clarified=False)[0] is False  # read, never asked
+
+
+def test_a_read_the_planner_ran_is_not_run_again() -> None:
+    why = Case(
+        id="w",
+        lang="en",
+        utterance="why did R-4 fail?",
+        expected=[
+            {"tool": "get_release", "args": {"release_id": "R-4"}},
+            {"tool": "diagnose_target", "args": {"project": "shop", "environment": "dev"}},
+        ],
+    )
+    [result] = run_cases(RulesPlanner(), [why], WORLD)
+    assert [c["tool"] for c in result.calls] == ["get_release", "diagnose_target"], result.why
+
+
 def test_runner_scores_cases_against_the_real_core(small: Path) -> None:
     results = run_cases(RulesPlanner(), load_cases(small), WORLD)
     by_id = {r.id: r for r in results}
