@@ -10,6 +10,7 @@ from pydantic import BaseModel, Field
 from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS
 from core.errors import InvalidInput
 from core.ids import parse_release_id
+from tools.registry import REGISTRY
 
 ENVIRONMENTS = {w.lower(): env for env, words in ENVIRONMENT_SYNONYMS.items() for w in words}
 
@@ -84,6 +85,10 @@ def matches(expected: Any, actual: Any, key: str | None = None) -> bool:
 
 def score(case: Case, calls: list[dict[str, Any]], clarified: bool) -> tuple[bool, bool, str]:
     """(tool names right, full calls right, why) for one case."""
+    if case.clarify and clarified:
+        # A question may offer choices it read first ("Which release? Open: R-1 (shop/prod)"):
+        # those reads are part of asking, not an answer. A mutating call always counts.
+        calls = [c for c in calls if c["tool"] not in REGISTRY or REGISTRY[c["tool"]].mutating]
     names = [c["tool"] for c in calls]
     wanted = [e["tool"] for e in case.expected]
     tool_ok = names == wanted and clarified == case.clarify
