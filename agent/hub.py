@@ -12,6 +12,7 @@ Events are handled one at a time on the hub's own thread, never inside the commi
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import threading
@@ -69,14 +70,15 @@ class Lanes:
 
     def __init__(self) -> None:
         self._ready = threading.Condition()
-        self._now: deque[Item] = deque()
-        self._later: deque[Item] = deque()
+        self._now: deque[tuple[int, Item]] = deque()
+        self._later: deque[tuple[int, Item]] = deque()
+        self._arrivals = itertools.count()
 
     def put(self, item: Item) -> None:
         """Queue an event or a marker (thread-safe)."""
         later = not isinstance(item, LiveEvent) or item.data.get("action") == "expire"
         with self._ready:
-            (self._later if later else self._now).append(item)
+            (self._later if later else self._now).append((next(self._arrivals), item))
             self._ready.notify()
 
     def take(self) -> list[Item]:
@@ -85,17 +87,18 @@ class Lanes:
             while not self._now and not self._later:
                 self._ready.wait()
             if not self._now:
-                return [self._later.popleft()]
-            event = self._now.popleft()
+                return [self._later.popleft()[1]]
+            arrived, event = self._now.popleft()
             assert isinstance(event, LiveEvent)
+            # Only what arrived before it: an expiry queued after this event stays after it.
             first = [
-                e
-                for e in self._later
-                if isinstance(e, LiveEvent) and e.release_id == event.release_id
+                (n, e)
+                for n, e in self._later
+                if n < arrived and isinstance(e, LiveEvent) and e.release_id == event.release_id
             ]
-            for e in first:
-                self._later.remove(e)
-            return [*first, event]
+            for entry in first:
+                self._later.remove(entry)
+            return [*(e for _, e in first), event]
 
 
 @dataclass(eq=False)

@@ -71,3 +71,12 @@ def test_lanes_keep_a_releases_order_and_markers_come_last() -> None:
         lanes.put(item)
     taken = [lanes.take() for _ in range(4)]
     assert taken == [[a1, a2], [c], [b1], [marker]]
+
+
+def test_an_expiry_queued_after_a_releases_event_is_handled_after_it() -> None:
+    lanes = Lanes()
+    asked = _expiry("R-1").model_copy(update={"kind": "approval_requested", "data": {}})
+    expired = _expiry("R-1")
+    for item in (asked, expired, threading.Event()):
+        lanes.put(item)
+    assert [lanes.take(), lanes.take()] == [[asked], [expired]]
