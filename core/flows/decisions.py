@@ -40,7 +40,7 @@ from core.releases.models import Release
 from core.releases.queries import latest_previews, load_release
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from core.targets.frozen import frozen_now
-from core.targets.models import Project, Target
+from core.targets.models import Project
 
 TICKET_STATES = ("pending", "approved", "rejected", "cancelled", "expired", "void")
 MAX_BATCH = 100
@@ -300,11 +300,7 @@ def inbox(
     previews = latest_previews(session, numbers)
     deciders = deciders_of(session, tickets)
     eligible = decidable_by(deciders, actor.user_id)
-    # The targets in one query (not one lazy load per target): is each frozen now?
-    targets = session.scalars(
-        select(Target).where(Target.id.in_({r.target_id for r in releases.values()}))
-    )
-    frozen = frozen_now(session, list(targets))
+    frozen = frozen_now(session, [r.target for r in releases.values()])  # joined with releases
     items = [
         ticket_read(
             session,
