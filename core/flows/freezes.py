@@ -10,13 +10,13 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
 from core.db import utcnow
 from core.errors import Frozen, InvalidInput, NotFound, PermissionDenied
-from core.identity.models import Group, GroupMember
+from core.identity.service import member_of
 from core.ids import release_id
 from core.permissions import Action, Actor, require
 from core.releases.models import Release
@@ -52,17 +52,7 @@ def check_not_frozen(session: Session, release: Release, actor: Actor, action: s
 
 
 def _require_freezer(session: Session, actor: Actor, project: Project) -> None:
-    if actor.is_admin:
-        return
-    member = session.scalar(
-        select(GroupMember.user_id).where(
-            GroupMember.user_id == actor.user_id,
-            GroupMember.group_id == Group.id,
-            Group.name == FREEZER_GROUP,
-            or_(Group.project_id.is_(None), Group.project_id == project.id),
-        )
-    )
-    if member is None or actor.user_id is None:
+    if not actor.is_admin and not member_of(session, actor, FREEZER_GROUP, project.id):
         raise PermissionDenied(
             f"only an admin or a member of {FREEZER_GROUP} may freeze or unfreeze {project.name}"
         )

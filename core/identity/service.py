@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, or_, select
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
@@ -117,19 +117,27 @@ def roles_by_project(session: Session, actor: Actor) -> dict[str, str]:
 AUDITOR_GROUP = "auditor"
 
 
-def require_auditor(session: Session, actor: Actor) -> None:
-    """Only admins and members of the global `auditor` group read the whole audit chain."""
-    if actor.is_admin:
-        return
-    member = session.scalar(
+def member_of(session: Session, actor: Actor, group: str, project_id: int | None = None) -> bool:
+    """Is the actor in the global group of that name (or the project's own, given one)?"""
+    if actor.user_id is None:
+        return False
+    scope: ColumnElement[bool] = Group.project_id.is_(None)
+    if project_id is not None:
+        scope = or_(scope, Group.project_id == project_id)
+    found = session.scalar(
         select(GroupMember.user_id).where(
             GroupMember.user_id == actor.user_id,
             GroupMember.group_id == Group.id,
-            Group.name == AUDITOR_GROUP,
-            Group.project_id.is_(None),
+            Group.name == group,
+            scope,
         )
     )
-    if member is None or actor.user_id is None:
+    return found is not None
+
+
+def require_auditor(session: Session, actor: Actor) -> None:
+    """Only admins and members of the global `auditor` group read the whole audit chain."""
+    if not actor.is_admin and not member_of(session, actor, AUDITOR_GROUP):
         raise PermissionDenied(
             f"only an admin or a member of the {AUDITOR_GROUP} group may export the audit stream",
             required_role="admin",
