@@ -224,4 +224,6 @@ def test_release_page_buttons_come_only_from_allowed_actions(
     expect(alice.get_by_role("heading", name=re.compile(release.id))).to_contain_text("cancelled")
     cancelled = call(world, "alice", "get_release", release_id=release.id)
     assert cancelled.lifecycle_state == "cancelled" and "wrong image 🚀" in (cancelled.reason or "")
+    # A live refresh may still be fetching through the route: let it finish before closing.
+    alice.unroute_all(behavior="wait")
     alice.close()
