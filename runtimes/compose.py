@@ -47,6 +47,7 @@ from runtimes.base import (
     make_plan,
     redact,
 )
+from runtimes.compose_inputs import render_key
 
 SERVICE_LABEL = "com.docker.compose.service"
 LOG_LINES = 20
@@ -110,9 +111,9 @@ class ComposeAdapter(RuntimeAdapter):
 
     def __init__(self) -> None:
         self._config_dir = _plugin_config_dir()
-        # Parsed compose config per (files as they are on disk, host, project), and the env
-        # each image bakes in per image id: both only change when their key does.
-        self._configs: dict[tuple[Any, ...], dict[str, Any]] = {}
+        # The last rendered config per (files, host, project) with the digest of its inputs,
+        # and the env each image bakes in per image id: both only change when their key does.
+        self._configs: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
         self._image_envs: dict[str, set[str]] = {}
         self._lock = threading.Lock()
 
@@ -143,23 +144,19 @@ class ComposeAdapter(RuntimeAdapter):
         timeout = float(target.connection.get("timeout_seconds", 120))
         return stable, timeout
 
-    def _compose_config(self, target: TargetRef, *, fresh: bool = False) -> dict[str, Any]:
-        """The rendered compose configuration; `fresh` renders it again whatever the cache says.
+    def _compose_config(self, target: TargetRef) -> dict[str, Any]:
+        """The rendered compose configuration, rendered again whenever any of its inputs changed.
 
-        Status reads may use the cache (keyed on the files' mtimes); plans and drift checks
-        render afresh, because `.env` files, `env_file:` and interpolated variables decide the
-        rendered config too and no file stamp covers them all.
+        Plans and drift checks rely on it, so the cache is keyed on a digest of every file the
+        render reads and of the environment (runtimes/compose_inputs.py), not on file stamps.
         """
         files = [Path(f) for f in target.connection.get("compose_files", [])]
-        try:
-            stamp = tuple((str(f), f.stat().st_mtime_ns, f.stat().st_size) for f in files)
-        except OSError as exc:
-            raise RuntimeRefused(f"cannot read a compose file ({type(exc).__name__})") from exc
-        key = (stamp, target.connection.get("docker_host"), self._project(target))
+        where = (tuple(files), target.connection.get("docker_host"), self._project(target))
+        key = render_key(files)
         with self._lock:
-            cached = None if fresh else self._configs.get(key)
-        if cached is not None:
-            return cached
+            cached = self._configs.get(where)
+        if key is not None and cached is not None and cached[0] == key:
+            return cached[1]
         try:
             config = dict(self._client(target).compose.config(return_json=True))
         except DockerException as exc:
@@ -167,8 +164,9 @@ class ComposeAdapter(RuntimeAdapter):
             if "Cannot connect" in text or "daemon" in text:
                 raise RuntimeUnavailable(f"docker is unreachable: {text}") from exc
             raise RuntimeRefused(f"the compose file does not parse: {text}") from exc
-        with self._lock:
-            self._configs[key] = config
+        if key is not None:
+            with self._lock:
+                self._configs[where] = (key, config)
         return config
 
     def _containers(self, client: DockerClient, target: TargetRef) -> dict[str, list[Container]]:
@@ -231,12 +229,12 @@ class ComposeAdapter(RuntimeAdapter):
 
     def fingerprint(self, target: TargetRef, services: list[str]) -> str:
         """Live containers AND the rendered compose config of `services` (command, env, ...)."""
-        config = self._compose_config(target, fresh=True)
+        config = self._compose_config(target)
         return self._fingerprint(self._describe(target, config), config, services)
 
     def observe(self, target: TargetRef, services: list[str]) -> tuple[LiveState, str]:
         """The live state and fingerprint from one read of the containers and config."""
-        config = self._compose_config(target, fresh=True)
+        config = self._compose_config(target)
         live = self._describe(target, config)
         return live, self._fingerprint(live, config, services)
 
@@ -249,7 +247,7 @@ class ComposeAdapter(RuntimeAdapter):
 
     def plan(self, target: TargetRef, changes: dict[str, ServiceChange]) -> Plan:
         """Diff the running containers against the compose files with the changes applied."""
-        config = self._compose_config(target, fresh=True)
+        config = self._compose_config(target)
         live = self._describe(target, config)
         for name in changes:
             if name not in config.get("services", {}):

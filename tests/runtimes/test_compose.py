@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import yaml
@@ -150,6 +151,45 @@ def test_compose_file_edited_after_approval_is_drift(
     assert compose_target.running() == {"web": ["demo/web:1"], "worker": ["demo/worker:1"]}
     again = call(compose_target.world, "alice", "repreview_release", release_id=release.id)
     assert again.preview.base_fingerprint != release.preview.base_fingerprint
+
+
+# Files `compose config` reads besides the compose files: (name, first text, web's entry, edit).
+INDIRECT: dict[str, tuple[str, str, dict[str, Any], str]] = {
+    "dotenv": (".env", "WEB_MODE=a\n", {"environment": {"MODE": "${WEB_MODE}"}}, "WEB_MODE=b\n"),
+    "env_file": ("web.env", "MODE=a\n", {"env_file": ["web.env"]}, "MODE=b\n"),
+    "extends": (
+        "base.yaml",
+        yaml.safe_dump({"services": {"base": {"environment": {"MODE": "a"}}}}),
+        {"extends": {"file": "base.yaml", "service": "base"}},
+        yaml.safe_dump({"services": {"base": {"environment": {"MODE": "b"}}}}),
+    ),
+}
+
+
+@pytest.mark.parametrize("kind", [*INDIRECT, "include"])
+def test_file_the_compose_files_read_edited_after_approval_is_drift(
+    compose_target: ComposeTarget, kind: str
+) -> None:
+    # The rendered config is cached between calls; an edit of any file it was rendered from
+    # must still be seen, or `compose up` would start what nobody reviewed.
+    files: dict[str, Any] = copy.deepcopy(COMPOSE)
+    if kind == "include":
+        web = files["services"].pop("web")
+        files["include"] = ["web.yaml"]
+        name, edit = "web.yaml", {"services": {"web": {**web, "environment": {"MODE": "b"}}}}
+        (compose_target.directory / name).write_text(yaml.safe_dump({"services": {"web": web}}))
+        edited = yaml.safe_dump(edit)
+    else:
+        name, first, entry, edited = INDIRECT[kind]
+        (compose_target.directory / name).write_text(first)
+        files["services"]["web"].update(entry)
+    compose_target.file.write_text(yaml.safe_dump(files))
+    release = deploy(compose_target.world, "alice", "shop", "staging", web={"image_tag": "2"})
+    call(compose_target.world, "alice", "submit_release", release_id=release.id)
+    (compose_target.directory / name).write_text(edited)
+    with pytest.raises(DriftDetected, match="re-preview"):
+        call(compose_target.world, "alice", "apply_release", release_id=release.id)
+    assert _state(compose_target, release.id) == "approved"
 
 
 def test_service_missing_from_compose_files_is_refused(compose_target: ComposeTarget) -> None:
