@@ -18,6 +18,9 @@ Images are built FROM scratch with static busybox under tags unique to the run
 (`shipdeck-bench-<run>/web:1` ...) and removed afterwards: no other program can re-tag them.
 
     python -m benchmarks.compose_overhead [--rounds 8] [--stable 1] [--databases postgresql sqlite]
+
+BENCH_TIMELINE=1 prints, per shipdeck apply, when each step of its timeline happened relative to
+the apply call (`apply` started, `compose up` began, healthy, `applied`, seen by the client).
 """
 
 from __future__ import annotations
@@ -236,6 +239,7 @@ def run(
                     previewed = time.perf_counter()
                     tool("submit_release", {"release_id": rid})
                     submitted = time.perf_counter()
+                    applying = time.time()
                     tool("apply_release", {"release_id": rid})
                     while True:
                         got = client.get(f"/api/v1/releases/{rid}", headers=headers).json()
@@ -247,6 +251,20 @@ def run(
                     steps[f"submit {service}"].append(submitted - previewed)
                     steps[f"apply {service}"].append(start + elapsed - submitted)
                     assert got["lifecycle_state"] == "applied", got
+                    if os.environ.get("BENCH_TIMELINE"):
+                        seen = time.time()
+                        line = client.get(f"/api/v1/releases/{rid}/timeline", headers=headers)
+                        marks = [
+                            (e["action"] or e["message"][:24], e["at"])
+                            for e in line.json()["entries"]
+                        ]
+                        stamps = [datetime.fromisoformat(at).timestamp() for _, at in marks]
+                        gaps = " ".join(
+                            f"{name}@{t - applying:+.3f}"
+                            for (name, _), t in zip(marks, stamps, strict=True)
+                            if t >= applying
+                        )
+                        print(f"    {service}: {gaps} seen@{seen - applying:+.3f}")
                     return elapsed
 
                 def direct(service: str) -> tuple[float, float]:
