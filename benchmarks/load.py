@@ -14,7 +14,10 @@ same database with the same engine (pool) settings. `--workers 2` adds a read-mi
 `shipdeck serve --workers 2` per client count, so scaling across cores is printed next to the
 one-process figure (the bare baseline stays one process).
 
-    python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2]
+`--database sqlite` runs the same cells on a SQLite file (one writer at a time; `--workers` is
+PostgreSQL only, as `shipdeck serve` says).
+
+    python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2] [--database sqlite]
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import random
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -123,7 +127,8 @@ def seed(url: str) -> dict[str, str]:
         for table, rows in ((Release, releases), (Preview, previews)):
             for start in range(0, len(rows), 5000):
                 connection.execute(insert(table), rows[start : start + 5000])
-        connection.execute(text("SELECT setval('releases_number_seq', :n)"), {"n": HISTORY})
+        if connection.dialect.name == "postgresql":
+            connection.execute(text("SELECT setval('releases_number_seq', :n)"), {"n": HISTORY})
         connection.execute(text("ANALYZE"))
     services.close()
     # Open approvals come from the product itself: one pending release per prod target.
@@ -362,6 +367,17 @@ def line(name: str, result: Result, bare_rps: float | None) -> str:
     )
 
 
+@contextmanager
+def database(kind: str) -> Iterator[str]:
+    """A throwaway PostgreSQL cluster, or a SQLite file in a temporary folder."""
+    if kind == "postgresql":
+        with throwaway_cluster() as url:
+            yield url
+        return
+    with tempfile.TemporaryDirectory(prefix="shipdeck-load-") as folder:
+        yield f"sqlite:///{Path(folder) / 'load.db'}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
@@ -369,6 +385,7 @@ def main() -> None:
     parser.add_argument(
         "--workers", type=int, nargs="*", default=[], help="Also run the read mix on N workers."
     )
+    parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -378,11 +395,12 @@ def main() -> None:
     if args.bare:
         bare_app_main(args.bare)
         return
-    with throwaway_cluster() as url:
+    with database(args.database) as url:
         started = time.perf_counter()
         tokens = seed(url)
+        engine = "PostgreSQL 15" if args.database == "postgresql" else "SQLite (WAL)"
         print(
-            f"PostgreSQL 15; {PROJECTS * 3} targets, {HISTORY:,} past releases, "
+            f"{engine}; {PROJECTS * 3} targets, {HISTORY:,} past releases, "
             f"{PROJECTS} open approvals (seeded in {time.perf_counter() - started:.0f}s); "
             f"{args.seconds:g} s per cell; server, baseline and client in separate processes"
         )
@@ -399,7 +417,7 @@ def main() -> None:
                 for mix in ("read", "write"):
                     name = f"{mix} mix, {clients} cl"
                     print(line(name, cell(base, mix, clients, args.seconds, tokens), bare_rps))
-            for workers in (w for w in args.workers if w > 1):
+            for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
                 with served(url, workers) as base:
                     name = f"read mix, {clients} cl, {workers} wk"
                     print(line(name, cell(base, "read", clients, args.seconds, tokens), bare_rps))
