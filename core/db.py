@@ -16,6 +16,7 @@ from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.types import TypeDecorator
 
+from core.sqlite_gate import GatedConnection, gate_for
 from core.text import clip
 
 NAMING = {
@@ -87,6 +88,8 @@ def db_now(session: Session) -> datetime:
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before it fails
+
 # Execution option naming how a SQLite transaction begins: "IMMEDIATE" (the default: the
 # transaction may write) or "DEFERRED" (reads only: no write lock, never waits on a writer).
 SQLITE_BEGIN = "shipdeck_sqlite_begin"
@@ -99,7 +102,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         if not memory:
             path = url.split("///", 1)[-1]
             Path(path).expanduser().resolve().parent.mkdir(parents=True, exist_ok=True)
-        kwargs.setdefault("connect_args", {"check_same_thread": False, "timeout": 30})
+        connect_args: dict[str, Any] = {"check_same_thread": False, "timeout": BUSY_SECONDS}
+        if not memory:
+            connect_args["factory"] = GatedConnection
+        kwargs.setdefault("connect_args", connect_args)
         if memory:
             kwargs.setdefault("poolclass", NullPool)
         else:
@@ -109,7 +115,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
             kwargs.setdefault("pool_size", 8)
             kwargs.setdefault("max_overflow", -1)
         engine = create_engine(url, **kwargs)
-        _configure_sqlite(engine)
+        _configure_sqlite(engine, None if memory else str(Path(path).expanduser().resolve()))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
     kwargs.setdefault("pool_size", 10)
@@ -117,7 +123,7 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     return create_engine(url, **kwargs)
 
 
-def _configure_sqlite(engine: Engine) -> None:
+def _configure_sqlite(engine: Engine, path: str | None) -> None:
     # pysqlite's own transaction handling defers BEGIN and would let two writers read the
     # same audit head; BEGIN IMMEDIATE makes SQLite serialise writers like a row lock would.
     # Readers (see `read_engine`) begin DEFERRED: under WAL they read a snapshot and never
@@ -128,13 +134,28 @@ def _configure_sqlite(engine: Engine) -> None:
         cursor = dbapi_connection.cursor()
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA foreign_keys=ON")
-        cursor.execute("PRAGMA busy_timeout=30000")
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_SECONDS * 1000}")
         cursor.close()
+        if path is not None and isinstance(dbapi_connection, GatedConnection):
+            dbapi_connection.gate = gate_for(path)
 
     @event.listens_for(engine, "begin")
     def _on_begin(connection: Any) -> None:
         mode = connection.get_execution_options().get(SQLITE_BEGIN, "IMMEDIATE")
-        connection.exec_driver_sql("BEGIN DEFERRED" if mode == "DEFERRED" else "BEGIN IMMEDIATE")
+        if mode == "DEFERRED":
+            connection.exec_driver_sql("BEGIN DEFERRED")
+            return
+        # Writers of this process queue for their turn (core/sqlite_gate.py), then SQLite's
+        # lock; the turn ends when the connection commits, rolls back or closes.
+        dbapi_connection = connection.connection.dbapi_connection
+        if isinstance(dbapi_connection, GatedConnection):
+            dbapi_connection.take_turn(BUSY_SECONDS / 3)
+        try:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
+        except BaseException:
+            if isinstance(dbapi_connection, GatedConnection):
+                dbapi_connection.give_back()
+            raise
 
 
 def read_engine(engine: Engine) -> Engine:
