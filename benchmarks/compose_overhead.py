@@ -32,21 +32,19 @@ import secrets
 import shutil
 import statistics
 import subprocess
-import sys
 import sysconfig
 import tempfile
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 
 import httpx2 as httpx
 import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.serving import database, served
+
 HEALTH = "HEALTHCHECK --interval=1s --timeout=1s --retries=2 CMD true"
 
 
@@ -111,19 +109,6 @@ def started_at(config: str, project: str, service: str) -> float:
     return datetime.fromisoformat(f"{head}.{fraction or '0'}+00:00").timestamp()
 
 
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    """A SQLite file or a throwaway PostgreSQL cluster."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'bench.db'}"
-        return
-    sys.path.insert(0, str(ROOT))
-    from tests.support.postgres import throwaway_cluster
-
-    with throwaway_cluster() as url:
-        yield url
-
-
 def seed(url: str, key: str, directory: Path, project: str, stable: float) -> str:
     """Declare the compose target; returns an admin token."""
     from api.wiring import Services
@@ -154,40 +139,6 @@ projects:
     return token
 
 
-@contextmanager
-def served(url: str, key: str) -> Iterator[str]:
-    """`shipdeck serve` in its own process; yields its base URL once it answers."""
-    from tests.support.postgres import free_port
-
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SHIPDECK_DATABASE_URL=url, SHIPDECK_AUDIT_KEY=key)
-    env.update(SHIPDECK_PLANNER="rules")
-    child = subprocess.Popen(
-        [sys.executable, "-c", "from api.cli import app; app()", "serve", "--port", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"shipdeck serve exited with {child.returncode}")
-            try:
-                if httpx.get(base + "/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
-        yield base
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
-
-
 def p90(values: list[float]) -> float:
     return statistics.quantiles(values, n=10, method="inclusive")[8]
 
@@ -198,7 +149,7 @@ def run(
     """Interleaved rounds on one database; seconds per side and service."""
     times: dict[str, list[float]] = {}
     steps: dict[str, list[float]] = defaultdict(list)
-    with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+    with tempfile.TemporaryDirectory() as tmp, database(kind) as url:
         directory = Path(tmp)
         run_id = uuid.uuid4().hex[:6]
         ours, theirs = f"bench-sd-{run_id}", f"bench-dc-{run_id}"
@@ -223,7 +174,10 @@ def run(
         headers = {"Authorization": f"Bearer {token}"}
         state = {"web": "1", "worker": "1"}
         try:
-            with served(url, key) as base, httpx.Client(base_url=base, timeout=120) as client:
+            with (
+                served(url, env={"SHIPDECK_AUDIT_KEY": key}) as base,
+                httpx.Client(base_url=base, timeout=120) as client,
+            ):
 
                 def tool(name: str, body: dict[str, object]) -> dict[str, object]:
                     response = client.post(f"/api/v1/tools/{name}", json=body, headers=headers)
@@ -337,7 +291,6 @@ def main() -> None:
     parser.add_argument("--stable", type=float, default=1.0)
     parser.add_argument("--databases", nargs="+", default=["postgresql"])
     args = parser.parse_args()
-    sys.path.insert(0, str(ROOT))
     from tests.support.docker import engine_problem, static_busybox
 
     problem = engine_problem()

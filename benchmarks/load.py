@@ -30,28 +30,24 @@ import random
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
-from collections.abc import Iterator
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
-from pathlib import Path
 from typing import TypedDict
 
 import httpx2 as httpx
 from sqlalchemy import insert, text
 
 from api.wiring import Services
+from benchmarks.serving import ROOT, database, process, served
 from core.config import Settings
 from core.db import utcnow
 from core.identity.service import ensure_user, issue_token
 from core.permissions import SYSTEM
 from core.releases.models import Preview, Release
 from core.targets.service import load_declaration, parse_declaration
-from tests.support.postgres import free_port, throwaway_cluster
 
-ROOT = Path(__file__).resolve().parent.parent
 PROJECTS = 20
 HISTORY = 20_000
 # A write operation is 3 requests and a read 1: p writes per operation give 3p / (1 + 2p) of
@@ -148,53 +144,6 @@ def seed(url: str) -> dict[str, str]:
 
 def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
-
-
-def _wait_ready(process: subprocess.Popen[bytes], url: str) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise RuntimeError(f"server exited with {process.returncode}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        time.sleep(0.1)
-    raise RuntimeError(f"{url} did not answer")
-
-
-@contextmanager
-def process(args: list[str], url: str, ready: str) -> Iterator[str]:
-    """Run `python args` with the worktree first on the path; yield its base URL when ready."""
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SHIPDECK_DATABASE_URL=url)
-    env.update(SHIPDECK_HOST="127.0.0.1", SHIPDECK_PORT=str(port), SHIPDECK_PLANNER="rules")
-    # BENCH_LOGS=DIR keeps each server's output (to see what a 5xx was), else it is dropped
-    logs = os.environ.get("BENCH_LOGS")
-    sink = open(Path(logs) / f"server-{port}.log", "wb") if logs else subprocess.DEVNULL  # noqa: SIM115
-    child = subprocess.Popen(
-        [sys.executable, *args, str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=sink,
-        stderr=subprocess.STDOUT if logs else subprocess.DEVNULL,
-    )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(child, base + ready)
-        yield base
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
-        if not isinstance(sink, int):
-            sink.close()
-
-
-def served(url: str, workers: int = 1) -> AbstractContextManager[str]:
-    """`shipdeck serve` in its own process (a supervisor and N worker processes if N > 1)."""
-    command = ["-c", "from api.cli import app; app()", "serve", "--workers", str(workers)]
-    return process([*command, "--port"], url, "/healthz")
 
 
 def bare(url: str) -> AbstractContextManager[str]:
@@ -365,17 +314,6 @@ def line(name: str, result: Result, bare_rps: float | None) -> str:
         f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}"
         f"{five:>6}{four:>6}{result['errors']:>6}"
     )
-
-
-@contextmanager
-def database(kind: str) -> Iterator[str]:
-    """A throwaway PostgreSQL cluster, or a SQLite file in a temporary folder."""
-    if kind == "postgresql":
-        with throwaway_cluster() as url:
-            yield url
-        return
-    with tempfile.TemporaryDirectory(prefix="shipdeck-load-") as folder:
-        yield f"sqlite:///{Path(folder) / 'load.db'}"
 
 
 def main() -> None:
