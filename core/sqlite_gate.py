@@ -114,3 +114,7 @@ class GatedConnection(sqlite3.Connection):
             super().close()
         finally:
             self.give_back()
+
+    def __del__(self) -> None:
+        # A connection dropped without close() (garbage collected) must not keep the turn.
+        self.give_back()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import logging
 import sqlite3
 import threading
@@ -108,4 +109,16 @@ def test_a_turn_that_never_comes_falls_back_to_sqlites_own_wait(
     raw.rollback()
     raw.close()
     gate.release()
+    assert not gate.held
+
+
+def test_a_connection_dropped_without_close_gives_its_turn_back(tmp_path: Path) -> None:
+    gate = WriteGate()
+    raw = sqlite3.connect(tmp_path / "dropped.db", factory=GatedConnection)
+    assert isinstance(raw, GatedConnection)
+    raw.gate = gate
+    raw.take_turn(1)
+    assert gate.held
+    del raw
+    gc.collect()
     assert not gate.held
