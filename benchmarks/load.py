@@ -11,8 +11,9 @@ asyncio client in another. Each cell (clients x mix) runs for `--seconds`:
 
 The baseline is a tiny FastAPI app, also in its own process, doing one indexed SELECT on the
 same database with the same engine (pool) settings. `--workers 2` adds a read-mix cell on
-`shipdeck serve --workers 2` per client count, so scaling across cores is printed next to the
-one-process figure (the bare baseline stays one process).
+`shipdeck serve --workers 2` per client count, next to the bare app on as many worker processes:
+the machine's own ceiling for scaling across cores (the client needs a core too). The "of bare"
+column always compares with the one-process bare app.
 
 `--database sqlite` runs the same cells on a SQLite file (one writer at a time; `--workers` is
 PostgreSQL only, as `shipdeck serve` says).
@@ -37,6 +38,7 @@ from datetime import timedelta
 from typing import TypedDict
 
 import httpx2 as httpx
+from fastapi import FastAPI
 from sqlalchemy import insert, text
 
 from api.wiring import Services
@@ -146,16 +148,14 @@ def auth(token: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {token}"}
 
 
-def bare(url: str) -> AbstractContextManager[str]:
-    """The bare baseline app in its own process."""
-    return process(["-m", "benchmarks.load", "--bare"], url, "/bare/1")
+def bare(url: str, workers: int = 1) -> AbstractContextManager[str]:
+    """The bare baseline app in its own process (N uvicorn worker processes if N > 1)."""
+    env = {"BENCH_BARE_WORKERS": str(workers)}
+    return process(["-m", "benchmarks.load", "--bare"], url, "/bare/1", env)
 
 
-def bare_app_main(port: int) -> None:
+def bare_app() -> FastAPI:
     """One indexed SELECT by primary key, same engine settings as shipdeck (sync, thread pool)."""
-    import uvicorn
-    from fastapi import FastAPI
-
     from core.db import make_engine
 
     engine = make_engine(os.environ["SHIPDECK_DATABASE_URL"])
@@ -170,7 +170,18 @@ def bare_app_main(port: int) -> None:
             ).one()
         return {"number": row.number, "lifecycle_state": row.lifecycle_state}
 
-    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
+    return app
+
+
+def bare_app_main(port: int) -> None:
+    """Serve `bare_app`; with BENCH_BARE_WORKERS > 1 in as many processes, as `serve` does."""
+    import uvicorn
+
+    workers = int(os.environ.get("BENCH_BARE_WORKERS", "1"))
+    target = "benchmarks.load:bare_app"
+    uvicorn.run(
+        target, factory=True, host="127.0.0.1", port=port, workers=workers, log_level="warning"
+    )
 
 
 class Result(TypedDict):
@@ -356,6 +367,10 @@ def main() -> None:
                     name = f"{mix} mix, {clients} cl"
                     print(line(name, cell(base, mix, clients, args.seconds, tokens), bare_rps))
             for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
+                # The machine's own ceiling: how the bare app scales on the same cores.
+                with bare(url, workers) as base:
+                    scaled = cell(base, "bare", clients, args.seconds, tokens)
+                print(line(f"bare SELECT, {clients} cl, {workers} wk", scaled, bare_rps))
                 with served(url, workers) as base:
                     name = f"read mix, {clients} cl, {workers} wk"
                     print(line(name, cell(base, "read", clients, args.seconds, tokens), bare_rps))
