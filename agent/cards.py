@@ -20,7 +20,7 @@ from core.db import utcnow
 from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.releases.models import Preview, Release
-from core.releases.queries import current_preview, load_release
+from core.releases.queries import current_preview
 from core.targets.frozen import frozen_now
 from core.targets.models import Project, Target
 from runtimes.base import is_simulated
@@ -100,9 +100,9 @@ def confirmation_card(
     return card
 
 
-def approval_cards(session: Session, number: int) -> list[ChatCard]:
+def approval_cards(session: Session, release: Release) -> list[ChatCard]:
     """One open approval card per eligible approver of the release's ticket (idempotent)."""
-    release = load_release(session, number)
+    number = release.number
     ticket = current_ticket(session, number)
     if ticket is None:
         return []
