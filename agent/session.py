@@ -362,15 +362,16 @@ class ChatSession:
     def _card(self, tool: str, args: dict[str, Any]) -> str:
         with self.deps.sessions() as session:
             for attempt in range(2):
-                card = confirmation_card(
-                    session,
-                    user_id=self.actor.user_id or 0,
-                    session_id=self.session_id,
-                    tool=tool,
-                    args=args,
-                )
-                view = card_view(session, card)
                 try:
+                    # the card's INSERT is flushed here: the duplicate can surface at once
+                    card = confirmation_card(
+                        session,
+                        user_id=self.actor.user_id or 0,
+                        session_id=self.session_id,
+                        tool=tool,
+                        args=args,
+                    )
+                    view = card_view(session, card)
                     session.commit()
                     break
                 except IntegrityError:
