@@ -1,7 +1,7 @@
 """What a submit and a chat turn cost the database: a fixed, small number of statements.
 
 Most of a card fan-out's time was the submit itself (23 statements before its response, 29 on
-PostgreSQL, in two transactions), and a chat turn opened five transactions for 19 statements.
+PostgreSQL, in two transactions), and a chat turn opened five transactions for 14 statements.
 Both are pinned here so they cannot grow back silently (like tests/api/test_request_cost.py does
 for reads).
 """
@@ -62,7 +62,7 @@ def test_a_chat_turn_costs_a_fixed_number_of_statements(world: World) -> None:
     assert frames[1]["result"]["project"] == "shop"
     # One read-only transaction for the catalog (2) and the history (1); the read tool's own
     # (visibility 1, target with its project 1, services 1, active release 1); the simulated
-    # runtime's read (1, its own transaction); the turn's history in one INSERT. Before: 19
+    # runtime's read (1, its own transaction); the turn's history in one INSERT. Before: 14
     # statements in five transactions (on SQLite the catalog and the history each took the
     # write lock), a target read its project three times, and the history took one INSERT per
     # frame.
