@@ -11,16 +11,17 @@ from collections.abc import Iterable
 from typing import Any
 
 from sqlalchemy import func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from agent.models import ChatCard
+from core.approvals.models import ApprovalTicket
 from core.approvals.tickets import current_ticket, eligible_approvers, ticket_deadline
 from core.db import utcnow
 from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.releases.models import Preview, Release
-from core.releases.queries import current_preview, load_release
+from core.releases.queries import current_preview
 from core.targets.frozen import frozen_now
 from core.targets.models import Project, Target
 from runtimes.base import is_simulated
@@ -100,21 +101,19 @@ def confirmation_card(
     return card
 
 
-def approval_cards(session: Session, number: int) -> list[ChatCard]:
+def approval_cards(session: Session, release: Release) -> list[ChatCard]:
     """One open approval card per eligible approver of the release's ticket (idempotent)."""
-    release = load_release(session, number)
-    ticket = current_ticket(session, number)
+    number = release.number
+    # Its decisions are not read: who may decide is one query (`eligible_approvers`).
+    ticket = session.scalars(
+        select(ApprovalTicket)
+        .where(ApprovalTicket.release_number == number)
+        .order_by(ApprovalTicket.id.desc())
+        .limit(1)
+        .options(lazyload(ApprovalTicket.decisions))
+    ).first()
     if ticket is None:
         return []
-    have = set(
-        session.scalars(
-            select(ChatCard.user_id).where(
-                ChatCard.release_number == number,
-                ChatCard.kind == "approval",
-                ChatCard.state == "open",
-            )
-        )
-    )
     # An approval waits for people until its ticket times out, not for the preview TTL: core
     # re-previews a stale preview when the approver decides.
     expires = ticket_deadline(ticket, release.target)
@@ -131,9 +130,10 @@ def approval_cards(session: Session, number: int) -> list[ChatCard]:
             "expires_at": expires,
         }
         for user_id in eligible_approvers(session, ticket)
-        if user_id not in have
     ]
-    insert_ignoring_open_duplicates(session, rows)  # one statement for every approver
+    # One statement for every approver; whoever already holds an open card keeps it (the
+    # open-card unique index, not a read first).
+    insert_ignoring_open_duplicates(session, rows)
     return open_cards(session, number, kind="approval")
 
 

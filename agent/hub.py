@@ -56,6 +56,7 @@ def encode(frame: dict[str, Any]) -> str:
 
 
 Item = LiveEvent | threading.Event | None
+GROUP = 50  # most events of one release handled in one pass
 
 
 class Lanes:
@@ -98,7 +99,22 @@ class Lanes:
             ]
             for entry in first:
                 self._later.remove(entry)
-            return [*(e for _, e in first), event]
+            taken: list[Item] = [*(e for _, e in first), event]
+            # The release's next events queued right behind it are handled in the same pass
+            # (a submit's update and its approval request: one transaction, one read of the
+            # release), unless one of its expiries arrived between them.
+            while len(taken) < GROUP and self._now:
+                arrived, following = self._now[0]
+                if not isinstance(following, LiveEvent) or following.release_id != event.release_id:
+                    break
+                if any(
+                    n < arrived and isinstance(e, LiveEvent) and e.release_id == event.release_id
+                    for n, e in self._later
+                ):
+                    break
+                self._now.popleft()
+                taken.append(following)
+            return taken
 
 
 @dataclass(eq=False)
@@ -163,78 +179,108 @@ class Hub:
 
     def _run(self) -> None:
         while True:
-            for event in self._events.take():
-                if event is None:
-                    return
-                if isinstance(event, threading.Event):
-                    event.set()
-                    continue
+            items = self._events.take()
+            events = [e for e in items if isinstance(e, LiveEvent)]
+            if events:
                 try:
-                    self._handle(event)
+                    self._handle(events)
                 except Exception:  # one bad event must not stop the hub
-                    log.exception("hub failed on %s", event.kind)
+                    log.exception("hub failed on %s", ", ".join(e.kind for e in events))
+            for item in items:
+                if item is None:
+                    return
+                if isinstance(item, threading.Event):
+                    item.set()
 
-    def _handle(self, event: LiveEvent) -> None:
-        number = parse_release_id(event.release_id)
-        update = {
-            "type": "release_update",
-            "release_id": event.release_id,
-            "lifecycle_state": event.lifecycle_state,
-            "project": event.project,
-            "environment": event.environment,
-            "action": event.data.get("action"),
-            "actor": event.data.get("actor"),
-            # Why it moved, when core says (a ticket that timed out, a rejection, a failure).
-            "reason": event.data.get("reason"),
-        }
+    def _handle(self, events: list[LiveEvent]) -> None:
+        """Events of one release, in order, in one transaction.
+
+        A fixed number of statements however many cards open or close: one read of the
+        release for every card, one of the grants of everyone told; the release's card part
+        only when a card is pushed.
+        """
+        number = parse_release_id(events[0].release_id)
+        # Per event: its update frame and the cards it pushes (None: progress, requester only).
+        steps: list[tuple[dict[str, Any], list[ChatCard] | None]] = []
         with self._sessions() as session:
             # the requester's user row (and its grants) is not needed: `_seeing` reads grants
             release = session.get(Release, number, options=[lazyload(Release.requested_by)])
             if release is None:
                 return
             requester = release.requested_by_id
-            if event.kind == "progress":
-                update["message"] = event.data.get("message")
-                update["service"] = event.data.get("service")
-                update["level"] = event.data.get("level")
-                if requester in _seeing(session, {requester}, release.project_id):
-                    self.push(requester, update)
-                return
-            # A fixed number of statements however many cards open or close: one read of the
-            # release for every card, one of the grants of everyone told.
-            cards = settle(session, number)  # e.g. step 1's approvers, once it is done
-            if event.kind == "approval_requested":
-                cards += approval_cards(session, number)
-            elif self._wants_apply_card(release, event):
-                applying = apply_card(session, release)
-                if applying is not None:
-                    cards.append(applying)
-            shared = release_view(session, number)
-            pushes = [
-                (card.user_id, {"type": "card", "card": card_view(session, card, shared)})
-                for card in cards
-            ]
-            holders = set(
-                session.scalars(select(ChatCard.user_id).where(ChatCard.release_number == number))
-            )
+            before: set[int] | None = None  # who held a card before this pass
+            for event in events:
+                update = _update(event)
+                if event.kind == "progress":
+                    update["message"] = event.data.get("message")
+                    update["service"] = event.data.get("service")
+                    update["level"] = event.data.get("level")
+                    steps.append((update, None))
+                    continue
+                cards = []
+                if before is None:
+                    before = set(
+                        session.scalars(
+                            select(ChatCard.user_id).where(ChatCard.release_number == number)
+                        )
+                    )
+                    # Once a pass: the release's state is read once, so a second look at the
+                    # same cards would close nothing more.
+                    cards = settle(session, number)  # e.g. step 1's approvers, once it is done
+                if event.kind == "approval_requested":
+                    cards += approval_cards(session, release)
+                elif self._wants_apply_card(release, event):
+                    applying = apply_card(session, release)
+                    if applying is not None:
+                        cards.append(applying)
+                steps.append((update, cards))
+            pushed = [card for _, cards in steps for card in cards or ()]
+            shared = release_view(session, number) if pushed else {}
+            views = [card_view(session, card, shared) for card in pushed]
             # Whoever holds a card or asked for the release, only users who can see its project
             # now hear of it (a role removed since, a card made before the rule).
             seeing = _seeing(
-                session, {requester} | holders | {u for u, _ in pushes}, release.project_id
+                session,
+                {requester} | (before or set()) | {c.user_id for c in pushed},
+                release.project_id,
             )
             session.commit()
-        told = Shared(update)  # serialised once for every session it goes to
-        for user_id in sorted(seeing & ({requester} | holders)):
-            self.push(user_id, told)
-        for user_id, frame in pushes:
-            if user_id in seeing:
-                self.push(user_id, Shared(frame))
+        holders = set(before or ())
+        frames = iter(views)
+        for update, moved in steps:
+            if moved is None:
+                if requester in seeing:
+                    self.push(requester, update)
+                continue
+            holders |= {card.user_id for card in moved}  # as the table stood after this event
+            told = Shared(update)  # serialised once for every session it goes to
+            for user_id in sorted(seeing & ({requester} | holders)):
+                self.push(user_id, told)
+            for card in moved:
+                frame = {"type": "card", "card": next(frames)}
+                if card.user_id in seeing:
+                    self.push(card.user_id, Shared(frame))
 
     @staticmethod
     def _wants_apply_card(release: Release, event: LiveEvent) -> bool:
         if event.lifecycle_state != "approved" or release.lifecycle_state != "approved":
             return False
         return release.channel == "chat" and not release.target.apply_on_approval
+
+
+def _update(event: LiveEvent) -> dict[str, Any]:
+    """The `release_update` frame of an event."""
+    return {
+        "type": "release_update",
+        "release_id": event.release_id,
+        "lifecycle_state": event.lifecycle_state,
+        "project": event.project,
+        "environment": event.environment,
+        "action": event.data.get("action"),
+        "actor": event.data.get("actor"),
+        # Why it moved, when core says (a ticket that timed out, a rejection, a failure).
+        "reason": event.data.get("reason"),
+    }
 
 
 def _seeing(session: Session, user_ids: set[int], project_id: int) -> set[int]:

@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -76,6 +76,8 @@ class ChatDeps:
     timezone: str = "UTC"
     # The time people's times are read against (evals pin it so expected times never move).
     clock: Callable[[], datetime] = utcnow
+    # Sessions for what a turn only reads (catalog, history); on SQLite no write lock.
+    reads: sessionmaker[Session] | None = None
 
 
 def error_frame(code: str, message: str, **details: Any) -> dict[str, Any]:
@@ -174,10 +176,15 @@ class ChatSession:
         if not self._unrecorded:
             return
         pending, self._unrecorded = self._unrecorded, []
+        now = utcnow()
         with self.deps.sessions() as session:
-            session.add_all(
-                ChatMessage(session_id=self.session_id, direction=direction, frame=frame)
-                for direction, frame in pending
+            # One executemany without RETURNING (the ORM inserted and read back each row).
+            session.execute(
+                insert(ChatMessage),
+                [
+                    {"session_id": self.session_id, "direction": d, "frame": f, "at": now}
+                    for d, f in pending
+                ],
             )
             session.commit()
 
@@ -219,8 +226,13 @@ class ChatSession:
         return self.actor.via(Channel.chat, uuid.uuid4().hex)
 
     def _catalog(self) -> Catalog:
-        with self.deps.sessions() as session:
+        with (self.deps.reads or self.deps.sessions)() as session:
             return catalog_for(session, self.actor)
+
+    def _plan_inputs(self) -> tuple[Catalog, list[dict[str, str]]]:
+        """The catalog and the recent history, read in one read-only transaction."""
+        with (self.deps.reads or self.deps.sessions)() as session:
+            return catalog_for(session, self.actor), self._history_text(session)
 
     def _say(self, text: str, streamed: str = "") -> None:
         if text and streamed.strip():
@@ -240,10 +252,11 @@ class ChatSession:
             streamed.append(piece)
             self.send({"type": "assistant_delta", "text": piece}, record=False)
 
+        catalog, history = self._plan_inputs()
         context = PlanContext(
-            catalog=self._catalog(),
+            catalog=catalog,
             user=self.actor.name,
-            history=self._history_text(),
+            history=history,
             run_read=lambda call: self._read(actor, call),
             emit_delta=delta,
             timezone=self.deps.timezone,
@@ -349,15 +362,16 @@ class ChatSession:
     def _card(self, tool: str, args: dict[str, Any]) -> str:
         with self.deps.sessions() as session:
             for attempt in range(2):
-                card = confirmation_card(
-                    session,
-                    user_id=self.actor.user_id or 0,
-                    session_id=self.session_id,
-                    tool=tool,
-                    args=args,
-                )
-                view = card_view(session, card)
                 try:
+                    # the card's INSERT is flushed here: the duplicate can surface at once
+                    card = confirmation_card(
+                        session,
+                        user_id=self.actor.user_id or 0,
+                        session_id=self.session_id,
+                        tool=tool,
+                        args=args,
+                    )
+                    view = card_view(session, card)
                     session.commit()
                     break
                 except IntegrityError:
@@ -461,15 +475,14 @@ class ChatSession:
             )
         return None
 
-    def _history_text(self) -> list[dict[str, str]]:
-        with self.deps.sessions() as session:
-            rows = session.scalars(
-                select(ChatMessage)
-                .where(ChatMessage.session_id == self.session_id)
-                .order_by(ChatMessage.id.desc())
-                .limit(20)
-            )
-            frames = [m.frame for m in reversed(list(rows))]
+    def _history_text(self, session: Session) -> list[dict[str, str]]:
+        rows = session.scalars(
+            select(ChatMessage.frame)
+            .where(ChatMessage.session_id == self.session_id)
+            .order_by(ChatMessage.id.desc())
+            .limit(20)
+        )
+        frames = list(reversed(list(rows)))
         history = []
         for frame in frames:
             if frame.get("type") == "user_message":

@@ -111,6 +111,7 @@ class Services:
                 make_planner(self.settings),
                 max_cards=self.settings.chat_max_cards_per_turn,
                 timezone=server_zone(self.settings.timezone),
+                reads=self.reads,
             )
         return self._chat
 

@@ -151,6 +151,11 @@ class Parsed:
 
 
 def _has_word(text: str, phrase: str, edges: set[int]) -> list[int]:
+    # Every match below contains the phrase itself: most of the vocabulary is absent from a
+    # message, and a substring test answers that without building a pattern (a chat turn
+    # tries every word of every intent; re's pattern cache does not hold them all).
+    if phrase not in text:
+        return []
     if phrase.isascii():
         return [
             m.start()
@@ -174,6 +179,7 @@ def detect(clause: Clause) -> Clause:
     blanked = [
         (m.start(), m.end())
         for marker in INJECTION_MARKERS
+        if marker in text
         for m in re.finditer(re.escape(marker), text)
     ]
     edges = _edges(text)

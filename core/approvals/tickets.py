@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
-from sqlalchemy import ColumnElement, and_, exists, literal, or_, select
+from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select, update
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
@@ -47,6 +47,7 @@ def open_ticket(
         current_step=0,
         current_group=decision.steps[0].group,
         state=OPEN,
+        decisions=[],  # known empty: reading the new ticket never loads them
     )
     session.add(ticket)
     session.flush()
@@ -96,10 +97,24 @@ def move_ticket(ticket: ApprovalTicket, state: str) -> None:
 def set_ticket_state(
     session: Session, number: int, state: str, *, only_from: tuple[str, ...]
 ) -> None:
-    """Move the release's current ticket to `state` if it is in one of `only_from`."""
-    ticket = current_ticket(session, number)
-    if ticket is not None and ticket.state in only_from:
-        move_ticket(ticket, state)
+    """Move the release's current ticket to `state` if it is in one of `only_from`.
+
+    One UPDATE (a superseding submit, a cancel or an expiry used to load the ticket and its
+    decisions first); a loaded ticket object is kept in step. Every state of `only_from` may
+    move to `state` in the ticket's own table, so no transition is skipped.
+    """
+    assert all(state in TICKET_TRANSITIONS[s] for s in only_from), (state, only_from)
+    newest = (
+        select(func.max(ApprovalTicket.id))
+        .where(ApprovalTicket.release_number == number)
+        .scalar_subquery()
+    )
+    session.execute(
+        update(ApprovalTicket)
+        .where(ApprovalTicket.id == newest, ApprovalTicket.state.in_(only_from))
+        .values(state=state)
+        .execution_options(synchronize_session="fetch")
+    )
 
 
 def approver_condition(

@@ -29,11 +29,12 @@ FREEZER_GROUP = "sre"
 MAX_FREEZE = timedelta(days=90)
 
 
-def check_not_frozen(session: Session, release: Release, actor: Actor, action: str) -> None:
-    """Refuse `action` on a frozen target; an emergency rollback passes, audited."""
+def check_not_frozen(session: Session, release: Release, actor: Actor, action: str) -> list[str]:
+    """Refuse `action` on a frozen target; an emergency rollback passes, audited. What holds
+    the target (empty: it is not frozen)."""
     reasons = freeze_reasons(session, release.target)
     if not reasons:
-        return
+        return reasons
     if release.emergency and release.kind == "rollback":
         record(
             session,
@@ -43,7 +44,7 @@ def check_not_frozen(session: Session, release: Release, actor: Actor, action: s
             release_number=release.number,
             data={"action": action, "reasons": reasons, "emergency": True},
         )
-        return
+        return reasons
     raise Frozen(
         f"{release_id(release.number)} cannot {action}: " + "; ".join(reasons),
         release_id=release_id(release.number),

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.approvals.tickets import open_ticket
+from core.db import utcnow
 from core.errors import PermissionDenied
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
@@ -15,7 +16,7 @@ from core.flows.expiry import check_not_expired
 from core.flows.freezes import check_not_frozen
 from core.flows.preview import ensure_fresh
 from core.flows.promotion import check_promotion
-from core.flows.views import view
+from core.flows.views import loaded_with, view
 from core.ids import release_id
 from core.permissions import Action, Actor, require
 from core.policy import decide
@@ -60,18 +61,21 @@ def submit_release(
     state = normalize_state(found.lifecycle_state)
     if not allowed(state, "submit"):
         raise illegal_transition(found, "submit", state)
+    preview = current_preview(session, found.number)
     if runner is not None:  # a stale preview is re-previewed here, as for decisions and apply
-        found = ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
+        if preview is None or preview.expires_at <= utcnow():
+            found = ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
+            preview = current_preview(session, found.number)
     else:
         check_not_expired(session, found, actor)
-    check_not_frozen(session, found, actor, "submit")
+    holding = check_not_frozen(session, found, actor, "submit")
     check_promotion(session, found, actor, override=override_promotion)
     emergency = found.emergency and found.kind == "rollback"
     decision = decide(session, target=found.target, emergency=emergency)
     _supersede(session, found, actor)
-    preview = current_preview(session, found.number)
     risk = preview.risk_level if preview else "low"
     data: dict[str, Any] = {"policy": decision.reason}
+    ticket = None
     if decision.needs_approval:
         ticket = open_ticket(session, found, decision, risk)
         data["steps"] = ticket.steps
@@ -86,10 +90,20 @@ def submit_release(
         )
     else:
         transition(session, found, action="submit", to=State.approved, actor=actor, data=data)
-    session.commit()
     if found.lifecycle_state == State.approved.value:
+        session.commit()
         apply_if_automatic(session, found, actor=actor, runner=runner)
-    return view(session, load_release(session, found.number), actor)
+        return view(session, load_release(session, found.number), actor)
+    # Pending: the answer is what this transaction wrote, read before it commits (on SQLite a
+    # second transaction would take the write lock again) from the objects it holds: six
+    # statements fewer on the card fan-out's path. A target no freeze held needs no new look.
+    loaded = loaded_with(session, found, actor, preview, ticket, {} if not holding else None)
+    session.expire_on_commit = False  # they stay loaded through the commit
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+    return view(session, found, actor, loaded)
 
 
 def _supersede(session: Session, newer: Release, actor: Actor) -> None:

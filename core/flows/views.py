@@ -78,6 +78,26 @@ def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
     return Loaded(latest_previews(session, numbers), tickets, eligible, frozen, deciders)
 
 
+def loaded_with(
+    session: Session,
+    release: Release,
+    actor: Actor,
+    preview: Preview | None,
+    ticket: ApprovalTicket | None,
+    frozen: dict[int, FreezeInfo] | None = None,
+) -> Loaded:
+    """`load_for` of one release whose newest preview and ticket the caller already holds
+    (and its target's freeze, when the caller just checked it)."""
+    deciders = deciders_of(session, [ticket] if ticket is not None else [])
+    return Loaded(
+        previews={release.number: preview} if preview is not None else {},
+        tickets={release.number: ticket} if ticket is not None else {},
+        eligible=decidable_by(deciders, actor.user_id),
+        frozen=frozen if frozen is not None else frozen_now(session, [release.target]),
+        deciders=deciders,
+    )
+
+
 def view(
     session: Session, release: Release, actor: Actor, loaded: Loaded | None = None
 ) -> ReleaseRead:

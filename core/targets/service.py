@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from sqlalchemy import delete, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, contains_eager
 
 from core.approvals.tickets import approval_timeout_seconds
 from core.audit.service import canonical_json, record
@@ -54,18 +54,29 @@ def get_project(session: Session, name: str) -> Project:
 
 def get_target(session: Session, project: str, environment: str) -> Target:
     """A project's target by environment, or NotFound listing its environments."""
-    found = get_project(session, project)
-    for target in found.targets:
+    # One statement, project included (through `found.targets` it took three: the project,
+    # its targets, then each target's project again).
+    targets = list(
+        session.scalars(
+            select(Target)
+            .join(Target.project)
+            .options(contains_eager(Target.project))
+            .where(Project.name == project.lower())
+            .order_by(Target.id)
+        )
+    )
+    for target in targets:
         if target.environment == environment.lower():
             return target
-    for target in found.targets:  # `production` finds `prod`, and the other way round
+    for target in targets:  # `production` finds `prod`, and the other way round
         if same_environment(target.environment, environment):
             return target
+    name = targets[0].project.name if targets else get_project(session, project).name
     raise NotFound(
-        f"project {found.name} has no {environment!r} environment",
-        project=found.name,
+        f"project {name} has no {environment!r} environment",
+        project=name,
         environment=environment,
-        known=[t.environment for t in found.targets],
+        known=[t.environment for t in targets],
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from agent.cards import approval_cards
+from core.releases.queries import load_release
 from tests.conftest import World
 from tests.support.calls import call, deploy
 
@@ -11,7 +12,7 @@ def test_an_approval_card_expires_when_its_ticket_times_out(world: World) -> Non
     release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
     submitted = call(world, "alice", "submit_release", release_id=release.id)
     with world.services.sessions() as session:
-        cards = approval_cards(session, int(release.id.removeprefix("R-")))
+        cards = approval_cards(session, load_release(session, release.id))
         session.commit()
         assert cards
         deadlines = {card.expires_at for card in cards}

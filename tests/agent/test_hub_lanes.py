@@ -80,3 +80,25 @@ def test_an_expiry_queued_after_a_releases_event_is_handled_after_it() -> None:
     for item in (asked, expired, threading.Event()):
         lanes.put(item)
     assert [lanes.take(), lanes.take()] == [[asked], [expired]]
+
+
+def test_a_releases_events_queued_together_are_taken_in_one_pass() -> None:
+    # A submit's update and its approval request: one transaction on the hub, not two.
+    lanes = Lanes()
+    submitted = _expiry("R-1").model_copy(update={"data": {"action": "submit"}})
+    asked = _expiry("R-1").model_copy(update={"kind": "approval_requested", "data": {}})
+    other = _expiry("R-2").model_copy(update={"data": {"action": "approve"}})
+    again = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
+    for item in (submitted, asked, other, again):
+        lanes.put(item)
+    assert [lanes.take(), lanes.take(), lanes.take()] == [[submitted, asked], [other], [again]]
+
+
+def test_an_expiry_between_two_events_of_a_release_keeps_them_apart() -> None:
+    lanes = Lanes()
+    submitted = _expiry("R-1").model_copy(update={"data": {"action": "submit"}})
+    expired = _expiry("R-1")
+    asked = _expiry("R-1").model_copy(update={"kind": "approval_requested", "data": {}})
+    for item in (submitted, expired, asked):
+        lanes.put(item)
+    assert [lanes.take(), lanes.take()] == [[submitted], [expired, asked]]

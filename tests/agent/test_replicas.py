@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -12,6 +13,9 @@ from agent.hub import Outbox
 from agent.models import ChatCard
 from api.wiring import Services
 from core.config import Settings
+from core.db import utcnow
+from core.events import LiveEvent, queue_event
+from core.live import note_ids, outbox_notes
 from tests.conftest import World, build_world
 from tests.support.calls import call, deploy
 
@@ -76,3 +80,49 @@ def test_a_card_reaches_an_approver_connected_to_another_replica(
         [world.services, replica_b],
     )
     assert update["release_id"] == release.id
+
+
+def test_outbox_ids_are_sent_in_notes_under_the_notify_limit() -> None:
+    ids = list(range(1, 3001))
+    notes = outbox_notes(ids)
+    assert len(notes) > 1 and all(len(n) < 8000 for n in notes)
+    assert [i for n in notes for i in note_ids(n)] == ids
+    assert note_ids("42") == [42]  # one id, as a single event sends it
+
+
+@pytest.mark.postgres
+def test_a_transaction_of_many_events_reaches_the_other_replica_whole_and_in_order(
+    replicas: tuple[World, Services],
+) -> None:
+    world, replica_b = replicas
+    _ = replica_b.hub  # B listens
+    heard: list[LiveEvent] = []
+    done = threading.Event()
+
+    def hear(live_event: LiveEvent) -> None:
+        if live_event.kind == "bulk":
+            heard.append(live_event)
+            if len(heard) == 2500:
+                done.set()
+
+    unsubscribe = replica_b.bus.subscribe(hear)
+    try:
+        with world.services.sessions() as session:  # one INSERT, and several NOTIFYs
+            for n in range(2500):
+                queue_event(
+                    session,
+                    LiveEvent(
+                        kind="bulk",
+                        release_id="R-1",
+                        project="shop",
+                        environment="prod",
+                        lifecycle_state="applying",
+                        at=utcnow(),
+                        data={"n": n, "line": "🚀" * 20},
+                    ),
+                )
+            session.commit()
+        assert done.wait(20), len(heard)
+    finally:
+        unsubscribe()
+    assert [e.data["n"] for e in heard] == list(range(2500))

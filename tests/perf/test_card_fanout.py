@@ -26,7 +26,7 @@ from core.identity.models import User
 from core.identity.service import actor_for, ensure_user, issue_token
 from core.permissions import SYSTEM
 from core.targets.service import load_declaration, parse_declaration
-from tests.conftest import World
+from tests.conftest import World, _settle
 from tests.core.test_query_counts import counted
 from tests.support.calls import call, deploy
 from tests.support.server import running_server
@@ -36,8 +36,9 @@ from tests.support.server import running_server
 def on_hub(world: World) -> Iterator[list[str]]:
     """Every statement the hub's thread sends while the block runs."""
     statements: list[str] = []
-    hub = world.services.hub
-    hub.drain()
+    _ = world.services.hub
+    # On PostgreSQL events reach the hub through the listener: wait for it, not only the hub.
+    _settle(world.services)
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if threading.current_thread().name == "shipdeck-hub":
@@ -46,7 +47,7 @@ def on_hub(world: World) -> Iterator[list[str]]:
     event.listen(world.services.engine, "before_cursor_execute", record)
     try:
         yield statements
-        hub.drain()
+        _settle(world.services)
     finally:
         event.remove(world.services.engine, "before_cursor_execute", record)
 
@@ -121,7 +122,7 @@ def test_a_card_held_by_someone_who_lost_the_project_is_not_pushed(world: World)
     world.services.hub.register(Outbox(victor, "s", frames["victor"].append))
     release = deploy(world, "alice", "lost", "prod", web={"image_tag": "2.0.0"})
     call(world, "alice", "submit_release", release_id=release.id)
-    world.services.hub.drain()
+    _settle(world.services)
     assert all(any(f["type"] == "card" for f in frames[n]) for n in names)
     assert frames["victor"] == []  # a viewer of shop only: no role on `lost`
 
@@ -130,6 +131,7 @@ def test_opening_a_session_costs_the_same_statements_for_2_or_12_open_cards(
     world: World,
 ) -> None:
     deps = ChatDeps(world.services.sessions, world.services.context, RulesPlanner())
+    _ = world.services.hub  # listening before the submits (on PostgreSQL, alone in a run)
     approver = _project(world, "open", 1, targets=12)[0]
     environments = ["prod", *(f"h{i}" for i in range(1, 12))]
     counts = []
@@ -137,7 +139,7 @@ def test_opening_a_session_costs_the_same_statements_for_2_or_12_open_cards(
         for environment in environments[first:last]:
             release = deploy(world, "alice", "open", environment, web={"image_tag": "2.0.0"})
             call(world, "alice", "submit_release", release_id=release.id)
-        world.services.hub.drain()
+        _settle(world.services)  # the listener has published them, the hub handled them
         frames: list[dict[str, Any]] = []
         with counted(world) as statements:
             ChatSession.open(deps, world.actor(approver), frames.append)
