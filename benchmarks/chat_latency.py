@@ -31,21 +31,17 @@ import json
 import os
 import secrets
 import statistics
-import subprocess
-import sys
-import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from contextlib import AbstractContextManager
 from typing import Any
 
 import httpx2 as httpx
 from fastapi import WebSocket, WebSocketDisconnect  # module level: route annotations resolve
 from websockets.asyncio.client import ClientConnection, connect
 
-ROOT = Path(__file__).resolve().parent.parent
+from benchmarks.serving import database, process
+
 QUESTION = "what's running in shop prod"
 
 
@@ -186,49 +182,10 @@ projects:
     return tokens
 
 
-@contextmanager
-def server(url: str, key: str) -> Iterator[str]:
-    """The app in its own process; yields host:port once it answers."""
-    from tests.support.postgres import free_port
-
-    port = free_port()
-    env = dict(os.environ, PYTHONPATH=str(ROOT), SHIPDECK_DATABASE_URL=url)
-    env.update(SHIPDECK_AUDIT_KEY=key, SHIPDECK_PLANNER="rules", SHIPDECK_MIGRATE_ON_START="false")
-    child = subprocess.Popen(
-        [sys.executable, "-m", "benchmarks.chat_latency", "--serve", str(port)],
-        env=env,
-        cwd=ROOT,
-        stdout=subprocess.DEVNULL,
-    )
-    address = f"127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            if child.poll() is not None:
-                raise RuntimeError(f"server exited with {child.returncode}")
-            try:
-                if httpx.get(f"http://{address}/bench/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                if time.monotonic() > deadline:
-                    raise
-            time.sleep(0.1)
-        yield address
-    finally:
-        child.terminate()
-        child.wait(timeout=30)
-
-
-@contextmanager
-def database(kind: str, tmp: Path) -> Iterator[str]:
-    """A fresh SQLite file or a throwaway PostgreSQL cluster."""
-    if kind == "sqlite":
-        yield f"sqlite:///{tmp / 'chat.db'}"
-        return
-    from tests.support.postgres import throwaway_cluster
-
-    with throwaway_cluster() as url:
-        yield url
+def server(url: str, key: str) -> AbstractContextManager[str]:
+    """The app in its own process; yields its base URL once it answers."""
+    env = {"SHIPDECK_AUDIT_KEY": key, "SHIPDECK_MIGRATE_ON_START": "false"}
+    return process(["-m", "benchmarks.chat_latency", "--serve"], url, "/bench/ready", env)
 
 
 # ---------------------------------------------------------------------------- client
@@ -434,10 +391,11 @@ def main() -> None:
         f" {os.cpu_count()} CPUs"
     )
     for kind in args.databases:
-        with tempfile.TemporaryDirectory() as tmp, database(kind, Path(tmp)) as url:
+        with database(kind) as url:
             key = secrets.token_hex(32)
             tokens = seed(url, key, approvers)
-            with server(url, key) as address:
+            with server(url, key) as base:
+                address = base.removeprefix("http://")
                 results = asyncio.run(measure(address, tokens, approvers, args))
         report(kind, results, args)
 
