@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -24,7 +23,6 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "shipdeck_events"
 KEEP = timedelta(hours=1)
-NOTE_BYTES = 7000  # NOTIFY refuses payloads of 8,000 bytes or more
 
 
 class LiveOutbox(Base):
@@ -54,17 +52,22 @@ def install_publisher(session_class: Any, bus: EventBus, *, notify: bool = False
             pending: list[LiveEvent] = session.info.pop(PENDING, [])
             if not pending:
                 return
-            # One INSERT and one NOTIFY for all of a transaction's events (a superseding
-            # submit makes three: it was six statements), ids in the events' order.
+            # One INSERT and one pg_notify statement for all of a transaction's events (a
+            # superseding submit makes three: it was six statements), in the events' order.
             at = utcnow()
             ids = session.scalars(
                 insert(LiveOutbox).returning(LiveOutbox.id, sort_by_parameter_order=True),
                 [{"payload": e.model_dump(mode="json"), "at": at} for e in pending],
             ).all()
-            for note in outbox_notes(ids):
-                session.execute(
-                    text("SELECT pg_notify(:channel, :ids)"), {"channel": CHANNEL, "ids": note}
-                )
+            # One note per id, the format every replica version reads (a rolling upgrade keeps
+            # hearing events), sent by one statement in the events' order.
+            session.execute(
+                text(
+                    "SELECT pg_notify(:channel, n::text) FROM unnest(CAST(:ids AS bigint[]))"
+                    " WITH ORDINALITY AS t(n, i) ORDER BY i"
+                ),
+                {"channel": CHANNEL, "ids": list(ids)},
+            )
 
     else:
 
@@ -77,22 +80,6 @@ def install_publisher(session_class: Any, bus: EventBus, *, notify: bool = False
     @event.listens_for(session_class, "after_soft_rollback")
     def _discard(session: Session, previous_transaction: Any) -> None:
         session.info.pop(PENDING, None)
-
-
-def outbox_notes(ids: Sequence[int], limit: int = NOTE_BYTES) -> list[str]:
-    """Outbox ids as NOTIFY payloads ("12,13,14"), each under NOTIFY's size limit."""
-    notes: list[str] = []
-    for number in map(str, ids):
-        if notes and len(notes[-1]) + 1 + len(number) <= limit:
-            notes[-1] += "," + number
-        else:
-            notes.append(number)
-    return notes
-
-
-def note_ids(payload: str) -> list[int]:
-    """The outbox ids a NOTIFY payload names."""
-    return [int(part) for part in payload.split(",") if part]
 
 
 def prune_outbox(session: Session) -> int:
@@ -142,9 +129,8 @@ class PostgresListener:
                         # The connection cannot query while notifies() runs: take one note
                         # (those already queued come at once on the next turn), then read it.
                         ids = [
-                            number
+                            int(note.payload)
                             for note in connection.notifies(timeout=0.5, stop_after=1)
-                            for number in note_ids(note.payload)
                         ]
                         if not ids:
                             continue

@@ -15,7 +15,6 @@ from api.wiring import Services
 from core.config import Settings
 from core.db import utcnow
 from core.events import LiveEvent, queue_event
-from core.live import note_ids, outbox_notes
 from tests.conftest import World, build_world
 from tests.support.calls import call, deploy
 
@@ -80,14 +79,6 @@ def test_a_card_reaches_an_approver_connected_to_another_replica(
         [world.services, replica_b],
     )
     assert update["release_id"] == release.id
-
-
-def test_outbox_ids_are_sent_in_notes_under_the_notify_limit() -> None:
-    ids = list(range(1, 3001))
-    notes = outbox_notes(ids)
-    assert len(notes) > 1 and all(len(n) < 8000 for n in notes)
-    assert [i for n in notes for i in note_ids(n)] == ids
-    assert note_ids("42") == [42]  # one id, as a single event sends it
 
 
 @pytest.mark.postgres
