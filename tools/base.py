@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints
@@ -13,7 +12,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.access import AccessLog
 from core.audit.service import canonical_json, record
-from core.db import commits, retryable_failure
+from core.db import commits, retrying
 from core.errors import InvalidInput, ShipdeckError
 from core.flows.runner import ApplyRunner
 from core.permissions import Action, Actor
@@ -23,7 +22,6 @@ from tools.visibility import conceal
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 
-log = logging.getLogger("shipdeck.tools")
 # A mutating call the database rolled back whole (deadlock, serialization failure) runs again
 # this many more times.
 RETRIES = 2
@@ -96,22 +94,23 @@ class Tool(Generic[In, Out]):
         committed nothing yet: work outside the database (a runtime apply, a notification)
         only ever follows a commit, so a call retried here has done nothing anywhere yet.
         """
-        for attempt in range(RETRIES + 1):
+        committed = 0
+
+        def attempt() -> Out:
+            nonlocal committed
             with (ctx.sessions if self.mutating else ctx.reads)() as session:
                 try:
                     conceal(session, ctx.actor, parsed)
                     return self.func(ctx, session, parsed)
-                except Exception as exc:
-                    again = self.mutating and attempt < RETRIES and commits(session) == 0
-                    if not (again and retryable_failure(exc)):
-                        raise
-                    log.warning(
-                        "%s: retrying after the database rolled the call back (%s, attempt %d)",
-                        self.name,
-                        getattr(getattr(exc, "orig", None), "sqlstate", "?"),
-                        attempt + 1,
-                    )
-        raise AssertionError("unreachable")  # the last attempt returned or raised
+                finally:
+                    committed = commits(session)
+
+        return retrying(
+            attempt,
+            what=self.name,
+            retries=RETRIES if self.mutating else 0,
+            may_retry=lambda: committed == 0,
+        )
 
     def _audit(
         self, ctx: ToolContext, args: dict[str, Any] | BaseModel, action: str, extra: dict[str, Any]
