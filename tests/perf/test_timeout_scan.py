@@ -71,13 +71,13 @@ def _young_tickets(world: World, template: int, count: int) -> None:
         )
         release.pop("number")
         ticket.pop("id")
-        connection.execute(insert(Release.__table__), [release] * count)
+        connection.execute(insert(Release), [release] * count)
         numbers = connection.execute(
             select(Release.number).where(Release.number > template).order_by(Release.number)
         ).scalars()
         now = utcnow()
         connection.execute(
-            insert(ApprovalTicket.__table__),
+            insert(ApprovalTicket),
             [{**ticket, "release_number": n, "created_at": now} for n in numbers],
         )
 
