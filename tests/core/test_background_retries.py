@@ -1,0 +1,126 @@
+"""Background writers survive being picked as a deadlock victim on PostgreSQL.
+
+The runner, the sweeper, the hub and the notification worker write outside any tool call, so
+Tool.run's retry does not cover them. A transaction PostgreSQL rolls back whole (SQLSTATE
+40P01 / 40001) is run once more, and the retry is logged. Each race here is made on purpose:
+an outside writer takes the audit chain's head first, against the product's lock order, then
+asks for the row the background writer already holds. Its long deadlock_timeout leaves the
+background writer to notice the deadlock, and be rolled back.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from sqlalchemy import Connection, event, text
+
+from core.ids import parse_release_id
+from tests.conftest import World, build_world
+from tests.support.calls import approved_dev, call
+
+WORKER = "background-under-test"
+
+
+@pytest.fixture
+def pg_world(pg_services: Any) -> World:
+    return build_world(pg_services)
+
+
+@contextmanager
+def paused_at(
+    world: World, matches: Callable[[str, Any], bool]
+) -> Iterator[tuple[threading.Event, threading.Event]]:
+    """Hold the worker thread just before the first statement `matches` accepts."""
+    reached, go = threading.Event(), threading.Event()
+
+    def before(_c: Connection, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
+        if threading.current_thread().name != WORKER or reached.is_set():
+            return
+        if matches(statement, parameters):
+            reached.set()
+            go.wait(30)
+
+    engine = world.services.engine
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield reached, go
+    finally:
+        go.set()
+        event.remove(engine, "before_cursor_execute", before)
+
+
+def _lock_waiters(watcher: Connection) -> int:
+    watcher.rollback()  # a fresh snapshot of pg_stat_activity each poll
+    waiting = text(
+        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+        "AND datname = current_database()"
+    )
+    return int(watcher.execute(waiting).scalar() or 0)
+
+
+def deadlock_against(world: World, go: threading.Event, row: str, **params: Any) -> None:
+    """Take the audit head, let the worker go on until it waits for it, then take `row`
+    (which the worker holds): a deadlock the worker loses."""
+    engine = world.services.engine
+    with engine.connect() as outside, engine.connect() as watcher:
+        outside.execute(text("SET LOCAL deadlock_timeout = '30s'"))
+        outside.execute(text("SELECT last_seq FROM audit_head FOR UPDATE"))
+        go.set()
+        deadline = time.monotonic() + 20
+        while not _lock_waiters(watcher):
+            assert time.monotonic() < deadline, "the worker never waited for the head"
+        outside.execute(text(row), params)  # returns once the worker was rolled back
+        outside.commit()
+
+
+def _in_worker(fn: Callable[[], Any], box: dict[str, Any]) -> threading.Thread:
+    def run() -> None:
+        try:
+            box["value"] = fn()
+        except BaseException as exc:
+            box["error"] = exc
+
+    thread = threading.Thread(target=run, name=WORKER)
+    thread.start()
+    return thread
+
+
+def _retried(caplog: pytest.LogCaptureFixture, what: str) -> bool:
+    return any(
+        "retrying" in r.getMessage() and what in r.getMessage() and "40P01" in r.getMessage()
+        for r in caplog.records
+    )
+
+
+@pytest.mark.postgres
+def test_an_apply_result_the_database_rolled_back_is_recorded_again(
+    pg_world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    rid = approved_dev(pg_world)
+    number = parse_release_id(rid)
+
+    def ending(statement: str, parameters: Any) -> bool:
+        return statement.lstrip().startswith("UPDATE releases") and (
+            isinstance(parameters, dict) and parameters.get("lifecycle_state") == "applied"
+        )
+
+    box: dict[str, Any] = {}
+    with paused_at(pg_world, ending) as (reached, go):
+        # the runner is inline here: the apply runs to its end in this thread
+        worker = _in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
+        assert reached.wait(30), "the apply never reached its end"
+        deadlock_against(
+            pg_world, go, "SELECT number FROM releases WHERE number = :n FOR UPDATE", n=number
+        )
+        worker.join(30)
+    assert "error" not in box, box
+    release = call(pg_world, "admin", "get_release", release_id=rid)
+    # before: the runner's last line of defence recorded "recording the apply result failed"
+    assert release.lifecycle_state == "applied", release.reason
+    assert _retried(caplog, f"recording the end of {rid}"), caplog.text
+    assert call(pg_world, "admin", "verify_audit").ok
