@@ -17,11 +17,16 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, event, insert, select, text
 
-from core.ids import parse_release_id
+from agent.cards import new_id
+from agent.hub import Outbox
+from agent.models import ChatCard
+from core.approvals.tickets import current_ticket, eligible_approvers
+from core.db import utcnow
+from core.ids import parse_release_id, release_id
 from tests.conftest import World, build_world
-from tests.support.calls import approved_dev, call
+from tests.support.calls import approved_dev, call, deploy
 
 WORKER = "background-under-test"
 
@@ -33,13 +38,13 @@ def pg_world(pg_services: Any) -> World:
 
 @contextmanager
 def paused_at(
-    world: World, matches: Callable[[str, Any], bool]
+    world: World, matches: Callable[[str, Any], bool], thread: str = WORKER
 ) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """Hold the worker thread just before the first statement `matches` accepts."""
+    """Hold a thread (by name) just before the first statement `matches` accepts."""
     reached, go = threading.Event(), threading.Event()
 
     def before(_c: Connection, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if threading.current_thread().name != WORKER or reached.is_set():
+        if threading.current_thread().name != thread or reached.is_set():
             return
         if matches(statement, parameters):
             reached.set()
@@ -63,18 +68,28 @@ def _lock_waiters(watcher: Connection) -> int:
     return int(watcher.execute(waiting).scalar() or 0)
 
 
-def deadlock_against(world: World, go: threading.Event, row: str, **params: Any) -> None:
-    """Take the audit head, let the worker go on until it waits for it, then take `row`
-    (which the worker holds): a deadlock the worker loses."""
+def head_first(outside: Connection) -> None:
+    """The audit chain's head: the lock every writer takes last, at commit."""
+    outside.execute(text("SELECT last_seq FROM audit_head FOR UPDATE"))
+
+
+def deadlock_against(
+    world: World,
+    go: threading.Event,
+    first: Callable[[Connection], Any],
+    then: Callable[[Connection], Any],
+) -> None:
+    """Take a lock the worker will want (`first`), let the worker go on until it waits for
+    it, then take one the worker holds (`then`): a deadlock the worker loses."""
     engine = world.services.engine
     with engine.connect() as outside, engine.connect() as watcher:
         outside.execute(text("SET LOCAL deadlock_timeout = '30s'"))
-        outside.execute(text("SELECT last_seq FROM audit_head FOR UPDATE"))
+        first(outside)
         go.set()
         deadline = time.monotonic() + 20
         while not _lock_waiters(watcher):
-            assert time.monotonic() < deadline, "the worker never waited for the head"
-        outside.execute(text(row), params)  # returns once the worker was rolled back
+            assert time.monotonic() < deadline, "the worker never waited for our lock"
+        then(outside)  # returns once the worker was rolled back
         outside.commit()
 
 
@@ -115,7 +130,12 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
         worker = _in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
         assert reached.wait(30), "the apply never reached its end"
         deadlock_against(
-            pg_world, go, "SELECT number FROM releases WHERE number = :n FOR UPDATE", n=number
+            pg_world,
+            go,
+            head_first,
+            lambda c: c.execute(
+                text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
+            ),
         )
         worker.join(30)
     assert "error" not in box, box
@@ -124,3 +144,64 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
     assert release.lifecycle_state == "applied", release.reason
     assert _retried(caplog, f"recording the end of {rid}"), caplog.text
     assert call(pg_world, "admin", "verify_audit").ok
+
+
+def _card(number: int, user_id: int) -> dict[str, Any]:
+    return {
+        "id": new_id(),
+        "user_id": user_id,
+        "kind": "approval",
+        "tool": "approve_release",
+        "args": {"release_id": release_id(number)},
+        "release_number": number,
+        "state": "open",
+        "created_at": utcnow(),
+    }
+
+
+@pytest.mark.postgres
+def test_the_hub_opens_the_cards_of_a_fan_out_the_database_rolled_back(
+    pg_world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Another writer (a second replica's hub) opens two of the same cards in the other order."""
+    hub = pg_world.services.hub
+    frames: dict[int, list[dict[str, Any]]] = {}
+    release = deploy(pg_world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+    number = parse_release_id(release.id)
+
+    def inserting_cards(statement: str, _parameters: Any) -> bool:
+        return statement.lstrip().startswith("INSERT INTO chat_cards")
+
+    with paused_at(pg_world, inserting_cards, thread="shipdeck-hub") as (reached, go):
+        call(pg_world, "alice", "submit_release", release_id=release.id)
+        assert reached.wait(30), "the hub never opened the approval cards"
+        with pg_world.services.sessions() as session:
+            ticket = current_ticket(session, number)
+            assert ticket is not None
+            ids = eligible_approvers(session, ticket)  # ascending
+        assert len(ids) >= 3
+        outboxes = [Outbox(u, str(u), frames.setdefault(u, []).append) for u in ids]
+        for outbox in outboxes:
+            hub.register(outbox)
+        # The hub inserts the cards in user order: the last one waits for ours, and ours
+        # for its first.
+        deadlock_against(
+            pg_world,
+            go,
+            lambda c: c.execute(insert(ChatCard), [_card(number, ids[-1])]),
+            lambda c: c.execute(insert(ChatCard), [_card(number, ids[0])]),
+        )
+    hub.drain()
+    for outbox in outboxes:
+        hub.unregister(outbox)
+    assert _retried(caplog, f"hub: approval_requested of {release.id}"), caplog.text
+    with pg_world.services.sessions() as session:
+        open_for = session.scalars(
+            select(ChatCard.user_id).where(
+                ChatCard.release_number == number, ChatCard.state == "open"
+            )
+        ).all()
+    assert sorted(open_for) == ids
+    for user_id in ids:  # every approver heard of it; the middle ones' cards opened by the hub
+        cards = [f for f in frames[user_id] if f.get("type") == "card"]
+        assert cards and cards[-1]["card"]["release_id"] == release.id, frames[user_id]
