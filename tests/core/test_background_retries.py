@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -24,6 +25,7 @@ from agent.hub import Outbox
 from agent.models import ChatCard
 from core.approvals.tickets import current_ticket, eligible_approvers
 from core.db import utcnow
+from core.flows.expiry import ExpirySweep
 from core.ids import parse_release_id, release_id
 from tests.conftest import World, build_world
 from tests.support.calls import approved_dev, call, deploy
@@ -205,3 +207,46 @@ def test_the_hub_opens_the_cards_of_a_fan_out_the_database_rolled_back(
     for user_id in ids:  # every approver heard of it; the middle ones' cards opened by the hub
         cards = [f for f in frames[user_id] if f.get("type") == "card"]
         assert cards and cards[-1]["card"]["release_id"] == release.id, frames[user_id]
+
+
+@pytest.mark.postgres
+def test_the_sweeper_expires_again_what_the_database_rolled_back(
+    pg_world: World, caplog: pytest.LogCaptureFixture
+) -> None:
+    release = deploy(pg_world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+    call(pg_world, "alice", "submit_release", release_id=release.id)
+    number = parse_release_id(release.id)
+    with pg_world.services.engine.begin() as connection:
+        connection.execute(
+            text("UPDATE approval_tickets SET created_at = :t WHERE release_number = :n"),
+            {"t": utcnow() - timedelta(hours=73), "n": number},
+        )
+
+    def expiring(statement: str, parameters: Any) -> bool:
+        return statement.lstrip().startswith("UPDATE releases") and (
+            isinstance(parameters, dict) and parameters.get("lifecycle_state") == "expired"
+        )
+
+    def sweep() -> int:
+        with pg_world.services.sessions() as session:
+            return ExpirySweep().run(session)
+
+    box: dict[str, Any] = {}
+    with paused_at(pg_world, expiring) as (reached, go):
+        worker = _in_worker(sweep, box)
+        assert reached.wait(30), "the sweeper never expired the release"
+        deadlock_against(
+            pg_world,
+            go,
+            head_first,
+            lambda c: c.execute(
+                text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
+            ),
+        )
+        worker.join(30)
+    assert box == {"value": 1}, box
+    assert call(pg_world, "admin", "get_release", release_id=release.id).lifecycle_state == (
+        "expired"
+    )
+    assert _retried(caplog, f"expiring {release.id}"), caplog.text
+    assert call(pg_world, "admin", "verify_audit").ok
