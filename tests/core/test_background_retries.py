@@ -250,3 +250,37 @@ def test_the_sweeper_expires_again_what_the_database_rolled_back(
     )
     assert _retried(caplog, f"expiring {release.id}"), caplog.text
     assert call(pg_world, "admin", "verify_audit").ok
+
+
+@pytest.mark.postgres
+def test_a_rollback_locks_the_release_it_undoes_before_its_own(pg_world: World) -> None:
+    """Release rows are locked ascending: a rollback (newer) waits for the release it undoes
+    (older) before it holds its own row. Before, it updated its own row and then waited for
+    the older one, the opposite of every other writer: a deadlock with any of them."""
+    first = approved_dev(pg_world, "1.5.0")
+    call(pg_world, "alice", "apply_release", release_id=first)
+    back = call(pg_world, "alice", "rollback_release", project="shop", environment="dev")
+    call(pg_world, "alice", "submit_release", release_id=back.id)
+    older, newer = parse_release_id(first), parse_release_id(back.id)
+    assert older < newer
+    engine = pg_world.services.engine
+    box: dict[str, Any] = {}
+    lock = "SELECT number FROM releases WHERE number = :n FOR UPDATE"
+    with engine.connect() as outside, engine.connect() as watcher:
+        outside.execute(text(lock), {"n": older})
+        worker = _in_worker(
+            lambda: call(pg_world, "alice", "apply_release", release_id=back.id), box
+        )
+        deadline = time.monotonic() + 20
+        while not _lock_waiters(watcher):
+            assert time.monotonic() < deadline, "the rollback never waited for the older row"
+        # the rollback waits for the older row and holds nothing of its own yet
+        outside.execute(text(lock + " NOWAIT"), {"n": newer})
+        outside.commit()
+        worker.join(30)
+    assert "error" not in box, box
+    assert call(pg_world, "admin", "get_release", release_id=back.id).lifecycle_state == "applied"
+    assert call(pg_world, "admin", "get_release", release_id=first).lifecycle_state == (
+        "rolled_back"
+    )
+    assert call(pg_world, "admin", "verify_audit").ok
