@@ -10,15 +10,12 @@ background writer to notice the deadlock, and be rolled back.
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, insert, select, text
+from sqlalchemy import insert, select, text
 
 from agent.cards import new_id
 from agent.hub import Outbox
@@ -29,82 +26,12 @@ from core.flows.expiry import ExpirySweep
 from core.ids import parse_release_id, release_id
 from tests.conftest import World, build_world
 from tests.support.calls import approved_dev, call, deploy
-
-WORKER = "background-under-test"
+from tests.support.pg_locks import deadlock_against, head_first, in_worker, lock_waiters, paused_at
 
 
 @pytest.fixture
 def pg_world(pg_services: Any) -> World:
     return build_world(pg_services)
-
-
-@contextmanager
-def paused_at(
-    world: World, matches: Callable[[str, Any], bool], thread: str = WORKER
-) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """Hold a thread (by name) just before the first statement `matches` accepts."""
-    reached, go = threading.Event(), threading.Event()
-
-    def before(_c: Connection, _cur: Any, statement: str, parameters: Any, *_: Any) -> None:
-        if threading.current_thread().name != thread or reached.is_set():
-            return
-        if matches(statement, parameters):
-            reached.set()
-            go.wait(30)
-
-    engine = world.services.engine
-    event.listen(engine, "before_cursor_execute", before)
-    try:
-        yield reached, go
-    finally:
-        go.set()
-        event.remove(engine, "before_cursor_execute", before)
-
-
-def _lock_waiters(watcher: Connection) -> int:
-    watcher.rollback()  # a fresh snapshot of pg_stat_activity each poll
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND datname = current_database()"
-    )
-    return int(watcher.execute(waiting).scalar() or 0)
-
-
-def head_first(outside: Connection) -> None:
-    """The audit chain's head: the lock every writer takes last, at commit."""
-    outside.execute(text("SELECT last_seq FROM audit_head FOR UPDATE"))
-
-
-def deadlock_against(
-    world: World,
-    go: threading.Event,
-    first: Callable[[Connection], Any],
-    then: Callable[[Connection], Any],
-) -> None:
-    """Take a lock the worker will want (`first`), let the worker go on until it waits for
-    it, then take one the worker holds (`then`): a deadlock the worker loses."""
-    engine = world.services.engine
-    with engine.connect() as outside, engine.connect() as watcher:
-        outside.execute(text("SET LOCAL deadlock_timeout = '30s'"))
-        first(outside)
-        go.set()
-        deadline = time.monotonic() + 20
-        while not _lock_waiters(watcher):
-            assert time.monotonic() < deadline, "the worker never waited for our lock"
-        then(outside)  # returns once the worker was rolled back
-        outside.commit()
-
-
-def _in_worker(fn: Callable[[], Any], box: dict[str, Any]) -> threading.Thread:
-    def run() -> None:
-        try:
-            box["value"] = fn()
-        except BaseException as exc:
-            box["error"] = exc
-
-    thread = threading.Thread(target=run, name=WORKER)
-    thread.start()
-    return thread
 
 
 def _retried(caplog: pytest.LogCaptureFixture, what: str) -> bool:
@@ -129,7 +56,7 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
     box: dict[str, Any] = {}
     with paused_at(pg_world, ending) as (reached, go):
         # the runner is inline here: the apply runs to its end in this thread
-        worker = _in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
+        worker = in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
         assert reached.wait(30), "the apply never reached its end"
         deadlock_against(
             pg_world,
@@ -233,7 +160,7 @@ def test_the_sweeper_expires_again_what_the_database_rolled_back(
 
     box: dict[str, Any] = {}
     with paused_at(pg_world, expiring) as (reached, go):
-        worker = _in_worker(sweep, box)
+        worker = in_worker(sweep, box)
         assert reached.wait(30), "the sweeper never expired the release"
         deadlock_against(
             pg_world,
@@ -268,11 +195,11 @@ def test_a_rollback_locks_the_release_it_undoes_before_its_own(pg_world: World) 
     lock = "SELECT number FROM releases WHERE number = :n FOR UPDATE"
     with engine.connect() as outside, engine.connect() as watcher:
         outside.execute(text(lock), {"n": older})
-        worker = _in_worker(
+        worker = in_worker(
             lambda: call(pg_world, "alice", "apply_release", release_id=back.id), box
         )
         deadline = time.monotonic() + 20
-        while not _lock_waiters(watcher):
+        while not lock_waiters(watcher):
             assert time.monotonic() < deadline, "the rollback never waited for the older row"
         # the rollback waits for the older row and holds nothing of its own yet
         outside.execute(text(lock + " NOWAIT"), {"n": newer})
