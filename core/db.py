@@ -178,24 +178,21 @@ def retrying(
     *,
     what: str,
     retries: int = 1,
-    may_retry: Callable[[], bool] | None = None,
     before_retry: Callable[[], None] | None = None,
 ) -> T:
     """Run `work`, and run it again (at most `retries` more times) if the database rolled it
     back whole as a deadlock victim or a serialization failure (SQLSTATE 40P01 / 40001).
 
     `work` must be one whole transaction that did nothing outside the database before its
-    commit, so running it again is the same as running it once. `may_retry` may still refuse
-    (the work committed part of itself first); `before_retry` resets what `work` reuses (a
-    session to roll back). Each retry is logged with `what` and the SQLSTATE.
+    commit, so running it again is the same as running it once (work that committed part of
+    itself must raise something else). `before_retry` resets what `work` reuses (a session
+    to roll back). Each retry is logged with `what` and the SQLSTATE.
     """
     for attempt in range(retries + 1):
         try:
             return work()
         except Exception as exc:
             if attempt >= retries or not retryable_failure(exc):
-                raise
-            if may_retry is not None and not may_retry():
                 raise
             _retry_log.warning(
                 "%s: retrying after the database rolled it back (%s, attempt %d of %d)",
