@@ -196,13 +196,20 @@ class ApplyRunner:
     def hand_off(self, number: int) -> None:
         """A job ended: start the next release waiting in its target's apply queue, if any."""
         try:
-            with self.sessions() as session:
-                target_id = session.scalars(
-                    select(Release.target_id).where(Release.number == number)
-                ).one()
-                apply_next(session, runner=self, target_id=target_id)
+            # apply_next reads the queue afresh each time: running it again after the
+            # database rolled it back starts what is still waiting, once
+            retrying(
+                lambda: self._next_of(number), what=f"handing on the target of {release_id(number)}"
+            )
         except Exception:  # the queue waits for the next sweep
             log.exception("handing the target of %s to its queue failed", release_id(number))
+
+    def _next_of(self, number: int) -> None:
+        with self.sessions() as session:
+            target_id = session.scalars(
+                select(Release.target_id).where(Release.number == number)
+            ).one()
+            apply_next(session, runner=self, target_id=target_id)
 
     def advance_queues(self) -> int:
         """Start the head of every free target's apply queue (after a crash). Returns count."""

@@ -26,6 +26,7 @@ from core.ids import parse_release_id
 from core.releases.models import Release
 from tests.conftest import World, build_world
 from tests.support.calls import call, deploy, sql
+from tests.support.pg_locks import lock_waiters
 
 SWEEPER = "sweeper-under-test"
 
@@ -140,18 +141,9 @@ def pg_world(pg_services: Any) -> World:
     return build_world(pg_services)
 
 
-def _lock_waiters(watcher: Connection) -> int:
-    watcher.rollback()  # a fresh snapshot of pg_stat_activity each poll
-    waiting = text(
-        "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
-        "AND datname = current_database()"
-    )
-    return int(watcher.execute(waiting).scalar() or 0)
-
-
 def _until_waiting(watcher: Connection, count: int, what: str) -> None:
     deadline = time.monotonic() + 20
-    while _lock_waiters(watcher) < count:
+    while lock_waiters(watcher) < count:
         assert time.monotonic() < deadline, what
 
 
