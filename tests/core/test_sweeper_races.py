@@ -25,7 +25,7 @@ from core.flows.expiry import ExpirySweep
 from core.ids import parse_release_id
 from core.releases.models import Release
 from tests.conftest import World, build_world
-from tests.support.calls import call, deploy, sql
+from tests.support.calls import approved_dev, call, deploy, sql
 from tests.support.pg_locks import lock_waiters
 
 SWEEPER = "sweeper-under-test"
@@ -118,6 +118,40 @@ def test_a_decision_between_the_scan_and_the_expiry_wins(
         r.getMessage() for r in caplog.records if "not expired by the sweeper" in r.getMessage()
     ]
     assert stood_back and rid in stood_back[0], caplog.text
+    assert call(world, "admin", "verify_audit").ok
+
+
+@pytest.mark.parametrize(
+    ("tool", "settled"),
+    [("apply_release", "applied"), ("repreview_release", "approved")],
+)
+def test_an_apply_or_repreview_between_the_scan_and_a_preview_expiry_wins(
+    world: World, caplog: pytest.LogCaptureFixture, tool: str, settled: str
+) -> None:
+    """The preview-TTL expiry of an approved release against its requester acting on it."""
+    caplog.set_level(logging.INFO)
+    rid = approved_dev(world)
+    sql(
+        world,
+        "UPDATE previews SET expires_at = :t WHERE release_number = :n",
+        t=(utcnow() - timedelta(seconds=5)).replace(tzinfo=None).isoformat(sep=" "),
+        n=parse_release_id(rid),
+    )
+    box: dict[str, Any] = {}
+    sweeper = threading.Thread(target=_sweep(world, box), name=SWEEPER)
+    with paused_before_writing(world) as (reached, go):
+        sweeper.start()
+        assert reached.wait(30), "the sweeper never began its write"
+        call(world, "alice", tool, release_id=rid)  # re-previews the stale preview first
+        go.set()
+        sweeper.join(30)
+    assert "error" not in box, box
+    assert box["count"] == 0
+    assert call(world, "alice", "get_release", release_id=rid).lifecycle_state == settled
+    assert any(
+        "not expired by the sweeper" in r.getMessage() and rid in r.getMessage()
+        for r in caplog.records
+    ), caplog.text
     assert call(world, "admin", "verify_audit").ok
 
 
