@@ -155,10 +155,13 @@ def expire_due(session: Session, since: datetime | None = None) -> int:
         stale = reader.scalars(_due(now, since)).all()
         timed_out = _timed_out(reader, now)
     count = 0
-    for number in stale:
-        count += _try_expire(session, number, now, timeout=False)
-    for number in timed_out:
-        count += _try_expire(session, number, now, timeout=True)
+    due = [(n, False) for n in stale] + [(n, True) for n in timed_out]
+    for number, timeout in due:
+        try:
+            count += _try_expire(session, number, now, timeout=timeout)
+        except Exception:  # one release that cannot expire must not hold back the others
+            session.rollback()
+            log.exception("%s: the sweeper could not expire it; next pass", release_id(number))
     return count
 
 

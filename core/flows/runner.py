@@ -364,11 +364,14 @@ class ApplyRunner:
 
     def sweep(self) -> None:
         """One maintenance pass: expire stale previews, recover orphaned applies."""
-        with self.sessions() as session:
-            self._expiry.run(session)
-            if session.get_bind().dialect.name == "postgresql":
-                prune_outbox(session)
-                session.commit()
+        try:
+            with self.sessions() as session:
+                self._expiry.run(session)
+                if session.get_bind().dialect.name == "postgresql":
+                    prune_outbox(session)
+                    session.commit()
+        except Exception:  # a failed expiry scan must not hold back recovering dead jobs
+            log.exception("sweep: expiring failed; recovering applies anyway")
         self.recover()
         self.advance_queues()
 
