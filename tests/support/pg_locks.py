@@ -44,9 +44,14 @@ def paused_at(
         event.remove(engine, "before_cursor_execute", before)
 
 
-def lock_waiters(watcher: Connection) -> int:
-    """How many backends of this database wait for a lock now."""
+def lock_waiters(watcher: Connection, blocker: int | None = None) -> int:
+    """How many backends of this database wait for a lock now (for one `blocker`'s, if given)."""
     watcher.rollback()  # a fresh snapshot of pg_stat_activity each poll
+    if blocker is not None:
+        waiting = text(
+            "SELECT count(*) FROM pg_stat_activity WHERE :b = ANY(pg_blocking_pids(pid))"
+        )
+        return int(watcher.execute(waiting, {"b": blocker}).scalar() or 0)
     waiting = text(
         "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
         "AND datname = current_database()"
@@ -71,9 +76,10 @@ def deadlock_against(
     with engine.connect() as outside, engine.connect() as watcher:
         outside.execute(text("SET LOCAL deadlock_timeout = '30s'"))
         first(outside)
+        me = int(outside.execute(text("SELECT pg_backend_pid()")).scalar_one())
         go.set()
         deadline = time.monotonic() + 20
-        while not lock_waiters(watcher):
+        while not lock_waiters(watcher, me):  # the worker, not some other thread, waits for us
             assert time.monotonic() < deadline, "the worker never waited for our lock"
         then(outside)  # returns once the worker was rolled back
         outside.commit()
