@@ -111,12 +111,12 @@ def _timeout_gone(session: Session, release: Release, now: datetime) -> str | No
     """Why a release the scan found with a timed-out ticket is no longer due (None: still due)."""
     state = normalize_state(release.lifecycle_state)
     if state != State.pending_approval:
-        return f"it is {state.value} now (decided before its ticket timed out)"
+        return f"it is {state.value} now (decided before the sweeper acted)"
     ticket = current_ticket(session, release.number, for_update=True)
     if ticket is None or ticket.state != OPEN:
         return f"its ticket is {ticket.state if ticket else 'gone'} now"
     if ticket_deadline(ticket, release.target) > now:
-        return "its ticket was reopened and waits again"
+        return "its ticket is not overdue any more (its timeout changed)"
     return None
 
 
