@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 from sqlalchemy import select
@@ -26,6 +27,7 @@ from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from agent.cards import apply_card, approval_cards, card_view, release_view, settle
 from agent.models import ChatCard
+from core.db import retrying
 from core.events import EventBus, LiveEvent
 from core.identity.models import Grant
 from core.ids import parse_release_id
@@ -183,7 +185,14 @@ class Hub:
             events = [e for e in items if isinstance(e, LiveEvent)]
             if events:
                 try:
-                    self._handle(events)
+                    # Card writes the database rolled back (a deadlock with another replica's
+                    # hub or a card click) are handled again: dropped, the cards never open.
+                    # Frames are pushed only after the commit, so a retry sends nothing twice.
+                    kinds = ", ".join(e.kind for e in events)
+                    retrying(
+                        partial(self._handle, events),
+                        what=f"hub: {kinds} of {events[0].release_id}",
+                    )
                 except Exception:  # one bad event must not stop the hub
                     log.exception("hub failed on %s", ", ".join(e.kind for e in events))
             for item in items:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import DateTime, Engine, MetaData, String, create_engine, event, text
 from sqlalchemy.engine import Dialect
@@ -181,6 +182,49 @@ def retryable_failure(exc: BaseException) -> bool:
     orig = exc.orig
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
     return code in RETRYABLE_SQLSTATES
+
+
+def sqlstate(exc: BaseException) -> str:
+    """The SQLSTATE a database error carries ("?" when none)."""
+    orig = getattr(exc, "orig", None)
+    return str(getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None) or "?")
+
+
+T = TypeVar("T")
+_retry_log = logging.getLogger("shipdeck.retry")
+
+
+def retrying(
+    work: Callable[[], T],
+    *,
+    what: str,
+    retries: int = 1,
+    before_retry: Callable[[], None] | None = None,
+) -> T:
+    """Run `work`, and run it again (at most `retries` more times) if the database rolled it
+    back whole as a deadlock victim or a serialization failure (SQLSTATE 40P01 / 40001).
+
+    `work` must be one whole transaction that did nothing outside the database before its
+    commit, so running it again is the same as running it once (work that committed part of
+    itself must raise something else). `before_retry` resets what `work` reuses (a session
+    to roll back). Each retry is logged with `what` and the SQLSTATE.
+    """
+    for attempt in range(retries + 1):
+        try:
+            return work()
+        except Exception as exc:
+            if attempt >= retries or not retryable_failure(exc):
+                raise
+            _retry_log.warning(
+                "%s: retrying after the database rolled it back (%s, attempt %d of %d)",
+                what,
+                sqlstate(exc),
+                attempt + 2,
+                retries + 1,
+            )
+            if before_retry is not None:
+                before_retry()
+    raise AssertionError("unreachable")  # the last attempt returned or raised
 
 
 def commits(session: Session) -> int:

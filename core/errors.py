@@ -66,6 +66,13 @@ class StateChanged(Conflict):
         self.current = current
 
 
+class Interrupted(Conflict):
+    """The database rolled back a call's last step after earlier steps were saved: what was
+    saved stands, nothing after it ran; reload and run the call again if it still applies."""
+
+    code = "interrupted"
+
+
 class PreviewExpired(Conflict):
     """The preview's TTL passed; re-preview to continue."""
 

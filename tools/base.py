@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints
@@ -13,8 +12,8 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.access import AccessLog
 from core.audit.service import canonical_json, record
-from core.db import commits, retryable_failure
-from core.errors import InvalidInput, ShipdeckError
+from core.db import commits, retryable_failure, retrying, sqlstate
+from core.errors import Interrupted, InvalidInput, ShipdeckError
 from core.flows.runner import ApplyRunner
 from core.permissions import Action, Actor
 from runtimes.registry import RuntimeRegistry
@@ -23,7 +22,6 @@ from tools.visibility import conceal
 In = TypeVar("In", bound=BaseModel)
 Out = TypeVar("Out", bound=BaseModel)
 
-log = logging.getLogger("shipdeck.tools")
 # A mutating call the database rolled back whole (deadlock, serialization failure) runs again
 # this many more times.
 RETRIES = 2
@@ -82,7 +80,9 @@ class Tool(Generic[In, Out]):
             parsed = self.parse(args)
             result = self._call(ctx, parsed)
         except ShipdeckError as exc:
-            self._audit(ctx, args, "refused", {"error": exc.code, "message": exc.message})
+            # an interrupted call is not a refusal: part of it was done
+            action = "interrupted" if isinstance(exc, Interrupted) else "refused"
+            self._audit(ctx, args, action, {"error": exc.code, "message": exc.message})
             raise
         if not self.mutating:
             self._audit(ctx, parsed, "read", {})
@@ -94,24 +94,42 @@ class Tool(Generic[In, Out]):
         PostgreSQL may end a transaction as a deadlock victim or a serialization failure
         (SQLSTATE 40P01 / 40001) and roll it back. The call runs again only if its session had
         committed nothing yet: work outside the database (a runtime apply, a notification)
-        only ever follows a commit, so a call retried here has done nothing anywhere yet.
+        only ever follows a commit, so a call retried here has done nothing anywhere yet. One
+        rolled back after an earlier commit ends `Interrupted` (409, audited as such).
         """
-        for attempt in range(RETRIES + 1):
+
+        def attempt() -> Out:
             with (ctx.sessions if self.mutating else ctx.reads)() as session:
                 try:
                     conceal(session, ctx.actor, parsed)
                     return self.func(ctx, session, parsed)
                 except Exception as exc:
-                    again = self.mutating and attempt < RETRIES and commits(session) == 0
-                    if not (again and retryable_failure(exc)):
-                        raise
-                    log.warning(
-                        "%s: retrying after the database rolled the call back (%s, attempt %d)",
-                        self.name,
-                        getattr(getattr(exc, "orig", None), "sqlstate", "?"),
-                        attempt + 1,
-                    )
-        raise AssertionError("unreachable")  # the last attempt returned or raised
+                    saved = commits(session)
+                    if self.mutating and saved and retryable_failure(exc):
+                        raise self._interrupted(parsed, saved, exc) from exc
+                    raise
+
+        return retrying(attempt, what=self.name, retries=RETRIES if self.mutating else 0)
+
+    def _interrupted(self, parsed: In, saved: int, exc: Exception) -> Interrupted:
+        """The typed outcome of a call the database rolled back after part of it committed.
+
+        Running it again from the start is not safe (its first steps stand, and may have
+        been followed by work outside the database), so it ends here, audited, with a 409.
+        """
+        rid = getattr(parsed, "release_id", None)
+        rid = rid if isinstance(rid, str) and len(rid) <= 32 else None
+        code = sqlstate(exc)
+        return Interrupted(
+            f"{self.name} was interrupted: the database rolled back its last step ({code}) "
+            f"after {saved} earlier step(s) were saved. What was saved stands and nothing "
+            f"after it ran; reload {rid or 'the release'} and run {self.name} again if it "
+            "still applies",
+            tool=self.name,
+            sqlstate=code,
+            saved_steps=saved,
+            **({"release_id": rid} if rid else {}),
+        )
 
     def _audit(
         self, ctx: ToolContext, args: dict[str, Any] | BaseModel, action: str, extra: dict[str, Any]

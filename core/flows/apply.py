@@ -35,6 +35,7 @@ from core.releases.lifecycle import (
     release_event,
     transition,
 )
+from core.releases.locks import lock_releases
 from core.releases.models import Preview, Release
 from core.releases.queries import (
     active_release,
@@ -108,6 +109,9 @@ def apply_release(
     live, current = call_runtime("read the live state", lambda: adapter.observe(ref, services))
     _check_drift(found, preview, live, services, current)
     found = load_release(session, found.number)
+    # A rollback that starts moves the release it undoes too (core.flows.rollback): both rows
+    # are locked first, ascending, as every writer locks release rows (core.releases.locks).
+    lock_releases(session, [found.number, *filter(None, [found.rollback_of])])
     if found.version != version:
         raise illegal_transition(found, "apply", normalize_state(found.lifecycle_state))
     base = {s: live.services[s].model_dump(include={"image", "replicas", "env"}) for s in services}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -9,15 +10,18 @@ from sqlalchemy import Engine, Select, select
 from sqlalchemy.orm import Session
 
 from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import OPEN, approval_timeout_seconds
-from core.db import read_engine, utcnow
+from core.approvals.tickets import OPEN, approval_timeout_seconds, current_ticket, ticket_deadline
+from core.db import read_engine, retrying, utcnow
 from core.errors import Conflict, PreviewExpired
 from core.ids import release_id
 from core.permissions import SYSTEM, Actor
 from core.releases.lifecycle import State, normalize_state, transition
+from core.releases.locks import lock_releases
 from core.releases.models import Preview, Release
-from core.releases.queries import current_preview, load_release
+from core.releases.queries import current_preview
 from core.targets.models import Target
+
+log = logging.getLogger(__name__)
 
 # A pending ticket waits for people, not for the preview TTL: re-preview happens at decision.
 TTL_BOUND = (State.previewed, State.approved)
@@ -53,15 +57,67 @@ def _expire(session: Session, release: Release, *, reason: str | None = None, **
     )
 
 
-def _try_expire(session: Session, number: int, **how: Any) -> int:
-    release = load_release(session, number)
-    try:
-        _expire(session, release, **how)
-        session.commit()
+def _try_expire(session: Session, number: int, now: datetime, *, timeout: bool) -> int:
+    """Expire one release in its own transaction if it is still due; 1 if it did.
+
+    The scan read without locks, and a person may have acted since (approved, rejected,
+    re-previewed). The release row, then its ticket, are locked in the one lock order
+    (core.releases.locks) and the reason to expire is checked again under those locks: a
+    decision that committed first wins, and the sweeper says in the log that it stood back.
+    A deadlock or serialization failure on PostgreSQL runs the check once more.
+    """
+    rid = release_id(number)
+
+    def attempt() -> int:
+        found = lock_releases(session, [number])
+        if not found:
+            session.rollback()
+            return 0
+        release = found[0]
+        why = _timeout_gone(session, release, now) if timeout else _ttl_gone(session, release, now)
+        if why is not None:
+            session.rollback()
+            log.info("%s: not expired by the sweeper: %s", rid, why)
+            return 0
+        try:
+            if timeout:
+                _expire(session, release, reason=APPROVAL_TIMED_OUT)
+            else:
+                _expire(session, release, preview_expired=True)
+            session.commit()
+        except Conflict as exc:
+            session.rollback()
+            log.info("%s: not expired by the sweeper: %s", rid, exc.message)
+            return 0
         return 1
-    except Conflict:
-        session.rollback()
-        return 0
+
+    return retrying(attempt, what=f"expiring {rid}", before_retry=session.rollback)
+
+
+def _ttl_gone(session: Session, release: Release, now: datetime) -> str | None:
+    """Why a release the scan found with a stale preview is no longer due (None: still due)."""
+    state = normalize_state(release.lifecycle_state)
+    if state not in TTL_BOUND:
+        return f"it is {state.value} now"
+    if release.queued_at is not None:
+        return "it waits in its target's apply queue"
+    preview = current_preview(session, release.number)
+    if preview is not None and preview.expires_at > now:
+        return "it was re-previewed"
+    return None
+
+
+def _timeout_gone(session: Session, release: Release, now: datetime) -> str | None:
+    """Why a release the scan found with a timed-out ticket is no longer due (None: still due)."""
+    state = normalize_state(release.lifecycle_state)
+    if state != State.pending_approval:
+        return f"it is {state.value} now (decided before the sweeper acted)"
+    ticket = current_ticket(session, release.number, for_update=True)
+    if ticket is None or ticket.state != OPEN:
+        return f"its ticket is {ticket.state if ticket else 'gone'} now"
+    if ticket_deadline(ticket, release.target) > now:
+        return "its ticket is not overdue any more (its timeout changed)"
+    return None
 
 
 def _due(now: datetime, since: datetime | None) -> Select[int]:
@@ -99,18 +155,13 @@ def expire_due(session: Session, since: datetime | None = None) -> int:
         stale = reader.scalars(_due(now, since)).all()
         timed_out = _timed_out(reader, now)
     count = 0
-    for number in stale:
-        release = load_release(session, number)
-        preview = current_preview(session, number)
-        # Re-checked in the write transaction: a re-preview may have landed since the scan.
-        if normalize_state(release.lifecycle_state) not in TTL_BOUND or (
-            preview is not None and preview.expires_at > now
-        ):
+    due = [(n, False) for n in stale] + [(n, True) for n in timed_out]
+    for number, timeout in due:
+        try:
+            count += _try_expire(session, number, now, timeout=timeout)
+        except Exception:  # one release that cannot expire must not hold back the others
             session.rollback()
-            continue
-        count += _try_expire(session, number, preview_expired=True)
-    for number in timed_out:
-        count += _try_expire(session, number, reason=APPROVAL_TIMED_OUT)
+            log.exception("%s: the sweeper could not expire it; next pass", release_id(number))
     return count
 
 

@@ -19,7 +19,7 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
-from core.db import db_now
+from core.db import db_now, retrying
 from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
 from core.flows.apply import apply_next
@@ -28,6 +28,7 @@ from core.ids import release_id
 from core.live import prune_outbox
 from core.permissions import SYSTEM
 from core.releases.lifecycle import State, release_event, transition
+from core.releases.locks import lock_releases
 from core.releases.models import ProgressEvent, Release
 from core.releases.queries import current_preview, load_release
 from core.targets.service import target_ref
@@ -109,6 +110,9 @@ class ApplyRunner:
     # ------------------------------------------------------------ claim and heartbeat
 
     def _claim(self, number: int) -> bool:
+        return retrying(lambda: self._claim_once(number), what=f"claiming {release_id(number)}")
+
+    def _claim_once(self, number: int) -> bool:
         with self.sessions() as session, session.begin():
             now = db_now(session)
             result = session.execute(
@@ -147,11 +151,15 @@ class ApplyRunner:
             jobs = dict(self._jobs)
         if not jobs:
             return
-        with self.sessions() as session, session.begin():
-            for number, lost in jobs.items():
-                if not self._renew(session, number):
-                    lost.set()
-                    log.warning("%s: claim lost; its worker stops", release_id(number))
+
+        def beat() -> list[int]:
+            with self.sessions() as session, session.begin():
+                # ascending, as every writer locks release rows (core.releases.locks)
+                return [n for n in sorted(jobs) if not self._renew(session, n)]
+
+        for number in retrying(beat, what="renewing the apply claims"):
+            jobs[number].set()
+            log.warning("%s: claim lost; its worker stops", release_id(number))
 
     def _ensure_heartbeat(self) -> None:
         if self._inline:
@@ -188,13 +196,20 @@ class ApplyRunner:
     def hand_off(self, number: int) -> None:
         """A job ended: start the next release waiting in its target's apply queue, if any."""
         try:
-            with self.sessions() as session:
-                target_id = session.scalars(
-                    select(Release.target_id).where(Release.number == number)
-                ).one()
-                apply_next(session, runner=self, target_id=target_id)
+            # apply_next reads the queue afresh each time: running it again after the
+            # database rolled it back starts what is still waiting, once
+            retrying(
+                lambda: self._next_of(number), what=f"handing on the target of {release_id(number)}"
+            )
         except Exception:  # the queue waits for the next sweep
             log.exception("handing the target of %s to its queue failed", release_id(number))
+
+    def _next_of(self, number: int) -> None:
+        with self.sessions() as session:
+            target_id = session.scalars(
+                select(Release.target_id).where(Release.number == number)
+            ).one()
+            apply_next(session, runner=self, target_id=target_id)
 
     def advance_queues(self) -> int:
         """Start the head of every free target's apply queue (after a crash). Returns count."""
@@ -251,26 +266,35 @@ class ApplyRunner:
         def progress(service: str | None, level: str, message: str) -> None:
             if lost.is_set():
                 raise LostClaim(release_id(number))
-            with self.sessions() as session, session.begin():
-                if not self._renew(session, number):
-                    lost.set()
-                    raise LostClaim(release_id(number))
-                session.add(
-                    ProgressEvent(
-                        release_number=number, service=service, level=level, message=message
-                    )
-                )
-                release = load_release(session, number)
-                queue_event(
-                    session,
-                    release_event(
-                        release,
-                        "progress",
-                        {"service": service, "level": level, "message": clip(message, 1000)},
-                    ),
-                )
+            # A progress line the database rolled back is written again: left to fail, it
+            # would fail the apply itself (the runtime sees the error).
+            if not retrying(
+                lambda: self._note(number, service, level, message),
+                what=f"writing progress of {release_id(number)}",
+            ):
+                lost.set()
+                raise LostClaim(release_id(number))
 
         return progress
+
+    def _note(self, number: int, service: str | None, level: str, message: str) -> bool:
+        """One progress line, under this worker's claim; False when the claim is lost."""
+        with self.sessions() as session, session.begin():
+            if not self._renew(session, number):
+                return False
+            session.add(
+                ProgressEvent(release_number=number, service=service, level=level, message=message)
+            )
+            release = load_release(session, number)
+            queue_event(
+                session,
+                release_event(
+                    release,
+                    "progress",
+                    {"service": service, "level": level, "message": clip(message, 1000)},
+                ),
+            )
+            return True
 
     def _finish(self, number: int, result: ApplyResult) -> None:
         reason = clip(result.reason, REASON_LIMIT) if result.reason else None
@@ -284,9 +308,25 @@ class ApplyRunner:
             self._record_end(number, short, short.reason)
 
     def _record_end(self, number: int, result: ApplyResult, reason: str | None) -> None:
+        retrying(
+            lambda: self._record_end_once(number, result, reason),
+            what=f"recording the end of {release_id(number)}",
+        )
+        log.info(
+            "%s %s%s",
+            release_id(number),
+            "applied" if result.ok else "failed",
+            f": {first_line(reason)}" if reason else "",
+        )
+
+    def _record_end_once(self, number: int, result: ApplyResult, reason: str | None) -> None:
         applied = {k: v.model_dump() for k, v in result.applied.items()} if result.ok else None
         with self.sessions() as session:
             release = load_release(session, number)
+            # A rollback's end moves the release it undid too (core.flows.rollback): both
+            # rows are locked first, ascending, as every writer locks release rows.
+            found = lock_releases(session, [number, *filter(None, [release.rollback_of])])
+            release = next(r for r in found if r.number == number)
             transition(
                 session,
                 release,
@@ -303,12 +343,6 @@ class ApplyRunner:
                 claimed_by=self.worker_id,
             )
             session.commit()
-        log.info(
-            "%s %s%s",
-            release_id(number),
-            "applied" if result.ok else "failed",
-            f": {first_line(reason)}" if reason else "",
-        )
 
     # ------------------------------------------------------------ recovery
 
@@ -330,11 +364,14 @@ class ApplyRunner:
 
     def sweep(self) -> None:
         """One maintenance pass: expire stale previews, recover orphaned applies."""
-        with self.sessions() as session:
-            self._expiry.run(session)
-            if session.get_bind().dialect.name == "postgresql":
-                prune_outbox(session)
-                session.commit()
+        try:
+            with self.sessions() as session:
+                self._expiry.run(session)
+                if session.get_bind().dialect.name == "postgresql":
+                    prune_outbox(session)
+                    session.commit()
+        except Exception:  # a failed expiry scan must not hold back recovering dead jobs
+            log.exception("sweep: expiring failed; recovering applies anyway")
         self.recover()
         self.advance_queues()
 

@@ -26,7 +26,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.models import AuditEvent, SinkState
 from core.audit.sink import http_post
-from core.db import db_now, utcnow
+from core.db import db_now, retrying, utcnow
 from core.notify.declaration import CURSOR
 from core.notify.direct import (
     DIRECT_EVENTS,
@@ -216,26 +216,42 @@ def deliver(
             except Exception as exc:  # a malformed URL or payload must not stop the worker
                 status, error = 0, f"{type(exc).__name__}: {exc}"
             final = False
-        now = db_now(session)
-        row = session.get_one(
-            NotifyDelivery, delivery_id, with_for_update=True, populate_existing=True
+        # The send happened: recording its outcome is retried on its own (never the send).
+        return retrying(
+            lambda: _record(session, delivery_id, worker, status, error, final, max_attempts),
+            what=f"recording notification delivery {delivery_id}",
+            before_retry=session.rollback,
         )
-        if row.claimed_by != worker:  # our lease ran out and another replica took it
-            session.commit()
-            return "lost"
-        row.attempts += 1
-        row.last_status, row.last_error = status, error
-        row.log = [*row.log[-19:], {"at": now.isoformat(), "status": status, "error": error}]
-        row.claimed_by, row.claimed_until = None, None
-        if error is None:
-            row.state, row.delivered_at = "delivered", now
-        elif final or row.attempts >= max_attempts:
-            row.state = "dead"
-        else:
-            row.state, row.next_attempt_at = "pending", now + backoff(row.attempts)
-        state = row.state
+
+
+def _record(
+    session: Session,
+    delivery_id: int,
+    worker: str,
+    status: int,
+    error: str | None,
+    final: bool,
+    max_attempts: int,
+) -> str:
+    """Write one attempt's outcome on the delivery row; returns its new state. Commits."""
+    now = db_now(session)
+    row = session.get_one(NotifyDelivery, delivery_id, with_for_update=True, populate_existing=True)
+    if row.claimed_by != worker:  # our lease ran out and another replica took it
         session.commit()
-        return state
+        return "lost"
+    row.attempts += 1
+    row.last_status, row.last_error = status, error
+    row.log = [*row.log[-19:], {"at": now.isoformat(), "status": status, "error": error}]
+    row.claimed_by, row.claimed_until = None, None
+    if error is None:
+        row.state, row.delivered_at = "delivered", now
+    elif final or row.attempts >= max_attempts:
+        row.state = "dead"
+    else:
+        row.state, row.next_attempt_at = "pending", now + backoff(row.attempts)
+    state = row.state
+    session.commit()
+    return state
 
 
 class NotifyWorker:
@@ -266,23 +282,32 @@ class NotifyWorker:
     def run_once(self) -> int:
         """Fan out new events and send what is due; returns how many deliveries were tried."""
         try:
-            with self.sessions() as session:
-                fan_out(session)
+            retrying(self._fan_out, what="notification fan-out")
         except (IntegrityError, OperationalError):  # another replica fanned out the same batch
             log.info("notification fan-out raced another worker; trying again", exc_info=True)
-        with self.sessions() as session:
-            ids = claim(session, self.name)
+        ids = retrying(self._claim, what="claiming notification deliveries")
         for delivery_id in ids:
-            deliver(
-                self.sessions,
-                delivery_id,
-                self.name,
-                public_url=self.public_url,
-                max_attempts=self.max_attempts,
-                post=self.post,
-                direct=self.direct,
-            )
+            try:
+                deliver(
+                    self.sessions,
+                    delivery_id,
+                    self.name,
+                    public_url=self.public_url,
+                    max_attempts=self.max_attempts,
+                    post=self.post,
+                    direct=self.direct,
+                )
+            except Exception:  # the others claimed with it are sent now, not after its lease
+                log.warning("notification delivery %d failed a round", delivery_id, exc_info=True)
         return len(ids)
+
+    def _fan_out(self) -> int:
+        with self.sessions() as session:
+            return fan_out(session)
+
+    def _claim(self) -> list[int]:
+        with self.sessions() as session:
+            return claim(session, self.name)
 
     def poke(self) -> None:
         """Look now rather than at the next tick (a live event was published)."""

@@ -1,0 +1,75 @@
+"""A mutating call the database rolls back after part of it committed ends `interrupted`.
+
+Running it again from the start would repeat steps that stand (and may have been followed by
+work outside the database), so it is not retried: the caller gets a 409 that says what stands
+and what to do, the call is in the audit chain as interrupted, and the release is left in the
+state its last committed step put it in, from which the call can run again.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from sqlalchemy import select, text
+
+from core.audit.models import AuditEvent
+from core.errors import Interrupted
+from core.ids import parse_release_id
+from tests.conftest import World, build_world
+from tests.support.calls import approved_dev, call
+from tests.support.pg_locks import deadlock_against, head_first, in_worker, paused_at
+
+
+@pytest.fixture
+def pg_world(pg_services: Any) -> World:
+    return build_world(pg_services)
+
+
+@pytest.mark.postgres
+def test_an_apply_rolled_back_after_its_first_commit_is_interrupted_and_audited(
+    pg_world: World,
+) -> None:
+    rid = approved_dev(pg_world)
+    number = parse_release_id(rid)
+
+    # apply_release commits once before it reads the runtime; its move to `applying` is the
+    # step the database rolls back here
+    def starting(statement: str, parameters: Any) -> bool:
+        return statement.lstrip().startswith("UPDATE releases") and (
+            isinstance(parameters, dict) and parameters.get("lifecycle_state") == "applying"
+        )
+
+    box: dict[str, Any] = {}
+    with paused_at(pg_world, starting) as (reached, go):
+        worker = in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
+        assert reached.wait(30), "the apply never tried to start"
+        deadlock_against(
+            pg_world,
+            go,
+            head_first,
+            lambda c: c.execute(
+                text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
+            ),
+        )
+        worker.join(30)
+    error = box.get("error")
+    # before: a raw OperationalError (HTTP 500), and nothing in the audit chain
+    assert isinstance(error, Interrupted), box
+    assert error.code == "interrupted"
+    assert error.details["release_id"] == rid and error.details["sqlstate"] == "40P01"
+    assert "What was saved stands" in error.message and rid in error.message
+    with pg_world.services.sessions() as session:
+        actions = session.scalars(
+            select(AuditEvent.data).where(AuditEvent.action == "interrupted")
+        ).all()
+    assert [a["tool"] for a in actions] == ["apply_release"]
+    assert actions[0]["error"] == "interrupted"
+    # nothing after the rolled-back step ran: the release waits where it was, and applies
+    assert call(pg_world, "admin", "get_release", release_id=rid).lifecycle_state == "approved"
+    assert call(pg_world, "alice", "apply_release", release_id=rid).lifecycle_state in (
+        "applying",
+        "applied",
+    )
+    assert call(pg_world, "admin", "get_release", release_id=rid).lifecycle_state == "applied"
+    assert call(pg_world, "admin", "verify_audit").ok
