@@ -54,8 +54,10 @@ MEANING = {
     401: "No token, or the token is unknown or revoked.",
     403: "Your role on the project does not allow this.",
     404: "No such object, or it belongs to a project you have no role on (the same answer).",
-    409: "The release is not in a state this action starts from, or the preview expired or "
-    "drifted, or an Idempotency-Key was reused with another body.",
+    409: "The release is not in a state this action starts from (or moved meanwhile: "
+    "`state_changed`), the preview expired or drifted, an Idempotency-Key was reused with "
+    "another body, or the database interrupted the call after part of it was saved "
+    "(`interrupted`: reload and run it again if it still applies).",
     413: "The body is larger than the server accepts.",
     422: "The request does not fit the schema, or names something impossible.",
     502: "The target's runtime could not be reached or refused the request.",
