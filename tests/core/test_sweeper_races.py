@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import Connection, event, select, text
+from sqlalchemy.orm import Session, SessionTransaction
 
 from core.approvals.models import ApprovalTicket
 from core.db import SQLITE_BEGIN, utcnow
@@ -67,27 +68,27 @@ def _sweep(world: World, box: dict[str, Any]) -> Callable[[], None]:
 
 @contextmanager
 def paused_before_writing(world: World) -> Iterator[tuple[threading.Event, threading.Event]]:
-    """Hold the sweeper thread just before the first statement of its first write transaction
-    (after its scan): on SQLite its BEGIN IMMEDIATE, on PostgreSQL its first read or lock.
-
-    Nothing of that transaction has run yet, so the sweeper holds no lock while it waits.
+    """Hold the sweeper thread as its first write transaction (after its scan) is created,
+    before it touches a connection: on SQLite before its turn at the write lock and BEGIN
+    IMMEDIATE, on PostgreSQL before its first read or lock. So it holds no lock while it waits.
     """
     reached, go = threading.Event(), threading.Event()
 
-    def before(connection: Connection, *_: Any) -> None:
-        reading = connection.get_execution_options().get(SQLITE_BEGIN) == "DEFERRED"
-        if threading.current_thread().name != SWEEPER or reading or reached.is_set():
+    def before(session: Session, transaction: SessionTransaction) -> None:
+        if threading.current_thread().name != SWEEPER or transaction.parent is not None:
+            return
+        bind = session.get_bind()
+        if bind.get_execution_options().get(SQLITE_BEGIN) == "DEFERRED" or reached.is_set():
             return
         reached.set()
         go.wait(30)
 
-    engine = world.services.engine
-    event.listen(engine, "before_cursor_execute", before)
+    event.listen(Session, "after_transaction_create", before)
     try:
         yield reached, go
     finally:
         go.set()
-        event.remove(engine, "before_cursor_execute", before)
+        event.remove(Session, "after_transaction_create", before)
 
 
 @pytest.mark.parametrize(
