@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from sqlalchemy import ColumnElement, and_, exists, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.approvals.rows import TicketRow
 from core.config import get_settings
 from core.errors import IllegalTransition
 from core.identity.models import Grant, Group, GroupMember, User
@@ -15,19 +17,23 @@ from core.ids import release_id
 from core.permissions import Actor, Role
 from core.policy import PolicyDecision
 from core.releases.models import Preview, Release
+from core.releases.rows import PreviewRow, ReleaseRow, TargetRow
 from core.releases.schemas import ApprovalRead, DecisionRead, StepRead
 from core.targets.models import Target
 
 APPROVER_ROLES = (Role.approver.value, Role.admin.value)
 OPEN = "pending"
+# Views read the same fields from ORM entities and from plain rows (core.*.rows).
+AnyTicket = ApprovalTicket | TicketRow
+AnyRelease = Release | ReleaseRow
 
 
-def approval_timeout_seconds(target: Target) -> int:
+def approval_timeout_seconds(target: Target | TargetRow) -> int:
     """How long an approval ticket on a target waits (its own, or the configured default)."""
     return target.approval_timeout_seconds or int(get_settings().approval_timeout_hours * 3600)
 
 
-def ticket_deadline(ticket: ApprovalTicket, target: Target) -> datetime:
+def ticket_deadline(ticket: AnyTicket, target: Target | TargetRow) -> datetime:
     """When a pending ticket on `target` times out."""
     return ticket.created_at + timedelta(seconds=approval_timeout_seconds(target))
 
@@ -141,7 +147,7 @@ def eligible_tickets(session: Session, user_id: int, ticket_ids: list[int]) -> s
     return set(session.scalars(query))
 
 
-def deciders_of(session: Session, tickets: list[ApprovalTicket]) -> dict[int, dict[int, str]]:
+def deciders_of(session: Session, tickets: Sequence[AnyTicket]) -> dict[int, dict[int, str]]:
     """Who may decide each waiting ticket's current step now ({user id: name}), in one query.
 
     The same people `can_decide` admits (eligible, not the requester, not decided yet), so a
@@ -171,7 +177,7 @@ def decidable_by(deciders: dict[int, dict[int, str]], user_id: int | None) -> se
 
 
 def can_decide(
-    session: Session, actor: Actor, ticket: ApprovalTicket, eligible: bool | None = None
+    session: Session, actor: Actor, ticket: AnyTicket, eligible: bool | None = None
 ) -> bool:
     """Pending, not the requester's own, not already decided by them, and eligible.
 
@@ -190,10 +196,10 @@ def can_decide(
 
 def ticket_read(
     session: Session,
-    ticket: ApprovalTicket,
-    release: Release,
+    ticket: AnyTicket,
+    release: AnyRelease,
     actor: Actor,
-    preview: Preview | None = None,
+    preview: Preview | PreviewRow | None = None,
     eligible: bool | None = None,
     deciders: dict[int, str] | None = None,
 ) -> ApprovalRead:
@@ -266,12 +272,12 @@ def eligible_approvers(session: Session, ticket: ApprovalTicket) -> list[int]:
     return [user_id for user_id, _ in _deciders(session, ticket)]
 
 
-def decider_names(session: Session, ticket: ApprovalTicket) -> list[str]:
+def decider_names(session: Session, ticket: AnyTicket) -> list[str]:
     """Names of the people who may decide the ticket's current step now."""
     return sorted(name for _, name in _deciders(session, ticket))
 
 
-def _deciders(session: Session, ticket: ApprovalTicket) -> list[tuple[int, str]]:
+def _deciders(session: Session, ticket: AnyTicket) -> list[tuple[int, str]]:
     if ticket.state != OPEN or ticket.current_group is None:
         return []
     decided = exists().where(

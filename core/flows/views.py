@@ -2,28 +2,36 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import decidable_by, deciders_of, ticket_read
+from core.approvals.rows import TicketRow, newest_ticket_rows
+from core.approvals.tickets import AnyRelease, decidable_by, deciders_of, ticket_read
 from core.audit.models import AuditEvent
 from core.db import utcnow
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.flows.actions import allowed_actions
-from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (
     State,
     normalize_state,
 )
-from core.releases.models import Preview, ProgressEvent, Release
-from core.releases.queries import latest_previews, load_release, project_id_named, queued_ahead
+from core.releases.models import ProgressEvent, Release
+from core.releases.queries import load_release, project_id_named, queued_ahead
+from core.releases.rows import (
+    PreviewRow,
+    latest_preview_rows,
+    release_rows,
+    release_rows_by_number,
+    release_select,
+    requester_named,
+)
 from core.releases.schemas import (
     PreviewRead,
     ReleasePage,
@@ -50,36 +58,28 @@ if TYPE_CHECKING:
 class Loaded:
     """The newest preview and ticket of each release of a page; tickets the actor may decide."""
 
-    previews: dict[int, Preview] = field(default_factory=dict)
-    tickets: dict[int, ApprovalTicket] = field(default_factory=dict)
+    previews: dict[int, PreviewRow] = field(default_factory=dict)
+    tickets: dict[int, TicketRow] = field(default_factory=dict)
     eligible: set[int] = field(default_factory=set)
     frozen: dict[int, FreezeInfo] = field(default_factory=dict)  # by target id
     deciders: dict[int, dict[int, str]] = field(default_factory=dict)
 
 
-def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
+def load_for(session: Session, releases: Sequence[AnyRelease], actor: Actor) -> Loaded:
     """Previews, tickets (with decisions) and eligibility of these releases in a fixed number of
-    queries, whatever their count: a page must not cost a query per row."""
+    queries, whatever their count: a page must not cost a query per row. Read as plain rows."""
     numbers = [r.number for r in releases]
     if not numbers:
         return Loaded()
-    newest = (
-        select(func.max(ApprovalTicket.id))
-        .where(ApprovalTicket.release_number.in_(numbers))
-        .group_by(ApprovalTicket.release_number)
-    )
-    tickets = {
-        t.release_number: t
-        for t in session.scalars(select(ApprovalTicket).where(ApprovalTicket.id.in_(newest)))
-    }
+    tickets = newest_ticket_rows(session, numbers)
     deciders = deciders_of(session, list(tickets.values()))
     eligible = decidable_by(deciders, actor.user_id)
     frozen = frozen_now(session, [r.target for r in releases])  # targets load with releases
-    return Loaded(latest_previews(session, numbers), tickets, eligible, frozen, deciders)
+    return Loaded(latest_preview_rows(session, numbers), tickets, eligible, frozen, deciders)
 
 
 def view(
-    session: Session, release: Release, actor: Actor, loaded: Loaded | None = None
+    session: Session, release: AnyRelease, actor: Actor, loaded: Loaded | None = None
 ) -> ReleaseRead:
     """The public view of a release, with preview and approval (`loaded`: batch-loaded rows)."""
     if loaded is None:
@@ -137,7 +137,7 @@ def view(
     )
 
 
-def _preview_read(preview: Preview, release: Release) -> PreviewRead:
+def _preview_read(preview: PreviewRow, release: AnyRelease) -> PreviewRead:
     return PreviewRead(
         diff={
             service: {k: FieldChange.model_validate(v) for k, v in fields.items()}
@@ -159,7 +159,10 @@ def _preview_read(preview: Preview, release: Release) -> PreviewRead:
 
 def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
     """One release the actor can view."""
-    found = load_release(session, release)
+    number = parse_release_id(release)
+    found = release_rows_by_number(session, [number]).get(number)
+    if found is None:
+        raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
     require(actor, Action.view, found.project_id, found.project.name)
     return view(session, found, actor)
 
@@ -185,15 +188,14 @@ def list_releases(
     `since`/`until` bound the creation time; `text` searches the id, the change (version,
     image), the reason and the requester's name.
     """
-    query = select(Release).join(Target, Release.target_id == Target.id)
-    query = query.where(*time_filters(since, until))
+    query = release_select().where(*time_filters(since, until))
     if service is not None:
         query = query.where(service_filter(service))
     if text is not None and (searched := text_filter(text)) is not None:
         query = query.where(searched)
     if requested_by is not None:
         name = actor.name if requested_by.lower() == "me" else requested_by
-        query = query.join(User, Release.requested_by_id == User.id).where(User.name == name)
+        query = query.where(requester_named(name))
     if project is not None:
         query = query.where(Release.project_id == project_id_named(session, project))
     if environment is not None:
@@ -210,7 +212,7 @@ def list_releases(
     if not actor.is_admin and actor.role_on(None) is None:
         visible = [p for p in actor.grants if p is not None]
         query = query.where(Release.project_id.in_(visible))
-    rows = list(session.scalars(query.order_by(Release.number.desc()).limit(limit + 1)))
+    rows = release_rows(session, query.order_by(Release.number.desc()).limit(limit + 1))
     more = len(rows) > limit
     rows = rows[:limit]
     loaded = load_for(session, rows, actor)
