@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from typing import Any
 
 from sqlalchemy import ColumnElement, and_, exists, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
@@ -18,7 +19,6 @@ from core.permissions import Actor, Role
 from core.policy import PolicyDecision
 from core.releases.models import Preview, Release
 from core.releases.rows import PreviewRow, ReleaseRow, TargetRow
-from core.releases.schemas import ApprovalRead, DecisionRead, StepRead
 from core.targets.models import Target
 
 APPROVER_ROLES = (Role.approver.value, Role.admin.value)
@@ -194,7 +194,7 @@ def can_decide(
     return eligible
 
 
-def ticket_read(
+def ticket_fields(
     session: Session,
     ticket: AnyTicket,
     release: AnyRelease,
@@ -202,9 +202,10 @@ def ticket_read(
     preview: Preview | PreviewRow | None = None,
     eligible: bool | None = None,
     deciders: dict[int, str] | None = None,
-) -> ApprovalRead:
-    """The ticket as the inbox and approval cards show it (`eligible`, `deciders`: batch-loaded
-    for a page by `eligible_tickets` and `deciders_of`)."""
+) -> dict[str, Any]:
+    """The ticket as the inbox and approval views show it (an `ApprovalRead`'s fields; a page
+    validates all its items in one pydantic call, not one model per ticket, step and decision).
+    `eligible` and `deciders` are batch-loaded for a page by `deciders_of`."""
     waiting = ticket.state == OPEN and ticket.current_group is not None
     steps = []
     for index, step in enumerate(ticket.steps):
@@ -214,50 +215,50 @@ def ticket_read(
             if d.step_index == index and d.decision == "approve"
         ]
         steps.append(
-            StepRead(
-                group=step["group"],
-                count=step["count"],
-                approved_by=names,
-                done=len(names) >= step["count"],
-            )
+            {
+                "group": step["group"],
+                "count": step["count"],
+                "approved_by": names,
+                "done": len(names) >= step["count"],
+            }
         )
-    return ApprovalRead(
-        ticket_id=ticket.id,
-        release_id=release_id(release.number),
-        project=release.project.name,
-        environment=ticket.environment,
-        risk=ticket.risk_level,
-        state=ticket.state,
-        lifecycle_state=release.lifecycle_state,
-        requested_by=ticket.requested_by.name,
-        assignee=ticket.assignee.name if ticket.assignee else None,
-        policy_reason=ticket.policy_reason,
-        steps=steps,
-        current_step=ticket.current_step,
-        decisions=[
-            DecisionRead(
-                user=d.user.name,
-                decision=d.decision,
-                step=d.step_index,
-                comment=d.comment,
-                channel=d.channel,
-                at=d.created_at,
-            )
+    return {
+        "ticket_id": ticket.id,
+        "release_id": release_id(release.number),
+        "project": release.project.name,
+        "environment": ticket.environment,
+        "risk": ticket.risk_level,
+        "state": ticket.state,
+        "lifecycle_state": release.lifecycle_state,
+        "requested_by": ticket.requested_by.name,
+        "assignee": ticket.assignee.name if ticket.assignee else None,
+        "policy_reason": ticket.policy_reason,
+        "steps": steps,
+        "current_step": ticket.current_step,
+        "decisions": [
+            {
+                "user": d.user.name,
+                "decision": d.decision,
+                "step": d.step_index,
+                "comment": d.comment,
+                "channel": d.channel,
+                "at": d.created_at,
+            }
             for d in ticket.decisions
         ],
-        changes=dict(release.changes),
-        created_at=ticket.created_at,
-        expires_at=preview.expires_at if preview else None,
-        times_out_at=ticket_deadline(ticket, release.target) if ticket.state == OPEN else None,
-        waiting_step=ticket.current_step + 1 if waiting else None,
-        waiting_for=ticket.current_group if waiting else None,
-        deciders=(
+        "changes": dict(release.changes),
+        "created_at": ticket.created_at,
+        "expires_at": preview.expires_at if preview else None,
+        "times_out_at": ticket_deadline(ticket, release.target) if ticket.state == OPEN else None,
+        "waiting_step": ticket.current_step + 1 if waiting else None,
+        "waiting_for": ticket.current_group if waiting else None,
+        "deciders": (
             (sorted(deciders.values()) if deciders is not None else decider_names(session, ticket))
             if waiting
             else []
         ),
-        can_decide=can_decide(session, actor, ticket, eligible),
-    )
+        "can_decide": can_decide(session, actor, ticket, eligible),
+    }
 
 
 def decided_by(user_id: int) -> ColumnElement[bool]:

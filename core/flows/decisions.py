@@ -17,7 +17,7 @@ from core.approvals.tickets import (
     deciders_of,
     is_eligible,
     move_ticket,
-    ticket_read,
+    ticket_fields,
 )
 from core.audit.service import record
 from core.db import utcnow
@@ -301,18 +301,21 @@ def inbox(
     deciders = deciders_of(session, tickets)
     eligible = decidable_by(deciders, actor.user_id)
     frozen = frozen_now(session, [r.target for r in releases.values()])  # joined with releases
-    items = [
-        ticket_read(
+    items = []
+    for t in tickets:
+        release = releases[t.release_number]
+        item = ticket_fields(
             session,
             t,
-            releases[t.release_number],
+            release,
             actor,
             previews.get(t.release_number),
             t.id in eligible,
             deciders.get(t.id, {}),
         )
-        for t in tickets
-    ]
-    for ticket, item in zip(tickets, items, strict=True):
-        item.frozen = frozen.get(releases[ticket.release_number].target_id)
-    return ApprovalPage(items=items, next_before=tickets[-1].id if more and tickets else None)
+        item["frozen"] = frozen.get(release.target_id)
+        items.append(item)
+    # one validation for the whole page, not one model per ticket, step and decision
+    return ApprovalPage.model_validate(
+        {"items": items, "next_before": tickets[-1].id if more and tickets else None}
+    )

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.approvals.rows import TicketRow, newest_ticket_rows
-from core.approvals.tickets import AnyRelease, decidable_by, deciders_of, ticket_read
+from core.approvals.tickets import AnyRelease, decidable_by, deciders_of, ticket_fields
 from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound
@@ -33,10 +33,8 @@ from core.releases.rows import (
     requester_named,
 )
 from core.releases.schemas import (
-    PreviewRead,
     ReleasePage,
     ReleaseRead,
-    RiskSummary,
     Timeline,
     TimelineEntry,
 )
@@ -45,8 +43,6 @@ from core.targets.frozen import frozen_now
 from core.targets.models import Target
 from core.targets.schemas import FreezeInfo
 from runtimes.base import (
-    FieldChange,
-    ServiceSpec,
     is_simulated,
 )
 
@@ -82,12 +78,21 @@ def view(
     session: Session, release: AnyRelease, actor: Actor, loaded: Loaded | None = None
 ) -> ReleaseRead:
     """The public view of a release, with preview and approval (`loaded`: batch-loaded rows)."""
+    return ReleaseRead.model_validate(view_fields(session, release, actor, loaded))
+
+
+def view_fields(
+    session: Session, release: AnyRelease, actor: Actor, loaded: Loaded | None = None
+) -> dict[str, Any]:
+    """`view` as plain fields: a page validates all its items in one pydantic call."""
     if loaded is None:
         loaded = load_for(session, [release], actor)
     preview = loaded.previews.get(release.number)
     ticket = loaded.tickets.get(release.number)
-    approval = (
-        ticket_read(
+    frozen = loaded.frozen.get(release.target_id)
+    approval = None
+    if ticket is not None:
+        approval = ticket_fields(
             session,
             ticket,
             release,
@@ -96,65 +101,58 @@ def view(
             ticket.id in loaded.eligible,
             loaded.deciders.get(ticket.id, {}),
         )
-        if ticket
-        else None
-    )
-    frozen = loaded.frozen.get(release.target_id)
-    if approval is not None:
-        approval.frozen = frozen
+        approval["frozen"] = frozen
     state = normalize_state(release.lifecycle_state)
     queued = release.queued_at is not None and state == State.approved
-    return ReleaseRead(
-        id=release_id(release.number),
-        project=release.project.name,
-        environment=release.target.environment,
-        runtime=release.target.runtime,
-        simulated=is_simulated(release.target.runtime),
-        kind=release.kind,
-        changes=dict(release.changes),
-        lifecycle_state=normalize_state(release.lifecycle_state).value,
-        version=release.version,
-        requested_by=release.requested_by.name,
-        channel=release.channel,
-        emergency=release.emergency,
-        rollback_of=release_id(release.rollback_of) if release.rollback_of else None,
-        reason=release.reason,
-        preview=_preview_read(preview, release) if preview else None,
-        approval=approval,
-        applied_spec=release.applied_spec,
-        queue_position=len(queued_ahead(session, release)) + 1 if queued else None,
-        retry_of=release_id(release.retry_of) if release.retry_of else None,
-        allowed_actions=allowed_actions(
+    return {
+        "id": release_id(release.number),
+        "project": release.project.name,
+        "environment": release.target.environment,
+        "runtime": release.target.runtime,
+        "simulated": is_simulated(release.target.runtime),
+        "kind": release.kind,
+        "changes": dict(release.changes),
+        "lifecycle_state": state.value,
+        "version": release.version,
+        "requested_by": release.requested_by.name,
+        "channel": release.channel,
+        "emergency": release.emergency,
+        "rollback_of": release_id(release.rollback_of) if release.rollback_of else None,
+        "reason": release.reason,
+        "preview": _preview_fields(preview, release) if preview else None,
+        "approval": approval,
+        "applied_spec": release.applied_spec,
+        "queue_position": len(queued_ahead(session, release)) + 1 if queued else None,
+        "retry_of": release_id(release.retry_of) if release.retry_of else None,
+        "allowed_actions": allowed_actions(
             session,
             actor,
             release,
             ticket=ticket,
-            decidable=approval.can_decide if approval is not None else False,
+            decidable=approval["can_decide"] if approval is not None else False,
         ),
-        frozen=frozen,
-        created_at=release.created_at,
-        updated_at=release.updated_at,
-    )
+        "frozen": frozen,
+        "created_at": release.created_at,
+        "updated_at": release.updated_at,
+    }
 
 
-def _preview_read(preview: PreviewRow, release: AnyRelease) -> PreviewRead:
-    return PreviewRead(
-        diff={
-            service: {k: FieldChange.model_validate(v) for k, v in fields.items()}
-            for service, fields in preview.diff.items()
+def _preview_fields(preview: PreviewRow, release: AnyRelease) -> dict[str, Any]:
+    # diff and desired validate into FieldChange / ServiceSpec with the rest of the view
+    return {
+        "diff": preview.diff,
+        "desired": preview.desired,
+        "diff_hash": preview.diff_hash,
+        "base_fingerprint": preview.base_fingerprint,
+        "risk": {
+            "level": preview.risk_level,
+            "reasons": list(preview.risk_reasons),
+            "tier": release.target.risk_tier,
         },
-        desired={k: ServiceSpec.model_validate(v) for k, v in preview.desired.items()},
-        diff_hash=preview.diff_hash,
-        base_fingerprint=preview.base_fingerprint,
-        risk=RiskSummary(
-            level=preview.risk_level,
-            reasons=list(preview.risk_reasons),
-            tier=release.target.risk_tier,
-        ),
-        created_at=preview.created_at,
-        expires_at=preview.expires_at,
-        expired=preview.expires_at <= utcnow(),
-    )
+        "created_at": preview.created_at,
+        "expires_at": preview.expires_at,
+        "expired": preview.expires_at <= utcnow(),
+    }
 
 
 def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
@@ -216,9 +214,11 @@ def list_releases(
     more = len(rows) > limit
     rows = rows[:limit]
     loaded = load_for(session, rows, actor)
-    return ReleasePage(
-        items=[view(session, r, actor, loaded) for r in rows],
-        next_before=release_id(rows[-1].number) if more and rows else None,
+    return ReleasePage.model_validate(
+        {
+            "items": [view_fields(session, r, actor, loaded) for r in rows],
+            "next_before": release_id(rows[-1].number) if more and rows else None,
+        }
     )
 
 
