@@ -64,3 +64,34 @@ def test_read_requests_cost_a_fixed_number_of_statements(api: Api) -> None:
         "/api/v1/approvals": 7,
         f"/api/v1/releases/{first}": 8,
     }, costs
+
+
+def test_a_read_checks_its_token_and_runs_its_tool_on_one_connection(api: Api) -> None:
+    first = _pending(api, "shop", "prod", "web")
+    checkouts: list[str] = []
+
+    def checked_out(*args: Any) -> None:
+        if threading.current_thread().name.startswith("AnyIO worker"):
+            checkouts.append(threading.current_thread().name)
+
+    engine = api.world.services.engine
+    event.listen(engine, "checkout", checked_out)
+    try:
+        for path in ("/api/v1/releases", "/api/v1/approvals", f"/api/v1/releases/{first}"):
+            checkouts.clear()
+            answer = api.get(path, user="admin")
+            assert answer.status_code == 200, answer.text
+            # one worker thread, one pooled connection (was two hops and two checkouts)
+            assert len(checkouts) == 1 and len(set(checkouts)) == 1, (path, checkouts)
+    finally:
+        event.remove(engine, "checkout", checked_out)
+
+
+def test_an_unknown_token_is_refused_before_the_input_is_judged(api: Api) -> None:
+    for path in ("/api/v1/releases?limit=abc", "/api/v1/approvals?risk=🚀" + "x" * 10_000):
+        for token in (b"sd_" + b"0" * 43, "sd_🚀".encode(), b"x" * 10_000):
+            answer = api.client.get(path, headers={"Authorization": b"Bearer " + token})
+            assert answer.status_code == 401, (path, answer.text)
+            assert answer.json()["error"]["code"] == "not_authenticated"
+            assert "limit" not in answer.text and "risk" not in answer.text
+    assert api.get("/api/v1/releases?limit=abc", user="admin").status_code == 422
