@@ -90,7 +90,7 @@ def test_a_read_checks_its_token_and_runs_its_tool_on_one_connection(api: Api) -
 def test_an_unknown_token_is_refused_before_the_input_is_judged(api: Api) -> None:
     for path in ("/api/v1/releases?limit=abc", "/api/v1/approvals?risk=🚀" + "x" * 10_000):
         for token in (b"sd_" + b"0" * 43, "sd_🚀".encode(), b"x" * 10_000):
-            answer = api.client.get(path, headers={"Authorization": b"Bearer " + token})
+            answer = api.client.get(path, headers={b"Authorization": b"Bearer " + token})
             assert answer.status_code == 401, (path, answer.text)
             assert answer.json()["error"]["code"] == "not_authenticated"
             assert "limit" not in answer.text and "risk" not in answer.text
