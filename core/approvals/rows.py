@@ -5,9 +5,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, func, select
+from sqlalchemy import Select, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
@@ -70,8 +71,10 @@ TICKET_COLUMNS = (
 )
 
 
+@cache
 def ticket_select() -> Select[Any]:
-    """SELECT of ticket rows joined with requester and assignee; filter and order it."""
+    """SELECT of ticket rows joined with requester and assignee; filter and order it (built
+    once: see core.releases.rows.release_select)."""
     return (
         select(*TICKET_COLUMNS)
         .join(_Requester, _Requester.id == ApprovalTicket.requested_by_id)
@@ -79,26 +82,46 @@ def ticket_select() -> Select[Any]:
     )
 
 
-def ticket_rows(session: Session, query: Select[Any]) -> list[TicketRow]:
+DECISION_COLUMNS: tuple[Any, ...] = (
+    ApprovalDecision.ticket_id,
+    ApprovalDecision.user_id,
+    ApprovalDecision.step_index,
+    ApprovalDecision.decision,
+    ApprovalDecision.comment,
+    ApprovalDecision.channel,
+    ApprovalDecision.created_at,
+    User.name,
+)
+
+
+@cache
+def _decisions() -> Select[Any]:
+    return (
+        select(*DECISION_COLUMNS)
+        .join(User, User.id == ApprovalDecision.user_id)
+        .where(ApprovalDecision.ticket_id.in_(bindparam("tickets", expanding=True)))
+        .order_by(ApprovalDecision.id)
+    )
+
+
+@cache
+def _newest_tickets() -> Select[Any]:
+    newest = (
+        select(func.max(ApprovalTicket.id))
+        .where(ApprovalTicket.release_number.in_(bindparam("numbers", expanding=True)))
+        .group_by(ApprovalTicket.release_number)
+    )
+    return ticket_select().where(ApprovalTicket.id.in_(newest))
+
+
+def ticket_rows(
+    session: Session, query: Select[Any], params: dict[str, Any] | None = None
+) -> list[TicketRow]:
     """The rows of a `ticket_select` query with their decisions (one more statement)."""
-    rows = [dict(row._mapping) for row in session.execute(query)]
+    rows = [dict(row._mapping) for row in session.execute(query, params)]
     decisions: dict[int, list[DecisionRow]] = {row["id"]: [] for row in rows}
     if decisions:
-        found = session.execute(
-            select(
-                ApprovalDecision.ticket_id,
-                ApprovalDecision.user_id,
-                ApprovalDecision.step_index,
-                ApprovalDecision.decision,
-                ApprovalDecision.comment,
-                ApprovalDecision.channel,
-                ApprovalDecision.created_at,
-                User.name,
-            )
-            .join(User, User.id == ApprovalDecision.user_id)
-            .where(ApprovalDecision.ticket_id.in_(list(decisions)))
-            .order_by(ApprovalDecision.id)
-        )
+        found = session.execute(_decisions(), {"tickets": list(decisions)})
         for d in found:
             decisions[d.ticket_id].append(
                 DecisionRow(
@@ -129,10 +152,5 @@ def newest_ticket_rows(session: Session, numbers: list[int]) -> dict[int, Ticket
     """The newest ticket of each release (older ones were voided), by release number."""
     if not numbers:
         return {}
-    newest = (
-        select(func.max(ApprovalTicket.id))
-        .where(ApprovalTicket.release_number.in_(numbers))
-        .group_by(ApprovalTicket.release_number)
-    )
-    query = ticket_select().where(ApprovalTicket.id.in_(newest))
-    return {t.release_number: t for t in ticket_rows(session, query)}
+    found = ticket_rows(session, _newest_tickets(), {"numbers": numbers})
+    return {t.release_number: t for t in found}

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, literal, or_, select
+from sqlalchemy import ColumnElement, Select, and_, bindparam, exists, literal, or_, select
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
@@ -157,18 +158,24 @@ def deciders_of(session: Session, tickets: Sequence[AnyTicket]) -> dict[int, dic
     found: dict[int, dict[int, str]] = {ticket_id: {} for ticket_id in waiting}
     if not waiting:
         return found
+    for ticket_id, user_id, name in session.execute(_deciders_of(), {"waiting": waiting}):
+        found[ticket_id][user_id] = name
+    return found
+
+
+@cache
+def _deciders_of() -> Select[Any]:
+    # built once (a page runs it every time; a reused statement keeps its cache key)
     decided = exists().where(
         ApprovalDecision.ticket_id == ApprovalTicket.id, ApprovalDecision.user_id == User.id
     )
-    query = select(ApprovalTicket.id, User.id, User.name).where(
-        ApprovalTicket.id.in_(waiting),
+    columns: tuple[Any, ...] = (ApprovalTicket.id, User.id, User.name)
+    return select(*columns).where(
+        ApprovalTicket.id.in_(bindparam("waiting", expanding=True)),
         User.id != ApprovalTicket.requested_by_id,
         ~decided,
         approver_condition(User.id, ApprovalTicket.project_id, ApprovalTicket.current_group),
     )
-    for ticket_id, user_id, name in session.execute(query):
-        found[ticket_id][user_id] = name
-    return found
 
 
 def decidable_by(deciders: dict[int, dict[int, str]], user_id: int | None) -> set[int]:
