@@ -22,15 +22,14 @@ from core.releases.lifecycle import (
     State,
     normalize_state,
 )
-from core.releases.models import ProgressEvent, Release
+from core.releases.models import ProgressEvent
 from core.releases.queries import load_release, project_id_named, queued_ahead
 from core.releases.rows import (
     PreviewRow,
     latest_preview_rows,
+    page_select,
     release_rows,
     release_rows_by_number,
-    release_select,
-    requester_named,
 )
 from core.releases.schemas import (
     ReleasePage,
@@ -40,7 +39,6 @@ from core.releases.schemas import (
 )
 from core.releases.search import service_filter, text_filter, time_filters
 from core.targets.frozen import frozen_now
-from core.targets.models import Target
 from core.targets.schemas import FreezeInfo
 from runtimes.base import (
     is_simulated,
@@ -186,31 +184,33 @@ def list_releases(
     `since`/`until` bound the creation time; `text` searches the id, the change (version,
     image), the reason and the requester's name.
     """
-    query = release_select().where(*time_filters(since, until))
-    if service is not None:
-        query = query.where(service_filter(service))
-    if text is not None and (searched := text_filter(text)) is not None:
-        query = query.where(searched)
+    time_filters(since, until)  # refuses naive times
+    searched = [service_filter(service)] if service is not None else []
+    if text is not None and (matched := text_filter(text)) is not None:
+        searched.append(matched)
+    params: dict[str, Any] = {"since": since, "until": until}
     if requested_by is not None:
-        name = actor.name if requested_by.lower() == "me" else requested_by
-        query = query.where(requester_named(name))
+        params["requester"] = actor.name if requested_by.lower() == "me" else requested_by
     if project is not None:
-        query = query.where(Release.project_id == project_id_named(session, project))
+        params["project"] = project_id_named(session, project)
     if environment is not None:
-        query = query.where(Target.environment == environment.lower())
+        params["environment"] = environment.lower()
     if state is not None:
         try:
-            query = query.where(Release.lifecycle_state == normalize_state(state.lower()).value)
+            params["state"] = normalize_state(state.lower()).value
         except KeyError:
             raise InvalidInput(
                 f"{state!r} is not a lifecycle state", known=[s.value for s in State]
             ) from None
     if before is not None:
-        query = query.where(Release.number < parse_release_id(before))
+        params["before"] = parse_release_id(before)
     if not actor.is_admin and actor.role_on(None) is None:
-        visible = [p for p in actor.grants if p is not None]
-        query = query.where(Release.project_id.in_(visible))
-    rows = release_rows(session, query.order_by(Release.number.desc()).limit(limit + 1))
+        params["visible"] = [p for p in actor.grants if p is not None]
+    params = {k: v for k, v in params.items() if v is not None}
+    query = page_select(tuple(sorted(params)), limit + 1)
+    if searched:
+        query = query.where(*searched)
+    rows = release_rows(session, query, params)
     more = len(rows) > limit
     rows = rows[:limit]
     loaded = load_for(session, rows, actor)

@@ -9,10 +9,10 @@ the views read and return small frozen records shaped like the entities (`releas
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
+from functools import cache, lru_cache
 from typing import Any
 
 from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
@@ -157,14 +157,35 @@ def _newest_previews() -> Select[Any]:
     ).where(Preview.id.in_(newest))
 
 
-def requester_named(name: str) -> ColumnElement[bool]:
-    """Filter for `release_select`: requested by the user with this name."""
-    return _Requester.name == name
+# A releases page's filters, each on the bound parameter of its name.
+PAGE_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
+    "since": lambda: Release.created_at >= bindparam("since"),
+    "until": lambda: Release.created_at < bindparam("until"),
+    "requester": lambda: _Requester.name == bindparam("requester"),
+    "project": lambda: Release.project_id == bindparam("project"),
+    "environment": lambda: Target.environment == bindparam("environment"),
+    "state": lambda: Release.lifecycle_state == bindparam("state"),
+    "before": lambda: Release.number < bindparam("before"),
+    "visible": lambda: Release.project_id.in_(bindparam("visible", expanding=True)),
+}
 
 
-def release_rows(session: Session, query: Select[Any]) -> list[ReleaseRow]:
+@lru_cache(maxsize=512)
+def page_select(filters: tuple[str, ...], limit: int) -> Select[Any]:
+    """A releases page, newest first, with these `PAGE_FILTERS` (values bound at execution).
+
+    One statement per filter set and size, built once: a page usually comes with the same few
+    filters, and a reused statement keeps its cache key.
+    """
+    query = release_select().where(*(PAGE_FILTERS[name]() for name in filters))
+    return query.order_by(Release.number.desc()).limit(limit)
+
+
+def release_rows(
+    session: Session, query: Select[Any], params: dict[str, Any] | None = None
+) -> list[ReleaseRow]:
     """The rows of a `release_select` query, as records."""
-    return [_release(row) for row in session.execute(query)]
+    return [_release(row) for row in session.execute(query, params)]
 
 
 def release_rows_by_number(session: Session, numbers: Iterable[int]) -> dict[int, ReleaseRow]:
