@@ -39,7 +39,7 @@ from core.releases.lifecycle import (
 from core.releases.locks import lock_releases
 from core.releases.models import Release
 from core.releases.queries import load_release
-from core.releases.rows import latest_preview_rows, release_rows_by_number
+from core.releases.rows import release_rows_by_number
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from core.targets.frozen import frozen_now
 from core.targets.models import Project
@@ -297,7 +297,7 @@ def inbox(
     tickets = tickets[:limit]
     numbers = [t.release_number for t in tickets]
     releases = release_rows_by_number(session, numbers)
-    previews = latest_preview_rows(session, numbers)
+    previews = {n: r.preview for n, r in releases.items() if r.preview is not None}
     deciders = deciders_of(session, tickets)
     eligible = decidable_by(deciders, actor.user_id)
     frozen = frozen_now(session, [r.target for r in releases.values()])  # joined with releases

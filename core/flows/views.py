@@ -26,6 +26,7 @@ from core.releases.models import ProgressEvent
 from core.releases.queries import load_release, project_id_named, queued_ahead
 from core.releases.rows import (
     PreviewRow,
+    ReleaseRow,
     latest_preview_rows,
     page_select,
     release_rows,
@@ -69,7 +70,11 @@ def load_for(session: Session, releases: Sequence[AnyRelease], actor: Actor) -> 
     deciders = deciders_of(session, list(tickets.values()))
     eligible = decidable_by(deciders, actor.user_id)
     frozen = frozen_now(session, [r.target for r in releases])  # targets load with releases
-    return Loaded(latest_preview_rows(session, numbers), tickets, eligible, frozen, deciders)
+    # rows come with their newest preview; entities (after a change) read theirs here
+    previews = {r.number: r.preview for r in releases if isinstance(r, ReleaseRow) and r.preview}
+    entities = [r.number for r in releases if not isinstance(r, ReleaseRow)]
+    previews.update(latest_preview_rows(session, entities))
+    return Loaded(previews, tickets, eligible, frozen, deciders)
 
 
 def view(

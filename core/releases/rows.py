@@ -68,6 +68,7 @@ class ReleaseRow:
     project: Named
     target: TargetRow
     requested_by: Named
+    preview: PreviewRow | None  # the newest one
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +87,7 @@ class PreviewRow:
 
 
 _Requester = aliased(User, name="requester")
+_Newest = aliased(Preview, name="newest_preview")
 _Assignee = aliased(User, name="assignee")
 
 RELEASE_COLUMNS = (
@@ -114,21 +116,49 @@ RELEASE_COLUMNS = (
     Target.windows,
     Target.approval_timeout_seconds,
     _Requester.name.label("requester_name"),
+    _Newest.id.label("preview_id"),
+    _Newest.desired.label("preview_desired"),
+    _Newest.diff.label("preview_diff"),
+    _Newest.diff_hash.label("preview_diff_hash"),
+    _Newest.base_fingerprint.label("preview_base_fingerprint"),
+    _Newest.risk_level.label("preview_risk_level"),
+    _Newest.risk_reasons.label("preview_risk_reasons"),
+    _Newest.created_at.label("preview_created_at"),
+    _Newest.expires_at.label("preview_expires_at"),
+)
+PREVIEW_FIELDS = (
+    "desired",
+    "diff",
+    "diff_hash",
+    "base_fingerprint",
+    "risk_level",
+    "risk_reasons",
+    "created_at",
+    "expires_at",
 )
 
 
 @cache
 def release_select() -> Select[Any]:
-    """SELECT of release rows joined with project, target and requester (`requester` alias).
+    """SELECT of release rows joined with project, target, requester (`requester` alias) and
+    newest preview: the views' whole release in one statement.
 
     Built once: statements are immutable, and one reused object keeps its cache key
     (building and keying a statement cost about as much CPU as running it).
     """
+    older = aliased(Preview, name="older")
+    newest = (
+        select(func.max(older.id))
+        .where(older.release_number == Release.number)
+        .correlate(Release)
+        .scalar_subquery()
+    )
     return (
         select(*RELEASE_COLUMNS)
         .join(Project, Project.id == Release.project_id)
         .join(Target, Target.id == Release.target_id)
         .join(_Requester, _Requester.id == Release.requested_by_id)
+        .outerjoin(_Newest, _Newest.id == newest)
     )
 
 
@@ -206,7 +236,15 @@ def _release(row: Row[Any]) -> ReleaseRow:
         approval_timeout_seconds=fields.pop("approval_timeout_seconds"),
     )
     project, requester = Named(fields.pop("project_name")), Named(fields.pop("requester_name"))
-    return ReleaseRow(**fields, project=project, target=target, requested_by=requester)
+    found = fields.pop("preview_id") is not None
+    preview = {name: fields.pop("preview_" + name) for name in PREVIEW_FIELDS}
+    return ReleaseRow(
+        **fields,
+        project=project,
+        target=target,
+        requested_by=requester,
+        preview=PreviewRow(release_number=fields["number"], **preview) if found else None,
+    )
 
 
 def latest_preview_rows(session: Session, numbers: list[int]) -> dict[int, PreviewRow]:
