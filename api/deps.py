@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
@@ -25,6 +26,28 @@ async def get_services(request: Request) -> Services:
     return services
 
 
+@dataclass(frozen=True)
+class Bearer:
+    """A request's bearer token, not checked yet, and the door it came through."""
+
+    token: str
+    channel: Channel
+    request_id: str | None
+
+
+async def get_bearer(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+) -> Bearer:
+    """The caller's token (checked later, in the request's one thread hop)."""
+    if credentials is None or not credentials.credentials:
+        raise NotAuthenticated("send Authorization: Bearer <token>")
+    channel = CHANNELS.get(request.headers.get("x-shipdeck-channel", "rest"), Channel.rest)
+    given = Bearer(credentials.credentials, channel, request.state.request_id)
+    request.state.unchecked_bearer = given  # a 422 checks it first: see api.errors
+    return given
+
+
 def resolve_token(services: Services, token: str) -> Credential:
     """The credential a token stands for, or NotAuthenticated (read-only: no write lock)."""
     with services.reads() as session:
@@ -39,14 +62,12 @@ def resolve_token(services: Services, token: str) -> Credential:
 def get_credential(
     request: Request,
     services: Annotated[Services, Depends(get_services)],
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    given: Annotated[Bearer, Depends(get_bearer)],
 ) -> Credential:
     """The caller's credential, its actor on the channel it came through."""
-    if credentials is None or not credentials.credentials:
-        raise NotAuthenticated("send Authorization: Bearer <token>")
-    found = resolve_token(services, credentials.credentials)
-    channel = CHANNELS.get(request.headers.get("x-shipdeck-channel", "rest"), Channel.rest)
-    return Credential(found.actor.via(channel, request.state.request_id), found.token_id)
+    found = resolve_token(services, given.token)
+    request.state.unchecked_bearer = None
+    return Credential(found.actor.via(given.channel, given.request_id), found.token_id)
 
 
 async def get_actor(credential: Annotated[Credential, Depends(get_credential)]) -> Actor:
@@ -55,5 +76,6 @@ async def get_actor(credential: Annotated[Credential, Depends(get_credential)]) 
 
 
 ServicesDep = Annotated[Services, Depends(get_services)]
+BearerDep = Annotated[Bearer, Depends(get_bearer)]
 CredentialDep = Annotated[Credential, Depends(get_credential)]
 ActorDep = Annotated[Actor, Depends(get_actor)]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from sqlalchemy import Engine
+from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.factory import make_planner
@@ -78,6 +78,12 @@ class Services:
         if self._reads is None:
             self._reads = make_read_sessionmaker(self.engine)
         return self._reads
+
+    def read_connection(self) -> Connection:
+        """One pooled connection for work that only reads (sessions may be bound to it)."""
+        engine = self.reads.kw["bind"]
+        assert isinstance(engine, Engine)
+        return engine.connect()
 
     def identity_changed(self) -> None:
         """A token or a role changed here: open sockets re-check now, not at the next tick."""

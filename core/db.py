@@ -119,7 +119,10 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
         _configure_sqlite(engine, None if memory else str(Path(path).expanduser().resolve()))
         return engine
     kwargs.setdefault("pool_pre_ping", True)
-    kwargs.setdefault("pool_size", 10)
+    # A server runs up to 40 request threads (anyio's default limiter), each holding one
+    # connection at a time: with 10 kept, a loaded server opened and closed overflow
+    # connections (a backend process each) ~15 times a second. Idle ones are only kept.
+    kwargs.setdefault("pool_size", 40)
     kwargs.setdefault("max_overflow", 20)
     return create_engine(url, **kwargs)
 
@@ -160,7 +163,12 @@ def _configure_sqlite(engine: Engine, path: str | None) -> None:
 
 
 def read_engine(engine: Engine) -> Engine:
-    """The same engine and pool, for transactions that only read (SQLite: no write lock)."""
+    """The same engine and pool, for work that only reads (SQLite: no write lock; PostgreSQL:
+    no transaction)."""
+    if engine.dialect.name == "postgresql":
+        # Under READ COMMITTED each statement reads its own snapshot, in a transaction or not:
+        # autocommit reads see the same data and save a BEGIN and a ROLLBACK round trip each.
+        return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
 
 

@@ -64,8 +64,13 @@ class Actor:
 
     def role_on(self, project_id: int | None) -> Role | None:
         """The strongest role the actor holds on a project (global grants included)."""
-        roles = [r for p, r in self.grants.items() if p is None or p == project_id]
-        return max(roles, key=RANK.__getitem__) if roles else None
+        # Grants are keyed by project: only the global entry and this project's can apply
+        # (a page asks this several times per row; no scan of every grant).
+        everywhere = self.grants.get(None)
+        here = self.grants.get(project_id) if project_id is not None else None
+        if everywhere is None or here is None:
+            return here if everywhere is None else everywhere
+        return here if RANK[here] > RANK[everywhere] else everywhere
 
     def can(self, action: Action, project_id: int | None) -> bool:
         """Whether the actor's role on the project allows the action."""

@@ -36,7 +36,7 @@ class ToolContext:
     runner: ApplyRunner
     actor: Actor
     # Read tools run in these (on SQLite: no write lock) and note the read in the access log.
-    reads: sessionmaker[Session]
+    reads: Callable[[], Session]
     access: AccessLog
 
 

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ActorDep, ServicesDep
+from api.deps import ActorDep, BearerDep, ServicesDep
 from api.errors import READ, WRITE, responses
-from api.invoke import invoke
+from api.invoke import invoke, invoke_read
 from api.params import ReleasePath
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.approvals import BatchResult, ListApprovalsInput
@@ -34,14 +34,11 @@ class BatchBody(BaseModel):
 
 
 @router.get("", response_model=ApprovalPage, responses=responses(*READ))
-def list_approvals(
-    request: Request,
-    services: ServicesDep,
-    actor: ActorDep,
-    query: Annotated[ListApprovalsInput, Query()],
+async def list_approvals(
+    services: ServicesDep, bearer: BearerDep, query: Annotated[ListApprovalsInput, Query()]
 ) -> JSONResponse:
-    """The global approval inbox, newest first."""
-    return invoke(request, services, actor, "list_approvals", query)
+    """The global approval inbox, newest first (token check and tool in one thread hop)."""
+    return await invoke_read(services, bearer, "list_approvals", query)
 
 
 @router.post("/batch", response_model=BatchResult, responses=responses(*WRITE))

@@ -8,9 +8,9 @@ from fastapi import APIRouter, Body, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from api.deps import ActorDep, ServicesDep
+from api.deps import ActorDep, BearerDep, ServicesDep
 from api.errors import READ, WRITE, responses
-from api.invoke import invoke
+from api.invoke import invoke, invoke_read
 from api.params import ReleasePath
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
 from tools.releases import ListReleasesInput, PreviewReleaseInput, RollbackReleaseInput
@@ -24,15 +24,13 @@ class CancelBody(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
+# The hot reads are `async def` and run the token check and the tool in one thread hop.
 @router.get("/releases", response_model=ReleasePage, responses=responses(*READ))
-def list_releases(
-    request: Request,
-    services: ServicesDep,
-    actor: ActorDep,
-    query: Annotated[ListReleasesInput, Query()],
+async def list_releases(
+    services: ServicesDep, bearer: BearerDep, query: Annotated[ListReleasesInput, Query()]
 ) -> JSONResponse:
     """Releases, newest first."""
-    return invoke(request, services, actor, "list_releases", query)
+    return await invoke_read(services, bearer, "list_releases", query)
 
 
 @router.post(
@@ -49,11 +47,11 @@ def preview_release(
 
 
 @router.get("/releases/{release_id}", response_model=ReleaseRead, responses=responses(*READ))
-def get_release(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
+async def get_release(
+    services: ServicesDep, bearer: BearerDep, release_id: ReleasePath
 ) -> JSONResponse:
     """One release."""
-    return invoke(request, services, actor, "get_release", {"release_id": release_id})
+    return await invoke_read(services, bearer, "get_release", {"release_id": release_id})
 
 
 @router.get("/releases/{release_id}/timeline", response_model=Timeline, responses=responses(*READ))

@@ -2,12 +2,27 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
+from functools import cache
+from typing import Any
 
-from sqlalchemy import ColumnElement, and_, exists, func, literal, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Select,
+    and_,
+    bindparam,
+    exists,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import InstrumentedAttribute, Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.approvals.rows import TicketRow
 from core.config import get_settings
 from core.errors import IllegalTransition
 from core.identity.models import Grant, Group, GroupMember, User
@@ -15,19 +30,22 @@ from core.ids import release_id
 from core.permissions import Actor, Role
 from core.policy import PolicyDecision
 from core.releases.models import Preview, Release
-from core.releases.schemas import ApprovalRead, DecisionRead, StepRead
+from core.releases.rows import PreviewRow, ReleaseRow, TargetRow
 from core.targets.models import Target
 
 APPROVER_ROLES = (Role.approver.value, Role.admin.value)
 OPEN = "pending"
+# Views read the same fields from ORM entities and from plain rows (core.*.rows).
+AnyTicket = ApprovalTicket | TicketRow
+AnyRelease = Release | ReleaseRow
 
 
-def approval_timeout_seconds(target: Target) -> int:
+def approval_timeout_seconds(target: Target | TargetRow) -> int:
     """How long an approval ticket on a target waits (its own, or the configured default)."""
     return target.approval_timeout_seconds or int(get_settings().approval_timeout_hours * 3600)
 
 
-def ticket_deadline(ticket: ApprovalTicket, target: Target) -> datetime:
+def ticket_deadline(ticket: AnyTicket, target: Target | TargetRow) -> datetime:
     """When a pending ticket on `target` times out."""
     return ticket.created_at + timedelta(seconds=approval_timeout_seconds(target))
 
@@ -156,7 +174,7 @@ def eligible_tickets(session: Session, user_id: int, ticket_ids: list[int]) -> s
     return set(session.scalars(query))
 
 
-def deciders_of(session: Session, tickets: list[ApprovalTicket]) -> dict[int, dict[int, str]]:
+def deciders_of(session: Session, tickets: Sequence[AnyTicket]) -> dict[int, dict[int, str]]:
     """Who may decide each waiting ticket's current step now ({user id: name}), in one query.
 
     The same people `can_decide` admits (eligible, not the requester, not decided yet), so a
@@ -166,18 +184,24 @@ def deciders_of(session: Session, tickets: list[ApprovalTicket]) -> dict[int, di
     found: dict[int, dict[int, str]] = {ticket_id: {} for ticket_id in waiting}
     if not waiting:
         return found
+    for ticket_id, user_id, name in session.execute(_deciders_of(), {"waiting": waiting}):
+        found[ticket_id][user_id] = name
+    return found
+
+
+@cache
+def _deciders_of() -> Select[Any]:
+    # built once (a page runs it every time; a reused statement keeps its cache key)
     decided = exists().where(
         ApprovalDecision.ticket_id == ApprovalTicket.id, ApprovalDecision.user_id == User.id
     )
-    query = select(ApprovalTicket.id, User.id, User.name).where(
-        ApprovalTicket.id.in_(waiting),
+    columns: tuple[Any, ...] = (ApprovalTicket.id, User.id, User.name)
+    return select(*columns).where(
+        ApprovalTicket.id.in_(bindparam("waiting", expanding=True)),
         User.id != ApprovalTicket.requested_by_id,
         ~decided,
         approver_condition(User.id, ApprovalTicket.project_id, ApprovalTicket.current_group),
     )
-    for ticket_id, user_id, name in session.execute(query):
-        found[ticket_id][user_id] = name
-    return found
 
 
 def decidable_by(deciders: dict[int, dict[int, str]], user_id: int | None) -> set[int]:
@@ -186,7 +210,7 @@ def decidable_by(deciders: dict[int, dict[int, str]], user_id: int | None) -> se
 
 
 def can_decide(
-    session: Session, actor: Actor, ticket: ApprovalTicket, eligible: bool | None = None
+    session: Session, actor: Actor, ticket: AnyTicket, eligible: bool | None = None
 ) -> bool:
     """Pending, not the requester's own, not already decided by them, and eligible.
 
@@ -203,17 +227,18 @@ def can_decide(
     return eligible
 
 
-def ticket_read(
+def ticket_fields(
     session: Session,
-    ticket: ApprovalTicket,
-    release: Release,
+    ticket: AnyTicket,
+    release: AnyRelease,
     actor: Actor,
-    preview: Preview | None = None,
+    preview: Preview | PreviewRow | None = None,
     eligible: bool | None = None,
     deciders: dict[int, str] | None = None,
-) -> ApprovalRead:
-    """The ticket as the inbox and approval cards show it (`eligible`, `deciders`: batch-loaded
-    for a page by `eligible_tickets` and `deciders_of`)."""
+) -> dict[str, Any]:
+    """The ticket as the inbox and approval views show it (an `ApprovalRead`'s fields; a page
+    validates all its items in one pydantic call, not one model per ticket, step and decision).
+    `eligible` and `deciders` are batch-loaded for a page by `deciders_of`."""
     waiting = ticket.state == OPEN and ticket.current_group is not None
     steps = []
     for index, step in enumerate(ticket.steps):
@@ -223,50 +248,50 @@ def ticket_read(
             if d.step_index == index and d.decision == "approve"
         ]
         steps.append(
-            StepRead(
-                group=step["group"],
-                count=step["count"],
-                approved_by=names,
-                done=len(names) >= step["count"],
-            )
+            {
+                "group": step["group"],
+                "count": step["count"],
+                "approved_by": names,
+                "done": len(names) >= step["count"],
+            }
         )
-    return ApprovalRead(
-        ticket_id=ticket.id,
-        release_id=release_id(release.number),
-        project=release.project.name,
-        environment=ticket.environment,
-        risk=ticket.risk_level,
-        state=ticket.state,
-        lifecycle_state=release.lifecycle_state,
-        requested_by=ticket.requested_by.name,
-        assignee=ticket.assignee.name if ticket.assignee else None,
-        policy_reason=ticket.policy_reason,
-        steps=steps,
-        current_step=ticket.current_step,
-        decisions=[
-            DecisionRead(
-                user=d.user.name,
-                decision=d.decision,
-                step=d.step_index,
-                comment=d.comment,
-                channel=d.channel,
-                at=d.created_at,
-            )
+    return {
+        "ticket_id": ticket.id,
+        "release_id": release_id(release.number),
+        "project": release.project.name,
+        "environment": ticket.environment,
+        "risk": ticket.risk_level,
+        "state": ticket.state,
+        "lifecycle_state": release.lifecycle_state,
+        "requested_by": ticket.requested_by.name,
+        "assignee": ticket.assignee.name if ticket.assignee else None,
+        "policy_reason": ticket.policy_reason,
+        "steps": steps,
+        "current_step": ticket.current_step,
+        "decisions": [
+            {
+                "user": d.user.name,
+                "decision": d.decision,
+                "step": d.step_index,
+                "comment": d.comment,
+                "channel": d.channel,
+                "at": d.created_at,
+            }
             for d in ticket.decisions
         ],
-        changes=dict(release.changes),
-        created_at=ticket.created_at,
-        expires_at=preview.expires_at if preview else None,
-        times_out_at=ticket_deadline(ticket, release.target) if ticket.state == OPEN else None,
-        waiting_step=ticket.current_step + 1 if waiting else None,
-        waiting_for=ticket.current_group if waiting else None,
-        deciders=(
+        "changes": dict(release.changes),
+        "created_at": ticket.created_at,
+        "expires_at": preview.expires_at if preview else None,
+        "times_out_at": ticket_deadline(ticket, release.target) if ticket.state == OPEN else None,
+        "waiting_step": ticket.current_step + 1 if waiting else None,
+        "waiting_for": ticket.current_group if waiting else None,
+        "deciders": (
             (sorted(deciders.values()) if deciders is not None else decider_names(session, ticket))
             if waiting
             else []
         ),
-        can_decide=can_decide(session, actor, ticket, eligible),
-    )
+        "can_decide": can_decide(session, actor, ticket, eligible),
+    }
 
 
 def decided_by(user_id: int) -> ColumnElement[bool]:
@@ -281,12 +306,12 @@ def eligible_approvers(session: Session, ticket: ApprovalTicket) -> list[int]:
     return [user_id for user_id, _ in _deciders(session, ticket)]
 
 
-def decider_names(session: Session, ticket: ApprovalTicket) -> list[str]:
+def decider_names(session: Session, ticket: AnyTicket) -> list[str]:
     """Names of the people who may decide the ticket's current step now."""
     return sorted(name for _, name in _deciders(session, ticket))
 
 
-def _deciders(session: Session, ticket: ApprovalTicket) -> list[tuple[int, str]]:
+def _deciders(session: Session, ticket: AnyTicket) -> list[tuple[int, str]]:
     if ticket.state != OPEN or ticket.current_group is None:
         return []
     decided = exists().where(

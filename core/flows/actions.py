@@ -9,11 +9,9 @@ from __future__ import annotations
 
 from sqlalchemy.orm import Session
 
-from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import can_decide, current_ticket
+from core.approvals.tickets import AnyRelease, AnyTicket, can_decide, current_ticket
 from core.permissions import Action, Actor
 from core.releases.lifecycle import WAITING, State, allowed, normalize_state
-from core.releases.models import Release
 
 ACTIONS = (
     "submit",
@@ -34,9 +32,9 @@ ROLLBACK_FROM = (State.applied, State.failed)
 def allowed_actions(
     session: Session,
     actor: Actor,
-    release: Release,
+    release: AnyRelease,
     *,
-    ticket: ApprovalTicket | None = None,
+    ticket: AnyTicket | None = None,
     decidable: bool | None = None,
 ) -> list[str]:
     """The actions `actor` may take on `release` now, in a stable order.

@@ -7,6 +7,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.orm import Session
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.approvals.rows import ticket_rows, ticket_select
 from core.approvals.tickets import (
     OPEN,
     approver_condition,
@@ -16,7 +17,7 @@ from core.approvals.tickets import (
     deciders_of,
     is_eligible,
     move_ticket,
-    ticket_read,
+    ticket_fields,
 )
 from core.audit.service import record
 from core.db import utcnow
@@ -37,7 +38,8 @@ from core.releases.lifecycle import (
 )
 from core.releases.locks import lock_releases
 from core.releases.models import Release
-from core.releases.queries import latest_previews, load_release
+from core.releases.queries import load_release
+from core.releases.rows import release_rows_by_number
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from core.targets.frozen import frozen_now
 from core.targets.models import Project
@@ -254,7 +256,7 @@ def inbox(
     before: int | None = None,
 ) -> ApprovalPage:
     """The global approval inbox, newest first, filtered; `mine` = I can decide or I asked."""
-    query = select(ApprovalTicket)
+    query = ticket_select()
     if project is not None:
         pid = session.scalars(select(Project.id).where(Project.name == project.lower())).first()
         if pid is None:
@@ -290,29 +292,30 @@ def inbox(
                 can_decide_now,
             )
         )
-    tickets = list(session.scalars(query.order_by(ApprovalTicket.id.desc()).limit(limit + 1)))
+    tickets = ticket_rows(session, query.order_by(ApprovalTicket.id.desc()).limit(limit + 1))
     more = len(tickets) > limit
     tickets = tickets[:limit]
     numbers = [t.release_number for t in tickets]
-    releases = {
-        r.number: r for r in session.scalars(select(Release).where(Release.number.in_(numbers)))
-    }
-    previews = latest_previews(session, numbers)
+    releases = release_rows_by_number(session, numbers)
+    previews = {n: r.preview for n, r in releases.items() if r.preview is not None}
     deciders = deciders_of(session, tickets)
     eligible = decidable_by(deciders, actor.user_id)
     frozen = frozen_now(session, [r.target for r in releases.values()])  # joined with releases
-    items = [
-        ticket_read(
+    items = []
+    for t in tickets:
+        release = releases[t.release_number]
+        item = ticket_fields(
             session,
             t,
-            releases[t.release_number],
+            release,
             actor,
             previews.get(t.release_number),
             t.id in eligible,
             deciders.get(t.id, {}),
         )
-        for t in tickets
-    ]
-    for ticket, item in zip(tickets, items, strict=True):
-        item.frozen = frozen.get(releases[ticket.release_number].target_id)
-    return ApprovalPage(items=items, next_before=tickets[-1].id if more and tickets else None)
+        item["frozen"] = frozen.get(release.target_id)
+        items.append(item)
+    # one validation for the whole page, not one model per ticket, step and decision
+    return ApprovalPage.model_validate(
+        {"items": items, "next_before": tickets[-1].id if more and tickets else None}
+    )

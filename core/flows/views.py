@@ -2,43 +2,46 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import func, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.approvals.models import ApprovalTicket
-from core.approvals.tickets import decidable_by, deciders_of, ticket_read
+from core.approvals.rows import TicketRow, newest_ticket_rows
+from core.approvals.tickets import AnyRelease, decidable_by, deciders_of, ticket_fields
 from core.audit.models import AuditEvent
 from core.db import utcnow
-from core.errors import InvalidInput
+from core.errors import InvalidInput, NotFound
 from core.flows.actions import allowed_actions
-from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (
     State,
     normalize_state,
 )
-from core.releases.models import Preview, ProgressEvent, Release
-from core.releases.queries import latest_previews, load_release, project_id_named, queued_ahead
+from core.releases.models import ProgressEvent
+from core.releases.queries import load_release, project_id_named, queued_ahead
+from core.releases.rows import (
+    PreviewRow,
+    ReleaseRow,
+    latest_preview_rows,
+    page_select,
+    release_rows,
+    release_rows_by_number,
+)
 from core.releases.schemas import (
-    PreviewRead,
     ReleasePage,
     ReleaseRead,
-    RiskSummary,
     Timeline,
     TimelineEntry,
 )
 from core.releases.search import service_filter, text_filter, time_filters
 from core.targets.frozen import frozen_now
-from core.targets.models import Target
 from core.targets.schemas import FreezeInfo
 from runtimes.base import (
-    FieldChange,
-    ServiceSpec,
     is_simulated,
 )
 
@@ -50,32 +53,28 @@ if TYPE_CHECKING:
 class Loaded:
     """The newest preview and ticket of each release of a page; tickets the actor may decide."""
 
-    previews: dict[int, Preview] = field(default_factory=dict)
-    tickets: dict[int, ApprovalTicket] = field(default_factory=dict)
+    previews: dict[int, PreviewRow] = field(default_factory=dict)
+    tickets: dict[int, TicketRow] = field(default_factory=dict)
     eligible: set[int] = field(default_factory=set)
     frozen: dict[int, FreezeInfo] = field(default_factory=dict)  # by target id
     deciders: dict[int, dict[int, str]] = field(default_factory=dict)
 
 
-def load_for(session: Session, releases: list[Release], actor: Actor) -> Loaded:
+def load_for(session: Session, releases: Sequence[AnyRelease], actor: Actor) -> Loaded:
     """Previews, tickets (with decisions) and eligibility of these releases in a fixed number of
-    queries, whatever their count: a page must not cost a query per row."""
+    queries, whatever their count: a page must not cost a query per row. Read as plain rows."""
     numbers = [r.number for r in releases]
     if not numbers:
         return Loaded()
-    newest = (
-        select(func.max(ApprovalTicket.id))
-        .where(ApprovalTicket.release_number.in_(numbers))
-        .group_by(ApprovalTicket.release_number)
-    )
-    tickets = {
-        t.release_number: t
-        for t in session.scalars(select(ApprovalTicket).where(ApprovalTicket.id.in_(newest)))
-    }
+    tickets = newest_ticket_rows(session, numbers)
     deciders = deciders_of(session, list(tickets.values()))
     eligible = decidable_by(deciders, actor.user_id)
     frozen = frozen_now(session, [r.target for r in releases])  # targets load with releases
-    return Loaded(latest_previews(session, numbers), tickets, eligible, frozen, deciders)
+    # rows come with their newest preview; entities (after a change) read theirs here
+    previews = {r.number: r.preview for r in releases if isinstance(r, ReleaseRow) and r.preview}
+    entities = [r.number for r in releases if not isinstance(r, ReleaseRow)]
+    previews.update(latest_preview_rows(session, entities))
+    return Loaded(previews, tickets, eligible, frozen, deciders)
 
 
 def loaded_with(
@@ -99,15 +98,24 @@ def loaded_with(
 
 
 def view(
-    session: Session, release: Release, actor: Actor, loaded: Loaded | None = None
+    session: Session, release: AnyRelease, actor: Actor, loaded: Loaded | None = None
 ) -> ReleaseRead:
     """The public view of a release, with preview and approval (`loaded`: batch-loaded rows)."""
+    return ReleaseRead.model_validate(view_fields(session, release, actor, loaded))
+
+
+def view_fields(
+    session: Session, release: AnyRelease, actor: Actor, loaded: Loaded | None = None
+) -> dict[str, Any]:
+    """`view` as plain fields: a page validates all its items in one pydantic call."""
     if loaded is None:
         loaded = load_for(session, [release], actor)
     preview = loaded.previews.get(release.number)
     ticket = loaded.tickets.get(release.number)
-    approval = (
-        ticket_read(
+    frozen = loaded.frozen.get(release.target_id)
+    approval = None
+    if ticket is not None:
+        approval = ticket_fields(
             session,
             ticket,
             release,
@@ -116,70 +124,66 @@ def view(
             ticket.id in loaded.eligible,
             loaded.deciders.get(ticket.id, {}),
         )
-        if ticket
-        else None
-    )
-    frozen = loaded.frozen.get(release.target_id)
-    if approval is not None:
-        approval.frozen = frozen
+        approval["frozen"] = frozen
     state = normalize_state(release.lifecycle_state)
     queued = release.queued_at is not None and state == State.approved
-    return ReleaseRead(
-        id=release_id(release.number),
-        project=release.project.name,
-        environment=release.target.environment,
-        runtime=release.target.runtime,
-        simulated=is_simulated(release.target.runtime),
-        kind=release.kind,
-        changes=dict(release.changes),
-        lifecycle_state=normalize_state(release.lifecycle_state).value,
-        version=release.version,
-        requested_by=release.requested_by.name,
-        channel=release.channel,
-        emergency=release.emergency,
-        rollback_of=release_id(release.rollback_of) if release.rollback_of else None,
-        reason=release.reason,
-        preview=_preview_read(preview, release) if preview else None,
-        approval=approval,
-        applied_spec=release.applied_spec,
-        queue_position=len(queued_ahead(session, release)) + 1 if queued else None,
-        retry_of=release_id(release.retry_of) if release.retry_of else None,
-        allowed_actions=allowed_actions(
+    return {
+        "id": release_id(release.number),
+        "project": release.project.name,
+        "environment": release.target.environment,
+        "runtime": release.target.runtime,
+        "simulated": is_simulated(release.target.runtime),
+        "kind": release.kind,
+        "changes": dict(release.changes),
+        "lifecycle_state": state.value,
+        "version": release.version,
+        "requested_by": release.requested_by.name,
+        "channel": release.channel,
+        "emergency": release.emergency,
+        "rollback_of": release_id(release.rollback_of) if release.rollback_of else None,
+        "reason": release.reason,
+        "preview": _preview_fields(preview, release) if preview else None,
+        "approval": approval,
+        "applied_spec": release.applied_spec,
+        "queue_position": len(queued_ahead(session, release)) + 1 if queued else None,
+        "retry_of": release_id(release.retry_of) if release.retry_of else None,
+        "allowed_actions": allowed_actions(
             session,
             actor,
             release,
             ticket=ticket,
-            decidable=approval.can_decide if approval is not None else False,
+            decidable=approval["can_decide"] if approval is not None else False,
         ),
-        frozen=frozen,
-        created_at=release.created_at,
-        updated_at=release.updated_at,
-    )
+        "frozen": frozen,
+        "created_at": release.created_at,
+        "updated_at": release.updated_at,
+    }
 
 
-def _preview_read(preview: Preview, release: Release) -> PreviewRead:
-    return PreviewRead(
-        diff={
-            service: {k: FieldChange.model_validate(v) for k, v in fields.items()}
-            for service, fields in preview.diff.items()
+def _preview_fields(preview: PreviewRow, release: AnyRelease) -> dict[str, Any]:
+    # diff and desired validate into FieldChange / ServiceSpec with the rest of the view
+    return {
+        "diff": preview.diff,
+        "desired": preview.desired,
+        "diff_hash": preview.diff_hash,
+        "base_fingerprint": preview.base_fingerprint,
+        "risk": {
+            "level": preview.risk_level,
+            "reasons": list(preview.risk_reasons),
+            "tier": release.target.risk_tier,
         },
-        desired={k: ServiceSpec.model_validate(v) for k, v in preview.desired.items()},
-        diff_hash=preview.diff_hash,
-        base_fingerprint=preview.base_fingerprint,
-        risk=RiskSummary(
-            level=preview.risk_level,
-            reasons=list(preview.risk_reasons),
-            tier=release.target.risk_tier,
-        ),
-        created_at=preview.created_at,
-        expires_at=preview.expires_at,
-        expired=preview.expires_at <= utcnow(),
-    )
+        "created_at": preview.created_at,
+        "expires_at": preview.expires_at,
+        "expired": preview.expires_at <= utcnow(),
+    }
 
 
 def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
     """One release the actor can view."""
-    found = load_release(session, release)
+    number = parse_release_id(release)
+    found = release_rows_by_number(session, [number]).get(number)
+    if found is None:
+        raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
     require(actor, Action.view, found.project_id, found.project.name)
     return view(session, found, actor)
 
@@ -205,38 +209,41 @@ def list_releases(
     `since`/`until` bound the creation time; `text` searches the id, the change (version,
     image), the reason and the requester's name.
     """
-    query = select(Release).join(Target, Release.target_id == Target.id)
-    query = query.where(*time_filters(since, until))
-    if service is not None:
-        query = query.where(service_filter(service))
-    if text is not None and (searched := text_filter(text)) is not None:
-        query = query.where(searched)
+    time_filters(since, until)  # refuses naive times
+    searched = [service_filter(service)] if service is not None else []
+    if text is not None and (matched := text_filter(text)) is not None:
+        searched.append(matched)
+    params: dict[str, Any] = {"since": since, "until": until}
     if requested_by is not None:
-        name = actor.name if requested_by.lower() == "me" else requested_by
-        query = query.join(User, Release.requested_by_id == User.id).where(User.name == name)
+        params["requester"] = actor.name if requested_by.lower() == "me" else requested_by
     if project is not None:
-        query = query.where(Release.project_id == project_id_named(session, project))
+        params["project"] = project_id_named(session, project)
     if environment is not None:
-        query = query.where(Target.environment == environment.lower())
+        params["environment"] = environment.lower()
     if state is not None:
         try:
-            query = query.where(Release.lifecycle_state == normalize_state(state.lower()).value)
+            params["state"] = normalize_state(state.lower()).value
         except KeyError:
             raise InvalidInput(
                 f"{state!r} is not a lifecycle state", known=[s.value for s in State]
             ) from None
     if before is not None:
-        query = query.where(Release.number < parse_release_id(before))
+        params["before"] = parse_release_id(before)
     if not actor.is_admin and actor.role_on(None) is None:
-        visible = [p for p in actor.grants if p is not None]
-        query = query.where(Release.project_id.in_(visible))
-    rows = list(session.scalars(query.order_by(Release.number.desc()).limit(limit + 1)))
+        params["visible"] = [p for p in actor.grants if p is not None]
+    params = {k: v for k, v in params.items() if v is not None}
+    query = page_select(tuple(sorted(params)), limit + 1)
+    if searched:
+        query = query.where(*searched)
+    rows = release_rows(session, query, params)
     more = len(rows) > limit
     rows = rows[:limit]
     loaded = load_for(session, rows, actor)
-    return ReleasePage(
-        items=[view(session, r, actor, loaded) for r in rows],
-        next_before=release_id(rows[-1].number) if more and rows else None,
+    return ReleasePage.model_validate(
+        {
+            "items": [view_fields(session, r, actor, loaded) for r in rows],
+            "next_before": release_id(rows[-1].number) if more and rows else None,
+        }
     )
 
 

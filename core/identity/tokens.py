@@ -7,9 +7,10 @@ import re
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
@@ -220,6 +221,28 @@ def _active(token: ApiToken | None, now: datetime) -> bool:
     )
 
 
+@cache
+def _by_hash() -> Select[Any]:
+    # built once: every request runs it, and a reused statement keeps its cache key
+    return (
+        select(*_CREDENTIAL_COLUMNS)
+        .join(User, User.id == ApiToken.user_id)
+        .outerjoin(Grant, Grant.user_id == User.id)
+        .where(ApiToken.token_hash == bindparam("hash"))
+    )
+
+
+_CREDENTIAL_COLUMNS: tuple[Any, ...] = (
+    ApiToken.id,
+    ApiToken.revoked_at,
+    ApiToken.expires_at,
+    User.id,
+    User.name,
+    Grant.project_id,
+    Grant.role,
+)
+
+
 def authenticate_token(session: Session, token: str) -> Credential | None:
     """The credential a bearer token stands for, or None (unknown, revoked or expired).
 
@@ -228,20 +251,7 @@ def authenticate_token(session: Session, token: str) -> Credential | None:
     """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
-    rows = session.execute(
-        select(
-            ApiToken.id,
-            ApiToken.revoked_at,
-            ApiToken.expires_at,
-            User.id,
-            User.name,
-            Grant.project_id,
-            Grant.role,
-        )
-        .join(User, User.id == ApiToken.user_id)
-        .outerjoin(Grant, Grant.user_id == User.id)
-        .where(ApiToken.token_hash == hash_token(token))
-    ).all()
+    rows = session.execute(_by_hash(), {"hash": hash_token(token)}).all()
     if not rows:
         return None
     token_id, revoked_at, expires_at, user_id, name = rows[0][:5]

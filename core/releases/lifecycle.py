@@ -91,12 +91,12 @@ LEGACY_STATES: dict[str, State] = {
 }
 
 
+_STORED = {**{s.value: s for s in State}, **LEGACY_STATES}
+
+
 def normalize_state(value: str) -> State:
     """Read a stored state, mapping legacy names onto the lifecycle vocabulary."""
-    try:
-        return State(value)
-    except ValueError:
-        return LEGACY_STATES[value]
+    return _STORED[value]  # a dict lookup: pages call this several times per row
 
 
 def allowed(current: str, action: str) -> frozenset[State]:

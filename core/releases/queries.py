@@ -15,6 +15,7 @@ from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor
 from core.releases.lifecycle import State
 from core.releases.models import Preview, Release
+from core.releases.rows import ReleaseRow
 from core.targets.models import Project
 
 if TYPE_CHECKING:
@@ -69,7 +70,7 @@ def active_release(session: Session, target_id: int) -> str | None:
     return release_id(number) if number else None
 
 
-def queued_ahead(session: Session, release: Release) -> list[str]:
+def queued_ahead(session: Session, release: Release | ReleaseRow) -> list[str]:
     """Ids of the releases waiting before this one in its target's apply queue."""
     query = select(Release.number).where(
         Release.target_id == release.target_id,

@@ -4,19 +4,33 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
+from typing import Any, Protocol
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.db import utcnow
-from core.targets.models import Freeze, Target
+from core.targets.models import Freeze
 from core.targets.schemas import FreezeInfo
 from core.text import first_line
 from core.windows import open_window
 
 
+class TargetLike(Protocol):
+    """What a freeze check reads of a target: an ORM Target or a plain row of one."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def project_id(self) -> int: ...
+    @property
+    def environment(self) -> str: ...
+    @property
+    def windows(self) -> list[dict[str, Any]]: ...
+
+
 def frozen_now(
-    session: Session, targets: Iterable[Target], now: datetime | None = None
+    session: Session, targets: Iterable[TargetLike], now: datetime | None = None
 ) -> dict[int, FreezeInfo]:
     """What holds each frozen target (by id): the longest ad-hoc freeze, else an open deny
     window, else being outside every declared allow window. Unfrozen targets are absent."""
@@ -43,7 +57,7 @@ def frozen_now(
     return out
 
 
-def _freeze(target: Target, freezes: list[Freeze]) -> FreezeInfo | None:
+def _freeze(target: TargetLike, freezes: list[Freeze]) -> FreezeInfo | None:
     for freeze in freezes:
         if freeze.project_id == target.project_id and freeze.environment in (
             None,
@@ -58,7 +72,7 @@ def _freeze(target: Target, freezes: list[Freeze]) -> FreezeInfo | None:
     return None
 
 
-def _window(target: Target, now: datetime) -> FreezeInfo | None:
+def _window(target: TargetLike, now: datetime) -> FreezeInfo | None:
     windows = list(target.windows or [])
     opened = [(w, open_window(w, now)) for w in windows]
     for _, found in opened:

@@ -1,0 +1,156 @@
+"""Approval tickets and their decisions as plain rows (see core.releases.rows): the inbox and
+release pages build their approval views from these, not from ORM entities."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from functools import cache
+from typing import Any
+
+from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy.orm import Session, aliased
+
+from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.identity.models import User
+from core.releases.rows import Named
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRow:
+    """One decision on a ticket, with its decider's name."""
+
+    user_id: int
+    step_index: int
+    decision: str
+    comment: str | None
+    channel: str
+    created_at: datetime
+    user: Named
+
+
+@dataclass(frozen=True, slots=True)
+class TicketRow:
+    """An approval ticket with its requester, assignee and decisions (oldest first)."""
+
+    id: int
+    release_number: int
+    project_id: int
+    environment: str
+    risk_level: str
+    requested_by_id: int
+    steps: list[dict[str, Any]]
+    policy_reason: str
+    current_step: int
+    current_group: str | None
+    state: str
+    created_at: datetime
+    requested_by: Named
+    assignee: Named | None
+    decisions: list[DecisionRow]
+
+
+_Requester = aliased(User, name="requester")
+_Assignee = aliased(User, name="assignee")
+
+TICKET_COLUMNS = (
+    ApprovalTicket.id,
+    ApprovalTicket.release_number,
+    ApprovalTicket.project_id,
+    ApprovalTicket.environment,
+    ApprovalTicket.risk_level,
+    ApprovalTicket.requested_by_id,
+    ApprovalTicket.steps,
+    ApprovalTicket.policy_reason,
+    ApprovalTicket.current_step,
+    ApprovalTicket.current_group,
+    ApprovalTicket.state,
+    ApprovalTicket.created_at,
+    _Requester.name.label("requester_name"),
+    _Assignee.name.label("assignee_name"),
+)
+
+
+@cache
+def ticket_select() -> Select[Any]:
+    """SELECT of ticket rows joined with requester and assignee; filter and order it (built
+    once: see core.releases.rows.release_select)."""
+    return (
+        select(*TICKET_COLUMNS)
+        .join(_Requester, _Requester.id == ApprovalTicket.requested_by_id)
+        .outerjoin(_Assignee, _Assignee.id == ApprovalTicket.assignee_id)
+    )
+
+
+DECISION_COLUMNS: tuple[Any, ...] = (
+    ApprovalDecision.ticket_id,
+    ApprovalDecision.user_id,
+    ApprovalDecision.step_index,
+    ApprovalDecision.decision,
+    ApprovalDecision.comment,
+    ApprovalDecision.channel,
+    ApprovalDecision.created_at,
+    User.name,
+)
+
+
+@cache
+def _decisions() -> Select[Any]:
+    return (
+        select(*DECISION_COLUMNS)
+        .join(User, User.id == ApprovalDecision.user_id)
+        .where(ApprovalDecision.ticket_id.in_(bindparam("tickets", expanding=True)))
+        .order_by(ApprovalDecision.id)
+    )
+
+
+@cache
+def _newest_tickets() -> Select[Any]:
+    newest = (
+        select(func.max(ApprovalTicket.id))
+        .where(ApprovalTicket.release_number.in_(bindparam("numbers", expanding=True)))
+        .group_by(ApprovalTicket.release_number)
+    )
+    return ticket_select().where(ApprovalTicket.id.in_(newest))
+
+
+def ticket_rows(
+    session: Session, query: Select[Any], params: dict[str, Any] | None = None
+) -> list[TicketRow]:
+    """The rows of a `ticket_select` query with their decisions (one more statement)."""
+    rows = [dict(row._mapping) for row in session.execute(query, params)]
+    decisions: dict[int, list[DecisionRow]] = {row["id"]: [] for row in rows}
+    if decisions:
+        found = session.execute(_decisions(), {"tickets": list(decisions)})
+        for d in found:
+            decisions[d.ticket_id].append(
+                DecisionRow(
+                    user_id=d.user_id,
+                    step_index=d.step_index,
+                    decision=d.decision,
+                    comment=d.comment,
+                    channel=d.channel,
+                    created_at=d.created_at,
+                    user=Named(d.name),
+                )
+            )
+    tickets = []
+    for fields in rows:
+        requester, assignee = fields.pop("requester_name"), fields.pop("assignee_name")
+        tickets.append(
+            TicketRow(
+                **fields,
+                requested_by=Named(requester),
+                assignee=Named(assignee) if assignee is not None else None,
+                decisions=decisions[fields["id"]],
+            )
+        )
+    return tickets
+
+
+def newest_ticket_rows(session: Session, numbers: list[int]) -> dict[int, TicketRow]:
+    """The newest ticket of each release (older ones were voided), by release number."""
+    if not numbers:
+        return {}
+    found = ticket_rows(session, _newest_tickets(), {"numbers": numbers})
+    return {t.release_number: t for t in found}
