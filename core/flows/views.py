@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -10,8 +10,14 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from core.approvals.rows import TicketRow, newest_ticket_rows
-from core.approvals.tickets import AnyRelease, decidable_by, deciders_of, ticket_fields
+from core.approvals.rows import newest_ticket_rows
+from core.approvals.tickets import (
+    AnyRelease,
+    AnyTicket,
+    decidable_by,
+    deciders_of,
+    ticket_fields,
+)
 from core.audit.models import AuditEvent
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound
@@ -46,15 +52,17 @@ from runtimes.base import (
 )
 
 if TYPE_CHECKING:
-    pass
+    from core.approvals.models import ApprovalTicket
+    from core.releases.models import Preview, Release
 
 
 @dataclass(frozen=True)
 class Loaded:
     """The newest preview and ticket of each release of a page; tickets the actor may decide."""
 
-    previews: dict[int, PreviewRow] = field(default_factory=dict)
-    tickets: dict[int, TicketRow] = field(default_factory=dict)
+    # Rows for pages; entities when a writer (a submit) already holds them.
+    previews: Mapping[int, PreviewRow | Preview] = field(default_factory=dict)
+    tickets: Mapping[int, AnyTicket] = field(default_factory=dict)
     eligible: set[int] = field(default_factory=set)
     frozen: dict[int, FreezeInfo] = field(default_factory=dict)  # by target id
     deciders: dict[int, dict[int, str]] = field(default_factory=dict)
@@ -160,7 +168,7 @@ def view_fields(
     }
 
 
-def _preview_fields(preview: PreviewRow, release: AnyRelease) -> dict[str, Any]:
+def _preview_fields(preview: PreviewRow | Preview, release: AnyRelease) -> dict[str, Any]:
     # diff and desired validate into FieldChange / ServiceSpec with the rest of the view
     return {
         "diff": preview.diff,
