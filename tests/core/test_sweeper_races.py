@@ -77,8 +77,9 @@ def paused_before_writing(world: World) -> Iterator[tuple[threading.Event, threa
     def before(session: Session, transaction: SessionTransaction) -> None:
         if threading.current_thread().name != SWEEPER or transaction.parent is not None:
             return
-        bind = session.get_bind()
-        if bind.get_execution_options().get(SQLITE_BEGIN) == "DEFERRED" or reached.is_set():
+        options = session.get_bind().get_execution_options()  # the scan reads on read_engine
+        reading = options.get(SQLITE_BEGIN) == "DEFERRED" or options.get("isolation_level")
+        if reading or reached.is_set():
             return
         reached.set()
         go.wait(30)
