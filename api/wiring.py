@@ -124,7 +124,7 @@ class Services:
     @classmethod
     def build(cls, settings: Settings, *, inline_apply: bool = False) -> Services:
         """Wire the core for `settings`; nothing starts until asked."""
-        engine = make_engine(settings.database_url)
+        engine = make_engine(settings.database_url, pool_size=settings.db_pool_size)
         bus = EventBus()
         sessions = make_sessionmaker(engine, bus)
         install_keyring(sessions, load_keyring(settings, settings.database_url))

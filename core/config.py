@@ -19,6 +19,14 @@ class Settings(BaseSettings):
         default="sqlite:///./shipdeck.db",
         description="SQLAlchemy URL. SQLite file by default; postgresql+psycopg://... for teams.",
     )
+    db_pool_size: int = Field(
+        default=40,
+        ge=1,
+        le=1000,
+        description="PostgreSQL connections each server process keeps (plus half as many more "
+        "under bursts): one per request thread. Replicas x workers x 1.5 x this must stay under "
+        "the server's max_connections.",
+    )
     host: str = Field(default="127.0.0.1", description="Address `shipdeck serve` binds to.")
     port: int = Field(default=8000, description="Port `shipdeck serve` listens on.")
     preview_ttl_seconds: int = Field(

@@ -96,8 +96,11 @@ BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before it
 SQLITE_BEGIN = "shipdeck_sqlite_begin"
 
 
-def make_engine(url: str, **kwargs: Any) -> Engine:
-    """Create an engine; SQLite gets WAL, foreign keys and write-serialising transactions."""
+def make_engine(url: str, *, pool_size: int = 40, **kwargs: Any) -> Engine:
+    """Create an engine; SQLite gets WAL, foreign keys and write-serialising transactions.
+
+    `pool_size` is PostgreSQL's (SQLite keeps 8 and overflows without bound: it serialises
+    writers itself)."""
     if url.startswith("sqlite"):
         memory = url in ("sqlite://", "sqlite:///:memory:")
         if not memory:
@@ -122,8 +125,8 @@ def make_engine(url: str, **kwargs: Any) -> Engine:
     # A server runs up to 40 request threads (anyio's default limiter), each holding one
     # connection at a time: with 10 kept, a loaded server opened and closed overflow
     # connections (a backend process each) ~15 times a second. Idle ones are only kept.
-    kwargs.setdefault("pool_size", 40)
-    kwargs.setdefault("max_overflow", 20)
+    kwargs.setdefault("pool_size", pool_size)
+    kwargs.setdefault("max_overflow", pool_size // 2)
     return create_engine(url, **kwargs)
 
 
