@@ -276,7 +276,10 @@ def test_chat_replies_in_the_console_language(
     alice.get_by_label("消息").fill("deploy web 1.9.1 to staging")
     alice.get_by_label("消息").press("Enter")
     reply = alice.locator(".msg.assistant").last
-    expect(reply).to_contain_text(re.compile(r"R-\d+（shop/staging（模拟））状态「已预览」"))
+    # a chat turn that previews writes on SQLite: give a loaded CI machine time (5 s default)
+    expect(reply).to_contain_text(
+        re.compile(r"R-\d+（shop/staging（模拟））状态「已预览」"), timeout=15_000
+    )
     expect(reply).to_contain_text("确认卡片即可提交")
     alice.get_by_label("消息").fill("status of shop dev")
     alice.get_by_label("消息").press("Enter")

@@ -26,7 +26,15 @@ from core.flows.expiry import ExpirySweep
 from core.ids import parse_release_id, release_id
 from tests.conftest import World, build_world
 from tests.support.calls import approved_dev, call, deploy
-from tests.support.pg_locks import deadlock_against, head_first, in_worker, lock_waiters, paused_at
+from tests.support.pg_locks import (
+    deadlock_against,
+    head_first,
+    in_worker,
+    lock_waiters,
+    moving_release_to,
+    paused_at,
+    release_row,
+)
 
 
 @pytest.fixture
@@ -48,13 +56,8 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
     rid = approved_dev(pg_world)
     number = parse_release_id(rid)
 
-    def ending(statement: str, parameters: Any) -> bool:
-        return statement.lstrip().startswith("UPDATE releases") and (
-            isinstance(parameters, dict) and parameters.get("lifecycle_state") == "applied"
-        )
-
     box: dict[str, Any] = {}
-    with paused_at(pg_world, ending) as (reached, go):
+    with paused_at(pg_world, moving_release_to("applied")) as (reached, go):
         # the runner is inline here: the apply runs to its end in this thread
         worker = in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
         assert reached.wait(30), "the apply never reached its end"
@@ -62,9 +65,7 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
             pg_world,
             go,
             head_first,
-            lambda c: c.execute(
-                text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
-            ),
+            release_row(number),
         )
         worker.join(30)
     assert "error" not in box, box
@@ -150,26 +151,19 @@ def test_the_sweeper_expires_again_what_the_database_rolled_back(
             {"t": utcnow() - timedelta(hours=73), "n": number},
         )
 
-    def expiring(statement: str, parameters: Any) -> bool:
-        return statement.lstrip().startswith("UPDATE releases") and (
-            isinstance(parameters, dict) and parameters.get("lifecycle_state") == "expired"
-        )
-
     def sweep() -> int:
         with pg_world.services.sessions() as session:
             return ExpirySweep().run(session)
 
     box: dict[str, Any] = {}
-    with paused_at(pg_world, expiring) as (reached, go):
+    with paused_at(pg_world, moving_release_to("expired")) as (reached, go):
         worker = in_worker(sweep, box)
         assert reached.wait(30), "the sweeper never expired the release"
         deadlock_against(
             pg_world,
             go,
             head_first,
-            lambda c: c.execute(
-                text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
-            ),
+            release_row(number),
         )
         worker.join(30)
     assert box == {"value": 1}, box

@@ -59,6 +59,24 @@ def lock_waiters(watcher: Connection, blocker: int | None = None) -> int:
     return int(watcher.execute(waiting).scalar() or 0)
 
 
+def moving_release_to(state: str) -> Callable[[str, Any], bool]:
+    """Matches the UPDATE that moves a release to `state` (a `paused_at` condition)."""
+
+    def matches(statement: str, parameters: Any) -> bool:
+        return statement.lstrip().startswith("UPDATE releases") and (
+            isinstance(parameters, dict) and parameters.get("lifecycle_state") == state
+        )
+
+    return matches
+
+
+def release_row(number: int) -> Callable[[Connection], Any]:
+    """Lock release `number`'s row (a `deadlock_against` step)."""
+    return lambda outside: outside.execute(
+        text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
+    )
+
+
 def head_first(outside: Connection) -> None:
     """The audit chain's head: the lock every writer takes last, at commit."""
     outside.execute(text("SELECT last_seq FROM audit_head FOR UPDATE"))

@@ -11,14 +11,21 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
-from sqlalchemy import select, text
+from sqlalchemy import select
 
 from core.audit.models import AuditEvent
 from core.errors import Interrupted
 from core.ids import parse_release_id
 from tests.conftest import World, build_world
 from tests.support.calls import approved_dev, call
-from tests.support.pg_locks import deadlock_against, head_first, in_worker, paused_at
+from tests.support.pg_locks import (
+    deadlock_against,
+    head_first,
+    in_worker,
+    moving_release_to,
+    paused_at,
+    release_row,
+)
 
 
 @pytest.fixture
@@ -35,22 +42,15 @@ def test_an_apply_rolled_back_after_its_first_commit_is_interrupted_and_audited(
 
     # apply_release commits once before it reads the runtime; its move to `applying` is the
     # step the database rolls back here
-    def starting(statement: str, parameters: Any) -> bool:
-        return statement.lstrip().startswith("UPDATE releases") and (
-            isinstance(parameters, dict) and parameters.get("lifecycle_state") == "applying"
-        )
-
     box: dict[str, Any] = {}
-    with paused_at(pg_world, starting) as (reached, go):
+    with paused_at(pg_world, moving_release_to("applying")) as (reached, go):
         worker = in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
         assert reached.wait(30), "the apply never tried to start"
         deadlock_against(
             pg_world,
             go,
             head_first,
-            lambda c: c.execute(
-                text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), {"n": number}
-            ),
+            release_row(number),
         )
         worker.join(30)
     error = box.get("error")
