@@ -30,7 +30,7 @@ from sqlalchemy import Select, func, insert, select, text
 from sqlalchemy.orm import aliased
 
 from api.wiring import Services
-from benchmarks.serving import database, process, served
+from benchmarks.serving import database, one_row, process, served
 from core.approvals.models import ApprovalTicket
 from core.config import Settings
 from core.db import utcnow
@@ -260,12 +260,7 @@ def bare_main(port: int) -> None:
 
     @app.get("/bare/release/{number}")
     def release(number: int) -> dict[str, object]:
-        with engine.connect() as connection:
-            row = connection.execute(
-                text("SELECT number, lifecycle_state FROM releases WHERE number = :n"),
-                {"n": number},
-            ).one()
-        return {"number": row.number, "lifecycle_state": row.lifecycle_state}
+        return one_row(engine, number)
 
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 

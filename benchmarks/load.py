@@ -42,7 +42,7 @@ from fastapi import FastAPI
 from sqlalchemy import insert, text
 
 from api.wiring import Services
-from benchmarks.serving import ROOT, database, process, served
+from benchmarks.serving import ROOT, database, one_row, process, served
 from core.config import Settings
 from core.db import utcnow
 from core.identity.service import ensure_user, issue_token
@@ -163,12 +163,7 @@ def bare_app() -> FastAPI:
 
     @app.get("/bare/{number}")
     def read(number: int) -> dict[str, object]:
-        with engine.connect() as connection:
-            row = connection.execute(
-                text("SELECT number, lifecycle_state FROM releases WHERE number = :n"),
-                {"n": number},
-            ).one()
-        return {"number": row.number, "lifecycle_state": row.lifecycle_state}
+        return one_row(engine, number)
 
     return app
 

@@ -12,6 +12,7 @@ from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import httpx2 as httpx
+from sqlalchemy import Engine, text
 
 from tests.support.postgres import free_port, throwaway_cluster
 
@@ -68,6 +69,15 @@ def served(
     """`shipdeck serve` in its own process (a supervisor and N worker processes if N > 1)."""
     command = ["-c", "from api.cli import app; app()", "serve", "--workers", str(workers)]
     return process([*command, "--port"], url, "/healthz", env)
+
+
+def one_row(engine: Engine, number: int) -> dict[str, object]:
+    """The bare baselines' floor: one release row by primary key."""
+    with engine.connect() as connection:
+        row = connection.execute(
+            text("SELECT number, lifecycle_state FROM releases WHERE number = :n"), {"n": number}
+        ).one()
+    return {"number": row.number, "lifecycle_state": row.lifecycle_state}
 
 
 @contextmanager

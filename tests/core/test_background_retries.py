@@ -28,12 +28,10 @@ from tests.conftest import World, build_world
 from tests.support.calls import approved_dev, call, deploy
 from tests.support.pg_locks import (
     deadlock_against,
-    head_first,
+    deadlocked_moving,
     in_worker,
     lock_waiters,
-    moving_release_to,
     paused_at,
-    release_row,
 )
 
 
@@ -54,20 +52,10 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
     pg_world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     rid = approved_dev(pg_world)
-    number = parse_release_id(rid)
-
-    box: dict[str, Any] = {}
-    with paused_at(pg_world, moving_release_to("applied")) as (reached, go):
-        # the runner is inline here: the apply runs to its end in this thread
-        worker = in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
-        assert reached.wait(30), "the apply never reached its end"
-        deadlock_against(
-            pg_world,
-            go,
-            head_first,
-            release_row(number),
-        )
-        worker.join(30)
+    # the runner is inline here: the apply runs to its end in the worker
+    box = deadlocked_moving(
+        pg_world, rid, "applied", lambda: call(pg_world, "alice", "apply_release", release_id=rid)
+    )
     assert "error" not in box, box
     release = call(pg_world, "admin", "get_release", release_id=rid)
     # before: the runner's last line of defence recorded "recording the apply result failed"
@@ -155,17 +143,7 @@ def test_the_sweeper_expires_again_what_the_database_rolled_back(
         with pg_world.services.sessions() as session:
             return ExpirySweep().run(session)
 
-    box: dict[str, Any] = {}
-    with paused_at(pg_world, moving_release_to("expired")) as (reached, go):
-        worker = in_worker(sweep, box)
-        assert reached.wait(30), "the sweeper never expired the release"
-        deadlock_against(
-            pg_world,
-            go,
-            head_first,
-            release_row(number),
-        )
-        worker.join(30)
+    box = deadlocked_moving(pg_world, release.id, "expired", sweep)
     assert box == {"value": 1}, box
     assert call(pg_world, "admin", "get_release", release_id=release.id).lifecycle_state == (
         "expired"

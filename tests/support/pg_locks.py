@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, event, text
 
+from core.ids import parse_release_id
 from tests.conftest import World
 
 WORKER = "background-under-test"
@@ -57,6 +58,20 @@ def lock_waiters(watcher: Connection, blocker: int | None = None) -> int:
         "AND datname = current_database()"
     )
     return int(watcher.execute(waiting).scalar() or 0)
+
+
+def deadlocked_moving(
+    world: World, rid: str, state: str, work: Callable[[], Any]
+) -> dict[str, Any]:
+    """Run `work` in a worker; when it moves release `rid` to `state`, make that transaction
+    lose a deadlock (audit head, then the release row). Returns the worker's value or error."""
+    box: dict[str, Any] = {}
+    with paused_at(world, moving_release_to(state)) as (reached, go):
+        worker = in_worker(work, box)
+        assert reached.wait(30), f"the worker never moved {rid} to {state}"
+        deadlock_against(world, go, head_first, release_row(parse_release_id(rid)))
+        worker.join(30)
+    return box
 
 
 def moving_release_to(state: str) -> Callable[[str, Any], bool]:

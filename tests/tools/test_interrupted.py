@@ -15,16 +15,10 @@ from sqlalchemy import select
 
 from core.audit.models import AuditEvent
 from core.errors import Interrupted
-from core.ids import parse_release_id
 from tests.conftest import World, build_world
 from tests.support.calls import approved_dev, call
 from tests.support.pg_locks import (
-    deadlock_against,
-    head_first,
-    in_worker,
-    moving_release_to,
-    paused_at,
-    release_row,
+    deadlocked_moving,
 )
 
 
@@ -38,21 +32,11 @@ def test_an_apply_rolled_back_after_its_first_commit_is_interrupted_and_audited(
     pg_world: World,
 ) -> None:
     rid = approved_dev(pg_world)
-    number = parse_release_id(rid)
-
     # apply_release commits once before it reads the runtime; its move to `applying` is the
     # step the database rolls back here
-    box: dict[str, Any] = {}
-    with paused_at(pg_world, moving_release_to("applying")) as (reached, go):
-        worker = in_worker(lambda: call(pg_world, "alice", "apply_release", release_id=rid), box)
-        assert reached.wait(30), "the apply never tried to start"
-        deadlock_against(
-            pg_world,
-            go,
-            head_first,
-            release_row(number),
-        )
-        worker.join(30)
+    box = deadlocked_moving(
+        pg_world, rid, "applying", lambda: call(pg_world, "alice", "apply_release", release_id=rid)
+    )
     error = box.get("error")
     # before: a raw OperationalError (HTTP 500), and nothing in the audit chain
     assert isinstance(error, Interrupted), box
