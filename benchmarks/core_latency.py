@@ -26,7 +26,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx2 as httpx
-from sqlalchemy import Select, func, insert, select, text
+from fastapi import FastAPI
+from sqlalchemy import Engine, Select, bindparam, func, insert, select, text
 from sqlalchemy.orm import aliased
 
 from api.wiring import Services
@@ -200,9 +201,12 @@ def inbox_page() -> Select[Any]:
     )
 
 
-def releases_page() -> Select[Any]:
-    """The newest releases with their newest preview, as one statement."""
-    page = select(Release.number).order_by(Release.number.desc()).limit(PAGE).subquery()
+def releases_page(number: Any = None) -> Select[Any]:
+    """The newest releases with their newest preview, as one statement (or release `number`)."""
+    newest = select(Release.number).order_by(Release.number.desc()).limit(PAGE)
+    if number is not None:
+        newest = newest.where(Release.number == number)
+    page = newest.subquery()
     return (
         select(
             Release.number,
@@ -230,24 +234,18 @@ def releases_page() -> Select[Any]:
     )
 
 
-def bare_main(port: int) -> None:
-    """The baseline app: each page is one SELECT on shipdeck's engine settings."""
-    import os
-
-    import uvicorn
-    from fastapi import FastAPI, Response
+def add_bare_pages(app: FastAPI, engine: Engine) -> None:
+    """Routes serving each page as one SELECT on `engine`, serialised as shipdeck's pages are."""
+    from fastapi import Response
     from pydantic_core import to_json
 
-    from core.db import make_engine
+    one = releases_page(bindparam("number"))
 
-    engine = make_engine(os.environ["SHIPDECK_DATABASE_URL"])
-    app = FastAPI()
-
-    def page(statement: Select[Any]) -> Response:
+    def page(statement: Select[Any], **values: Any) -> Response:
         # serialised as shipdeck serialises its pages (pydantic-core, straight to bytes): the
         # baseline is the fastest this page can be, not FastAPI's slower default encoder
         with engine.connect() as connection:
-            rows = [dict(row._mapping) for row in connection.execute(statement)]
+            rows = [dict(row._mapping) for row in connection.execute(statement, values)]
         return Response(to_json(rows), media_type="application/json")
 
     @app.get("/bare/inbox")
@@ -257,6 +255,23 @@ def bare_main(port: int) -> None:
     @app.get("/bare/releases")
     def releases() -> Response:
         return page(releases_page())
+
+    @app.get("/bare/releases/{number}")
+    def release(number: int) -> Response:
+        return page(one, number=number)
+
+
+def bare_main(port: int) -> None:
+    """The baseline app: each page is one SELECT on shipdeck's engine settings."""
+    import os
+
+    import uvicorn
+
+    from core.db import make_engine
+
+    engine = make_engine(os.environ["SHIPDECK_DATABASE_URL"])
+    app = FastAPI()
+    add_bare_pages(app, engine)
 
     @app.get("/bare/release/{number}")
     def release(number: int) -> dict[str, object]:

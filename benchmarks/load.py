@@ -6,6 +6,8 @@ created through the product), then runs `shipdeck serve` in its own process and 
 asyncio client in another. Each cell (clients x mix) runs for `--seconds`:
 
 - read mix: GET /releases (page of 50), GET /approvals (inbox), GET /releases/{id};
+- bare pages: the read mix against the same pages as ONE SQL statement each (the bare app's
+  pages from `benchmarks.core_latency`): the most the read mix could reach on this machine;
 - write mix: 30% of requests are writes, each write operation a preview + submit (requester)
   + approve (owner) through REST on a staging target.
 
@@ -13,7 +15,8 @@ The baseline is a tiny FastAPI app, also in its own process, doing one indexed S
 same database with the same engine (pool) settings. `--workers 2` adds a read-mix cell on
 `shipdeck serve --workers 2` per client count, next to the bare app on as many worker processes:
 the machine's own ceiling for scaling across cores (the client needs a core too). The "of bare"
-column always compares with the one-process bare app.
+column always compares with the one-process bare app's one-row SELECT, "of pages" the read mix
+with the same mix of one-statement pages on the one-process bare app.
 
 `--database sqlite` runs the same cells on a SQLite file (one writer at a time; `--workers` is
 PostgreSQL only, as `shipdeck serve` says).
@@ -155,11 +158,17 @@ def bare(url: str, workers: int = 1) -> AbstractContextManager[str]:
 
 
 def bare_app() -> FastAPI:
-    """One indexed SELECT by primary key, same engine settings as shipdeck (sync, thread pool)."""
+    """One indexed SELECT by primary key, same engine settings as shipdeck (sync, thread pool).
+
+    Also the read mix's pages as one statement each (`/bare/inbox`, `/bare/releases`,
+    `/bare/releases/{number}`).
+    """
+    from benchmarks.core_latency import add_bare_pages
     from core.db import make_engine
 
     engine = make_engine(os.environ["SHIPDECK_DATABASE_URL"])
     app = FastAPI()
+    add_bare_pages(app, engine)
 
     @app.get("/bare/{number}")
     def read(number: int) -> dict[str, object]:
@@ -245,13 +254,15 @@ async def _worker(
             await _call(client, tally, "POST", f"/api/v1/approvals/{rid}/approve", headers=bob)
         else:
             pick = rng.random()
+            pages = mix == "pages"
             if pick < 0.4:
-                await _call(client, tally, "GET", "/api/v1/releases", headers=bob)
+                path = "/bare/releases" if pages else "/api/v1/releases"
             elif pick < 0.7:
-                await _call(client, tally, "GET", "/api/v1/approvals", headers=bob)
+                path = "/bare/inbox" if pages else "/api/v1/approvals"
             else:
                 number = rng.randint(1, HISTORY)
-                await _call(client, tally, "GET", f"/api/v1/releases/R-{number}", headers=bob)
+                path = f"/bare/releases/{number}" if pages else f"/api/v1/releases/R-{number}"
+            await _call(client, tally, "GET", path, headers=bob)
 
 
 async def _drive(
@@ -304,10 +315,15 @@ def cell(base: str, mix: str, clients: int, seconds: float, tokens: dict[str, st
     return result
 
 
-def line(name: str, result: Result, bare_rps: float | None) -> str:
+def rate(result: Result) -> float:
+    """Requests per second of a cell."""
+    return len(result["latencies"]) / result["elapsed"]
+
+
+def line(name: str, result: Result, bare_rps: float | None, pages_rps: float | None = None) -> str:
     latencies = sorted(result["latencies"])
     statuses = result["statuses"]
-    rps = len(latencies) / result["elapsed"]
+    rps = rate(result)
     q = (
         statistics.quantiles(latencies, n=100, method="inclusive")
         if len(latencies) > 1
@@ -316,9 +332,10 @@ def line(name: str, result: Result, bare_rps: float | None) -> str:
     five = sum(n for s, n in statuses.items() if int(s) >= 500)
     four = sum(n for s, n in statuses.items() if 400 <= int(s) < 500)
     share = f"{rps / bare_rps * 100:>7.0f}%" if bare_rps else f"{'':>8}"
+    pages = f"{rps / pages_rps * 100:>7.0f}%" if pages_rps else ""
     return (
         f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}"
-        f"{five:>6}{four:>6}{result['errors']:>6}"
+        f"{five:>6}{four:>6}{result['errors']:>6}{pages}"
     )
 
 
@@ -350,17 +367,21 @@ def main() -> None:
         )
         heads = (
             f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'5xx':>6}{'4xx':>6}{'err':>6}"
+            f"{'of pages':>9}"
         )
         print(f"  {'cell':<24}{heads}")
         for clients in args.clients:
             with bare(url) as base:
                 baseline = cell(base, "bare", clients, args.seconds, tokens)
-            bare_rps = len(baseline["latencies"]) / baseline["elapsed"]
-            print(line(f"bare SELECT, {clients} cl", baseline, None))
+                bare_rps = rate(baseline)
+                print(line(f"bare SELECT, {clients} cl", baseline, None))
+                pages = cell(base, "pages", clients, args.seconds, tokens)
+                print(line(f"bare pages, {clients} cl", pages, bare_rps))
             with served(url) as base:
-                for mix in ("read", "write"):
-                    name = f"{mix} mix, {clients} cl"
-                    print(line(name, cell(base, mix, clients, args.seconds, tokens), bare_rps))
+                read = cell(base, "read", clients, args.seconds, tokens)
+                print(line(f"read mix, {clients} cl", read, bare_rps, rate(pages)))
+                write = cell(base, "write", clients, args.seconds, tokens)
+                print(line(f"write mix, {clients} cl", write, bare_rps))
             for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
                 # The machine's own ceiling: how the bare app scales on the same cores.
                 with bare(url, workers) as base:
@@ -368,7 +389,8 @@ def main() -> None:
                 print(line(f"bare SELECT, {clients} cl, {workers} wk", scaled, bare_rps))
                 with served(url, workers) as base:
                     name = f"read mix, {clients} cl, {workers} wk"
-                    print(line(name, cell(base, "read", clients, args.seconds, tokens), bare_rps))
+                    read = cell(base, "read", clients, args.seconds, tokens)
+                    print(line(name, read, bare_rps, rate(pages)))
 
 
 if __name__ == "__main__":
