@@ -12,7 +12,7 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Literal
 
@@ -101,6 +101,8 @@ class ChatSession:
         # What the last message actually did: calls run and calls turned into cards, in order.
         self.turn_calls: list[ToolCall] = []
         self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
+        # The read sessions of the frame being handled (see `handle`).
+        self._reads: Callable[[], Session] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -190,11 +192,19 @@ class ChatSession:
 
     # ------------------------------------------------------------------ frames
 
-    def handle(self, frame: dict[str, Any]) -> None:
-        """Handle one client frame (already parsed JSON)."""
+    def handle(self, frame: dict[str, Any], reads: Callable[[], Session] | None = None) -> None:
+        """Handle one client frame (already parsed JSON).
+
+        `reads` makes the sessions everything this frame only reads runs in (the plan's inputs,
+        read tools): a door that already holds a connection (the socket, which re-checked the
+        token on it) passes sessions bound to it, so a turn takes one pooled connection for its
+        reads instead of one per read.
+        """
+        self._reads = reads
         try:
             self._handle(frame)
         finally:
+            self._reads = None
             self._flush()
 
     def _handle(self, frame: dict[str, Any]) -> None:
@@ -225,13 +235,16 @@ class ChatSession:
     def _actor(self) -> Actor:
         return self.actor.via(Channel.chat, uuid.uuid4().hex)
 
+    def _read_session(self) -> Session:
+        return (self._reads or self.deps.reads or self.deps.sessions)()
+
     def _catalog(self) -> Catalog:
-        with (self.deps.reads or self.deps.sessions)() as session:
+        with self._read_session() as session:
             return catalog_for(session, self.actor)
 
     def _plan_inputs(self) -> tuple[Catalog, list[dict[str, str]]]:
         """The catalog and the recent history, read in one read-only transaction."""
-        with (self.deps.reads or self.deps.sessions)() as session:
+        with self._read_session() as session:
             return catalog_for(session, self.actor), self._history_text(session)
 
     def _say(self, text: str, streamed: str = "") -> None:
@@ -350,8 +363,11 @@ class ChatSession:
     def _run(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
         """Run a tool now, streaming its call and result; errors become an error frame."""
         self.send({"type": "tool_call", "tool": call.tool, "args": call.args})
+        context = self.deps.context(actor)
+        if self._reads is not None:
+            context = replace(context, reads=self._reads)
         try:
-            output = REGISTRY[call.tool].run(self.deps.context(actor), call.args)
+            output = REGISTRY[call.tool].run(context, call.args)
         except ShipdeckError as exc:
             self.send(error_frame(exc.code, exc.message, **_jsonable(exc.details)))
             return {"error": {"code": exc.code, "message": exc.message}}

@@ -16,8 +16,10 @@ import contextlib
 import json
 import logging
 import threading
+from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from agent.hub import Outbox as HubOutbox
@@ -111,6 +113,29 @@ def _recheck(services: Services, token_id: int) -> Credential:
     if credential is None:
         raise NotAuthenticated(REVOKED)
     return credential
+
+
+def _turn(
+    services: Services, chat: ChatSession, token_id: int, frame: dict[str, Any]
+) -> str | None:
+    """Re-check the token, then handle the frame as its holder; why not, if it was refused.
+
+    Every action runs as the token's holder as of now, not as of the handshake. The check and
+    the frame share one worker-thread hop and one pooled connection for what they read (they
+    took a hop and a checkout each, and every read of the turn a checkout of its own).
+    """
+    with services.read_connection() as connection:
+
+        def reads() -> Session:
+            return Session(bind=connection, expire_on_commit=False)
+
+        with reads() as session:
+            current = credential_for(session, token_id)
+        if current is None:
+            return REVOKED
+        chat.actor = current.actor
+        chat.handle(frame, reads)
+    return None
 
 
 @router.websocket("/api/v1/chat")
@@ -210,14 +235,10 @@ async def chat(websocket: WebSocket) -> None:
             if frame.get("type") == "ping":
                 send({"type": "pong"})
                 continue
-            # Every action runs as the token's holder as of now, not as of the handshake.
-            try:
-                current = await run_in_threadpool(_recheck, services, credential.token_id)
-            except NotAuthenticated as exc:
-                shut(exc.message)
+            refused = await run_in_threadpool(_turn, services, session, credential.token_id, frame)
+            if refused is not None:
+                shut(refused)
                 break
-            session.actor = current.actor
-            await run_in_threadpool(session.handle, frame)
     except WebSocketDisconnect:
         pass
     except RuntimeError:
