@@ -12,12 +12,12 @@ import json
 import logging
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
 HISTORY_LIMIT = 200
+# What a planner sees of the conversation; built once (every message reads it).
+_RECENT = (
+    select(ChatMessage.frame)
+    .where(ChatMessage.session_id == bindparam("session_id"))
+    .order_by(ChatMessage.id.desc())
+    .limit(20)
+)
+_APPEND = insert(ChatMessage)  # run on the connection: a plain Core executemany
 
 
 class UserMessage(BaseModel):
@@ -101,8 +109,8 @@ class ChatSession:
         # What the last message actually did: calls run and calls turned into cards, in order.
         self.turn_calls: list[ToolCall] = []
         self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
-        # The read sessions of the frame being handled (see `handle`).
-        self._reads: Callable[[], Session] | None = None
+        # The read session the door opened for the frame being handled (see `handle`).
+        self._reading: Session | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -180,9 +188,10 @@ class ChatSession:
         pending, self._unrecorded = self._unrecorded, []
         now = utcnow()
         with self.deps.sessions() as session:
-            # One executemany without RETURNING (the ORM inserted and read back each row).
-            session.execute(
-                insert(ChatMessage),
+            # One executemany without RETURNING (the ORM inserted and read back each row), as a
+            # plain Core statement: no ORM bookkeeping for rows nobody loads.
+            session.connection().execute(
+                _APPEND,
                 [
                     {"session_id": self.session_id, "direction": d, "frame": f, "at": now}
                     for d, f in pending
@@ -192,20 +201,27 @@ class ChatSession:
 
     # ------------------------------------------------------------------ frames
 
-    def handle(self, frame: dict[str, Any], reads: Callable[[], Session] | None = None) -> None:
+    def handle(self, frame: dict[str, Any], reading: Session | None = None) -> None:
         """Handle one client frame (already parsed JSON).
 
-        `reads` makes the sessions everything this frame only reads runs in (the plan's inputs,
-        read tools): a door that already holds a connection (the socket, which re-checked the
-        token on it) passes sessions bound to it, so a turn takes one pooled connection for its
-        reads instead of one per read.
+        `reading`: a read session the door opened for this frame (the socket re-checks the
+        token in it). A message's plan inputs are read in it too, in the same transaction;
+        `handle` closes it, before anything else of the frame opens a connection (one
+        connection per request thread: a turn never holds two).
         """
-        self._reads = reads
+        self._reading = reading
         try:
+            if frame.get("type") != "user_message":
+                self._close_reading()
             self._handle(frame)
         finally:
-            self._reads = None
+            self._close_reading()
             self._flush()
+
+    def _close_reading(self) -> None:
+        if self._reading is not None:
+            reading, self._reading = self._reading, None
+            reading.close()
 
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -235,16 +251,15 @@ class ChatSession:
     def _actor(self) -> Actor:
         return self.actor.via(Channel.chat, uuid.uuid4().hex)
 
-    def _read_session(self) -> Session:
-        return (self._reads or self.deps.reads or self.deps.sessions)()
-
     def _catalog(self) -> Catalog:
-        with self._read_session() as session:
+        with (self.deps.reads or self.deps.sessions)() as session:
             return catalog_for(session, self.actor)
 
     def _plan_inputs(self) -> tuple[Catalog, list[dict[str, str]]]:
-        """The catalog and the recent history, read in one read-only transaction."""
-        with self._read_session() as session:
+        """The catalog and the recent history, read in one read-only transaction (the door's,
+        if it opened one for this frame); closed before planning starts."""
+        session, self._reading = self._reading, None
+        with session or (self.deps.reads or self.deps.sessions)() as session:
             return catalog_for(session, self.actor), self._history_text(session)
 
     def _say(self, text: str, streamed: str = "") -> None:
@@ -363,11 +378,8 @@ class ChatSession:
     def _run(self, actor: Actor, call: ToolCall) -> dict[str, Any]:
         """Run a tool now, streaming its call and result; errors become an error frame."""
         self.send({"type": "tool_call", "tool": call.tool, "args": call.args})
-        context = self.deps.context(actor)
-        if self._reads is not None:
-            context = replace(context, reads=self._reads)
         try:
-            output = REGISTRY[call.tool].run(context, call.args)
+            output = REGISTRY[call.tool].run(self.deps.context(actor), call.args)
         except ShipdeckError as exc:
             self.send(error_frame(exc.code, exc.message, **_jsonable(exc.details)))
             return {"error": {"code": exc.code, "message": exc.message}}
@@ -492,12 +504,7 @@ class ChatSession:
         return None
 
     def _history_text(self, session: Session) -> list[dict[str, str]]:
-        rows = session.scalars(
-            select(ChatMessage.frame)
-            .where(ChatMessage.session_id == self.session_id)
-            .order_by(ChatMessage.id.desc())
-            .limit(20)
-        )
+        rows = session.scalars(_RECENT, {"session_id": self.session_id})
         frames = list(reversed(list(rows)))
         history = []
         for frame in frames:

@@ -19,7 +19,6 @@ import threading
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
-from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
 from agent.hub import Outbox as HubOutbox
@@ -115,26 +114,26 @@ def _recheck(services: Services, token_id: int) -> Credential:
     return credential
 
 
-def _turn(
+def handle_frame(
     services: Services, chat: ChatSession, token_id: int, frame: dict[str, Any]
 ) -> str | None:
     """Re-check the token, then handle the frame as its holder; why not, if it was refused.
 
     Every action runs as the token's holder as of now, not as of the handshake. The check and
-    the frame share one worker-thread hop and one pooled connection for what they read (they
-    took a hop and a checkout each, and every read of the turn a checkout of its own).
+    the frame share one worker-thread hop (it was two), and a message reads its plan inputs in
+    the check's read transaction.
     """
-    with services.read_connection() as connection:
-
-        def reads() -> Session:
-            return Session(bind=connection, expire_on_commit=False)
-
-        with reads() as session:
-            current = credential_for(session, token_id)
-        if current is None:
-            return REVOKED
-        chat.actor = current.actor
-        chat.handle(frame, reads)
+    session = services.reads()
+    try:
+        current = credential_for(session, token_id)
+    except BaseException:
+        session.close()
+        raise
+    if current is None:
+        session.close()
+        return REVOKED
+    chat.actor = current.actor
+    chat.handle(frame, reading=session)  # closes the session
     return None
 
 
@@ -235,7 +234,9 @@ async def chat(websocket: WebSocket) -> None:
             if frame.get("type") == "ping":
                 send({"type": "pong"})
                 continue
-            refused = await run_in_threadpool(_turn, services, session, credential.token_id, frame)
+            refused = await run_in_threadpool(
+                handle_frame, services, session, credential.token_id, frame
+            )
             if refused is not None:
                 shut(refused)
                 break
