@@ -265,9 +265,14 @@ class ChatSession:
     def _say(self, text: str, streamed: str = "") -> None:
         if text and streamed.strip():
             text = "\n\n" + text  # streamed prose and the card summary are two paragraphs
+        message = {"type": "assistant_message", "text": (streamed.rstrip() + text).strip()}
+        # The history, this reply included, is written before the reply's last delta is sent:
+        # the turn's two last frames then leave back to back (one hand-over to the socket).
+        self._record("out", message)
+        self._flush()
         if text:
             self.send({"type": "assistant_delta", "text": text}, record=False)
-        self.send({"type": "assistant_message", "text": (streamed.rstrip() + text).strip()})
+        self._send(message)
 
     def _message(self, text: str, chosen: str | None = None) -> None:
         actor = self._actor()
