@@ -17,7 +17,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -41,6 +41,14 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
 HISTORY_LIMIT = 200
+# What a planner sees of the conversation; built once (every message reads it).
+_RECENT = (
+    select(ChatMessage.frame)
+    .where(ChatMessage.session_id == bindparam("session_id"))
+    .order_by(ChatMessage.id.desc())
+    .limit(20)
+)
+_APPEND = insert(ChatMessage)  # run on the connection: a plain Core executemany
 
 
 class UserMessage(BaseModel):
@@ -101,6 +109,8 @@ class ChatSession:
         # What the last message actually did: calls run and calls turned into cards, in order.
         self.turn_calls: list[ToolCall] = []
         self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
+        # The read session the door opened for the frame being handled (see `handle`).
+        self._reading: Session | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -178,9 +188,10 @@ class ChatSession:
         pending, self._unrecorded = self._unrecorded, []
         now = utcnow()
         with self.deps.sessions() as session:
-            # One executemany without RETURNING (the ORM inserted and read back each row).
-            session.execute(
-                insert(ChatMessage),
+            # One executemany without RETURNING (the ORM inserted and read back each row), as a
+            # plain Core statement: no ORM bookkeeping for rows nobody loads.
+            session.connection().execute(
+                _APPEND,
                 [
                     {"session_id": self.session_id, "direction": d, "frame": f, "at": now}
                     for d, f in pending
@@ -190,12 +201,27 @@ class ChatSession:
 
     # ------------------------------------------------------------------ frames
 
-    def handle(self, frame: dict[str, Any]) -> None:
-        """Handle one client frame (already parsed JSON)."""
+    def handle(self, frame: dict[str, Any], reading: Session | None = None) -> None:
+        """Handle one client frame (already parsed JSON).
+
+        `reading`: a read session the door opened for this frame (the socket re-checks the
+        token in it). A message's plan inputs are read in it too, in the same transaction;
+        `handle` closes it, before anything else of the frame opens a connection (one
+        connection per request thread: a turn never holds two).
+        """
+        self._reading = reading
         try:
+            if frame.get("type") != "user_message":
+                self._close_reading()
             self._handle(frame)
         finally:
+            self._close_reading()
             self._flush()
+
+    def _close_reading(self) -> None:
+        if self._reading is not None:
+            reading, self._reading = self._reading, None
+            reading.close()
 
     def _handle(self, frame: dict[str, Any]) -> None:
         kind = frame.get("type")
@@ -230,16 +256,23 @@ class ChatSession:
             return catalog_for(session, self.actor)
 
     def _plan_inputs(self) -> tuple[Catalog, list[dict[str, str]]]:
-        """The catalog and the recent history, read in one read-only transaction."""
-        with (self.deps.reads or self.deps.sessions)() as session:
+        """The catalog and the recent history, read in one read-only transaction (the door's,
+        if it opened one for this frame); closed before planning starts."""
+        session, self._reading = self._reading, None
+        with session or (self.deps.reads or self.deps.sessions)() as session:
             return catalog_for(session, self.actor), self._history_text(session)
 
     def _say(self, text: str, streamed: str = "") -> None:
         if text and streamed.strip():
             text = "\n\n" + text  # streamed prose and the card summary are two paragraphs
+        message = {"type": "assistant_message", "text": (streamed.rstrip() + text).strip()}
+        # The history, this reply included, is written before the reply's last delta is sent:
+        # the turn's two last frames then leave back to back (one hand-over to the socket).
+        self._record("out", message)
+        self._flush()
         if text:
             self.send({"type": "assistant_delta", "text": text}, record=False)
-        self.send({"type": "assistant_message", "text": (streamed.rstrip() + text).strip()})
+        self._send(message)
 
     def _message(self, text: str, chosen: str | None = None) -> None:
         actor = self._actor()
@@ -476,12 +509,7 @@ class ChatSession:
         return None
 
     def _history_text(self, session: Session) -> list[dict[str, str]]:
-        rows = session.scalars(
-            select(ChatMessage.frame)
-            .where(ChatMessage.session_id == self.session_id)
-            .order_by(ChatMessage.id.desc())
-            .limit(20)
-        )
+        rows = session.scalars(_RECENT, {"session_id": self.session_id})
         frames = list(reversed(list(rows)))
         history = []
         for frame in frames:

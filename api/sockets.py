@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -47,10 +48,26 @@ class Outbox:
         self._queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue(maxsize=limit + 1)
         self.limit = limit
         self.overflowed = False
+        self._lock = threading.Lock()
+        self._arriving: list[dict[str, Any]] = []  # sent from other threads, not yet queued
 
     def send(self, frame: dict[str, Any]) -> None:
-        """Queue a frame (thread-safe)."""
-        self._loop.call_soon_threadsafe(self.offer, frame)
+        """Queue a frame (thread-safe).
+
+        Frames sent while an earlier one still waits to be handed to the loop join it: a burst
+        (a reply's last delta and the reply) wakes the loop once. Nothing waits for company.
+        """
+        with self._lock:
+            self._arriving.append(frame)
+            if len(self._arriving) > 1:
+                return
+        self._loop.call_soon_threadsafe(self._hand_over)
+
+    def _hand_over(self) -> None:
+        with self._lock:
+            frames, self._arriving = self._arriving, []
+        for frame in frames:
+            self.offer(frame)
 
     def offer(self, frame: dict[str, Any]) -> None:
         """Queue a frame from the loop's thread; on overflow keep only the close marker."""

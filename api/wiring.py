@@ -16,7 +16,7 @@ from core.audit.access import AccessLog, access_log
 from core.audit.chain import ensure_started, install_keyring
 from core.audit.keys import load_keyring
 from core.config import Settings
-from core.db import make_engine, make_read_sessionmaker
+from core.db import make_engine, make_read_sessionmaker, read_engine
 from core.events import EventBus
 from core.flows.runner import ApplyRunner
 from core.live import PostgresListener, make_sessionmaker
@@ -34,7 +34,7 @@ def default_runtimes(engine: Engine) -> RuntimeRegistry:
     """The runtime adapters this build ships."""
     return RuntimeRegistry(
         {
-            "sandbox": SandboxAdapter(engine),
+            "sandbox": SandboxAdapter(engine, reads=read_engine(engine)),
             "compose": ComposeAdapter(),
             "kubernetes": KubernetesAdapter(),
         }

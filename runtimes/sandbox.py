@@ -75,14 +75,11 @@ class SandboxAdapter(RuntimeAdapter):
     simulated = True
     connection_model = SandboxConnection
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, reads: Engine | None = None) -> None:
         self._engine = engine
-
-    def _rows(self, session: Session, target: TargetRef) -> dict[str, SandboxService]:
-        rows = session.scalars(
-            select(SandboxService).where(SandboxService.target_id == target.target_id)
-        )
-        return {row.service: row for row in rows}
+        # Describing only reads: given a read engine (SQLite: no write lock; PostgreSQL: no
+        # transaction), a status question never queues behind the writers.
+        self._reads = reads or engine
 
     @staticmethod
     def _default(target: TargetRef, service: str) -> ServiceState:
@@ -96,8 +93,19 @@ class SandboxAdapter(RuntimeAdapter):
 
     def describe(self, target: TargetRef) -> LiveState:
         """Read the simulated state; a service never deployed runs its initial image."""
-        with Session(self._engine) as session:
-            rows = self._rows(session, target)
+        with self._reads.connect() as connection:
+            rows = {
+                row.service: row
+                for row in connection.execute(
+                    select(
+                        SandboxService.service,
+                        SandboxService.image,
+                        SandboxService.replicas,
+                        SandboxService.env,
+                        SandboxService.health,
+                    ).where(SandboxService.target_id == target.target_id)
+                )
+            }
         services: dict[str, ServiceState] = {}
         for name in target.services:
             row = rows.get(name)

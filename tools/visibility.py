@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from pydantic import BaseModel
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.errors import InvalidInput, NotFound
@@ -21,6 +21,9 @@ from core.releases.models import Release
 from core.targets.models import Project
 
 RELEASE_FIELDS = ("release_id", "to_release_id")
+# built once: every call naming a project or a release runs one of them
+_PROJECT_ID = select(Project.id).where(Project.name == bindparam("name"))
+_RELEASE_PROJECT = select(Release.project_id).where(Release.number == bindparam("number"))
 
 
 def missing_release(number: int) -> NotFound:
@@ -43,7 +46,7 @@ def visible_projects(session: Session, actor: Actor) -> list[str]:
 
 def can_see_release(session: Session, actor: Actor, number: int) -> bool:
     """Whether the release exists and the actor has a role on its project."""
-    project_id = session.scalar(select(Release.project_id).where(Release.number == number))
+    project_id = session.scalar(_RELEASE_PROJECT, {"number": number})
     return project_id is not None and actor.can(Action.view, project_id)
 
 
@@ -59,7 +62,7 @@ def check_release(session: Session, actor: Actor, value: str | int) -> None:
 
 def check_project(session: Session, actor: Actor, name: str) -> None:
     """Raise the nonexistent-project NotFound unless the actor can see the project."""
-    project_id = session.scalar(select(Project.id).where(Project.name == name.lower()))
+    project_id = session.scalar(_PROJECT_ID, {"name": name.lower()})
     if project_id is None or not actor.can(Action.view, project_id):
         raise missing_project(session, actor, name)
 

@@ -14,7 +14,7 @@ from dataclasses import replace
 from rapidfuzz.distance import DamerauLevenshtein
 
 from agent.language import say
-from agent.planner import PlanContext, PlanResult
+from agent.planner import Catalog, PlanContext, PlanResult
 from agent.rules.desk import DESK_HANDLERS
 from agent.rules.function_words import STOPWORDS
 from agent.rules.handlers import HANDLERS, Request
@@ -35,6 +35,7 @@ CHANGES = {"deploy", "scale", "rollback"}
 ALL_HANDLERS = {**HANDLERS, **DESK_HANDLERS}
 LATIN = re.compile(r"[a-z][a-z0-9_-]+")
 DID_YOU_MEAN = re.compile(r"Did you mean (\S+)\?|你是指 (\S+) 吗")
+EARLIER_KEPT = 1024  # previous messages remembered (one per active conversation)
 
 
 class RulesPlanner:
@@ -44,6 +45,9 @@ class RulesPlanner:
 
     def __init__(self, max_cards: int = 5) -> None:
         self.max_cards = max_cards
+        # The last request of a previous message, by (its text, user), with the catalog it was
+        # read against: every message re-read the one before it (a third of planning).
+        self._earlier: dict[tuple[str, str], tuple[Catalog, Parsed | None]] = {}
 
     def plan(self, text: str, context: PlanContext) -> PlanResult:
         """Plan the tool calls for one message (or ask one question)."""
@@ -140,9 +144,17 @@ class RulesPlanner:
         last = next((m for m in reversed(context.history) if m["role"] == "user"), None)
         if last is None:
             return None
+        key = (last["content"], context.user)
+        known = self._earlier.get(key)
+        if known is not None and known[0] == context.catalog:
+            return known[1]
         earlier = PlanContext(catalog=context.catalog, user=context.user)
         with_intent = [r for r in self.requests(split_quotes(last["content"]), earlier) if r.intent]
-        return with_intent[-1] if with_intent else None
+        found = with_intent[-1] if with_intent else None
+        if len(self._earlier) >= EARLIER_KEPT:
+            self._earlier.clear()
+        self._earlier[key] = (context.catalog, found)
+        return found
 
     def _refer(
         self, parsed: Parsed, earlier: Parsed | None, same_message: bool, message: Message

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from sqlalchemy import and_, func, or_, select
+from sqlalchemy import and_, bindparam, func, or_, select
 from sqlalchemy.orm import Session
 
 from core.errors import (
@@ -60,13 +60,16 @@ def project_id_named(session: Session, name: str) -> int:
     return found
 
 
+# built once: every status question runs it
+_APPLYING = select(Release.number).where(
+    Release.target_id == bindparam("target_id"),
+    Release.lifecycle_state == State.applying.value,
+)
+
+
 def active_release(session: Session, target_id: int) -> str | None:
     """The release applying on a target right now, if any."""
-    number = session.scalars(
-        select(Release.number).where(
-            Release.target_id == target_id, Release.lifecycle_state == State.applying.value
-        )
-    ).first()
+    number = session.scalars(_APPLYING, {"target_id": target_id}).first()
     return release_id(number) if number else None
 
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
+from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import delete, or_, select
+from sqlalchemy import Select, bindparam, delete, or_, select
 from sqlalchemy.orm import Session, contains_eager
 
 from core.approvals.tickets import approval_timeout_seconds
@@ -52,19 +53,31 @@ def get_project(session: Session, name: str) -> Project:
     return project
 
 
-def get_target(session: Session, project: str, environment: str) -> Target:
-    """A project's target by environment, or NotFound listing its environments."""
+@cache
+def _targets(services: bool) -> Select[Target]:
+    # Built once (every status question and preview runs it); one statement, the project (and,
+    # asked for, its services) included.
+    query = (
+        select(Target)
+        .join(Target.project)
+        .where(Project.name == bindparam("project"))
+        .order_by(Target.id)
+    )
+    if services:
+        return query.options(contains_eager(Target.project).joinedload(Project.services))
+    return query.options(contains_eager(Target.project))
+
+
+def get_target(
+    session: Session, project: str, environment: str, *, services: bool = False
+) -> Target:
+    """A project's target by environment, or NotFound listing its environments.
+
+    `services`: its project's services are loaded by the same statement (for `target_ref`).
+    """
     # One statement, project included (through `found.targets` it took three: the project,
     # its targets, then each target's project again).
-    targets = list(
-        session.scalars(
-            select(Target)
-            .join(Target.project)
-            .options(contains_eager(Target.project))
-            .where(Project.name == project.lower())
-            .order_by(Target.id)
-        )
-    )
+    targets = list(session.scalars(_targets(services), {"project": project.lower()}).unique())
     for target in targets:
         if target.environment == environment.lower():
             return target
@@ -184,7 +197,7 @@ def target_status(
     """Live state of every service of a target, read from its runtime."""
     from core.releases.queries import active_release  # releases build on targets
 
-    target = get_target(session, project, environment)
+    target = get_target(session, project, environment, services=True)
     require(actor, Action.view, target.project_id, target.project.name)
     ref = target_ref(target)
     active = active_release(session, target.id)
@@ -211,7 +224,7 @@ def diagnose_target(
     service: str | None = None,
 ) -> Diagnosis:
     """Logs, events and health of a target's services."""
-    target = get_target(session, project, environment)
+    target = get_target(session, project, environment, services=True)
     require(actor, Action.view, target.project_id, target.project.name)
     ref = target_ref(target)
     if service is not None and service not in ref.services:

@@ -331,6 +331,28 @@ def test_context_references_use_the_previous_request(text: str, expected: list[A
     assert calls == expected
 
 
+def test_the_previous_request_is_read_against_the_catalog_of_now() -> None:
+    """One planner serves every session and remembers what each previous message asked; once
+    the catalog changes (qa was dropped), that message is read again against the new one."""
+    with_qa = Catalog(services={"shop": ["web", "api"]}, environments={"shop": ["dev", "qa"]})
+    without = Catalog(services={"shop": ["web", "api"]}, environments={"shop": ["dev", "prod"]})
+    history = [
+        {"role": "user", "content": "deploy web 1.7.0 to qa"},
+        {"role": "assistant", "content": "R-8 on shop/qa is previewed."},
+    ]
+
+    def ask(planner: RulesPlanner, catalog: Catalog) -> tuple[list[Any], str | None]:
+        result = planner.plan("roll it back", PlanContext(catalog, "alice", history=history))
+        return [(c.tool, c.args) for c in result.calls], result.clarify
+
+    planner = RulesPlanner()
+    assert ask(planner, with_qa)[0] == [
+        ("rollback_release", {"project": "shop", "environment": "qa", "services": ["web"]})
+    ]
+    assert ask(planner, without) == ask(RulesPlanner(), without)
+    assert ask(planner, without)[1] == "Which environment of shop: dev, prod?"
+
+
 def test_an_answer_to_a_question_completes_the_previous_request() -> None:
     history = [
         {"role": "user", "content": "deploy web 1.7.0"},

@@ -1,7 +1,8 @@
 """What a submit and a chat turn cost the database: a fixed, small number of statements.
 
 Most of a card fan-out's time was the submit itself (23 statements before its response, 29 on
-PostgreSQL, in two transactions), and a chat turn opened five transactions for 14 statements.
+PostgreSQL, in two transactions), and a chat turn opened five transactions for 14 statements
+(17 and six with the socket's token re-check).
 Both are pinned here so they cannot grow back silently (like tests/api/test_request_cost.py does
 for reads).
 """
@@ -12,6 +13,8 @@ from typing import Any
 
 from agent.rules.planner import RulesPlanner
 from agent.session import ChatDeps, ChatSession
+from api.deps import resolve_token
+from api.routes.chat import handle_frame
 from core.approvals.tickets import current_ticket
 from core.audit.service import verify
 from core.ids import parse_release_id
@@ -60,19 +63,52 @@ def test_a_chat_turn_costs_a_fixed_number_of_statements(world: World) -> None:
         "assistant_message",
     ], frames
     assert frames[1]["result"]["project"] == "shop"
+    assert frames[1]["result"]["services"]["web"]["image"], frames[1]
     # One read-only transaction for the catalog (2) and the history (1); the read tool's own
-    # (visibility 1, target with its project 1, services 1, active release 1); the simulated
-    # runtime's read (1, its own transaction); the turn's history in one INSERT. Before: 14
-    # statements in five transactions (on SQLite the catalog and the history each took the
-    # write lock), a target read its project three times, and the history took one INSERT per
-    # frame.
+    # (visibility 1, target with its project and services 1, active release 1); the simulated
+    # runtime's read (1, its own read-only transaction); the turn's history in one INSERT.
+    # Before: 14 statements in five transactions (on SQLite the catalog and the history each
+    # took the write lock), a target read its project three times, and the history took one
+    # INSERT per frame; then 9, the services read apart and the runtime's read taking the
+    # SQLite write lock.
     assert [s for s in _kinds(statements) if s != "BEGIN"] == [
         *["SELECT"] * 3,
-        *["SELECT"] * 4,
+        *["SELECT"] * 3,
         "SELECT",
         "INSERT",
     ], statements
     if world.services.engine.dialect.name == "sqlite":  # BEGIN is a statement there
+        assert [s for s in statements if s.startswith("BEGIN")] == [
+            *["BEGIN DEFERRED"] * 3,
+            "BEGIN IMMEDIATE",  # the history: the turn's only write
+        ], statements
+
+
+def test_a_socket_turn_rechecks_the_token_in_the_turns_first_read(world: World) -> None:
+    """The socket's whole turn: the token re-check shares the plan inputs' transaction."""
+    frames: list[dict[str, Any]] = []
+    credential = resolve_token(world.services, world.tokens["alice"])
+    chat = ChatSession.open(world.services.chat, credential.actor, frames.append)
+    question = {"type": "user_message", "text": "what's running in shop prod"}
+    assert handle_frame(world.services, chat, credential.token_id, question) is None
+    frames.clear()
+    with counted(world) as statements:
+        assert handle_frame(world.services, chat, credential.token_id, question) is None
+    assert frames[-1]["type"] == "assistant_message", frames
+    # The re-check (token, user and grants in one statement; it was three in a transaction
+    # and a thread hop of its own), then the turn above.
+    assert [_head(s) for s in statements if not s.startswith("BEGIN")] == [
+        "SELECT api_tokens",
+        "SELECT projects",
+        "SELECT services",
+        "SELECT chat_messages",
+        "SELECT projects",
+        "SELECT targets",
+        "SELECT releases",
+        "SELECT sandbox_services",
+        "INSERT chat_messages",
+    ], statements
+    if world.services.engine.dialect.name == "sqlite":
         assert _kinds(statements).count("BEGIN") == 4, statements
 
 
