@@ -24,6 +24,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.approvals.rows import TicketRow
 from core.config import get_settings
+from core.db import plain_rows
 from core.errors import IllegalTransition
 from core.identity.models import Grant, Group, GroupMember, User
 from core.ids import release_id
@@ -184,7 +185,7 @@ def deciders_of(session: Session, tickets: Sequence[AnyTicket]) -> dict[int, dic
     found: dict[int, dict[int, str]] = {ticket_id: {} for ticket_id in waiting}
     if not waiting:
         return found
-    for ticket_id, user_id, name in session.execute(_deciders_of(), {"waiting": waiting}):
+    for ticket_id, user_id, name in plain_rows(session, _deciders_of(), {"waiting": waiting}):
         found[ticket_id][user_id] = name
     return found
 
