@@ -4,8 +4,8 @@ The releases page, one release and the inbox are built from plain column rows re
 (core.releases.rows, core.approvals.rows): a speed-up that must never become a second answer.
 Each body here is compared with the same view built from entities (the release, its newest
 preview and ticket as ORM objects), for callers with different rights on a varied world:
-pending, two-step with one decision (emoji comment), rejected (a 2,000-character reason, the most it takes),
-cancelled, applied, a frozen project, a project the caller cannot see.
+pending, two-step with one decision (emoji comment), rejected (a 2,000-character reason, the
+most it takes), cancelled, applied, a frozen project, a project the caller cannot see.
 """
 
 from __future__ import annotations
@@ -87,8 +87,8 @@ def test_pages_answer_what_entity_views_answer(api: Api) -> None:
         expected = ApprovalPage(items=approvals, next_before=None).model_dump_json().encode()
         assert inbox.content == expected, user
     # victor views shop only: payment's releases are absent, and one of them is a 404
-    victor = {item["project"] for item in api.get("/api/v1/releases", user="victor").json()["items"]}
-    assert victor == {"shop"}
+    seen = api.get("/api/v1/releases", user="victor").json()["items"]
+    assert {item["project"] for item in seen} == {"shop"}
     hidden = next(n for n, p in _numbers_by_project(world).items() if p == "payment")
     assert api.get(f"/api/v1/releases/R-{hidden}", user="victor").status_code == 404
 
