@@ -7,11 +7,11 @@ from datetime import datetime
 from functools import cache
 from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
-from core.db import plain_rows
+from core.db import OneOf, plain_rows
 from core.identity.models import User
 from core.releases.rows import Named
 
@@ -107,7 +107,7 @@ def _decisions() -> Select[Any]:
     return (
         select(*DECISION_COLUMNS)
         .join(User, User.id == ApprovalDecision.user_id)
-        .where(ApprovalDecision.ticket_id.in_(bindparam("tickets", expanding=True)))
+        .where(OneOf(ApprovalDecision.ticket_id, "tickets"))
         .order_by(ApprovalDecision.id)
     )
 
@@ -116,7 +116,7 @@ def _decisions() -> Select[Any]:
 def _newest_tickets() -> Select[Any]:
     newest = (
         select(func.max(ApprovalTicket.id))
-        .where(ApprovalTicket.release_number.in_(bindparam("numbers", expanding=True)))
+        .where(OneOf(ApprovalTicket.release_number, "numbers"))
         .group_by(ApprovalTicket.release_number)
     )
     return ticket_select().where(ApprovalTicket.id.in_(newest))

@@ -11,7 +11,6 @@ from sqlalchemy import (
     ColumnElement,
     Select,
     and_,
-    bindparam,
     exists,
     func,
     literal,
@@ -24,7 +23,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.approvals.rows import TicketRow
 from core.config import get_settings
-from core.db import plain_rows
+from core.db import OneOf, plain_rows
 from core.errors import IllegalTransition
 from core.identity.models import Grant, Group, GroupMember, User
 from core.ids import release_id
@@ -205,7 +204,7 @@ def _deciders_of() -> Select[Any]:
     )
     columns: tuple[Any, ...] = (ApprovalTicket.id, User.id, User.name)
     return select(*columns).where(
-        ApprovalTicket.id.in_(bindparam("waiting", expanding=True)),
+        OneOf(ApprovalTicket.id, "waiting"),
         User.id != ApprovalTicket.requested_by_id,
         ~decided,
         approver_condition(User.id, ApprovalTicket.project_id, ApprovalTicket.current_group),

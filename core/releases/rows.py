@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
-from core.db import AnyRow, plain_rows
+from core.db import AnyRow, OneOf, plain_rows
 from core.identity.models import User
 from core.releases.models import Preview, Release
 from core.targets.models import Project, Target
@@ -152,14 +152,14 @@ def release_select() -> Select[Any]:
 
 @cache
 def _by_number() -> Select[Any]:
-    return release_select().where(Release.number.in_(bindparam("numbers", expanding=True)))
+    return release_select().where(OneOf(Release.number, "numbers"))
 
 
 @cache
 def _newest_previews() -> Select[Any]:
     newest = (
         select(func.max(Preview.id))
-        .where(Preview.release_number.in_(bindparam("numbers", expanding=True)))
+        .where(OneOf(Preview.release_number, "numbers"))
         .group_by(Preview.release_number)
     )
     return select(
@@ -184,7 +184,7 @@ PAGE_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
     "environment": lambda: Target.environment == bindparam("environment"),
     "state": lambda: Release.lifecycle_state == bindparam("state"),
     "before": lambda: Release.number < bindparam("before"),
-    "visible": lambda: Release.project_id.in_(bindparam("visible", expanding=True)),
+    "visible": lambda: OneOf(Release.project_id, "visible"),
 }
 
 

@@ -10,7 +10,7 @@ from typing import Any, Protocol
 from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from core.db import AnyRow, plain_rows, utcnow
+from core.db import AnyRow, OneOf, plain_rows, utcnow
 from core.targets.models import Freeze
 from core.targets.schemas import FreezeInfo
 from core.text import first_line
@@ -62,7 +62,7 @@ def _active_freezes() -> Select[Any]:
     return (
         select(*columns)
         .where(
-            Freeze.project_id.in_(bindparam("projects", expanding=True)),
+            OneOf(Freeze.project_id, "projects"),
             Freeze.lifted_at.is_(None),
             Freeze.until > bindparam("now"),
         )
