@@ -12,9 +12,9 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 from fastapi.responses import JSONResponse
 
-from api.deps import ActorDep, ServicesDep
+from api.deps import ActorDep, BearerDep, ServicesDep
 from api.errors import READ, WRITE, responses
-from api.invoke import invoke
+from api.invoke import invoke, invoke_read
 from api.params import ReleasePath
 from core.flows import submit
 from core.releases.schemas import ReleaseRead
@@ -70,14 +70,11 @@ def submit_with_promotion_override(
 
 
 @router.get("/freezes", response_model=FreezeList, responses=responses(*READ))
-def list_freezes(
-    request: Request,
-    services: ServicesDep,
-    actor: ActorDep,
-    query: Annotated[ListFreezesInput, Query()],
+async def list_freezes(
+    services: ServicesDep, bearer: BearerDep, query: Annotated[ListFreezesInput, Query()]
 ) -> JSONResponse:
     """Freezes the caller can see, newest first (only those in force unless `active=false`)."""
-    return invoke(request, services, actor, "list_freezes", query)
+    return await invoke_read(services, bearer, "list_freezes", query)
 
 
 @router.post("/freezes", status_code=201, response_model=FreezeRead, responses=responses(*WRITE))

@@ -55,11 +55,11 @@ async def get_release(
 
 
 @router.get("/releases/{release_id}/timeline", response_model=Timeline, responses=responses(*READ))
-def release_timeline(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
+async def release_timeline(
+    services: ServicesDep, bearer: BearerDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Audit events and runtime progress of one release, in order."""
-    return invoke(request, services, actor, "release_timeline", {"release_id": release_id})
+    return await invoke_read(services, bearer, "release_timeline", {"release_id": release_id})
 
 
 @router.post(

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query
 from fastapi.responses import JSONResponse
 
-from api.deps import ActorDep, ServicesDep
+from api.deps import BearerDep, ServicesDep
 from api.errors import READ, responses
-from api.invoke import invoke
+from api.invoke import invoke_read
 from api.params import EnvironmentPath, ProjectPath
 from core.targets.schemas import TargetStatus
 from runtimes.base import Diagnosis
@@ -16,31 +16,31 @@ from tools.targets import TargetList
 
 router = APIRouter(prefix="/api/v1/targets", tags=["targets"])
 
+# Reads: `async def`, the token check and the tool in one thread hop (api.invoke.invoke_read).
+
 
 @router.get("", response_model=TargetList, responses=responses(*READ))
-def list_targets(
-    request: Request,
+async def list_targets(
     services: ServicesDep,
-    actor: ActorDep,
+    bearer: BearerDep,
     project: str | None = Query(default=None, pattern=NAME, description="Only this project."),
 ) -> JSONResponse:
     """Targets the caller can see."""
-    return invoke(request, services, actor, "list_targets", {"project": project})
+    return await invoke_read(services, bearer, "list_targets", {"project": project})
 
 
 @router.get(
     "/{project}/{environment}", response_model=TargetStatus, responses=responses(*READ, 502)
 )
-def target_status(
-    request: Request,
+async def target_status(
     services: ServicesDep,
-    actor: ActorDep,
+    bearer: BearerDep,
     project: ProjectPath,
     environment: EnvironmentPath,
 ) -> JSONResponse:
     """Live state of a target's services."""
     args = {"project": project, "environment": environment}
-    return invoke(request, services, actor, "target_status", args)
+    return await invoke_read(services, bearer, "target_status", args)
 
 
 @router.get(
@@ -48,14 +48,13 @@ def target_status(
     response_model=Diagnosis,
     responses=responses(*READ, 502),
 )
-def diagnose_target(
-    request: Request,
+async def diagnose_target(
     services: ServicesDep,
-    actor: ActorDep,
+    bearer: BearerDep,
     project: ProjectPath,
     environment: EnvironmentPath,
     service: str | None = Query(default=None, pattern=NAME, description="Only this service."),
 ) -> JSONResponse:
     """Logs, events and health of a target's services."""
     args = {"project": project, "environment": environment, "service": service}
-    return invoke(request, services, actor, "diagnose_target", args)
+    return await invoke_read(services, bearer, "diagnose_target", args)

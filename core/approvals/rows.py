@@ -3,21 +3,20 @@ release pages build their approval views from these, not from ORM entities."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import Select, bindparam, func, select
+from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
+from core.db import OneOf, plain_rows
 from core.identity.models import User
 from core.releases.rows import Named
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionRow:
+class DecisionRow(NamedTuple):
     """One decision on a ticket, with its decider's name."""
 
     user_id: int
@@ -29,8 +28,7 @@ class DecisionRow:
     user: Named
 
 
-@dataclass(frozen=True, slots=True)
-class TicketRow:
+class TicketRow(NamedTuple):
     """An approval ticket with its requester, assignee and decisions (oldest first)."""
 
     id: int
@@ -71,6 +69,15 @@ TICKET_COLUMNS = (
 )
 
 
+# Positions: the ticket's own fields first, in TicketRow's order; then the two names.
+_OWN = len(TicketRow._fields) - 3
+assert [c.key for c in TICKET_COLUMNS] == [
+    *TicketRow._fields[:_OWN],
+    "requester_name",
+    "assignee_name",
+]
+
+
 @cache
 def ticket_select() -> Select[Any]:
     """SELECT of ticket rows joined with requester and assignee; filter and order it (built
@@ -92,6 +99,7 @@ DECISION_COLUMNS: tuple[Any, ...] = (
     ApprovalDecision.created_at,
     User.name,
 )
+assert [c.key for c in DECISION_COLUMNS[1:-1]] == list(DecisionRow._fields[:-1])
 
 
 @cache
@@ -99,7 +107,7 @@ def _decisions() -> Select[Any]:
     return (
         select(*DECISION_COLUMNS)
         .join(User, User.id == ApprovalDecision.user_id)
-        .where(ApprovalDecision.ticket_id.in_(bindparam("tickets", expanding=True)))
+        .where(OneOf(ApprovalDecision.ticket_id, "tickets"))
         .order_by(ApprovalDecision.id)
     )
 
@@ -108,7 +116,7 @@ def _decisions() -> Select[Any]:
 def _newest_tickets() -> Select[Any]:
     newest = (
         select(func.max(ApprovalTicket.id))
-        .where(ApprovalTicket.release_number.in_(bindparam("numbers", expanding=True)))
+        .where(OneOf(ApprovalTicket.release_number, "numbers"))
         .group_by(ApprovalTicket.release_number)
     )
     return ticket_select().where(ApprovalTicket.id.in_(newest))
@@ -118,34 +126,22 @@ def ticket_rows(
     session: Session, query: Select[Any], params: dict[str, Any] | None = None
 ) -> list[TicketRow]:
     """The rows of a `ticket_select` query with their decisions (one more statement)."""
-    rows = [dict(row._mapping) for row in session.execute(query, params)]
-    decisions: dict[int, list[DecisionRow]] = {row["id"]: [] for row in rows}
+    rows = plain_rows(session, query, params)
+    decisions: dict[int, list[DecisionRow]] = {row[0]: [] for row in rows}
     if decisions:
-        found = session.execute(_decisions(), {"tickets": list(decisions)})
-        for d in found:
-            decisions[d.ticket_id].append(
-                DecisionRow(
-                    user_id=d.user_id,
-                    step_index=d.step_index,
-                    decision=d.decision,
-                    comment=d.comment,
-                    channel=d.channel,
-                    created_at=d.created_at,
-                    user=Named(d.name),
-                )
-            )
-    tickets = []
-    for fields in rows:
-        requester, assignee = fields.pop("requester_name"), fields.pop("assignee_name")
-        tickets.append(
-            TicketRow(
-                **fields,
-                requested_by=Named(requester),
-                assignee=Named(assignee) if assignee is not None else None,
-                decisions=decisions[fields["id"]],
+        for d in plain_rows(session, _decisions(), {"tickets": list(decisions)}):
+            decisions[d[0]].append(DecisionRow._make((*d[1:7], Named(d[7]))))
+    return [
+        TicketRow._make(
+            (
+                *row[:_OWN],
+                Named(row[_OWN]),
+                Named(row[_OWN + 1]) if row[_OWN + 1] is not None else None,
+                decisions[row[0]],
             )
         )
-    return tickets
+        for row in rows
+    ]
 
 
 def newest_ticket_rows(session: Session, numbers: list[int]) -> dict[int, TicketRow]:

@@ -11,11 +11,11 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Row, Select, bindparam, delete, select, update
+from sqlalchemy import Select, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
-from core.db import utcnow
+from core.db import AnyRow, plain_rows, utcnow
 from core.errors import InvalidInput, NotFound
 from core.identity.models import ApiToken, AuthTicket, Grant, User
 from core.identity.schemas import TokenRead
@@ -209,6 +209,10 @@ class Credential:
     token_id: int
 
 
+# one row per grant (an owner of 200 projects: 200 rows): a dict lookup each, not Role()
+_ROLES = {role.value: role for role in Role}
+
+
 @cache
 def _by_hash() -> Select[Any]:
     # built once: every request runs it, and a reused statement keeps its cache key
@@ -239,7 +243,7 @@ def authenticate_token(session: Session, token: str) -> Credential | None:
     """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
-    return _credential(session.execute(_by_hash(), {"hash": hash_token(token)}).all())
+    return _credential(plain_rows(session, _by_hash(), {"hash": hash_token(token)}))
 
 
 @cache
@@ -258,17 +262,17 @@ def credential_for(session: Session, token_id: int) -> Credential | None:
     Open sockets call this per action, so a revocation or a lowered role applies at once. One
     statement (token, user and grants joined; it was three), read fresh every time.
     """
-    return _credential(session.execute(_by_id(), {"token_id": token_id}).all())
+    return _credential(plain_rows(session, _by_id(), {"token_id": token_id}))
 
 
-def _credential(rows: Sequence[Row[Any]]) -> Credential | None:
+def _credential(rows: Sequence[AnyRow]) -> Credential | None:
     """The credential the rows of `_by_hash` or `_by_id` stand for, if it is active."""
     if not rows:
         return None
     token_id, revoked_at, expires_at, user_id, name = tuple(rows[0])[:5]
     if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
         return None
-    grants = {row.project_id: Role(row.role) for row in rows if row.role is not None}
+    grants = {project_id: _ROLES[role] for *_, project_id, role in rows if role is not None}
     return Credential(Actor(user_id, name, grants), token_id)
 
 

@@ -2,36 +2,36 @@
 
 A page of 50 releases as ORM entities was ~250 objects with identity-map bookkeeping and
 relationship loading: about a quarter of a read's CPU. These loaders select only the columns
-the views read and return small frozen records shaped like the entities (`release.project.name`,
-`release.target.environment`), so `views.view` builds the same answer from either
-(core.approvals.rows does the same for tickets).
+the views read and return small immutable records shaped like the entities
+(`release.project.name`, `release.target.environment`), so `views.view` builds the same answer
+from either (core.approvals.rows does the same for tickets). The records are named tuples
+built by position from Core rows: a frozen dataclass built from a row's mapping cost ~20 us a
+release, a fifth of a page.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from datetime import datetime
 from functools import cache, lru_cache
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import ColumnElement, Row, Select, bindparam, func, select
+from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
+from core.db import AnyRow, OneOf, plain_rows
 from core.identity.models import User
 from core.releases.models import Preview, Release
 from core.targets.models import Project, Target
 
 
-@dataclass(frozen=True, slots=True)
-class Named:
+class Named(NamedTuple):
     """A project or user as a view names it."""
 
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class TargetRow:
+class TargetRow(NamedTuple):
     """The target columns views read."""
 
     id: int
@@ -43,8 +43,7 @@ class TargetRow:
     approval_timeout_seconds: int | None
 
 
-@dataclass(frozen=True, slots=True)
-class ReleaseRow:
+class ReleaseRow(NamedTuple):
     """A release with its project, target and requester, as one joined row."""
 
     number: int
@@ -71,8 +70,7 @@ class ReleaseRow:
     preview: PreviewRow | None  # the newest one
 
 
-@dataclass(frozen=True, slots=True)
-class PreviewRow:
+class PreviewRow(NamedTuple):
     """The preview columns views read."""
 
     release_number: int
@@ -126,16 +124,6 @@ RELEASE_COLUMNS = (
     _Newest.created_at.label("preview_created_at"),
     _Newest.expires_at.label("preview_expires_at"),
 )
-PREVIEW_FIELDS = (
-    "desired",
-    "diff",
-    "diff_hash",
-    "base_fingerprint",
-    "risk_level",
-    "risk_reasons",
-    "created_at",
-    "expires_at",
-)
 
 
 @cache
@@ -164,14 +152,14 @@ def release_select() -> Select[Any]:
 
 @cache
 def _by_number() -> Select[Any]:
-    return release_select().where(Release.number.in_(bindparam("numbers", expanding=True)))
+    return release_select().where(OneOf(Release.number, "numbers"))
 
 
 @cache
 def _newest_previews() -> Select[Any]:
     newest = (
         select(func.max(Preview.id))
-        .where(Preview.release_number.in_(bindparam("numbers", expanding=True)))
+        .where(OneOf(Preview.release_number, "numbers"))
         .group_by(Preview.release_number)
     )
     return select(
@@ -196,7 +184,7 @@ PAGE_FILTERS: dict[str, Callable[[], ColumnElement[bool]]] = {
     "environment": lambda: Target.environment == bindparam("environment"),
     "state": lambda: Release.lifecycle_state == bindparam("state"),
     "before": lambda: Release.number < bindparam("before"),
-    "visible": lambda: Release.project_id.in_(bindparam("visible", expanding=True)),
+    "visible": lambda: OneOf(Release.project_id, "visible"),
 }
 
 
@@ -215,41 +203,43 @@ def release_rows(
     session: Session, query: Select[Any], params: dict[str, Any] | None = None
 ) -> list[ReleaseRow]:
     """The rows of a `release_select` query, as records."""
-    return [_release(row) for row in session.execute(query, params)]
+    return [_release(row) for row in plain_rows(session, query, params)]
 
 
 def release_rows_by_number(session: Session, numbers: Iterable[int]) -> dict[int, ReleaseRow]:
     """These releases, by number, in one statement."""
-    rows = session.execute(_by_number(), {"numbers": list(numbers)})
-    return {row.number: _release(row) for row in rows}
+    rows = plain_rows(session, _by_number(), {"numbers": list(numbers)})
+    return {row[0]: _release(row) for row in rows}
 
 
-def _release(row: Row[Any]) -> ReleaseRow:
-    fields = dict(row._mapping)
+# Positions in RELEASE_COLUMNS: the release's own fields come first, in ReleaseRow's order.
+_OWN = len(ReleaseRow._fields) - 4
+_PREVIEW = _OWN + 7  # preview_id; the preview's fields follow in PreviewRow's order
+assert [c.key for c in RELEASE_COLUMNS[:_OWN]] == list(ReleaseRow._fields[:_OWN])
+assert [c.key for c in RELEASE_COLUMNS[_OWN:_PREVIEW]] == [
+    "project_name",
+    *TargetRow._fields[2:],
+    "requester_name",
+]
+assert [c.key for c in RELEASE_COLUMNS[_PREVIEW:]] == ["preview_id"] + [
+    "preview_" + f for f in PreviewRow._fields[1:]
+]
+
+
+def _release(row: AnyRow) -> ReleaseRow:
+    fields = tuple(row)
     target = TargetRow(
-        id=fields["target_id"],
-        project_id=fields["project_id"],
-        environment=fields.pop("environment"),
-        runtime=fields.pop("runtime"),
-        risk_tier=fields.pop("risk_tier"),
-        windows=fields.pop("windows") or [],
-        approval_timeout_seconds=fields.pop("approval_timeout_seconds"),
+        fields[2], fields[1], fields[19], fields[20], fields[21], fields[22] or [], fields[23]
     )
-    project, requester = Named(fields.pop("project_name")), Named(fields.pop("requester_name"))
-    found = fields.pop("preview_id") is not None
-    preview = {name: fields.pop("preview_" + name) for name in PREVIEW_FIELDS}
-    return ReleaseRow(
-        **fields,
-        project=project,
-        target=target,
-        requested_by=requester,
-        preview=PreviewRow(release_number=fields["number"], **preview) if found else None,
-    )
+    preview = None
+    if fields[_PREVIEW] is not None:
+        preview = PreviewRow(fields[0], *fields[_PREVIEW + 1 :])
+    return ReleaseRow._make((*fields[:_OWN], Named(fields[18]), target, Named(fields[24]), preview))
 
 
 def latest_preview_rows(session: Session, numbers: list[int]) -> dict[int, PreviewRow]:
     """The newest preview of each release, in one statement."""
     if not numbers:
         return {}
-    rows = session.execute(_newest_previews(), {"numbers": numbers})
-    return {row.release_number: PreviewRow(**row._mapping) for row in rows}
+    rows = plain_rows(session, _newest_previews(), {"numbers": numbers})
+    return {row[0]: PreviewRow(*row) for row in rows}

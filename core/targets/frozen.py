@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import datetime
+from functools import cache
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 from sqlalchemy.orm import Session
 
-from core.db import utcnow
+from core.db import AnyRow, OneOf, plain_rows, utcnow
 from core.targets.models import Freeze
 from core.targets.schemas import FreezeInfo
 from core.text import first_line
@@ -38,17 +39,8 @@ def frozen_now(
     if not by_id:
         return {}
     now = now or utcnow()
-    freezes = list(
-        session.scalars(
-            select(Freeze)
-            .where(
-                Freeze.project_id.in_({t.project_id for t in by_id.values()}),
-                Freeze.lifted_at.is_(None),
-                Freeze.until > now,
-            )
-            .order_by(Freeze.until.desc(), Freeze.id)
-        )
-    )
+    projects = sorted({t.project_id for t in by_id.values()})
+    freezes = plain_rows(session, _active_freezes(), {"projects": projects, "now": now})
     out: dict[int, FreezeInfo] = {}
     for target in by_id.values():
         info = _freeze(target, freezes) or _window(target, now)
@@ -57,7 +49,28 @@ def frozen_now(
     return out
 
 
-def _freeze(target: TargetLike, freezes: list[Freeze]) -> FreezeInfo | None:
+@cache
+def _active_freezes() -> Select[Any]:
+    # built once (every page runs it; a reused statement keeps its cache key); columns only
+    columns: tuple[Any, ...] = (
+        Freeze.project_id,
+        Freeze.environment,
+        Freeze.reason,
+        Freeze.until,
+        Freeze.created_by,
+    )
+    return (
+        select(*columns)
+        .where(
+            OneOf(Freeze.project_id, "projects"),
+            Freeze.lifted_at.is_(None),
+            Freeze.until > bindparam("now"),
+        )
+        .order_by(Freeze.until.desc(), Freeze.id)
+    )
+
+
+def _freeze(target: TargetLike, freezes: Sequence[AnyRow]) -> FreezeInfo | None:
     for freeze in freezes:
         if freeze.project_id == target.project_id and freeze.environment in (
             None,

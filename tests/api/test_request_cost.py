@@ -78,11 +78,19 @@ def test_a_read_checks_its_token_and_runs_its_tool_on_one_connection(api: Api) -
     engine = api.world.services.engine
     event.listen(engine, "checkout", checked_out)
     try:
-        for path in ("/api/v1/releases", "/api/v1/approvals", f"/api/v1/releases/{first}"):
+        for path in (
+            "/api/v1/releases",
+            "/api/v1/approvals",
+            f"/api/v1/releases/{first}",
+            f"/api/v1/releases/{first}/timeline",
+            "/api/v1/targets",
+            "/api/v1/freezes",
+        ):
             checkouts.clear()
             answer = api.get(path, user="admin")
             assert answer.status_code == 200, answer.text
-            # one worker thread, one pooled connection (was two hops and two checkouts)
+            # one worker thread, one pooled connection (was two hops and two checkouts). A
+            # target's live status is left out: its runtime reads its own state apart.
             assert len(checkouts) == 1 and len(set(checkouts)) == 1, (path, checkouts)
     finally:
         event.remove(engine, "checkout", checked_out)
