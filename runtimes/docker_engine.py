@@ -90,9 +90,10 @@ def box(raw: dict[str, Any], service_label: str) -> Box:
 class Engine:
     """The engine of one target: local socket when there is one, else the docker CLI."""
 
-    def __init__(self, host: str | None, docker_cmd: list[str]) -> None:
+    def __init__(self, host: str | None, docker_cmd: list[str], *, use_socket: bool = True) -> None:
         host = host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-        self.socket = host.removeprefix("unix://") if host.startswith("unix://") else None
+        local = use_socket and host.startswith("unix://")
+        self.socket = host.removeprefix("unix://") if local else None
         self.docker_cmd = docker_cmd
         self._http: httpx.Client | None = None
         if self.socket is not None:
@@ -201,7 +202,9 @@ class Engine:
         return response.json()
 
     def _cli_containers(self, label: str) -> list[dict[str, Any]]:
-        listed = self._cli(["container", "ls", "-q", "--no-trunc", "--all", "--filter", label])
+        listed = self._cli(
+            ["container", "ls", "-q", "--no-trunc", "--all", "--filter", f"label={label}"]
+        )
         ids = (listed or "").split()
         if not ids:
             return []
