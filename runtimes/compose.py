@@ -177,8 +177,7 @@ class ComposeAdapter(RuntimeAdapter):
         with self._lock:
             engine = self._engines.get(host)
             if engine is None:
-                docker_cmd = [str(a) for a in self._client(target).client_config.docker_cmd]
-                engine = self._engines[host] = Engine(host, docker_cmd)
+                engine = self._engines[host] = Engine(host)
             return engine
 
     def _containers(self, target: TargetRef) -> dict[str, list[Box]]:

@@ -2,29 +2,32 @@
 
 python-on-whales inspects each listed container lazily, one `docker` process per container,
 and again whenever its 10 ms cache lapses, so one look at a project cost 3-9 processes (20-90
-ms each) and mixed moments. A look here is ONE snapshot: on a local engine (a unix socket,
-the default) two or more Engine API requests over the socket, a few ms; on any other host
-(tcp://, ssh://: TLS, keys and contexts stay the docker CLI's business) `docker container ls`
-plus ONE `docker container inspect` of every id. Writes (`compose up`) stay with the CLI.
+ms each) and mixed moments. A look here is ONE snapshot over the Engine API, through the
+Docker SDK's low-level client: a list plus one inspect per container, a few ms over the local
+socket. The SDK reaches unix:// and tcp:// (TLS from DOCKER_TLS_VERIFY/DOCKER_CERT_PATH, as
+`docker.from_env` does) and ssh:// through the system `ssh` (`docker system dial-stdio` on the
+far end). Writes (`compose up`) stay with the docker CLI.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-from collections.abc import Iterator
-from contextlib import contextmanager
+import threading
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
+import docker
+import requests
+import urllib3
+from docker.errors import DockerException, NotFound
+from docker.types.daemon import CancellableStream
+from docker.utils import kwargs_from_env
 
-DEFAULT_SOCKET = "/var/run/docker.sock"
-REQUEST_SECONDS = 10.0
+REQUEST_SECONDS = 10
 # What ends a run without a health check: any of these inside its window fails the window.
 STOPPING_EVENTS = ("die", "oom", "kill", "pause", "destroy")
+# Every way the SDK's transport reports an engine that did not answer.
+_UNREACHABLE = (DockerException, requests.RequestException, urllib3.exceptions.HTTPError, OSError)
 
 
 class EngineUnreachable(Exception):
@@ -64,7 +67,7 @@ def parse_time(raw: str | None) -> datetime | None:
 
 
 def box(raw: dict[str, Any], service_label: str) -> Box:
-    """A container from its inspect JSON (the API's and the CLI's are the same document)."""
+    """A container from its Engine API inspect document."""
     config = raw.get("Config") or {}
     state = raw.get("State") or {}
     health = state.get("Health") or {}
@@ -88,54 +91,67 @@ def box(raw: dict[str, Any], service_label: str) -> Box:
 
 
 class Engine:
-    """The engine of one target: local socket when there is one, else the docker CLI."""
+    """The Engine API of one target's docker host (DOCKER_HOST or the local socket by default)."""
 
-    def __init__(self, host: str | None, docker_cmd: list[str], *, use_socket: bool = True) -> None:
-        host = host or os.environ.get("DOCKER_HOST") or f"unix://{DEFAULT_SOCKET}"
-        local = use_socket and host.startswith("unix://")
-        self.socket = host.removeprefix("unix://") if local else None
-        self.docker_cmd = docker_cmd
-        self._http: httpx.Client | None = None
-        if self.socket is not None:
-            # No TLS on a unix socket: skip loading a CA bundle (~0.1 s at the first look).
-            transport = httpx.HTTPTransport(uds=self.socket, verify=False)
-            self._http = httpx.Client(
-                transport=transport, base_url="http://docker", timeout=REQUEST_SECONDS
-            )
+    def __init__(self, host: str | None) -> None:
+        options: dict[str, Any] = dict(kwargs_from_env())
+        if host:
+            options["base_url"] = host
+        if str(options.get("base_url", "")).startswith("ssh://"):
+            options.pop("tls", None)
+            options["use_ssh_client"] = True  # the system ssh and its config, not paramiko
+        self.host = str(options.get("base_url") or "unix:///var/run/docker.sock")
+        self._options = options
+        self._client: docker.DockerClient | None = None
+        self._lock = threading.Lock()
+
+    def _api(self) -> docker.APIClient:
+        # Built at the first look, not at start-up: the SDK asks the engine its API version
+        # while it is built, and an engine that is down then may be up at the next look.
+        with self._lock:
+            if self._client is None:
+                try:
+                    client = docker.DockerClient(timeout=REQUEST_SECONDS, **self._options)
+                except _UNREACHABLE as exc:
+                    raise EngineUnreachable(_reason(exc)) from exc
+                if self.host.startswith("unix://"):
+                    # No proxy reaches a unix socket: skip requests' scan of the environment
+                    # for proxy settings on every request (a fifth of a snapshot's time).
+                    client.api.trust_env = False
+                self._client = client
+            return self._client.api
 
     def close(self) -> None:
-        """Close the socket's connections."""
-        if self._http is not None:
-            self._http.close()
-
-    # ------------------------------------------------------------------ containers
+        """Close the connections to the engine."""
+        with self._lock:
+            if self._client is not None:
+                self._client.close()
+                self._client = None
 
     def containers(self, label: str) -> list[dict[str, Any]]:
         """Inspect documents of every container (running or not) carrying `label`."""
-        if self._http is None:
-            return self._cli_containers(label)
-        filters = json.dumps({"label": [label]})
-        listed = self._get("/containers/json", params={"all": "1", "filters": filters})
-        found = []
-        for summary in listed:
-            try:
-                found.append(self._get(f"/containers/{summary['Id']}/json"))
-            except _Gone:  # removed between the list and the inspect: not there
-                continue
+        api = self._api()
+        found: list[dict[str, Any]] = []
+        try:
+            for summary in api.containers(all=True, filters={"label": [label]}):
+                try:
+                    found.append(api.inspect_container(summary["Id"]))
+                except NotFound:  # removed between the list and the inspect: not there
+                    continue
+        except _UNREACHABLE as exc:
+            raise EngineUnreachable(_reason(exc)) from exc
         return found
 
     def image_env(self, image_id: str) -> list[str] | None:
         """The environment an image bakes in (None when the image is unknown)."""
-        if self._http is None:
-            out = self._cli(["image", "inspect", image_id], check=False)
-            if out is None:
-                return None
-            documents = json.loads(out)
-            return list((documents[0].get("Config") or {}).get("Env") or []) if documents else None
+        api = self._api()
         try:
-            document = self._get(f"/images/{image_id}/json")
-        except _Gone:
+            # types-docker leaves inspect_image unannotated; it returns the inspect document
+            document: dict[str, Any] = api.inspect_image(image_id)  # type: ignore[no-untyped-call]
+        except NotFound:
             return None
+        except _UNREACHABLE as exc:
+            raise EngineUnreachable(_reason(exc)) from exc
         return list((document.get("Config") or {}).get("Env") or [])
 
     def stopping_events(self, ids: list[str], since: datetime, until: datetime) -> list[str]:
@@ -144,85 +160,38 @@ class Engine:
         Returns as soon as one happens, else when the engine's clock passes `until`: the
         engine itself times the window, without a look after it ends.
         """
-        with self._events(ids, since, until) as lines:
-            for line in lines:
-                if not line.strip():
-                    continue
-                event = json.loads(line)
-                action = str(event.get("Action") or event.get("status") or "")
-                if action.split(":")[0] in STOPPING_EVENTS:
-                    return [action]
+        api = self._api()
+        filters = {"container": ids, "event": list(STOPPING_EVENTS), "type": ["container"]}
+        # The engine takes "seconds.nanoseconds" and the SDK passes a string through; a
+        # datetime it would cut to whole seconds (its stubs list only those), ending a window
+        # up to a second early.
+        start: Any = f"{since.timestamp():.9f}"
+        end: Any = f"{until.timestamp():.9f}"
+        try:
+            stream = api.events(since=start, until=end, filters=filters, decode=True)
+            try:
+                for event in stream:
+                    action = str(event.get("Action") or event.get("status") or "")
+                    if action.split(":")[0] in STOPPING_EVENTS:
+                        return [action]
+            finally:
+                _cancel(stream)
+        except _UNREACHABLE as exc:
+            raise EngineUnreachable(_reason(exc)) from exc
         return []
 
-    @contextmanager
-    def _events(self, ids: list[str], since: datetime, until: datetime) -> Iterator[Iterator[str]]:
-        stamps = [f"{since.timestamp():.9f}", f"{until.timestamp():.9f}"]
-        window = max(0.0, until.timestamp() - since.timestamp())
-        if self._http is None:
-            flags = [a for i in ids for a in ("--filter", f"container={i}")]
-            flags += [a for e in STOPPING_EVENTS for a in ("--filter", f"event={e}")]
-            command = [*self.docker_cmd, "events", "--since", stamps[0], "--until", stamps[1]]
-            child = subprocess.Popen(
-                [*command, *flags, "--format", "{{json .}}"],
-                stdout=subprocess.PIPE,
-                stderr=subprocess.DEVNULL,
-                text=True,
-            )
-            try:
-                assert child.stdout is not None
-                yield iter(child.stdout)
-            finally:
-                child.kill()
-                child.wait()
-            return
-        filters = json.dumps(
-            {"container": ids, "event": list(STOPPING_EVENTS), "type": ["container"]}
-        )
-        params = {"since": stamps[0], "until": stamps[1], "filters": filters}
-        timeout = httpx.Timeout(REQUEST_SECONDS, read=window + REQUEST_SECONDS)
-        assert self._http is not None
-        try:
-            with self._http.stream("GET", "/events", params=params, timeout=timeout) as response:
-                response.raise_for_status()
-                yield response.iter_lines()
-        except httpx.HTTPError as exc:
-            raise EngineUnreachable(str(exc) or type(exc).__name__) from exc
 
-    # ------------------------------------------------------------------ transport
-
-    def _get(self, path: str, params: dict[str, str] | None = None) -> Any:
-        assert self._http is not None
-        try:
-            response = self._http.get(path, params=params)
-        except httpx.HTTPError as exc:
-            raise EngineUnreachable(str(exc) or type(exc).__name__) from exc
-        if response.status_code == 404:
-            raise _Gone(path)
-        if response.status_code >= 400:
-            raise EngineUnreachable(f"{path}: {response.status_code} {response.text[:200]}")
-        return response.json()
-
-    def _cli_containers(self, label: str) -> list[dict[str, Any]]:
-        listed = self._cli(
-            ["container", "ls", "-q", "--no-trunc", "--all", "--filter", f"label={label}"]
-        )
-        ids = (listed or "").split()
-        if not ids:
-            return []
-        # One inspect of every id; a container removed meanwhile makes it exit 1 with the
-        # others still printed, so read what it printed.
-        out = self._cli(["container", "inspect", *ids], check=False)
-        return list(json.loads(out)) if out else []
-
-    def _cli(self, args: list[str], check: bool = True) -> str | None:
-        done = subprocess.run(
-            [*self.docker_cmd, *args], capture_output=True, text=True, timeout=REQUEST_SECONDS * 3
-        )
-        if done.returncode != 0 and check:
-            text = (done.stderr or done.stdout).strip().splitlines()
-            raise EngineUnreachable(text[-1] if text else f"docker exited with {done.returncode}")
-        return done.stdout if done.stdout.strip() else None
+def _cancel(stream: CancellableStream[Any]) -> None:
+    """End an events stream left before the engine ended it (its connection goes with it)."""
+    try:
+        stream.close()
+    except (DockerException, UnboundLocalError):
+        # docker 7.1-7.2 cannot find the socket under an ssh transport (paramiko: "not
+        # supported"; the ssh client: an UnboundLocalError in close()). Closing the HTTP
+        # response ends the stream as well, here in the thread that reads it.
+        response: requests.Response = stream._response  # type: ignore[attr-defined]
+        response.close()
 
 
-class _Gone(Exception):
-    """The engine answered 404: the object is not there (any more)."""
+def _reason(exc: BaseException) -> str:
+    return str(exc) or type(exc).__name__

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from runtimes.docker_engine import Engine, box
+from runtimes.docker_engine import Engine, EngineUnreachable, box
 from tests.runtimes.conftest import ComposeTarget
 from tests.support.calls import call, deploy
 
@@ -19,9 +19,24 @@ pytestmark = pytest.mark.docker
 SERVICE = "com.docker.compose.service"
 
 
-def _engine(target: ComposeTarget, use_socket: bool) -> Engine:
-    command = [str(part) for part in target.client().client_config.docker_cmd]
-    return Engine(None, command, use_socket=use_socket)
+@pytest.fixture
+def ssh_to_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """An `ssh` first on PATH that reaches this machine's engine as the far end would.
+
+    The SDK's ssh transport runs `ssh [-l user] -- host docker system dial-stdio` and speaks
+    HTTP over its stdio: faked at that process boundary, everything above it is real.
+    """
+    calls = tmp_path / "ssh-calls"
+    shim = tmp_path / "ssh-bin" / "ssh"
+    shim.parent.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec docker system dial-stdio\n')
+    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    return calls
+
+
+def _engine(over: str) -> Engine:
+    return Engine("ssh://deploy@build-host:2222" if over == "ssh" else None)
 
 
 def _worker(target: ComposeTarget, engine: Engine) -> dict[str, object]:
@@ -31,13 +46,15 @@ def _worker(target: ComposeTarget, engine: Engine) -> dict[str, object]:
     return found[0]
 
 
-def test_the_socket_and_the_cli_read_the_same_snapshot(compose_target: ComposeTarget) -> None:
-    over_socket, over_cli = _engine(compose_target, True), _engine(compose_target, False)
-    assert over_socket.socket is not None and over_cli.socket is None
+def test_the_socket_and_ssh_read_the_same_snapshot(
+    compose_target: ComposeTarget, ssh_to_here: Path
+) -> None:
+    over_socket, over_ssh = _engine("socket"), _engine("ssh")
+    assert over_socket.host.startswith("unix://") and over_ssh.host.startswith("ssh://")
     label = f"com.docker.compose.project={compose_target.project}"
     seen = [
         sorted((box(d, SERVICE) for d in e.containers(label)), key=lambda b: b.service)
-        for e in (over_socket, over_cli)
+        for e in (over_socket, over_ssh)
     ]
     assert seen[0] == seen[1]
     assert [(b.service, b.image, b.running) for b in seen[0]] == [
@@ -48,19 +65,40 @@ def test_the_socket_and_the_cli_read_the_same_snapshot(compose_target: ComposeTa
     assert web.health == "healthy" and worker.health is None
     assert "QUEUE=jobs" in worker.env and worker.started_at is not None
     assert over_socket.containers("com.docker.compose.project=nobody-has-this") == []
+    # the image's own env, and nothing for an image the engine does not have
+    assert over_ssh.image_env(web.image_id) == over_socket.image_env(web.image_id)
+    assert over_socket.image_env("sha256:" + "0" * 64) is None
+    # the system ssh with the target's user, port and host: no key handling of our own
+    assert "-l deploy -p 2222 -- build-host docker system dial-stdio" in ssh_to_here.read_text()
     over_socket.close()
+    over_ssh.close()
 
 
-@pytest.mark.parametrize("use_socket", [True, False], ids=["socket", "cli"])
-def test_a_quiet_window_ends_on_time_and_a_stop_inside_it_is_seen(
-    compose_target: ComposeTarget, use_socket: bool
+def test_an_engine_that_does_not_answer_is_unreachable(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    engine = _engine(compose_target, use_socket)
+    monkeypatch.setenv("DOCKER_HOST", f"unix://{tmp_path}/no-such.sock")
+    now = datetime.now(UTC)
+    for engine in (Engine(None), Engine("tcp://127.0.0.1:1")):
+        with pytest.raises(EngineUnreachable):
+            engine.containers("com.docker.compose.project=shop")
+        with pytest.raises(EngineUnreachable):
+            engine.stopping_events(["x"], now, now)
+        with pytest.raises(EngineUnreachable):
+            engine.image_env("sha256:" + "0" * 64)
+
+
+@pytest.mark.parametrize("over", ["socket", "ssh"])
+def test_a_quiet_window_ends_on_time_and_a_stop_inside_it_is_seen(
+    compose_target: ComposeTarget, ssh_to_here: Path, over: str
+) -> None:
+    engine = _engine(over)
     worker = box(_worker(compose_target, engine), SERVICE)
     assert worker.started_at is not None
     end = datetime.now(UTC) + timedelta(seconds=0.4)
     assert engine.stopping_events([worker.id], worker.started_at, end) == []
-    assert datetime.now(UTC) >= end - timedelta(seconds=0.05)  # the engine waited it out
+    # the engine waited it out, to the sub-second (not rounded to a whole second either way)
+    assert end - timedelta(seconds=0.05) <= datetime.now(UTC) < end + timedelta(seconds=0.5)
     compose_target.client().container.kill(worker.id)
     # A window reaching an hour ahead still answers at once: the stop is in its past.
     started = time.monotonic()
