@@ -11,6 +11,7 @@ far end). Writes (`compose up`) stay with the docker CLI.
 
 from __future__ import annotations
 
+import os
 import threading
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -94,14 +95,8 @@ class Engine:
     """The Engine API of one target's docker host (DOCKER_HOST or the local socket by default)."""
 
     def __init__(self, host: str | None) -> None:
-        options: dict[str, Any] = dict(kwargs_from_env())
-        if host:
-            options["base_url"] = host
-        if str(options.get("base_url", "")).startswith("ssh://"):
-            options.pop("tls", None)
-            options["use_ssh_client"] = True  # the system ssh and its config, not paramiko
-        self.host = str(options.get("base_url") or "unix:///var/run/docker.sock")
-        self._options = options
+        self._host = host
+        self.host = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
 
@@ -111,8 +106,8 @@ class Engine:
         with self._lock:
             if self._client is None:
                 try:
-                    client = docker.DockerClient(timeout=REQUEST_SECONDS, **self._options)
-                except _UNREACHABLE as exc:
+                    client = docker.DockerClient(timeout=REQUEST_SECONDS, **self._options())
+                except _UNREACHABLE as exc:  # TLS files missing included
                     raise EngineUnreachable(_reason(exc)) from exc
                 if self.host.startswith("unix://"):
                     # No proxy reaches a unix socket: skip requests' scan of the environment
@@ -120,6 +115,15 @@ class Engine:
                     client.api.trust_env = False
                 self._client = client
             return self._client.api
+
+    def _options(self) -> dict[str, Any]:
+        options: dict[str, Any] = dict(kwargs_from_env())  # DOCKER_HOST, DOCKER_TLS_VERIFY, ...
+        if self._host:
+            options["base_url"] = self._host
+        if self.host.startswith("ssh://"):
+            options.pop("tls", None)
+            options["use_ssh_client"] = True  # the system ssh and its config, not paramiko
+        return options
 
     def close(self) -> None:
         """Close the connections to the engine."""

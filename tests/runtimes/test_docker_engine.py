@@ -88,6 +88,18 @@ def test_an_engine_that_does_not_answer_is_unreachable(
             engine.image_env("sha256:" + "0" * 64)
 
 
+def test_tls_comes_from_the_environment_as_with_the_docker_cli(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # DOCKER_TLS_VERIFY/DOCKER_CERT_PATH apply to a tcp:// host; missing key files are a
+    # clear "unreachable", not a crash of whoever asked
+    monkeypatch.setenv("DOCKER_TLS_VERIFY", "1")
+    monkeypatch.setenv("DOCKER_CERT_PATH", str(tmp_path / ("certs-" + "\U0001f433" * 3)))
+    engine = Engine("tcp://127.0.0.1:1")
+    with pytest.raises(EngineUnreachable, match="cert"):
+        engine.containers("com.docker.compose.project=shop")
+
+
 @pytest.mark.parametrize("over", ["socket", "ssh"])
 def test_a_quiet_window_ends_on_time_and_a_stop_inside_it_is_seen(
     compose_target: ComposeTarget, ssh_to_here: Path, over: str
