@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
@@ -94,8 +95,9 @@ def box(raw: dict[str, Any], service_label: str) -> Box:
 class Engine:
     """The Engine API of one target's docker host (DOCKER_HOST or the local socket by default)."""
 
-    def __init__(self, host: str | None) -> None:
+    def __init__(self, host: str | None, stall_seconds: float = REQUEST_SECONDS) -> None:
         self._host = host
+        self.stall_seconds = stall_seconds
         self.host = host or os.environ.get("DOCKER_HOST") or "unix:///var/run/docker.sock"
         self._client: docker.DockerClient | None = None
         self._lock = threading.Lock()
@@ -171,18 +173,39 @@ class Engine:
         # up to a second early.
         start: Any = f"{since.timestamp():.9f}"
         end: Any = f"{until.timestamp():.9f}"
+        # The SDK reads events without a timeout: an engine that stops answering would hold
+        # the apply forever. A watchdog ends the stream `stall_seconds` after the window.
+        stalled = threading.Event()
+        wait = max(0.0, until.timestamp() - time.time()) + self.stall_seconds
         try:
             stream = api.events(since=start, until=end, filters=filters, decode=True)
+
+            def stall() -> None:
+                stalled.set()
+                _cancel(stream)
+
+            watchdog = threading.Timer(wait, stall)
+            watchdog.daemon = True
+            watchdog.start()
             try:
                 for event in stream:
                     action = str(event.get("Action") or event.get("status") or "")
                     if action.split(":")[0] in STOPPING_EVENTS:
                         return [action]
             finally:
-                _cancel(stream)
+                watchdog.cancel()
+                if not stalled.is_set():
+                    _cancel(stream)
         except _UNREACHABLE as exc:
+            if stalled.is_set():
+                raise EngineUnreachable(self._stalled_reason()) from exc
             raise EngineUnreachable(_reason(exc)) from exc
+        if stalled.is_set():
+            raise EngineUnreachable(self._stalled_reason())
         return []
+
+    def _stalled_reason(self) -> str:
+        return f"the engine's event stream did not end {self.stall_seconds:g} s after the window"
 
 
 def _cancel(stream: CancellableStream[Any]) -> None:

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import http.server
+import json
 import os
+import socketserver
 import stat
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,3 +151,56 @@ def test_a_release_reads_the_engine_without_a_docker_process_per_container(
     reads = [line for line in ran if {"inspect", "ls", "list"} & set(line.split())]
     assert reads == [], ran
     assert len([line for line in ran if " up " in f" {line} "]) == 1, ran
+
+
+class _StalledEngine(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+    """An engine on a unix socket that answers its version, then never ends an event stream."""
+
+    daemon_threads = True
+
+    def __init__(self, path: str) -> None:
+        self.released = threading.Event()
+        super().__init__(path, self._Handler)
+
+    class _Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            server = self.server
+            assert isinstance(server, _StalledEngine)
+            if self.path.endswith("/version"):
+                body = json.dumps({"ApiVersion": "1.41", "Version": "20.10"}).encode()
+                self.send_response(200)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+                return
+            self.send_response(200)  # the events stream: headers, then nothing at all
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            self.wfile.flush()
+            server.released.wait(30)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def address_string(self) -> str:  # a unix socket has no (host, port)
+            return "engine"
+
+
+def test_an_engine_that_stops_answering_ends_the_window_as_unreachable(tmp_path: Path) -> None:
+    # The SDK reads events without a timeout: without a watchdog this would wait forever.
+    path = str(tmp_path / "docker.sock")
+    with _StalledEngine(path) as server:
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        engine = Engine(f"unix://{path}", stall_seconds=0.5)
+        now = datetime.now(UTC)
+        started = time.monotonic()
+        with pytest.raises(EngineUnreachable, match="did not end 0.5 s after the window"):
+            engine.stopping_events(["c0ffee"], now - timedelta(seconds=1), now)
+        assert time.monotonic() - started < 10
+        server.released.set()
+        server.shutdown()
+        engine.close()
