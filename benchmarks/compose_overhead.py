@@ -2,9 +2,12 @@
 
 `shipdeck serve` runs in its own process (database: a throwaway PostgreSQL cluster by default)
 and this process is the client: it calls REST (`POST /api/v1/tools/preview_release`,
-`submit_release`, `apply_release`) and polls `GET /api/v1/releases/{id}` every 20 ms until
-`applied`. The raw side runs `docker compose -p P -f F up -d --wait SERVICE` on its own compose
-project with the same services. Both flip one service between two images, interleaved round by
+`submit_release`, `apply_release`) and waits for `applied` as `shipdeck releases apply` does:
+`GET /api/v1/releases/{id}?wait=60&while_state=approved&while_state=applying`, a long-poll the
+server answers when the release's next state commits (`--poll 0.02` polls every 20 ms instead,
+as this benchmark did before the long-poll existed). The raw side runs
+`docker compose -p P -f F up -d --wait SERVICE` on its own compose project with the same
+services. Both flip one service between two images, interleaved round by
 round, on a real Docker engine:
 
 - `web`: an image WITH a health check (interval 1 s): both sides wait for Docker's `healthy`;
@@ -18,6 +21,7 @@ Images are built FROM scratch with static busybox under tags unique to the run
 (`shipdeck-bench-<run>/web:1` ...) and removed afterwards: no other program can re-tag them.
 
     python -m benchmarks.compose_overhead [--rounds 8] [--stable 1] [--databases postgresql sqlite]
+        [--poll SECONDS]
 
 BENCH_TIMELINE=1 prints, per shipdeck apply, when each step of its timeline happened relative to
 the apply call (`apply` started, `compose up` began, healthy, `applied`, seen by the client).
@@ -195,11 +199,16 @@ def run(
                     submitted = time.perf_counter()
                     applying = time.time()
                     tool("apply_release", {"release_id": rid})
+                    params: dict[str, str | list[str]] = {}
+                    if not args.poll:  # the long-poll
+                        params = {"wait": "60", "while_state": ["approved", "applying"]}
                     while True:
-                        got = client.get(f"/api/v1/releases/{rid}", headers=headers).json()
+                        got = client.get(
+                            f"/api/v1/releases/{rid}", headers=headers, params=params
+                        ).json()
                         if got["lifecycle_state"] not in ("approved", "applying"):
                             break
-                        time.sleep(0.02)
+                        time.sleep(args.poll)
                     elapsed = time.perf_counter() - start
                     steps[f"preview {service}"].append(previewed - start)
                     steps[f"submit {service}"].append(submitted - previewed)
@@ -290,6 +299,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--stable", type=float, default=1.0)
     parser.add_argument("--databases", nargs="+", default=["postgresql"])
+    parser.add_argument(
+        "--poll", type=float, default=0.0, help="poll every SECONDS instead of the long-poll"
+    )
     args = parser.parse_args()
     from tests.support.docker import engine_problem, static_busybox
 

@@ -50,6 +50,11 @@ class EventBus:
 
         return unsubscribe
 
+    def __len__(self) -> int:
+        """How many subscribers listen now."""
+        with self._lock:
+            return len(self._subscribers)
+
     def publish(self, live_event: LiveEvent) -> None:
         """Deliver an event to every subscriber; one failing subscriber never stops the rest."""
         with self._lock:

@@ -1,10 +1,11 @@
 """The Docker Compose runtime, driven through python-on-whales.
 
-Live state is read from the running containers (`compose ps` + inspect), never from a cached
-copy. A release renders an override file over the target's compose files (image, environment)
-plus `--scale`, runs `compose up -d` for the changed services only, and watches them until
-they are healthy: Docker's verdict where a health check exists, otherwise running for a stable
-window without restarting or exiting.
+Live state is read from the running containers (one snapshot of the project's containers
+through the engine, runtimes/docker_engine.py), never from a cached copy. A release renders an
+override file over the target's compose files (image, environment) plus `--scale`, runs
+`compose up -d --wait` for the changed services only, and watches them until they are
+healthy: Docker's verdict where a health check exists, otherwise running for a stable window
+without restarting or exiting.
 """
 
 from __future__ import annotations
@@ -17,13 +18,13 @@ import time
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, Self
 
 import yaml
 from pydantic import Field, model_validator
-from python_on_whales import Container, DockerClient
+from python_on_whales import DockerClient
 from python_on_whales.exceptions import DockerException
 
 from runtimes.base import (
@@ -48,6 +49,7 @@ from runtimes.base import (
     redact,
 )
 from runtimes.compose_inputs import render_key
+from runtimes.docker_engine import Box, Engine, EngineUnreachable, box
 
 SERVICE_LABEL = "com.docker.compose.service"
 LOG_LINES = 20
@@ -115,6 +117,7 @@ class ComposeAdapter(RuntimeAdapter):
         # and the env each image bakes in per image id: both only change when their key does.
         self._configs: dict[tuple[Any, ...], tuple[str, dict[str, Any]]] = {}
         self._image_envs: dict[str, set[str]] = {}
+        self._engines: dict[str | None, Engine] = {}
         self._lock = threading.Lock()
 
     @staticmethod
@@ -169,28 +172,39 @@ class ComposeAdapter(RuntimeAdapter):
                 self._configs[where] = (key, config)
         return config
 
-    def _containers(self, client: DockerClient, target: TargetRef) -> dict[str, list[Container]]:
-        # The plain docker CLI filtered by compose's project label: a third of `compose ps`.
+    def _engine(self, target: TargetRef) -> Engine:
+        host = target.connection.get("docker_host")
+        with self._lock:
+            engine = self._engines.get(host)
+            if engine is None:
+                engine = self._engines[host] = Engine(host)
+            return engine
+
+    def _containers(self, target: TargetRef) -> dict[str, list[Box]]:
+        """Every container of the project, per service, as ONE snapshot of the engine."""
         label = f"com.docker.compose.project={self._project(target)}"
         try:
-            containers = client.container.list(all=True, filters=[("label", label)])
-        except DockerException as exc:
-            raise RuntimeUnavailable(f"docker is unreachable: {_error_text(exc)}") from exc
-        grouped: dict[str, list[Container]] = {}
-        for container in containers:
-            service = (container.config.labels or {}).get(SERVICE_LABEL, "")
-            grouped.setdefault(service, []).append(container)
+            documents = self._engine(target).containers(label)
+        except EngineUnreachable as exc:
+            raise RuntimeUnavailable(f"docker is unreachable: {redact(str(exc))}") from exc
+        grouped: dict[str, list[Box]] = {}
+        for document in documents:
+            container = box(document, SERVICE_LABEL)
+            grouped.setdefault(container.service, []).append(container)
         return grouped
 
-    def _image_env(self, client: DockerClient, image_id: str) -> set[str]:
+    def _image_env(self, target: TargetRef, image_id: str) -> set[str]:
         with self._lock:
             known = self._image_envs.get(image_id)
         if known is not None:
             return known
         try:
-            env = set(client.image.inspect(image_id).config.env or [])
-        except DockerException:
+            found = self._engine(target).image_env(image_id)
+        except EngineUnreachable:
             return set()
+        if found is None:
+            return set()
+        env = set(found)
         with self._lock:
             self._image_envs[image_id] = env
         return env
@@ -202,8 +216,7 @@ class ComposeAdapter(RuntimeAdapter):
         return self._describe(target, self._compose_config(target))
 
     def _describe(self, target: TargetRef, config: dict[str, Any]) -> LiveState:
-        client = self._client(target)
-        grouped = self._containers(client, target)
+        grouped = self._containers(target)
         stable, _ = self._settings(target)
         services: dict[str, ServiceState] = {}
         for name in target.services:
@@ -213,11 +226,11 @@ class ComposeAdapter(RuntimeAdapter):
                 image = declared.get("image") if declared else None
                 services[name] = ServiceState(image=image, replicas=0, health="absent")
                 continue
-            running = [c for c in containers if c.state.running]
+            running = [c for c in containers if c.running]
             pool = running or containers
-            current = Counter(c.config.image for c in pool).most_common(1)[0][0]
-            sample = next(c for c in pool if c.config.image == current)
-            own_env = set(sample.config.env or []) - self._image_env(client, str(sample.image))
+            current = Counter(c.image for c in pool).most_common(1)[0][0]
+            sample = next(c for c in pool if c.image == current)
+            own_env = set(sample.env) - self._image_env(target, sample.image_id)
             services[name] = ServiceState(
                 image=current,
                 replicas=len(running),
@@ -291,13 +304,13 @@ class ComposeAdapter(RuntimeAdapter):
                 progress(name, "info", f"compose up: {spec.image} x{spec.replicas}")
             error = self._up(client, plan, progress, timeout)
             try:
-                grouped = self._containers(client, target)
+                grouped = self._containers(target)
             except RuntimeUnavailable as exc:
                 reason = f"compose up failed: {error}" if error else str(exc)
                 progress(None, "error", reason)
                 return ApplyResult(ok=False, reason=reason)
             for name, spec in plan.desired.items():
-                current = [c for c in grouped.get(name, []) if c.config.image == spec.image]
+                current = [c for c in grouped.get(name, []) if c.image == spec.image]
                 broken = [c for c in current if _container_health(c, 0) == "unhealthy"]
                 if broken:
                     return self._failed(client, name, broken[0], progress)
@@ -341,22 +354,28 @@ class ComposeAdapter(RuntimeAdapter):
         plan: Plan,
         progress: Progress,
         stable: float,
-        grouped: dict[str, list[Container]],
+        grouped: dict[str, list[Box]],
     ) -> ApplyResult:
-        """Healthy per Docker, or (no health check) running the stable window without exits."""
+        """Healthy per Docker, or (no health check) running the stable window without exits.
+
+        `up --wait` already waited for Docker's verdict where there is a health check. A
+        window is counted from the container's own start (`State.StartedAt`), so the time
+        `compose up` took counts towards it, and it is timed by the engine: an event stream
+        of the window ends when the engine's clock passes its end, or at the first exit.
+        """
         pending = dict(plan.desired)
         deadline = time.monotonic() + stable + 30
         while True:
             for name, spec in list(pending.items()):
-                containers = [c for c in grouped.get(name, []) if c.config.image == spec.image]
+                containers = [c for c in grouped.get(name, []) if c.image == spec.image]
                 broken = [c for c in containers if _container_health(c, stable) == "unhealthy"]
                 if broken:
                     return self._failed(client, name, broken[0], progress)
-                running = [c for c in containers if c.state.running]
+                running = [c for c in containers if c.running]
                 if len(running) == spec.replicas and all(
                     _container_health(c, stable) == "healthy" for c in running
                 ):
-                    progress(name, "info", f"{spec.replicas}/{spec.replicas} containers healthy")
+                    self._settled(progress, name, spec)
                     del pending[name]
             if not pending:
                 return ApplyResult(ok=True, applied=plan.desired)
@@ -365,31 +384,46 @@ class ComposeAdapter(RuntimeAdapter):
                 reason = f"{names} did not settle within the stable window"
                 progress(None, "error", reason)
                 return ApplyResult(ok=False, reason=reason, applied=plan.desired)
-            left = max(0.0, deadline - time.monotonic())
-            time.sleep(min(_next_check(grouped, pending, stable), left))
-            grouped = self._containers(client, plan.target)
+            windows = _windows_left(grouped, pending, stable)
+            if windows is not None and self._window_held(plan.target, *windows):
+                for name, spec in pending.items():
+                    self._settled(progress, name, spec)
+                return ApplyResult(ok=True, applied=plan.desired)
+            if windows is None:  # Docker still deciding, or containers still coming
+                time.sleep(min(POLL_SECONDS, max(0.0, deadline - time.monotonic())))
+            grouped = self._containers(plan.target)
+
+    @staticmethod
+    def _settled(progress: Progress, name: str, spec: ServiceSpec) -> None:
+        progress(name, "info", f"{spec.replicas}/{spec.replicas} containers healthy")
+
+    def _window_held(
+        self, target: TargetRef, ids: list[str], since: datetime, until: datetime
+    ) -> bool:
+        """True when none of `ids` stopped between `since` and `until` (waits until then)."""
+        try:
+            return not self._engine(target).stopping_events(ids, since, until)
+        except EngineUnreachable:
+            return False  # look again: the next snapshot tells what happened
 
     def _failed(
-        self, client: DockerClient, service: str, container: Container, progress: Progress
+        self, client: DockerClient, service: str, container: Box, progress: Progress
     ) -> ApplyResult:
-        state = container.state
-        if state.health is not None and state.health.status == "unhealthy":
+        if container.health == "unhealthy":
             what = "turned unhealthy"
-        elif state.restarting or container.restart_count:
-            what = f"is restarting (exit code {state.exit_code})"
+        elif container.restarting or container.restart_count:
+            what = f"is restarting (exit code {container.exit_code})"
         else:
-            what = f"exited with code {state.exit_code}"
+            what = f"exited with code {container.exit_code}"
         reason = f"{service}: container {container.name} {what}"
         progress(service, "error", reason)
         self._log_tail(client, service, container, progress)
         return ApplyResult(ok=False, reason=reason)
 
     @staticmethod
-    def _log_tail(
-        client: DockerClient, service: str, container: Container, progress: Progress
-    ) -> None:
+    def _log_tail(client: DockerClient, service: str, container: Box, progress: Progress) -> None:
         try:
-            logs = str(client.container.logs(container, tail=LOG_LINES))
+            logs = str(client.container.logs(container.id, tail=LOG_LINES))
         except DockerException:
             return
         for line in logs.splitlines()[-LOG_LINES:]:
@@ -400,7 +434,7 @@ class ComposeAdapter(RuntimeAdapter):
     def diagnose(self, target: TargetRef, service: str | None = None) -> Diagnosis:
         """Health, last log lines and container states of each service."""
         client = self._client(target)
-        grouped = self._containers(client, target)
+        grouped = self._containers(target)
         stable, _ = self._settings(target)
         names = [service] if service else target.services
         result: dict[str, ServiceDiagnosis] = {}
@@ -409,13 +443,12 @@ class ComposeAdapter(RuntimeAdapter):
             logs: list[str] = []
             events: list[str] = []
             for container in containers:
-                state = container.state
                 events.append(
-                    f"{container.name}: {state.status}, exit code {state.exit_code}, "
-                    f"restarts {container.restart_count}, image {container.config.image}"
+                    f"{container.name}: {container.status}, exit code {container.exit_code}, "
+                    f"restarts {container.restart_count}, image {container.image}"
                 )
                 try:
-                    tail = str(client.container.logs(container, tail=LOG_LINES))
+                    tail = str(client.container.logs(container.id, tail=LOG_LINES))
                 except DockerException:
                     tail = ""
                 logs += [f"{container.name}: {line}" for line in tail.splitlines()]
@@ -424,40 +457,39 @@ class ComposeAdapter(RuntimeAdapter):
         return Diagnosis(services=result)
 
 
-def _next_check(
-    grouped: dict[str, list[Container]], pending: dict[str, ServiceSpec], stable: float
-) -> float:
-    """How long to wait before looking again: until the first stability window ends when only
-    windows are left to run out (each look is a `compose ps` + inspect), else one poll."""
-    left = []
+def _windows_left(
+    grouped: dict[str, list[Box]], pending: dict[str, ServiceSpec], stable: float
+) -> tuple[list[str], datetime, datetime] | None:
+    """(ids, first start, last window end) when all that is left is stability windows to run
+    out: every pending service has its replicas running, none with a health check."""
+    boxes: list[Box] = []
     for name, spec in pending.items():
-        for container in grouped.get(name, []):
-            if container.config.image != spec.image:
-                continue
-            state = container.state
-            if state.health is not None and state.health.status:
-                return POLL_SECONDS  # Docker decides: look again soon
-            if not state.running or state.started_at is None:
-                return POLL_SECONDS
-            left.append(stable - (datetime.now(UTC) - state.started_at).total_seconds())
-    return max(POLL_SECONDS, min(left)) if left else POLL_SECONDS
+        running = [c for c in grouped.get(name, []) if c.image == spec.image and c.running]
+        if len(running) != spec.replicas or any(
+            c.health is not None or c.started_at is None for c in running
+        ):
+            return None
+        boxes += running
+    starts = [c.started_at for c in boxes if c.started_at is not None]
+    if not starts:
+        return None
+    return [c.id for c in boxes], min(starts), max(starts) + timedelta(seconds=stable)
 
 
-def _container_health(container: Container, stable: float) -> str:
-    state = container.state
-    if state.health is not None and state.health.status:
-        if state.health.status in ("healthy", "unhealthy"):
-            return str(state.health.status)
+def _container_health(container: Box, stable: float) -> str:
+    if container.health is not None:
+        if container.health in ("healthy", "unhealthy"):
+            return container.health
         return "starting"
-    if state.status in ("exited", "dead") or state.restarting or container.restart_count:
+    if container.status in ("exited", "dead") or container.restarting or container.restart_count:
         return "unhealthy"
-    if not state.running or state.started_at is None:
+    if not container.running or container.started_at is None:
         return "starting"
-    ran = (datetime.now(UTC) - state.started_at).total_seconds()
+    ran = (datetime.now(UTC) - container.started_at).total_seconds()
     return "healthy" if ran >= stable else "starting"
 
 
-def _service_health(containers: list[Container], stable: float) -> Any:
+def _service_health(containers: list[Box], stable: float) -> Any:
     states = {_container_health(c, stable) for c in containers}
     for verdict in ("unhealthy", "starting"):
         if verdict in states:

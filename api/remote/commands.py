@@ -14,6 +14,7 @@ from api.remote.output import Output, changes_text, emit_json, emit_table
 OutputOpt = Annotated[
     Output, typer.Option("--output", "-o", help="json for scripts, table for people.")
 ]
+LONG_POLL_SECONDS = 25.0
 TERMINAL = {"applied", "failed", "rolled_back", "rollback_failed", "rejected", "cancelled"}
 
 approvals = typer.Typer(help="The approval inbox, from the terminal.", no_args_is_help=True)
@@ -143,10 +144,19 @@ def register_release_commands(releases: typer.Typer) -> None:
             deadline = time.monotonic() + timeout
             current = started
             while wait and current["lifecycle_state"] not in TERMINAL:
-                if time.monotonic() > deadline:
+                left = deadline - time.monotonic()
+                if left <= 0:
                     raise RemoteError(f"{release} still {current['lifecycle_state']} after wait")
-                time.sleep(0.5)  # polling the server: the CLI has no live channel
-                current = client.get(f"/api/v1/releases/{release}")
+                # A long-poll: the server answers when the release leaves its current state.
+                asked = time.monotonic()
+                state = current["lifecycle_state"]
+                current = client.get(
+                    f"/api/v1/releases/{release}",
+                    wait=round(min(left, LONG_POLL_SECONDS), 3),
+                    while_state=state,
+                )
+                if current["lifecycle_state"] == state and time.monotonic() - asked < 0.25:
+                    time.sleep(0.5)  # a server without long-polls answered at once: poll
             return current
 
         result = _call(run)

@@ -12,6 +12,8 @@ from api.deps import ActorDep, BearerDep, ServicesDep
 from api.errors import READ, WRITE, responses
 from api.invoke import invoke, invoke_read
 from api.params import ReleasePath
+from api.waiting import MAX_WAIT_SECONDS, read_when_moved
+from core.releases.lifecycle import State
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
 from tools.releases import ListReleasesInput, PreviewReleaseInput, RollbackReleaseInput
 
@@ -48,9 +50,27 @@ def preview_release(
 
 @router.get("/releases/{release_id}", response_model=ReleaseRead, responses=responses(*READ))
 async def get_release(
-    services: ServicesDep, bearer: BearerDep, release_id: ReleasePath
+    services: ServicesDep,
+    bearer: BearerDep,
+    release_id: ReleasePath,
+    wait: Annotated[
+        float,
+        Query(
+            ge=0,
+            le=MAX_WAIT_SECONDS,
+            description="With `while_state`: seconds to wait for the release to leave those "
+            "states before answering (a long-poll; 0 answers at once).",
+        ),
+    ] = 0,
+    while_state: Annotated[
+        list[State] | None,
+        Query(description="States to wait through, e.g. `approved` and `applying`."),
+    ] = None,
 ) -> JSONResponse:
-    """One release."""
+    """One release; with `wait` and `while_state`, once it has left those states."""
+    if wait > 0 and while_state:
+        states = {s.value for s in while_state}
+        return await read_when_moved(services, bearer, release_id, states, wait)
     return await invoke_read(services, bearer, "get_release", {"release_id": release_id})
 
 

@@ -47,9 +47,7 @@ from core.releases.queries import (
 from core.releases.schemas import ReleaseRead
 from core.targets.service import adapter_for, call_runtime, target_ref
 from core.text import first_line
-from runtimes.base import (
-    LiveState,
-)
+from runtimes.base import FieldChange, LiveState, Plan, ServiceSpec, TargetRef
 from runtimes.registry import RuntimeRegistry
 
 if TYPE_CHECKING:
@@ -145,8 +143,22 @@ def apply_release(
         _enqueue(session, found, actor, busy)
         session.commit()
         return view(session, found, actor)
-    runner.start(found.number)
+    # The plan travels with the job: the claim was committed with the move to `applying`.
+    runner.start(found.number, (preview_plan(ref, preview), found.target.runtime))
     return view(session, found, actor)
+
+
+def preview_plan(target: TargetRef, preview: Preview) -> Plan:
+    """The plan a stored preview describes: what the job applies."""
+    return Plan(
+        target=target,
+        desired={k: ServiceSpec.model_validate(v) for k, v in preview.desired.items()},
+        diff={
+            s: {f: FieldChange.model_validate(c) for f, c in d.items()}
+            for s, d in preview.diff.items()
+        },
+        base_fingerprint=preview.base_fingerprint,
+    )
 
 
 def _enqueue(session: Session, release: Release, actor: Actor, behind: str) -> None:

@@ -22,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from core.db import db_now, retrying
 from core.errors import Conflict, IllegalTransition
 from core.events import queue_event
-from core.flows.apply import apply_next
+from core.flows.apply import apply_next, preview_plan
 from core.flows.expiry import ExpirySweep
 from core.ids import release_id
 from core.live import prune_outbox
@@ -33,7 +33,7 @@ from core.releases.models import ProgressEvent, Release
 from core.releases.queries import current_preview, load_release
 from core.targets.service import target_ref
 from core.text import clip, first_line
-from runtimes.base import ApplyResult, FieldChange, Plan, Progress, ServiceSpec
+from runtimes.base import ApplyResult, Plan, Progress
 from runtimes.registry import RuntimeRegistry
 
 log = logging.getLogger(__name__)
@@ -82,17 +82,22 @@ class ApplyRunner:
         with self._lock:
             return set(self._jobs)
 
-    def start(self, number: int) -> None:
-        """Run the apply job of a release (claimed by this worker, or with a lapsed lease)."""
+    def start(self, number: int, planned: tuple[Plan, str] | None = None) -> None:
+        """Run the apply job of a release (claimed by this worker, or with a lapsed lease).
+
+        `planned` (plan, runtime) comes from the apply call that has just committed this
+        worker's claim with the release's move to `applying`: the job then neither claims
+        again nor reads the plan back (two transactions before `compose up`).
+        """
         with self._lock:
             if number in self._jobs:  # never drive one release twice from one process
                 return
             self._jobs[number] = threading.Event()
         self._ensure_heartbeat()
         if self._pool is None:
-            self._guarded_run(number)
+            self._guarded_run(number, planned)
             return
-        future = self._pool.submit(self._guarded_run, number)
+        future = self._pool.submit(self._guarded_run, number, planned)
         with self._lock:
             self._futures.add(future)
         future.add_done_callback(self._forget)
@@ -183,9 +188,9 @@ class ApplyRunner:
 
     # ------------------------------------------------------------ the job
 
-    def _guarded_run(self, number: int) -> None:
+    def _guarded_run(self, number: int, planned: tuple[Plan, str] | None = None) -> None:
         try:
-            self.run(number)
+            self.run(number, planned)
         except Exception:  # run() ends every job itself; this is the last line of defence
             log.exception("apply job of %s crashed", release_id(number))
         finally:
@@ -225,14 +230,14 @@ class ApplyRunner:
             started = [apply_next(session, runner=self, target_id=t) for t in targets]
         return sum(1 for s in started if s is not None)
 
-    def run(self, number: int) -> None:
+    def run(self, number: int, planned: tuple[Plan, str] | None = None) -> None:
         """Claim the job, apply through the runtime, record applied or failed."""
         with self._lock:
             lost = self._jobs.setdefault(number, threading.Event())
-        if not self._claim(number):
+        if planned is None and not self._claim(number):
             return
         try:
-            plan, runtime = self._plan(number)
+            plan, runtime = planned or self._plan(number)
             result = self.runtimes.get(runtime).apply(plan, self._progress(number, lost))
         except LostClaim:
             log.warning("%s: stopped, another worker holds the claim", release_id(number))
@@ -251,16 +256,7 @@ class ApplyRunner:
             preview = current_preview(session, number)
             if preview is None:  # cannot happen through core; fail loudly rather than hang
                 raise ValueError("release has no preview")
-            plan = Plan(
-                target=target_ref(release.target),
-                desired={k: ServiceSpec.model_validate(v) for k, v in preview.desired.items()},
-                diff={
-                    s: {f: FieldChange.model_validate(c) for f, c in d.items()}
-                    for s, d in preview.diff.items()
-                },
-                base_fingerprint=preview.base_fingerprint,
-            )
-            return plan, release.target.runtime
+            return preview_plan(target_ref(release.target), preview), release.target.runtime
 
     def _progress(self, number: int, lost: threading.Event) -> Progress:
         def progress(service: str | None, level: str, message: str) -> None:

@@ -156,3 +156,30 @@ def test_a_submit_costs_a_fixed_number_of_statements(world: World) -> None:
     else:
         assert _kinds(statements).count("BEGIN") == 1, statements
     assert [_head(s) for s in statements if not s.startswith("BEGIN")] == expected, statements
+
+
+def test_an_apply_job_reaches_the_runtime_without_claiming_or_planning_again(
+    world: World,
+) -> None:
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "9.0"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    call(world, "erin", "approve_release", release_id=release.id)
+    with counted(world) as statements:  # the test world applies inline: the job runs here
+        call(world, "alice", "apply_release", release_id=release.id)
+    applied = call(world, "alice", "get_release", release_id=release.id)
+    assert applied.lifecycle_state == "applied"
+    moved = next(
+        i
+        for i, s in enumerate(statements)
+        if s.startswith("UPDATE releases") and "lifecycle_state" in s.split("WHERE")[0]
+    )
+    first_line = next(
+        i for i, s in enumerate(statements) if s.startswith("INSERT INTO progress_events")
+    )
+    between = [" ".join(s.split()[:6]) for s in statements[moved + 1 : first_line]]
+    # The apply call committed this worker's claim with the move to `applying` and hands the
+    # job its plan: before, the job claimed again (an UPDATE of the release) and read the
+    # release, its preview and its target back before the runtime's first progress line.
+    assert not any("FROM previews" in s for s in statements[moved:first_line]), between
+    claims = [s for s in statements[moved + 1 : first_line] if s.startswith("UPDATE releases")]
+    assert len(claims) == 1, between  # the first progress line renews the claim: the fence

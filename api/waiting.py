@@ -1,0 +1,55 @@
+"""Long-polls: a release read answered once a live event says it left the states given.
+
+A client waiting for an apply (the CLI, a script, the compose benchmark) used to poll every
+0.5 s; now it asks once and the answer comes when the release's next state is committed. The
+wait holds no worker thread: a coroutine and a bus subscription. Every few seconds it reads
+again anyway, so a missed event (a PostgreSQL listener reconnecting) costs a delay, not a hang.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from contextlib import suppress
+
+from fastapi.responses import JSONResponse
+
+from api.deps import Bearer
+from api.invoke import invoke_read
+from api.wiring import Services
+from core.events import LiveEvent
+
+RECHECK_SECONDS = 5.0
+MAX_WAIT_SECONDS = 60.0
+
+
+async def read_when_moved(
+    services: Services, bearer: Bearer, release: str, states: set[str], wait: float
+) -> JSONResponse:
+    """`get_release`, answered when the release is in none of `states` or after `wait` s."""
+    loop = asyncio.get_running_loop()
+    moved = asyncio.Event()
+    known: list[str] = []  # the release's canonical id, once read
+
+    def on_event(event: LiveEvent) -> None:
+        # Before the first read answers, any event wakes the wait: one more read, no miss.
+        if not known or (event.release_id == known[0] and event.lifecycle_state not in states):
+            loop.call_soon_threadsafe(moved.set)
+
+    unsubscribe = services.bus.subscribe(on_event)  # before the first read: no gap
+    try:
+        deadline = loop.time() + wait
+        while True:
+            moved.clear()
+            response = await invoke_read(services, bearer, "get_release", {"release_id": release})
+            if response.status_code != 200:
+                return response
+            body = json.loads(bytes(response.body))
+            known[:] = [str(body["id"])]
+            left = deadline - loop.time()
+            if body["lifecycle_state"] not in states or left <= 0:
+                return response
+            with suppress(TimeoutError):
+                await asyncio.wait_for(moved.wait(), min(left, RECHECK_SECONDS))
+    finally:
+        unsubscribe()

@@ -1,0 +1,93 @@
+"""GET /releases/{id}?wait=S&while_state=...: a long-poll answered on the release's next state."""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from tests.api.conftest import Api
+
+PREVIEW = {"project": "shop", "environment": "prod", "changes": {"web": {"image_tag": "1.5.0"}}}
+
+
+def _approved(api: Api) -> str:
+    rid = str(api.post("/api/v1/releases", json=PREVIEW).json()["id"])
+    api.post(f"/api/v1/releases/{rid}/submit")
+    assert api.post(f"/api/v1/approvals/{rid}/approve", user="bob").json()["lifecycle_state"] == (
+        "approved"
+    )
+    return rid
+
+
+def _until(condition: object, timeout: float = 10) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_waiting_read_answers_once_the_release_leaves_the_states(api: Api) -> None:
+    rid = _approved(api)
+    bus = api.world.services.bus
+    listening = len(bus)
+    params = {"wait": 30, "while_state": ["approved"]}
+    with ThreadPoolExecutor(1) as pool:
+        waiting = pool.submit(api.get, f"/api/v1/releases/{rid}", params=params)
+        _until(lambda: len(bus) > listening)  # the read has subscribed: it waits
+        assert not waiting.done()
+        assert api.post(f"/api/v1/releases/{rid}/apply").status_code == 202
+        answered = waiting.result(timeout=10)
+    assert answered.status_code == 200
+    assert answered.json()["id"] == rid
+    assert answered.json()["lifecycle_state"] in ("applying", "applied")
+    assert len(bus) == listening  # the wait unsubscribed
+
+
+def test_a_release_already_past_the_states_answers_at_once(api: Api) -> None:
+    rid = _approved(api)
+    api.post(f"/api/v1/releases/{rid}/apply")
+    started = time.monotonic()
+    params = {"wait": 60, "while_state": ["approved", "applying"]}
+    answered = api.get(f"/api/v1/releases/{rid}", params=params)
+    assert answered.json()["lifecycle_state"] == "applied"
+    assert time.monotonic() - started < 10  # far from the 60 s asked for
+
+
+def test_a_wait_that_sees_no_change_answers_the_unchanged_release_when_it_ends(
+    api: Api,
+) -> None:
+    rid = _approved(api)
+    answered = api.get(f"/api/v1/releases/{rid}", params={"wait": 0.2, "while_state": ["approved"]})
+    assert answered.status_code == 200 and answered.json()["lifecycle_state"] == "approved"
+
+
+def test_a_release_the_caller_may_not_see_is_refused_without_waiting(api: Api) -> None:
+    rid = _approved(api)
+    plain = api.get(f"/api/v1/releases/{rid}", user="frank")
+    started = time.monotonic()
+    waited = api.get(
+        f"/api/v1/releases/{rid}", user="frank", params={"wait": 60, "while_state": ["approved"]}
+    )
+    assert waited.status_code == plain.status_code and waited.status_code in (403, 404)
+    assert waited.json() == plain.json()
+    assert time.monotonic() - started < 10
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"wait": "abc", "while_state": "approved"},
+        {"wait": 61, "while_state": "approved"},
+        {"wait": -1, "while_state": "approved"},
+        {"wait": 1, "while_state": "x" * 10_000},
+        {"wait": 1, "while_state": "🚀"},
+    ],
+    ids=["not-a-number", "too-long", "negative", "10k-state", "emoji-state"],
+)
+def test_hostile_wait_parameters_are_422(api: Api, params: dict[str, object]) -> None:
+    rid = _approved(api)
+    response = api.get(f"/api/v1/releases/{rid}", params=params)
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == "invalid_input"
