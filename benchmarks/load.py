@@ -316,8 +316,10 @@ def line(name: str, result: Result, bare_rps: float | None) -> str:
     five = sum(n for s, n in statuses.items() if int(s) >= 500)
     four = sum(n for s, n in statuses.items() if 400 <= int(s) < 500)
     share = f"{rps / bare_rps * 100:>7.0f}%" if bare_rps else f"{'':>8}"
+    longest = latencies[-1] if latencies else 0.0
+    slow = sum(1 for ms in latencies if ms > 1000)
     return (
-        f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}"
+        f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}{longest:>9.0f}{slow:>6}"
         f"{five:>6}{four:>6}{result['errors']:>6}"
     )
 
@@ -330,6 +332,7 @@ def main() -> None:
         "--workers", type=int, nargs="*", default=[], help="Also run the read mix on N workers."
     )
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--mixes", nargs="+", choices=["read", "write"], default=["read", "write"])
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -349,7 +352,8 @@ def main() -> None:
             f"{args.seconds:g} s per cell; server, baseline and client in separate processes"
         )
         heads = (
-            f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'5xx':>6}{'4xx':>6}{'err':>6}"
+            f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'>1s':>6}"
+            f"{'5xx':>6}{'4xx':>6}{'err':>6}"
         )
         print(f"  {'cell':<24}{heads}")
         for clients in args.clients:
@@ -358,7 +362,7 @@ def main() -> None:
             bare_rps = len(baseline["latencies"]) / baseline["elapsed"]
             print(line(f"bare SELECT, {clients} cl", baseline, None))
             with served(url) as base:
-                for mix in ("read", "write"):
+                for mix in args.mixes:
                     name = f"{mix} mix, {clients} cl"
                     print(line(name, cell(base, mix, clients, args.seconds, tokens), bare_rps))
             for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
