@@ -16,7 +16,10 @@ the machine's own ceiling for scaling across cores (the client needs a core too)
 column always compares with the one-process bare app.
 
 `--database sqlite` runs the same cells on a SQLite file (one writer at a time; `--workers` is
-PostgreSQL only, as `shipdeck serve` says).
+PostgreSQL only, as `shipdeck serve` says). `--mixes write` runs only the write mix.
+
+Each cell prints throughput, p50 and p99, the longest single request (`max ms`) and how many
+took over a second (`>1s`: the issue's "no request waits more than 1 s"), and status counts.
 
     python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2] [--database sqlite]
 """
