@@ -264,7 +264,7 @@ def _write_links(
     connection = session.connection()
     raw = connection.connection.dbapi_connection
     pipeline = getattr(raw, "pipeline", None)
-    if not commit or raw is None or pipeline is None:
+    if not commit or pipeline is None or not _pipelines():
         connection.execute(moved)
         return
     # The server runs the write and the COMMIT back to back and frees the head at once: the
@@ -277,6 +277,13 @@ def _write_links(
             raw.commit()
     except dbapi.Error as exc:  # raised when the pipeline syncs, outside SQLAlchemy's wrapping
         raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
+
+
+def _pipelines() -> bool:
+    """Whether psycopg's libpq can pipeline (14 or newer; psycopg[binary] bundles one)."""
+    import psycopg
+
+    return bool(psycopg.Pipeline.is_supported())
 
 
 def _append(
