@@ -264,7 +264,7 @@ def _write_links(
     connection = session.connection()
     raw = connection.connection.dbapi_connection
     pipeline = getattr(raw, "pipeline", None)
-    if not commit or pipeline is None or not _pipelines():
+    if not commit or raw is None or pipeline is None or not _pipelines():
         connection.execute(moved)
         return
     # The server runs the write and the COMMIT back to back and frees the head at once: the
