@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
-from api.deps import Bearer
+from api.deps import Bearer, resolve_token
 from api.errors import error_body, status_for
 from api.wiring import Services
 from core import idempotency
@@ -74,6 +74,37 @@ def invoke(
             response=_json(response),
         )
     return response
+
+
+async def invoke_as(
+    request: Request,
+    services: Services,
+    given: Bearer,
+    name: str,
+    args: dict[str, Any] | BaseModel,
+    *,
+    status_code: int = 200,
+) -> JSONResponse:
+    """Run tool `name` (a write: its Idempotency-Key honoured) for the bearer of a token: the
+    token check and the tool share one worker-thread hop.
+
+    A sync route with the actor as a sync dependency took two hops, each a turn in the queue
+    for the server's worker threads: under load that queue is the longest wait of a request
+    (a write at 50 clients waited ~120 ms per hop on average, up to ~0.5 s), and a write
+    operation is three requests."""
+    return await run_in_threadpool(_as_bearer, request, services, given, name, args, status_code)
+
+
+def _as_bearer(
+    request: Request,
+    services: Services,
+    given: Bearer,
+    name: str,
+    args: dict[str, Any] | BaseModel,
+    status_code: int,
+) -> JSONResponse:
+    actor = resolve_token(services, given.token).actor.via(given.channel, given.request_id)
+    return invoke(request, services, actor, name, args, status_code=status_code)
 
 
 async def invoke_read(

@@ -19,7 +19,10 @@ column always compares with the one-process bare app's one-row SELECT, "of pages
 with the same mix of one-statement pages on the one-process bare app.
 
 `--database sqlite` runs the same cells on a SQLite file (one writer at a time; `--workers` is
-PostgreSQL only, as `shipdeck serve` says).
+PostgreSQL only, as `shipdeck serve` says). `--mixes write` runs only the write mix.
+
+Each cell prints throughput, p50 and p99, the longest single request (`max ms`) and how many
+took over a second (`>1s`: the issue's "no request waits more than 1 s"), and status counts.
 
     python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2] [--database sqlite]
 """
@@ -333,8 +336,10 @@ def line(name: str, result: Result, bare_rps: float | None, pages_rps: float | N
     four = sum(n for s, n in statuses.items() if 400 <= int(s) < 500)
     share = f"{rps / bare_rps * 100:>7.0f}%" if bare_rps else f"{'':>8}"
     pages = f"{rps / pages_rps * 100:>7.0f}%" if pages_rps else ""
+    longest = latencies[-1] if latencies else 0.0
+    slow = sum(1 for ms in latencies if ms > 1000)
     return (
-        f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}"
+        f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}{longest:>9.0f}{slow:>6}"
         f"{five:>6}{four:>6}{result['errors']:>6}{pages}"
     )
 
@@ -347,6 +352,7 @@ def main() -> None:
         "--workers", type=int, nargs="*", default=[], help="Also run the read mix on N workers."
     )
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
+    parser.add_argument("--mixes", nargs="+", choices=["read", "write"], default=["read", "write"])
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -366,8 +372,8 @@ def main() -> None:
             f"{args.seconds:g} s per cell; server, baseline and client in separate processes"
         )
         heads = (
-            f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'5xx':>6}{'4xx':>6}{'err':>6}"
-            f"{'of pages':>9}"
+            f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'>1s':>6}"
+            f"{'5xx':>6}{'4xx':>6}{'err':>6}{'of pages':>9}"
         )
         print(f"  {'cell':<24}{heads}")
         for clients in args.clients:
@@ -375,13 +381,16 @@ def main() -> None:
                 baseline = cell(base, "bare", clients, args.seconds, tokens)
                 bare_rps = rate(baseline)
                 print(line(f"bare SELECT, {clients} cl", baseline, None))
-                pages = cell(base, "pages", clients, args.seconds, tokens)
-                print(line(f"bare pages, {clients} cl", pages, bare_rps))
+                pages_rps = None
+                if "read" in args.mixes:  # the read mix's own ceiling
+                    pages = cell(base, "pages", clients, args.seconds, tokens)
+                    pages_rps = rate(pages)
+                    print(line(f"bare pages, {clients} cl", pages, bare_rps))
             with served(url) as base:
-                read = cell(base, "read", clients, args.seconds, tokens)
-                print(line(f"read mix, {clients} cl", read, bare_rps, rate(pages)))
-                write = cell(base, "write", clients, args.seconds, tokens)
-                print(line(f"write mix, {clients} cl", write, bare_rps))
+                for mix in args.mixes:
+                    result = cell(base, mix, clients, args.seconds, tokens)
+                    ceiling = pages_rps if mix == "read" else None
+                    print(line(f"{mix} mix, {clients} cl", result, bare_rps, ceiling))
             for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
                 # The machine's own ceiling: how the bare app scales on the same cores.
                 with bare(url, workers) as base:
@@ -390,7 +399,7 @@ def main() -> None:
                 with served(url, workers) as base:
                     name = f"read mix, {clients} cl, {workers} wk"
                     read = cell(base, "read", clients, args.seconds, tokens)
-                    print(line(name, read, bare_rps, rate(pages)))
+                    print(line(name, read, bare_rps, pages_rps))
 
 
 if __name__ == "__main__":

@@ -93,6 +93,11 @@ class Clipped(TypeDecorator[str]):
         return None if value is None else clip(value, self.limit)
 
 
+# Session.info key: callables a commit runs before it locks the audit chain's head (the live
+# outbox's writes), so that lock is held for the chain's own writes only (core.audit.chain).
+BEFORE_LINK = "shipdeck.before_link"
+
+
 def utcnow() -> datetime:
     """Now, in UTC, aware."""
     return datetime.now(UTC)

@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import JSON, Engine, delete, event, insert, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from core.db import Base, UTCDateTime, utcnow
+from core.db import BEFORE_LINK, Base, UTCDateTime, utcnow
 from core.events import PENDING, EventBus, LiveEvent
 
 log = logging.getLogger(__name__)
@@ -46,29 +46,11 @@ def make_sessionmaker(engine: Engine, bus: EventBus | None = None) -> sessionmak
 def install_publisher(session_class: Any, bus: EventBus, *, notify: bool = False) -> None:
     """Hook a sessionmaker so queued events are published if, and only if, it commits."""
     if notify:
-
-        @event.listens_for(session_class, "before_commit")
-        def _notify(session: Session) -> None:
-            pending: list[LiveEvent] = session.info.pop(PENDING, [])
-            if not pending:
-                return
-            # One INSERT and one pg_notify statement for all of a transaction's events (a
-            # superseding submit makes three: it was six statements), in the events' order.
-            at = utcnow()
-            ids = session.scalars(
-                insert(LiveOutbox).returning(LiveOutbox.id, sort_by_parameter_order=True),
-                [{"payload": e.model_dump(mode="json"), "at": at} for e in pending],
-            ).all()
-            # One note per id, the format every replica version reads (a rolling upgrade keeps
-            # hearing events), sent by one statement in the events' order.
-            session.execute(
-                text(
-                    "SELECT pg_notify(:channel, n::text) FROM unnest(CAST(:ids AS bigint[]))"
-                    " WITH ORDINALITY AS t(n, i) ORDER BY i"
-                ),
-                {"channel": CHANNEL, "ids": list(ids)},
-            )
-
+        # Written before the audit head is locked (core.audit.chain), not while holding it.
+        info = dict(session_class.kw.get("info") or {})
+        info[BEFORE_LINK] = (*info.get(BEFORE_LINK, ()), write_outbox)
+        session_class.configure(info=info)
+        event.listen(session_class, "before_commit", write_outbox)
     else:
 
         @event.listens_for(session_class, "after_commit")
@@ -80,6 +62,29 @@ def install_publisher(session_class: Any, bus: EventBus, *, notify: bool = False
     @event.listens_for(session_class, "after_soft_rollback")
     def _discard(session: Session, previous_transaction: Any) -> None:
         session.info.pop(PENDING, None)
+
+
+def write_outbox(session: Session) -> None:
+    """Put the transaction's queued live events in the outbox and NOTIFY their ids (once)."""
+    pending: list[LiveEvent] = session.info.pop(PENDING, [])
+    if not pending:
+        return
+    # One INSERT and one pg_notify statement for all of a transaction's events (a
+    # superseding submit makes three: it was six statements), in the events' order.
+    at = utcnow()
+    ids = session.scalars(
+        insert(LiveOutbox).returning(LiveOutbox.id, sort_by_parameter_order=True),
+        [{"payload": e.model_dump(mode="json"), "at": at} for e in pending],
+    ).all()
+    # One note per id, the format every replica version reads (a rolling upgrade keeps
+    # hearing events), sent by one statement in the events' order.
+    session.execute(
+        text(
+            "SELECT pg_notify(:channel, n::text) FROM unnest(CAST(:ids AS bigint[]))"
+            " WITH ORDINALITY AS t(n, i) ORDER BY i"
+        ),
+        {"channel": CHANNEL, "ids": list(ids)},
+    )
 
 
 def prune_outbox(session: Session) -> int:

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ActorDep, BearerDep, ServicesDep
 from api.errors import READ, WRITE, responses
-from api.invoke import invoke, invoke_read
+from api.invoke import invoke, invoke_as, invoke_read
 from api.params import ReleasePath
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.approvals import BatchResult, ListApprovalsInput
@@ -54,29 +54,29 @@ def decide_batch(
 
 
 @router.post("/{release_id}/approve", response_model=ReleaseRead, responses=responses(*WRITE))
-def approve_release(
+async def approve_release(
     request: Request,
     services: ServicesDep,
-    actor: ActorDep,
+    bearer: BearerDep,
     release_id: ReleasePath,
     body: DecisionBody = Body(default_factory=DecisionBody),
 ) -> JSONResponse:
     """Approve the current step of a release's approval."""
     args = {"release_id": release_id, "comment": body.comment}
-    return invoke(request, services, actor, "approve_release", args)
+    return await invoke_as(request, services, bearer, "approve_release", args)
 
 
 @router.post("/{release_id}/reject", response_model=ReleaseRead, responses=responses(*WRITE))
-def reject_release(
+async def reject_release(
     request: Request,
     services: ServicesDep,
-    actor: ActorDep,
+    bearer: BearerDep,
     release_id: ReleasePath,
     body: DecisionBody = Body(default_factory=DecisionBody),
 ) -> JSONResponse:
     """Reject a release waiting for approval."""
     args = {"release_id": release_id, "reason": body.comment}
-    return invoke(request, services, actor, "reject_release", args)
+    return await invoke_as(request, services, bearer, "reject_release", args)
 
 
 @router.post("/{release_id}/takeover", response_model=ReleaseRead, responses=responses(*WRITE))

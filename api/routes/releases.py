@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from api.deps import ActorDep, BearerDep, ServicesDep
 from api.errors import READ, WRITE, responses
-from api.invoke import invoke, invoke_read
+from api.invoke import invoke, invoke_as, invoke_read
 from api.params import ReleasePath
 from api.waiting import MAX_WAIT_SECONDS, read_when_moved
 from core.releases.lifecycle import State
@@ -26,7 +26,8 @@ class CancelBody(BaseModel):
     reason: str | None = Field(default=None, max_length=2000)
 
 
-# The hot reads are `async def` and run the token check and the tool in one thread hop.
+# The hot reads and writes are `async def` and run the token check and the tool in one thread
+# hop (api.invoke).
 @router.get("/releases", response_model=ReleasePage, responses=responses(*READ))
 async def list_releases(
     services: ServicesDep, bearer: BearerDep, query: Annotated[ListReleasesInput, Query()]
@@ -41,11 +42,11 @@ async def list_releases(
     response_model=ReleaseRead,
     responses=responses(*WRITE, 502),
 )
-def preview_release(
-    request: Request, services: ServicesDep, actor: ActorDep, body: PreviewReleaseInput
+async def preview_release(
+    request: Request, services: ServicesDep, bearer: BearerDep, body: PreviewReleaseInput
 ) -> JSONResponse:
     """Create a release and its preview."""
-    return invoke(request, services, actor, "preview_release", body, status_code=201)
+    return await invoke_as(request, services, bearer, "preview_release", body, status_code=201)
 
 
 @router.get("/releases/{release_id}", response_model=ReleaseRead, responses=responses(*READ))
@@ -97,11 +98,12 @@ def repreview_release(
 @router.post(
     "/releases/{release_id}/submit", response_model=ReleaseRead, responses=responses(*WRITE)
 )
-def submit_release(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
+async def submit_release(
+    request: Request, services: ServicesDep, bearer: BearerDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Submit a previewed release to policy."""
-    return invoke(request, services, actor, "submit_release", {"release_id": release_id})
+    args = {"release_id": release_id}
+    return await invoke_as(request, services, bearer, "submit_release", args)
 
 
 @router.post(
@@ -110,27 +112,27 @@ def submit_release(
     response_model=ReleaseRead,
     responses=responses(*WRITE, 502),
 )
-def apply_release(
-    request: Request, services: ServicesDep, actor: ActorDep, release_id: ReleasePath
+async def apply_release(
+    request: Request, services: ServicesDep, bearer: BearerDep, release_id: ReleasePath
 ) -> JSONResponse:
     """Start applying an approved release; poll it or its timeline for the outcome."""
     args = {"release_id": release_id}
-    return invoke(request, services, actor, "apply_release", args, status_code=202)
+    return await invoke_as(request, services, bearer, "apply_release", args, status_code=202)
 
 
 @router.post(
     "/releases/{release_id}/cancel", response_model=ReleaseRead, responses=responses(*WRITE)
 )
-def cancel_release(
+async def cancel_release(
     request: Request,
     services: ServicesDep,
-    actor: ActorDep,
+    bearer: BearerDep,
     release_id: ReleasePath,
     body: CancelBody = Body(default_factory=CancelBody),
 ) -> JSONResponse:
     """Cancel a release that has not started applying."""
     args = {"release_id": release_id, "reason": body.reason}
-    return invoke(request, services, actor, "cancel_release", args)
+    return await invoke_as(request, services, bearer, "cancel_release", args)
 
 
 @router.post(
