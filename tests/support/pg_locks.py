@@ -16,6 +16,7 @@ from typing import Any
 
 from sqlalchemy import Connection, event, text
 
+from core.db import sqlstate
 from core.ids import parse_release_id
 from tests.conftest import World
 
@@ -66,12 +67,48 @@ def deadlocked_moving(
     """Run `work` in a worker; when it moves release `rid` to `state`, make that transaction
     lose a deadlock (audit head, then the release row). Returns the worker's value or error."""
     box: dict[str, Any] = {}
-    with paused_at(world, moving_release_to(state)) as (reached, go):
+    committed = threading.Event()
+    with (
+        paused_at(world, moving_release_to(state)) as (reached, go),
+        held_after_losing(world, committed),
+    ):
         worker = in_worker(work, box)
         assert reached.wait(30), f"the worker never moved {rid} to {state}"
         deadlock_against(world, go, head_first, release_row(parse_release_id(rid)))
+        committed.set()
         worker.join(30)
     return box
+
+
+@contextmanager
+def held_after_losing(
+    world: World, until: threading.Event, thread: str = WORKER
+) -> Iterator[threading.Event]:
+    """Once a thread (by name) lost a deadlock, hold its next statements until `until` is set.
+
+    PostgreSQL does not always hand a freed row to the transaction that waited for it: the
+    loser's immediate retry can lock the row first and deadlock with the same winner again.
+    Held until the winner committed, the retry meets one deadlock, the one the test made.
+    """
+    lost = threading.Event()
+
+    def on_error(context: Any) -> None:
+        if threading.current_thread().name == thread:
+            if sqlstate(context.original_exception) == "40P01":
+                lost.set()
+
+    def before(*_: Any) -> None:
+        if threading.current_thread().name == thread and lost.is_set():
+            until.wait(30)
+
+    engine = world.services.engine
+    event.listen(engine, "handle_error", on_error)
+    event.listen(engine, "before_cursor_execute", before)
+    try:
+        yield lost
+    finally:
+        event.remove(engine, "before_cursor_execute", before)
+        event.remove(engine, "handle_error", on_error)
 
 
 def moving_release_to(state: str) -> Callable[[str, Any], bool]:
