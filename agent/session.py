@@ -14,15 +14,16 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any, Literal
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cards import PREVIEW_TOOLS, card_view, card_views, confirmation_card
 from agent.catalog import catalog_for
+from agent.frames import CardAction, UserMessage, error_frame
 from agent.language import reply_language, say
 from agent.models import ChatCard, ChatMessage
 from agent.models import ChatSession as ChatSessionRow
@@ -51,26 +52,6 @@ _RECENT = (
 _APPEND = insert(ChatMessage)  # run on the connection: a plain Core executemany
 
 
-class UserMessage(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["user_message"]
-    text: str = Field(min_length=1, max_length=4000)
-    lang: Literal["en", "zh"] | None = Field(
-        default=None, description="The client's language; replies follow it (or the text's)."
-    )
-
-
-class CardAction(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["card_action"]
-    card_id: str = Field(min_length=1, max_length=64)
-    action: Literal["confirm", "approve", "reject", "cancel"]
-    comment: str | None = Field(default=None, max_length=2000)
-    lang: Literal["en", "zh"] | None = None
-
-
 @dataclass(frozen=True)
 class ChatDeps:
     """What sessions need: the database, tool contexts and the planner."""
@@ -86,14 +67,6 @@ class ChatDeps:
     clock: Callable[[], datetime] = utcnow
     # Sessions for what a turn only reads (catalog, history); on SQLite no write lock.
     reads: sessionmaker[Session] | None = None
-
-
-def error_frame(code: str, message: str, **details: Any) -> dict[str, Any]:
-    """The chat protocol's error frame."""
-    frame: dict[str, Any] = {"type": "error", "code": code, "message": message}
-    if details:
-        frame["details"] = details
-    return frame
 
 
 class ChatSession:

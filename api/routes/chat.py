@@ -21,9 +21,10 @@ from typing import Any
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
 from starlette.concurrency import run_in_threadpool
 
+from agent.frames import error_frame
 from agent.hub import Outbox as HubOutbox
 from agent.hub import encode
-from agent.session import ChatSession, error_frame
+from agent.session import ChatSession
 from api.deps import CredentialDep, ServicesDep, resolve_token
 from api.errors import responses
 from api.sockets import (
