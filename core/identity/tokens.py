@@ -11,7 +11,7 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, bindparam, delete, select, update
+from sqlalchemy import ColumnElement, Select, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
@@ -213,15 +213,20 @@ class Credential:
 _ROLES = {role.value: role for role in Role}
 
 
-@cache
-def _by_hash() -> Select[Any]:
-    # built once: every request runs it, and a reused statement keeps its cache key
+def _credential_rows(condition: ColumnElement[bool]) -> Select[Any]:
+    """Token, user and grants joined, one row per grant, for the token `condition` picks."""
     return (
         select(*_CREDENTIAL_COLUMNS)
         .join(User, User.id == ApiToken.user_id)
         .outerjoin(Grant, Grant.user_id == User.id)
-        .where(ApiToken.token_hash == bindparam("hash"))
+        .where(condition)
     )
+
+
+@cache
+def _by_hash() -> Select[Any]:
+    # built once: every request runs it, and a reused statement keeps its cache key
+    return _credential_rows(ApiToken.token_hash == bindparam("hash"))
 
 
 _CREDENTIAL_COLUMNS: tuple[Any, ...] = (
@@ -248,12 +253,7 @@ def authenticate_token(session: Session, token: str) -> Credential | None:
 
 @cache
 def _by_id() -> Select[Any]:
-    return (
-        select(*_CREDENTIAL_COLUMNS)
-        .join(User, User.id == ApiToken.user_id)
-        .outerjoin(Grant, Grant.user_id == User.id)
-        .where(ApiToken.id == bindparam("token_id"))
-    )
+    return _credential_rows(ApiToken.id == bindparam("token_id"))
 
 
 def credential_for(session: Session, token_id: int) -> Credential | None:
