@@ -30,12 +30,18 @@ def ssh_to_here(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     The SDK's ssh transport runs `ssh [-l user] -- host docker system dial-stdio` and speaks
     HTTP over its stdio: faked at that process boundary, everything above it is real.
     """
-    calls = tmp_path / "ssh-calls"
-    shim = tmp_path / "ssh-bin" / "ssh"
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec docker system dial-stdio\n')
+    return _noting_shim(tmp_path / "ssh-bin", "ssh", "docker system dial-stdio", monkeypatch)
+
+
+def _noting_shim(folder: Path, name: str, then: str, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Put a `name` first on PATH that notes its arguments in the returned file, then runs
+    `then` (the process boundary the adapter crosses)."""
+    calls = folder / "calls"
+    shim = folder / name
+    folder.mkdir()
+    shim.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {then}\n')
     shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    monkeypatch.setenv("PATH", f"{folder}{os.pathsep}{os.environ['PATH']}")
     return calls
 
 
@@ -136,12 +142,7 @@ def test_a_release_reads_the_engine_without_a_docker_process_per_container(
         for d in os.environ["PATH"].split(os.pathsep)
         if (Path(d) / "docker").is_file()
     )
-    calls = tmp_path / "calls"
-    shim = tmp_path / "bin" / "docker"
-    shim.parent.mkdir()
-    shim.write_text(f'#!/bin/sh\necho "$*" >> {calls}\nexec {real} "$@"\n')
-    shim.chmod(shim.stat().st_mode | stat.S_IEXEC)
-    monkeypatch.setenv("PATH", f"{shim.parent}{os.pathsep}{os.environ['PATH']}")
+    calls = _noting_shim(tmp_path / "bin", "docker", f'{real} "$@"', monkeypatch)
     release = deploy(compose_target.world, "alice", "shop", "staging", worker={"image_tag": "2"})
     call(compose_target.world, "alice", "submit_release", release_id=release.id)
     call(compose_target.world, "alice", "apply_release", release_id=release.id)
