@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import Field
-from sqlalchemy import JSON, Engine, MetaData, String, select
+from sqlalchemy import JSON, Engine, MetaData, String, bindparam, select
 from sqlalchemy.orm import DeclarativeBase, Mapped, Session, mapped_column
 
 from runtimes.base import (
@@ -68,6 +68,16 @@ class SandboxConnection(Connection):
     )
 
 
+# Built once: every status question reads it.
+_LIVE = select(
+    SandboxService.service,
+    SandboxService.image,
+    SandboxService.replicas,
+    SandboxService.env,
+    SandboxService.health,
+).where(SandboxService.target_id == bindparam("target_id"))
+
+
 class SandboxAdapter(RuntimeAdapter):
     """Simulated runtime: state in the database, instant (or `delay_seconds`) rollouts."""
 
@@ -96,15 +106,7 @@ class SandboxAdapter(RuntimeAdapter):
         with self._reads.connect() as connection:
             rows = {
                 row.service: row
-                for row in connection.execute(
-                    select(
-                        SandboxService.service,
-                        SandboxService.image,
-                        SandboxService.replicas,
-                        SandboxService.env,
-                        SandboxService.health,
-                    ).where(SandboxService.target_id == target.target_id)
-                )
+                for row in connection.execute(_LIVE, {"target_id": target.target_id})
             }
         services: dict[str, ServiceState] = {}
         for name in target.services:

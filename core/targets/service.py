@@ -4,21 +4,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from datetime import datetime
-from functools import cache
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Select, bindparam, delete, or_, select
+from sqlalchemy import bindparam, delete, or_, select
 from sqlalchemy.orm import Session, contains_eager
 
 from core.approvals.tickets import approval_timeout_seconds
 from core.audit.service import canonical_json, record
 from core.config import get_settings
-from core.db import WriteLockPacer, utcnow
+from core.db import WriteLockPacer, plain_rows, utcnow
 from core.environments import same_environment
 from core.errors import InvalidInput, NotFound, RuntimeFailure
 from core.identity.service import ensure_user
+from core.ids import release_id
 from core.permissions import Action, Actor, Role, require
+from core.releases.lifecycle import State
+from core.releases.models import Release
 from core.targets import grants
 from core.targets.models import Freeze, PolicyRule, Project, Service, Target
 from core.targets.schemas import (
@@ -53,43 +55,47 @@ def get_project(session: Session, name: str) -> Project:
     return project
 
 
-@cache
-def _targets(services: bool) -> Select[Target]:
-    # Built once (every status question and preview runs it); one statement, the project (and,
-    # asked for, its services) included.
-    query = (
-        select(Target)
-        .join(Target.project)
-        .where(Project.name == bindparam("project"))
-        .order_by(Target.id)
-    )
-    if services:
-        return query.options(contains_eager(Target.project).joinedload(Project.services))
-    return query.options(contains_eager(Target.project))
+# Built once (every preview and rollback runs it): the targets with their project in one
+# statement (through `found.targets` it took three: the project, its targets, then each
+# target's project again).
+_TARGETS = (
+    select(Target)
+    .join(Target.project)
+    .where(Project.name == bindparam("project"))
+    .order_by(Target.id)
+    .options(contains_eager(Target.project))
+)
 
 
-def get_target(
-    session: Session, project: str, environment: str, *, services: bool = False
-) -> Target:
-    """A project's target by environment, or NotFound listing its environments.
+def get_target(session: Session, project: str, environment: str) -> Target:
+    """A project's target by environment, or NotFound listing its environments."""
+    targets = list(session.scalars(_TARGETS, {"project": project.lower()}))
+    known = [t.environment for t in targets]
+    index = _pick_environment(known, environment)
+    if index is None:
+        name = targets[0].project.name if targets else get_project(session, project).name
+        raise _no_environment(name, environment, known)
+    return targets[index]
 
-    `services`: its project's services are loaded by the same statement (for `target_ref`).
-    """
-    # One statement, project included (through `found.targets` it took three: the project,
-    # its targets, then each target's project again).
-    targets = list(session.scalars(_targets(services), {"project": project.lower()}).unique())
-    for target in targets:
-        if target.environment == environment.lower():
-            return target
-    for target in targets:  # `production` finds `prod`, and the other way round
-        if same_environment(target.environment, environment):
-            return target
-    name = targets[0].project.name if targets else get_project(session, project).name
-    raise NotFound(
-        f"project {name} has no {environment!r} environment",
-        project=name,
+
+def _pick_environment(known: list[str], wanted: str) -> int | None:
+    """Where `wanted` is in `known`: by name, else by meaning (`production` finds `prod`)."""
+    lowered = wanted.lower()
+    for i, environment in enumerate(known):
+        if environment == lowered:
+            return i
+    for i, environment in enumerate(known):
+        if same_environment(environment, wanted):
+            return i
+    return None
+
+
+def _no_environment(project: str, environment: str, known: list[str]) -> NotFound:
+    return NotFound(
+        f"project {project} has no {environment!r} environment",
+        project=project,
         environment=environment,
-        known=[t.environment for t in targets],
+        known=known,
     )
 
 
@@ -146,7 +152,7 @@ def target_ref(target: Target) -> TargetRef:
     )
 
 
-def adapter_for(runtimes: RuntimeRegistry, target: Target) -> RuntimeAdapter:
+def adapter_for(runtimes: RuntimeRegistry, target: Target | TargetRef) -> RuntimeAdapter:
     """The adapter of a target's runtime, or RuntimeFailure if this process has none."""
     try:
         return runtimes.get(target.runtime)
@@ -191,18 +197,63 @@ def list_targets(session: Session, *, actor: Actor, project: str | None = None) 
     return [target_read(t, session) for t in targets]
 
 
+# Built once: every status question and diagnosis runs it. One plain statement: each target
+# of the project with its runtime fields, the project's services (one row each) and the release
+# applying there (the database allows one per target); the ORM path (target, project, services,
+# then the applying release) was two statements and most of a status question's CPU.
+_LIVE = (
+    select(
+        Target.id,
+        Target.project_id,
+        Project.name,
+        Target.environment,
+        Target.runtime,
+        Target.connection,
+        Service.name.label("service"),
+        Release.number.label("applying"),
+    )
+    .join(Project, Project.id == Target.project_id)
+    .outerjoin(Service, Service.project_id == Target.project_id)
+    .outerjoin(
+        Release,
+        (Release.target_id == Target.id) & (Release.lifecycle_state == State.applying.value),
+    )
+    .where(Project.name == bindparam("project"))
+    .order_by(Target.id, Service.name)
+)
+
+
+def live_target(
+    session: Session, actor: Actor, project: str, environment: str
+) -> tuple[TargetRef, int | None]:
+    """A target the actor may view, as its adapter reaches it, and the release applying there."""
+    rows = plain_rows(session, _LIVE, {"project": project.lower()})
+    targets = {row.id: row for row in rows}  # the first row of each target
+    known = [row.environment for row in targets.values()]
+    index = _pick_environment(known, environment)
+    if index is None:
+        name = rows[0].name if rows else get_project(session, project).name
+        raise _no_environment(name, environment, known)
+    found = list(targets.values())[index]
+    require(actor, Action.view, found.project_id, found.name)
+    ref = TargetRef(
+        target_id=found.id,
+        project=found.name,
+        environment=found.environment,
+        runtime=found.runtime,
+        services=[row.service for row in rows if row.id == found.id and row.service is not None],
+        connection=dict(found.connection),
+    )
+    return ref, found.applying
+
+
 def target_status(
     session: Session, *, actor: Actor, runtimes: RuntimeRegistry, project: str, environment: str
 ) -> TargetStatus:
     """Live state of every service of a target, read from its runtime."""
-    from core.releases.queries import active_release  # releases build on targets
-
-    target = get_target(session, project, environment, services=True)
-    require(actor, Action.view, target.project_id, target.project.name)
-    ref = target_ref(target)
-    active = active_release(session, target.id)
+    ref, applying = live_target(session, actor, project, environment)
     session.commit()  # no transaction stays open while the runtime is called
-    adapter = adapter_for(runtimes, target)
+    adapter = adapter_for(runtimes, ref)
     live = call_runtime("read the live state", lambda: adapter.describe(ref))
     return TargetStatus(
         project=ref.project,
@@ -210,7 +261,7 @@ def target_status(
         runtime=ref.runtime,
         simulated=live.simulated,
         services=live.services,
-        active_release=active,
+        active_release=release_id(applying) if applying else None,
     )
 
 
@@ -224,12 +275,10 @@ def diagnose_target(
     service: str | None = None,
 ) -> Diagnosis:
     """Logs, events and health of a target's services."""
-    target = get_target(session, project, environment, services=True)
-    require(actor, Action.view, target.project_id, target.project.name)
-    ref = target_ref(target)
+    ref, _ = live_target(session, actor, project, environment)
     if service is not None and service not in ref.services:
         raise NotFound(f"project {ref.project} has no service {service!r}", known=ref.services)
-    adapter = adapter_for(runtimes, target)
+    adapter = adapter_for(runtimes, ref)
     session.commit()
     return call_runtime("diagnose the target", lambda: adapter.diagnose(ref, service))
 
