@@ -11,13 +11,14 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import bindparam, insert, select, update
+from sqlalchemy import insert, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -42,13 +43,10 @@ log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
 HISTORY_LIMIT = 200
-# What a planner sees of the conversation; built once (every message reads it).
-_RECENT = (
-    select(ChatMessage.frame)
-    .where(ChatMessage.session_id == bindparam("session_id"))
-    .order_by(ChatMessage.id.desc())
-    .limit(20)
-)
+# What a planner sees of the conversation: the last messages said, and only those (the tool
+# calls and results between them crowded messages out of the window).
+PLANNED_MESSAGES = 10
+_SAID = {"user_message": "user", "assistant_message": "assistant"}
 _APPEND = insert(ChatMessage)  # run on the connection: a plain Core executemany
 
 
@@ -84,6 +82,10 @@ class ChatSession:
         self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
         # The read session the door opened for the frame being handled (see `handle`).
         self._reading: Session | None = None
+        # The planner's window on the conversation, kept as the history is written: reading it
+        # back every turn took a statement and parsed the tool results in it, a page of fifty
+        # releases among them, only to drop them.
+        self._said: deque[dict[str, str]] = deque(maxlen=PLANNED_MESSAGES)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,6 +113,7 @@ class ChatSession:
             row.last_active_at = utcnow()
             session.commit()
             chat = cls(deps, actor, row.id, send)
+            chat._remember(history)
             # A card whose release the user can no longer see (role removed) stays closed to
             # them. A fixed number of statements however many cards are open.
             cards = session.execute(
@@ -154,6 +157,14 @@ class ChatSession:
     def _record(self, direction: str, frame: dict[str, Any]) -> None:
         self._unrecorded.append((direction, frame))
 
+    def _remember(self, frames: list[dict[str, Any]]) -> None:
+        """Add what was said in these (written) frames to the planner's window."""
+        self._said.extend(
+            {"role": _SAID[f["type"]], "content": str(f.get("text", ""))}
+            for f in frames
+            if f.get("type") in _SAID
+        )
+
     def _flush(self) -> None:
         """Write the turn's frames to the history in one transaction."""
         if not self._unrecorded:
@@ -171,6 +182,7 @@ class ChatSession:
                 ],
             )
             session.commit()
+        self._remember([f for _, f in pending])
 
     # ------------------------------------------------------------------ frames
 
@@ -225,15 +237,11 @@ class ChatSession:
         return self.actor.via(Channel.chat, uuid.uuid4().hex)
 
     def _catalog(self) -> Catalog:
-        with (self.deps.reads or self.deps.sessions)() as session:
-            return catalog_for(session, self.actor)
-
-    def _plan_inputs(self) -> tuple[Catalog, list[dict[str, str]]]:
-        """The catalog and the recent history, read in one read-only transaction (the door's,
-        if it opened one for this frame); closed before planning starts."""
+        """The catalog, read in the door's read-only transaction if it opened one for this
+        frame; closed before planning starts."""
         session, self._reading = self._reading, None
         with session or (self.deps.reads or self.deps.sessions)() as session:
-            return catalog_for(session, self.actor), self._history_text(session)
+            return catalog_for(session, self.actor)
 
     def _say(self, text: str, streamed: str = "") -> None:
         if text and streamed.strip():
@@ -258,11 +266,10 @@ class ChatSession:
             streamed.append(piece)
             self.send({"type": "assistant_delta", "text": piece}, record=False)
 
-        catalog, history = self._plan_inputs()
         context = PlanContext(
-            catalog=catalog,
+            catalog=self._catalog(),
             user=self.actor.name,
-            history=history,
+            history=self._history(),
             run_read=lambda call: self._read(actor, call),
             emit_delta=delta,
             timezone=self.deps.timezone,
@@ -481,15 +488,9 @@ class ChatSession:
             )
         return None
 
-    def _history_text(self, session: Session) -> list[dict[str, str]]:
-        rows = session.scalars(_RECENT, {"session_id": self.session_id})
-        frames = list(reversed(list(rows)))
-        history = []
-        for frame in frames:
-            if frame.get("type") == "user_message":
-                history.append({"role": "user", "content": str(frame.get("text", ""))})
-            elif frame.get("type") == "assistant_message":
-                history.append({"role": "assistant", "content": str(frame.get("text", ""))})
+    def _history(self) -> list[dict[str, str]]:
+        """What was said before this message (one left unanswered is not)."""
+        history = list(self._said)
         return history[:-1] if history and history[-1]["role"] == "user" else history
 
 
