@@ -30,7 +30,7 @@ from agent.models import ChatCard, ChatMessage
 from agent.models import ChatSession as ChatSessionRow
 from agent.planner import Catalog, PlanContext, Planner, ToolCall
 from agent.summaries import summarize
-from core.db import utcnow
+from core.db import one_statement, utcnow
 from core.errors import ShipdeckError
 from core.ids import parse_release_id
 from core.permissions import Action, Actor, Channel
@@ -47,7 +47,6 @@ HISTORY_LIMIT = 200
 # calls and results between them crowded messages out of the window).
 PLANNED_MESSAGES = 10
 _SAID = {"user_message": "user", "assistant_message": "assistant"}
-_APPEND = insert(ChatMessage)  # run on the connection: a plain Core executemany
 
 
 @dataclass(frozen=True)
@@ -166,22 +165,19 @@ class ChatSession:
         )
 
     def _flush(self) -> None:
-        """Write the turn's frames to the history in one transaction."""
+        """Write the turn's frames to the history: one statement, so all of them or none."""
         if not self._unrecorded:
             return
         pending, self._unrecorded = self._unrecorded, []
         now = utcnow()
-        with self.deps.sessions() as session:
-            # One executemany without RETURNING (the ORM inserted and read back each row), as a
-            # plain Core statement: no ORM bookkeeping for rows nobody loads.
-            session.connection().execute(
-                _APPEND,
-                [
-                    {"session_id": self.session_id, "direction": d, "frame": f, "at": now}
-                    for d, f in pending
-                ],
-            )
-            session.commit()
+        rows = [
+            {"session_id": self.session_id, "direction": d, "frame": f, "at": now}
+            for d, f in pending
+        ]
+        # One multi-row INSERT, a plain Core statement (the ORM inserted and read back each
+        # row): on PostgreSQL it needs no BEGIN and COMMIT round trips around it.
+        with one_statement(self.deps.sessions) as connection:
+            connection.execute(insert(ChatMessage).values(rows))
         self._remember([f for _, f in pending])
 
     # ------------------------------------------------------------------ frames

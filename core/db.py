@@ -28,7 +28,7 @@ from sqlalchemy import (
     event,
     text,
 )
-from sqlalchemy.engine import Dialect
+from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
@@ -298,6 +298,23 @@ def read_engine(engine: Engine) -> Engine:
         # autocommit reads see the same data and save a BEGIN and a ROLLBACK round trip each.
         return engine.execution_options(isolation_level="AUTOCOMMIT")
     return engine.execution_options(**{SQLITE_BEGIN: "DEFERRED"})
+
+
+@contextmanager
+def one_statement(sessions: sessionmaker[Session]) -> Iterator[Connection]:
+    """A connection for a write that is ONE statement, committed as the block ends.
+
+    One statement is atomic by itself: on PostgreSQL it runs in autocommit, without the
+    BEGIN and COMMIT round trips around it. SQLite takes its write lock as every writer does.
+    """
+    engine = sessions.kw["bind"]
+    assert isinstance(engine, Engine)
+    if engine.dialect.name == "postgresql":
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+            yield connection
+    else:
+        with engine.begin() as connection:
+            yield connection
 
 
 def make_read_sessionmaker(engine: Engine) -> sessionmaker[Session]:
