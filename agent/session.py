@@ -15,10 +15,11 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import insert, select, update
+from sqlalchemy import TextClause, bindparam, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -30,7 +31,7 @@ from agent.models import ChatCard, ChatMessage
 from agent.models import ChatSession as ChatSessionRow
 from agent.planner import Catalog, PlanContext, Planner, ToolCall
 from agent.summaries import summarize
-from core.db import one_statement, utcnow
+from core.db import utcnow, writing
 from core.errors import ShipdeckError
 from core.ids import parse_release_id
 from core.permissions import Action, Actor, Channel
@@ -47,6 +48,22 @@ HISTORY_LIMIT = 200
 # calls and results between them crowded messages out of the window).
 PLANNED_MESSAGES = 10
 _SAID = {"user_message": "user", "assistant_message": "assistant"}
+
+
+FRAMES_PER_INSERT = 100
+
+
+@lru_cache(maxsize=FRAMES_PER_INSERT)
+def _append(rows: int) -> TextClause:
+    """One INSERT of a turn's `rows` frames, built once per count. SQLAlchemy does not cache
+    a multi-row `insert().values()`: compiling it anew was most of writing a turn's history."""
+    table = ChatMessage.__table__
+    values = ", ".join(f"(:session_id, :direction_{i}, :frame_{i}, :at)" for i in range(rows))
+    into = f"INSERT INTO {ChatMessage.__tablename__} (session_id, direction, frame, at)"
+    return text(f"{into} VALUES {values}").bindparams(
+        bindparam("at", type_=table.c.at.type),
+        *(bindparam(f"frame_{i}", type_=table.c.frame.type) for i in range(rows)),
+    )
 
 
 @dataclass(frozen=True)
@@ -165,19 +182,24 @@ class ChatSession:
         )
 
     def _flush(self) -> None:
-        """Write the turn's frames to the history: one statement, so all of them or none."""
+        """Write the turn's frames to the history, all of them or none."""
         if not self._unrecorded:
             return
         pending, self._unrecorded = self._unrecorded, []
         now = utcnow()
-        rows = [
-            {"session_id": self.session_id, "direction": d, "frame": f, "at": now}
-            for d, f in pending
+        # Multi-row INSERTs, plain Core statements (the ORM inserted and read back each row):
+        # a turn's history is one statement, which on PostgreSQL needs no BEGIN and COMMIT
+        # round trips around it; a turn of hundreds of frames stays within the databases'
+        # limits on bound values.
+        chunks = [
+            pending[i : i + FRAMES_PER_INSERT] for i in range(0, len(pending), FRAMES_PER_INSERT)
         ]
-        # One multi-row INSERT, a plain Core statement (the ORM inserted and read back each
-        # row): on PostgreSQL it needs no BEGIN and COMMIT round trips around it.
-        with one_statement(self.deps.sessions) as connection:
-            connection.execute(insert(ChatMessage).values(rows))
+        with writing(self.deps.sessions, statements=len(chunks)) as connection:
+            for chunk in chunks:
+                params: dict[str, Any] = {"session_id": self.session_id, "at": now}
+                for i, (direction, frame) in enumerate(chunk):
+                    params[f"direction_{i}"], params[f"frame_{i}"] = direction, frame
+                connection.execute(_append(len(chunk)), params)
         self._remember([f for _, f in pending])
 
     # ------------------------------------------------------------------ frames

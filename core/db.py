@@ -301,15 +301,15 @@ def read_engine(engine: Engine) -> Engine:
 
 
 @contextmanager
-def one_statement(sessions: sessionmaker[Session]) -> Iterator[Connection]:
-    """A connection for a write that is ONE statement, committed as the block ends.
+def writing(sessions: sessionmaker[Session], *, statements: int) -> Iterator[Connection]:
+    """A connection for a write of `statements` statements, committed as the block ends.
 
-    One statement is atomic by itself: on PostgreSQL it runs in autocommit, without the
+    One statement is atomic by itself: on PostgreSQL it then runs in autocommit, without the
     BEGIN and COMMIT round trips around it. SQLite takes its write lock as every writer does.
     """
     engine = sessions.kw["bind"]
     assert isinstance(engine, Engine)
-    if engine.dialect.name == "postgresql":
+    if statements == 1 and engine.dialect.name == "postgresql":
         with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
             yield connection
     else:

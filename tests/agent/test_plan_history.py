@@ -9,6 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
+from agent.models import ChatMessage
 from agent.planner import PlanContext, PlanResult, ToolCall
 from agent.session import PLANNED_MESSAGES, ChatDeps, ChatSession
 from tests.conftest import World
@@ -98,3 +101,34 @@ def test_the_planner_sees_the_last_messages_however_many_tools_ran(world: World)
     assert len(shown) == PLANNED_MESSAGES
     said = [m["content"] for m in shown if m["role"] == "user"]
     assert said == texts[-1 - PLANNED_MESSAGES // 2 : -1]
+
+
+class Flood:
+    """Asks for 300 different releases, none of which exist: 600 frames in one turn."""
+
+    name = "flood"
+
+    def plan(self, text: str, context: PlanContext) -> PlanResult:
+        """300 reads, each a tool call and an error."""
+        calls = [
+            ToolCall(tool="get_release", args={"release_id": f"R-{9000 + n}"}) for n in range(300)
+        ]
+        return PlanResult(calls=calls, reply="looked")
+
+
+def test_a_turn_of_hundreds_of_frames_is_written_whole_and_in_order(world: World) -> None:
+    deps = ChatDeps(world.services.sessions, world.services.context, Flood())
+    frames: list[dict[str, Any]] = []
+    chat = ChatSession.open(deps, world.actor("alice"), frames.append)
+    frames.clear()
+    chat.handle({"type": "user_message", "text": "🚀" * 4_000})
+    recorded = [f for f in frames if f["type"] != "assistant_delta"]  # deltas are not kept
+    assert len(recorded) == 2 * 300 + 1, len(recorded)  # calls, errors and the reply
+    with world.services.sessions() as session:
+        written = session.scalars(
+            select(ChatMessage.frame)
+            .where(ChatMessage.session_id == chat.session_id)
+            .order_by(ChatMessage.id)
+        ).all()
+    assert written[0] == {"type": "user_message", "text": "🚀" * 4_000}
+    assert written[1:] == recorded
