@@ -224,13 +224,21 @@ def _held_backend(
 ) -> int:
     """The child's backend, once it passes `waits`; fails if the child ends first."""
     query = text(f"SELECT pid FROM pg_stat_activity WHERE application_name = :n AND {waits}")
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 30
     while (pid := watcher.execute(query, {"n": name}).scalar()) is None:
         try:
             child.wait(timeout=0.01)
         except subprocess.TimeoutExpired:
-            assert time.monotonic() < deadline, "the child never got to the held point"
-            continue
+            if time.monotonic() < deadline:
+                continue
+            doing = watcher.execute(
+                text(
+                    "SELECT state, wait_event, left(query, 80) FROM pg_stat_activity "
+                    "WHERE application_name = :n"
+                ),
+                {"n": name},
+            ).all()
+            raise AssertionError(f"the child never got to the held point: {doing}") from None
         out, err = child.communicate()
         raise AssertionError(f"the child ended before the held point: {out!r} {err[-3000:]!r}")
     return int(pid)
