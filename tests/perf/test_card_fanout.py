@@ -114,6 +114,80 @@ def test_card_fan_out_and_close_cost_the_same_statements_for_3_or_40_approvers(
     assert many == few, (few, many)
 
 
+# One hub pass for a submit (its `release_update` and `approval_requested` events, handled
+# together) and one for the decision that closes the cards: these statements and no more,
+# however many approvers, cards and open sessions. SQLite's pass first takes the write lock
+# (`BEGIN IMMEDIATE`, core/sqlite_gate.py); PostgreSQL's BEGIN goes with the first statement.
+SUBMIT_PASS = [
+    "SELECT releases",  # the release: its state decides which cards still live
+    "SELECT chat_cards",  # who held a card before the pass (they hear of the update)
+    "SELECT chat_cards",  # the release's open cards, which the new state may close
+    "SELECT approval_tickets",  # the ticket the approval cards are for
+    "SELECT users",  # its eligible approvers: who may decide and has not yet
+    "INSERT chat_cards",  # every approver's card, one statement (ON CONFLICT DO NOTHING)
+    "SELECT chat_cards",  # the open approval cards as they now stand, to push
+    "SELECT releases",  # the cards' release part (project, target, diff, risk), read once
+    "SELECT targets",  # ... its target, to tell whether it is frozen
+    "SELECT freezes",  # ... and the freezes on it now
+    "SELECT grants",  # who of those told may still see the project
+]
+DECISION_PASS = [
+    "SELECT releases",  # the release, now approved
+    "SELECT chat_cards",  # who held a card before the pass
+    "SELECT chat_cards",  # its open cards, all pointless now
+    "UPDATE chat_cards",  # every card voided, one statement
+    "SELECT releases",  # the voided cards' release part, read once
+    "SELECT targets",
+    "SELECT freezes",
+    "SELECT grants",  # who of the holders and the requester may still see the project
+]
+
+
+def _shape(statement: str) -> str:
+    """`VERB table` of a statement: the table a SELECT reads first or a write writes."""
+    words = statement.split()
+    verb = words[0].upper()
+    if verb == "SELECT":
+        return f"SELECT {words[[w.upper() for w in words].index('FROM') + 1]}"
+    if verb == "INSERT":
+        return f"INSERT {words[2]}"
+    if verb == "UPDATE":
+        return f"UPDATE {words[1]}"
+    return " ".join(words[:2])
+
+
+def test_a_hub_pass_runs_a_pinned_number_of_statements(world: World) -> None:
+    names = _project(world, "pinned", 3)
+    _ = world.services.hub  # listening before the preview (on PostgreSQL, alone in a run)
+    release = deploy(world, "alice", "pinned", "prod", web={"image_tag": "9.9.9"})
+    _settle(world.services)  # the preview's own update is not part of this
+    sessions: dict[str, list[list[dict[str, Any]]]] = {n: [[], []] for n in [*names, "alice"]}
+    for name, outboxes in sessions.items():  # two open sessions each
+        for i, frames in enumerate(outboxes):
+            user_id = world.actor(name).user_id or 0
+            world.services.hub.register(Outbox(user_id, f"s{i}", frames.append))
+    with on_hub(world) as opened:
+        call(world, "alice", "submit_release", release_id=release.id)
+    with on_hub(world) as closed:
+        call(world, names[0], "approve_release", release_id=release.id)
+    begin = ["BEGIN IMMEDIATE"] if world.services.engine.dialect.name == "sqlite" else []
+    # 11 statements for the fan-out (12 on SQLite), 8 for closing the cards (9): a query per
+    # card or per session would add 3 or 8 here.
+    assert [_shape(s) for s in opened] == begin + SUBMIT_PASS, opened
+    assert len(opened) == len(begin) + 11
+    assert [_shape(s) for s in closed] == begin + DECISION_PASS, closed
+    assert len(closed) == len(begin) + 8
+    # ... and it did the whole work: two sessions of each approver got an open card, then its
+    # voided copy; the requester's sessions heard of both moves.
+    for name in names:
+        for frames in sessions[name]:
+            states = [f["card"]["state"] for f in frames if f["type"] == "card"]
+            assert states == ["open", "void"], (name, frames)
+    for frames in sessions["alice"]:
+        moves = [f["lifecycle_state"] for f in frames if f["type"] == "release_update"]
+        assert list(dict.fromkeys(moves)) == ["pending_approval", "approved"], frames
+
+
 def test_a_card_held_by_someone_who_lost_the_project_is_not_pushed(world: World) -> None:
     names = _project(world, "lost", 3)
     frames = _listen(world, names)
