@@ -151,10 +151,11 @@ def _wipe_once(services: Services) -> None:
         if connection.dialect.name == "postgresql":
             tables = (
                 connection.execute(
-                    # live_outbox keeps its ids growing: `_settle` waits for the listener by id
+                    # live_outbox keeps its ids growing: `_settle` waits for the listener by id;
+                    # catalog_version is the schema's own row (its token moves with the wipe)
                     text(
                         "SELECT tablename FROM pg_tables WHERE schemaname='public' "
-                        "AND tablename NOT IN ('alembic_version', 'live_outbox')"
+                        "AND tablename NOT IN ('alembic_version', 'live_outbox', 'catalog_version')"
                     )
                 )
                 .scalars()
@@ -166,7 +167,7 @@ def _wipe_once(services: Services) -> None:
                 connection.execute(
                     text(
                         "SELECT name FROM sqlite_master WHERE type='table' "
-                        "AND name NOT IN ('alembic_version', 'sqlite_sequence')"
+                        "AND name NOT IN ('alembic_version', 'sqlite_sequence', 'catalog_version')"
                     )
                 )
                 .scalars()

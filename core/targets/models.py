@@ -63,6 +63,16 @@ class Target(Base):
     project: Mapped[Project] = relationship(back_populates="targets", lazy="joined")
 
 
+class CatalogVersion(Base):
+    """A token that changes with every write to projects, targets or services (database
+    triggers, migration 0011): what a cached catalog was read at. One row."""
+
+    __tablename__ = "catalog_version"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    token: Mapped[str] = mapped_column(String(32))
+
+
 class PolicyRule(Base):
     """Approval steps for releases matching project / environment / risk tier (NULL = any)."""
 

@@ -64,17 +64,18 @@ def test_a_chat_turn_costs_a_fixed_number_of_statements(world: World) -> None:
     ], frames
     assert frames[1]["result"]["project"] == "shop"
     assert frames[1]["result"]["services"]["web"]["image"], frames[1]
-    # One read-only transaction for the catalog (2); the read tool's own (visibility 1; the
-    # target with its project, services and applying release 1, plain rows); the simulated
-    # runtime's read (1, its own read-only transaction); the turn's history in one INSERT.
-    # Before: 14 statements in five transactions (on SQLite the catalog and the history each
-    # took the write lock), a target read its project three times, and the history took one
-    # INSERT per frame; then 9, the services read apart and the runtime's read taking the
-    # SQLite write lock; then 8, the target an ORM entity with its services eagerly loaded (a
-    # third of a turn's CPU), the applying release apart, and the planner's window on the
-    # conversation read back (tool results included) every turn.
+    # One read-only transaction for the catalog (its token 1: the rows are kept while no
+    # project, target or service changed); the read tool's own (visibility 1; the target with
+    # its project, services and applying release 1, plain rows); the simulated runtime's read
+    # (1, its own read-only transaction); the turn's history in one INSERT. Before: 14
+    # statements in five transactions (on SQLite the catalog and the history each took the
+    # write lock), a target read its project three times, and the history took one INSERT per
+    # frame; then 9, the services read apart and the runtime's read taking the SQLite write
+    # lock; then 8, the catalog read whole, the target an ORM entity with its services
+    # eagerly loaded (a third of a turn's CPU), the applying release apart, and the planner's
+    # window on the conversation read back (tool results included) every turn.
     assert [s for s in _kinds(statements) if s != "BEGIN"] == [
-        *["SELECT"] * 2,
+        "SELECT",
         *["SELECT"] * 2,
         "SELECT",
         "INSERT",
@@ -101,8 +102,7 @@ def test_a_socket_turn_rechecks_the_token_in_the_turns_first_read(world: World) 
     # and a thread hop of its own), then the turn above.
     assert [_head(s) for s in statements if not s.startswith("BEGIN")] == [
         "SELECT api_tokens",
-        "SELECT projects",
-        "SELECT services",
+        "SELECT catalog_version",
         "SELECT projects",
         "SELECT targets",  # with its project, services and applying release
         "SELECT sandbox_services",
