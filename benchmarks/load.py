@@ -23,6 +23,9 @@ PostgreSQL only, as `shipdeck serve` says). `--mixes write` runs only the write 
 
 Each cell prints throughput, p50 and p99, the longest single request (`max ms`) and how many
 took over a second (`>1s`: the issue's "no request waits more than 1 s"), and status counts.
+On PostgreSQL, `lock>1s` is how many times a shipdeck request waited more than a second for a
+lock another held, as PostgreSQL itself counts them (`log_lock_waits` logs each wait that
+passes `deadlock_timeout`, 1 s): waiting behind another, apart from queueing for the CPU.
 
     python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2] [--database sqlite]
 """
@@ -41,11 +44,12 @@ import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 from typing import TypedDict
 
 import httpx2 as httpx
 from fastapi import FastAPI
-from sqlalchemy import insert, text
+from sqlalchemy import create_engine, insert, text
 
 from api.wiring import Services
 from benchmarks.serving import ROOT, database, one_row, process, served
@@ -301,6 +305,30 @@ def client_main(spec: str) -> None:
     print(json.dumps(result))
 
 
+class LockWaits:
+    """PostgreSQL's own record of lock waits longer than `deadlock_timeout` (1 s by default):
+    with `log_lock_waits` on, the server logs one "still waiting" line for each."""
+
+    def __init__(self, url: str) -> None:
+        engine = create_engine(url, isolation_level="AUTOCOMMIT")
+        with engine.connect() as connection:
+            connection.execute(text("ALTER SYSTEM SET log_lock_waits = on"))
+            connection.execute(text("SELECT pg_reload_conf()"))
+            self.after = str(connection.execute(text("SHOW deadlock_timeout")).scalar())
+            data = Path(str(connection.execute(text("SHOW data_directory")).scalar()))
+        engine.dispose()
+        self.log = data.parent / "log"  # where tests.support.postgres has pg_ctl write it
+        self.offset = self.log.stat().st_size
+
+    def since_last(self) -> int:
+        """Waits logged since the last call."""
+        with self.log.open("rb") as log:
+            log.seek(self.offset)
+            written = log.read()
+        self.offset += len(written)
+        return written.count(b"still waiting for")
+
+
 def cell(base: str, mix: str, clients: int, seconds: float, tokens: dict[str, str]) -> Result:
     """Run one cell's client in its own process."""
     spec = json.dumps(
@@ -323,7 +351,13 @@ def rate(result: Result) -> float:
     return len(result["latencies"]) / result["elapsed"]
 
 
-def line(name: str, result: Result, bare_rps: float | None, pages_rps: float | None = None) -> str:
+def line(
+    name: str,
+    result: Result,
+    bare_rps: float | None,
+    pages_rps: float | None = None,
+    lock_waits: int | None = None,
+) -> str:
     latencies = sorted(result["latencies"])
     statuses = result["statuses"]
     rps = rate(result)
@@ -338,9 +372,10 @@ def line(name: str, result: Result, bare_rps: float | None, pages_rps: float | N
     pages = f"{rps / pages_rps * 100:>7.0f}%" if pages_rps else ""
     longest = latencies[-1] if latencies else 0.0
     slow = sum(1 for ms in latencies if ms > 1000)
+    waits = "" if lock_waits is None else lock_waits
     return (
         f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}{longest:>9.0f}{slow:>6}"
-        f"{five:>6}{four:>6}{result['errors']:>6}{pages}"
+        f"{waits:>8}{five:>6}{four:>6}{result['errors']:>6}{pages:>9}"
     )
 
 
@@ -373,9 +408,14 @@ def main() -> None:
         )
         heads = (
             f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'>1s':>6}"
-            f"{'5xx':>6}{'4xx':>6}{'err':>6}{'of pages':>9}"
+            f"{'lock>1s':>8}{'5xx':>6}{'4xx':>6}{'err':>6}{'of pages':>9}"
         )
         print(f"  {'cell':<24}{heads}")
+        locks = LockWaits(url) if args.database == "postgresql" else None
+
+        def waited() -> int | None:
+            return locks.since_last() if locks is not None else None
+
         for clients in args.clients:
             with bare(url) as base:
                 baseline = cell(base, "bare", clients, args.seconds, tokens)
@@ -388,9 +428,11 @@ def main() -> None:
                     print(line(f"bare pages, {clients} cl", pages, bare_rps))
             with served(url) as base:
                 for mix in args.mixes:
+                    waited()
                     result = cell(base, mix, clients, args.seconds, tokens)
                     ceiling = pages_rps if mix == "read" else None
-                    print(line(f"{mix} mix, {clients} cl", result, bare_rps, ceiling))
+                    name = f"{mix} mix, {clients} cl"
+                    print(line(name, result, bare_rps, ceiling, waited()))
             for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
                 # The machine's own ceiling: how the bare app scales on the same cores.
                 with bare(url, workers) as base:
@@ -398,8 +440,9 @@ def main() -> None:
                 print(line(f"bare SELECT, {clients} cl, {workers} wk", scaled, bare_rps))
                 with served(url, workers) as base:
                     name = f"read mix, {clients} cl, {workers} wk"
+                    waited()
                     read = cell(base, "read", clients, args.seconds, tokens)
-                    print(line(name, read, bare_rps, pages_rps))
+                    print(line(name, read, bare_rps, pages_rps, waited()))
 
 
 if __name__ == "__main__":
