@@ -48,8 +48,8 @@ HISTORY_LIMIT = 200
 # calls and results between them crowded messages out of the window).
 PLANNED_MESSAGES = 10
 _SAID = {"user_message": "user", "assistant_message": "assistant"}
-
-
+# A turn's history is one INSERT; a turn of more frames (an LLM's long plan) is written in
+# several, in one transaction, within the databases' limits on bound values.
 FRAMES_PER_INSERT = 100
 
 
@@ -188,9 +188,8 @@ class ChatSession:
         pending, self._unrecorded = self._unrecorded, []
         now = utcnow()
         # Multi-row INSERTs, plain Core statements (the ORM inserted and read back each row):
-        # a turn's history is one statement, which on PostgreSQL needs no BEGIN and COMMIT
-        # round trips around it; a turn of hundreds of frames stays within the databases'
-        # limits on bound values.
+        # one statement, as a turn's history is, needs no BEGIN and COMMIT round trips around
+        # it on PostgreSQL.
         chunks = [
             pending[i : i + FRAMES_PER_INSERT] for i in range(0, len(pending), FRAMES_PER_INSERT)
         ]
