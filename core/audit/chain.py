@@ -19,9 +19,10 @@ from __future__ import annotations
 import hashlib
 import json
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, event, func, insert, select, update
+from sqlalchemy import Engine, TextClause, bindparam, event, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -250,22 +251,19 @@ def _write_links(
         session.add_all(linked)  # SQLite has no INSERT inside WITH; its lock is the whole
         session.flush()  # transaction's anyway (BEGIN IMMEDIATE)
         return
-    columns = [c.key for c in AuditEvent.__table__.columns]
-    events = insert(AuditEvent).values([{c: getattr(e, c) for c in columns} for e in linked])
-    values = {name: getattr(head, name) for name in _HEAD_FIELDS}
-    for name, value in values.items():  # written below: the ORM must not flush it again
+    params: dict[str, Any] = {"head_id": head.id}
+    for name in _HEAD_FIELDS:  # written below: the ORM must not flush it again
+        params[f"head_{name}"] = value = getattr(head, name)
         set_committed_value(head, name, value)
-    moved = (
-        update(AuditHead)
-        .where(AuditHead.id == head.id)
-        .values(values)
-        .add_cte(events.cte("linked"))
-    )
+    for i, linked_event in enumerate(linked):
+        for column in _EVENT_COLUMNS:
+            params[f"{column}_{i}"] = getattr(linked_event, column)
+    moved = _links_and_head(len(linked))
     connection = session.connection()
     raw = connection.connection.dbapi_connection
     pipeline = getattr(raw, "pipeline", None)
     if not commit or raw is None or pipeline is None or not _pipelines():
-        connection.execute(moved)
+        connection.execute(moved, params)
         return
     # The server runs the write and the COMMIT back to back and frees the head at once: the
     # lock no longer waits for this thread's next turn of the interpreter lock between them.
@@ -273,10 +271,39 @@ def _write_links(
     dbapi = connection.dialect.loaded_dbapi
     try:
         with pipeline():
-            connection.execute(moved)
+            connection.execute(moved, params)
             raw.commit()
     except dbapi.Error as exc:  # raised when the pipeline syncs, outside SQLAlchemy's wrapping
         raise DBAPIError.instance(None, None, exc, dbapi.Error) from exc
+
+
+_EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns)
+
+
+@lru_cache(maxsize=16)
+def _links_and_head(count: int) -> TextClause:
+    """`count` events and the moved head as one statement, built once per count.
+
+    SQLAlchemy never caches a multi-row INSERT's compiled form, and this one was compiled anew
+    for every write, with the head locked: it is a text statement with typed parameters
+    instead (the same bound-value processing as the columns', so the same rows)."""
+    events, head = AuditEvent.__table__, AuditHead.__table__
+    rows = ", ".join(
+        "(" + ", ".join(f":{column}_{i}" for column in _EVENT_COLUMNS) + ")" for i in range(count)
+    )
+    into = f"INSERT INTO {AuditEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)})"
+    moved = ", ".join(f"{name} = :head_{name}" for name in _HEAD_FIELDS)
+    return text(
+        f"WITH linked AS ({into} VALUES {rows}) "
+        f"UPDATE {AuditHead.__tablename__} SET {moved} WHERE id = :head_id"
+    ).bindparams(
+        *(
+            bindparam(f"{column}_{i}", type_=events.c[column].type)
+            for i in range(count)
+            for column in _EVENT_COLUMNS
+        ),
+        *(bindparam(f"head_{name}", type_=head.c[name].type) for name in _HEAD_FIELDS),
+    )
 
 
 def _pipelines() -> bool:
