@@ -28,11 +28,12 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit.keys import Keyring, load_keyring
-from core.audit.models import AuditEvent, AuditHead
+from core.audit.models import REQUEST_ID_LIMIT, AuditEvent, AuditHead
 from core.config import get_settings
 from core.db import BEFORE_LINK, utcnow
 from core.errors import Conflict
 from core.permissions import SYSTEM, Actor
+from core.text import clip
 
 GENESIS = "0" * 64
 ROTATED = "audit_key_rotated"
@@ -157,7 +158,8 @@ def new_event(
         actor=actor.name,
         on_behalf_of=actor.on_behalf_of,
         channel=actor.channel.value,
-        request_id=actor.request_id,
+        # clipped as its column stores it: the link is made over what is stored
+        request_id=clip(actor.request_id, REQUEST_ID_LIMIT) if actor.request_id else None,
         action=action,
         project=project,
         release_number=release_number,

@@ -10,6 +10,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from core.db import Base, Clipped, UTCDateTime
 
+REQUEST_ID_LIMIT = 64
+
 
 class AuditEvent(Base):
     """Who did what, through which channel, with the state before and after.
@@ -25,7 +27,7 @@ class AuditEvent(Base):
     actor: Mapped[str] = mapped_column(String(64))
     on_behalf_of: Mapped[str | None] = mapped_column(String(64))
     channel: Mapped[str] = mapped_column(String(16))
-    request_id: Mapped[str | None] = mapped_column(Clipped(64))
+    request_id: Mapped[str | None] = mapped_column(Clipped(REQUEST_ID_LIMIT))
     action: Mapped[str] = mapped_column(String(48))
     project: Mapped[str | None] = mapped_column(String(64), index=True)
     release_number: Mapped[int | None] = mapped_column()

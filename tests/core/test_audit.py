@@ -28,6 +28,7 @@ from core.audit.verify import Checkpoint, verify_lines
 from core.config import Settings
 from core.db import utcnow
 from core.errors import Conflict, ShipdeckError
+from core.permissions import SYSTEM, Channel
 from tests.conftest import World
 from tests.support.calls import call, deploy, sql
 
@@ -378,3 +379,24 @@ def test_a_broken_unkeyed_chain_is_never_blessed_by_the_upgrade(world: World) ->
     result = call(world, "admin", "verify_audit")
     assert (result.ok, result.first_broken_seq) == (False, 1)
     assert "not signed" in (result.reason or "")
+
+
+def test_a_request_id_longer_than_its_column_still_verifies(world: World) -> None:
+    """The column clips a long request id; the link is made over what is stored, so the chain
+    does not report its own writes as edited (a door that let one through would have made
+    every event it audited look tampered with)."""
+    long = "r" * 100 + "🚀" * 10
+    for request_id in (long, "x" * 64, "y" * 65):
+        with world.services.sessions() as session:
+            record(session, actor=SYSTEM.via(Channel.chat, request_id), action="note")
+            session.commit()
+    with world.services.sessions() as session:
+        stored = session.scalars(
+            select(AuditEvent.request_id)
+            .where(AuditEvent.action == "note")
+            .order_by(AuditEvent.seq)
+        ).all()
+        report = verify(session)
+    assert all(r is not None and len(r) <= 64 for r in stored), stored
+    assert stored[1] == "x" * 64  # one that fits is kept whole
+    assert report.ok, report
