@@ -15,6 +15,7 @@ from core.permissions import Action, Actor
 from core.targets.models import CatalogVersion, Project, Service, Target
 
 # built once: every chat message reads them
+CATALOG_TOKEN = select(CatalogVersion.token).scalar_subquery()  # for a statement of the caller's
 _TOKEN = select(CatalogVersion.token)
 _TARGETS = (
     select(Project.id, Project.name, Project.promotion, Target.environment)
@@ -34,23 +35,22 @@ class _Read:
         self._rows: OrderedDict[str, Rows] = OrderedDict()
         self._lock = threading.Lock()
 
-    def rows(self, session: Session) -> Rows:
-        """The rows as of now: read again only if the token moved since they were read.
+    def rows(self, session: Session, token: str | None) -> Rows:
+        """The rows as of now, given the token just read: read again only if it moved.
 
-        The token is read first: rows read after it are at least as new as it, so a token
-        found again always means rows that are current. Without a token (the row deleted by
+        Rows read apart from the token may be newer than it (on PostgreSQL each statement has
+        its own snapshot), so they are kept only if the token still stands once they are read:
+        a commit that changed them changed the token too. Without a token (the row deleted by
         hand) every turn reads the rows.
         """
-        token = plain_rows(session, _TOKEN)
-        key = str(token[0][0]) if token else None
         with self._lock:
-            found = self._rows.get(key) if key is not None else None
+            found = self._rows.get(token) if token is not None else None
         if found is not None:
             return found
         rows = (plain_rows(session, _TARGETS), plain_rows(session, _SERVICES))
-        if key is not None:
+        if token is not None and token == _token(session):
             with self._lock:
-                self._rows[key] = rows
+                self._rows[token] = rows
                 while len(self._rows) > self.keep:
                     self._rows.popitem(last=False)
         return rows
@@ -59,14 +59,24 @@ class _Read:
 _READ = _Read()
 
 
+def _token(session: Session) -> str | None:
+    found = plain_rows(session, _TOKEN)
+    return str(found[0][0]) if found else None
+
+
 def catalog_for(session: Session, actor: Actor) -> Catalog:
-    """The actor's catalog: one statement while no project, target or service changed.
+    """The actor's catalog: one statement while no project, target or service changed."""
+    return catalog_at(session, actor, _token(session))
+
+
+def catalog_at(session: Session, actor: Actor, token: str | None) -> Catalog:
+    """The actor's catalog, given the catalog token read just before (`CATALOG_TOKEN`).
 
     The rows every caller's catalog is cut from are kept by the catalog token, which database
     triggers move on every write to those tables (migration 0011); they were two statements
     every turn, and a query per project before that (33 statements at 22 projects).
     """
-    targets, services = _READ.rows(session)
+    targets, services = _READ.rows(session, token)
     visible = [row for row in targets if actor.can(Action.view, row.id)]
     environments: dict[str, list[str]] = {}
     for row in visible:

@@ -19,19 +19,19 @@ from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import TextClause, bindparam, select, text, update
+from sqlalchemy import TextClause, bindparam, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cards import PREVIEW_TOOLS, card_view, card_views, confirmation_card
-from agent.catalog import catalog_for
+from agent.catalog import CATALOG_TOKEN, catalog_at
 from agent.frames import CardAction, UserMessage, error_frame
 from agent.language import reply_language, say
 from agent.models import ChatCard, ChatMessage
 from agent.models import ChatSession as ChatSessionRow
 from agent.planner import Catalog, PlanContext, Planner, ToolCall
 from agent.summaries import summarize
-from core.db import utcnow, writing
+from core.db import plain_rows, utcnow, writing
 from core.errors import ShipdeckError
 from core.ids import parse_release_id
 from core.permissions import Action, Actor, Channel
@@ -48,6 +48,20 @@ HISTORY_LIMIT = 200
 # calls and results between them crowded messages out of the window).
 PLANNED_MESSAGES = 10
 _SAID = {"user_message": "user", "assistant_message": "assistant"}
+# What a message asks before it is planned, in one statement: the catalog token, and how many
+# history rows (and the newest) were written after those the window reflects.
+_AFTER = (ChatMessage.session_id == bindparam("session_id"), ChatMessage.id > bindparam("head"))
+_PROBE = select(
+    CATALOG_TOKEN.label("token"),
+    select(func.count()).where(*_AFTER).scalar_subquery().label("written"),
+    select(func.max(ChatMessage.id)).where(*_AFTER).scalar_subquery().label("newest"),
+)
+_LAST_FRAMES = (
+    select(ChatMessage.id, ChatMessage.frame)
+    .where(ChatMessage.session_id == bindparam("session_id"))
+    .order_by(ChatMessage.id.desc())
+    .limit(HISTORY_LIMIT)
+)
 # A turn's history is one INSERT; a turn of more frames (an LLM's long plan) is written in
 # several, in one transaction, within the databases' limits on bound values.
 FRAMES_PER_INSERT = 100
@@ -98,10 +112,14 @@ class ChatSession:
         self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
         # The read session the door opened for the frame being handled (see `handle`).
         self._reading: Session | None = None
-        # The planner's window on the conversation, kept as the history is written: reading it
-        # back every turn took a statement and parsed the tool results in it, a page of fifty
-        # releases among them, only to drop them.
+        # The planner's window on the conversation, kept as this handler writes the history:
+        # reading it back every turn parsed the tool results in it, a page of fifty releases
+        # among them, only to drop them. It reflects the history up to row `_head`, plus the
+        # `_mine` rows this handler wrote since; rows anyone else writes (another tab, a
+        # reconnect, another replica) make the next message read it again.
         self._said: deque[dict[str, str]] = deque(maxlen=PLANNED_MESSAGES)
+        self._head = 0
+        self._mine = 0
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -111,6 +129,7 @@ class ChatSession:
     ) -> ChatSession:
         """Resume the user's session `session_id` (history replayed) or start a new one."""
         history: list[dict[str, Any]] = []
+        head = 0
         with deps.sessions() as session:
             row = session.get(ChatSessionRow, session_id) if session_id else None
             if row is None or row.user_id != actor.user_id:
@@ -125,11 +144,14 @@ class ChatSession:
                     .order_by(ChatMessage.id.desc())
                     .limit(HISTORY_LIMIT)
                 )
-                history = [m.frame for m in reversed(list(rows))]
+                loaded = list(rows)
+                history = [m.frame for m in reversed(loaded)]
+                head = loaded[0].id if loaded else 0
             row.last_active_at = utcnow()
             session.commit()
             chat = cls(deps, actor, row.id, send)
             chat._remember(history)
+            chat._head = head
             # A card whose release the user can no longer see (role removed) stays closed to
             # them. A fixed number of statements however many cards are open.
             cards = session.execute(
@@ -199,6 +221,7 @@ class ChatSession:
                 for i, (direction, frame) in enumerate(chunk):
                     params[f"direction_{i}"], params[f"frame_{i}"] = direction, frame
                 connection.execute(_append(len(chunk)), params)
+        self._mine += len(pending)
         self._remember([f for _, f in pending])
 
     # ------------------------------------------------------------------ frames
@@ -253,12 +276,25 @@ class ChatSession:
     def _actor(self) -> Actor:
         return self.actor.via(Channel.chat, uuid.uuid4().hex)
 
-    def _catalog(self) -> Catalog:
-        """The catalog, read in the door's read-only transaction if it opened one for this
-        frame; closed before planning starts."""
+    def _plan_inputs(self) -> tuple[Catalog, list[dict[str, str]]]:
+        """The catalog and what was said before, read in the door's read-only transaction if
+        it opened one for this frame; closed before planning starts."""
         session, self._reading = self._reading, None
         with session or (self.deps.reads or self.deps.sessions)() as session:
-            return catalog_for(session, self.actor)
+            params = {"session_id": self.session_id, "head": self._head}
+            probe = plain_rows(session, _PROBE, params)[0]
+            if probe.written != self._mine:  # someone else wrote to the conversation
+                self._reload(session)
+            elif probe.newest is not None:
+                self._head, self._mine = probe.newest, 0
+            return catalog_at(session, self.actor, probe.token), self._history()
+
+    def _reload(self, session: Session) -> None:
+        """Fill the window from the written history, as a resumed session does."""
+        rows = plain_rows(session, _LAST_FRAMES, {"session_id": self.session_id})
+        self._said.clear()
+        self._remember([frame for _, frame in reversed(rows)])
+        self._head, self._mine = (rows[0].id if rows else 0), 0
 
     def _say(self, text: str, streamed: str = "") -> None:
         if text and streamed.strip():
@@ -283,10 +319,11 @@ class ChatSession:
             streamed.append(piece)
             self.send({"type": "assistant_delta", "text": piece}, record=False)
 
+        catalog, history = self._plan_inputs()
         context = PlanContext(
-            catalog=self._catalog(),
+            catalog=catalog,
             user=self.actor.name,
-            history=self._history(),
+            history=history,
             run_read=lambda call: self._read(actor, call),
             emit_delta=delta,
             timezone=self.deps.timezone,

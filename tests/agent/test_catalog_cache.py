@@ -11,13 +11,13 @@ from pathlib import Path
 
 from sqlalchemy import text
 
-from agent.catalog import catalog_for
+from agent.catalog import catalog_at, catalog_for
 from agent.planner import Catalog
 from api.wiring import Services
 from core.config import Settings
 from core.permissions import SYSTEM
 from core.targets.service import load_declaration, parse_declaration
-from tests.conftest import World
+from tests.conftest import World, build_world
 from tests.core.test_query_counts import counted
 
 ODD = "z" + "-" * 62  # the longest, oddest service name a declaration accepts
@@ -133,3 +133,62 @@ def test_two_databases_with_the_same_rows_keep_their_own_catalogs(
         assert here.services["shop"] != ["solo"]
     finally:
         other.close()
+
+
+def test_rows_newer_than_their_token_are_not_kept_under_it(world: World) -> None:
+    """A turn reads the token, then (on a miss) the rows: a declaration committed in between
+    makes the rows newer than the token, and they must not be kept under it (a clone or a
+    restore of the database holds that token with the older rows)."""
+    before = _token(world)
+    _declare(
+        world.services,
+        "projects:\n  - name: late\n    services: [api]\n"
+        "    targets:\n      - {environment: dev, runtime: sandbox}\n",
+    )
+    with world.services.reads() as session:
+        late = catalog_at(session, world.actor("admin"), before)
+    assert "late" in late.services  # the rows are the current ones
+    with counted(world) as statements, world.services.reads() as session:
+        catalog_at(session, world.actor("admin"), before)
+    selects = [s.split()[1] for s in statements if s.startswith("SELECT")]
+    assert selects[:2] == ["projects.id,", "services.project_id,"], statements  # read again
+
+
+def test_the_catalog_triggers_are_in_place(world: World) -> None:
+    """A later migration that rebuilds one of these tables (SQLite's batch mode copies a table
+    and drops its triggers) must put them back, or every catalog would go stale: this fails."""
+    with world.services.engine.connect() as connection:
+        if connection.dialect.name == "postgresql":
+            found = connection.execute(
+                text(
+                    "SELECT event_object_table, event_manipulation FROM "
+                    "information_schema.triggers WHERE trigger_name = 'catalog_changed'"
+                )
+            ).all()
+            expected = {
+                (table, event)
+                for table in ("projects", "targets", "services")
+                for event in ("INSERT", "DELETE", "UPDATE")
+            }
+        else:
+            found = connection.execute(
+                text("SELECT tbl_name, name FROM sqlite_master WHERE type = 'trigger'")
+            ).all()
+            expected = {
+                (table, f"{table}_catalog_{event}")
+                for table in ("projects", "targets", "services")
+                for event in ("insert", "delete", "update")
+            }
+    assert expected <= {tuple(row) for row in found}, found
+
+
+def test_an_operator_with_another_search_path_can_still_write(pg_services: Services) -> None:
+    """The trigger's function finds its table whatever the writer's search_path (PostgreSQL)."""
+    world = build_world(pg_services)
+    with world.services.engine.begin() as connection:
+        schema = connection.execute(text("SELECT current_schema()")).scalar_one()
+        connection.execute(text("SET LOCAL search_path = pg_catalog"))
+        connection.execute(
+            text(f"UPDATE {schema}.projects SET promotion = '[\"dev\"]' WHERE name = 'shop'")
+        )
+    assert _catalog(world).promotion["shop"] == ["dev"]

@@ -132,3 +132,21 @@ def test_a_turn_of_hundreds_of_frames_is_written_whole_and_in_order(world: World
         ).all()
     assert written[0] == {"type": "user_message", "text": "🚀" * 4_000}
     assert written[1:] == recorded
+
+
+def test_two_handlers_of_one_conversation_plan_with_each_others_messages(world: World) -> None:
+    """Two tabs on one session id, or a reconnect while the old socket finishes its turn: what
+    one handler wrote is in the other's window at its next message."""
+    recorder = Recorder()
+    deps = ChatDeps(world.services.sessions, world.services.context, recorder)
+    frames: list[dict[str, Any]] = []
+    tab_a = ChatSession.open(deps, world.actor("alice"), frames.append)
+    tab_b = ChatSession.open(deps, world.actor("alice"), frames.append, tab_a.session_id)
+    tab_a.handle({"type": "user_message", "text": "deploy shop web 1.2 to staging"})
+    tab_b.handle({"type": "user_message", "text": "now do the same for prod"})
+    said = [m["content"] for m in recorder.seen[-1] if m["role"] == "user"]
+    assert said == ["deploy shop web 1.2 to staging"]
+    tab_a.handle({"type": "user_message", "text": "and dev"})
+    said = [m["content"] for m in recorder.seen[-1] if m["role"] == "user"]
+    assert said == ["deploy shop web 1.2 to staging", "now do the same for prod"]
+    assert [m["role"] for m in recorder.seen[-1]] == ["user", "assistant"] * 2

@@ -37,7 +37,7 @@ def test_chat_turn_statements_do_not_grow_with_the_callers_projects(world: World
         chat.handle({"type": "user_message", "text": "list releases"})
     assert frames[-1]["type"] == "assistant_message", frames
     assert len(many) == len(few), many
-    catalog = chat._catalog()
+    catalog, _ = chat._plan_inputs()
     assert len(catalog.services) == 24
     assert catalog.services["extra7"] == ["api", "web", "worker-7"]
     assert catalog.environments["extra7"] == ["dev", "prod"]

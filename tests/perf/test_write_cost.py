@@ -29,7 +29,7 @@ def _kinds(statements: list[str]) -> list[str]:
 
 def _head(statement: str) -> str:
     """`SELECT releases`, `UPDATE audit_head`: the verb and the first table it names."""
-    words = statement.replace("(", " ").replace(",", " ").split()
+    words = statement.replace("(", " ").replace(")", " ").replace(",", " ").split()
     verb = words[0]
     if verb == "SELECT" and "pg_notify" in statement:
         return "SELECT pg_notify"
@@ -64,8 +64,9 @@ def test_a_chat_turn_costs_a_fixed_number_of_statements(world: World) -> None:
     ], frames
     assert frames[1]["result"]["project"] == "shop"
     assert frames[1]["result"]["services"]["web"]["image"], frames[1]
-    # One read-only transaction for the catalog (its token 1: the rows are kept while no
-    # project, target or service changed); the read tool's own (visibility 1; the target with
+    # One read-only transaction for the plan's inputs (1: the catalog token, its rows kept
+    # while no project, target or service changed, and whether anyone else wrote to the
+    # conversation); the read tool's own (visibility 1; the target with
     # its project, services and applying release 1, plain rows); the simulated runtime's read
     # (1, its own read-only transaction); the turn's history in one INSERT. Before: 14
     # statements in five transactions (on SQLite the catalog and the history each took the
@@ -102,7 +103,7 @@ def test_a_socket_turn_rechecks_the_token_in_the_turns_first_read(world: World) 
     # and a thread hop of its own), then the turn above.
     assert [_head(s) for s in statements if not s.startswith("BEGIN")] == [
         "SELECT api_tokens",
-        "SELECT catalog_version",
+        "SELECT catalog_version",  # the catalog token, and rows others wrote to the conversation
         "SELECT projects",
         "SELECT targets",  # with its project, services and applying release
         "SELECT sandbox_services",

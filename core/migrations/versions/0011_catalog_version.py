@@ -38,8 +38,11 @@ def upgrade() -> None:
     )
     if op.get_bind().dialect.name == "postgresql":
         op.execute(f"INSERT INTO catalog_version (id, token) VALUES (1, {PG_TOKEN})")
+        # The function finds catalog_version by the schema shipdeck migrated, whatever the
+        # search_path of the session that writes (an operator's, another role's).
         op.execute(
-            "CREATE FUNCTION shipdeck_catalog_changed() RETURNS trigger LANGUAGE plpgsql AS $$ "
+            "CREATE FUNCTION shipdeck_catalog_changed() RETURNS trigger LANGUAGE plpgsql "
+            "SET search_path FROM CURRENT AS $$ "
             f"BEGIN UPDATE catalog_version SET token = {PG_TOKEN}; RETURN NULL; END $$"
         )
         for table, columns in WATCHED.items():
