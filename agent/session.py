@@ -11,27 +11,26 @@ from __future__ import annotations
 import json
 import logging
 import uuid
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
-from functools import lru_cache
 from typing import Any
 
 from pydantic import ValidationError
-from sqlalchemy import TextClause, bindparam, func, select, text, update
+from sqlalchemy import select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, sessionmaker
 
 from agent.cards import PREVIEW_TOOLS, card_view, card_views, confirmation_card
-from agent.catalog import CATALOG_TOKEN, catalog_at
+from agent.catalog import catalog_at
 from agent.frames import CardAction, UserMessage, error_frame
+from agent.history import LAST_FRAMES, Window, append
 from agent.language import reply_language, say
-from agent.models import ChatCard, ChatMessage
+from agent.models import ChatCard
 from agent.models import ChatSession as ChatSessionRow
 from agent.planner import Catalog, PlanContext, Planner, ToolCall
 from agent.summaries import summarize
-from core.db import plain_rows, utcnow, writing
+from core.db import plain_rows, utcnow
 from core.errors import ShipdeckError
 from core.ids import parse_release_id
 from core.permissions import Action, Actor, Channel
@@ -43,41 +42,6 @@ from tools.visibility import conceal, hidden_releases, missing_release
 log = logging.getLogger(__name__)
 
 Send = Callable[[dict[str, Any]], None]
-HISTORY_LIMIT = 200
-# What a planner sees of the conversation: the last messages said, and only those (the tool
-# calls and results between them crowded messages out of the window).
-PLANNED_MESSAGES = 10
-_SAID = {"user_message": "user", "assistant_message": "assistant"}
-# What a message asks before it is planned, in one statement: the catalog token, and how many
-# history rows (and the newest) were written after those the window reflects.
-_AFTER = (ChatMessage.session_id == bindparam("session_id"), ChatMessage.id > bindparam("head"))
-_PROBE = select(
-    CATALOG_TOKEN.label("token"),
-    select(func.count()).where(*_AFTER).scalar_subquery().label("written"),
-    select(func.max(ChatMessage.id)).where(*_AFTER).scalar_subquery().label("newest"),
-)
-_LAST_FRAMES = (
-    select(ChatMessage.id, ChatMessage.frame)
-    .where(ChatMessage.session_id == bindparam("session_id"))
-    .order_by(ChatMessage.id.desc())
-    .limit(HISTORY_LIMIT)
-)
-# A turn's history is one INSERT; a turn of more frames (an LLM's long plan) is written in
-# several, in one transaction, within the databases' limits on bound values.
-FRAMES_PER_INSERT = 100
-
-
-@lru_cache(maxsize=FRAMES_PER_INSERT)
-def _append(rows: int) -> TextClause:
-    """One INSERT of a turn's `rows` frames, built once per count. SQLAlchemy does not cache
-    a multi-row `insert().values()`: compiling it anew was most of writing a turn's history."""
-    table = ChatMessage.__table__
-    values = ", ".join(f"(:session_id, :direction_{i}, :frame_{i}, :at)" for i in range(rows))
-    into = f"INSERT INTO {ChatMessage.__tablename__} (session_id, direction, frame, at)"
-    return text(f"{into} VALUES {values}").bindparams(
-        bindparam("at", type_=table.c.at.type),
-        *(bindparam(f"frame_{i}", type_=table.c.frame.type) for i in range(rows)),
-    )
 
 
 @dataclass(frozen=True)
@@ -112,14 +76,7 @@ class ChatSession:
         self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
         # The read session the door opened for the frame being handled (see `handle`).
         self._reading: Session | None = None
-        # The planner's window on the conversation, kept as this handler writes the history:
-        # reading it back every turn parsed the tool results in it, a page of fifty releases
-        # among them, only to drop them. It reflects the history up to row `_head`, plus the
-        # `_mine` rows this handler wrote since; rows anyone else writes (another tab, a
-        # reconnect, another replica) make the next message read it again.
-        self._said: deque[dict[str, str]] = deque(maxlen=PLANNED_MESSAGES)
-        self._head = 0
-        self._mine = 0
+        self.window = Window(session_id)  # what its planner sees of the conversation
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,8 +85,7 @@ class ChatSession:
         cls, deps: ChatDeps, actor: Actor, send: Send, session_id: str | None = None
     ) -> ChatSession:
         """Resume the user's session `session_id` (history replayed) or start a new one."""
-        history: list[dict[str, Any]] = []
-        head = 0
+        written: list[tuple[int, dict[str, Any]]] = []
         with deps.sessions() as session:
             row = session.get(ChatSessionRow, session_id) if session_id else None
             if row is None or row.user_id != actor.user_id:
@@ -138,20 +94,12 @@ class ChatSession:
                 )
                 session.add(row)
             else:
-                rows = session.scalars(
-                    select(ChatMessage)
-                    .where(ChatMessage.session_id == row.id)
-                    .order_by(ChatMessage.id.desc())
-                    .limit(HISTORY_LIMIT)
-                )
-                loaded = list(rows)
-                history = [m.frame for m in reversed(loaded)]
-                head = loaded[0].id if loaded else 0
+                rows = plain_rows(session, LAST_FRAMES, {"session_id": row.id})
+                written = [(r.id, r.frame) for r in reversed(rows)]
             row.last_active_at = utcnow()
             session.commit()
             chat = cls(deps, actor, row.id, send)
-            chat._remember(history)
-            chat._head = head
+            chat.window.fill(written)
             # A card whose release the user can no longer see (role removed) stays closed to
             # them. A fixed number of statements however many cards are open.
             cards = session.execute(
@@ -175,7 +123,7 @@ class ChatSession:
                 "session_id": chat.session_id,
                 "planner": deps.planner.name,
                 "user": actor.name,
-                "history": history,
+                "history": [frame for _, frame in written],
             }
         )
         for view in views:
@@ -195,34 +143,13 @@ class ChatSession:
     def _record(self, direction: str, frame: dict[str, Any]) -> None:
         self._unrecorded.append((direction, frame))
 
-    def _remember(self, frames: list[dict[str, Any]]) -> None:
-        """Add what was said in these (written) frames to the planner's window."""
-        self._said.extend(
-            {"role": _SAID[f["type"]], "content": str(f.get("text", ""))}
-            for f in frames
-            if f.get("type") in _SAID
-        )
-
     def _flush(self) -> None:
         """Write the turn's frames to the history, all of them or none."""
         if not self._unrecorded:
             return
         pending, self._unrecorded = self._unrecorded, []
-        now = utcnow()
-        # Multi-row INSERTs, plain Core statements (the ORM inserted and read back each row):
-        # one statement, as a turn's history is, needs no BEGIN and COMMIT round trips around
-        # it on PostgreSQL.
-        chunks = [
-            pending[i : i + FRAMES_PER_INSERT] for i in range(0, len(pending), FRAMES_PER_INSERT)
-        ]
-        with writing(self.deps.sessions, statements=len(chunks)) as connection:
-            for chunk in chunks:
-                params: dict[str, Any] = {"session_id": self.session_id, "at": now}
-                for i, (direction, frame) in enumerate(chunk):
-                    params[f"direction_{i}"], params[f"frame_{i}"] = direction, frame
-                connection.execute(_append(len(chunk)), params)
-        self._mine += len(pending)
-        self._remember([f for _, f in pending])
+        append(self.deps.sessions, self.session_id, pending)
+        self.window.wrote([frame for _, frame in pending])
 
     # ------------------------------------------------------------------ frames
 
@@ -281,20 +208,8 @@ class ChatSession:
         it opened one for this frame; closed before planning starts."""
         session, self._reading = self._reading, None
         with session or (self.deps.reads or self.deps.sessions)() as session:
-            params = {"session_id": self.session_id, "head": self._head}
-            probe = plain_rows(session, _PROBE, params)[0]
-            if probe.written != self._mine:  # someone else wrote to the conversation
-                self._reload(session)
-            elif probe.newest is not None:
-                self._head, self._mine = probe.newest, 0
-            return catalog_at(session, self.actor, probe.token), self._history()
-
-    def _reload(self, session: Session) -> None:
-        """Fill the window from the written history, as a resumed session does."""
-        rows = plain_rows(session, _LAST_FRAMES, {"session_id": self.session_id})
-        self._said.clear()
-        self._remember([frame for _, frame in reversed(rows)])
-        self._head, self._mine = (rows[0].id if rows else 0), 0
+            token = self.window.catch_up(session)
+            return catalog_at(session, self.actor, token), self.window.messages()
 
     def _say(self, text: str, streamed: str = "") -> None:
         if text and streamed.strip():
@@ -541,11 +456,6 @@ class ChatSession:
                 tool="cancel_release", args={"release_id": rid, "reason": action.comment}
             )
         return None
-
-    def _history(self) -> list[dict[str, str]]:
-        """What was said before this message (one left unanswered is not)."""
-        history = list(self._said)
-        return history[:-1] if history and history[-1]["role"] == "user" else history
 
 
 def _jsonable(details: dict[str, Any]) -> dict[str, Any]:

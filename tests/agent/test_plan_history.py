@@ -11,9 +11,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from agent.history import PLANNED_MESSAGES
 from agent.models import ChatMessage
 from agent.planner import PlanContext, PlanResult, ToolCall
-from agent.session import PLANNED_MESSAGES, ChatDeps, ChatSession
+from agent.session import ChatDeps, ChatSession
 from tests.conftest import World
 
 HOSTILE = [  # five exchanges: as many as the window holds
