@@ -101,7 +101,10 @@ def approve_release(
         found = load_release(session, found.number)
         ticket = _open_ticket_for(session, actor, found, "approve")
     step = ticket.current_step
-    session.add(
+    # The ticket is locked (no one else decides on it until this commits) and its decisions
+    # were read under that lock: with this one appended they are all there are (re-reading
+    # the ticket and its decisions after the INSERT took two statements).
+    ticket.decisions.append(
         ApprovalDecision(
             ticket_id=ticket.id,
             user_id=actor.user_id,
@@ -112,7 +115,6 @@ def approve_release(
         )
     )
     session.flush()
-    session.refresh(ticket)
     approvals = sum(1 for d in ticket.decisions if d.step_index == step and d.decision == "approve")
     data = {"step": step + 1, "group": ticket.current_group, "comment": comment}
     if approvals >= ticket.steps[step]["count"]:

@@ -158,6 +158,44 @@ def test_a_submit_costs_a_fixed_number_of_statements(world: World) -> None:
     assert [_head(s) for s in statements if not s.startswith("BEGIN")] == expected, statements
 
 
+def test_an_approval_costs_a_fixed_number_of_statements(world: World) -> None:
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "9.0"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    with counted(world) as statements:
+        approved = call(world, "erin", "approve_release", release_id=release.id)
+    assert approved.lifecycle_state == "approved"
+    assert approved == call(world, "erin", "get_release", release_id=release.id)
+    # Visibility, the release, its lock, the ticket (locked) and its decisions, may this
+    # person decide, is the preview fresh; the decision, the ticket and the release moved;
+    # on PostgreSQL the live event and its NOTIFY; the chain (the head, then the events with
+    # the moved head: one statement on PostgreSQL, two on SQLite); then the answer, read
+    # after the commit. Before: the ticket and its decisions read again after the INSERT.
+    expected = [
+        "SELECT releases",
+        "SELECT releases",
+        "SELECT releases",
+        "SELECT approval_tickets",
+        "SELECT approval_decisions",
+        "SELECT grants",
+        "SELECT previews",
+        "INSERT approval_decisions",
+        "UPDATE approval_tickets",
+        "UPDATE releases",
+    ]
+    if world.services.engine.dialect.name == "postgresql":
+        expected += ["INSERT live_outbox", "SELECT pg_notify", "SELECT audit_head", "WITH linked"]
+    else:
+        expected += ["SELECT audit_head", "INSERT audit_events", "UPDATE audit_head"]
+    expected += [
+        "SELECT releases",
+        "SELECT approval_tickets",
+        "SELECT approval_decisions",
+        "SELECT freezes",
+        "SELECT previews",
+    ]
+    assert [_head(s) for s in statements if not s.startswith("BEGIN")] == expected, statements
+
+
 def test_an_apply_job_reaches_the_runtime_without_claiming_or_planning_again(
     world: World,
 ) -> None:
