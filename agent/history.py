@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.catalog import CATALOG_TOKEN
 from agent.models import ChatMessage
-from core.db import plain_rows, utcnow, writing
+from core.db import insert_rows, plain_rows, utcnow, writing
 
 HISTORY_LIMIT = 200  # frames a resumed session replays
 PLANNED_MESSAGES = 10  # messages a planner sees
@@ -109,12 +109,9 @@ def append(
 
 @lru_cache(maxsize=FRAMES_PER_INSERT)
 def _insert(rows: int) -> TextClause:
-    """One INSERT of `rows` frames, built once per count. SQLAlchemy does not cache a multi-row
-    `insert().values()`: compiling it anew was most of writing a turn's history."""
-    table = ChatMessage.__table__
-    values = ", ".join(f"(:session_id, :direction_{i}, :frame_{i}, :at)" for i in range(rows))
-    into = f"INSERT INTO {ChatMessage.__tablename__} (session_id, direction, frame, at)"
-    return text(f"{into} VALUES {values}").bindparams(
-        bindparam("at", type_=table.c.at.type),
-        *(bindparam(f"frame_{i}", type_=table.c.frame.type) for i in range(rows)),
+    """One INSERT of `rows` frames, built once per count (see `insert_rows`): compiling it
+    anew was most of writing a turn's history."""
+    sql, binds = insert_rows(
+        ChatMessage, ("session_id", "direction", "frame", "at"), rows, shared=("session_id", "at")
     )
+    return text(sql).bindparams(*binds)

@@ -34,6 +34,7 @@ from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sessionmaker
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
+from sqlalchemy.sql.elements import BindParameter
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
@@ -162,6 +163,32 @@ def db_now(session: Session) -> datetime:
         value = datetime.fromisoformat(str(raw))
     assert isinstance(value, datetime)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def insert_rows(
+    model: type[Base], columns: Sequence[str], count: int, *, shared: Sequence[str] = ()
+) -> tuple[str, list[BindParameter[Any]]]:
+    """ONE INSERT of `count` rows into `model`'s table, as SQL and its typed parameters.
+
+    SQLAlchemy never caches a multi-row `insert().values()` (it has no cache key), so one sent
+    often was compiled anew every time; a text statement the caller builds once per row count
+    is compiled once. Row i's value of a column is parameter `{column}_{i}`, a `shared`
+    column's is `{column}` for every row; each is typed as its column, so values take the
+    same bind processing (JSON, time zones, clipping) as the ORM gives them.
+    """
+    table = model.__table__
+    rows = ", ".join(
+        "(" + ", ".join(f":{c}" if c in shared else f":{c}_{i}" for c in columns) + ")"
+        for i in range(count)
+    )
+    binds = [bindparam(c, type_=table.c[c].type) for c in shared]
+    binds += [
+        bindparam(f"{c}_{i}", type_=table.c[c].type)
+        for i in range(count)
+        for c in columns
+        if c not in shared
+    ]
+    return f"INSERT INTO {model.__tablename__} ({', '.join(columns)}) VALUES {rows}", binds
 
 
 BUSY_SECONDS = 30  # how long a SQLite writer waits for the write lock before it fails

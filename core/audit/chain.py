@@ -30,7 +30,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 from core.audit.keys import Keyring, load_keyring
 from core.audit.models import REQUEST_ID_LIMIT, AuditEvent, AuditHead
 from core.config import get_settings
-from core.db import BEFORE_LINK, utcnow
+from core.db import BEFORE_LINK, insert_rows, utcnow
 from core.errors import Conflict
 from core.permissions import SYSTEM, Actor
 from core.text import clip
@@ -284,27 +284,15 @@ _EVENT_COLUMNS = tuple(c.name for c in AuditEvent.__table__.columns)
 
 @lru_cache(maxsize=16)
 def _links_and_head(count: int) -> TextClause:
-    """`count` events and the moved head as one statement, built once per count.
-
-    SQLAlchemy never caches a multi-row INSERT's compiled form, and this one was compiled anew
-    for every write, with the head locked: it is a text statement with typed parameters
-    instead (the same bound-value processing as the columns', so the same rows)."""
-    events, head = AuditEvent.__table__, AuditHead.__table__
-    rows = ", ".join(
-        "(" + ", ".join(f":{column}_{i}" for column in _EVENT_COLUMNS) + ")" for i in range(count)
-    )
-    into = f"INSERT INTO {AuditEvent.__tablename__} ({', '.join(_EVENT_COLUMNS)})"
+    """`count` events and the moved head as one statement, built once per count (compiled
+    anew for every write, with the head locked, it was; see `insert_rows`)."""
+    into, binds = insert_rows(AuditEvent, _EVENT_COLUMNS, count)
+    head = AuditHead.__table__
     moved = ", ".join(f"{name} = :head_{name}" for name in _HEAD_FIELDS)
     return text(
-        f"WITH linked AS ({into} VALUES {rows}) "
-        f"UPDATE {AuditHead.__tablename__} SET {moved} WHERE id = :head_id"
+        f"WITH linked AS ({into}) UPDATE {AuditHead.__tablename__} SET {moved} WHERE id = :head_id"
     ).bindparams(
-        *(
-            bindparam(f"{column}_{i}", type_=events.c[column].type)
-            for i in range(count)
-            for column in _EVENT_COLUMNS
-        ),
-        *(bindparam(f"head_{name}", type_=head.c[name].type) for name in _HEAD_FIELDS),
+        *binds, *(bindparam(f"head_{name}", type_=head.c[name].type) for name in _HEAD_FIELDS)
     )
 
 
