@@ -284,11 +284,16 @@ def _check_drift(
     )
 
 
+def applies_on_approval(release: Release, runner: ApplyRunner | None) -> bool:
+    """Whether approving this release applies it at once (the target's policy, and a runner)."""
+    return runner is not None and release.target.apply_on_approval
+
+
 def apply_if_automatic(
     session: Session, release: Release, *, actor: Actor, runner: ApplyRunner | None
 ) -> None:
     """Apply at once when the target's policy says to apply on approval."""
-    if runner is None or not release.target.apply_on_approval:
+    if runner is None or not applies_on_approval(release, runner):
         return
     on_behalf = Actor(
         SYSTEM.user_id, SYSTEM.name, SYSTEM.grants, SYSTEM.channel, actor.request_id, actor.name

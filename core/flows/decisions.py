@@ -23,10 +23,11 @@ from core.audit.service import record
 from core.db import utcnow
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ShipdeckError
 from core.events import queue_event
-from core.flows.apply import apply_if_automatic
-from core.flows.preview import ensure_fresh, is_stale
+from core.flows.apply import applies_on_approval, apply_if_automatic
+from core.flows.preview import ensure_fresh, stale
 from core.flows.runner import ApplyRunner
-from core.flows.views import view
+from core.flows.views import committed_view, view
+from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (
@@ -38,7 +39,7 @@ from core.releases.lifecycle import (
 )
 from core.releases.locks import lock_releases
 from core.releases.models import Release
-from core.releases.queries import load_release
+from core.releases.queries import current_preview, load_release
 from core.releases.rows import release_rows_by_number
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from core.targets.frozen import frozen_now
@@ -80,6 +81,12 @@ def _open_ticket_for(
     return ticket
 
 
+def _person(session: Session, actor: Actor) -> User:
+    """The decider's row, set on what they change: the answer, read from the objects the
+    decision holds, names them (as a decision's author, as the assignee)."""
+    return session.get_one(User, actor.user_id)
+
+
 def approve_release(
     session: Session,
     *,
@@ -95,11 +102,13 @@ def approve_release(
     """
     found = load_release(session, release)
     ticket = _open_ticket_for(session, actor, found, "approve")
-    if is_stale(session, found) and runner is not None:
+    preview = current_preview(session, found.number)
+    if runner is not None and stale(preview):
         session.rollback()  # never hold the ticket's lock while the runtime plans
         ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
         found = load_release(session, found.number)
         ticket = _open_ticket_for(session, actor, found, "approve")
+        preview = current_preview(session, found.number)
     step = ticket.current_step
     # The ticket is locked (no one else decides on it until this commits) and its decisions
     # were read under that lock: with this one appended they are all there are (re-reading
@@ -107,7 +116,7 @@ def approve_release(
     ticket.decisions.append(
         ApprovalDecision(
             ticket_id=ticket.id,
-            user_id=actor.user_id,
+            user=_person(session, actor),
             step_index=step,
             decision="approve",
             comment=comment,
@@ -138,10 +147,11 @@ def approve_release(
             after=found.lifecycle_state,
             data={**data, "next_step": ticket.current_step + 1},
         )
-    session.commit()
-    if found.lifecycle_state == State.approved.value:
+    if found.lifecycle_state == State.approved.value and applies_on_approval(found, runner):
+        session.commit()
         apply_if_automatic(session, found, actor=actor, runner=runner)
-    return view(session, load_release(session, found.number), actor)
+        return view(session, load_release(session, found.number), actor)
+    return committed_view(session, found, actor, preview, ticket)
 
 
 def reject_release(
@@ -150,10 +160,10 @@ def reject_release(
     """Reject at the current step; the ticket and the release end `rejected`. Commits."""
     found = load_release(session, release)
     ticket = _open_ticket_for(session, actor, found, "reject")
-    session.add(
+    ticket.decisions.append(
         ApprovalDecision(
             ticket_id=ticket.id,
-            user_id=actor.user_id,
+            user=_person(session, actor),
             step_index=ticket.current_step,
             decision="reject",
             comment=reason,
@@ -172,8 +182,7 @@ def reject_release(
         data={"step": ticket.current_step + 1, "group": ticket.current_group, "reason": reason},
         values={"reason": text},
     )
-    session.commit()
-    return view(session, found, actor)
+    return committed_view(session, found, actor, current_preview(session, found.number), ticket)
 
 
 def takeover_ticket(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
@@ -181,7 +190,7 @@ def takeover_ticket(session: Session, *, actor: Actor, release: str) -> ReleaseR
     found = load_release(session, release)
     ticket = _open_ticket_for(session, actor, found, "take over")
     previous = ticket.assignee.name if ticket.assignee else None
-    ticket.assignee_id = actor.user_id
+    ticket.assignee = _person(session, actor)
     record(
         session,
         actor=actor,
@@ -192,9 +201,7 @@ def takeover_ticket(session: Session, *, actor: Actor, release: str) -> ReleaseR
         after=found.lifecycle_state,
         data={"from": previous, "to": actor.name},
     )
-    session.commit()
-    session.expire_all()
-    return view(session, load_release(session, found.number), actor)
+    return committed_view(session, found, actor, current_preview(session, found.number), ticket)
 
 
 class BatchItem(BaseModel):

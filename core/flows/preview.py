@@ -229,10 +229,14 @@ def _recompute(
     return found, unchanged
 
 
+def stale(preview: Preview | None) -> bool:
+    """Whether this newest preview's TTL passed (or there is none)."""
+    return preview is None or preview.expires_at <= utcnow()
+
+
 def is_stale(session: Session, release: Release) -> bool:
     """Whether the release's preview TTL passed (or it has none)."""
-    preview = current_preview(session, release.number)
-    return preview is None or preview.expires_at <= utcnow()
+    return stale(current_preview(session, release.number))
 
 
 def ensure_fresh(

@@ -8,15 +8,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from core.approvals.tickets import open_ticket
-from core.db import utcnow
 from core.errors import PermissionDenied
 from core.events import queue_event
 from core.flows.apply import apply_if_automatic
 from core.flows.expiry import check_not_expired
 from core.flows.freezes import check_not_frozen
-from core.flows.preview import ensure_fresh
+from core.flows.preview import ensure_fresh, stale
 from core.flows.promotion import check_promotion
-from core.flows.views import loaded_with, view
+from core.flows.views import committed_view, view
 from core.ids import release_id
 from core.permissions import Action, Actor, require
 from core.policy import decide
@@ -63,7 +62,7 @@ def submit_release(
         raise illegal_transition(found, "submit", state)
     preview = current_preview(session, found.number)
     if runner is not None:  # a stale preview is re-previewed here, as for decisions and apply
-        if preview is None or preview.expires_at <= utcnow():
+        if stale(preview):
             found = ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
             preview = current_preview(session, found.number)
     else:
@@ -97,13 +96,7 @@ def submit_release(
     # Pending: the answer is what this transaction wrote, read before it commits (on SQLite a
     # second transaction would take the write lock again) from the objects it holds: six
     # statements fewer on the card fan-out's path. A target no freeze held needs no new look.
-    loaded = loaded_with(session, found, actor, preview, ticket, {} if not holding else None)
-    session.expire_on_commit = False  # they stay loaded through the commit
-    try:
-        session.commit()
-    finally:
-        session.expire_on_commit = True
-    return view(session, found, actor, loaded)
+    return committed_view(session, found, actor, preview, ticket, {} if not holding else None)
 
 
 def _supersede(session: Session, newer: Release, actor: Actor) -> None:

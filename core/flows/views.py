@@ -105,6 +105,26 @@ def loaded_with(
     )
 
 
+def committed_view(
+    session: Session,
+    release: Release,
+    actor: Actor,
+    preview: Preview | None,
+    ticket: ApprovalTicket | None,
+    frozen: dict[int, FreezeInfo] | None = None,
+) -> ReleaseRead:
+    """Commit, answering with what the transaction wrote: read before the commit, from the
+    objects the writer holds (after it, a second transaction would read them all again, and
+    on SQLite take the write lock again)."""
+    loaded = loaded_with(session, release, actor, preview, ticket, frozen)
+    session.expire_on_commit = False  # they stay loaded through the commit
+    try:
+        session.commit()
+    finally:
+        session.expire_on_commit = True
+    return view(session, release, actor, loaded)
+
+
 def view(
     session: Session, release: AnyRelease, actor: Actor, loaded: Loaded | None = None
 ) -> ReleaseRead:

@@ -47,7 +47,14 @@ def _committed(world: World) -> list[str]:
     chain's head and the events with the moved head in one statement; SQLite has no live
     outbox and writes the events and the head apart."""
     if world.services.engine.dialect.name == "postgresql":
-        return ["INSERT live_outbox", "SELECT pg_notify", "SELECT audit_head", "WITH linked"]
+        return ["INSERT live_outbox", "SELECT pg_notify", *_chain(world)]
+    return _chain(world)
+
+
+def _chain(world: World) -> list[str]:
+    """A commit's audit chain: its head, then the events and the moved head."""
+    if world.services.engine.dialect.name == "postgresql":
+        return ["SELECT audit_head", "WITH linked"]
     return ["SELECT audit_head", "INSERT audit_events", "UPDATE audit_head"]
 
 
@@ -173,10 +180,13 @@ def test_an_approval_costs_a_fixed_number_of_statements(world: World) -> None:
     assert approved.lifecycle_state == "approved"
     assert approved == call(world, "erin", "get_release", release_id=release.id)
     # Visibility, the release, its lock, the ticket (locked) and its decisions, may this
-    # person decide, is the preview fresh; the decision, the ticket and the release moved;
-    # on PostgreSQL the live event and its NOTIFY; the chain (the head, then the events with
-    # the moved head: one statement on PostgreSQL, two on SQLite); then the answer, read
-    # after the commit. Before: the ticket and its decisions read again after the INSERT.
+    # person decide, is the preview fresh, the approver (the answer names them); the
+    # decision, the ticket and the release moved; the target's freeze (for the answer); on
+    # PostgreSQL the live event and its NOTIFY; the chain (the head, then the events with the
+    # moved head: one statement on PostgreSQL, two on SQLite). The answer is built from what
+    # the transaction holds. Before: 21 statements, the ticket and its decisions read again
+    # after the INSERT, and the answer read in a second transaction after the commit (the
+    # release, its ticket and decisions, the freezes and the preview).
     expected = [
         "SELECT releases",
         "SELECT releases",
@@ -185,19 +195,57 @@ def test_an_approval_costs_a_fixed_number_of_statements(world: World) -> None:
         "SELECT approval_decisions",
         "SELECT grants",
         "SELECT previews",
+        "SELECT users",
         "INSERT approval_decisions",
         "UPDATE approval_tickets",
         "UPDATE releases",
+        "SELECT freezes",
     ]
     expected += _committed(world)
-    expected += [
-        "SELECT releases",
-        "SELECT approval_tickets",
-        "SELECT approval_decisions",
-        "SELECT freezes",
-        "SELECT previews",
-    ]
     assert [_head(s) for s in statements if not s.startswith("BEGIN")] == expected, statements
+    if world.services.engine.dialect.name == "sqlite":
+        assert _kinds(statements).count("BEGIN") == 1, statements
+
+
+def _answered_before_commit(world: World, statements: list[str]) -> None:
+    """The write's last statements are its audit chain's, at commit: nothing was read after."""
+    heads = [_head(s) for s in statements if not s.startswith("BEGIN")]
+    chain = _chain(world)
+    assert heads[-len(chain) :] == chain, statements
+    if world.services.engine.dialect.name == "sqlite":
+        assert _kinds(statements).count("BEGIN") == 1, statements
+
+
+def test_a_first_step_approval_answers_what_a_fresh_read_says(world: World) -> None:
+    """A step that leaves the ticket waiting: who may decide next is part of the answer."""
+    release = deploy(world, "alice", "payment", "prod", gateway={"image_tag": "9.0"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    with counted(world) as statements:
+        approved = call(world, "frank", "approve_release", release_id=release.id)
+    _answered_before_commit(world, statements)
+    assert approved.lifecycle_state == "pending_approval"
+    assert approved.approval is not None and approved.approval.current_step == 1
+    assert approved.approval.steps[0].approved_by == ["frank"]
+    assert approved == call(world, "frank", "get_release", release_id=release.id)
+    # an approver of the next step reads it as theirs to decide
+    assert call(world, "carol", "get_release", release_id=release.id).approval.can_decide
+
+
+def test_a_rejection_and_a_takeover_answer_what_a_fresh_read_says(world: World) -> None:
+    """Both are answered from what their transaction holds, as an approval is."""
+    taken = deploy(world, "alice", "shop", "prod", web={"image_tag": "9.0"})
+    call(world, "alice", "submit_release", release_id=taken.id)
+    with counted(world) as statements:
+        answer = call(world, "dave", "takeover_approval", release_id=taken.id)
+    _answered_before_commit(world, statements)
+    assert answer.approval is not None and answer.approval.assignee == "dave"
+    assert answer == call(world, "dave", "get_release", release_id=taken.id)
+    with counted(world) as statements:
+        answer = call(world, "erin", "reject_release", release_id=taken.id, reason="not today 🚫")
+    _answered_before_commit(world, statements)
+    assert answer.lifecycle_state == "rejected" and answer.reason == "not today 🚫"
+    assert [(d.user, d.decision) for d in answer.approval.decisions] == [("erin", "reject")]
+    assert answer == call(world, "erin", "get_release", release_id=taken.id)
 
 
 def test_an_apply_job_reaches_the_runtime_without_claiming_or_planning_again(
