@@ -7,12 +7,10 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.orm import Session
 
-from core.errors import NotFound
 from core.flows import apply, preview, rollback, submit, views
 from core.permissions import Action
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
 from core.releases.search import TEXT_MAX
-from core.targets.service import get_target, target_ref
 from runtimes.base import ServiceChange
 from tools.base import ToolContext, tool
 from tools.inputs import (
@@ -115,23 +113,10 @@ class ListReleasesInput(BaseModel):
     before: ReleaseId | None = Field(default=None, description="Cursor: releases older than it.")
 
 
-def _require_services(session: Session, project: str, environment: str, names: list[str]) -> None:
-    """A service the project does not have is not found, like an unknown environment."""
-    ref = target_ref(get_target(session, project, environment))
-    for name in names:
-        if name not in ref.services:
-            raise NotFound(
-                f"project {ref.project} has no service {name!r}",
-                service=name,
-                known_services=ref.services,
-            )
-
-
 @tool(mutating=True, permission=Action.request)
 def preview_release(ctx: ToolContext, session: Session, args: PreviewReleaseInput) -> ReleaseRead:
     """Preview a release: compute the per-service diff against live state, its risk and expiry.
     Nothing changes on the target; submit the release afterwards."""
-    _require_services(session, args.project, args.environment, list(args.changes))
     return preview.preview_release(
         session,
         actor=ctx.actor,

@@ -27,7 +27,7 @@ from core.flows.apply import applies_on_approval, apply_if_automatic
 from core.flows.preview import ensure_fresh, stale
 from core.flows.runner import ApplyRunner
 from core.flows.views import committed_view, view
-from core.identity.models import User
+from core.identity.service import person
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (
@@ -81,12 +81,6 @@ def _open_ticket_for(
     return ticket
 
 
-def _person(session: Session, actor: Actor) -> User:
-    """The decider's row, set on what they change: the answer, read from the objects the
-    decision holds, names them (as a decision's author, as the assignee)."""
-    return session.get_one(User, actor.user_id)
-
-
 def approve_release(
     session: Session,
     *,
@@ -116,7 +110,7 @@ def approve_release(
     ticket.decisions.append(
         ApprovalDecision(
             ticket_id=ticket.id,
-            user=_person(session, actor),
+            user=person(session, actor),
             step_index=step,
             decision="approve",
             comment=comment,
@@ -163,7 +157,7 @@ def reject_release(
     ticket.decisions.append(
         ApprovalDecision(
             ticket_id=ticket.id,
-            user=_person(session, actor),
+            user=person(session, actor),
             step_index=ticket.current_step,
             decision="reject",
             comment=reason,
@@ -190,7 +184,7 @@ def takeover_ticket(session: Session, *, actor: Actor, release: str) -> ReleaseR
     found = load_release(session, release)
     ticket = _open_ticket_for(session, actor, found, "take over")
     previous = ticket.assignee.name if ticket.assignee else None
-    ticket.assignee = _person(session, actor)
+    ticket.assignee = person(session, actor)
     record(
         session,
         actor=actor,

@@ -12,7 +12,8 @@ from core.audit.service import canonical_json, record
 from core.db import utcnow
 from core.errors import InvalidInput, PreviewChanged
 from core.events import queue_event
-from core.flows.views import view
+from core.flows.views import committed_view, view
+from core.identity.service import person
 from core.ids import release_id
 from core.permissions import Action, Actor, require
 from core.releases.lifecycle import (
@@ -27,7 +28,14 @@ from core.releases.models import Preview, Release
 from core.releases.queries import current_preview, load_release, require_requester_or_approver
 from core.releases.schemas import ReleaseRead
 from core.targets.models import Target
-from core.targets.service import adapter_for, call_runtime, get_target, target_ref, ttl_seconds
+from core.targets.service import (
+    adapter_for,
+    call_runtime,
+    get_target,
+    target_ref,
+    ttl_seconds,
+    unknown_service,
+)
 from runtimes.base import (
     RISK_RANK,
     Plan,
@@ -50,11 +58,7 @@ def _validate_changes(target: Target, changes: dict[str, ServiceChange]) -> None
         raise InvalidInput(f"at most {MAX_SERVICES} services per release")
     for name, change in changes.items():
         if name not in known:
-            raise InvalidInput(
-                f"project {target.project.name} has no service {name!r}",
-                service=name,
-                known_services=known,
-            )
+            raise unknown_service(target.project.name, name, known)
         if change.is_empty():
             raise InvalidInput(f"the change for {name} asks for nothing", service=name)
         if change.image is not None and change.image_tag is not None:
@@ -127,14 +131,14 @@ def preview_release(
     plan = _plan(session, runtimes, target, changes)
     target = session.get_one(Target, target.id)
     release = Release(
-        project_id=target.project_id,
-        target_id=target.id,
+        project=target.project,
+        target=target,
         kind=kind,
         changes={k: v.model_dump(exclude_none=True) for k, v in changes.items()},
         services_key=",".join(sorted(changes)),
         lifecycle_state=State.previewed.value,
         version=1,
-        requested_by_id=actor.user_id,
+        requested_by=person(session, actor),  # the answer names them
         channel=actor.channel.value,
         emergency=emergency,
         rollback_of=rollback_of,
@@ -163,8 +167,7 @@ def preview_release(
         },
     )
     _queue_update(session, release, "preview", actor)
-    session.commit()
-    return view(session, release, actor)
+    return committed_view(session, release, actor, preview, None)
 
 
 def repreview_release(

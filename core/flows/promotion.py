@@ -15,7 +15,13 @@ from core.releases.models import Release
 from core.releases.queries import current_preview
 from core.releases.schemas import ReleaseRead
 from core.targets.models import Target
-from core.targets.service import adapter_for, call_runtime, get_target, target_ref
+from core.targets.service import (
+    adapter_for,
+    call_runtime,
+    get_target,
+    target_ref,
+    unknown_service,
+)
 from runtimes.base import ServiceChange
 from runtimes.registry import RuntimeRegistry
 
@@ -130,9 +136,7 @@ def promote_release(
     known = [s.name for s in target.project.services]
     for name in services or []:
         if name not in known:
-            raise InvalidInput(
-                f"project {target.project.name} has no service {name!r}", known_services=known
-            )
+            raise unknown_service(target.project.name, name, known)
     proven: dict[str, str] = {}
     for spec in session.scalars(
         select(Release.applied_spec)

@@ -19,7 +19,7 @@ from core.releases.models import Release
 from core.releases.queries import current_preview, load_release
 from core.releases.schemas import ReleaseRead
 from core.targets.models import Target
-from core.targets.service import get_target
+from core.targets.service import get_target, unknown_service
 from runtimes.base import ServiceChange
 from runtimes.registry import RuntimeRegistry
 
@@ -64,11 +64,7 @@ def rollback_release(
     known = {s.name for s in target.project.services}
     for name in services or []:
         if name not in known:
-            raise InvalidInput(
-                f"project {target.project.name} has no service {name!r}",
-                service=name,
-                known_services=sorted(known),
-            )
+            raise unknown_service(target.project.name, name, known)
     if to_release is not None:
         base = load_release(session, to_release)
         if base.target_id != target.id or base.lifecycle_state not in APPLIED:

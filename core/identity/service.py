@@ -66,6 +66,11 @@ def ensure_group_member(session: Session, user: User, group: str, project_id: in
         session.flush()
 
 
+def person(session: Session, actor: Actor) -> User:
+    """The acting person's row, for what they change to name them (requester, decider)."""
+    return session.get_one(User, actor.user_id)
+
+
 def actor_for(user: User, channel: Channel = Channel.rest, request_id: str | None = None) -> Actor:
     """The Actor of a user, with their grants."""
     grants = {g.project_id: Role(g.role) for g in user.grants}

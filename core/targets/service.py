@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
@@ -88,6 +88,15 @@ def _pick_environment(known: list[str], wanted: str) -> int | None:
         if same_environment(environment, wanted):
             return i
     return None
+
+
+def unknown_service(project: str, service: str, known: Iterable[str]) -> NotFound:
+    """A service the project does not have is not found, like an unknown environment."""
+    return NotFound(
+        f"project {project} has no service {service!r}",
+        service=service,
+        known_services=sorted(known),
+    )
 
 
 def _no_environment(project: str, environment: str, known: list[str]) -> NotFound:
@@ -277,7 +286,7 @@ def diagnose_target(
     """Logs, events and health of a target's services."""
     ref, _ = live_target(session, actor, project, environment)
     if service is not None and service not in ref.services:
-        raise NotFound(f"project {ref.project} has no service {service!r}", known=ref.services)
+        raise unknown_service(ref.project, service, ref.services)
     adapter = adapter_for(runtimes, ref)
     session.commit()
     return call_runtime("diagnose the target", lambda: adapter.diagnose(ref, service))

@@ -165,14 +165,28 @@ def test_rollback_to_a_release_restores_the_whole_target_as_of_then(world: World
     assert back.preview.desired["api"].image == "shop/api:2.0.0"  # as it ran right after anchor
 
 
-def test_rollback_of_an_unknown_service_names_the_known_ones(world: World) -> None:
+GHOST = "ghost-" + "x" * 58  # the longest name a service can have, and none of shop's
+
+
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("preview_release", {"environment": "dev", "changes": {GHOST: {"image_tag": "1"}}}),
+        ("rollback_release", {"environment": "dev", "services": [GHOST]}),
+        (
+            "promote_release",
+            {"from_environment": "dev", "to_environment": "staging", "services": ["web", GHOST]},
+        ),
+        ("diagnose_target", {"environment": "dev", "service": GHOST}),
+    ],
+)
+def test_an_unknown_service_is_not_found_and_names_the_known_ones(
+    world: World, tool: str, args: dict[str, object]
+) -> None:
+    """One answer whichever tool names the service (a preview's was a tools-level check, a
+    rollback's and a promotion's an InvalidInput, a diagnosis's listed them under `known`)."""
     _ship(world, web={"image_tag": "1.5.0"})
-    with pytest.raises(InvalidInput, match="no service 'ghost'"):
-        call(
-            world,
-            "alice",
-            "rollback_release",
-            project="shop",
-            environment="dev",
-            services=["ghost"],
-        )
+    with pytest.raises(NotFound) as refused:
+        call(world, "alice", tool, project="shop", **args)
+    assert refused.value.message == f"project shop has no service {GHOST!r}"
+    assert refused.value.details == {"service": GHOST, "known_services": ["api", "web", "worker"]}

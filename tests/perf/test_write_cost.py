@@ -129,6 +129,30 @@ def test_a_socket_turn_rechecks_the_token_in_the_turns_first_read(world: World) 
         assert _kinds(statements).count("BEGIN") == 4, statements
 
 
+def test_a_preview_costs_a_fixed_number_of_statements(world: World) -> None:
+    deploy(world, "alice", "shop", "staging", web={"image_tag": "8.0"})
+    with counted(world) as statements:
+        previewed = deploy(world, "alice", "shop", "staging", web={"image_tag": "9.0"})
+    assert previewed == call(world, "alice", "get_release", release_id=previewed.id)
+    # Visibility, the target with its project and services (an unknown service is core's
+    # NotFound), the runtime's live read with no transaction open, then one transaction: the
+    # requester (the answer names them), the release and its preview, the target's freeze
+    # (for the answer), the live event and the chain. Before: 16, the target and its services
+    # read twice (a tools-level service check, then core) and the answer read after the commit.
+    expected = [
+        "SELECT projects",
+        "SELECT targets",
+        "SELECT services",
+        "SELECT sandbox_services",
+        "SELECT users",
+        "INSERT releases",
+        "INSERT previews",
+        "SELECT freezes",
+    ]
+    expected += _committed(world)
+    assert [_head(s) for s in statements if not s.startswith("BEGIN")] == expected, statements
+
+
 def test_a_submit_costs_a_fixed_number_of_statements(world: World) -> None:
     older = deploy(world, "alice", "shop", "prod", web={"image_tag": "9.0"})
     call(world, "alice", "submit_release", release_id=older.id)
