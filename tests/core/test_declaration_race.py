@@ -2,21 +2,16 @@
 
 Both finish, the database holds one copy of each row, each change is audited once (by the
 load that made it; the other reports nothing for that part), the chain verifies, and a third
-load changes nothing. The race is made, not hoped for: a third connection holds the lock the
-loads' first write needs (PostgreSQL: a SHARE lock on that table, which reads pass and writes
-wait for; SQLite: the write lock itself), both loads are let go once both wait, then it is
-released.
+load changes nothing. The race is made, not hoped for (tests/support/races.py): both loads
+read before either writes.
 """
 
 from __future__ import annotations
 
-import threading
-import time
+import logging
 from collections import Counter
 from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
-from typing import Any
+from functools import partial
 
 import pytest
 from sqlalchemy import func, select, text
@@ -24,11 +19,13 @@ from sqlalchemy import func, select, text
 from api.wiring import Services
 from core.audit.models import AuditEvent
 from core.audit.service import canonical_json, verify
+from core.errors import Conflict
+from core.notify.declaration import load_notifications, split_declaration
+from core.notify.models import NotifyRoute
 from core.permissions import SYSTEM
-from core.sqlite_gate import gate_for
 from core.targets.models import PolicyRule, Project, Target
 from core.targets.service import load_declaration, parse_declaration
-from tests.support.pg_locks import lock_waiters
+from tests.support.races import race
 
 NEW_PEOPLE = """
 groups:
@@ -88,70 +85,37 @@ projects:
       - {environment: prod, runtime: sandbox, preview_ttl_minutes: 30}
 """
 
+NEW_ROUTES = """
+notifications:
+  - {name: race-hook, kind: webhook, url: "https://hooks.example/🚀?q=发布", events: [approved]}
+identities:
+  slack: {U0RACE: rita}
+"""
+
 # (what was loaded before, the file both loads declare, the table whose first write they race to)
 CASES = {
     "new people": (None, NEW_PEOPLE, "users"),
     "new projects": (None, NEW_PROJECTS, "projects"),
     "new policies": (BARE, NEW_POLICIES, "policy_rules"),
     "changed target": (BARE, CHANGED_TARGET, "targets"),
+    "new routes": (None, NEW_ROUTES, "notify_routes"),
 }
 
 
-def _load(services: Services, declaration: str) -> list[str]:
+def _load(services: Services, text: str) -> list[str]:
+    """Load a declaration file's text as `shipdeck load` does: the catalog, then the routes."""
+    rest, notify = split_declaration(text)
     with services.sessions() as session:
-        result = load_declaration(session, actor=SYSTEM, declaration=parse_declaration(declaration))
-    return list(result["changed"])
+        result = load_declaration(session, actor=SYSTEM, declaration=parse_declaration(rest))
+        changed = list(result["changed"])
+        if notify is not None:
+            changed += load_notifications(session, actor=SYSTEM, declaration=notify)
+    return changed
 
 
 def _last_seq(services: Services) -> int:
     with services.sessions() as session:
         return int(session.scalar(select(func.coalesce(func.max(AuditEvent.seq), 0))) or 0)
-
-
-def _until(condition: Any, what: str, timeout: float = 20) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        threading.Event().wait(0.002)
-
-
-@contextmanager
-def first_write_held(services: Services, table: str, loaders: int) -> Iterator[None]:
-    """Hold `table`'s writers until `loaders` threads wait; release when the block ends."""
-    engine = services.engine
-    with engine.connect() as holder, engine.connect() as watcher:
-        if engine.dialect.name == "postgresql":
-            holder.execute(text(f"LOCK TABLE {table} IN SHARE MODE"))
-            yield
-            # Each load waits for our lock, or for the other load (which waits for ours).
-            _until(lambda: lock_waiters(watcher) >= loaders, "the loads never both waited")
-        else:
-            gate = gate_for(str(Path(str(engine.url.database)).resolve()))
-            holder.begin()
-            holder.execute(text("SELECT 1"))  # BEGIN IMMEDIATE: the write lock is ours
-            yield
-            _until(lambda: gate.waiting >= loaders, "the loads never both queued")
-        holder.rollback()
-
-
-def _race(services: Services, declaration: str, table: str) -> list[Any]:
-    """Run two loads of `declaration` that both read before either writes; their results."""
-    results: list[Any] = [None, None]
-
-    def run(i: int) -> None:
-        try:
-            results[i] = _load(services, declaration)
-        except BaseException as exc:
-            results[i] = exc
-
-    threads = [threading.Thread(target=run, args=(i,), name=f"load-{i}") for i in range(2)]
-    with first_write_held(services, table, len(threads)):
-        for thread in threads:
-            thread.start()
-    for thread in threads:
-        thread.join(30)
-        assert not thread.is_alive(), "a load never finished"
-    return results
 
 
 @pytest.mark.parametrize("case", list(CASES))
@@ -161,7 +125,7 @@ def test_two_loads_at_once_end_as_two_loads_in_a_row(services: Services, case: s
         _load(services, before)
     since = _last_seq(services)
 
-    results = _race(services, declaration, table)
+    results = race(services, table, *[partial(_load, services, declaration)] * 2)
 
     errors = [repr(r) for r in results if isinstance(r, BaseException)]
     assert errors == [], errors  # never a raw IntegrityError, whichever load lost
@@ -180,12 +144,60 @@ def test_two_loads_at_once_end_as_two_loads_in_a_row(services: Services, case: s
         assert [e for e, n in audited.items() if n > 1] == []
         loaded = [p for a, p, _ in events if a == "declaration_loaded"]
         assert len(loaded) == len(set(loaded)), loaded
-        assert session.scalar(select(func.count()).select_from(Project)) == len(
-            parse_declaration(declaration).projects
-        )
+        projects = parse_declaration(split_declaration(declaration)[0]).projects
+        assert session.scalar(select(func.count()).select_from(Project)) == len(projects)
         rules = session.scalar(select(func.count()).select_from(PolicyRule))
-        assert rules == sum(len(p.policies) for p in parse_declaration(declaration).projects)
+        assert rules == sum(len(p.policies) for p in projects)
+        routes = session.scalars(select(NotifyRoute.name)).all()
+        assert routes == (["race-hook"] if case == "new routes" else [])
         ttl = session.scalars(select(Target.preview_ttl_seconds)).all()
         assert (1800 in ttl) == (case == "changed target")
         assert verify(session).ok
     assert _load(services, declaration) == []  # a third load, in a row: nothing left to do
+
+
+@pytest.fixture
+def refusing_race2(pg_services: Services) -> Iterator[Services]:
+    """PostgreSQL answers every INSERT of project `race2` with a unique violation, as if
+    another writer won the race for it each time."""
+    with pg_services.engine.begin() as connection:
+        connection.execute(
+            text(
+                "CREATE FUNCTION lose_race2() RETURNS trigger AS $$ BEGIN "
+                "IF NEW.name = 'race2' THEN RAISE unique_violation USING MESSAGE = "
+                "'duplicate key value violates unique constraint (made by the test)'; END IF; "
+                "RETURN NEW; END $$ LANGUAGE plpgsql"
+            )
+        )
+        connection.execute(
+            text(
+                "CREATE TRIGGER lose_race2 BEFORE INSERT ON projects "
+                "FOR EACH ROW EXECUTE FUNCTION lose_race2()"
+            )
+        )
+    try:
+        yield pg_services
+    finally:
+        with pg_services.engine.begin() as connection:
+            connection.execute(text("DROP TRIGGER IF EXISTS lose_race2 ON projects"))
+            connection.execute(text("DROP FUNCTION IF EXISTS lose_race2()"))
+
+
+@pytest.mark.postgres
+def test_a_part_that_keeps_losing_ends_in_a_conflict_saying_load_again(
+    refusing_race2: Services, caplog: pytest.LogCaptureFixture
+) -> None:
+    services = refusing_race2
+    with caplog.at_level(logging.WARNING), pytest.raises(Conflict) as raised:
+        _load(services, NEW_PROJECTS)
+    assert "loading project race2" in raised.value.message
+    assert "load the file again" in raised.value.message
+    assert raised.value.details["sqlstate"] == "23505"
+    retried = [r for r in caplog.records if r.name == "shipdeck.retry"]
+    gave_up = [r for r in caplog.records if r.name == "shipdeck.load"]
+    assert len(retried) == 3 and len(gave_up) == 1, caplog.text
+    assert "gave up after 4 tries" in gave_up[0].getMessage()
+    with services.sessions() as session:
+        # the part before it is loaded and audited; the losing part left nothing
+        assert session.scalars(select(Project.name)).all() == ["race1"]
+        assert verify(session).ok
