@@ -11,7 +11,8 @@ the change, or both replace a project's policies and leave two copies of each ru
   nothing (SQLite's writers already take turns for their whole transaction: BEGIN
   IMMEDIATE). `users add` and provider sign-ins take it too: they create the same users,
   grants and group members, and a global grant or group (project NULL) has no unique index
-  that would even notice a second copy;
+  that would even notice a second copy. So does a legacy import (`import legacy`), whose
+  "already imported?" check has no index behind it at all;
 - a part that still loses a unique race (to a writer that does not take the lock) is rolled
   back and run again from its read;
 - a part that keeps losing ends in a Conflict that says so, never a raw database error.
