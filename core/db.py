@@ -355,13 +355,21 @@ RETRYABLE_SQLSTATES = frozenset({"40P01", "40001"})
 _COMMITS = "shipdeck.commits"
 
 
-def retryable_failure(exc: BaseException) -> bool:
-    """Whether `exc` is a deadlock or serialization failure the database rolled back whole."""
+# A unique violation (23505) is NOT in that set: most are a caller's real mistake (a reused
+# key, a duplicate name) that running again repeats, or worse hides. Only work that reads
+# before it inserts, and that changes nothing on a second run which sees the winner's row,
+# may retry on it, and says so with `also=UNIQUE_VIOLATION` (a declaration load's parts).
+UNIQUE_VIOLATION = frozenset({"23505"})
+
+
+def retryable_failure(exc: BaseException, also: frozenset[str] = frozenset()) -> bool:
+    """Whether `exc` is a deadlock or serialization failure the database rolled back whole
+    (or a failure with one of the SQLSTATEs in `also`)."""
     if not isinstance(exc, DBAPIError):
         return False
     orig = exc.orig
     code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
-    return code in RETRYABLE_SQLSTATES
+    return code in RETRYABLE_SQLSTATES or code in also
 
 
 def sqlstate(exc: BaseException) -> str:
@@ -380,9 +388,11 @@ def retrying(
     what: str,
     retries: int = 1,
     before_retry: Callable[[], None] | None = None,
+    also: frozenset[str] = frozenset(),
 ) -> T:
     """Run `work`, and run it again (at most `retries` more times) if the database rolled it
-    back whole as a deadlock victim or a serialization failure (SQLSTATE 40P01 / 40001).
+    back whole as a deadlock victim or a serialization failure (SQLSTATE 40P01 / 40001), or
+    failed it with a SQLSTATE in `also`.
 
     `work` must be one whole transaction that did nothing outside the database before its
     commit, so running it again is the same as running it once (work that committed part of
@@ -393,7 +403,7 @@ def retrying(
         try:
             return work()
         except Exception as exc:
-            if attempt >= retries or not retryable_failure(exc):
+            if attempt >= retries or not retryable_failure(exc, also):
                 raise
             _retry_log.warning(
                 "%s: retrying after the database rolled it back (%s, attempt %d of %d)",

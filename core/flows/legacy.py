@@ -25,6 +25,7 @@ from core.permissions import Actor
 from core.policy import decide
 from core.releases.lifecycle import State, normalize_state
 from core.releases.models import Release
+from core.targets.parts import take_declaration_lock
 from core.targets.service import get_target
 from core.text import clip
 from runtimes.base import ServiceSpec
@@ -88,7 +89,11 @@ def import_legacy(
     """Check every line; with `write`, import the rows (all, or all but ambiguous ones).
 
     Nothing is written when any row is invalid, or ambiguous without `skip_ambiguous`.
+    Two imports at once end as two in a row: with `write`, the second waits for the first
+    (the declaration lock, core/targets/parts.py) before it reads what is imported already.
     """
+    if write:
+        take_declaration_lock(session)
     report = LegacyReport()
     rows: list[tuple[int, LegacyRow, State]] = []
     for number, line in enumerate(lines, start=1):

@@ -16,6 +16,7 @@ from core.identity.models import Group, GroupMember, User
 from core.identity.service import NAME, set_grant
 from core.permissions import Actor, Channel, Role
 from core.targets.models import Project
+from core.targets.parts import take_declaration_lock
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
@@ -95,6 +96,9 @@ def sign_in_external(
     a provider cannot invent an approver group). Roles from `role_rules` are added or raised,
     never lowered here (an admin lowers roles).
     """
+    # Two first sign-ins of one person (two tabs) would both create the user; a load or
+    # `users add` may be writing the same groups and grants: one at a time.
+    take_declaration_lock(session)
     user = _link(session, identity, link_by_name=link_by_name)
     claimed = {g for g in identity.groups if isinstance(g, str)}
     known = {

@@ -15,6 +15,7 @@ from core.identity.tokens import hash_token as hash_token  # kept importable fro
 from core.identity.tokens import issue_token as issue_token
 from core.permissions import RANK, Action, Actor, Channel, Role, require
 from core.targets.models import Project
+from core.targets.parts import load_part
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
 
@@ -86,28 +87,35 @@ def authenticate(session: Session, token: str) -> Actor | None:
 def add_user(
     session: Session, *, actor: Actor, name: str, role: Role, project: str | None = None
 ) -> str:
-    """Create (or re-grant) a user with a role, issue a token and return it. Commits."""
+    """Create (or re-grant) a user with a role, issue a token and return it. Commits.
+
+    Serialised with declaration loads and sign-ins, which write the same people, and run
+    again from its read if it still loses a race for them (core/targets/parts.py)."""
     require(actor, Action.admin, None)
-    project_id: int | None = None
-    if project is not None:
-        found = session.scalars(select(Project).where(Project.name == project)).first()
-        if found is None:
-            raise NotFound(f"no project named {project!r}", project=project)
-        project_id = found.id
-    user = ensure_user(session, name)
-    set_grant(session, user, role, project_id)
-    if role in (Role.approver, Role.admin) and project_id is not None:
-        ensure_group_member(session, user, "approvers", project_id)
-    token = grant_token(session, actor=actor, user=user, label="cli")
-    record(
-        session,
-        actor=actor,
-        action="user_added",
-        project=project,
-        data={"user": name, "role": role.value, "project": project},
-    )
-    session.commit()
-    return token
+
+    def write() -> str:
+        project_id: int | None = None
+        if project is not None:
+            found = session.scalars(select(Project).where(Project.name == project)).first()
+            if found is None:
+                raise NotFound(f"no project named {project!r}", project=project)
+            project_id = found.id
+        user = ensure_user(session, name)
+        set_grant(session, user, role, project_id)
+        if role in (Role.approver, Role.admin) and project_id is not None:
+            ensure_group_member(session, user, "approvers", project_id)
+        token = grant_token(session, actor=actor, user=user, label="cli")
+        record(
+            session,
+            actor=actor,
+            action="user_added",
+            project=project,
+            data={"user": name, "role": role.value, "project": project},
+        )
+        session.commit()
+        return token
+
+    return load_part(session, what=f"adding user {name}", work=write, again="run it again")
 
 
 def roles_by_project(session: Session, actor: Actor) -> dict[str, str]:

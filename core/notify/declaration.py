@@ -14,6 +14,7 @@ from core.audit.service import record
 from core.errors import InvalidInput
 from core.notify.models import NotifyIdentity, NotifyRoute
 from core.permissions import Action, Actor, require
+from core.targets.parts import load_part
 
 EVENTS = (
     "approval_needed",
@@ -115,8 +116,19 @@ def _route_values(route: RouteDecl) -> dict[str, Any]:
 def load_notifications(
     session: Session, *, actor: Actor, declaration: NotifyDeclaration
 ) -> list[str]:
-    """Replace routes and identity links with the declared ones (audited). Commits."""
+    """Replace routes and identity links with the declared ones (audited). Commits.
+
+    One part of a load: serialised with the other loads' parts and run again from its read
+    if it loses a race for the same rows (core/targets/parts.py)."""
     require(actor, Action.admin, None)
+    return load_part(
+        session,
+        what="loading the notification routes",
+        work=lambda: _declare(session, actor, declaration),
+    )
+
+
+def _declare(session: Session, actor: Actor, declaration: NotifyDeclaration) -> list[str]:
     changed: list[str] = []
     have = {r.name: r for r in session.scalars(select(NotifyRoute))}
     wanted = {r.name: r for r in declaration.notifications}

@@ -12,10 +12,12 @@ from typing import Any
 from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
-from core.audit.service import record
+from core.audit.service import canonical_json, record
 from core.identity.models import Grant, Group, GroupMember, User
 from core.identity.service import ensure_group_member, set_grant
 from core.permissions import Actor, Role
+from core.targets.models import PolicyRule
+from core.targets.schemas import PolicyDecl
 
 
 @dataclass
@@ -135,3 +137,48 @@ def _note_group(
         project,
         {"group": group, "project": project, "before": before, "after": after},
     )
+
+
+def replace_policies(
+    session: Session,
+    project_id: int | None,
+    policies: list[PolicyDecl],
+    changes: Changes,
+    project: str | None,
+) -> None:
+    """Replace a project's (or the global) policy rules with the declared ones, if they differ."""
+    where = (
+        PolicyRule.project_id.is_(None)
+        if project_id is None
+        else (PolicyRule.project_id == project_id)
+    )
+    existing = list(session.scalars(select(PolicyRule).where(where).order_by(PolicyRule.position)))
+    before = [_rule(r.environment, r.risk_tier, r.emergency, r.steps) for r in existing]
+    after = [
+        _rule(p.environment, p.risk_tier, p.emergency, [s.model_dump() for s in p.steps])
+        for p in policies
+    ]
+    if canonical_json(before) == canonical_json(after):
+        return
+    session.execute(delete(PolicyRule).where(where))
+    for position, policy in enumerate(policies):
+        session.add(
+            PolicyRule(
+                project_id=project_id,
+                environment=policy.environment,
+                risk_tier=policy.risk_tier,
+                emergency=policy.emergency,
+                position=position,
+                steps=[s.model_dump() for s in policy.steps],
+            )
+        )
+    changes.add(
+        f"policies {project or 'global'}: {len(before)} -> {len(after)} rules",
+        "policies_changed",
+        project,
+        {"project": project, "before": before, "after": after},
+    )
+
+
+def _rule(env: str | None, tier: str | None, emergency: bool, steps: Any) -> dict[str, Any]:
+    return {"environment": env, "risk_tier": tier, "emergency": emergency, "steps": steps}

@@ -7,11 +7,11 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import bindparam, delete, or_, select
+from sqlalchemy import bindparam, or_, select
 from sqlalchemy.orm import Session, contains_eager
 
 from core.approvals.tickets import approval_timeout_seconds
-from core.audit.service import canonical_json, record
+from core.audit.service import record
 from core.config import get_settings
 from core.db import WriteLockPacer, plain_rows, utcnow
 from core.environments import same_environment
@@ -22,10 +22,10 @@ from core.permissions import Action, Actor, Role, require
 from core.releases.lifecycle import State
 from core.releases.models import Release
 from core.targets import grants
-from core.targets.models import Freeze, PolicyRule, Project, Service, Target
+from core.targets.models import Freeze, Project, Service, Target
+from core.targets.parts import load_part
 from core.targets.schemas import (
     Declaration,
-    PolicyDecl,
     ProjectDecl,
     TargetRead,
     TargetStatus,
@@ -314,7 +314,9 @@ def load_declaration(
     own audit events (and a `declaration_loaded` event listing the part's changes). A big file
     never holds the write lock for long, and a failure leaves every part before it loaded and
     audited and the failing part untouched; loading the file again finishes the job.
-    `on_part` gets each part's changes as soon as they are committed.
+    `on_part` gets each part's changes as soon as they are committed. Two loads at once end
+    as two in a row: each part is serialised with the other loads' and retried from its read
+    if it loses a race for the same rows; Conflict if it keeps losing (core/targets/parts.py).
     """
     require(actor, Action.admin, None)
     roots = get_settings().allowed_path_roots if allowed_roots is None else list(allowed_roots)
@@ -329,33 +331,46 @@ def load_declaration(
     changed: list[str] = []
     pacer = WriteLockPacer(session)
 
-    def commit(people: grants.Changes, part: list[str], project: str | None) -> None:
-        part.extend(people.lines)
-        people.record(session, actor)
-        if part:
-            data = {"changed": part}
-            record(session, actor=actor, action="declaration_loaded", project=project, data=data)
-        session.commit()
+    def run(what: str, project: str | None, write: Callable[[grants.Changes], list[str]]) -> None:
+        def attempt() -> list[str]:
+            # A retried attempt starts from its read with nothing noted (core/targets/parts.py).
+            people = grants.Changes()
+            part = write(people)
+            part.extend(people.lines)
+            people.record(session, actor)
+            if part:
+                data = {"changed": part}
+                record(
+                    session, actor=actor, action="declaration_loaded", project=project, data=data
+                )
+            session.commit()
+            return part
+
+        part = load_part(session, what=what, work=attempt)
         changed.extend(part)
         if part and on_part is not None:
             on_part(part)
         pacer.committed()
 
-    people = grants.Changes()
-    for name, group_members in declaration.groups.items():
-        for member in group_members:
-            user = ensure_user(session, member)
-            grants.join(session, people, user, name, None, None)
-            grants.grant(session, people, user, Role.approver, None, None)
-        if prune:
-            grants.prune(session, people, name, None, None, set(group_members))
-    if "policies" in declaration.model_fields_set or prune:
-        _replace_policies(session, None, declaration.policies, people, None)
-    commit(people, [], None)
+    def load_global(people: grants.Changes) -> list[str]:
+        for name, group_members in declaration.groups.items():
+            for member in group_members:
+                user = ensure_user(session, member)
+                grants.join(session, people, user, name, None, None)
+                grants.grant(session, people, user, Role.approver, None, None)
+            if prune:
+                grants.prune(session, people, name, None, None, set(group_members))
+        if "policies" in declaration.model_fields_set or prune:
+            grants.replace_policies(session, None, declaration.policies, people, None)
+        return []
+
+    run("loading the global groups and policies", None, load_global)
     for decl in declaration.projects:
-        people = grants.Changes()
-        part = _load_project(session, decl, connections, people, prune)
-        commit(people, part, decl.name)
+
+        def load_project(people: grants.Changes, decl: ProjectDecl = decl) -> list[str]:
+            return _load_project(session, decl, connections, people, prune)
+
+        run(f"loading project {decl.name}", decl.name, load_project)
     return {"changed": changed}
 
 
@@ -423,53 +438,9 @@ def _load_project(
         if group and prune:
             grants.prune(session, people, group, project.id, decl.name, set(names))
     if "policies" in decl.model_fields_set or prune:
-        _replace_policies(session, project.id, decl.policies, people, decl.name)
+        grants.replace_policies(session, project.id, decl.policies, people, decl.name)
     session.flush()
     return changed
-
-
-def _replace_policies(
-    session: Session,
-    project_id: int | None,
-    policies: list[PolicyDecl],
-    changes: grants.Changes,
-    project: str | None,
-) -> None:
-    where = (
-        PolicyRule.project_id.is_(None)
-        if project_id is None
-        else (PolicyRule.project_id == project_id)
-    )
-    existing = list(session.scalars(select(PolicyRule).where(where).order_by(PolicyRule.position)))
-    before = [_rule(r.environment, r.risk_tier, r.emergency, r.steps) for r in existing]
-    after = [
-        _rule(p.environment, p.risk_tier, p.emergency, [s.model_dump() for s in p.steps])
-        for p in policies
-    ]
-    if canonical_json(before) == canonical_json(after):
-        return
-    session.execute(delete(PolicyRule).where(where))
-    for position, policy in enumerate(policies):
-        session.add(
-            PolicyRule(
-                project_id=project_id,
-                environment=policy.environment,
-                risk_tier=policy.risk_tier,
-                emergency=policy.emergency,
-                position=position,
-                steps=[s.model_dump() for s in policy.steps],
-            )
-        )
-    changes.add(
-        f"policies {project or 'global'}: {len(before)} -> {len(after)} rules",
-        "policies_changed",
-        project,
-        {"project": project, "before": before, "after": after},
-    )
-
-
-def _rule(env: str | None, tier: str | None, emergency: bool, steps: Any) -> dict[str, Any]:
-    return {"environment": env, "risk_tier": tier, "emergency": emergency, "steps": steps}
 
 
 def parse_declaration(text: str, runtimes: RuntimeRegistry | None = None) -> Declaration:

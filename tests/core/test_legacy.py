@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 from typing import Any
 
+from core.audit.service import verify
 from core.flows.legacy import import_legacy
 from core.permissions import SYSTEM
 from tests.cli.test_cli import run
 from tests.conftest import WORLD, World
 from tests.support.calls import call
+from tests.support.races import race
 
 
 def _row(legacy_id: str, state: str, **extra: Any) -> str:
@@ -113,3 +115,19 @@ def test_the_cli_checks_then_imports(tmp_path: Path) -> None:
 def test_imported_states_are_explained_by_their_import_event(world: World) -> None:
     _import(world, [_row("d-1", "success"), _row("d-2", "error"), _row("d-3", "pending")])
     assert call(world, "admin", "verify_audit").ok
+
+
+def test_two_imports_of_one_file_at_once_import_each_row_once(world: World) -> None:
+    # Both read "not imported yet" before either writes (tests/support/races.py): one used to
+    # fail on the new user's name, or, with the user there, both imported every row.
+    lines = [_row("d-1", "success"), _row("d-3", "error", reason="💥" * 3000)]
+
+    results = race(world.services, "users", *[lambda: _import(world, lines)] * 2)
+
+    assert [repr(r) for r in results if isinstance(r, BaseException)] == []
+    imported = sorted(e.legacy_id for r in results for e in r.imported)
+    assert imported == ["d-1", "d-3"]  # each by one of the two imports
+    releases = call(world, "admin", "list_releases", project="shop").items
+    assert len(releases) == 2
+    with world.services.sessions() as session:
+        assert verify(session).ok
