@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 from core.errors import PermissionDenied
@@ -61,6 +61,9 @@ class Actor:
     channel: Channel = Channel.rest
     request_id: str | None = None
     on_behalf_of: str | None = None
+    # The projects its grants name, id by name, read with the grants: a call naming one of
+    # them learns its id without asking the database (compared by grants alone).
+    projects: Mapping[str, int] = field(default_factory=dict, compare=False)
 
     def role_on(self, project_id: int | None) -> Role | None:
         """The strongest role the actor holds on a project (global grants included)."""
@@ -84,7 +87,7 @@ class Actor:
 
     def via(self, channel: Channel, request_id: str | None = None) -> Actor:
         """The same actor calling through another door."""
-        return Actor(self.user_id, self.name, self.grants, channel, request_id, self.on_behalf_of)
+        return replace(self, channel=channel, request_id=request_id)
 
 
 SYSTEM = Actor(user_id=None, name="system", grants={None: Role.admin}, channel=Channel.system)

@@ -62,7 +62,10 @@ def check_release(session: Session, actor: Actor, value: str | int) -> None:
 
 def check_project(session: Session, actor: Actor, name: str) -> None:
     """Raise the nonexistent-project NotFound unless the actor can see the project."""
-    project_id = session.scalar(_PROJECT_ID, {"name": name.lower()})
+    # one of the caller's own projects (its grants, read with its token) needs no statement
+    project_id = actor.projects.get(name.lower())
+    if project_id is None:
+        project_id = session.scalar(_PROJECT_ID, {"name": name.lower()})
     if project_id is None or not actor.can(Action.view, project_id):
         raise missing_project(session, actor, name)
 

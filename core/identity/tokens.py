@@ -20,6 +20,7 @@ from core.errors import InvalidInput, NotFound
 from core.identity.models import ApiToken, AuthTicket, Grant, User
 from core.identity.schemas import TokenRead
 from core.permissions import Action, Actor, Role, require
+from core.targets.models import Project
 
 TOKEN_PREFIX = "sd_"
 DURATION = re.compile(r"^(\d{1,6})([smhdw])$")
@@ -219,6 +220,7 @@ def _credential_rows(condition: ColumnElement[bool]) -> Select[Any]:
         select(*_CREDENTIAL_COLUMNS)
         .join(User, User.id == ApiToken.user_id)
         .outerjoin(Grant, Grant.user_id == User.id)
+        .outerjoin(Project, Project.id == Grant.project_id)
         .where(condition)
     )
 
@@ -237,6 +239,7 @@ _CREDENTIAL_COLUMNS: tuple[Any, ...] = (
     User.name,
     Grant.project_id,
     Grant.role,
+    Project.name,
 )
 
 
@@ -272,8 +275,9 @@ def _credential(rows: Sequence[AnyRow]) -> Credential | None:
     token_id, revoked_at, expires_at, user_id, name = tuple(rows[0])[:5]
     if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
         return None
-    grants = {project_id: _ROLES[role] for *_, project_id, role in rows if role is not None}
-    return Credential(Actor(user_id, name, grants), token_id)
+    grants = {project_id: _ROLES[role] for *_, project_id, role, _ in rows if role is not None}
+    projects = {project: project_id for *_, project_id, _, project in rows if project is not None}
+    return Credential(Actor(user_id, name, grants, projects=projects), token_id)
 
 
 def credentials_for(session: Session, token_ids: set[int]) -> dict[int, Credential]:
