@@ -16,7 +16,7 @@ from core.identity.models import Group, GroupMember, User
 from core.identity.service import NAME, set_grant
 from core.permissions import Actor, Channel, Role
 from core.targets.models import Project
-from core.targets.parts import take_declaration_lock
+from core.targets.parts import take_person_lock
 
 UNSAFE = re.compile(r"[^A-Za-z0-9_.@-]")
 
@@ -52,8 +52,12 @@ def parse_role_rules(rules: Mapping[str, str]) -> list[RoleRule]:
     return parsed
 
 
+def _plain_name(identity: ExternalIdentity) -> str:
+    return UNSAFE.sub("-", identity.username.strip())[:64].strip("-._@")
+
+
 def _username(identity: ExternalIdentity) -> str:
-    name = UNSAFE.sub("-", identity.username.strip())[:64].strip("-._@")
+    name = _plain_name(identity)
     if not name or not NAME.match(name):
         raise PermissionDenied("the provider gave no usable user name for this account")
     return name
@@ -97,8 +101,9 @@ def sign_in_external(
     never lowered here (an admin lowers roles).
     """
     # Two first sign-ins of one person (two tabs) would both create the user; a load or
-    # `users add` may be writing the same groups and grants: one at a time.
-    take_declaration_lock(session)
+    # `users add` may be writing the same groups and grants: one at a time. Other people's
+    # sign-ins go on meanwhile.
+    take_person_lock(session, _plain_name(identity))
     user = _link(session, identity, link_by_name=link_by_name)
     claimed = {g for g in identity.groups if isinstance(g, str)}
     known = {

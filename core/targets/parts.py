@@ -9,10 +9,12 @@ the change, or both replace a project's policies and leave two copies of each ru
 - every part of every load first takes one transaction-level advisory lock, the declaration
   lock: the second part reads only once the first has committed, sees its rows and changes
   nothing (SQLite's writers already take turns for their whole transaction: BEGIN
-  IMMEDIATE). `users add` and provider sign-ins take it too: they create the same users,
-  grants and group members, and a global grant or group (project NULL) has no unique index
-  that would even notice a second copy. So does a legacy import (`import legacy`), whose
-  "already imported?" check has no index behind it at all;
+  IMMEDIATE). `users add` takes it too: it creates the same users, grants and group
+  members, and a global grant or group (project NULL) has no unique index that would even
+  notice a second copy. So does a legacy import (`import legacy`), whose "already
+  imported?" check has no index behind it at all. A provider sign-in, in the request path,
+  takes it shared and its person's lock exclusive: sign-ins of different people never wait
+  for each other (`take_person_lock`);
 - a part that still loses a unique race (to a writer that does not take the lock) is rolled
   back and run again from its read;
 - a part that keeps losing ends in a Conflict that says so, never a raw database error.
@@ -37,6 +39,8 @@ log = logging.getLogger("shipdeck.load")
 # The declaration lock ("shipload" as a bigint), held until the taker's transaction ends.
 # Every taker takes it before any row lock, so it cannot join a deadlock.
 DECLARATION_LOCK = 0x736869706C6F6164
+# The key space of the per-person locks (two-number form): "ship" as an int.
+PERSON_LOCKS = 0x73686970
 # Another try after losing to a writer that does not take the lock: each loss means that
 # writer committed, so the next read sees its rows; a few losses in a row is a storm.
 RETRIES = 3
@@ -47,6 +51,27 @@ def take_declaration_lock(session: Session) -> None:
     writers already take turns)."""
     if session.get_bind().dialect.name == "postgresql":
         session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": DECLARATION_LOCK})
+
+
+def take_person_lock(session: Session, name: str) -> None:
+    """Wait for one person's lock, and the declaration lock shared, until this transaction
+    ends (PostgreSQL): a sign-in writes that person's rows only.
+
+    Sign-ins are in the request path and many at once (a team's morning): one person's two
+    tabs take turns, other people's sign-ins never wait for each other, and a load part or
+    `users add` (the declaration lock, exclusive) waits for the sign-ins in flight, and they
+    for it. The person is keyed by name (two accounts the provider names alike would race
+    for the same user row too); the two-number key never meets the one-number declaration
+    key (PostgreSQL keeps the two forms apart).
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(
+            text(
+                "SELECT pg_advisory_xact_lock_shared(:key),"
+                " pg_advisory_xact_lock(:space, hashtext(:name))"
+            ),
+            {"key": DECLARATION_LOCK, "space": PERSON_LOCKS, "name": name.lower()},
+        )
 
 
 def load_part(

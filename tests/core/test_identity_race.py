@@ -7,7 +7,11 @@ of one person through the provider (two tabs), both read "absent" before either 
 
 from __future__ import annotations
 
-from sqlalchemy import func, select
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import func, select, text
 
 from api.wiring import Services
 from core.audit.models import AuditEvent
@@ -18,7 +22,8 @@ from core.identity.service import add_user, ensure_user
 from core.permissions import SYSTEM, Role
 from core.targets import grants
 from core.targets.service import load_declaration, parse_declaration
-from tests.support.races import one_loses, race
+from tests.support.pg_locks import lock_waiters
+from tests.support.races import one_loses, race, until
 
 BARE = """
 projects:
@@ -97,3 +102,37 @@ def test_two_first_sign_ins_of_one_person_at_once_make_one_user(services: Servic
         )
         assert signed_in == 2  # each sign-in is on record
         assert verify(session).ok
+
+
+def test_other_peoples_sign_ins_go_on_while_one_is_in_flight(pg_services: Services) -> None:
+    """A sign-in holds only its person's lock (and the declaration lock shared): another
+    person's sign-in never waits for it, while a load part waits until it commits."""
+    services = pg_services
+    first_load = _load(services, BARE)
+    assert first_load
+    rita, sam = (
+        ExternalIdentity(issuer="https://idp.example", subject=s, username=s, groups=[])
+        for s in ("rita", "sam🚀")
+    )
+    results: dict[str, Any] = {}
+
+    def run(name: str, work: Callable[[], Any]) -> threading.Thread:
+        thread = threading.Thread(target=lambda: results.setdefault(name, work()), name=name)
+        thread.start()
+        return thread
+
+    with services.sessions() as held, services.engine.connect() as watcher:
+        sign_in_external(held, rita)  # in flight: not committed yet
+        me = int(held.execute(text("SELECT pg_backend_pid()")).scalar_one())
+        other = run("sam", lambda: _sign_in(services, sam))
+        other.join(30)
+        assert not other.is_alive(), "another person's sign-in waited for rita's"
+        load = run("load", lambda: _load(services, OWNED))
+        until(lambda: lock_waiters(watcher, me) == 1, "the load part never waited for rita's")
+        assert "load" not in results
+        held.commit()
+    load.join(30)
+    assert not load.is_alive()
+    assert results["load"], results  # olga made an owner
+    with services.sessions() as session:
+        assert sorted(session.scalars(select(User.name))) == ["olga", "rita", "sam"]
