@@ -21,17 +21,9 @@ from core.identity.models import Grant, User
 from core.identity.service import add_user, ensure_user
 from core.permissions import SYSTEM, Role
 from core.targets import grants
-from core.targets.service import load_declaration, parse_declaration
+from tests.core.test_declaration_race import BARE, _load
 from tests.support.pg_locks import lock_waiters
 from tests.support.races import one_loses, race, until
-
-BARE = """
-projects:
-  - name: race1
-    services: [web]
-    targets:
-      - {environment: prod, runtime: sandbox}
-"""
 
 OWNED = """
 projects:
@@ -41,12 +33,6 @@ projects:
     targets:
       - {environment: prod, runtime: sandbox}
 """
-
-
-def _load(services: Services, text: str) -> list[str]:
-    with services.sessions() as session:
-        result = load_declaration(session, actor=SYSTEM, declaration=parse_declaration(text))
-    return list(result["changed"])
 
 
 def _add_olga(services: Services) -> str:
