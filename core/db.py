@@ -28,6 +28,7 @@ from sqlalchemy import (
     event,
     text,
 )
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, DisconnectionError
 from sqlalchemy.ext.compiler import compiles
@@ -92,6 +93,36 @@ class Clipped(TypeDecorator[str]):
 
     def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
         return None if value is None else clip(value, self.limit)
+
+
+def as_stored(entity: type, key: str, value: Any) -> Any:
+    """`value` as the column behind `entity.key` stores it: a Clipped text cut to its bound.
+
+    For writes that bypass attribute events (an UPDATE mirrored with `set_committed_value`).
+    """
+    column_type: object = sa_inspect(entity).columns[key].type
+    if isinstance(column_type, Clipped) and isinstance(value, str):
+        return clip(value, column_type.limit)
+    return value
+
+
+def _clipping(limit: int) -> Callable[[object, str | None, object, object], str | None]:
+    def clipped(target: object, value: str | None, old: object, initiator: object) -> str | None:
+        return None if value is None else clip(value, limit)
+
+    return clipped
+
+
+@event.listens_for(Base, "mapper_configured", propagate=True)
+def _clip_when_set(mapper: Any, class_: type) -> None:
+    # A Clipped attribute holds what its column stores from the moment it is set: a writer
+    # that answers from the objects it holds (core.flows.views.committed_view) says what a
+    # fresh read says, not the longer text it was given.
+    for prop in mapper.column_attrs:
+        column_type = prop.columns[0].type
+        if isinstance(column_type, Clipped):
+            attribute = getattr(class_, prop.key)
+            event.listen(attribute, "set", _clipping(column_type.limit), retval=True)
 
 
 # Session.info key: callables a commit runs before it locks the audit chain's head (the live

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from core.audit.service import record
-from core.db import utcnow
+from core.db import as_stored, utcnow
 from core.errors import IllegalTransition, StateChanged
 from core.events import LiveEvent, queue_event
 from core.ids import release_id
@@ -195,8 +195,8 @@ def transition(
         read = release.version
         session.refresh(release)
         raise state_changed(release, action, read, fenced=claimed_by is not None)
-    for key, value in changes.items():
-        set_committed_value(release, key, value)
+    for key, value in changes.items():  # as stored: the answer may be built from this object
+        set_committed_value(release, key, as_stored(Release, key, value))
     record(
         session,
         actor=actor,

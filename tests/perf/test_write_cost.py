@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import select
+
 from agent.rules.planner import RulesPlanner
 from agent.session import ChatDeps, ChatSession
 from api.deps import resolve_token
@@ -18,6 +20,7 @@ from api.routes.chat import handle_frame
 from core.approvals.tickets import current_ticket
 from core.audit.service import verify
 from core.ids import parse_release_id
+from core.targets.models import Project
 from tests.conftest import World
 from tests.core.test_query_counts import counted
 from tests.support.calls import call, deploy
@@ -270,6 +273,43 @@ def test_a_rejection_and_a_takeover_answer_what_a_fresh_read_says(world: World) 
     assert answer.lifecycle_state == "rejected" and answer.reason == "not today 🚫"
     assert [(d.user, d.decision) for d in answer.approval.decisions] == [("erin", "reject")]
     assert answer == call(world, "erin", "get_release", release_id=taken.id)
+
+
+def test_a_decision_over_its_columns_bound_answers_what_is_stored(world: World) -> None:
+    """Text longer than its column is stored clipped (core.db.Clipped): an answer built from
+    the objects the transaction holds says the stored text, not the text it was given."""
+    from core.flows.decisions import approve_release, reject_release
+
+    long = "🚀" * 5000 + "x" * 5000  # 10,000 characters, five times a comment's column
+    approved = deploy(world, "alice", "payment", "prod", gateway={"image_tag": "9.0"})
+    call(world, "alice", "submit_release", release_id=approved.id)
+    with world.services.sessions() as session:
+        answer = approve_release(
+            session, actor=world.actor("frank"), runner=None, release=approved.id, comment=long
+        )
+    assert answer.approval is not None and len(answer.approval.decisions[0].comment or "") <= 2000
+    assert answer == call(world, "frank", "get_release", release_id=approved.id)
+    with world.services.sessions() as session:
+        answer = reject_release(
+            session, actor=world.actor("carol"), release=approved.id, reason=long
+        )
+    assert answer.reason is not None and len(answer.reason) <= 2000
+    assert answer == call(world, "carol", "get_release", release_id=approved.id)
+
+
+def test_a_submit_under_a_long_policy_answers_the_stored_policy_reason(world: World) -> None:
+    """A policy of many steps with long group names describes itself past its column."""
+    from core.targets.models import PolicyRule
+
+    steps = [{"group": f"{'g' * 60}{i}", "count": 1} for i in range(9)]
+    with world.services.sessions() as session:
+        shop = session.scalars(select(Project).where(Project.name == "shop")).one()
+        session.add(PolicyRule(project_id=shop.id, environment="prod", position=0, steps=steps))
+        session.commit()
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "9.0"})
+    submitted = call(world, "alice", "submit_release", release_id=release.id)
+    assert submitted.approval is not None and len(submitted.approval.policy_reason) <= 500
+    assert submitted == call(world, "alice", "get_release", release_id=release.id)
 
 
 def test_an_apply_job_reaches_the_runtime_without_claiming_or_planning_again(
