@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from functools import partial
 from typing import Any
 
+import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -111,8 +113,15 @@ async def invoke_read(
     services: Services, given: Bearer, name: str, args: dict[str, Any] | BaseModel
 ) -> JSONResponse:
     """Run read tool `name` for the bearer of a token: the token check and the tool share one
-    worker-thread hop and one pooled connection (it was a hop and a checkout each)."""
-    return await run_in_threadpool(_read, services, given, name, args)
+    worker-thread hop and one pooled connection (it was a hop and a checkout each).
+
+    On SQLite the hop waits for one of `Services.read_limiter`'s turns, unless the tool reads a
+    runtime's live state: a slow cluster must not hold the database reads behind it."""
+    limiter = None if get_tool(name).live else services.read_limiter
+    if limiter is None:
+        return await run_in_threadpool(_read, services, given, name, args)
+    read = partial(_read, services, given, name, args)
+    return await anyio.to_thread.run_sync(read, limiter=limiter)
 
 
 def _read(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from anyio import CapacityLimiter
 from sqlalchemy import Connection, Engine
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -57,6 +58,7 @@ class Services:
     _reads: sessionmaker[Session] | None = None
     _watch: IdentityWatch | None = None
     _oidc: OidcProvider | None = None
+    _read_limiter: CapacityLimiter | None = None
 
     @property
     def oidc(self) -> OidcProvider | None:
@@ -78,6 +80,20 @@ class Services:
         if self._reads is None:
             self._reads = make_read_sessionmaker(self.engine)
         return self._reads
+
+    @property
+    def read_limiter(self) -> CapacityLimiter | None:
+        """On SQLite, the turns REST reads take to run in a worker thread (None: no limit).
+
+        CPython's sqlite3 lets go of the GIL around every row and every column it fetches,
+        and takes it back after: with dozens of threads fetching at once, each one waits for
+        the GIL again at every column behind threads running Python (a convoy), and at 50
+        clients the reads served fell to half. A few turns keep the fetching threads few;
+        PostgreSQL fetches a whole result at once and keeps anyio's 40 threads.
+        """
+        if self._read_limiter is None and self.engine.dialect.name == "sqlite":
+            self._read_limiter = CapacityLimiter(self.settings.sqlite_read_threads)
+        return self._read_limiter
 
     def read_connection(self) -> Connection:
         """One pooled connection for work that only reads (sessions may be bound to it)."""

@@ -27,6 +27,15 @@ class Settings(BaseSettings):
         "under bursts): one per request thread. Replicas x workers x 1.5 x this must stay under "
         "the server's max_connections.",
     )
+    sqlite_read_threads: int = Field(
+        default=2,
+        ge=1,
+        le=1000,
+        description="On SQLite, how many REST reads one server process runs at once; more "
+        "wait their turn. CPython's sqlite3 lets go of the GIL for every row and every column "
+        "it fetches, so many threads fetching at once each wait for it again and again: at 50 "
+        "clients 40 threads served about half the reads 2 did. PostgreSQL ignores it.",
+    )
     host: str = Field(default="127.0.0.1", description="Address `shipdeck serve` binds to.")
     port: int = Field(default=8000, description="Port `shipdeck serve` listens on.")
     preview_ttl_seconds: int = Field(

@@ -51,6 +51,8 @@ class Tool(Generic[In, Out]):
     mutating: bool
     permission: Action
     func: Callable[[ToolContext, Session, In], Out]
+    # Reads a runtime's live state (Docker, Kubernetes): it may wait on the network.
+    live: bool = False
 
     def parse(self, args: dict[str, Any] | BaseModel) -> In:
         """Validate raw arguments into the input model, or raise InvalidInput."""
@@ -164,9 +166,10 @@ class Tool(Generic[In, Out]):
 
 
 def tool(
-    *, mutating: bool, permission: Action
+    *, mutating: bool, permission: Action, live: bool = False
 ) -> Callable[[Callable[[ToolContext, Session, In], Out]], Tool[In, Out]]:
-    """Turn a typed function into a Tool; its docstring is the description."""
+    """Turn a typed function into a Tool; its docstring is the description (`live`: it reads
+    a runtime's live state)."""
 
     def wrap(func: Callable[[ToolContext, Session, In], Out]) -> Tool[In, Out]:
         hints = get_type_hints(func)
@@ -179,6 +182,7 @@ def tool(
             mutating=mutating,
             permission=permission,
             func=func,
+            live=live,
         )
 
     return wrap
