@@ -59,7 +59,8 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
     assert "error" not in box, box
     release = call(pg_world, "admin", "get_release", release_id=rid)
     # before: the runner's last line of defence recorded "recording the apply result failed"
-    assert release.lifecycle_state == "applied", release.reason
+    # (the log says why: it failed once under a loaded machine, and never again in 20 runs)
+    assert release.lifecycle_state == "applied", (release.reason, caplog.text)
     assert _retried(caplog, f"recording the end of {rid}"), caplog.text
     assert call(pg_world, "admin", "verify_audit").ok
 
