@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, UTCDateTime, utcnow
@@ -31,7 +31,17 @@ class Grant(Base):
     """A role for a user, on one project or (project_id NULL) on all projects."""
 
     __tablename__ = "grants"
-    __table_args__ = (UniqueConstraint("user_id", "project_id", name="uq_grants_user_project"),)
+    __table_args__ = (
+        UniqueConstraint("user_id", "project_id", name="uq_grants_user_project"),
+        # NULLs never collide in the constraint above: one global grant per user is its own
+        Index(
+            "uq_grants_user_global",
+            "user_id",
+            unique=True,
+            postgresql_where=text("project_id IS NULL"),
+            sqlite_where=text("project_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
@@ -63,7 +73,16 @@ class Group(Base):
     """A named set of approvers, global (project_id NULL) or owned by one project."""
 
     __tablename__ = "groups"
-    __table_args__ = (UniqueConstraint("name", "project_id", name="uq_groups_name_project"),)
+    __table_args__ = (
+        UniqueConstraint("name", "project_id", name="uq_groups_name_project"),
+        Index(
+            "uq_groups_name_global",
+            "name",
+            unique=True,
+            postgresql_where=text("project_id IS NULL"),
+            sqlite_where=text("project_id IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64))

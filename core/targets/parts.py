@@ -10,11 +10,11 @@ the change, or both replace a project's policies and leave two copies of each ru
   lock: the second part reads only once the first has committed, sees its rows and changes
   nothing (SQLite's writers already take turns for their whole transaction: BEGIN
   IMMEDIATE). `users add` takes it too: it creates the same users, grants and group
-  members, and a global grant or group (project NULL) has no unique index that would even
-  notice a second copy. So does a legacy import (`import legacy`), whose "already
-  imported?" check has no index behind it at all. A provider sign-in, in the request path,
-  takes it shared and its person's lock exclusive: sign-ins of different people never wait
-  for each other (`take_person_lock`);
+  members (a second global grant or group, project NULL, is refused by the partial unique
+  indexes of migration 0012; before, nothing noticed it). So does a legacy import
+  (`import legacy`), whose "already imported?" check has no index behind it at all. A
+  provider sign-in, in the request path, takes it shared and its person's lock exclusive:
+  sign-ins of different people never wait for each other (`take_person_lock`);
 - a part that still loses a unique race (to a writer that does not take the lock) is rolled
   back and run again from its read;
 - a part that keeps losing ends in a Conflict that says so, never a raw database error.
