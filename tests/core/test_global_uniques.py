@@ -60,7 +60,8 @@ def test_the_migration_merges_global_copies_then_keeps_them_single(fresh: Engine
                 text("INSERT INTO users (name, created_at) VALUES (:n, CURRENT_TIMESTAMP)"),
                 {"n": name},
             )
-        users = dict(connection.execute(text("SELECT name, id FROM users")).all())
+        rows = connection.execute(text("SELECT name, id FROM users")).all()
+        users: dict[str, int] = {str(name): int(user_id) for name, user_id in rows}
         rita, sam, long = users["rita"], users["sam🚀"], users["x" * 64]
         for user, role in [(rita, "viewer"), (rita, "admin"), (rita, "owner"), (sam, "viewer")]:
             connection.execute(
@@ -82,7 +83,7 @@ def test_the_migration_merges_global_copies_then_keeps_them_single(fresh: Engine
     assert grants == [(rita, "admin"), (sam, "viewer")]  # the strongest role stays
     assert _rows(fresh, "SELECT id FROM groups WHERE project_id IS NULL") == [(sre[0],)]
     members = _rows(fresh, f"SELECT user_id FROM group_members WHERE group_id = {sre[0]}")
-    assert sorted(u for (u,) in members) == sorted([rita, sam, long])
+    assert sorted(int(str(u)) for (u,) in members) == sorted([rita, sam, long])
     with pytest.raises(IntegrityError), fresh.begin() as connection:
         connection.execute(
             text("INSERT INTO grants (user_id, project_id, role) VALUES (:u, NULL, 'viewer')"),
