@@ -27,20 +27,20 @@ class User(Base):
     grants: Mapped[list[Grant]] = relationship(back_populates="user", lazy="select")
 
 
+def _one_global(name: str, column: str) -> Index:
+    """Unique `column` among the rows on every project (project_id NULL): NULLs never collide
+    in a (column, project_id) unique constraint (migration 0012)."""
+    everywhere = text("project_id IS NULL")
+    return Index(name, column, unique=True, postgresql_where=everywhere, sqlite_where=everywhere)
+
+
 class Grant(Base):
     """A role for a user, on one project or (project_id NULL) on all projects."""
 
     __tablename__ = "grants"
     __table_args__ = (
         UniqueConstraint("user_id", "project_id", name="uq_grants_user_project"),
-        # NULLs never collide in the constraint above: one global grant per user is its own
-        Index(
-            "uq_grants_user_global",
-            "user_id",
-            unique=True,
-            postgresql_where=text("project_id IS NULL"),
-            sqlite_where=text("project_id IS NULL"),
-        ),
+        _one_global("uq_grants_user_global", "user_id"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
@@ -75,13 +75,7 @@ class Group(Base):
     __tablename__ = "groups"
     __table_args__ = (
         UniqueConstraint("name", "project_id", name="uq_groups_name_project"),
-        Index(
-            "uq_groups_name_global",
-            "name",
-            unique=True,
-            postgresql_where=text("project_id IS NULL"),
-            sqlite_where=text("project_id IS NULL"),
-        ),
+        _one_global("uq_groups_name_global", "name"),
     )
 
     id: Mapped[int] = mapped_column(primary_key=True)
