@@ -91,8 +91,12 @@ class Clipped(TypeDecorator[str]):
         super().__init__(length)
         self.limit = length
 
-    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+    def stored(self, value: str | None) -> str | None:
+        """The value as the column stores it."""
         return None if value is None else clip(value, self.limit)
+
+    def process_bind_param(self, value: str | None, dialect: Dialect) -> str | None:
+        return self.stored(value)
 
 
 def as_stored(entity: type, key: str, value: Any) -> Any:
@@ -102,13 +106,13 @@ def as_stored(entity: type, key: str, value: Any) -> Any:
     """
     column_type: object = sa_inspect(entity).columns[key].type
     if isinstance(column_type, Clipped) and isinstance(value, str):
-        return clip(value, column_type.limit)
+        return column_type.stored(value)
     return value
 
 
-def _clipping(limit: int) -> Callable[[object, str | None, object, object], str | None]:
+def _clipping(column: Clipped) -> Callable[[object, str | None, object, object], str | None]:
     def clipped(target: object, value: str | None, old: object, initiator: object) -> str | None:
-        return None if value is None else clip(value, limit)
+        return column.stored(value)
 
     return clipped
 
@@ -122,7 +126,7 @@ def _clip_when_set(mapper: Any, class_: type) -> None:
         column_type = prop.columns[0].type
         if isinstance(column_type, Clipped):
             attribute = getattr(class_, prop.key)
-            event.listen(attribute, "set", _clipping(column_type.limit), retval=True)
+            event.listen(attribute, "set", _clipping(column_type), retval=True)
 
 
 # Session.info key: callables a commit runs before it locks the audit chain's head (the live
