@@ -101,8 +101,9 @@ def confirmation_card(
     return card
 
 
-def approval_cards(session: Session, release: Release) -> list[ChatCard]:
-    """One open approval card per eligible approver of the release's ticket (idempotent)."""
+def approval_cards(session: Session, release: Release) -> set[int]:
+    """Open an approval card for every eligible approver of the release's ticket (idempotent);
+    returns who they are."""
     number = release.number
     # Its decisions are not read: who may decide is one query (`eligible_approvers`).
     ticket = session.scalars(
@@ -113,10 +114,11 @@ def approval_cards(session: Session, release: Release) -> list[ChatCard]:
         .options(lazyload(ApprovalTicket.decisions))
     ).first()
     if ticket is None:
-        return []
+        return set()
     # An approval waits for people until its ticket times out, not for the preview TTL: core
     # re-previews a stale preview when the approver decides.
     expires = ticket_deadline(ticket, release.target)
+    approvers = eligible_approvers(session, ticket)
     rows = [
         {
             "id": new_id(),
@@ -129,23 +131,24 @@ def approval_cards(session: Session, release: Release) -> list[ChatCard]:
             "created_at": utcnow(),
             "expires_at": expires,
         }
-        for user_id in eligible_approvers(session, ticket)
+        for user_id in approvers
     ]
     # One statement for every approver; whoever already holds an open card keeps it (the
     # open-card unique index, not a read first).
     insert_ignoring_open_duplicates(session, rows)
-    return open_cards(session, number, kind="approval")
+    return set(approvers)
 
 
-def open_cards(session: Session, number: int, *, kind: str) -> list[ChatCard]:
-    """The open cards of a kind for a release, whoever created them."""
-    return list(
-        session.scalars(
-            select(ChatCard).where(
-                ChatCard.release_number == number, ChatCard.kind == kind, ChatCard.state == "open"
-            )
-        )
+def open_cards(
+    session: Session, number: int, *, kind: str, users: Iterable[int] | None = None
+) -> list[ChatCard]:
+    """The open cards of a kind for a release, whoever created them (or only `users`')."""
+    query = select(ChatCard).where(
+        ChatCard.release_number == number, ChatCard.kind == kind, ChatCard.state == "open"
     )
+    if users is not None:
+        query = query.where(ChatCard.user_id.in_(sorted(users)))
+    return list(session.scalars(query))
 
 
 def insert_ignoring_open_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -160,8 +163,8 @@ def insert_ignoring_open_duplicates(session: Session, rows: list[dict[str, Any]]
         session.execute(sqlite.insert(ChatCard).on_conflict_do_nothing(), rows)
 
 
-def apply_card(session: Session, release: Release) -> ChatCard | None:
-    """The requester's open apply card for an approved release (created once)."""
+def apply_card(session: Session, release: Release) -> int:
+    """Open the requester's apply card for an approved release (once); returns the requester."""
     rows = [
         {
             "id": new_id(),
@@ -176,31 +179,23 @@ def apply_card(session: Session, release: Release) -> ChatCard | None:
         }
     ]
     insert_ignoring_open_duplicates(session, rows)
-    return next(
-        (
-            c
-            for c in open_cards(session, release.number, kind="confirmation")
-            if c.tool == "apply_release"
-        ),
-        None,
-    )
+    return release.requested_by_id
 
 
-def settle(session: Session, number: int) -> list[ChatCard]:
-    """Close the open cards of a release that its new state makes pointless; return them.
+def settle(session: Session, release: Release, cards: Iterable[ChatCard]) -> list[ChatCard]:
+    """Close those of the release's open `cards` that its new state makes pointless; return
+    them.
 
     A fixed number of statements however many cards close: the eligible approvers are read
     once, and the closed cards are written by one UPDATE.
     """
-    release = session.get(Release, number)
-    if release is None:
-        return []
+    number = release.number
     # The ticket's deciders are read once, and only if an approval card may still be live.
     looked, eligible = False, None
     changed = []
-    for card in session.scalars(
-        select(ChatCard).where(ChatCard.release_number == number, ChatCard.state == "open")
-    ):
+    for card in cards:
+        if card.state != "open":
+            continue
         needed = LIVE_WHILE.get("approval" if card.kind == "approval" else card.tool)
         still = needed is None or release.lifecycle_state == needed
         if card.kind == "approval" and still:

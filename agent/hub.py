@@ -25,7 +25,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
-from agent.cards import apply_card, approval_cards, card_view, release_view, settle
+from agent.cards import apply_card, approval_cards, card_view, open_cards, release_view, settle
 from agent.models import ChatCard
 from core.db import retrying
 from core.events import EventBus, LiveEvent
@@ -119,6 +119,16 @@ class Lanes:
             return taken
 
 
+@dataclass
+class _Moved:
+    """What one event did to its release's cards."""
+
+    closed: list[ChatCard] = field(default_factory=list)
+    approvals: bool = False  # the open approval cards are pushed
+    apply: bool = False  # the requester's open apply card is pushed
+    owners: set[int] = field(default_factory=set)  # whose cards closed or opened
+
+
 @dataclass(eq=False)
 class Outbox:
     """One open connection: its user and a thread-safe way to send it a frame."""
@@ -132,8 +142,14 @@ class Outbox:
 class Hub:
     """Connected sessions by user, fed by the core's live events."""
 
-    def __init__(self, sessions: sessionmaker[Session], bus: EventBus) -> None:
+    def __init__(
+        self,
+        sessions: sessionmaker[Session],
+        bus: EventBus,
+        reads: sessionmaker[Session] | None = None,
+    ) -> None:
         self._sessions = sessions
+        self._reads = reads or sessions  # what telling sessions reads needs no write lock
         self._outboxes: dict[int, set[Outbox]] = {}
         self._lock = threading.Lock()
         self._events = Lanes()
@@ -150,6 +166,11 @@ class Hub:
         """Stop delivering to a connection."""
         with self._lock:
             self._outboxes.get(outbox.user_id, set()).discard(outbox)
+
+    def forget(self) -> None:
+        """Drop every connection (a test's world is wiped: its user ids will be reused)."""
+        with self._lock:
+            self._outboxes.clear()
 
     def push(self, user_id: int, frame: dict[str, Any]) -> None:
         """Send a frame to every open session of a user."""
@@ -202,22 +223,24 @@ class Hub:
                     item.set()
 
     def _handle(self, events: list[LiveEvent]) -> None:
-        """Events of one release, in order, in one transaction.
+        """Events of one release, in order: what they mean for its cards is written in one
+        transaction; who of those concerned is connected here is told after the commit.
 
-        A fixed number of statements however many cards open or close: one read of the
-        release for every card, one of the grants of everyone told; the release's card part
-        only when a card is pushed.
+        A fixed number of statements however many cards open or close. With nobody concerned
+        connected to this process (most events, on most replicas) only the card writes run.
         """
+        if all(e.kind == "progress" for e in events) and not self._anyone():
+            return  # progress goes to the requester's open sessions alone
         number = parse_release_id(events[0].release_id)
-        # Per event: its update frame and the cards it pushes (None: progress, requester only).
-        steps: list[tuple[dict[str, Any], list[ChatCard] | None]] = []
+        # Per event: its update frame and what it did to cards (None: progress, requester only).
+        steps: list[tuple[dict[str, Any], _Moved | None]] = []
         with self._sessions() as session:
             # the requester's user row (and its grants) is not needed: `_seeing` reads grants
             release = session.get(Release, number, options=[lazyload(Release.requested_by)])
             if release is None:
                 return
-            requester = release.requested_by_id
-            before: set[int] | None = None  # who held a card before this pass
+            requester, project_id = release.requested_by_id, release.project_id
+            held: list[ChatCard] | None = None  # the release's cards before this pass
             for event in events:
                 update = _update(event)
                 if event.kind == "progress":
@@ -226,49 +249,86 @@ class Hub:
                     update["level"] = event.data.get("level")
                     steps.append((update, None))
                     continue
-                cards = []
-                if before is None:
-                    before = set(
-                        session.scalars(
-                            select(ChatCard.user_id).where(ChatCard.release_number == number)
-                        )
+                moved = _Moved()
+                if held is None:
+                    held = list(
+                        session.scalars(select(ChatCard).where(ChatCard.release_number == number))
                     )
                     # Once a pass: the release's state is read once, so a second look at the
                     # same cards would close nothing more.
-                    cards = settle(session, number)  # e.g. step 1's approvers, once it is done
+                    moved.closed = settle(session, release, held)  # e.g. step 1's approvers
+                    moved.owners.update(card.user_id for card in moved.closed)
                 if event.kind == "approval_requested":
-                    cards += approval_cards(session, release)
+                    moved.owners |= approval_cards(session, release)
+                    moved.approvals = True
                 elif self._wants_apply_card(release, event):
-                    applying = apply_card(session, release)
-                    if applying is not None:
-                        cards.append(applying)
-                steps.append((update, cards))
-            pushed = [card for _, cards in steps for card in cards or ()]
-            shared = release_view(session, number) if pushed else {}
-            views = [card_view(session, card, shared) for card in pushed]
-            # Whoever holds a card or asked for the release, only users who can see its project
-            # now hear of it (a role removed since, a card made before the rule).
-            seeing = _seeing(
-                session,
-                {requester} | (before or set()) | {c.user_id for c in pushed},
-                release.project_id,
-            )
+                    moved.owners.add(apply_card(session, release))
+                    moved.apply = True
+                steps.append((update, moved))
             session.commit()
-        holders = set(before or ())
-        frames = iter(views)
+        before = {card.user_id for card in held or ()}  # who held a card before this pass
+        # Asked after the commit: a session that opens later reads the committed cards itself.
+        here = self._listening(
+            {requester} | before | {u for _, moved in steps if moved for u in moved.owners}
+        )
+        if here:
+            self._tell(number, project_id, requester, before, steps, here)
+
+    def _tell(
+        self,
+        number: int,
+        project_id: int,
+        requester: int,
+        before: set[int],
+        steps: list[tuple[dict[str, Any], _Moved | None]],
+        here: set[int],
+    ) -> None:
+        """Push a pass's frames to the sessions connected here."""
+        with self._reads() as session:
+            # Only users who can see the project now hear of it (a role removed since, a card
+            # made before the rule).
+            seeing = _seeing(session, here, project_id)
+            if not seeing:
+                return
+            opened: dict[str, list[ChatCard]] = {}
+            if any(moved and moved.approvals for _, moved in steps):
+                opened["approval"] = open_cards(session, number, kind="approval", users=seeing)
+            if any(moved and moved.apply for _, moved in steps) and requester in seeing:
+                confirmations = open_cards(session, number, kind="confirmation", users=[requester])
+                opened["apply"] = [c for c in confirmations if c.tool == "apply_release"]
+            pushed: list[list[ChatCard]] = []
+            for _, moved in steps:
+                if moved is not None:
+                    cards = [c for c in moved.closed if c.user_id in seeing]
+                    cards += opened.get("approval", []) if moved.approvals else []
+                    cards += opened.get("apply", []) if moved.apply else []
+                    pushed.append(cards)
+            shared = release_view(session, number) if any(pushed) else {}
+            views = {c.id: card_view(session, c, shared) for cards in pushed for c in cards}
+            session.commit()
+        holders = set(before)
+        moves = iter(pushed)
         for update, moved in steps:
             if moved is None:
                 if requester in seeing:
                     self.push(requester, update)
                 continue
-            holders |= {card.user_id for card in moved}  # as the table stood after this event
+            cards = next(moves)
+            holders |= {card.user_id for card in cards}  # as the table stood after this event
             told = Shared(update)  # serialised once for every session it goes to
             for user_id in sorted(seeing & ({requester} | holders)):
                 self.push(user_id, told)
-            for card in moved:
-                frame = {"type": "card", "card": next(frames)}
-                if card.user_id in seeing:
-                    self.push(card.user_id, Shared(frame))
+            for card in cards:
+                self.push(card.user_id, Shared({"type": "card", "card": views[card.id]}))
+
+    def _anyone(self) -> bool:
+        with self._lock:
+            return any(self._outboxes.values())
+
+    def _listening(self, users: set[int]) -> set[int]:
+        """Those of `users` with a session open on this process."""
+        with self._lock:
+            return {u for u in users if self._outboxes.get(u)}
 
     @staticmethod
     def _wants_apply_card(release: Release, event: LiveEvent) -> bool:

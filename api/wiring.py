@@ -114,7 +114,7 @@ class Services:
         the events of all replicas.
         """
         if self._hub is None:
-            self._hub = Hub(self.sessions, self.bus)
+            self._hub = Hub(self.sessions, self.bus, self.reads)
             if self.engine.dialect.name == "postgresql":
                 url = self.engine.url.set(drivername="postgresql")
                 self._listener = PostgresListener(

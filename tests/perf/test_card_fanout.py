@@ -11,6 +11,7 @@ import json
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
@@ -22,6 +23,7 @@ from agent.rules.planner import RulesPlanner
 from agent.session import ChatDeps, ChatSession
 from api.serving import server_config
 from core.config import Settings
+from core.events import LiveEvent
 from core.identity.models import User
 from core.identity.service import actor_for, ensure_user, issue_token
 from core.permissions import SYSTEM
@@ -116,30 +118,35 @@ def test_card_fan_out_and_close_cost_the_same_statements_for_3_or_40_approvers(
 
 # One hub pass for a submit (its `release_update` and `approval_requested` events, handled
 # together) and one for the decision that closes the cards: these statements and no more,
-# however many approvers, cards and open sessions. SQLite's pass first takes the write lock
-# (`BEGIN IMMEDIATE`, core/sqlite_gate.py); PostgreSQL's BEGIN goes with the first statement.
-SUBMIT_PASS = [
+# however many approvers, cards and open sessions. First the card writes, in one transaction
+# (SQLite's first takes the write lock, `BEGIN IMMEDIATE`, core/sqlite_gate.py; PostgreSQL's
+# BEGIN goes with the first statement), then, for those concerned who are connected to this
+# process, what telling them needs, read in a second one (no write lock).
+SUBMIT_WRITES = [
     "SELECT releases",  # the release: its state decides which cards still live
-    "SELECT chat_cards",  # who held a card before the pass (they hear of the update)
-    "SELECT chat_cards",  # the release's open cards, which the new state may close
+    "SELECT chat_cards",  # its cards: who held one before (they hear of the update), the open
+    # ones the new state may close
     "SELECT approval_tickets",  # the ticket the approval cards are for
     "SELECT users",  # its eligible approvers: who may decide and has not yet
     "INSERT chat_cards",  # every approver's card, one statement (ON CONFLICT DO NOTHING)
-    "SELECT chat_cards",  # the open approval cards as they now stand, to push
+]
+SUBMIT_TELLS = [
+    "SELECT grants",  # who of those connected may still see the project
+    "SELECT chat_cards",  # their open approval cards as they now stand, to push
     "SELECT releases",  # the cards' release part (project, target, diff, risk), read once
     "SELECT targets",  # ... its target, to tell whether it is frozen
     "SELECT freezes",  # ... and the freezes on it now
-    "SELECT grants",  # who of those told may still see the project
 ]
-DECISION_PASS = [
+DECISION_WRITES = [
     "SELECT releases",  # the release, now approved
-    "SELECT chat_cards",  # who held a card before the pass
-    "SELECT chat_cards",  # its open cards, all pointless now
+    "SELECT chat_cards",  # its cards, the open ones all pointless now
     "UPDATE chat_cards",  # every card voided, one statement
+]
+DECISION_TELLS = [
+    "SELECT grants",  # who of the holders and the requester connected may still see it
     "SELECT releases",  # the voided cards' release part, read once
     "SELECT targets",
     "SELECT freezes",
-    "SELECT grants",  # who of the holders and the requester may still see the project
 ]
 
 
@@ -170,13 +177,14 @@ def test_a_hub_pass_runs_a_pinned_number_of_statements(world: World) -> None:
         call(world, "alice", "submit_release", release_id=release.id)
     with on_hub(world) as closed:
         call(world, names[0], "approve_release", release_id=release.id)
-    begin = ["BEGIN IMMEDIATE"] if world.services.engine.dialect.name == "sqlite" else []
-    # 11 statements for the fan-out (12 on SQLite), 8 for closing the cards (9): a query per
+    sqlite = world.services.engine.dialect.name == "sqlite"
+    begin, reads = (["BEGIN IMMEDIATE"], ["BEGIN DEFERRED"]) if sqlite else ([], [])
+    # 10 statements for the fan-out (12 on SQLite), 7 for closing the cards (9): a query per
     # card or per session would add 3 or 8 here.
-    assert [_shape(s) for s in opened] == begin + SUBMIT_PASS, opened
-    assert len(opened) == len(begin) + 11
-    assert [_shape(s) for s in closed] == begin + DECISION_PASS, closed
-    assert len(closed) == len(begin) + 8
+    assert [_shape(s) for s in opened] == begin + SUBMIT_WRITES + reads + SUBMIT_TELLS, opened
+    assert len(opened) == len(begin + reads) + 10
+    assert [_shape(s) for s in closed] == begin + DECISION_WRITES + reads + DECISION_TELLS, closed
+    assert len(closed) == len(begin + reads) + 7
     # ... and it did the whole work: two sessions of each approver got an open card, then its
     # voided copy; the requester's sessions heard of both moves.
     for name in names:
@@ -236,3 +244,53 @@ def test_chat_frames_are_not_compressed_unless_configured(world: World) -> None:
     assert server_config(FastAPI(), Settings()).ws_per_message_deflate is False
     on = Settings(chat_compress_frames=True)
     assert server_config(FastAPI(), on).ws_per_message_deflate is True
+
+
+def test_with_nobody_concerned_connected_a_hub_pass_only_writes_the_cards(world: World) -> None:
+    names = _project(world, "alone", 3)
+    # connected, but to nothing this release concerns: a viewer of another project
+    bystander: list[dict[str, Any]] = []
+    world.services.hub.register(Outbox(world.actor("victor").user_id or 0, "s", bystander.append))
+    release = deploy(world, "alice", "alone", "prod", web={"image_tag": "9.9.9"})
+    _settle(world.services)
+    with on_hub(world) as opened:
+        call(world, "alice", "submit_release", release_id=release.id)
+    begin = ["BEGIN IMMEDIATE"] if world.services.engine.dialect.name == "sqlite" else []
+    assert [_shape(s) for s in opened] == begin + SUBMIT_WRITES, opened
+    # the cards are there all the same: an approver who opens a session now gets theirs
+    deps = ChatDeps(world.services.sessions, world.services.context, RulesPlanner())
+    frames: list[dict[str, Any]] = []
+    chat = ChatSession.open(deps, world.actor(names[1]), frames.append)
+    cards = [f["card"] for f in frames if f["type"] == "card"]
+    assert [(c["release_id"], c["state"], c["kind"]) for c in cards] == [
+        (release.id, "open", "approval")
+    ], frames
+    with on_hub(world) as closed:
+        call(world, names[0], "approve_release", release_id=release.id)
+    assert [_shape(s) for s in closed] == begin + DECISION_WRITES, closed
+    frames.clear()
+    ChatSession.open(deps, world.actor(names[1]), frames.append, chat.session_id)
+    assert [f for f in frames if f["type"] == "card"] == []  # voided, not listed again
+    assert bystander == []
+
+
+def test_progress_with_nobody_connected_reads_nothing(world: World) -> None:
+    release = deploy(world, "alice", "shop", "staging", web={"image_tag": "9.9.9"})
+    progress = LiveEvent(
+        kind="progress",
+        release_id=release.id,
+        project="shop",
+        environment="staging",
+        lifecycle_state="applying",
+        at=datetime.now(UTC),
+        data={"message": "pulling web", "service": "web", "level": "info"},
+    )
+    _settle(world.services)
+    with on_hub(world) as statements:
+        world.services.bus.publish(progress)
+    assert statements == []
+    frames: list[dict[str, Any]] = []
+    world.services.hub.register(Outbox(world.actor("alice").user_id or 0, "s", frames.append))
+    with on_hub(world) as statements:
+        world.services.bus.publish(progress)
+    assert [f["message"] for f in frames if f["type"] == "release_update"] == ["pulling web"]
