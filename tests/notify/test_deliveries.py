@@ -6,11 +6,12 @@ import base64
 import hashlib
 import hmac
 import threading
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from core.errors import InvalidInput
 from core.notify.declaration import load_notifications, split_declaration
@@ -310,3 +311,30 @@ def test_the_delivery_log_over_rest_is_for_admins(world: World, hook: Receiver) 
     assert get("admin", state="dead").json()["items"] == []
     assert get("admin", state="🚀" * 1000).status_code == 422
     assert get("bob").status_code == 403
+
+
+def test_a_burst_of_pokes_runs_rounds_at_most_every_gap(world: World) -> None:
+    """Every live event pokes the worker; a steady stream must not run a round per event."""
+    rounds: list[float] = []
+    began = threading.Event()
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        # a round's first statement reads the fan-out cursor
+        if threading.current_thread().name == "shipdeck-notify" and "audit_sinks" in statement:
+            rounds.append(time.monotonic())
+            began.set()
+
+    notifier = worker(world, poll_seconds=60)
+    event.listen(world.services.engine, "before_cursor_execute", record)
+    notifier.start()
+    try:
+        for _ in range(5):  # each poke once the last round has begun: one round per poke
+            assert began.wait(10)
+            began.clear()
+            notifier.poke()
+        assert began.wait(10)
+    finally:
+        notifier.stop()
+        event.remove(world.services.engine, "before_cursor_execute", record)
+    gaps = [b - a for a, b in zip(rounds, rounds[1:], strict=False)]
+    assert len(gaps) >= 5 and min(gaps) >= NotifyWorker.min_gap_seconds * 0.95, gaps
