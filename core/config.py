@@ -36,6 +36,17 @@ class Settings(BaseSettings):
         "it fetches, so many threads fetching at once each wait for it again and again: at 50 "
         "clients 40 threads served about half the reads 2 did. PostgreSQL ignores it.",
     )
+    db_call_threads: int = Field(
+        default=8,
+        ge=1,
+        le=1000,
+        description="On PostgreSQL, how many REST tool calls one server process runs at once; "
+        "more wait their turn, first come first served (calls that wait on a runtime, such as "
+        "previews and a target's live status, do not take one). Dozens of threads sharing one "
+        "interpreter lock each run a little at a time, so a write's few milliseconds of Python "
+        "stretched to over a second at 50 clients; 8 turns served as much with no request over "
+        "one. SQLite ignores it (its reads have `sqlite_read_threads`, its writers queue).",
+    )
     host: str = Field(default="127.0.0.1", description="Address `shipdeck serve` binds to.")
     port: int = Field(default=8000, description="Port `shipdeck serve` listens on.")
     preview_ttl_seconds: int = Field(

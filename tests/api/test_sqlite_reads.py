@@ -70,7 +70,7 @@ def test_file_databases_pool_connections_and_reads_begin_deferred(tmp_path: Any)
     engine.dispose()
 
 
-class _Held:
+class HeldAtCheckout:
     """Holds every request thread at its connection checkout until released, counting them."""
 
     def __init__(self) -> None:
@@ -103,9 +103,10 @@ def test_sqlite_reads_take_turns_and_live_reads_do_not_wait(api: Api, world: Wor
 
     services = world.services
     turns = services.settings.sqlite_read_threads
-    limiter = services.read_limiter
+    limiter = services.turns(write=False)
     assert limiter is not None and limiter.total_tokens == turns
-    held = _Held()
+    assert services.turns(write=True) is None  # writers queue for the write lock in order
+    held = HeldAtCheckout()
     event.listen(services.engine, "checkout", held.checkout)
     answers: list[Any] = []
     pages: list[threading.Thread] = []
