@@ -12,7 +12,7 @@ asyncio client in another. Each cell (clients x mix) runs for `--seconds`:
   + approve (owner) through REST on a staging target.
 
 The baseline is a tiny FastAPI app, also in its own process, doing one indexed SELECT on the
-same database with the same engine (pool) settings. `--workers 2` adds a read-mix cell on
+same database with the same engine (pool) settings. `--workers 2` adds a cell of each mix on
 `shipdeck serve --workers 2` per client count, next to the bare app on as many worker processes:
 the machine's own ceiling for scaling across cores (the client needs a core too). The "of bare"
 column always compares with the one-process bare app's one-row SELECT, "of pages" the read mix
@@ -384,7 +384,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument(
-        "--workers", type=int, nargs="*", default=[], help="Also run the read mix on N workers."
+        "--workers", type=int, nargs="*", default=[], help="Also run the mixes on N workers."
     )
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
     parser.add_argument("--mixes", nargs="+", choices=["read", "write"], default=["read", "write"])
@@ -439,10 +439,12 @@ def main() -> None:
                     scaled = cell(base, "bare", clients, args.seconds, tokens)
                 print(line(f"bare SELECT, {clients} cl, {workers} wk", scaled, bare_rps))
                 with served(url, workers) as base:
-                    name = f"read mix, {clients} cl, {workers} wk"
-                    waited()
-                    read = cell(base, "read", clients, args.seconds, tokens)
-                    print(line(name, read, bare_rps, pages_rps, waited()))
+                    for mix in args.mixes:
+                        waited()
+                        result = cell(base, mix, clients, args.seconds, tokens)
+                        ceiling = pages_rps if mix == "read" else None
+                        name = f"{mix} mix, {clients} cl, {workers} wk"
+                        print(line(name, result, bare_rps, ceiling, waited()))
 
 
 if __name__ == "__main__":
