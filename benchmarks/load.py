@@ -416,6 +416,14 @@ def main() -> None:
         def waited() -> int | None:
             return locks.since_last() if locks is not None else None
 
+        def mixes(base: str, clients: int, suffix: str, row: float, pages: float | None) -> None:
+            """The chosen mixes against one server; `row`, `pages`: the bare app's req/s."""
+            for mix in args.mixes:
+                waited()
+                result = cell(base, mix, clients, args.seconds, tokens)
+                ceiling = pages if mix == "read" else None
+                print(line(f"{mix} mix, {clients} cl{suffix}", result, row, ceiling, waited()))
+
         for clients in args.clients:
             with bare(url) as base:
                 baseline = cell(base, "bare", clients, args.seconds, tokens)
@@ -427,24 +435,14 @@ def main() -> None:
                     pages_rps = rate(pages)
                     print(line(f"bare pages, {clients} cl", pages, bare_rps))
             with served(url) as base:
-                for mix in args.mixes:
-                    waited()
-                    result = cell(base, mix, clients, args.seconds, tokens)
-                    ceiling = pages_rps if mix == "read" else None
-                    name = f"{mix} mix, {clients} cl"
-                    print(line(name, result, bare_rps, ceiling, waited()))
+                mixes(base, clients, "", bare_rps, pages_rps)
             for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
                 # The machine's own ceiling: how the bare app scales on the same cores.
                 with bare(url, workers) as base:
                     scaled = cell(base, "bare", clients, args.seconds, tokens)
                 print(line(f"bare SELECT, {clients} cl, {workers} wk", scaled, bare_rps))
                 with served(url, workers) as base:
-                    for mix in args.mixes:
-                        waited()
-                        result = cell(base, mix, clients, args.seconds, tokens)
-                        ceiling = pages_rps if mix == "read" else None
-                        name = f"{mix} mix, {clients} cl, {workers} wk"
-                        print(line(name, result, bare_rps, ceiling, waited()))
+                    mixes(base, clients, f", {workers} wk", bare_rps, pages_rps)
 
 
 if __name__ == "__main__":
