@@ -28,8 +28,9 @@ def test_reads_and_writes_share_the_turns_and_runtime_calls_do_not_wait(
     limiter = services.turns(write=False)
     assert limiter is not None and limiter.total_tokens == turns
     assert services.turns(write=True) is limiter  # one queue, in arrival order
+    # on two targets: the second submit would supersede the first on the same one
     waiting = [
-        deploy(world, "alice", "shop", "staging", web={"image_tag": f"7.{n}"}) for n in (1, 2)
+        deploy(world, "alice", "shop", env, web={"image_tag": "7.1"}) for env in ("staging", "prod")
     ]
     held = HeldAtCheckout()
     event.listen(services.engine, "checkout", held.checkout)
