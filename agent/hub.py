@@ -129,6 +129,23 @@ class _Moved:
     owners: set[int] = field(default_factory=set)  # whose cards closed or opened
 
 
+@dataclass
+class _Pass:
+    """What a pass wrote: the release's events and whom they concern."""
+
+    number: int
+    project_id: int
+    requester: int
+    before: set[int]  # who held a card of the release before the pass
+    steps: list[tuple[dict[str, Any], _Moved | None]]
+
+    @property
+    def concerned(self) -> set[int]:
+        """Everyone a frame of the pass may go to."""
+        owners = {user for _, moved in self.steps if moved for user in moved.owners}
+        return {self.requester} | self.before | owners
+
+
 @dataclass(eq=False)
 class Outbox:
     """One open connection: its user and a thread-safe way to send it a frame."""
@@ -206,14 +223,7 @@ class Hub:
             events = [e for e in items if isinstance(e, LiveEvent)]
             if events:
                 try:
-                    # Card writes the database rolled back (a deadlock with another replica's
-                    # hub or a card click) are handled again: dropped, the cards never open.
-                    # Frames are pushed only after the commit, so a retry sends nothing twice.
-                    kinds = ", ".join(e.kind for e in events)
-                    retrying(
-                        partial(self._handle, events),
-                        what=f"hub: {kinds} of {events[0].release_id}",
-                    )
+                    self._handle(events)
                 except Exception:  # one bad event must not stop the hub
                     log.exception("hub failed on %s", ", ".join(e.kind for e in events))
             for item in items:
@@ -231,6 +241,20 @@ class Hub:
         """
         if all(e.kind == "progress" for e in events) and not self._anyone():
             return  # progress goes to the requester's open sessions alone
+        what = f"hub: {', '.join(e.kind for e in events)} of {events[0].release_id}"
+        # Card writes the database rolled back (a deadlock with another replica's hub or a
+        # card click) are handled again: dropped, the cards never open.
+        written = retrying(partial(self._write, events), what=what)
+        if written is None:
+            return
+        # Asked after the commit: a session that opens later reads the committed cards itself.
+        here = self._listening(written.concerned)
+        if here:
+            # Frames are pushed after the read transaction: a retry sends nothing twice.
+            retrying(partial(self._tell, written, here), what=f"{what}, telling")
+
+    def _write(self, events: list[LiveEvent]) -> _Pass | None:
+        """Open and close the release's cards as its events say (one transaction)."""
         number = parse_release_id(events[0].release_id)
         # Per event: its update frame and what it did to cards (None: progress, requester only).
         steps: list[tuple[dict[str, Any], _Moved | None]] = []
@@ -238,8 +262,7 @@ class Hub:
             # the requester's user row (and its grants) is not needed: `_seeing` reads grants
             release = session.get(Release, number, options=[lazyload(Release.requested_by)])
             if release is None:
-                return
-            requester, project_id = release.requested_by_id, release.project_id
+                return None
             held: list[ChatCard] | None = None  # the release's cards before this pass
             for event in events:
                 update = _update(event)
@@ -266,28 +289,21 @@ class Hub:
                     moved.apply = True
                 steps.append((update, moved))
             session.commit()
-        before = {card.user_id for card in held or ()}  # who held a card before this pass
-        # Asked after the commit: a session that opens later reads the committed cards itself.
-        here = self._listening(
-            {requester} | before | {u for _, moved in steps if moved for u in moved.owners}
-        )
-        if here:
-            self._tell(number, project_id, requester, before, steps, here)
+            return _Pass(
+                number,
+                release.project_id,
+                release.requested_by_id,
+                {card.user_id for card in held or ()},
+                steps,
+            )
 
-    def _tell(
-        self,
-        number: int,
-        project_id: int,
-        requester: int,
-        before: set[int],
-        steps: list[tuple[dict[str, Any], _Moved | None]],
-        here: set[int],
-    ) -> None:
+    def _tell(self, done: _Pass, here: set[int]) -> None:
         """Push a pass's frames to the sessions connected here."""
+        number, requester, steps = done.number, done.requester, done.steps
         with self._reads() as session:
             # Only users who can see the project now hear of it (a role removed since, a card
             # made before the rule).
-            seeing = _seeing(session, here, project_id)
+            seeing = _seeing(session, here, done.project_id)
             if not seeing:
                 return
             opened: dict[str, list[ChatCard]] = {}
@@ -306,7 +322,7 @@ class Hub:
             shared = release_view(session, number) if any(pushed) else {}
             views = {c.id: card_view(session, c, shared) for cards in pushed for c in cards}
             session.commit()
-        holders = set(before)
+        holders = set(done.before)
         moves = iter(pushed)
         for update, moved in steps:
             if moved is None:
