@@ -8,7 +8,6 @@ from functools import partial
 from typing import Any
 
 import anyio.to_thread
-from anyio import CapacityLimiter
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -95,12 +94,9 @@ async def invoke_as(
     A sync route with the actor as a sync dependency took two hops, each a turn in the queue
     for the server's worker threads: under load that queue is the longest wait of a request
     (a write at 50 clients waited ~120 ms per hop on average, up to ~0.5 s), and a write
-    operation is three requests.
-
-    The hop waits for one of `Services.turns`, unless the tool waits on a runtime (a preview
-    plans against the live state): a slow cluster must not hold database work behind it."""
+    operation is three requests."""
     call = partial(_as_bearer, request, services, given, name, args, status_code)
-    return await _hop(call, None if get_tool(name).live else services.turns(write=True))
+    return await run_in_threadpool(_in_turn(services, name, call))
 
 
 def _as_bearer(
@@ -121,16 +117,24 @@ async def invoke_read(
     """Run read tool `name` for the bearer of a token: the token check and the tool share one
     worker-thread hop and one pooled connection (it was a hop and a checkout each).
 
-    The hop waits for one of `Services.turns`, unless the tool reads a runtime's live state: a
-    slow cluster must not hold the database reads behind it."""
-    call = partial(_read, services, given, name, args)
-    return await _hop(call, None if get_tool(name).live else services.turns(write=False))
+    On SQLite the hop waits for one of `Services.read_limiter`'s turns, unless the tool reads a
+    runtime's live state: a slow cluster must not hold the database reads behind it."""
+    read = _in_turn(services, name, partial(_read, services, given, name, args))
+    limiter = None if get_tool(name).live else services.read_limiter
+    if limiter is None:
+        return await run_in_threadpool(read)
+    return await anyio.to_thread.run_sync(read, limiter=limiter)
 
 
-async def _hop(call: Callable[[], JSONResponse], turns: CapacityLimiter | None) -> JSONResponse:
-    if turns is None:
-        return await run_in_threadpool(call)
-    return await anyio.to_thread.run_sync(call, limiter=turns)
+def _in_turn(
+    services: Services, name: str, call: Callable[[], JSONResponse]
+) -> Callable[[], JSONResponse]:
+    """`call`, to run in one of `Services.turns` (PostgreSQL), unless the tool reads a
+    runtime's live state (a slow cluster must not hold database work behind it)."""
+    turns = services.turns
+    if turns is None or get_tool(name).live:
+        return call
+    return partial(turns.run, call)
 
 
 def _read(

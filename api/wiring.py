@@ -23,6 +23,7 @@ from core.flows.runner import ApplyRunner
 from core.live import PostgresListener, make_sessionmaker
 from core.migrate import upgrade
 from core.permissions import Actor
+from core.turns import Turns
 from core.zones import server_zone
 from runtimes.compose import ComposeAdapter
 from runtimes.kubernetes import KubernetesAdapter
@@ -59,7 +60,7 @@ class Services:
     _watch: IdentityWatch | None = None
     _oidc: OidcProvider | None = None
     _read_limiter: CapacityLimiter | None = None
-    _call_limiter: CapacityLimiter | None = None
+    _turns: Turns | None = None
 
     @property
     def oidc(self) -> OidcProvider | None:
@@ -82,31 +83,27 @@ class Services:
             self._reads = make_read_sessionmaker(self.engine)
         return self._reads
 
-    def turns(self, *, write: bool) -> CapacityLimiter | None:
-        """The turns a REST tool call takes to run in a worker thread (None: anyio's 40).
+    @property
+    def turns(self) -> Turns | None:
+        """On PostgreSQL, the turns REST tool calls, reads and writes alike, take in their
+        worker thread (`db_call_threads`, in arrival order; core/turns.py); None on SQLite,
+        whose writers already queue for the write lock in order (core/sqlite_gate.py)."""
+        if self._turns is None and self.engine.dialect.name != "sqlite":
+            self._turns = Turns(self.settings.db_call_threads)
+        return self._turns
 
-        PostgreSQL: reads and writes share `db_call_threads` turns. With anyio's 40 threads,
-        every call in flight took its share of the one interpreter lock a few microseconds at
-        a time, so each call's latency grew with all the others' work and a write's tail
-        reached seconds; a few turns let each call finish in about its own time, and the rest
-        wait in arrival order.
+    @property
+    def read_limiter(self) -> CapacityLimiter | None:
+        """On SQLite, the turns REST reads take to run in a worker thread (None: no limit).
 
-        SQLite: reads take `sqlite_read_threads` turns. CPython's sqlite3 lets go of the GIL
-        around every row and every column it fetches, and takes it back after: with dozens of
-        threads fetching at once, each one waits for the GIL again at every column behind
-        threads running Python (a convoy), and at 50 clients the reads served fell to half.
-        Writers are not limited: they already queue for the write lock in arrival order
-        (core/sqlite_gate.py).
+        CPython's sqlite3 lets go of the GIL around every row and every column it fetches,
+        and takes it back after: with dozens of threads fetching at once, each one waits for
+        the GIL again at every column behind threads running Python (a convoy), and at 50
+        clients the reads served fell to half. A few turns keep the fetching threads few.
         """
-        if self.engine.dialect.name == "sqlite":
-            if write:
-                return None
-            if self._read_limiter is None:
-                self._read_limiter = CapacityLimiter(self.settings.sqlite_read_threads)
-            return self._read_limiter
-        if self._call_limiter is None:
-            self._call_limiter = CapacityLimiter(self.settings.db_call_threads)
-        return self._call_limiter
+        if self._read_limiter is None and self.engine.dialect.name == "sqlite":
+            self._read_limiter = CapacityLimiter(self.settings.sqlite_read_threads)
+        return self._read_limiter
 
     def read_connection(self) -> Connection:
         """One pooled connection for work that only reads (sessions may be bound to it)."""

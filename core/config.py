@@ -41,11 +41,12 @@ class Settings(BaseSettings):
         ge=1,
         le=1000,
         description="On PostgreSQL, how many REST tool calls one server process runs at once; "
-        "more wait their turn, first come first served (calls that wait on a runtime, such as "
-        "previews and a target's live status, do not take one). Dozens of threads sharing one "
-        "interpreter lock each run a little at a time, so a write's few milliseconds of Python "
-        "stretched to over a second at 50 clients; 8 turns served as much with no request over "
-        "one. SQLite ignores it (its reads have `sqlite_read_threads`, its writers queue).",
+        "more wait their turn, first come first served. A call steps out of its turn while it "
+        "waits on a runtime (a cluster's API, the Docker engine), and reads of a runtime's live "
+        "state take none. Dozens of threads sharing one interpreter lock each ran a little at "
+        "a time, so a write's tail reached seconds at 50 clients; 8 turns served as much with "
+        "none over one. SQLite ignores it (its reads have `sqlite_read_threads`, its writers "
+        "queue for the write lock).",
     )
     host: str = Field(default="127.0.0.1", description="Address `shipdeck serve` binds to.")
     port: int = Field(default=8000, description="Port `shipdeck serve` listens on.")

@@ -51,8 +51,7 @@ class Tool(Generic[In, Out]):
     mutating: bool
     permission: Action
     func: Callable[[ToolContext, Session, In], Out]
-    # Reads a runtime's live state or plans against it (Docker, Kubernetes): it may wait on
-    # the network.
+    # Reads a runtime's live state (Docker, Kubernetes): it may wait on the network.
     live: bool = False
 
     def parse(self, args: dict[str, Any] | BaseModel) -> In:
@@ -169,8 +168,8 @@ class Tool(Generic[In, Out]):
 def tool(
     *, mutating: bool, permission: Action, live: bool = False
 ) -> Callable[[Callable[[ToolContext, Session, In], Out]], Tool[In, Out]]:
-    """Turn a typed function into a Tool; its docstring is the description (`live`: it waits
-    on a runtime)."""
+    """Turn a typed function into a Tool; its docstring is the description (`live`: it reads
+    a runtime's live state)."""
 
     def wrap(func: Callable[[ToolContext, Session, In], Out]) -> Tool[In, Out]:
         hints = get_type_hints(func)

@@ -173,7 +173,7 @@ def _until(args: DeclareFreezeInput) -> datetime:
     return args.until.replace(tzinfo=zone)
 
 
-@tool(mutating=True, permission=Action.request, live=True)
+@tool(mutating=True, permission=Action.request)
 def retry_release(ctx: ToolContext, session: Session, args: RetryInput) -> ReleaseRead:
     """Retry a failed release: preview the same change again as a new release (`retry_of`
     names the failed one). Nothing changes on the target; submit it afterwards."""
@@ -182,7 +182,7 @@ def retry_release(ctx: ToolContext, session: Session, args: RetryInput) -> Relea
     )
 
 
-@tool(mutating=True, permission=Action.request, live=True)
+@tool(mutating=True, permission=Action.request)
 def promote_release(ctx: ToolContext, session: Session, args: PromoteInput) -> ReleaseRead:
     """Promote: preview a release taking to `to_environment` the images last applied
     successfully on `from_environment` (default: the previous environment in the project's

@@ -113,7 +113,7 @@ class ListReleasesInput(BaseModel):
     before: ReleaseId | None = Field(default=None, description="Cursor: releases older than it.")
 
 
-@tool(mutating=True, permission=Action.request, live=True)
+@tool(mutating=True, permission=Action.request)
 def preview_release(ctx: ToolContext, session: Session, args: PreviewReleaseInput) -> ReleaseRead:
     """Preview a release: compute the per-service diff against live state, its risk and expiry.
     Nothing changes on the target; submit the release afterwards."""
@@ -128,7 +128,7 @@ def preview_release(ctx: ToolContext, session: Session, args: PreviewReleaseInpu
     )
 
 
-@tool(mutating=True, permission=Action.request, live=True)
+@tool(mutating=True, permission=Action.request)
 def repreview_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
     """Re-preview a release (same id): recompute the diff and restart its expiry. Approvals are
     kept if the diff is unchanged."""
@@ -161,7 +161,7 @@ def cancel_release(ctx: ToolContext, session: Session, args: CancelReleaseInput)
     )
 
 
-@tool(mutating=True, permission=Action.request, live=True)
+@tool(mutating=True, permission=Action.request)
 def rollback_release(ctx: ToolContext, session: Session, args: RollbackReleaseInput) -> ReleaseRead:
     """Preview a rollback of a target to an earlier applied revision; it is then submitted and
     approved like any release."""

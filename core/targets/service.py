@@ -32,6 +32,7 @@ from core.targets.schemas import (
     declaration_model,
 )
 from core.text import first_line
+from core.turns import stepped_out
 from core.windows import open_window
 from runtimes.base import (
     Diagnosis,
@@ -170,9 +171,12 @@ def adapter_for(runtimes: RuntimeRegistry, target: Target | TargetRef) -> Runtim
 
 
 def call_runtime(what: str, fn: Callable[[], T]) -> T:
-    """Call an adapter, turning its failures into typed errors that say what was tried."""
+    """Call an adapter, turning its failures into typed errors that say what was tried.
+
+    The call may wait on the network: it steps out of the thread's turn (core/turns.py)."""
     try:
-        return fn()
+        with stepped_out():
+            return fn()
     except RuntimeUnavailable as exc:
         raise RuntimeFailure(f"could not {what}: {exc}") from exc
     except RuntimeRefused as exc:

@@ -1,0 +1,87 @@
+"""Turns: how many request threads of one process run at once, in arrival order.
+
+Python runs one thread at a time. With dozens of request threads in flight each ran a little
+at a time, handing the interpreter lock over at every statement, so every call's latency grew
+with all the others' work and a write's tail reached seconds. A few turns let each call finish
+in about its own time while the rest wait, first come first served.
+
+A thread that waits on a runtime (a cluster's API, the Docker engine) steps out of its turn for
+the wait, so a slow cluster cannot hold database work behind it. It comes back without queueing,
+over the limit if need be: it may hold row locks that the threads in the turns wait for.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import TypeVar
+
+T = TypeVar("T")
+
+_current = threading.local()  # the Turns whose turn this thread holds, if any
+
+
+class Turns:
+    """At most `size` threads at once (those back from a runtime aside), in arrival order."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._lock = threading.Lock()
+        self._free = size  # below zero: threads back from a runtime, over the limit
+        self._waiting: deque[threading.Event] = deque()
+
+    @property
+    def waiting(self) -> int:
+        """How many threads wait for a turn."""
+        with self._lock:
+            return len(self._waiting)
+
+    @property
+    def running(self) -> int:
+        """How many threads hold a turn."""
+        with self._lock:
+            return self.size - self._free
+
+    def run(self, work: Callable[[], T]) -> T:
+        """Run `work` in a turn (waiting for one first)."""
+        with self._lock:
+            if self._free > 0 and not self._waiting:
+                self._free -= 1
+                mine = None
+            else:
+                mine = threading.Event()
+                self._waiting.append(mine)
+        if mine is not None:
+            mine.wait()  # the thread leaving hands its turn over
+        _current.turns = self
+        try:
+            return work()
+        finally:
+            _current.turns = None
+            self._give()
+
+    def _give(self) -> None:
+        with self._lock:
+            if self._free < 0 or not self._waiting:
+                self._free += 1
+            else:
+                self._waiting.popleft().set()
+
+
+@contextmanager
+def stepped_out() -> Iterator[None]:
+    """Give this thread's turn back for a slow wait outside the database; take it back after."""
+    turns: Turns | None = getattr(_current, "turns", None)
+    if turns is None:
+        yield
+        return
+    _current.turns = None
+    turns._give()
+    try:
+        yield
+    finally:
+        with turns._lock:
+            turns._free -= 1  # back at once: it may hold locks others in their turns wait for
+        _current.turns = turns
