@@ -248,10 +248,11 @@ class Hub:
         if written is None:
             return
         # Asked after the commit: a session that opens later reads the committed cards itself.
-        here = self._listening(written.concerned)
-        if here:
+        # Then everyone concerned is told, as before: whoever registers while the frames are
+        # built gets them too.
+        if self._listening(written.concerned):
             # Frames are pushed after the read transaction: a retry sends nothing twice.
-            retrying(partial(self._tell, written, here), what=f"{what}, telling")
+            retrying(partial(self._tell, written), what=f"{what}, telling")
 
     def _write(self, events: list[LiveEvent]) -> _Pass | None:
         """Open and close the release's cards as its events say (one transaction)."""
@@ -297,13 +298,13 @@ class Hub:
                 steps,
             )
 
-    def _tell(self, done: _Pass, here: set[int]) -> None:
-        """Push a pass's frames to the sessions connected here."""
+    def _tell(self, done: _Pass) -> None:
+        """Push a pass's frames to the sessions open here."""
         number, requester, steps = done.number, done.requester, done.steps
         with self._reads() as session:
             # Only users who can see the project now hear of it (a role removed since, a card
             # made before the rule).
-            seeing = _seeing(session, here, done.project_id)
+            seeing = _seeing(session, done.concerned, done.project_id)
             if not seeing:
                 return
             opened: dict[str, list[ChatCard]] = {}
@@ -341,10 +342,10 @@ class Hub:
         with self._lock:
             return any(self._outboxes.values())
 
-    def _listening(self, users: set[int]) -> set[int]:
-        """Those of `users` with a session open on this process."""
+    def _listening(self, users: set[int]) -> bool:
+        """Whether any of `users` has a session open on this process."""
         with self._lock:
-            return {u for u in users if self._outboxes.get(u)}
+            return any(self._outboxes.get(u) for u in users)
 
     @staticmethod
     def _wants_apply_card(release: Release, event: LiveEvent) -> bool:
