@@ -120,7 +120,7 @@ def test_card_fan_out_and_close_cost_the_same_statements_for_3_or_40_approvers(
 # together) and one for the decision that closes the cards: these statements and no more,
 # however many approvers, cards and open sessions. First the card writes, in one transaction
 # (SQLite's first takes the write lock, `BEGIN IMMEDIATE`, core/sqlite_gate.py; PostgreSQL's
-# BEGIN goes with the first statement), then, for those concerned who are connected to this
+# BEGIN goes with the first statement), then, once anyone concerned has a session open on this
 # process, what telling them needs, read in a second one (no write lock).
 SUBMIT_WRITES = [
     "SELECT releases",  # the release: its state decides which cards still live
@@ -131,7 +131,7 @@ SUBMIT_WRITES = [
     "INSERT chat_cards",  # every approver's card, one statement (ON CONFLICT DO NOTHING)
 ]
 SUBMIT_TELLS = [
-    "SELECT grants",  # who of those connected may still see the project
+    "SELECT grants",  # who of those concerned may still see the project
     "SELECT chat_cards",  # their open approval cards as they now stand, to push
     "SELECT releases",  # the cards' release part (project, target, diff, risk), read once
     "SELECT targets",  # ... its target, to tell whether it is frozen
@@ -143,7 +143,7 @@ DECISION_WRITES = [
     "UPDATE chat_cards",  # every card voided, one statement
 ]
 DECISION_TELLS = [
-    "SELECT grants",  # who of the holders and the requester connected may still see it
+    "SELECT grants",  # who of the holders and the requester may still see it
     "SELECT releases",  # the voided cards' release part, read once
     "SELECT targets",
     "SELECT freezes",
