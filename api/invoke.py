@@ -35,7 +35,20 @@ def invoke(
     *,
     status_code: int = 200,
 ) -> JSONResponse:
-    """Run tool `name`; mutating calls honour the Idempotency-Key header."""
+    """Run tool `name` in one of `Services.turns`; mutating calls honour the Idempotency-Key
+    header."""
+    call = partial(_invoke, request, services, actor, name, args, status_code)
+    return _in_turn(services, name, call)()
+
+
+def _invoke(
+    request: Request,
+    services: Services,
+    actor: Actor,
+    name: str,
+    args: dict[str, Any] | BaseModel,
+    status_code: int,
+) -> JSONResponse:
     tool = get_tool(name)
     key = request.headers.get("idempotency-key")
     if not tool.mutating or key is None or actor.user_id is None:

@@ -85,9 +85,10 @@ class Services:
 
     @property
     def turns(self) -> Turns | None:
-        """On PostgreSQL, the turns REST tool calls, reads and writes alike, take in their
-        worker thread (`db_call_threads`, in arrival order; core/turns.py); None on SQLite,
-        whose writers already queue for the write lock in order (core/sqlite_gate.py)."""
+        """On PostgreSQL, the turns REST tool calls (`api.invoke`: reads and writes alike) take
+        in their worker thread (`db_call_threads`, in arrival order; core/turns.py); None on
+        SQLite, whose writers already queue for the write lock in order (core/sqlite_gate.py).
+        The MCP door and chat turns do not take them yet."""
         if self._turns is None and self.engine.dialect.name != "sqlite":
             self._turns = Turns(self.settings.db_call_threads)
         return self._turns

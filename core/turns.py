@@ -45,7 +45,9 @@ class Turns:
             return self.size - self._free
 
     def run(self, work: Callable[[], T]) -> T:
-        """Run `work` in a turn (waiting for one first)."""
+        """Run `work` in a turn (waiting for one first; a thread already in one keeps it)."""
+        if getattr(_current, "turns", None) is self:
+            return work()  # queueing behind itself would wait forever
         with self._lock:
             if self._free > 0 and not self._waiting:
                 self._free -= 1
@@ -54,7 +56,16 @@ class Turns:
                 mine = threading.Event()
                 self._waiting.append(mine)
         if mine is not None:
-            mine.wait()  # the thread leaving hands its turn over
+            try:
+                mine.wait()  # the thread leaving hands its turn over
+            except BaseException:  # interrupted: leave the queue, or pass on a turn handed over
+                with self._lock:
+                    queued = mine in self._waiting
+                    if queued:
+                        self._waiting.remove(mine)
+                if not queued:
+                    self._give()
+                raise
         _current.turns = self
         try:
             return work()
@@ -78,8 +89,8 @@ def stepped_out() -> Iterator[None]:
         yield
         return
     _current.turns = None
-    turns._give()
     try:
+        turns._give()
         yield
     finally:
         with turns._lock:

@@ -112,3 +112,20 @@ def test_stepping_out_without_a_turn_changes_nothing() -> None:
         pass
     turns = Turns(1)
     assert turns.run(lambda: turns.running) == 1
+
+
+def test_a_thread_in_a_turn_that_asks_again_keeps_its_turn() -> None:
+    turns = Turns(1)
+
+    def nested() -> str:
+        inner = turns.run(lambda: "inner")  # would wait behind itself forever
+        with stepped_out():  # the outer call still steps out afterwards
+            free_while_out = turns.running == 0
+        return f"{inner} {free_while_out}"
+
+    done: list[str] = []
+    worker = threading.Thread(target=lambda: done.append(turns.run(nested)))
+    worker.start()
+    worker.join(10)
+    assert done == ["inner True"]
+    assert turns.running == 0
