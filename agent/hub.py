@@ -234,7 +234,7 @@ class Hub:
 
     def _handle(self, events: list[LiveEvent]) -> None:
         """Events of one release, in order: what they mean for its cards is written in one
-        transaction; who of those concerned is connected here is told after the commit.
+        transaction; if anyone concerned is connected here, they are told after the commit.
 
         A fixed number of statements however many cards open or close. With nobody concerned
         connected to this process (most events, on most replicas) only the card writes run.
