@@ -14,7 +14,7 @@ from api.cli_common import _fail, _operator, _services
 from api.cli_releases import imports, releases
 from api.remote.commands import approvals, targets
 from core.audit.verify import AuditVerification
-from core.config import get_settings
+from core.config import BadSettings, get_settings
 from core.errors import ShipdeckError
 from core.permissions import Role
 
@@ -568,3 +568,12 @@ def db_upgrade() -> None:
     finally:
         services.close()
     typer.echo("database is up to date")
+
+
+def main() -> None:
+    """The `shipdeck` command: settings that do not validate are one clear line, exit 2."""
+    try:
+        app()
+    except BadSettings as exc:
+        typer.echo(f"shipdeck: {exc}", err=True)
+        raise SystemExit(2) from None

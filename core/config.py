@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -224,7 +224,19 @@ class Settings(BaseSettings):
     )
 
 
+class BadSettings(ValueError):
+    """Settings from the environment that do not validate: which variables, and why."""
+
+
 @lru_cache
 def get_settings() -> Settings:
-    """The process's settings, read once."""
-    return Settings()
+    """The process's settings, read once (BadSettings names every variable that is wrong)."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        # Named and explained, never echoed: a value may be a password or a key.
+        problems = "; ".join(
+            f"SHIPDECK_{'_'.join(str(part) for part in error['loc']).upper()}: {error['msg']}"
+            for error in exc.errors()
+        )
+        raise BadSettings(f"bad settings: {problems}") from None

@@ -154,3 +154,30 @@ def _cmdline(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
     except OSError:
         return ""
+
+
+def test_settings_that_do_not_validate_are_one_clear_line_that_echoes_no_value(
+    tmp_path: Path,
+) -> None:
+    assert SHIPDECK
+    secret = "sekrit-🚀" * 1000  # 10,000 characters, emoji included: a wrong value, not shown
+    env = {
+        **os.environ,
+        "SHIPDECK_DATABASE_URL": f"sqlite:///{tmp_path / 'bad.db'}",
+        "SHIPDECK_DB_CALL_THREADS": secret,
+        "SHIPDECK_SQLITE_READ_THREADS": "0",
+    }
+    done = subprocess.run(
+        [SHIPDECK, "serve", "--port", str(free_port())],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2, done
+    assert done.stdout == ""
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr, done.stderr
+    assert "SHIPDECK_DB_CALL_THREADS: Input should be a valid integer" in lines[0]
+    assert "SHIPDECK_SQLITE_READ_THREADS: Input should be greater than or equal to 1" in lines[0]
+    assert "sekrit" not in done.stderr
