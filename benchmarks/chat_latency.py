@@ -56,7 +56,7 @@ def pct(values: list[float], q: int) -> float:
 def serve_main(port: int) -> None:
     """The app as `shipdeck serve` builds it, plus the bare baselines (runs in its own process)."""
     import uvicorn
-    from sqlalchemy import Column, Integer, MetaData, String, Table, insert, select
+    from sqlalchemy import Column, Integer, MetaData, String, Table, bindparam, insert, select
     from starlette.concurrency import run_in_threadpool
 
     from api.app import create_app
@@ -79,10 +79,14 @@ def serve_main(port: int) -> None:
     )
     turns.metadata.create_all(bare)
 
+    # Built once, as shipdeck's own hot statements are: the least a turn's SQL can cost.
+    who = select(User.id).where(User.name == bindparam("name"))
+    said = insert(turns).values(user_id=bindparam("user_id"), text=bindparam("text"))
+
     def select_insert(text: str) -> int:
         with bare.begin() as connection:
-            user_id = connection.execute(select(User.id).where(User.name == "alice")).scalar_one()
-            connection.execute(insert(turns).values(user_id=user_id, text=text))
+            user_id = connection.execute(who, {"name": "alice"}).scalar_one()
+            connection.execute(said, {"user_id": user_id, "text": text})
         return int(user_id)
 
     @app.websocket("/bench/echo")
