@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from agent.catalog import CATALOG_TOKEN
 from agent.models import ChatMessage
-from core.db import insert_rows, plain_rows, utcnow, writing
+from core.db import AnyRow, insert_rows, plain_rows, utcnow, writing
 
 HISTORY_LIMIT = 200  # frames a resumed session replays
 PLANNED_MESSAGES = 10  # messages a planner sees
@@ -30,11 +30,14 @@ _SAID = {"user_message": "user", "assistant_message": "assistant"}
 # What a message asks before it is planned, in one statement: the catalog token, and how many
 # history rows (and the newest) were written after those the window reflects.
 _AFTER = (ChatMessage.session_id == bindparam("session_id"), ChatMessage.id > bindparam("head"))
-_PROBE = select(
+# A door that reads something anyway before a message (the socket: its token) reads these
+# columns with it, in the same round trip (parameters: `Window.probing`).
+PROBE_COLUMNS = (
     CATALOG_TOKEN.label("token"),
     select(func.count()).where(*_AFTER).scalar_subquery().label("written"),
     select(func.max(ChatMessage.id)).where(*_AFTER).scalar_subquery().label("newest"),
 )
+_PROBE = select(*PROBE_COLUMNS)
 LAST_FRAMES = (
     select(ChatMessage.id, ChatMessage.frame)
     .where(ChatMessage.session_id == bindparam("session_id"))
@@ -66,11 +69,16 @@ class Window:
         self.mine += len(frames)
         self._remember(frames)
 
-    def catch_up(self, session: Session) -> str | None:
+    def probing(self) -> dict[str, Any]:
+        """The parameters of `PROBE_COLUMNS` for this window."""
+        return {"session_id": self.session_id, "head": self.head}
+
+    def catch_up(self, session: Session, probe: AnyRow | None = None) -> str | None:
         """Read the window again if anyone else wrote to the conversation; returns the catalog
-        token, read in the same statement."""
-        params = {"session_id": self.session_id, "head": self.head}
-        probe = plain_rows(session, _PROBE, params)[0]
+        token, read in the same statement. `probe`: a row with `PROBE_COLUMNS`, read for this
+        window in `session` (else they are read here)."""
+        if probe is None:
+            probe = plain_rows(session, _PROBE, self.probing())[0]
         if probe.written != self.mine:
             rows = plain_rows(session, LAST_FRAMES, {"session_id": self.session_id})
             self.fill([(row.id, row.frame) for row in reversed(rows)])

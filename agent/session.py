@@ -30,7 +30,7 @@ from agent.models import ChatCard
 from agent.models import ChatSession as ChatSessionRow
 from agent.planner import Catalog, PlanContext, Planner, ToolCall
 from agent.summaries import summarize
-from core.db import plain_rows, utcnow
+from core.db import AnyRow, plain_rows, utcnow
 from core.errors import ShipdeckError
 from core.ids import parse_release_id
 from core.permissions import Action, Actor, Channel
@@ -76,6 +76,7 @@ class ChatSession:
         self.turn_reads: dict[str, dict[str, Any]] = {}  # reads a planner ran this turn
         # The read session the door opened for the frame being handled (see `handle`).
         self._reading: Session | None = None
+        self._probe: AnyRow | None = None
         self.window = Window(session_id)  # what its planner sees of the conversation
 
     # ------------------------------------------------------------------ lifecycle
@@ -153,15 +154,18 @@ class ChatSession:
 
     # ------------------------------------------------------------------ frames
 
-    def handle(self, frame: dict[str, Any], reading: Session | None = None) -> None:
+    def handle(
+        self, frame: dict[str, Any], reading: Session | None = None, probe: AnyRow | None = None
+    ) -> None:
         """Handle one client frame (already parsed JSON).
 
         `reading`: a read session the door opened for this frame (the socket re-checks the
         token in it). A message's plan inputs are read in it too, in the same transaction;
         `handle` closes it, before anything else of the frame opens a connection (one
-        connection per request thread: a turn never holds two).
+        connection per request thread: a turn never holds two). `probe`: the window's
+        `PROBE_COLUMNS`, read in `reading` with the door's own statement.
         """
-        self._reading = reading
+        self._reading, self._probe = reading, probe
         try:
             if frame.get("type") != "user_message":
                 self._close_reading()
@@ -171,6 +175,7 @@ class ChatSession:
             self._flush()
 
     def _close_reading(self) -> None:
+        self._probe = None
         if self._reading is not None:
             reading, self._reading = self._reading, None
             reading.close()
@@ -207,8 +212,9 @@ class ChatSession:
         """The catalog and what was said before, read in the door's read-only transaction if
         it opened one for this frame; closed before planning starts."""
         session, self._reading = self._reading, None
+        probe, self._probe = (self._probe, None) if session is not None else (None, None)
         with session or (self.deps.reads or self.deps.sessions)() as session:
-            token = self.window.catch_up(session)
+            token = self.window.catch_up(session, probe)
             return catalog_at(session, self.actor, token), self.window.messages()
 
     def _say(self, text: str, streamed: str = "") -> None:

@@ -16,12 +16,15 @@ import contextlib
 import json
 import logging
 import threading
+from functools import cache
 from typing import Any
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect
+from sqlalchemy import Select
 from starlette.concurrency import run_in_threadpool
 
 from agent.frames import error_frame
+from agent.history import PROBE_COLUMNS
 from agent.hub import Outbox as HubOutbox
 from agent.hub import encode
 from agent.session import ChatSession
@@ -38,9 +41,17 @@ from api.sockets import (
     read_auth_frame,
 )
 from api.wiring import Services
+from core.db import plain_rows
 from core.errors import NotAuthenticated
 from core.identity.schemas import TicketIssued
-from core.identity.tokens import Credential, consume_ticket, credential_for, issue_ticket
+from core.identity.tokens import (
+    Credential,
+    consume_ticket,
+    credential_for,
+    credential_from,
+    credential_with,
+    issue_ticket,
+)
 from core.permissions import Actor
 
 router = APIRouter(tags=["chat"])
@@ -126,7 +137,10 @@ def handle_frame(
     """
     session = services.reads()
     try:
-        current = credential_for(session, token_id)
+        rows = plain_rows(
+            session, _recheck_and_probe(), {"token_id": token_id, **chat.window.probing()}
+        )
+        current = credential_from(rows)
     except BaseException:
         session.close()
         raise
@@ -134,8 +148,14 @@ def handle_frame(
         session.close()
         return REVOKED
     chat.actor = current.actor
-    chat.handle(frame, reading=session)  # closes the session
+    chat.handle(frame, reading=session, probe=rows[0])  # closes the session
     return None
+
+
+@cache
+def _recheck_and_probe() -> Select[Any]:
+    # what a message reads first about its conversation, in the re-check's round trip
+    return credential_with(*PROBE_COLUMNS)
 
 
 @router.websocket("/api/v1/chat")

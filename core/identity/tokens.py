@@ -251,7 +251,7 @@ def authenticate_token(session: Session, token: str) -> Credential | None:
     """
     if not token.startswith(TOKEN_PREFIX) or len(token) > 256:
         return None
-    return _credential(plain_rows(session, _by_hash(), {"hash": hash_token(token)}))
+    return credential_from(plain_rows(session, _by_hash(), {"hash": hash_token(token)}))
 
 
 @cache
@@ -265,18 +265,24 @@ def credential_for(session: Session, token_id: int) -> Credential | None:
     Open sockets call this per action, so a revocation or a lowered role applies at once. One
     statement (token, user and grants joined; it was three), read fresh every time.
     """
-    return _credential(plain_rows(session, _by_id(), {"token_id": token_id}))
+    return credential_from(plain_rows(session, _by_id(), {"token_id": token_id}))
 
 
-def _credential(rows: Sequence[AnyRow]) -> Credential | None:
-    """The credential the rows of `_by_hash` or `_by_id` stand for, if it is active."""
+def credential_with(*also: ColumnElement[Any]) -> Select[Any]:
+    """`credential_for`'s statement (parameter `token_id`) with more columns after its own,
+    read in the same round trip; `credential_from` reads its rows. Build it once."""
+    return _by_id().add_columns(*also)
+
+
+def credential_from(rows: Sequence[AnyRow]) -> Credential | None:
+    """The credential rows of the statements above stand for, if it is active."""
     if not rows:
         return None
     token_id, revoked_at, expires_at, user_id, name = tuple(rows[0])[:5]
     if revoked_at is not None or (expires_at is not None and expires_at <= utcnow()):
         return None
-    grants = {project_id: _ROLES[role] for *_, project_id, role, _ in rows if role is not None}
-    projects = {project: project_id for *_, project_id, _, project in rows if project is not None}
+    grants = {row[5]: _ROLES[row[6]] for row in rows if row[6] is not None}
+    projects = {row[7]: row[5] for row in rows if row[7] is not None}
     return Credential(Actor(user_id, name, grants, projects=projects), token_id)
 
 
