@@ -43,6 +43,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from benchmarks.serving import database, process
 
 QUESTION = "what's running in shop prod"
+BLOCK = 10  # turns of one kind in a row, when chat and baseline turns alternate
 
 
 def pct(values: list[float], q: int) -> float:
@@ -195,39 +196,60 @@ def server(url: str, key: str) -> AbstractContextManager[str]:
 # ---------------------------------------------------------------------------- client
 
 
+async def _round_trip(ws: ClientConnection) -> float:
+    start = time.perf_counter()
+    await ws.send(json.dumps({"type": "user_message", "text": QUESTION}))
+    await ws.recv()
+    return (time.perf_counter() - start) * 1000
+
+
 async def round_trips(address: str, path: str, n: int) -> list[float]:
     """n round trips on a bare endpoint (after 20 to warm up), in ms."""
-    samples = []
     async with connect(f"ws://{address}{path}") as ws:
-        for i in range(n + 20):
-            start = time.perf_counter()
-            await ws.send(json.dumps({"type": "user_message", "text": QUESTION}))
-            await ws.recv()
-            if i >= 20:
-                samples.append((time.perf_counter() - start) * 1000)
-    return samples
+        samples = [await _round_trip(ws) for _ in range(n + 20)]
+    return samples[20:]
 
 
-async def chat_turns(address: str, token: str, n: int) -> tuple[list[float], list[float]]:
-    """n chat turns (after 10): ms to the first `tool_result` and to `assistant_message`."""
-    to_result, to_message = [], []
+async def _chat_turn(ws: ClientConnection) -> tuple[float, float]:
+    """One chat turn: ms to the first `tool_result` and to `assistant_message`."""
+    start = time.perf_counter()
+    await ws.send(json.dumps({"type": "user_message", "text": QUESTION}))
+    got_result = None
+    while True:
+        frame = json.loads(await ws.recv())
+        if frame["type"] == "tool_result" and got_result is None:
+            got_result = time.perf_counter()
+        if frame["type"] == "assistant_message":
+            done = time.perf_counter()
+            return ((got_result or done) - start) * 1000, (done - start) * 1000
+
+
+async def chat_turns(
+    address: str, token: str, n: int
+) -> tuple[list[float], list[float], list[float]]:
+    """n chat turns and n baseline turns in alternating blocks of BLOCK, back to back within a
+    block, so both meet the machine in the same states: ms to the first `tool_result`, to
+    `assistant_message`, and the baseline's round trips.
+
+    The first request of each block is not counted: what the server still did after the other
+    side's last answer (returning from its worker thread, waking the socket's reader) lands on
+    it. The first block of each is warm-up.
+    """
+    to_result, to_message, floor = [], [], []
     headers = {"Authorization": f"Bearer {token}"}
-    async with connect(f"ws://{address}/api/v1/chat", additional_headers=headers) as ws:
+    async with (
+        connect(f"ws://{address}/api/v1/chat", additional_headers=headers) as ws,
+        connect(f"ws://{address}/bench/turn") as bare,
+    ):
         await ws.recv()  # session
-        for i in range(n + 10):
-            start = time.perf_counter()
-            await ws.send(json.dumps({"type": "user_message", "text": QUESTION}))
-            got_result = None
-            while True:
-                frame = json.loads(await ws.recv())
-                if frame["type"] == "tool_result" and got_result is None:
-                    got_result = time.perf_counter()
-                if frame["type"] == "assistant_message":
-                    break
-            if i >= 10 and got_result is not None:
-                to_result.append((got_result - start) * 1000)
-                to_message.append((time.perf_counter() - start) * 1000)
-    return to_result, to_message
+        for block in range(-(-n // BLOCK) + 1):
+            baseline = [await _round_trip(bare) for _ in range(BLOCK + 1)]
+            turns = [await _chat_turn(ws) for _ in range(BLOCK + 1)]
+            if block:
+                floor += baseline[1:]
+                to_result += [result for result, _ in turns[1:]]
+                to_message += [message for _, message in turns[1:]]
+    return to_result[:n], to_message[:n], floor[:n]
 
 
 async def wait_card(
@@ -338,11 +360,9 @@ async def measure(
     """Every measurement of one database, baselines interleaved with the product's runs."""
     result: dict[str, Any] = {}
     result["echo"] = await round_trips(address, "/bench/echo", args.turns)
-    result["floor"] = await round_trips(address, "/bench/turn", args.turns // 2)
-    result["tool_result"], result["message"] = await chat_turns(
+    result["tool_result"], result["message"], result["floor"] = await chat_turns(
         address, tokens["alice"], args.turns
     )
-    result["floor"] += await round_trips(address, "/bench/turn", args.turns - args.turns // 2)
     fan = await fan_out(address, tokens, approvers, args.releases)
     result.update(fan)
     result["bare_hub"] = await bare_hub(address, len(approvers), fan["frames"], args.releases)
