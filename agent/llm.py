@@ -38,6 +38,7 @@ from agent.tool_text import may_hold_call, parse_text_calls
 from core.config import Settings
 from core.db import utcnow
 from core.errors import InvalidInput
+from core.turns import stepped_out
 from tools.registry import REGISTRY
 
 log = logging.getLogger(__name__)
@@ -178,7 +179,8 @@ class _Turn:
     def run(self) -> PlanResult:
         final = ""
         for _ in range(MAX_ROUNDS):
-            message, held = self._complete()
+            with stepped_out():  # the model takes seconds: no database work waits behind it
+                message, held = self._complete()
             content = _text(message.content)
             calls = [ToolCall(tool=c["name"], args=c["args"]) for c in message.tool_calls]
             written = not calls and not message.invalid_tool_calls

@@ -144,10 +144,7 @@ def _in_turn(
 ) -> Callable[[], JSONResponse]:
     """`call`, to run in one of `Services.turns` (PostgreSQL), unless the tool reads a
     runtime's live state (a slow cluster must not hold database work behind it)."""
-    turns = services.turns
-    if turns is None or get_tool(name).live:
-        return call
-    return partial(turns.run, call)
+    return call if get_tool(name).live else services.in_turn(call)
 
 
 def _read(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any, TypeVar
 
 from anyio import CapacityLimiter
 from sqlalchemy import Connection, Engine
@@ -30,6 +33,8 @@ from runtimes.kubernetes import KubernetesAdapter
 from runtimes.registry import RuntimeRegistry
 from runtimes.sandbox import SandboxAdapter
 from tools.base import ToolContext
+
+T = TypeVar("T")
 
 
 def default_runtimes(engine: Engine) -> RuntimeRegistry:
@@ -85,13 +90,19 @@ class Services:
 
     @property
     def turns(self) -> Turns | None:
-        """On PostgreSQL, the turns REST tool calls (`api.invoke`: reads and writes alike) take
-        in their worker thread (`db_call_threads`, in arrival order; core/turns.py); None on
-        SQLite, whose writers already queue for the write lock in order (core/sqlite_gate.py).
-        The MCP door and chat turns do not take them yet."""
+        """On PostgreSQL, the turns every door's database work takes in its worker thread (REST
+        tool calls, chat frames, MCP calls; `db_call_threads`, in arrival order; core/turns.py);
+        None on SQLite, whose writers already queue for the write lock in order
+        (core/sqlite_gate.py)."""
         if self._turns is None and self.engine.dialect.name != "sqlite":
             self._turns = Turns(self.settings.db_call_threads)
         return self._turns
+
+    def in_turn(self, work: Callable[..., T], *args: Any) -> Callable[[], T]:
+        """`work(*args)`, to run in a worker thread in one of `turns` (as it is on SQLite)."""
+        call = partial(work, *args)
+        turns = self.turns
+        return call if turns is None else partial(turns.run, call)
 
     @property
     def read_limiter(self) -> CapacityLimiter | None:

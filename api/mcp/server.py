@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Callable
-from functools import partial
 from typing import Any
 
 import anyio
@@ -88,7 +87,7 @@ def build_server(services: Services, identity: Identity, console_url: ConsoleUrl
 
     async def call_tool(ctx: Context, params: types.CallToolRequestParams) -> Any:
         try:
-            actor = (await anyio.to_thread.run_sync(identity, ctx)).via(
+            actor = (await anyio.to_thread.run_sync(services.in_turn(identity, ctx))).via(
                 Channel.mcp, uuid.uuid4().hex
             )
         except ShipdeckError as exc:
@@ -115,22 +114,28 @@ async def _call(
     ctx: Context, governance: Governance, actor: Actor, params: types.CallToolRequestParams
 ) -> Any:
     name, args = params.name, dict(params.arguments or {})
+
+    async def thread(func: Callable[..., Any], *args: Any) -> Any:
+        # Tools are synchronous (SQLAlchemy sessions, runtime clients): keep them off the
+        # loop, in a turn as every door's database work takes one.
+        return await anyio.to_thread.run_sync(governance.services.in_turn(func, *args))
+
     answer: Answer | None = None
     plan: Plan
     if params.input_responses is not None and params.request_state:
         # A 2026-07-28 retry: the client asked its user and sends the answer back.
-        plan = await _thread(governance.resume, actor, name, args, params.request_state)
+        plan = await thread(governance.resume, actor, name, args, params.request_state)
         answer = answer_of(params.input_responses.get(CONFIRM_KEY))
     else:
-        plan = await _thread(governance.begin, actor, name, args)
+        plan = await thread(governance.begin, actor, name, args)
     if plan.ask is None:
         return outcome_result(plan.outcome, read=not REGISTRY[name].mutating)
     if answer is None:
         mode = elicitation_mode(ctx)
         if mode is None:
-            return outcome_result(await _thread(governance.unconfirmed, actor, plan))
+            return outcome_result(await thread(governance.unconfirmed, actor, plan))
         question = f"{plan.ask.title}\n\n{plan.ask.message}"
-        await _thread(governance.asked, actor, plan, _client_name(ctx))
+        await thread(governance.asked, actor, plan, _client_name(ctx))
         if mode == "modern":
             return types.InputRequiredResult(
                 input_requests={
@@ -146,14 +151,7 @@ async def _call(
             question, CONFIRM_SCHEMA, related_request_id=ctx.request_id
         )
         answer = answer_of(reply)
-    return outcome_result(
-        await _thread(governance.answered, actor, plan, answer, _client_name(ctx))
-    )
-
-
-async def _thread(func: Callable[..., Any], *args: Any) -> Any:
-    # Tools are synchronous (SQLAlchemy sessions, runtime clients): keep them off the loop.
-    return await anyio.to_thread.run_sync(partial(func, *args))
+    return outcome_result(await thread(governance.answered, actor, plan, answer, _client_name(ctx)))
 
 
 def elicitation_mode(ctx: Context) -> str | None:

@@ -215,11 +215,13 @@ async def chat(websocket: WebSocket) -> None:
 
     writing = asyncio.create_task(writer())
     session = await run_in_threadpool(
-        ChatSession.open,
-        services.chat,
-        credential.actor,
-        send,
-        websocket.query_params.get("session"),
+        services.in_turn(
+            ChatSession.open,
+            services.chat,
+            credential.actor,
+            send,
+            websocket.query_params.get("session"),
+        )
     )
 
     def follow(actor: Actor | None) -> None:  # from the identity watch's thread
@@ -256,7 +258,7 @@ async def chat(websocket: WebSocket) -> None:
                 send({"type": "pong"})
                 continue
             refused = await run_in_threadpool(
-                handle_frame, services, session, credential.token_id, frame
+                services.in_turn(handle_frame, services, session, credential.token_id, frame)
             )
             if refused is not None:
                 shut(refused)

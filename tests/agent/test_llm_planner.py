@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from typing import Any
 
 import httpcore2
 import httpx
 import pytest
 import respx
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from agent.factory import make_planner
 from agent.llm import LLMPlanner
@@ -26,6 +27,7 @@ from agent.prompts import system_prompt
 from agent.session import ChatDeps, ChatSession
 from agent.tool_text import parse_text_calls
 from core.config import Settings
+from core.turns import Turns
 from tests.conftest import World
 from tests.support.calls import call, deploy
 from tools.registry import REGISTRY
@@ -527,3 +529,43 @@ def test_a_freeze_proposed_by_the_model_is_a_card_and_the_model_is_told_now_and_
         "Freeze shop/prod until 2026-11-30 09:00 (Asia/Shanghai): incident 42?"
     )
     assert call(world, "admin", "list_freezes").items == []  # the model ran nothing
+
+
+def test_a_turn_waiting_on_the_model_gives_its_database_turn_back(
+    world: World, chat: Any, httpx2_mock: respx.Router
+) -> None:
+    """A chat frame runs in one of the process's turns (core/turns.py); the model takes
+    seconds, and database work must not queue behind it meanwhile."""
+    turns = Turns(1)
+    seen: list[int] = []
+
+    def answer(responses: list[httpx.Response]) -> Any:
+        def respond(request: httpx.Request) -> httpx.Response:
+            seen.append(turns.running)  # while the model is asked
+            return responses.pop(0)
+
+        return respond
+
+    httpx2_mock.post(COMPLETIONS).mock(
+        side_effect=answer(
+            [tool_call("target_status", {"project": "shop", "environment": "prod"}), text("ok")]
+        )
+    )
+    statements: list[tuple[int, str]] = []  # turns held as each statement of the frame runs
+    me = threading.get_ident()
+
+    def executing(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == me:  # not the access log's writer
+            statements.append((turns.running, statement.split()[0]))
+
+    event.listen(world.services.engine, "before_cursor_execute", executing)
+    try:
+        frames = turns.run(lambda: chat("how is shop prod?"))
+    finally:
+        event.remove(world.services.engine, "before_cursor_execute", executing)
+    assert frames[-1]["type"] == "assistant_message", frames
+    assert seen == [0, 0]  # given back while the model answers
+    # held for the database work, the runtime's own read aside (it steps out like the model)
+    outside = [verb for held, verb in statements if held == 0 and verb != "BEGIN"]
+    assert len(statements) > 3 and outside == ["SELECT"], statements
+    assert turns.running == 0

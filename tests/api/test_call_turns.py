@@ -9,15 +9,19 @@ the same throughput)."""
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 from sqlalchemy import event
 
+from core.turns import Turns
 from tests.api.conftest import Api
 from tests.api.test_sqlite_reads import HeldAtCheckout
 from tests.conftest import World
 from tests.support.calls import deploy
+from tests.support.server import ChatClient, running_server
 
 
 @pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
@@ -63,4 +67,55 @@ def test_reads_and_writes_share_the_turns_and_live_reads_do_not_wait(
     assert sorted(a.status_code for a in answers) == [200] * (size + 3), [
         a.text for a in answers if a.status_code >= 300
     ]
+    assert turns.running == 0 and turns.waiting == 0
+
+
+class Occupied:
+    """Every turn of `turns` held by a thread of its own until `release` is set."""
+
+    def __init__(self, turns: Turns) -> None:
+        self.turns = turns
+        self.release = threading.Event()
+        self._holders = [
+            threading.Thread(target=turns.run, args=(self.release.wait,)) for _ in range(turns.size)
+        ]
+
+    def __enter__(self) -> Occupied:
+        for holder in self._holders:
+            holder.start()
+        assert wait_until(lambda: self.turns.running == self.turns.size)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release.set()
+        for holder in self._holders:
+            holder.join(30)
+
+
+def wait_until(condition: Callable[[], bool], seconds: float = 10) -> bool:
+    """Whether `condition` came true within `seconds` (checked on every turn's change)."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.005)  # another thread's progress: nothing to wait on but its state
+    return True
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_chat_message_waits_for_a_turn_like_a_rest_call(world: World) -> None:
+    turns = world.services.turns
+    assert turns is not None
+    with running_server(world.services) as address:
+        client = ChatClient(address, world.tokens["alice"])
+        try:
+            with Occupied(turns) as held:
+                client.send({"type": "user_message", "text": "list releases of shop"})
+                assert wait_until(lambda: turns.waiting == 1), "the chat frame took no turn"
+                assert not [f for f in client.frames if f["type"] == "assistant_message"]
+                held.release.set()
+                reply = client.expect(lambda f: f["type"] == "assistant_message")
+            assert "error" not in reply and reply["text"]
+        finally:
+            client.close()
     assert turns.running == 0 and turns.waiting == 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -32,6 +33,7 @@ from core.db import utcnow
 from core.flows.views import get_release
 from runtimes.base import ServiceChange, ServiceSpec
 from runtimes.sandbox import SandboxAdapter
+from tests.api.test_call_turns import Occupied, wait_until
 from tests.cli.test_cli import SHIPDECK
 from tests.conftest import World, _services_for, _wipe, build_world, service_unavailable
 from tests.support.server import running_server
@@ -654,3 +656,25 @@ def test_stdio_retry_and_promote_run_as_previews_and_ask_to_submit(stdio: Door) 
     assert promoted["next"]["action"] == "submit_release"
     # R applied fine: there is nothing to retry, and core says so.
     assert retried["error"]["code"] == "illegal_transition"
+
+
+def test_http_calls_wait_for_a_turn_like_rest_calls(http: Door) -> None:
+    """PostgreSQL: an MCP call's database work takes one of the process's turns too."""
+    turns = http.world.services.turns
+    assert turns is not None
+    results: list[Any] = []
+
+    async def read() -> None:
+        async with http.connect("alice") as client:
+            results.append(await client.call_tool("list_releases", {"project": "shop"}))
+
+    caller = threading.Thread(target=anyio.run, args=(read,))
+    with Occupied(turns) as held:
+        caller.start()
+        assert wait_until(lambda: turns.waiting == 1), "the MCP call took no turn"
+        assert not results
+        held.release.set()
+        caller.join(30)
+    (result,) = results
+    assert not result.is_error, result
+    assert turns.running == 0 and turns.waiting == 0
