@@ -7,8 +7,9 @@ client (asyncio, websockets + httpx), so the two never share an interpreter lock
 
 - chat turn: "what's running in shop prod" sent -> `tool_result` / `assistant_message`
   received, against a WebSocket round trip whose handler does one indexed SELECT and one
-  committed INSERT on the same database (own engine, same engine settings; the least any turn
-  can do). Goal: p50 <= 3x.
+  committed INSERT on the same database (own engine, same engine settings, statements built
+  once as shipdeck's are; the least any turn can do). The two alternate in blocks of 10 (see
+  `chat_turns`). Goal: p50 <= 3x.
 - card fan-out: `POST /api/v1/tools/submit_release` sent -> the approval card received in
   each of 100 approver sessions (per session; the submit also closes the previous release's
   100 cards, which it supersedes), against the same frames pushed to 100 sessions by a bare
