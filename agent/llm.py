@@ -179,7 +179,9 @@ class _Turn:
     def run(self) -> PlanResult:
         final = ""
         for _ in range(MAX_ROUNDS):
-            with stepped_out():  # the model takes seconds: no database work waits behind it
+            # The model takes seconds: no database work waits behind it. No transaction is
+            # open while planning, so the turn is queued for again, first come first served.
+            with stepped_out(holds_nothing=True):
                 message, held = self._complete()
             content = _text(message.content)
             calls = [ToolCall(tool=c["name"], args=c["args"]) for c in message.tool_calls]

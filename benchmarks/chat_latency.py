@@ -211,8 +211,9 @@ async def round_trips(address: str, path: str, n: int) -> list[float]:
     return samples[20:]
 
 
-async def _chat_turn(ws: ClientConnection) -> tuple[float, float]:
-    """One chat turn: ms to the first `tool_result` and to `assistant_message`."""
+async def _chat_turn(ws: ClientConnection) -> tuple[float, float] | None:
+    """One chat turn: ms to the first `tool_result` and to `assistant_message` (None if it
+    read nothing: not the turn being measured)."""
     start = time.perf_counter()
     await ws.send(json.dumps({"type": "user_message", "text": QUESTION}))
     got_result = None
@@ -221,8 +222,9 @@ async def _chat_turn(ws: ClientConnection) -> tuple[float, float]:
         if frame["type"] == "tool_result" and got_result is None:
             got_result = time.perf_counter()
         if frame["type"] == "assistant_message":
-            done = time.perf_counter()
-            return ((got_result or done) - start) * 1000, (done - start) * 1000
+            if got_result is None:
+                return None
+            return (got_result - start) * 1000, (time.perf_counter() - start) * 1000
 
 
 async def chat_turns(
@@ -248,8 +250,8 @@ async def chat_turns(
             turns = [await _chat_turn(ws) for _ in range(BLOCK + 1)]
             if block:
                 floor += baseline[1:]
-                to_result += [result for result, _ in turns[1:]]
-                to_message += [message for _, message in turns[1:]]
+                to_result += [turn[0] for turn in turns[1:] if turn is not None]
+                to_message += [turn[1] for turn in turns[1:] if turn is not None]
     return to_result[:n], to_message[:n], floor[:n]
 
 

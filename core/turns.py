@@ -48,30 +48,32 @@ class Turns:
         """Run `work` in a turn (waiting for one first; a thread already in one keeps it)."""
         if getattr(_current, "turns", None) is self:
             return work()  # queueing behind itself would wait forever
-        with self._lock:
-            if self._free > 0 and not self._waiting:
-                self._free -= 1
-                mine = None
-            else:
-                mine = threading.Event()
-                self._waiting.append(mine)
-        if mine is not None:
-            try:
-                mine.wait()  # the thread leaving hands its turn over
-            except BaseException:  # interrupted: leave the queue, or pass on a turn handed over
-                with self._lock:
-                    queued = mine in self._waiting
-                    if queued:
-                        self._waiting.remove(mine)
-                if not queued:
-                    self._give()
-                raise
+        self._take()
         _current.turns = self
         try:
             return work()
         finally:
             _current.turns = None
             self._give()
+
+    def _take(self) -> None:
+        """Wait for a turn, in arrival order."""
+        with self._lock:
+            if self._free > 0 and not self._waiting:
+                self._free -= 1
+                return
+            mine = threading.Event()
+            self._waiting.append(mine)
+        try:
+            mine.wait()  # the thread leaving hands its turn over
+        except BaseException:  # interrupted: leave the queue, or pass on a turn handed over
+            with self._lock:
+                queued = mine in self._waiting
+                if queued:
+                    self._waiting.remove(mine)
+            if not queued:
+                self._give()
+            raise
 
     def _give(self) -> None:
         with self._lock:
@@ -81,9 +83,19 @@ class Turns:
                 self._waiting.popleft().set()
 
 
+def holding() -> bool:
+    """Whether this thread holds a turn (of any Turns)."""
+    return getattr(_current, "turns", None) is not None
+
+
 @contextmanager
-def stepped_out() -> Iterator[None]:
-    """Give this thread's turn back for a slow wait outside the database; take it back after."""
+def stepped_out(*, holds_nothing: bool = False) -> Iterator[None]:
+    """Give this thread's turn back for a slow wait outside the database; take it back after.
+
+    It comes back at once, over the limit if need be: it may hold row locks that the threads
+    in their turns wait for. One that `holds_nothing` (no transaction open: an LLM planner
+    waiting on its model) queues again in arrival order instead.
+    """
     turns: Turns | None = getattr(_current, "turns", None)
     if turns is None:
         yield
@@ -93,6 +105,14 @@ def stepped_out() -> Iterator[None]:
         turns._give()
         yield
     finally:
-        with turns._lock:
-            turns._free -= 1  # back at once: it may hold locks others in their turns wait for
         _current.turns = turns
+        if holds_nothing:
+            try:
+                turns._take()
+            except BaseException:  # interrupted while queued: `run` gives back the turn it
+                with turns._lock:  # believes this thread holds, so hold one
+                    turns._free -= 1
+                raise
+        else:
+            with turns._lock:
+                turns._free -= 1

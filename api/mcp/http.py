@@ -49,7 +49,8 @@ class ShipdeckTokens:
     async def verify_token(self, token: str) -> AccessToken | None:
         """The token's principal, or None when it is unknown or revoked."""
         try:
-            credential = await anyio.to_thread.run_sync(resolve_token, self.services, token)
+            lookup = self.services.in_turn(resolve_token, self.services, token)
+            credential = await anyio.to_thread.run_sync(lookup)
             actor = credential.actor
         except ShipdeckError:
             return None

@@ -87,7 +87,7 @@ def build_server(services: Services, identity: Identity, console_url: ConsoleUrl
 
     async def call_tool(ctx: Context, params: types.CallToolRequestParams) -> Any:
         try:
-            actor = (await anyio.to_thread.run_sync(services.in_turn(identity, ctx))).via(
+            actor = (await anyio.to_thread.run_sync(identity, ctx)).via(
                 Channel.mcp, uuid.uuid4().hex
             )
         except ShipdeckError as exc:

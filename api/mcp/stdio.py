@@ -18,8 +18,8 @@ def serve_stdio(services: Services, token: str, console_url: str | None) -> None
     at once, as it does for REST.
     """
 
-    def identity(ctx: Context) -> Actor:
-        return resolve_token(services, token).actor
+    def identity(ctx: Context) -> Actor:  # in a worker thread: its lookup takes a turn
+        return services.in_turn(resolve_token, services, token)().actor
 
     server = build_server(services, identity, lambda ctx: console_url)
 

@@ -114,8 +114,8 @@ async def _first_frame(services: Services, websocket: WebSocket) -> Credential |
     except AuthFrameError as exc:
         raise NotAuthenticated(str(exc)) from None
     if kind == "ticket":
-        return await run_in_threadpool(_redeem, services, secret)
-    return await run_in_threadpool(resolve_token, services, secret)
+        return await run_in_threadpool(services.in_turn(_redeem, services, secret))
+    return await run_in_threadpool(services.in_turn(resolve_token, services, secret))
 
 
 def _recheck(services: Services, token_id: int) -> Credential:
@@ -169,7 +169,7 @@ async def chat(websocket: WebSocket) -> None:
         await websocket.close(code=POLICY_VIOLATION, reason="origin not allowed")
         return
     try:
-        credential = await run_in_threadpool(_authenticate, services, websocket)
+        credential = await run_in_threadpool(services.in_turn(_authenticate, services, websocket))
     except NotAuthenticated as exc:
         await websocket.close(code=POLICY_VIOLATION, reason=exc.message)
         return

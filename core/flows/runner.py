@@ -33,6 +33,7 @@ from core.releases.models import ProgressEvent, Release
 from core.releases.queries import current_preview, load_release
 from core.targets.service import target_ref
 from core.text import clip, first_line
+from core.turns import stepped_out
 from runtimes.base import ApplyResult, Plan, Progress
 from runtimes.registry import RuntimeRegistry
 
@@ -238,7 +239,10 @@ class ApplyRunner:
             return
         try:
             plan, runtime = planned or self._plan(number)
-            result = self.runtimes.get(runtime).apply(plan, self._progress(number, lost))
+            # An inline apply runs in the caller's thread: a rollout takes minutes, and no
+            # database work may wait behind it (progress writes in its own transactions).
+            with stepped_out():
+                result = self.runtimes.get(runtime).apply(plan, self._progress(number, lost))
         except LostClaim:
             log.warning("%s: stopped, another worker holds the claim", release_id(number))
             return

@@ -16,11 +16,11 @@ from typing import Any
 import pytest
 from sqlalchemy import event
 
-from core.turns import Turns
+from core.turns import Turns, holding
 from tests.api.conftest import Api
 from tests.api.test_sqlite_reads import HeldAtCheckout
 from tests.conftest import World
-from tests.support.calls import deploy
+from tests.support.calls import approved_dev, call, deploy
 from tests.support.server import ChatClient, running_server
 
 
@@ -118,4 +118,49 @@ def test_a_chat_message_waits_for_a_turn_like_a_rest_call(world: World) -> None:
             assert "error" not in reply and reply["text"]
         finally:
             client.close()
+        # Opening a socket and a message: every statement of the door's threads runs in a
+        # turn, the handshake's token check included.
+        statements: list[tuple[bool, str]] = []
+
+        def executing(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+            if threading.current_thread().name.startswith("AnyIO worker"):
+                statements.append((holding(), statement[:60]))
+
+        event.listen(world.services.engine, "before_cursor_execute", executing)
+        try:
+            other = ChatClient(address, world.tokens["bob"])
+            other.say("list releases of shop")
+            other.close()
+        finally:
+            event.remove(world.services.engine, "before_cursor_execute", executing)
+        assert any("api_tokens" in text for _, text in statements), statements
+        assert all(held for held, _ in statements), statements
     assert turns.running == 0 and turns.waiting == 0
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_an_inline_apply_steps_out_of_its_turn_for_the_rollout(world: World) -> None:
+    """`shipdeck mcp` applies in the caller's thread: the rollout (minutes on a cluster) must
+    not hold one of the turns the process's database work waits for."""
+    turns = world.services.turns
+    assert turns is not None
+    release = approved_dev(world)
+    me = threading.get_ident()
+    written: list[tuple[int, str]] = []  # turns held at each write of this thread
+
+    def executing(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if threading.get_ident() == me and not statement.startswith("SELECT"):
+            written.append((turns.running, statement.split("(")[0][:40]))
+
+    event.listen(world.services.engine, "before_cursor_execute", executing)
+    try:
+        applied = turns.run(lambda: call(world, "alice", "apply_release", release_id=release))
+    finally:
+        event.remove(world.services.engine, "before_cursor_execute", executing)
+    assert applied.lifecycle_state == "applying"  # its answer; the rollout ran after it, inline
+    done = call(world, "alice", "get_release", release_id=release)
+    assert done.lifecycle_state == "applied", done
+    rollout = [held for held, statement in written if "sandbox_services" in statement]
+    assert rollout and set(rollout) == {0}, written  # the simulated runtime's own writes
+    assert any(held == 1 for held, _ in written), written  # the release's, in the turn
+    assert turns.running == 0

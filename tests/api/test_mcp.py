@@ -24,13 +24,14 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from sqlalchemy import select
+from sqlalchemy import event, select
 
 from api.wiring import Services
 from core.audit.models import AccessRecord, AuditEvent
 from core.config import Settings
 from core.db import utcnow
 from core.flows.views import get_release
+from core.turns import holding
 from runtimes.base import ServiceChange, ServiceSpec
 from runtimes.sandbox import SandboxAdapter
 from tests.api.test_call_turns import Occupied, wait_until
@@ -668,13 +669,27 @@ def test_http_calls_wait_for_a_turn_like_rest_calls(http: Door) -> None:
         async with http.connect("alice") as client:
             results.append(await client.call_tool("list_releases", {"project": "shop"}))
 
+    statements: list[tuple[bool, str]] = []  # the door's threads: in a turn, and what ran
+
+    def executing(connection: Any, cursor: Any, statement: str, *_: Any) -> None:
+        if threading.current_thread().name.startswith("AnyIO worker"):
+            statements.append((holding(), statement[:60]))
+
     caller = threading.Thread(target=anyio.run, args=(read,))
-    with Occupied(turns) as held:
-        caller.start()
-        assert wait_until(lambda: turns.waiting == 1), "the MCP call took no turn"
-        assert not results
-        held.release.set()
-        caller.join(30)
+    engine = http.world.services.engine
+    event.listen(engine, "before_cursor_execute", executing)
+    try:
+        with Occupied(turns) as held:
+            caller.start()
+            assert wait_until(lambda: turns.waiting == 1), "the MCP call took no turn"
+            assert not results
+            held.release.set()
+            caller.join(30)
+    finally:
+        event.remove(engine, "before_cursor_execute", executing)
     (result,) = results
     assert not result.is_error, result
+    # the token lookup on every HTTP request, and the call itself
+    assert any("api_tokens" in text for _, text in statements), statements
+    assert all(held for held, _ in statements), statements
     assert turns.running == 0 and turns.waiting == 0

@@ -129,3 +129,52 @@ def test_a_thread_in_a_turn_that_asks_again_keeps_its_turn() -> None:
     worker.join(10)
     assert done == ["inner True"]
     assert turns.running == 0
+
+
+def test_a_thread_that_holds_nothing_queues_again_on_its_way_back() -> None:
+    """An LLM planner waiting on its model holds no locks: back, it queues behind those who
+    arrived meanwhile instead of going over the limit."""
+    turns = Turns(1)
+    out, back, other_done = threading.Event(), threading.Event(), threading.Event()
+    order: list[str] = []
+
+    def planner() -> None:
+        with stepped_out(holds_nothing=True):
+            out.set()
+            back.wait(10)  # the model answering
+        order.append("planner")
+
+    def other() -> None:
+        order.append("other")
+        other_done.wait(10)
+
+    first = threading.Thread(target=turns.run, args=(planner,))
+    first.start()
+    assert out.wait(10) and turns.running == 0
+    second = threading.Thread(target=turns.run, args=(other,))
+    second.start()
+    assert _until(lambda: order == ["other"])
+    back.set()
+    assert _until(lambda: turns.waiting == 1)  # queued, not over the limit
+    assert turns.running == 1 and order == ["other"]
+    other_done.set()
+    first.join(10)
+    second.join(10)
+    assert order == ["other", "planner"]
+    assert turns.running == 0 and turns.waiting == 0
+
+
+def test_a_failure_while_stepped_out_still_returns_the_turn() -> None:
+    turns = Turns(1)
+    for holds_nothing in (False, True):
+
+        def failing(holds_nothing: bool = holds_nothing) -> None:
+            with stepped_out(holds_nothing=holds_nothing):
+                raise TimeoutError("the model did not answer")
+
+        try:
+            turns.run(failing)
+        except TimeoutError:
+            pass
+        assert turns.running == 0 and turns.waiting == 0
+        assert turns.run(lambda: turns.running) == 1
