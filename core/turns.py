@@ -105,14 +105,15 @@ def stepped_out(*, holds_nothing: bool = False) -> Iterator[None]:
         turns._give()
         yield
     finally:
-        _current.turns = turns
         if holds_nothing:
             try:
                 turns._take()
             except BaseException:  # interrupted while queued: `run` gives back the turn it
                 with turns._lock:  # believes this thread holds, so hold one
                     turns._free -= 1
+                _current.turns = turns
                 raise
         else:
             with turns._lock:
                 turns._free -= 1
+        _current.turns = turns
