@@ -40,9 +40,10 @@ class Settings(BaseSettings):
         default=8,
         ge=1,
         le=1000,
-        description="On PostgreSQL, how many REST tool calls one server process runs at once; "
-        "more wait their turn, first come first served. A call steps out of its turn while it "
-        "waits on a runtime (a cluster's API, the Docker engine), and reads of a runtime's live "
+        description="On PostgreSQL, how many calls one server process runs at once (REST tool "
+        "calls, chat frames, MCP calls, their token checks); more wait their turn, first come "
+        "first served. A call steps out of its turn while it waits on a runtime (a cluster's "
+        "API, the Docker engine) or a language model, and REST reads of a runtime's live "
         "state take none. Dozens of threads sharing one interpreter lock each ran a little at "
         "a time, so a write's tail reached seconds at 50 clients; 8 turns served as much with "
         "none over one. SQLite ignores it (its reads have `sqlite_read_threads`, its writers "
