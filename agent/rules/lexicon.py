@@ -11,7 +11,7 @@ from collections.abc import Iterable
 from functools import lru_cache
 
 from rapidfuzz.distance import DamerauLevenshtein
-from rapidfuzz.process import extractOne
+from rapidfuzz.process import extract
 
 from agent.rules.function_words import STOPWORDS
 from agent.rules.vocabulary import ENVIRONMENT_SYNONYMS, INTENTS, SYMPTOMS
@@ -59,13 +59,19 @@ def fold(word: str, known: frozenset[str]) -> str | None:
     limit = _max_typos(word)
     if not limit:  # "wbe" could be several things: the unknown name gets a question
         return None
-    best = extractOne(
+    nearest = extract(
         word,
         [k for k in known if abs(len(k) - len(word)) <= limit and k[:1] == word[:1]],
         scorer=DamerauLevenshtein.distance,
         score_cutoff=limit,
+        limit=2,
     )
-    return str(best[0]) if best else None
+    if not nearest or (len(nearest) > 1 and nearest[1][1] == nearest[0][1]):
+        # As near to two known words ("mode": move? made?): either is a guess, and which one
+        # came first hung on the set's order, so the same message planned differently from
+        # one process to the next. The unknown word gets a question instead.
+        return None
+    return str(nearest[0][0])
 
 
 def correct(text: str, names: frozenset[str]) -> str:

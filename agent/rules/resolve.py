@@ -71,7 +71,10 @@ def project(parsed: Parsed, catalog: Catalog, services: list[str] | None = None)
     if candidates and len(candidates) == 1:
         return next(iter(candidates))
     if candidates:
-        first = next(s for s in named if len(catalog.projects_of(s)) > 1)
+        first = next((s for s in named if len(catalog.projects_of(s)) > 1), None)
+        if first is None:  # "web and gateway": each is one project's, and they differ
+            projects = ", ".join(sorted(candidates))
+            raise Question(say("several_projects", parsed.lang, projects=projects))
         raise Question(
             say(
                 "which_project_of_service",
