@@ -7,7 +7,9 @@ they mean). It reads only the user's own words (`message` sets quoted text aside
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field, replace
+from functools import lru_cache
 
 from agent.language import language_of
 from agent.rules.function_words import (
@@ -157,14 +159,26 @@ def _has_word(text: str, phrase: str, edges: set[int]) -> list[int]:
     if phrase not in text:
         return []
     if phrase.isascii():
-        return [
-            m.start()
-            for m in re.finditer(rf"(?<![a-z0-9_'-]){re.escape(phrase)}(?![a-z0-9_-])", text)
-        ]
+        return [m.start() for m in _phrase(phrase).finditer(text)]
     hits = found(text, phrase, edges)
     if not hits and len(phrase) >= 3:
         hits = [m.start() for m in re.finditer(re.escape(phrase), text)]
     return hits
+
+
+# Patterns are built once per word: a turn tries hundreds of words, and formatting, escaping
+# and looking each one up in re's own cache was a third of planning a message.
+@lru_cache(maxsize=4096)
+def _phrase(phrase: str) -> re.Pattern[str]:
+    """A latin vocabulary phrase, not glued to other letters or digits."""
+    return re.compile(rf"(?<![a-z0-9_'-]){re.escape(phrase)}(?![a-z0-9_-])")
+
+
+@lru_cache(maxsize=1024)
+def _marker(marker: str, then: str = "") -> re.Pattern[str]:
+    """A reason or comment marker (latin ones as a word), then `then`."""
+    body = rf"(?<![a-z]){re.escape(marker)}(?![a-z])" if marker.isascii() else re.escape(marker)
+    return re.compile(body + then, re.S)
 
 
 def _edges(text: str) -> set[int]:
@@ -224,15 +238,17 @@ def _split_hits(text: str, edges: set[int]) -> list[tuple[int, int, str, int, st
     for intent, head, tail in SPLIT_PHRASES:
         for position in _has_word(text, head, edges):
             start = position + len(head)
-            pattern = (
-                rf"(?<![a-z0-9_'-]){re.escape(tail)}(?:e?s)?(?![a-z0-9_-])"
-                if tail.isascii()
-                else re.escape(tail)
-            )
-            match = re.compile(pattern).search(text, start)
+            match = _tail(tail).search(text, start)
             if match:
                 hits.append((PRIORITY[intent], position, intent, match.end(), head))
     return hits
+
+
+@lru_cache(maxsize=256)
+def _tail(tail: str) -> re.Pattern[str]:
+    if not tail.isascii():
+        return re.compile(re.escape(tail))
+    return re.compile(rf"(?<![a-z0-9_'-]){re.escape(tail)}(?:e?s)?(?![a-z0-9_-])")
 
 
 def _longest(hits: list[tuple[int, int, str, int, str]]) -> list[tuple[int, int, str, int, str]]:
@@ -304,7 +320,7 @@ def _bare(clause: Clause, names: CatalogNames) -> bool:
     """The clause names no release, service or project (it can only be a comment)."""
     text = clause.text
     return not RELEASE_ID.search(text) and not any(
-        _word(n).search(text) for n in [*names.services, *names.projects]
+        _says(text, n) for n in [*names.services, *names.projects]
     )
 
 
@@ -314,7 +330,7 @@ def _elsewhere(previous: Clause, clause: Clause, names: CatalogNames) -> bool:
         return False
     mine, _ = environments(clause.text, names.environments)
     theirs, _ = environments(previous.text, names.environments)
-    named = any(_word(s).search(clause.text) for s in names.services)
+    named = any(_says(clause.text, s) for s in names.services)
     return bool(mine and theirs and named and set(mine).isdisjoint(theirs))
 
 
@@ -322,10 +338,7 @@ def _reason_tail(text: str) -> tuple[str, str]:
     """Split "reject R-1, reason: missing changelog" before its reason."""
     cut = len(text)
     for marker in [*REASON_MARKERS, *COMMENT_MARKERS]:
-        pattern = (
-            rf"(?<![a-z]){re.escape(marker)}(?![a-z])" if marker.isascii() else re.escape(marker)
-        )
-        match = re.search(pattern, text)
+        match = _marker(marker).search(text) if marker in text else None
         if match and match.start() > 0:
             cut = min(cut, match.start())
     return text[:cut], text[cut:]
@@ -348,21 +361,46 @@ def _join(first: Clause, second: Clause, keep_second: bool = False) -> Clause:
     )
 
 
+@lru_cache(maxsize=4096)
 def _word(name: str) -> re.Pattern[str]:
     """`name` not glued to other latin letters or digits; a hyphen may be a space or nothing."""
     body = r"[\s_-]?".join(re.escape(part) for part in name.split("-"))
     return re.compile(rf"(?<![a-z0-9_-]){body}(?![a-z0-9_-])")
 
 
-def environments(text: str, known: list[str]) -> tuple[list[str], str | None]:
-    """Environments named (canonical names, in order), and an unknown one after to/in/on."""
+def _mentions(text: str, name: str) -> Iterator[re.Match[str]]:
+    """Where `text` names `name` (see `_word`); most names are absent, and a substring test
+    says so without the pattern (only a hyphen can be written another way)."""
+    if "-" not in name and name not in text:
+        return iter(())
+    return _word(name).finditer(text)
+
+
+def _says(text: str, name: str) -> bool:
+    return next(_mentions(text, name), None) is not None
+
+
+@lru_cache(maxsize=256)
+def _environment_words(known: tuple[str, ...]) -> Mapping[str, str]:
+    """Every word for an environment, longest first, with its canonical name."""
     words = {w: env for env, ws in ENVIRONMENT_SYNONYMS.items() for w in ws}
     words.update({env: env for env in known})
+    return {word: words[word] for word in sorted(words, key=len, reverse=True)}
+
+
+def environments(text: str, known: list[str]) -> tuple[list[str], str | None]:
+    """Environments named (canonical names, in order), and an unknown one after to/in/on."""
+    words = _environment_words(tuple(known))
     hits: list[tuple[int, str]] = []
     taken: list[tuple[int, int]] = []
-    for word in sorted(words, key=len, reverse=True):
-        pattern = _word(word) if word.isascii() else re.compile(re.escape(word))
-        for match in pattern.finditer(text):
+    for word in words:
+        if word.isascii():
+            matches = _mentions(text, word)
+        elif word in text:
+            matches = re.finditer(re.escape(word), text)
+        else:
+            continue
+        for match in matches:
             span = (match.start(), match.end())
             if any(a < span[1] and span[0] < b for a, b in taken):
                 continue
@@ -380,11 +418,10 @@ def environments(text: str, known: list[str]) -> tuple[list[str], str | None]:
 
 def source_environment(text: str, known: list[str]) -> str | None:
     """The environment named right after "from" / "从" (canonical name), if any."""
-    words = {w: env for env, ws in ENVIRONMENT_SYNONYMS.items() for w in ws}
-    words.update({env: env for env in known})
+    words = _environment_words(tuple(known))
     for match in re.finditer(r"(?:\bfrom\s+(?:the\s+)?|从\s*)(\S+)", text):
         following = match.group(1)
-        for word in sorted(words, key=len, reverse=True):
+        for word in words:
             if following == word or (
                 following.startswith(word)
                 and (not word.isascii() or not re.match(r"[a-z0-9_-]", following[len(word) :]))
@@ -400,7 +437,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
     envs, unknown_env = environments(text, catalog_names.environments)
     services: list[tuple[str, int]] = []
     for name in catalog_names.services:
-        services += [(name, m.start()) for m in _word(name).finditer(text)]
+        services += [(name, m.start()) for m in _mentions(text, name)]
     services.sort(key=lambda item: item[1])
     tagged_spans: list[tuple[int, int]] = []
     tagged: dict[str, str] = {}
@@ -428,7 +465,7 @@ def parse(clause: Clause, message: Message, catalog_names: CatalogNames) -> Pars
         release_ids=list(dict.fromkeys(ids)),
         environments=envs,
         unknown_environment=unknown_env,
-        projects=[p for p in catalog_names.projects if _word(p).search(text)],
+        projects=[p for p in catalog_names.projects if _says(text, p)],
         services=services,
         versions=versions,
         tagged=tagged,
@@ -461,10 +498,7 @@ def _number(word: str) -> int:
 
 def _after_marker(raw: str, markers: list[str]) -> str | None:
     for marker in markers:
-        pattern = (
-            rf"(?<![a-z]){re.escape(marker)}(?![a-z])" if marker.isascii() else re.escape(marker)
-        )
-        match = re.search(pattern + r"\s*[:：]?\s*(.+)$", raw, re.S)
+        match = _marker(marker, r"\s*[:：]?\s*(.+)$").search(raw) if marker in raw else None
         if match:
             value = match.group(1).strip(" ,.;:-")
             if value:
