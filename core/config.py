@@ -24,8 +24,9 @@ class Settings(BaseSettings):
         ge=1,
         le=1000,
         description="PostgreSQL connections each server process keeps (plus half as many more "
-        "under bursts): one per request thread. Replicas x workers x 1.5 x this must stay under "
-        "the server's max_connections.",
+        "under bursts): one per request thread. Half of them are opened in autocommit for reads "
+        "and one-statement writes, half for transactions. Replicas x workers x 1.5 x this must "
+        "stay under the server's max_connections.",
     )
     sqlite_read_threads: int = Field(
         default=2,

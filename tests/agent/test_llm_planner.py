@@ -16,7 +16,7 @@ import httpcore2
 import httpx
 import pytest
 import respx
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 
 from agent.factory import make_planner
 from agent.llm import LLMPlanner
@@ -29,6 +29,7 @@ from agent.tool_text import parse_text_calls
 from core.config import Settings
 from core.turns import Turns
 from tests.conftest import World
+from tests.support import engine_events
 from tests.support.calls import call, deploy
 from tools.registry import REGISTRY
 
@@ -558,11 +559,11 @@ def test_a_turn_waiting_on_the_model_gives_its_database_turn_back(
         if threading.get_ident() == me:  # not the access log's writer
             statements.append((turns.running, statement.split()[0]))
 
-    event.listen(world.services.engine, "before_cursor_execute", executing)
+    engine_events.listen(world.services.engine, "before_cursor_execute", executing)
     try:
         frames = turns.run(lambda: chat("how is shop prod?"))
     finally:
-        event.remove(world.services.engine, "before_cursor_execute", executing)
+        engine_events.remove(world.services.engine, "before_cursor_execute", executing)
     assert frames[-1]["type"] == "assistant_message", frames
     assert seen == [0, 0]  # given back while the model answers
     # held for the database work, the runtime's own read aside (it steps out like the model)

@@ -14,12 +14,12 @@ from collections.abc import Callable
 from typing import Any
 
 import pytest
-from sqlalchemy import event
 
 from core.turns import Turns, holding
 from tests.api.conftest import Api
 from tests.api.test_sqlite_reads import HeldAtCheckout
 from tests.conftest import World
+from tests.support import engine_events
 from tests.support.calls import approved_dev, call, deploy
 from tests.support.server import ChatClient, running_server
 
@@ -37,7 +37,7 @@ def test_reads_and_writes_share_the_turns_and_live_reads_do_not_wait(
         deploy(world, "alice", "shop", env, web={"image_tag": "7.1"}) for env in ("staging", "prod")
     ]
     held = HeldAtCheckout()
-    event.listen(services.engine, "checkout", held.checkout)
+    engine_events.listen(services.engine, "checkout", held.checkout)
     answers: list[Any] = []
     calls: list[threading.Thread] = []
 
@@ -63,7 +63,7 @@ def test_reads_and_writes_share_the_turns_and_live_reads_do_not_wait(
         for worker in calls:
             worker.join(30)
         # removed only now: a listener removed while a checkout runs the listeners breaks it
-        event.remove(services.engine, "checkout", held.checkout)
+        engine_events.remove(services.engine, "checkout", held.checkout)
     assert sorted(a.status_code for a in answers) == [200] * (size + 3), [
         a.text for a in answers if a.status_code >= 300
     ]
@@ -126,13 +126,13 @@ def test_a_chat_message_waits_for_a_turn_like_a_rest_call(world: World) -> None:
             if threading.current_thread().name.startswith("AnyIO worker"):
                 statements.append((holding(), statement[:60]))
 
-        event.listen(world.services.engine, "before_cursor_execute", executing)
+        engine_events.listen(world.services.engine, "before_cursor_execute", executing)
         try:
             other = ChatClient(address, world.tokens["bob"])
             other.say("list releases of shop")
             other.close()
         finally:
-            event.remove(world.services.engine, "before_cursor_execute", executing)
+            engine_events.remove(world.services.engine, "before_cursor_execute", executing)
         assert any("api_tokens" in text for _, text in statements), statements
         assert all(held for held, _ in statements), statements
     assert turns.running == 0 and turns.waiting == 0
@@ -152,11 +152,11 @@ def test_an_inline_apply_steps_out_of_its_turn_for_the_rollout(world: World) -> 
         if threading.get_ident() == me and not statement.startswith("SELECT"):
             written.append((turns.running, statement.split("(")[0][:40]))
 
-    event.listen(world.services.engine, "before_cursor_execute", executing)
+    engine_events.listen(world.services.engine, "before_cursor_execute", executing)
     try:
         applied = turns.run(lambda: call(world, "alice", "apply_release", release_id=release))
     finally:
-        event.remove(world.services.engine, "before_cursor_execute", executing)
+        engine_events.remove(world.services.engine, "before_cursor_execute", executing)
     assert applied.lifecycle_state == "applying"  # its answer; the rollout ran after it, inline
     done = call(world, "alice", "get_release", release_id=release)
     assert done.lifecycle_state == "applied", done

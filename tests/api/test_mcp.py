@@ -24,7 +24,7 @@ import pytest
 from mcp import Client, MCPError, StdioServerParameters
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types.version import HANDSHAKE_PROTOCOL_VERSIONS
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from api.wiring import Services
 from core.audit.models import AccessRecord, AuditEvent
@@ -37,6 +37,7 @@ from runtimes.sandbox import SandboxAdapter
 from tests.api.test_call_turns import Occupied, wait_until
 from tests.cli.test_cli import SHIPDECK
 from tests.conftest import World, _services_for, _wipe, build_world, service_unavailable
+from tests.support import engine_events
 from tests.support.server import running_server
 from tools.registry import REGISTRY
 
@@ -677,7 +678,7 @@ def test_http_calls_wait_for_a_turn_like_rest_calls(http: Door) -> None:
 
     caller = threading.Thread(target=anyio.run, args=(read,))
     engine = http.world.services.engine
-    event.listen(engine, "before_cursor_execute", executing)
+    engine_events.listen(engine, "before_cursor_execute", executing)
     try:
         with Occupied(turns) as held:
             caller.start()
@@ -686,7 +687,7 @@ def test_http_calls_wait_for_a_turn_like_rest_calls(http: Door) -> None:
             held.release.set()
             caller.join(30)
     finally:
-        event.remove(engine, "before_cursor_execute", executing)
+        engine_events.remove(engine, "before_cursor_execute", executing)
     (result,) = results
     assert not result.is_error, result
     # the token lookup on every HTTP request, and the call itself

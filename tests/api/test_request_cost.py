@@ -8,9 +8,8 @@ from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
-from sqlalchemy import event
-
 from tests.api.conftest import Api
+from tests.support import engine_events
 from tests.support.calls import call, deploy
 
 
@@ -26,11 +25,11 @@ def counted(api: Api) -> Iterator[list[str]]:
             statements.append(" ".join(statement.split())[:120])
 
     engine = api.world.services.engine
-    event.listen(engine, "before_cursor_execute", record)
+    engine_events.listen(engine, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        engine_events.remove(engine, "before_cursor_execute", record)
 
 
 def _pending(api: Api, project: str, environment: str, service: str) -> str:
@@ -77,7 +76,7 @@ def test_a_read_checks_its_token_and_runs_its_tool_on_one_connection(api: Api) -
             checkouts.append(threading.current_thread().name)
 
     engine = api.world.services.engine
-    event.listen(engine, "checkout", checked_out)
+    engine_events.listen(engine, "checkout", checked_out)
     try:
         for path in (
             "/api/v1/releases",
@@ -94,7 +93,7 @@ def test_a_read_checks_its_token_and_runs_its_tool_on_one_connection(api: Api) -
             # target's live status is left out: its runtime reads its own state apart.
             assert len(checkouts) == 1 and len(set(checkouts)) == 1, (path, checkouts)
     finally:
-        event.remove(engine, "checkout", checked_out)
+        engine_events.remove(engine, "checkout", checked_out)
 
 
 def test_an_unknown_token_is_refused_before_the_input_is_judged(api: Api) -> None:
@@ -122,7 +121,7 @@ def test_a_write_checks_its_token_and_runs_its_tool_in_one_thread_hop(api: Api) 
             after_check.append(checked.get())
 
     engine = api.world.services.engine
-    event.listen(engine, "before_cursor_execute", record)
+    engine_events.listen(engine, "before_cursor_execute", record)
     try:
         body = {"project": "shop", "environment": "prod", "changes": {"web": {"image_tag": "8"}}}
         made = api.post("/api/v1/releases", json=body)
@@ -135,6 +134,6 @@ def test_a_write_checks_its_token_and_runs_its_tool_in_one_thread_hop(api: Api) 
             answer = api.post(path, user=user)
             assert answer.status_code == 200, answer.text
     finally:
-        event.remove(engine, "before_cursor_execute", record)
+        engine_events.remove(engine, "before_cursor_execute", record)
     # every write of the three requests ran in the hop that checked the caller's token
     assert after_check and all(after_check), after_check

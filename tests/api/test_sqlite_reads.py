@@ -15,6 +15,7 @@ import pytest
 from core.db import make_engine
 from tests.api.conftest import Api
 from tests.conftest import World
+from tests.support import engine_events
 
 
 def _answer_within(api: Api, path: str, user: str, seconds: float) -> Any:
@@ -99,14 +100,13 @@ class HeldAtCheckout:
 def test_sqlite_reads_take_turns_and_live_reads_do_not_wait(api: Api, world: World) -> None:
     # CPython's sqlite3 lets go of the GIL at every row and column it fetches: dozens of
     # threads fetching at once convoy on it (at 50 clients the reads served fell to half).
-    from sqlalchemy import event
 
     services = world.services
     turns = services.settings.sqlite_read_threads
     limiter = services.read_limiter
     assert limiter is not None and limiter.total_tokens == turns
     held = HeldAtCheckout()
-    event.listen(services.engine, "checkout", held.checkout)
+    engine_events.listen(services.engine, "checkout", held.checkout)
     answers: list[Any] = []
     pages: list[threading.Thread] = []
     live: list[threading.Thread] = []
@@ -129,6 +129,6 @@ def test_sqlite_reads_take_turns_and_live_reads_do_not_wait(api: Api, world: Wor
         for worker in [*pages, *live]:
             worker.join(30)
         # removed only now: a listener removed while a checkout runs the listeners breaks it
-        event.remove(services.engine, "checkout", held.checkout)
+        engine_events.remove(services.engine, "checkout", held.checkout)
     assert sorted(a.status_code for a in answers) == [200] * (turns + 4)
     assert limiter.borrowed_tokens == 0

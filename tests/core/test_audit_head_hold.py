@@ -17,13 +17,14 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-from sqlalchemy import Connection, event, select, text
+from sqlalchemy import Connection, select, text
 from sqlalchemy.exc import IntegrityError
 
 from core.audit.models import AuditHead
 from core.audit.service import verify
 from core.releases.models import Release
 from tests.conftest import World, build_world
+from tests.support import engine_events
 from tests.support.calls import call, deploy, sql
 
 
@@ -68,12 +69,12 @@ def head_watch(world: World) -> Iterator[dict[str, Any]]:
         ("rollback", rolled_back),
     ]
     for name, fn in hooks:
-        event.listen(engine, name, fn)
+        engine_events.listen(engine, name, fn)
     try:
         yield seen
     finally:
         for name, fn in hooks:
-            event.remove(engine, name, fn)
+            engine_events.remove(engine, name, fn)
         watcher.close()
 
 

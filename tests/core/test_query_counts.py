@@ -7,9 +7,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import event
-
 from tests.conftest import World
+from tests.support import engine_events
 from tests.support.calls import call, deploy
 
 
@@ -23,11 +22,11 @@ def counted(world: World) -> Iterator[list[str]]:
         if threading.get_ident() == me:
             statements.append(statement)
 
-    event.listen(world.services.engine, "before_cursor_execute", record)
+    engine_events.listen(world.services.engine, "before_cursor_execute", record)
     try:
         yield statements
     finally:
-        event.remove(world.services.engine, "before_cursor_execute", record)
+        engine_events.remove(world.services.engine, "before_cursor_execute", record)
 
 
 def _history(world: World, rows: int) -> None:

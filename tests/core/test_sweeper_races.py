@@ -20,7 +20,7 @@ from sqlalchemy import Connection, event, select, text
 from sqlalchemy.orm import Session, SessionTransaction
 
 from core.approvals.models import ApprovalTicket
-from core.db import SQLITE_BEGIN, utcnow
+from core.db import SQLITE_BEGIN, engines, utcnow
 from core.errors import Conflict
 from core.flows.expiry import ExpirySweep
 from core.ids import parse_release_id
@@ -77,8 +77,11 @@ def paused_before_writing(world: World) -> Iterator[tuple[threading.Event, threa
     def before(session: Session, transaction: SessionTransaction) -> None:
         if threading.current_thread().name != SWEEPER or transaction.parent is not None:
             return
-        options = session.get_bind().get_execution_options()  # the scan reads on read_engine
-        reading = options.get(SQLITE_BEGIN) == "DEFERRED" or options.get("isolation_level")
+        bind = session.get_bind()  # the scan reads on read_engine: the autocommit twin on
+        # PostgreSQL, DEFERRED transactions on SQLite
+        reading = bind in engines(world.services.engine)[1:] or (
+            bind.get_execution_options().get(SQLITE_BEGIN) == "DEFERRED"
+        )
         if reading or reached.is_set():
             return
         reached.set()

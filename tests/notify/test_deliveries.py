@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from sqlalchemy import event, select
+from sqlalchemy import select
 
 from core.errors import InvalidInput
 from core.notify.declaration import load_notifications, split_declaration
@@ -20,6 +20,7 @@ from core.notify.worker import NotifyWorker
 from core.permissions import SYSTEM
 from tests.conftest import World
 from tests.notify.receiver import Receiver, receiver
+from tests.support import engine_events
 from tests.support.calls import call, deploy, sql
 
 SECRET = "s3cret-for-hooks"
@@ -325,7 +326,7 @@ def test_a_burst_of_pokes_runs_rounds_at_most_every_gap(world: World) -> None:
             began.set()
 
     notifier = worker(world, poll_seconds=60)
-    event.listen(world.services.engine, "before_cursor_execute", record)
+    engine_events.listen(world.services.engine, "before_cursor_execute", record)
     notifier.start()
     try:
         for _ in range(5):  # each poke once the last round has begun: one round per poke
@@ -335,6 +336,6 @@ def test_a_burst_of_pokes_runs_rounds_at_most_every_gap(world: World) -> None:
         assert began.wait(10)
     finally:
         notifier.stop()
-        event.remove(world.services.engine, "before_cursor_execute", record)
+        engine_events.remove(world.services.engine, "before_cursor_execute", record)
     gaps = [b - a for a, b in zip(rounds, rounds[1:], strict=False)]
     assert len(gaps) >= 5 and min(gaps) >= NotifyWorker.min_gap_seconds * 0.95, gaps

@@ -15,7 +15,6 @@ from datetime import UTC, datetime
 from typing import Any
 
 from fastapi import FastAPI
-from sqlalchemy import event
 from websockets.sync.client import connect
 
 from agent.hub import Outbox
@@ -30,6 +29,7 @@ from core.permissions import SYSTEM
 from core.targets.service import load_declaration, parse_declaration
 from tests.conftest import World, _settle
 from tests.core.test_query_counts import counted
+from tests.support import engine_events
 from tests.support.calls import call, deploy
 from tests.support.server import running_server
 
@@ -46,12 +46,12 @@ def on_hub(world: World) -> Iterator[list[str]]:
         if threading.current_thread().name == "shipdeck-hub":
             statements.append(statement)
 
-    event.listen(world.services.engine, "before_cursor_execute", record)
+    engine_events.listen(world.services.engine, "before_cursor_execute", record)
     try:
         yield statements
         _settle(world.services)
     finally:
-        event.remove(world.services.engine, "before_cursor_execute", record)
+        engine_events.remove(world.services.engine, "before_cursor_execute", record)
 
 
 def _project(world: World, name: str, approvers: int, targets: int = 1) -> list[str]:

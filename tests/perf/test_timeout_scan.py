@@ -13,7 +13,7 @@ from contextlib import contextmanager
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, insert, select
+from sqlalchemy import insert, select
 
 from core.approvals.models import ApprovalTicket
 from core.db import utcnow
@@ -21,6 +21,7 @@ from core.flows.expiry import ExpirySweep
 from core.ids import parse_release_id
 from core.releases.models import Release
 from tests.conftest import World
+from tests.support import engine_events
 from tests.support.calls import call, deploy, sql
 
 YOUNG = 3000
@@ -42,11 +43,11 @@ def rows_read(world: World) -> Iterator[list[int]]:
             sent.append((statement, parameters))
 
     counts: list[int] = []
-    event.listen(engine, "before_cursor_execute", before)
+    engine_events.listen(engine, "before_cursor_execute", before)
     try:
         yield counts
     finally:
-        event.remove(engine, "before_cursor_execute", before)
+        engine_events.remove(engine, "before_cursor_execute", before)
     with engine.connect() as connection:
         counts.extend(
             len(connection.exec_driver_sql(statement, parameters).all())

@@ -14,11 +14,12 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, text
 
 from core.db import sqlstate
 from core.ids import parse_release_id
 from tests.conftest import World
+from tests.support import engine_events
 
 WORKER = "background-under-test"
 
@@ -38,12 +39,12 @@ def paused_at(
             go.wait(30)
 
     engine = world.services.engine
-    event.listen(engine, "before_cursor_execute", before)
+    engine_events.listen(engine, "before_cursor_execute", before)
     try:
         yield reached, go
     finally:
         go.set()
-        event.remove(engine, "before_cursor_execute", before)
+        engine_events.remove(engine, "before_cursor_execute", before)
 
 
 def lock_waiters(watcher: Connection, blocker: int | None = None) -> int:
@@ -102,13 +103,13 @@ def held_after_losing(
             until.wait(30)
 
     engine = world.services.engine
-    event.listen(engine, "handle_error", on_error)
-    event.listen(engine, "before_cursor_execute", before)
+    engine_events.listen(engine, "handle_error", on_error)
+    engine_events.listen(engine, "before_cursor_execute", before)
     try:
         yield lost
     finally:
-        event.remove(engine, "before_cursor_execute", before)
-        event.remove(engine, "handle_error", on_error)
+        engine_events.remove(engine, "before_cursor_execute", before)
+        engine_events.remove(engine, "handle_error", on_error)
 
 
 def moving_release_to(state: str) -> Callable[[str, Any], bool]:

@@ -15,10 +15,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, event, text
+from sqlalchemy import Connection, text
 
 from api.wiring import Services
 from core.sqlite_gate import gate_for
+from tests.support import engine_events
 from tests.support.pg_locks import lock_waiters
 
 
@@ -109,7 +110,7 @@ def one_loses(
             results[i] = exc
 
     engine = services.engine
-    event.listen(engine, "before_cursor_execute", before)
+    engine_events.listen(engine, "before_cursor_execute", before)
     threads = [
         threading.Thread(target=run, args=(0, loser), name="loser"),
         threading.Thread(target=run, args=(1, winner), name="winner"),
@@ -127,6 +128,6 @@ def one_loses(
         go.set()
         for thread in threads:
             thread.join(30)
-        event.remove(engine, "before_cursor_execute", before)
+        engine_events.remove(engine, "before_cursor_execute", before)
     assert not any(t.is_alive() for t in threads), "a writer never finished"
     return results
