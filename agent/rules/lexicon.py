@@ -25,6 +25,19 @@ def _latin_words(phrases: Iterable[str]) -> set[str]:
 
 
 VERBS = frozenset(_latin_words(w for _, words in INTENTS for w in words) | _latin_words(SYMPTOMS))
+
+
+def _meanings() -> dict[str, frozenset[str]]:
+    found: dict[str, set[str]] = {}
+    for what, phrases in [*INTENTS, ("symptom", SYMPTOMS)]:
+        for word in _latin_words(phrases):
+            found.setdefault(word, set()).add(what)
+    return {word: frozenset(whats) for word, whats in found.items()}
+
+
+# What a verb word can stand for: the intents whose phrases use it ("rollback" and "roll-back"
+# mean the same; "more" and "move" do not). A catalog name stands for itself.
+MEANINGS = _meanings()
 # Environment words are matched exactly: "prdo" is a question ("did you mean prod?"), not a
 # guess, because the environment decides what a change touches.
 ENVIRONMENT_WORDS = frozenset(_latin_words(w for ws in ENVIRONMENT_SYNONYMS.values() for w in ws))
@@ -64,14 +77,17 @@ def fold(word: str, known: frozenset[str]) -> str | None:
         [k for k in known if abs(len(k) - len(word)) <= limit and k[:1] == word[:1]],
         scorer=DamerauLevenshtein.distance,
         score_cutoff=limit,
-        limit=2,
+        limit=None,
     )
-    if not nearest or (len(nearest) > 1 and nearest[1][1] == nearest[0][1]):
-        # As near to two known words ("mode": move? made?): either is a guess, and which one
-        # came first hung on the set's order, so the same message planned differently from
-        # one process to the next. The unknown word gets a question instead.
+    if not nearest:
         return None
-    return str(nearest[0][0])
+    best = sorted(str(k) for k, distance, _ in nearest if distance == nearest[0][1])
+    if len({MEANINGS.get(k, frozenset({k})) for k in best}) > 1:
+        # As near to words that mean different things ("mode": more? move?): either is a
+        # guess. Which one came first hung on a set's order, so the same message planned
+        # differently from one process to the next; the word now stays unknown.
+        return None
+    return best[0]  # one meaning however it is spelt ("rolllback": rollback, roll-back)
 
 
 def correct(text: str, names: frozenset[str]) -> str:

@@ -691,6 +691,7 @@ def test_the_same_message_plans_the_same_in_every_process() -> None:
     import os
     import subprocess
     import sys
+    from pathlib import Path
 
     messages = [
         "mode. the R-2",
@@ -706,9 +707,31 @@ def test_the_same_message_plans_the_same_in_every_process() -> None:
     for seed in range(4):
         env = dict(os.environ, PYTHONHASHSEED=str(seed))
         done = subprocess.run(
-            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+            [sys.executable, "-c", script],
+            env=env,
+            cwd=Path(__file__).resolve().parents[2],  # the repository, wherever pytest runs
+            capture_output=True,
+            text=True,
+            check=True,
         )
         outputs.add(done.stdout)
     assert len(outputs) == 1, outputs
     calls, clarify = json.loads(outputs.pop())[0]
     assert calls == [] and clarify is not None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("rolllback shop prod", [("rollback_release", {"project": "shop", "environment": "prod"})]),
+        ("is shop prod healty?", [("target_status", {"project": "shop", "environment": "prod"})]),
+        ("shop prod statu", [("target_status", {"project": "shop", "environment": "prod"})]),
+        ("reerun R-1", [("retry_release", {"release_id": "R-1"})]),
+        ("show my toddo", [("list_approvals", {"state": "pending", "mine": True})]),
+    ],
+)
+def test_a_typo_as_near_to_two_spellings_of_one_word_is_still_fixed(
+    text: str, expected: list[Any]
+) -> None:
+    # "rolllback" is one edit from "rollback" and from "roll-back": a tie, but not a doubt
+    assert plan(text) == (expected, None)
