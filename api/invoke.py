@@ -150,19 +150,30 @@ def _in_turn(
 def _read(
     services: Services, given: Bearer, name: str, args: dict[str, Any] | BaseModel
 ) -> JSONResponse:
-    if get_tool(name).mutating:
+    tool = get_tool(name)
+    if tool.mutating:
         raise ValueError(f"{name} changes state: run it through invoke()")
+    if tool.live:
+        # A live read calls its runtime, which may take seconds, and the sandbox reads its
+        # state on a connection of its own: no pooled connection is held across the call.
+        with services.reads() as session:
+            actor = _bearer(session, given)
+        return _run(services, actor, name, args, 200)
     with services.read_connection() as connection:
 
         def reads() -> Session:
             return Session(bind=connection, expire_on_commit=False)
 
         with reads() as session:
-            credential = authenticate_token(session, given.token)
-        if credential is None:
-            raise NotAuthenticated("the token is unknown, expired or revoked")
-        actor = credential.actor.via(given.channel, given.request_id)
+            actor = _bearer(session, given)
         return _run_in(replace(services.context(actor), reads=reads), name, args, 200)
+
+
+def _bearer(session: Session, given: Bearer) -> Actor:
+    credential = authenticate_token(session, given.token)
+    if credential is None:
+        raise NotAuthenticated("the token is unknown, expired or revoked")
+    return credential.actor.via(given.channel, given.request_id)
 
 
 def _run(

@@ -277,13 +277,13 @@ def make_engine(
     # connections (a backend process each) ~15 times a second. Idle ones are only kept.
     # Half of them are the autocommit readers' (`read_engine`): the two pools together keep
     # `pool_size`, and open at most half as many more under bursts, as one pool did.
-    readers = pool_size // 2
-    writers = pool_size - readers
-    engine = _pg_engine(url, writers, ping_after_idle, kwargs)
-    if readers and "isolation_level" not in kwargs:
-        reader = _pg_engine(
-            url, readers, ping_after_idle, {**kwargs, "isolation_level": AUTOCOMMIT}
-        )
+    twin = pool_size >= 2 and "isolation_level" not in kwargs
+    readers = pool_size // 2 if twin else 0
+    spare = pool_size // 2  # the burst allowance, shared the same way
+    engine = _pg_engine(url, pool_size - readers, spare - readers // 2, ping_after_idle, kwargs)
+    if twin:
+        options = {**kwargs, "isolation_level": AUTOCOMMIT}
+        reader = _pg_engine(url, readers, readers // 2, ping_after_idle, options)
         _READERS[engine] = reader
         # the readers' pool goes when the engine's does (a server's close, a test's world)
         event.listen(engine, "engine_disposed", lambda _: reader.dispose())
@@ -296,9 +296,9 @@ _READERS: weakref.WeakKeyDictionary[Engine, Engine] = weakref.WeakKeyDictionary(
 
 
 def _pg_engine(
-    url: str, pool_size: int, ping_after_idle: float | None, kwargs: dict[str, Any]
+    url: str, pool_size: int, overflow: int, ping_after_idle: float | None, kwargs: dict[str, Any]
 ) -> Engine:
-    options = {"pool_size": pool_size, "max_overflow": pool_size // 2, **kwargs}
+    options = {"pool_size": pool_size, "max_overflow": overflow, **kwargs}
     engine = create_engine(url, **options)
     if not kwargs.get("pool_pre_ping"):
         ping_when_idle(

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from typing import Any
 
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.wiring import Services
+from core.config import Settings
 from tests.api.conftest import Api
+from tests.conftest import World
 from tests.support import engine_events
 from tests.support.calls import call, deploy
 
@@ -137,3 +145,22 @@ def test_a_write_checks_its_token_and_runs_its_tool_in_one_thread_hop(api: Api) 
         engine_events.remove(engine, "before_cursor_execute", record)
     # every write of the three requests ran in the hop that checked the caller's token
     assert after_check and all(after_check), after_check
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_live_read_holds_no_connection_while_its_runtime_answers(world: World) -> None:
+    # A live read's runtime may take seconds, and the sandbox reads its state on a connection
+    # of its own: a read that kept its token check's connection through the call waited for a
+    # second one. With one reader connection (db_pool_size 2) it waited for itself: 30 s, 500.
+    url = str(world.services.engine.url)
+    small = Services.build(Settings(database_url=url, db_pool_size=2), inline_apply=True)
+    headers = {"Authorization": f"Bearer {world.tokens['alice']}"}
+    try:
+        with TestClient(create_app(Settings(database_url=url), small)) as client:
+            for path in ("/api/v1/targets/shop/prod", "/api/v1/targets/shop/prod/diagnose"):
+                started = time.monotonic()
+                answer = client.get(path, headers=headers)
+                assert answer.status_code == 200, answer.text
+                assert time.monotonic() - started < 10, path
+    finally:
+        small.close()

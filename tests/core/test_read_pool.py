@@ -39,7 +39,9 @@ def test_reads_run_on_autocommit_connections_that_are_never_switched(engine: Eng
     assert read_engine(engine) is reader and engines(engine) == [engine, reader]
     assert isinstance(engine.pool, QueuePool) and isinstance(reader.pool, QueuePool)
     assert reader.pool is not engine.pool
-    assert engine.pool.size() + reader.pool.size() == 4  # pool_size is shared, not doubled
+    # pool_size is shared, not doubled, and so is the burst allowance (half as many more)
+    assert engine.pool.size() + reader.pool.size() == 4
+    assert engine.pool._max_overflow + reader.pool._max_overflow == 2
 
     with reader.connect() as connection:
         dbapi = connection.connection.dbapi_connection
@@ -56,6 +58,7 @@ def test_disposing_the_engine_closes_the_readers_pool(engine: Engine) -> None:
     reader = read_engine(engine)
     with reader.connect() as connection:
         connection.execute(text("SELECT 1"))
-    assert isinstance(reader.pool, QueuePool) and reader.pool.checkedin() == 1
+    pool = reader.pool
+    assert isinstance(pool, QueuePool) and pool.checkedin() == 1
     engine.dispose()
-    assert reader.pool.checkedin() == 0
+    assert pool.checkedin() == 0  # closed, not only forgotten
