@@ -128,7 +128,8 @@ async def invoke_read(
     services: Services, given: Bearer, name: str, args: dict[str, Any] | BaseModel
 ) -> JSONResponse:
     """Run read tool `name` for the bearer of a token: the token check and the tool share one
-    worker-thread hop and one pooled connection (it was a hop and a checkout each).
+    worker-thread hop and one pooled connection (it was a hop and a checkout each); a live
+    read gives its connection back before the runtime is called (see `_read`).
 
     On SQLite the hop waits for one of `Services.read_limiter`'s turns, unless the tool reads a
     runtime's live state: a slow cluster must not hold the database reads behind it."""

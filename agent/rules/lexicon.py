@@ -60,8 +60,11 @@ def _max_typos(word: str) -> int:
 
 
 @lru_cache(maxsize=4096)
-def fold(word: str, known: frozenset[str]) -> str | None:
-    """The known word `word` stands for (itself, a base form, or a typo's fix), else None."""
+def fold(word: str, known: frozenset[str], names: frozenset[str] = frozenset()) -> str | None:
+    """The known word `word` stands for (itself, a base form, or a typo's fix), else None.
+
+    `names`: those of `known` that are catalog names; each means itself, even one spelt like a
+    verb word (a service called `status`)."""
     if word in known:
         return word
     if word in STOPWORDS:
@@ -82,7 +85,7 @@ def fold(word: str, known: frozenset[str]) -> str | None:
     if not nearest:
         return None
     best = sorted(str(k) for k, distance, _ in nearest if distance == nearest[0][1])
-    if len({MEANINGS.get(k, frozenset({k})) for k in best}) > 1:
+    if len({frozenset({k}) if k in names else MEANINGS.get(k, frozenset({k})) for k in best}) > 1:
         # As near to words that mean different things ("mode": more? move?): either is a
         # guess. Which one came first hung on a set's order, so the same message planned
         # differently from one process to the next; the word now stays unknown.
@@ -98,6 +101,6 @@ def correct(text: str, names: frozenset[str]) -> str:
         word = match.group(0)
         if word in known or word in STOPWORDS or word in ENVIRONMENT_WORDS:
             return word
-        return fold(word, known) or word
+        return fold(word, known, names) or word
 
     return LATIN_WORD.sub(fix, text)

@@ -735,3 +735,15 @@ def test_a_typo_as_near_to_two_spellings_of_one_word_is_still_fixed(
 ) -> None:
     # "rolllback" is one edit from "rollback" and from "roll-back": a tie, but not a doubt
     assert plan(text) == (expected, None)
+
+
+def test_a_typo_between_two_catalog_names_spelt_like_verbs_is_a_question() -> None:
+    # services called `state` and `status` are two services, though both words also ask for
+    # a status: "statu" used to preview `state` without a word
+    catalog = Catalog(
+        services={"shop": ["web", "state", "status"]}, environments={"shop": ["prod"]}
+    )
+    result = RulesPlanner().plan(
+        "deploy statu 1.2.0 to prod", PlanContext(catalog=catalog, user="a")
+    )
+    assert result.calls == [] and result.clarify is not None and "statu" in result.clarify
