@@ -62,3 +62,21 @@ def test_disposing_the_engine_closes_the_readers_pool(engine: Engine) -> None:
     assert isinstance(pool, QueuePool) and pool.checkedin() == 1
     engine.dispose()
     assert pool.checkedin() == 0  # closed, not only forgotten
+
+
+@pytest.mark.parametrize("pool_size", [1, 2, 3, 40])
+def test_the_two_pools_keep_what_one_pool_kept(postgres_url: str | None, pool_size: int) -> None:
+    # SHIPDECK_DB_POOL_SIZE kept, and half as many more under bursts, whatever the split
+    if postgres_url is None:
+        service_unavailable("PostgreSQL is not available (no initdb/pg_ctl, no test URL)")
+    assert postgres_url is not None
+    engine = make_engine(postgres_url, pool_size=pool_size)
+    try:
+        pools = [e.pool for e in engines(engine)]
+        assert all(isinstance(pool, QueuePool) for pool in pools)
+        assert sum(pool.size() for pool in pools) == pool_size  # type: ignore[attr-defined]
+        burst = sum(pool._max_overflow for pool in pools)  # type: ignore[attr-defined]
+        assert burst == pool_size // 2
+        assert len(pools) == (1 if pool_size == 1 else 2)  # one connection cannot be split
+    finally:
+        engine.dispose()
