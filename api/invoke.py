@@ -157,8 +157,7 @@ def _read(
     if tool.live:
         # A live read calls its runtime, which may take seconds, and the sandbox reads its
         # state on a connection of its own: no pooled connection is held across the call.
-        with services.reads() as session:
-            actor = _bearer(session, given)
+        actor = resolve_token(services, given.token).actor.via(given.channel, given.request_id)
         return _run(services, actor, name, args, 200)
     with services.read_connection() as connection:
 
@@ -166,15 +165,11 @@ def _read(
             return Session(bind=connection, expire_on_commit=False)
 
         with reads() as session:
-            actor = _bearer(session, given)
+            credential = authenticate_token(session, given.token)
+        if credential is None:
+            raise NotAuthenticated("the token is unknown, expired or revoked")
+        actor = credential.actor.via(given.channel, given.request_id)
         return _run_in(replace(services.context(actor), reads=reads), name, args, 200)
-
-
-def _bearer(session: Session, given: Bearer) -> Actor:
-    credential = authenticate_token(session, given.token)
-    if credential is None:
-        raise NotAuthenticated("the token is unknown, expired or revoked")
-    return credential.actor.via(given.channel, given.request_id)
 
 
 def _run(
