@@ -271,8 +271,8 @@ async function inbox(main) {
     <form class="filters" id="filters">${select("project", projects)}${select("environment", envs)}
       ${select("risk", ["low", "medium", "high"])}${select("state", ["pending", "approved", "rejected", "cancelled", "expired", "void"])}
       <label><span>${t("mine")}</span><input type="checkbox" name="mine" ${params.get("mine") === "true" ? "checked" : ""}></label></form>
-    <div class="actions"><button class="primary" id="batch-approve" type="button">${t("inbox.approve")}</button>
-      <button class="danger" id="batch-reject" type="button">${t("inbox.reject")}</button></div>
+    <div class="actions"><button class="primary" id="batch-approve" type="button">${t(armed("approve") ? "inbox.again" : "inbox.approve")}</button>
+      <button class="danger" id="batch-reject" type="button">${t(armed("reject") ? "inbox.again" : "inbox.reject")}</button></div>
     <table class="stack"><thead><tr><th></th><th>${t("release")}</th><th>${t("project")}</th><th>${t("risk")}</th><th>${t("state")}</th><th>${t("requested")}</th><th>${t("steps")}</th></tr></thead>
     <tbody>${rows || `<tr><td colspan="7" class="muted">${t("none")}</td></tr>`}</tbody></table>`;
   // Live refreshes re-render the table: selections survive them.
@@ -291,13 +291,19 @@ async function inbox(main) {
       const button = event.currentTarget;
       const ids = [...main.querySelectorAll("tbody input:checked")].map((box) => box.value);
       if (!ids.length) return;
-      if (isPhone() && !button.dataset.armed) {  // phones ask for a second tap
-        button.dataset.armed = "1";
-        const label = button.textContent;
+      if (isPhone() && !armed(action)) {  // phones ask for a second tap
+        const arm = { action, until: Date.now() + 4000 };
+        state.armed = arm;
         button.textContent = t("inbox.again");
-        setTimeout(() => { delete button.dataset.armed; button.textContent = label; }, 4000);
+        setTimeout(() => {
+          if (state.armed !== arm) return;
+          state.armed = null;
+          const current = $(id);  // a live refresh may have replaced the button meanwhile
+          if (current) current.textContent = t(`inbox.${action}`);
+        }, 4000);
         return;
       }
+      state.armed = null;
       state.selected.clear();
       try {
         const result = await api("/api/v1/approvals/batch", { method: "POST", body: JSON.stringify({ action, release_ids: ids }) });
@@ -307,6 +313,12 @@ async function inbox(main) {
       render();
     });
   }
+}
+
+// A phone's first tap arms its button for 4 s. The arming lives in `state`, not on the button,
+// so a live refresh that re-renders the inbox between the two taps does not swallow the first.
+function armed(action) {
+  return Boolean(state.armed && state.armed.action === action && Date.now() < state.armed.until);
 }
 
 // The release-page buttons core may allow (`allowed_actions`), and where each one posts.

@@ -5,7 +5,7 @@ export const state = {
   token: sessionStorage.getItem("shipdeck.token"),
   lang: localStorage.getItem("shipdeck.lang") || (navigator.language.startsWith("zh") ? "zh" : "en"),
   me: null, ws: null, sessionId: sessionStorage.getItem("shipdeck.session"),
-  cards: new Map(), chat: [], retry: 0, selected: new Set(),
+  cards: new Map(), chat: [], retry: 0, selected: new Set(), armed: null,
   // What live events told us about each release a card is about: state, reason, log lines.
   releases: new Map(), inboxCount: 0,
 };
