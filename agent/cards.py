@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import Executable, Select, Table, bindparam, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.orm import Session, lazyload
 from sqlalchemy.orm.attributes import set_committed_value
 
 from agent.models import ChatCard
 from core.approvals.models import ApprovalTicket
 from core.approvals.tickets import current_ticket, eligible_approvers, ticket_deadline
-from core.db import utcnow
+from core.db import OneOf, plain_rows, utcnow
 from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.releases.models import Preview, Release
@@ -119,24 +122,49 @@ def approval_cards(session: Session, release: Release) -> set[int]:
     # re-previews a stale preview when the approver decides.
     expires = ticket_deadline(ticket, release.target)
     approvers = eligible_approvers(session, ticket)
-    rows = [
-        {
-            "id": new_id(),
-            "user_id": user_id,
-            "kind": "approval",
-            "tool": "approve_release",
-            "args": {"release_id": release_id(number)},
-            "release_number": number,
-            "state": "open",
-            "created_at": utcnow(),
-            "expires_at": expires,
-        }
-        for user_id in approvers
-    ]
+    card = {
+        "kind": "approval",
+        "tool": "approve_release",
+        "args": {"release_id": release_id(number)},
+        "release_number": number,
+        "state": "open",
+        "created_at": utcnow(),
+        "expires_at": expires,
+    }
     # One statement for every approver; whoever already holds an open card keeps it (the
     # open-card unique index, not a read first).
-    insert_ignoring_open_duplicates(session, rows)
+    if session.get_bind().dialect.name == "postgresql" and approvers:
+        ids = [new_id() for _ in approvers]
+        session.execute(_approval_cards_pg(), {**card, "ids": ids, "users": list(approvers)})
+    else:
+        rows = [{"id": new_id(), "user_id": user_id, **card} for user_id in approvers]
+        insert_ignoring_open_duplicates(session, rows)
     return set(approvers)
+
+
+@cache
+def _approval_cards_pg() -> Executable:
+    # A hundred approvers were a hundred pipelined INSERTs (psycopg binds each row: ~40% of a
+    # fan-out's card writes); here the rows differ only by id and owner: two array parameters.
+    table = ChatCard.__table__
+    assert isinstance(table, Table)
+    owners = (
+        func.unnest(
+            bindparam("ids", type_=ARRAY(table.c.id.type)),
+            bindparam("users", type_=ARRAY(table.c.user_id.type)),
+        )
+        .table_valued("id", "user_id")
+        .render_derived(name="owners")
+    )
+    same = ["kind", "tool", "args", "release_number", "state", "created_at", "expires_at"]
+    rows = select(
+        owners.c.id, owners.c.user_id, *(bindparam(name, type_=table.c[name].type) for name in same)
+    )
+    return (
+        postgresql.insert(table)  # Core: the ORM's bulk insert takes no SELECT
+        .from_select(["id", "user_id", *same], rows)
+        .on_conflict_do_nothing()
+    )
 
 
 def open_cards(
@@ -146,17 +174,17 @@ def open_cards(
     query = select(ChatCard).where(
         ChatCard.release_number == number, ChatCard.kind == kind, ChatCard.state == "open"
     )
-    if users is not None:
-        query = query.where(ChatCard.user_id.in_(sorted(users)))
-    return list(session.scalars(query))
+    if users is None:
+        return list(session.scalars(query))
+    # a fan-out asks for a hundred users: one array parameter, not a hundred (core.db.OneOf)
+    query = query.where(OneOf(ChatCard.user_id, "users"))
+    return list(session.scalars(query, {"users": sorted(users)}))
 
 
 def insert_ignoring_open_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
     """Insert cards; one another replica already opened for the same purpose is kept."""
     if not rows:
         return
-    from sqlalchemy.dialects import postgresql, sqlite
-
     if session.get_bind().dialect.name == "postgresql":
         session.execute(postgresql.insert(ChatCard).on_conflict_do_nothing(), rows)
     else:
@@ -210,9 +238,10 @@ def settle(session: Session, release: Release, cards: Iterable[ChatCard]) -> lis
         now = utcnow()
         session.execute(
             update(ChatCard)
-            .where(ChatCard.id.in_([c.id for c in changed]), ChatCard.state == "open")
+            .where(OneOf(ChatCard.id, "cards"), ChatCard.state == "open")
             .values(state="void", decided_at=now, outcome=outcome)
-            .execution_options(synchronize_session=False)
+            .execution_options(synchronize_session=False),
+            {"cards": [c.id for c in changed]},
         )
         for card in changed:  # the rows are written; keep the loaded objects in step
             set_committed_value(card, "state", "void")
@@ -252,6 +281,40 @@ def card_view(
     return view
 
 
+@cache
+def _release_parts() -> Select[Any]:
+    # Built once, as the hub runs it at every fan-out (a reused statement keeps its cache key).
+    newest = (
+        select(func.max(Preview.id))
+        .where(Preview.release_number == Release.number)
+        .correlate(Release)
+        .scalar_subquery()
+    )
+    return (
+        select(
+            Release.number,
+            Release.lifecycle_state,
+            Project.name,
+            Target.environment,
+            Target.runtime,
+            Target.risk_tier,
+            User.name.label("requester"),
+            Preview.diff,
+            Preview.risk_level,
+            Preview.risk_reasons,
+            Preview.id.label("preview_id"),
+            Target.id,
+            Target.project_id,
+            Target.windows,
+        )
+        .join(Project, Project.id == Release.project_id)
+        .join(Target, Target.id == Release.target_id)
+        .join(User, User.id == Release.requested_by_id)
+        .outerjoin(Preview, Preview.id == newest)
+        .where(OneOf(Release.number, "numbers"))
+    )
+
+
 def release_view(session: Session, number: int) -> dict[str, Any]:
     """The release fields of a card: id, target, state, requester, diff, risk."""
     return release_views(session, [number]).get(number, {})
@@ -263,37 +326,9 @@ def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[st
     wanted = sorted(set(numbers))
     if not wanted:
         return {}
-    newest = (
-        select(func.max(Preview.id))
-        .where(Preview.release_number == Release.number)
-        .correlate(Release)
-        .scalar_subquery()
-    )
-    rows = list(
-        session.execute(
-            select(
-                Release.number,
-                Release.lifecycle_state,
-                Project.name,
-                Target.environment,
-                Target.runtime,
-                Target.risk_tier,
-                User.name,
-                Preview.diff,
-                Preview.risk_level,
-                Preview.risk_reasons,
-                Preview.id,
-                Release.target_id,
-            )
-            .join(Project, Project.id == Release.project_id)
-            .join(Target, Target.id == Release.target_id)
-            .join(User, User.id == Release.requested_by_id)
-            .outerjoin(Preview, Preview.id == newest)
-            .where(Release.number.in_(wanted))
-        )
-    )
-    targets = session.scalars(select(Target).where(Target.id.in_({r[-1] for r in rows})))
-    frozen = frozen_now(session, targets)
+    rows = plain_rows(session, _release_parts(), {"numbers": wanted})
+    # a row carries its target's id, project, environment and windows: what freezes look at
+    frozen = frozen_now(session, rows)
     views: dict[int, dict[str, Any]] = {}
     for (
         number,
@@ -308,6 +343,7 @@ def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[st
         reasons,
         pid,
         tid,
+        *_,
     ) in rows:
         held = frozen.get(tid)
         part: dict[str, Any] = {

@@ -27,7 +27,7 @@ from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from agent.cards import apply_card, approval_cards, card_view, open_cards, release_view, settle
 from agent.models import ChatCard
-from core.db import retrying
+from core.db import OneOf, retrying
 from core.events import EventBus, LiveEvent
 from core.identity.models import Grant
 from core.ids import parse_release_id
@@ -375,7 +375,8 @@ def _seeing(session: Session, user_ids: set[int], project_id: int) -> set[int]:
         return set()
     grants: dict[int, dict[int | None, Role]] = {}
     for user_id, project, role in session.execute(
-        select(Grant.user_id, Grant.project_id, Grant.role).where(Grant.user_id.in_(user_ids))
+        select(Grant.user_id, Grant.project_id, Grant.role).where(OneOf(Grant.user_id, "users")),
+        {"users": sorted(user_ids)},
     ):
         grants.setdefault(user_id, {})[project] = Role(role)
     return {
