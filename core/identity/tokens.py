@@ -15,7 +15,7 @@ from sqlalchemy import ColumnElement, Select, bindparam, delete, select, update
 from sqlalchemy.orm import Session
 
 from core.audit.service import record
-from core.db import AnyRow, plain_rows, utcnow
+from core.db import AnyRow, OneOf, plain_rows, utcnow
 from core.errors import InvalidInput, NotFound
 from core.identity.models import ApiToken, AuthTicket, Grant, User
 from core.identity.schemas import TokenRead
@@ -291,10 +291,12 @@ def credentials_for(session: Session, token_ids: set[int]) -> dict[int, Credenti
     if not token_ids:
         return {}
     now = utcnow()
+    # Every open socket's token: hundreds of ids, bound as one array on PostgreSQL (OneOf).
     rows = session.execute(
         select(ApiToken.id, ApiToken.revoked_at, ApiToken.expires_at, User.id, User.name)
         .join(User, User.id == ApiToken.user_id)
-        .where(ApiToken.id.in_(token_ids))
+        .where(OneOf(ApiToken.id, "tokens")),
+        {"tokens": sorted(token_ids)},
     ).all()
     live = [
         (token_id, user_id, name)
@@ -303,9 +305,8 @@ def credentials_for(session: Session, token_ids: set[int]) -> dict[int, Credenti
     ]
     grants: dict[int, dict[int | None, Role]] = {}
     for user_id, project_id, role in session.execute(
-        select(Grant.user_id, Grant.project_id, Grant.role).where(
-            Grant.user_id.in_({user_id for _, user_id, _ in live})
-        )
+        select(Grant.user_id, Grant.project_id, Grant.role).where(OneOf(Grant.user_id, "users")),
+        {"users": sorted({user_id for _, user_id, _ in live})},
     ):
         grants.setdefault(user_id, {})[project_id] = Role(role)
     return {

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from core.db import OneOf
 from core.releases.models import Release
 
 
@@ -24,9 +25,9 @@ def lock_releases(session: Session, numbers: Iterable[int]) -> list[Release]:
         return []
     query = (
         select(Release)
-        .where(Release.number.in_(wanted))
+        .where(OneOf(Release.number, "numbers"))
         .order_by(Release.number)
         .with_for_update(of=Release)
         .execution_options(populate_existing=True)
     )
-    return list(session.scalars(query))
+    return list(session.scalars(query, {"numbers": wanted}))
