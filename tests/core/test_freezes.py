@@ -340,3 +340,6 @@ def test_releases_inbox_and_cards_say_frozen_with_who_why_until_and_window(world
     held = call(world, "alice", "get_release", release_id=staging.id).frozen
     assert held is not None and held.reason == "周五封板" and held.declared_by is None
     assert held.window == f"deny {minute} * * * * (Asia/Shanghai)" and held.until is not None
+    with world.services.sessions() as session:  # a card reads the window off its release's row
+        card = release_view(session, int(staging.id.removeprefix("R-")))
+    assert card["frozen"] == held.model_dump(mode="json")
