@@ -37,6 +37,7 @@ from sqlalchemy.orm import DeclarativeBase, InstrumentedAttribute, Session, sess
 from sqlalchemy.pool import NullPool, QueuePool
 from sqlalchemy.sql.compiler import SQLCompiler
 from sqlalchemy.sql.elements import BindParameter
+from sqlalchemy.sql.selectable import FromClause
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
@@ -158,8 +159,13 @@ class OneOf(ColumnElement[bool]):
     type = Boolean()
 
     def __init__(self, column: ColumnElement[Any] | InstrumentedAttribute[Any], name: str) -> None:
-        self.column = column
+        self.column: ColumnElement[Any] = column.expression
         self.name = name
+
+    @property
+    def _from_objects(self) -> list[FromClause]:
+        # the column's table joins the FROM clause, as it would under `column.in_(...)`
+        return self.column._from_objects
 
 
 @compiles(OneOf)
@@ -169,7 +175,11 @@ def _expanding_in(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
 
 @compiles(OneOf, "postgresql")
 def _equals_any(element: OneOf, compiler: SQLCompiler, **kw: Any) -> str:
-    array = bindparam(element.name, type_=ARRAY(element.column.type))
+    item = element.column.type
+    base = item.impl_instance if isinstance(item, TypeDecorator) else item
+    if isinstance(base, String):
+        item = String()  # cast to VARCHAR(n)[], a longer value would be cut and match a prefix
+    array = bindparam(element.name, type_=ARRAY(item))
     return compiler.process(element.column == any_(array), **kw)
 
 

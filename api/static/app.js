@@ -279,6 +279,7 @@ async function inbox(main) {
   main.querySelector("tbody").addEventListener("change", (event) => {
     const box = event.target;
     if (box.checked) state.selected.add(box.value); else state.selected.delete(box.value);
+    if (state.armed) { state.armed = null; paintBatch(); }  // a new selection asks again
   });
   $("#filters").addEventListener("change", () => {
     const form = new FormData($("#filters"));
@@ -292,18 +293,17 @@ async function inbox(main) {
       const ids = [...main.querySelectorAll("tbody input:checked")].map((box) => box.value);
       if (!ids.length) return;
       if (isPhone() && !armed(action)) {  // phones ask for a second tap
-        const arm = { action, until: Date.now() + 4000 };
+        const arm = { action, route: location.hash, until: Date.now() + 4000 };
         state.armed = arm;
-        button.textContent = t("inbox.again");
+        paintBatch();
         setTimeout(() => {
-          if (state.armed !== arm) return;
-          state.armed = null;
-          const current = $(id);  // a live refresh may have replaced the button meanwhile
-          if (current) current.textContent = t(`inbox.${action}`);
+          if (state.armed === arm) state.armed = null;
+          paintBatch();
         }, 4000);
         return;
       }
       state.armed = null;
+      paintBatch();
       state.selected.clear();
       try {
         const result = await api("/api/v1/approvals/batch", { method: "POST", body: JSON.stringify({ action, release_ids: ids }) });
@@ -316,9 +316,19 @@ async function inbox(main) {
 }
 
 // A phone's first tap arms its button for 4 s. The arming lives in `state`, not on the button,
-// so a live refresh that re-renders the inbox between the two taps does not swallow the first.
+// so a live refresh that re-renders the inbox between the two taps does not swallow the first;
+// another page, filter or selection disarms it.
 function armed(action) {
-  return Boolean(state.armed && state.armed.action === action && Date.now() < state.armed.until);
+  const arm = state.armed;
+  return Boolean(arm && arm.action === action && arm.route === location.hash && Date.now() < arm.until);
+}
+
+// Both batch buttons say what a tap on them does now (a live refresh may have replaced them).
+function paintBatch() {
+  for (const action of ["approve", "reject"]) {
+    const button = $(`#batch-${action}`);
+    if (button) button.textContent = t(armed(action) ? "inbox.again" : `inbox.${action}`);
+  }
 }
 
 // The release-page buttons core may allow (`allowed_actions`), and where each one posts.

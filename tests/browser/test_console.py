@@ -138,6 +138,10 @@ def test_wrong_token_decided_card_and_phone_second_tap(
     phone.locator("#main tbody:not([data-old])").wait_for(state="attached")
     expect(row.get_by_role("checkbox")).to_be_checked()
     expect(second).to_be_visible()
+    # Arming the other button disarms the first: one button at a time asks for a second tap.
+    phone.get_by_role("button", name="Reject selected").click()
+    expect(second).to_have_count(1)
+    expect(button).to_be_visible()
     assert call(world, "bob", "get_release", release_id=release.id).lifecycle_state == (
         "pending_approval"
     )
