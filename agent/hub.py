@@ -27,11 +27,11 @@ from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from agent.cards import apply_card, approval_cards, card_view, open_cards, release_view, settle
 from agent.models import ChatCard
-from core.db import OneOf, retrying
+from core.db import retrying
 from core.events import EventBus, LiveEvent
-from core.identity.models import Grant
+from core.identity.tokens import grants_of
 from core.ids import parse_release_id
-from core.permissions import Action, Actor, Channel, Role
+from core.permissions import Action, Actor, Channel
 from core.releases.models import Release
 
 log = logging.getLogger(__name__)
@@ -373,14 +373,8 @@ def _seeing(session: Session, user_ids: set[int], project_id: int) -> set[int]:
     """Those of `user_ids` who have any role on the project now (one statement)."""
     if not user_ids:
         return set()
-    grants: dict[int, dict[int | None, Role]] = {}
-    for user_id, project, role in session.execute(
-        select(Grant.user_id, Grant.project_id, Grant.role).where(OneOf(Grant.user_id, "users")),
-        {"users": sorted(user_ids)},
-    ):
-        grants.setdefault(user_id, {})[project] = Role(role)
     return {
         user_id
-        for user_id, held in grants.items()
+        for user_id, held in grants_of(session, user_ids).items()
         if Actor(user_id, "", held, Channel.system).can(Action.view, project_id)
     }

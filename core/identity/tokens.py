@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -303,16 +303,22 @@ def credentials_for(session: Session, token_ids: set[int]) -> dict[int, Credenti
         for token_id, revoked_at, expires_at, user_id, name in rows
         if revoked_at is None and (expires_at is None or expires_at > now)
     ]
-    grants: dict[int, dict[int | None, Role]] = {}
-    for user_id, project_id, role in session.execute(
-        select(Grant.user_id, Grant.project_id, Grant.role).where(OneOf(Grant.user_id, "users")),
-        {"users": sorted({user_id for _, user_id, _ in live})},
-    ):
-        grants.setdefault(user_id, {})[project_id] = Role(role)
+    grants = grants_of(session, {user_id for _, user_id, _ in live})
     return {
         token_id: Credential(Actor(user_id, name, grants.get(user_id, {})), token_id)
         for token_id, user_id, name in live
     }
+
+
+def grants_of(session: Session, user_ids: Iterable[int]) -> dict[int, dict[int | None, Role]]:
+    """Each of these users' roles by project (None: every project), in one statement."""
+    grants: dict[int, dict[int | None, Role]] = {}
+    for user_id, project_id, role in session.execute(
+        select(Grant.user_id, Grant.project_id, Grant.role).where(OneOf(Grant.user_id, "users")),
+        {"users": sorted(set(user_ids))},
+    ):
+        grants.setdefault(user_id, {})[project_id] = Role(role)
+    return grants
 
 
 # ---------------------------------------------------------------- tickets
