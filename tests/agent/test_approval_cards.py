@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import threading
+
+from sqlalchemy import delete
+
 from agent.cards import approval_cards, open_cards
+from agent.models import ChatCard
+from core.ids import parse_release_id
 from core.releases.queries import load_release
-from tests.conftest import World
+from tests.conftest import World, _settle
 from tests.support.calls import call, deploy
 
 
@@ -20,3 +26,38 @@ def test_an_approval_card_expires_when_its_ticket_times_out(world: World) -> Non
         deadlines = {card.expires_at for card in cards}
     assert deadlines == {submitted.approval.times_out_at}
     assert submitted.approval.times_out_at > submitted.preview.expires_at
+
+
+def test_hubs_opening_the_same_cards_at_once_leave_one_open_card_per_approver(
+    world: World,
+) -> None:
+    # Replicas handle the same live event: each writes every approver's card in one INSERT
+    # (on PostgreSQL from two arrays) and the open-card index keeps one per approver.
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    _settle(world.services)  # this process's hub opened them first
+    number = parse_release_id(release.id)
+    with world.services.sessions() as session:
+        session.execute(delete(ChatCard).where(ChatCard.release_number == number))
+        session.commit()
+    start = threading.Barrier(4)
+    opened: list[set[int]] = []
+
+    def hub() -> None:
+        start.wait()  # before any transaction: SQLite's writers queue for its one lock
+        with world.services.sessions() as session:
+            loaded = load_release(session, release.id)
+            opened.append(approval_cards(session, loaded))
+            session.commit()
+
+    threads = [threading.Thread(target=hub) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert len(opened) == 4 and all(approvers == opened[0] for approvers in opened)
+    with world.services.sessions() as session:
+        cards = open_cards(session, number, kind="approval")
+    owners = [card.user_id for card in cards]
+    assert sorted(owners) == sorted(opened[0]) and len(set(owners)) == len(owners)
+    assert {card.args["release_id"] for card in cards} == {release.id}
