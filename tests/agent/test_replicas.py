@@ -117,3 +117,42 @@ def test_a_transaction_of_many_events_reaches_the_other_replica_whole_and_in_ord
     finally:
         unsubscribe()
     assert [e.data["n"] for e in heard] == list(range(2500))
+
+
+@pytest.mark.postgres
+def test_an_event_with_a_lone_surrogate_and_a_long_line_reaches_the_other_replica_as_written(
+    replicas: tuple[World, Services],
+) -> None:
+    """What a client can put in an event (a reject comment, a log line) crosses intact: a
+    lone surrogate the JSON door decoded, emoji, 10,000 characters (NOTIFY carries only ids)."""
+    world, replica_b = replicas
+    _ = replica_b.hub
+    heard: list[LiveEvent] = []
+    done = threading.Event()
+
+    def hear(live_event: LiveEvent) -> None:
+        if live_event.kind == "odd":
+            heard.append(live_event)
+            done.set()
+
+    data = {"reason": "bad \ud800 tag 🚀", "line": "x" * 10_000 + "🚀"}
+    unsubscribe = replica_b.bus.subscribe(hear)
+    try:
+        with world.services.sessions() as session:
+            queue_event(
+                session,
+                LiveEvent(
+                    kind="odd",
+                    release_id="R-1",
+                    project="shop",
+                    environment="prod",
+                    lifecycle_state="failed",
+                    at=utcnow(),
+                    data=data,
+                ),
+            )
+            session.commit()
+        assert done.wait(10)
+    finally:
+        unsubscribe()
+    assert heard[0].data == data

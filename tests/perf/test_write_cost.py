@@ -34,8 +34,8 @@ def _head(statement: str) -> str:
     """`SELECT releases`, `UPDATE audit_head`: the verb and the first table it names."""
     words = statement.replace("(", " ").replace(")", " ").replace(",", " ").split()
     verb = words[0]
-    if verb == "SELECT" and "pg_notify" in statement:
-        return "SELECT pg_notify"
+    if verb == "WITH" and "pg_notify" in statement:
+        return "INSERT live_outbox + NOTIFY"
     if verb == "SELECT":
         table = words[words.index("FROM") + 1]
     elif verb == "INSERT":
@@ -46,11 +46,12 @@ def _head(statement: str) -> str:
 
 
 def _committed(world: World) -> list[str]:
-    """A write's commit: on PostgreSQL its live events (one outbox INSERT, one NOTIFY), then the
-    chain's head and the events with the moved head in one statement; SQLite has no live
-    outbox and writes the events and the head apart."""
+    """A write's commit: on PostgreSQL its live events (the outbox rows and their NOTIFYs in one
+    statement; it was an INSERT and a SELECT pg_notify), then the chain's head and the events
+    with the moved head in one statement; SQLite has no live outbox and writes the events and
+    the head apart."""
     if world.services.engine.dialect.name == "postgresql":
-        return ["INSERT live_outbox", "SELECT pg_notify", *_chain(world)]
+        return ["INSERT live_outbox + NOTIFY", *_chain(world)]
     return _chain(world)
 
 
