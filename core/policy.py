@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pydantic import BaseModel, Field
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.targets.models import PolicyRule, Target
@@ -24,14 +24,16 @@ class PolicyDecision(BaseModel):
     reason: str
 
 
+# Built once: every submit decides.
+_RULES = (
+    select(PolicyRule)
+    .where((PolicyRule.project_id == bindparam("project_id")) | PolicyRule.project_id.is_(None))
+    .order_by(PolicyRule.project_id.is_(None), PolicyRule.position)
+)
+
+
 def _matching_rules(session: Session, target: Target) -> list[PolicyRule]:
-    rules = list(
-        session.scalars(
-            select(PolicyRule)
-            .where((PolicyRule.project_id == target.project_id) | PolicyRule.project_id.is_(None))
-            .order_by(PolicyRule.project_id.is_(None), PolicyRule.position)
-        )
-    )
+    rules = list(session.scalars(_RULES, {"project_id": target.project_id}))
     return [
         r
         for r in rules

@@ -10,7 +10,9 @@ from typing import Any
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Update,
     and_,
+    bindparam,
     exists,
     func,
     literal,
@@ -72,20 +74,23 @@ def open_ticket(
     return ticket
 
 
+# Built once: every decision, submit and sweep reads it.
+_NEWEST_TICKET = (
+    select(ApprovalTicket)
+    .where(ApprovalTicket.release_number == bindparam("number"))
+    .order_by(ApprovalTicket.id.desc())
+    .limit(1)
+)
+# Decisions on one ticket queue up here, so a step's count is never raced.
+_NEWEST_TICKET_LOCKED = _NEWEST_TICKET.with_for_update(of=ApprovalTicket)
+
+
 def current_ticket(
     session: Session, number: int, *, for_update: bool = False
 ) -> ApprovalTicket | None:
     """The newest ticket of a release (older ones were voided by a changed diff)."""
-    query = (
-        select(ApprovalTicket)
-        .where(ApprovalTicket.release_number == number)
-        .order_by(ApprovalTicket.id.desc())
-        .limit(1)
-    )
-    if for_update:
-        # Decisions on one ticket queue up here, so a step's count is never raced.
-        query = query.with_for_update(of=ApprovalTicket)
-    return session.scalars(query).first()
+    query = _NEWEST_TICKET_LOCKED if for_update else _NEWEST_TICKET
+    return session.scalars(query, {"number": number}).first()
 
 
 # A ticket's own lifecycle: state -> the states it may move to. Decided tickets stay decided.
@@ -122,12 +127,19 @@ def set_ticket_state(
     move to `state` in the ticket's own table, so no transition is skipped.
     """
     assert all(state in TICKET_TRANSITIONS[s] for s in only_from), (state, only_from)
+    session.execute(_move_newest_ticket(state, only_from), {"number": number})
+
+
+@cache
+def _move_newest_ticket(state: str, only_from: tuple[str, ...]) -> Update:
+    """`set_ticket_state`'s UPDATE, built once per move. The state is a literal: the ORM's
+    "fetch" sync writes a loaded ticket's new state from it (a bound parameter left None)."""
     newest = (
         select(func.max(ApprovalTicket.id))
-        .where(ApprovalTicket.release_number == number)
+        .where(ApprovalTicket.release_number == bindparam("number"))
         .scalar_subquery()
     )
-    session.execute(
+    return (
         update(ApprovalTicket)
         .where(ApprovalTicket.id == newest, ApprovalTicket.state.in_(only_from))
         .values(state=state)

@@ -190,10 +190,13 @@ def _discard_pending(session: Session, previous_transaction: Any) -> None:
     session.info.pop(_PENDING, None)
 
 
+# Built once: every write transaction's commit locks it.
+_HEAD = select(AuditHead).where(AuditHead.id == 1).with_for_update()
+
+
 def lock_head(session: Session) -> AuditHead:
     """The head row, locked; created at genesis on an empty stream, refused on a headless one."""
-    query = select(AuditHead).where(AuditHead.id == 1).with_for_update()
-    head = session.scalars(query).first()
+    head = session.scalars(_HEAD).first()
     if head is not None:
         return head
     if session.scalar(select(func.count()).select_from(AuditEvent)):
@@ -208,7 +211,7 @@ def lock_head(session: Session) -> AuditHead:
             )
     except IntegrityError:  # another writer created it first
         pass
-    return session.scalars(query).one()
+    return session.scalars(_HEAD).one()
 
 
 def link(

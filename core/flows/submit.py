@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.approvals.tickets import open_ticket
@@ -99,6 +99,14 @@ def submit_release(
     return committed_view(session, found, actor, preview, ticket, {} if not holding else None)
 
 
+# Built once: every submit looks for the releases it supersedes.
+_OLDER_WAITING = select(Release.number, Release.services_key).where(
+    Release.target_id == bindparam("target_id"),
+    Release.number < bindparam("number"),
+    Release.lifecycle_state.in_([s.value for s in WAITING]),
+)
+
+
 def _supersede(session: Session, newer: Release, actor: Actor) -> None:
     """Lock the releases this submit moves, then cancel the older waiting ones it replaces.
 
@@ -107,11 +115,7 @@ def _supersede(session: Session, newer: Release, actor: Actor) -> None:
     """
     mine = set(newer.services_key.split(","))
     candidates = session.execute(
-        select(Release.number, Release.services_key).where(
-            Release.target_id == newer.target_id,
-            Release.number < newer.number,
-            Release.lifecycle_state.in_([s.value for s in WAITING]),
-        )
+        _OLDER_WAITING, {"target_id": newer.target_id, "number": newer.number}
     ).all()
     older = [number for number, key in candidates if mine & set(key.split(","))]
     locked = lock_releases(session, [*older, newer.number])

@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from functools import cache
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Update, bindparam, update
+from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
@@ -179,16 +181,11 @@ def transition(
     changes: dict[str, Any] = {"lifecycle_state": to.value, "version": release.version + 1}
     changes["updated_at"] = now
     changes.update(values or {})
-    result = session.execute(
-        update(Release)
-        .where(
-            Release.number == release.number,
-            Release.version == release.version,
-            *([Release.claimed_by == claimed_by] if claimed_by is not None else []),
-        )
-        .values(**changes)
-        .execution_options(synchronize_session=False)
-    )
+    params: dict[str, Any] = {"at_number": release.number, "at_version": release.version}
+    if claimed_by is not None:
+        params["at_claimed_by"] = claimed_by
+    params.update((f"new_{key}", value) for key, value in changes.items())
+    result = session.execute(_compare_and_set(tuple(changes), claimed_by is not None), params)
     if result.rowcount != 1:  # type: ignore[attr-defined]
         # Lost the compare-and-set: someone else moved the release since it was read. Saying
         # "R-n is approved; cancel needs one of: approved" would name an allowed state.
@@ -218,6 +215,21 @@ def transition(
     for hook in _AFTER:
         if hook.matches(before, to):
             hook.run(Step(session, release, before, to, action, actor))
+
+
+@cache
+def _compare_and_set(keys: tuple[str, ...], fenced: bool) -> Update:
+    """A transition's UPDATE of these columns, built once (every write moves a release)."""
+    columns = sa_inspect(Release).columns
+    where = [Release.number == bindparam("at_number"), Release.version == bindparam("at_version")]
+    if fenced:
+        where.append(Release.claimed_by == bindparam("at_claimed_by"))
+    return (
+        update(Release)
+        .where(*where)
+        .values({key: bindparam(f"new_{key}", type_=columns[key].type) for key in keys})
+        .execution_options(synchronize_session=False)
+    )
 
 
 def release_event(release: Release, kind: str, data: dict[str, Any]) -> LiveEvent:

@@ -17,17 +17,19 @@ from sqlalchemy.orm import Session
 from core.db import OneOf
 from core.releases.models import Release
 
+# Built once: every write that moves releases runs it.
+_LOCK = (
+    select(Release)
+    .where(OneOf(Release.number, "numbers"))
+    .order_by(Release.number)
+    .with_for_update(of=Release)
+    .execution_options(populate_existing=True)
+)
+
 
 def lock_releases(session: Session, numbers: Iterable[int]) -> list[Release]:
     """Lock these release rows in ascending number order and reload them; the rows found."""
     wanted = sorted(set(numbers))
     if not wanted:
         return []
-    query = (
-        select(Release)
-        .where(OneOf(Release.number, "numbers"))
-        .order_by(Release.number)
-        .with_for_update(of=Release)
-        .execution_options(populate_existing=True)
-    )
-    return list(session.scalars(query, {"numbers": wanted}))
+    return list(session.scalars(_LOCK, {"numbers": wanted}))

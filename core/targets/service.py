@@ -139,15 +139,28 @@ def freeze_reasons(session: Session, target: Target, now: datetime | None = None
     return reasons
 
 
+_ACTIVE = (
+    select(Freeze)
+    .where(
+        Freeze.project_id == bindparam("project_id"),
+        Freeze.lifted_at.is_(None),
+        Freeze.until > bindparam("now"),
+    )
+    .order_by(Freeze.id)
+)
+_ACTIVE_THERE = _ACTIVE.where(
+    or_(Freeze.environment.is_(None), Freeze.environment == bindparam("environment"))
+)
+
+
 def _active(
     session: Session, project_id: int, environment: str | None, now: datetime
 ) -> list[Freeze]:
-    query = select(Freeze).where(
-        Freeze.project_id == project_id, Freeze.lifted_at.is_(None), Freeze.until > now
-    )
+    # built once: every submit, decision and apply checks the freezes
+    query, params = _ACTIVE, {"project_id": project_id, "now": now}
     if environment is not None:
-        query = query.where(or_(Freeze.environment.is_(None), Freeze.environment == environment))
-    return list(session.scalars(query.order_by(Freeze.id)))
+        query, params = _ACTIVE_THERE, {**params, "environment": environment}
+    return list(session.scalars(query, params))
 
 
 def target_ref(target: Target) -> TargetRef:

@@ -176,3 +176,23 @@ def test_project_scoped_viewer_sees_only_their_projects(world: World) -> None:
     _pending(world, "payment")
     assert call(world, "victor", "list_approvals").items == []
     assert {t.project for t in call(world, "victor", "list_targets").items} == {"shop"}
+
+
+def test_moving_a_ticket_keeps_a_loaded_ticket_in_step(world: World) -> None:
+    """`set_ticket_state` is one UPDATE; a ticket the session already holds says the new state
+    at once (a statement built with the state as a bound parameter left it None)."""
+    from core.approvals.tickets import current_ticket, set_ticket_state
+    from core.ids import parse_release_id
+
+    number = parse_release_id(_pending(world))
+    with world.services.sessions() as session:
+        loaded = current_ticket(session, number)
+        assert loaded is not None and loaded.state == "pending"
+        set_ticket_state(session, number, "cancelled", only_from=("pending", "approved"))
+        assert loaded.state == "cancelled"
+        set_ticket_state(session, number, "expired", only_from=("pending", "approved"))
+        assert loaded.state == "cancelled"  # not a source state: nothing moved
+        session.commit()
+    with world.services.sessions() as session:
+        stored = current_ticket(session, number)
+        assert stored is not None and stored.state == "cancelled"
