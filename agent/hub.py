@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from agent.cards import apply_card, approval_cards, card_view, open_cards, release_view, settle
@@ -58,6 +58,8 @@ def encode(frame: dict[str, Any]) -> str:
 
 
 Item = LiveEvent | threading.Event | None
+# Built once: every pass reads the release's cards.
+_CARDS_OF = select(ChatCard).where(ChatCard.release_number == bindparam("number"))
 GROUP = 50  # most events of one release handled in one pass
 
 
@@ -275,9 +277,7 @@ class Hub:
                     continue
                 moved = _Moved()
                 if held is None:
-                    held = list(
-                        session.scalars(select(ChatCard).where(ChatCard.release_number == number))
-                    )
+                    held = list(session.scalars(_CARDS_OF, {"number": number}))
                     # Once a pass: the release's state is read once, so a second look at the
                     # same cards would close nothing more.
                     moved.closed = settle(session, release, held)  # e.g. step 1's approvers

@@ -9,7 +9,9 @@ from typing import Any
 
 from sqlalchemy import (
     ColumnElement,
+    Integer,
     Select,
+    String,
     Update,
     and_,
     bindparam,
@@ -181,7 +183,20 @@ def approver_condition(
 
 def is_eligible(session: Session, user_id: int, project_id: int, group: str) -> bool:
     """Whether the user may decide a step naming `group` on the project."""
-    return bool(session.scalar(select(approver_condition(user_id, project_id, group))))
+    params = {"user_id": user_id, "project_id": project_id, "group": group}
+    return bool(session.scalar(_eligible(), params))
+
+
+@cache
+def _eligible() -> Select[tuple[bool]]:
+    # built once: every decision asks (building the EXISTS cost more than running it)
+    return select(
+        approver_condition(
+            bindparam("user_id", type_=Integer),
+            bindparam("project_id", type_=Integer),
+            bindparam("group", type_=String),
+        )
+    )
 
 
 def eligible_tickets(session: Session, user_id: int, ticket_ids: list[int]) -> set[int]:
