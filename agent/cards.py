@@ -104,18 +104,22 @@ def confirmation_card(
     return card
 
 
+# Built once: every fan-out reads it.
+_NEWEST_TICKET = (
+    select(ApprovalTicket)
+    .where(ApprovalTicket.release_number == bindparam("number"))
+    .order_by(ApprovalTicket.id.desc())
+    .limit(1)
+    .options(lazyload(ApprovalTicket.decisions))
+)
+
+
 def approval_cards(session: Session, release: Release) -> set[int]:
     """Open an approval card for every eligible approver of the release's ticket (idempotent);
     returns who they are."""
     number = release.number
     # Its decisions are not read: who may decide is one query (`eligible_approvers`).
-    ticket = session.scalars(
-        select(ApprovalTicket)
-        .where(ApprovalTicket.release_number == number)
-        .order_by(ApprovalTicket.id.desc())
-        .limit(1)
-        .options(lazyload(ApprovalTicket.decisions))
-    ).first()
+    ticket = session.scalars(_NEWEST_TICKET, {"number": number}).first()
     if ticket is None:
         return set()
     # An approval waits for people until its ticket times out, not for the preview TTL: core

@@ -58,7 +58,13 @@ def encode(frame: dict[str, Any]) -> str:
 
 
 Item = LiveEvent | threading.Event | None
-# Built once: every pass reads the release's cards.
+# Built once: every pass reads the release and its cards. The requester's user row (and its
+# grants) is not needed: `_seeing` reads grants.
+_RELEASE = (
+    select(Release)
+    .where(Release.number == bindparam("number"))
+    .options(lazyload(Release.requested_by))
+)
 _CARDS_OF = select(ChatCard).where(ChatCard.release_number == bindparam("number"))
 GROUP = 50  # most events of one release handled in one pass
 
@@ -262,8 +268,7 @@ class Hub:
         # Per event: its update frame and what it did to cards (None: progress, requester only).
         steps: list[tuple[dict[str, Any], _Moved | None]] = []
         with self._sessions() as session:
-            # the requester's user row (and its grants) is not needed: `_seeing` reads grants
-            release = session.get(Release, number, options=[lazyload(Release.requested_by)])
+            release = session.scalars(_RELEASE, {"number": number}).first()
             if release is None:
                 return None
             held: list[ChatCard] | None = None  # the release's cards before this pass

@@ -188,7 +188,7 @@ def is_eligible(session: Session, user_id: int, project_id: int, group: str) -> 
 
 
 @cache
-def _eligible() -> Select[tuple[bool]]:
+def _eligible() -> Select[bool]:
     # built once: every decision asks (building the EXISTS cost more than running it)
     return select(
         approver_condition(
@@ -348,12 +348,29 @@ def decider_names(session: Session, ticket: AnyTicket) -> list[str]:
 def _deciders(session: Session, ticket: AnyTicket) -> list[tuple[int, str]]:
     if ticket.state != OPEN or ticket.current_group is None:
         return []
+    params = {
+        "ticket_id": ticket.id,
+        "requester": ticket.requested_by_id,
+        "project_id": ticket.project_id,
+        "group": ticket.current_group,
+    }
+    return [(row[0], row[1]) for row in session.execute(_deciders_of_one(), params)]
+
+
+@cache
+def _deciders_of_one() -> Select[int, str]:
+    # built once: every card fan-out and every settled card asks
     decided = exists().where(
-        ApprovalDecision.ticket_id == ticket.id, ApprovalDecision.user_id == User.id
+        ApprovalDecision.ticket_id == bindparam("ticket_id"), ApprovalDecision.user_id == User.id
     )
-    query = select(User.id, User.name).where(
-        User.id != ticket.requested_by_id,
-        ~decided,
-        approver_condition(User.id, ticket.project_id, ticket.current_group),
+    return (
+        select(User.id, User.name)
+        .where(
+            User.id != bindparam("requester"),
+            ~decided,
+            approver_condition(
+                User.id, bindparam("project_id", type_=Integer), bindparam("group", type_=String)
+            ),
+        )
+        .order_by(User.id)
     )
-    return [(row[0], row[1]) for row in session.execute(query.order_by(User.id))]
