@@ -129,7 +129,7 @@ def set_ticket_state(
     move to `state` in the ticket's own table, so no transition is skipped.
     """
     assert all(state in TICKET_TRANSITIONS[s] for s in only_from), (state, only_from)
-    session.execute(_move_newest_ticket(state, only_from), {"number": number})
+    session.execute(_move_newest_ticket(state, tuple(only_from)), {"number": number})
 
 
 @cache

@@ -8,7 +8,7 @@ from enum import StrEnum
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, update
+from sqlalchemy import ClauseElement, Update, bindparam, update
 from sqlalchemy import inspect as sa_inspect
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -184,6 +184,9 @@ def transition(
     params: dict[str, Any] = {"at_number": release.number, "at_version": release.version}
     if claimed_by is not None:
         params["at_claimed_by"] = claimed_by
+    # Bound as typed parameters of a statement built once per set of columns: plain values
+    # only (an SQL expression such as func.now() would be bound as a value and refused).
+    assert not any(isinstance(v, ClauseElement) for v in changes.values()), changes
     params.update((f"new_{key}", value) for key, value in changes.items())
     result = session.execute(_compare_and_set(tuple(changes), claimed_by is not None), params)
     if result.rowcount != 1:  # type: ignore[attr-defined]
