@@ -116,8 +116,9 @@ def moving_release_to(state: str) -> Callable[[str, Any], bool]:
     """Matches the UPDATE that moves a release to `state` (a `paused_at` condition)."""
 
     def matches(statement: str, parameters: Any) -> bool:
+        # a transition's compare-and-set binds the new state as `new_lifecycle_state`
         return statement.lstrip().startswith("UPDATE releases") and (
-            isinstance(parameters, dict) and parameters.get("lifecycle_state") == state
+            isinstance(parameters, dict) and parameters.get("new_lifecycle_state") == state
         )
 
     return matches
