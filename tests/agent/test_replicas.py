@@ -29,6 +29,18 @@ def replicas(pg_services: Services) -> Iterator[tuple[World, Services]]:
     other.close()
 
 
+def _event(kind: str, data: dict[str, Any]) -> LiveEvent:
+    return LiveEvent(
+        kind=kind,
+        release_id="R-1",
+        project="shop",
+        environment="prod",
+        lifecycle_state="applying",
+        at=utcnow(),
+        data=data,
+    )
+
+
 def _wait(frames: list[dict[str, Any]], predicate: Any, hubs: list[Services]) -> dict[str, Any]:
     import time
 
@@ -100,18 +112,7 @@ def test_a_transaction_of_many_events_reaches_the_other_replica_whole_and_in_ord
     try:
         with world.services.sessions() as session:  # one INSERT, and several NOTIFYs
             for n in range(2500):
-                queue_event(
-                    session,
-                    LiveEvent(
-                        kind="bulk",
-                        release_id="R-1",
-                        project="shop",
-                        environment="prod",
-                        lifecycle_state="applying",
-                        at=utcnow(),
-                        data={"n": n, "line": "🚀" * 20},
-                    ),
-                )
+                queue_event(session, _event("bulk", {"n": n, "line": "🚀" * 20}))
             session.commit()
         assert done.wait(20), len(heard)
     finally:
@@ -139,18 +140,7 @@ def test_an_event_with_a_lone_surrogate_and_a_long_line_reaches_the_other_replic
     unsubscribe = replica_b.bus.subscribe(hear)
     try:
         with world.services.sessions() as session:
-            queue_event(
-                session,
-                LiveEvent(
-                    kind="odd",
-                    release_id="R-1",
-                    project="shop",
-                    environment="prod",
-                    lifecycle_state="failed",
-                    at=utcnow(),
-                    data=data,
-                ),
-            )
+            queue_event(session, _event("odd", data))
             session.commit()
         assert done.wait(10)
     finally:
