@@ -11,8 +11,6 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
-from core.queued import queue
-
 log = logging.getLogger(__name__)
 
 PENDING = "shipdeck_pending_events"
@@ -70,4 +68,4 @@ class EventBus:
 
 def queue_event(session: Session, live_event: LiveEvent) -> None:
     """Queue an event to publish if, and only if, the session's transaction commits."""
-    queue(session, PENDING, live_event)
+    session.info.setdefault(PENDING, []).append(live_event)

@@ -61,6 +61,10 @@ def install_publisher(session_class: Any, bus: EventBus, *, notify: bool = False
             for live_event in pending:
                 bus.publish(live_event)
 
+    @event.listens_for(session_class, "after_soft_rollback")
+    def _discard(session: Session, previous_transaction: Any) -> None:
+        session.info.pop(PENDING, None)
+
 
 def write_outbox(session: Session) -> None:
     """Put the transaction's queued live events in the outbox and NOTIFY their ids (once)."""
@@ -87,7 +91,7 @@ def write_outbox(session: Session) -> None:
 def _outbox_and_notes() -> TextClause:
     # Ids are drawn in the ORDER BY's order, and PostgreSQL evaluates a volatile function in
     # the select list after the sort, so the notes go out in the events' order
-    # (tests/agent/test_replicas.py: 2,500 events of one transaction arrive in order).
+    # (tests/core/test_live_events.py listens for them).
     return text(
         "WITH written AS ("
         " INSERT INTO live_outbox (payload, at)"

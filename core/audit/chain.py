@@ -33,7 +33,6 @@ from core.config import get_settings
 from core.db import BEFORE_LINK, insert_rows, utcnow
 from core.errors import Conflict
 from core.permissions import SYSTEM, Actor
-from core.queued import queue
 from core.text import clip
 
 GENESIS = "0" * 64
@@ -139,7 +138,7 @@ def record(
         after=after,
         data=data,
     )
-    queue(session, _PENDING, audit_event)
+    session.info.setdefault(_PENDING, []).append(audit_event)
     return audit_event
 
 
@@ -184,6 +183,11 @@ def _link_pending(session: Session) -> None:
     # write (a savepoint, or a connection lent by a caller, is not the session's to end).
     owned = not session.in_nested_transaction() and isinstance(session.get_bind(), Engine)
     link(session, pending, ring, commit=owned)
+
+
+@event.listens_for(Session, "after_soft_rollback")
+def _discard_pending(session: Session, previous_transaction: Any) -> None:
+    session.info.pop(_PENDING, None)
 
 
 # Built once: every write transaction's commit locks it.
