@@ -14,11 +14,10 @@ from typing import Any
 from sqlalchemy import Executable, Select, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import ARRAY
-from sqlalchemy.orm import Session, lazyload
+from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 
 from agent.models import ChatCard
-from core.approvals.models import ApprovalTicket
 from core.approvals.tickets import current_ticket, eligible_approvers, ticket_deadline
 from core.db import OneOf, plain_rows, utcnow
 from core.identity.models import User
@@ -104,22 +103,12 @@ def confirmation_card(
     return card
 
 
-# Built once: every fan-out reads it.
-_NEWEST_TICKET = (
-    select(ApprovalTicket)
-    .where(ApprovalTicket.release_number == bindparam("number"))
-    .order_by(ApprovalTicket.id.desc())
-    .limit(1)
-    .options(lazyload(ApprovalTicket.decisions))
-)
-
-
 def approval_cards(session: Session, release: Release) -> set[int]:
     """Open an approval card for every eligible approver of the release's ticket (idempotent);
     returns who they are."""
     number = release.number
     # Its decisions are not read: who may decide is one query (`eligible_approvers`).
-    ticket = session.scalars(_NEWEST_TICKET, {"number": number}).first()
+    ticket = current_ticket(session, number, decisions=False)
     if ticket is None:
         return set()
     # An approval waits for people until its ticket times out, not for the preview TTL: core

@@ -22,7 +22,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import InstrumentedAttribute, Session
+from sqlalchemy.orm import InstrumentedAttribute, Session, lazyload
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.approvals.rows import TicketRow
@@ -85,13 +85,18 @@ _NEWEST_TICKET = (
 )
 # Decisions on one ticket queue up here, so a step's count is never raced.
 _NEWEST_TICKET_LOCKED = _NEWEST_TICKET.with_for_update(of=ApprovalTicket)
+_NEWEST_TICKET_ALONE = _NEWEST_TICKET.options(lazyload(ApprovalTicket.decisions))
 
 
 def current_ticket(
-    session: Session, number: int, *, for_update: bool = False
+    session: Session, number: int, *, for_update: bool = False, decisions: bool = True
 ) -> ApprovalTicket | None:
-    """The newest ticket of a release (older ones were voided by a changed diff)."""
-    query = _NEWEST_TICKET_LOCKED if for_update else _NEWEST_TICKET
+    """The newest ticket of a release (older ones were voided by a changed diff); without
+    `decisions`, they are not read with it."""
+    if for_update:
+        query = _NEWEST_TICKET_LOCKED
+    else:
+        query = _NEWEST_TICKET if decisions else _NEWEST_TICKET_ALONE
     return session.scalars(query, {"number": number}).first()
 
 
