@@ -34,9 +34,11 @@ async function connect() {
   const session = state.sessionId ? `&session=${encodeURIComponent(state.sessionId)}` : "";
   const ws = new WebSocket(`${scheme}://${location.host}/api/v1/chat?ticket=${encodeURIComponent(ticket)}${session}`);
   state.ws = ws;
+  state.ready = false;
   ws.onopen = () => { state.retry = 0; setLive(true); };
   ws.onmessage = (event) => onFrame(JSON.parse(event.data));
   ws.onclose = (event) => {
+    if (state.ws === ws) state.ready = false;
     setLive(false);
     if (state.ws !== ws || !state.token) return;
     if (event.code === 1008) { signOut(t("signin.bad")); return; }  // revoked or expired
@@ -55,9 +57,30 @@ function setLive(on) {
   live.textContent = on ? t("live") : t("offline");
 }
 
+const UNSENT_LIMIT = 20;
+
 function send(frame) {
-  if (state.ws && state.ws.readyState === WebSocket.OPEN) state.ws.send(JSON.stringify(frame));
-  else toast(t("offline"));
+  if (state.ready && state.ws && state.ws.readyState === WebSocket.OPEN) {
+    state.ws.send(JSON.stringify(frame));
+    return;
+  }
+  toast(t("offline"));
+  // A message typed while the socket connects goes once the session is back (its history
+  // replaces the log, and the message would vanish unsent). A card's button never waits:
+  // a decision is made on what the card shows now.
+  if (frame.type === "user_message" && state.token && state.unsent.length < UNSENT_LIMIT) {
+    state.unsent.push(frame);
+  }
+}
+
+function sendUnsent() {
+  if (!state.ws || state.ws.readyState !== WebSocket.OPEN) return;
+  const frames = state.unsent;
+  state.unsent = [];
+  for (const frame of frames) {
+    state.chat.push({ role: "user", text: frame.text });
+    state.ws.send(JSON.stringify(frame));
+  }
 }
 
 function onFrame(frame) {
@@ -67,6 +90,8 @@ function onFrame(frame) {
       sessionStorage.setItem("shipdeck.session", frame.session_id);
       state.chat = frame.history.filter((f) => f.type === "user_message" || f.type === "assistant_message")
         .map((f) => ({ role: f.type === "user_message" ? "user" : "assistant", text: f.text }));
+      state.ready = true;
+      sendUnsent();
       drawChat();
       break;
     case "assistant_delta":
@@ -486,7 +511,7 @@ $("#lang").addEventListener("click", () => {
 });
 function signOut(message = "") {
   sessionStorage.clear();
-  Object.assign(state, { token: null, me: null, sessionId: null, chat: [] });
+  Object.assign(state, { token: null, me: null, sessionId: null, chat: [], unsent: [], ready: false });
   const ws = state.ws;
   state.ws = null;
   if (ws) ws.close();

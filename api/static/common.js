@@ -6,6 +6,8 @@ export const state = {
   lang: localStorage.getItem("shipdeck.lang") || (navigator.language.startsWith("zh") ? "zh" : "en"),
   me: null, ws: null, sessionId: sessionStorage.getItem("shipdeck.session"),
   cards: new Map(), chat: [], retry: 0, selected: new Set(), armed: null,
+  // Messages typed while the socket (re)connects: sent once its session frame arrived.
+  unsent: [], ready: false,
   // What live events told us about each release a card is about: state, reason, log lines.
   releases: new Map(), inboxCount: 0,
 };

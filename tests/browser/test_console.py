@@ -179,6 +179,32 @@ def test_chinese_and_reconnect(open_page: Callable[..., Any], site: str, world: 
 
 
 @pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_message_typed_while_the_socket_connects_is_sent_once_it_is_up(
+    open_page: Callable[..., Any], site: str, world: World
+) -> None:
+    """Typed right after signing in, before the chat socket is up: the message waits for the
+    session and is answered. It was dropped with a toast, and the session's history then
+    wiped it from the log (the flake of `test_chinese_and_reconnect`)."""
+    from playwright.sync_api import expect
+
+    page = open_page(locale="zh-CN")
+    held: list[Any] = []
+    page.route("**/api/v1/chat/tickets", lambda route: held.append(route))  # no socket yet
+    page.goto(f"{site}/#/chat")
+    page.get_by_label("API 令牌").fill(world.tokens["alice"])
+    with page.expect_request("**/api/v1/chat/tickets"):
+        page.get_by_role("button", name="登录").click()
+    expect(page.get_by_role("heading", name="我的发布")).to_be_visible()
+    page.get_by_label("消息").fill("部署 web 1.5.0 到生产")
+    page.get_by_label("消息").press("Enter")
+    held[0].continue_()
+    page.unroute("**/api/v1/chat/tickets")
+    expect(page.locator("#chat-log")).to_contain_text("确认卡片即可提交 R-1")
+    expect(page.locator("#chat-log")).to_contain_text("部署 web 1.5.0 到生产")
+    assert call(world, "alice", "get_release", release_id="R-1").lifecycle_state == "previewed"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
 def test_docs_work_offline_under_the_csp(open_page: Callable[..., Any], site: str) -> None:
     """/docs loads Swagger UI from the server itself; nothing is fetched from elsewhere."""
     from playwright.sync_api import expect
