@@ -131,11 +131,6 @@ def _clip_when_set(mapper: Any, class_: type) -> None:
             event.listen(attribute, "set", _clipping(column_type), retval=True)
 
 
-# Session.info key: callables a commit runs before it locks the audit chain's head (the live
-# outbox's writes), so that lock is held for the chain's own writes only (core.audit.chain).
-BEFORE_LINK = "shipdeck.before_link"
-
-
 def utcnow() -> datetime:
     """Now, in UTC, aware."""
     return datetime.now(UTC)
@@ -506,7 +501,8 @@ def commits(session: Session) -> int:
 
 @event.listens_for(Session, "after_commit")
 def _count_commit(session: Session) -> None:
-    session.info[_COMMITS] = commits(session) + 1
+    if not session.in_nested_transaction():  # a savepoint's release commits nothing yet
+        session.info[_COMMITS] = commits(session) + 1
 
 
 @contextmanager

@@ -11,6 +11,8 @@ from typing import Any
 from pydantic import BaseModel, Field
 from sqlalchemy.orm import Session
 
+from core.queued import queue
+
 log = logging.getLogger(__name__)
 
 PENDING = "shipdeck_pending_events"
@@ -68,4 +70,4 @@ class EventBus:
 
 def queue_event(session: Session, live_event: LiveEvent) -> None:
     """Queue an event to publish if, and only if, the session's transaction commits."""
-    session.info.setdefault(PENDING, []).append(live_event)
+    queue(session, PENDING, live_event)

@@ -15,11 +15,12 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import JSON, Engine, TextClause, bindparam, delete, event, text
+from sqlalchemy import JSON, Engine, TextClause, bindparam, delete, text
 from sqlalchemy.orm import Mapped, Session, mapped_column, sessionmaker
 
-from core.db import BEFORE_LINK, Base, UTCDateTime, utcnow
+from core.db import Base, UTCDateTime, utcnow
 from core.events import PENDING, EventBus, LiveEvent
+from core.queued import add_hooks
 
 log = logging.getLogger(__name__)
 
@@ -45,25 +46,21 @@ def make_sessionmaker(engine: Engine, bus: EventBus | None = None) -> sessionmak
     return factory
 
 
-def install_publisher(session_class: Any, bus: EventBus, *, notify: bool = False) -> None:
+def install_publisher(
+    factory: sessionmaker[Session], bus: EventBus, *, notify: bool = False
+) -> None:
     """Hook a sessionmaker so queued events are published if, and only if, it commits."""
     if notify:
         # Written before the audit head is locked (core.audit.chain), not while holding it.
-        info = dict(session_class.kw.get("info") or {})
-        info[BEFORE_LINK] = (*info.get(BEFORE_LINK, ()), write_outbox)
-        session_class.configure(info=info)
-        event.listen(session_class, "before_commit", write_outbox)
-    else:
+        add_hooks(factory, before=write_outbox)
+        return
 
-        @event.listens_for(session_class, "after_commit")
-        def _publish(session: Session) -> None:
-            pending: list[LiveEvent] = session.info.pop(PENDING, [])
-            for live_event in pending:
-                bus.publish(live_event)
+    def publish(session: Session) -> None:
+        pending: list[LiveEvent] = session.info.pop(PENDING, [])
+        for live_event in pending:
+            bus.publish(live_event)
 
-    @event.listens_for(session_class, "after_soft_rollback")
-    def _discard(session: Session, previous_transaction: Any) -> None:
-        session.info.pop(PENDING, None)
+    add_hooks(factory, after=publish)
 
 
 def write_outbox(session: Session) -> None:

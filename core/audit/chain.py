@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Engine, TextClause, bindparam, event, func, select, text
+from sqlalchemy import Engine, TextClause, bindparam, func, select, text
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
@@ -30,9 +30,10 @@ from sqlalchemy.orm.attributes import set_committed_value
 from core.audit.keys import Keyring, load_keyring
 from core.audit.models import REQUEST_ID_LIMIT, AuditEvent, AuditHead
 from core.config import get_settings
-from core.db import BEFORE_LINK, insert_rows, utcnow
+from core.db import insert_rows, utcnow
 from core.errors import Conflict
 from core.permissions import SYSTEM, Actor
+from core.queued import on_root_commit, queue
 from core.text import clip
 
 GENESIS = "0" * 64
@@ -138,7 +139,7 @@ def record(
         after=after,
         data=data,
     )
-    session.info.setdefault(_PENDING, []).append(audit_event)
+    queue(session, _PENDING, audit_event)
     return audit_event
 
 
@@ -169,25 +170,16 @@ def new_event(
     )
 
 
-@event.listens_for(Session, "before_commit")
+@on_root_commit  # after the session's own hooks: every other row is written (and locked) first
 def _link_pending(session: Session) -> None:
     pending: list[AuditEvent] = session.info.pop(_PENDING, [])
     if not pending:
         return
     ring = keyring_of(session)
-    # Every other row this transaction writes is written (and locked) before the head.
-    for write in session.info.get(BEFORE_LINK, ()):
-        write(session)
     session.flush()
-    # The session's own top-level transaction may be committed here, with the chain's last
-    # write (a savepoint, or a connection lent by a caller, is not the session's to end).
-    owned = not session.in_nested_transaction() and isinstance(session.get_bind(), Engine)
-    link(session, pending, ring, commit=owned)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _discard_pending(session: Session, previous_transaction: Any) -> None:
-    session.info.pop(_PENDING, None)
+    # The session's own transaction may be committed here, with the chain's last write (a
+    # connection lent by a caller is not the session's to end).
+    link(session, pending, ring, commit=isinstance(session.get_bind(), Engine))
 
 
 # Built once: every write transaction's commit locks it.
