@@ -2,9 +2,10 @@
 
 Queued items live in `Session.info` lists. They are written or published by hooks when the
 session's ROOT transaction commits, never when a savepoint is released: the transaction
-around a savepoint may still roll back. A rolled-back savepoint takes back only what was
-queued inside it (an INSERT that lost a race, caught, keeps the caller's own events), and a
-rolled-back transaction takes back everything it queued.
+around a savepoint may still roll back. A savepoint that ends without its release (rolled
+back, or closed) takes back only what was queued inside it (an INSERT that lost a race,
+caught, keeps the caller's own events), and a transaction that ends without committing takes
+back everything it queued.
 
 SQLAlchemy fires `before_commit` for a savepoint's release as well as for the root's commit.
 `Session.commit()` releases open savepoints first and then fires the root's with no savepoint
@@ -33,7 +34,8 @@ Hook = Callable[[Session], None]
 BEFORE_ROOT_COMMIT = "shipdeck.before_root_commit"
 AFTER_ROOT_COMMIT = "shipdeck.after_root_commit"
 
-_KEYS: set[str] = set()  # the Session.info keys `queue` has filled
+# The Session.info keys `queue` has filled; copied to iterate (another thread may add one).
+_KEYS: set[str] = set()
 _MARKS = "shipdeck.savepoint_marks"  # {savepoint: {key: queue length when it began}}
 _RELEASING = "shipdeck.releasing"  # the savepoint whose `before_commit` last fired
 _LAST: list[Hook] = []  # every session's last writes at the root commit (the audit link)
@@ -65,7 +67,7 @@ def add_hooks(factory: Any, *, before: Hook | None = None, after: Hook | None = 
 
 
 def _queued(session: Session) -> bool:
-    return any(session.info.get(key) for key in _KEYS)
+    return any(session.info.get(key) for key in tuple(_KEYS))
 
 
 @event.listens_for(Session, "before_commit")
@@ -89,36 +91,36 @@ def _before_commit(session: Session) -> None:
 
 @event.listens_for(Session, "after_commit")
 def _after_commit(session: Session) -> None:
-    if not session.in_nested_transaction():
-        for hook in session.info.get(AFTER_ROOT_COMMIT, ()):
-            hook(session)
+    savepoint = session.get_nested_transaction()
+    if savepoint is not None:  # released: what it queued is the enclosing transaction's now
+        session.info.get(_MARKS, {}).pop(savepoint, None)
+        return
+    for hook in session.info.get(AFTER_ROOT_COMMIT, ()):
+        hook(session)
 
 
 @event.listens_for(Session, "after_transaction_create")
 def _mark(session: Session, transaction: SessionTransaction) -> None:
     if transaction.nested:
         marks = session.info.setdefault(_MARKS, {})
-        marks[transaction] = {key: len(session.info.get(key, ())) for key in _KEYS}
+        marks[transaction] = {key: len(session.info.get(key, ())) for key in tuple(_KEYS)}
 
 
 @event.listens_for(Session, "after_transaction_end")
 def _end(session: Session, transaction: SessionTransaction) -> None:
     if session.info.get(_RELEASING) is transaction:
         del session.info[_RELEASING]
-    if transaction.parent is None:
+    if transaction.nested:
+        # Ended without its release (rolled back, or closed, which rolls back too): it takes
+        # back what was queued since it began.
+        marks = session.info.get(_MARKS, {}).pop(transaction, None)
+        if marks is not None:
+            for key in tuple(_KEYS):  # a key first queued inside it had nothing before it
+                del session.info.get(key, [])[marks.get(key, 0) :]
+    elif transaction.parent is None:
         # Committed (its hooks took what they write), rolled back or closed: nothing queued
-        # outlives the transaction it was queued in.
+        # outlives the transaction it was queued in. (A failed flush's own inner transaction,
+        # neither, takes back nothing: its savepoint, if any, ends next.)
         session.info.pop(_MARKS, None)
-        for key in _KEYS:
+        for key in tuple(_KEYS):
             session.info.pop(key, None)
-
-
-@event.listens_for(Session, "after_soft_rollback")
-def _take_back(session: Session, previous_transaction: SessionTransaction) -> None:
-    # A root's end took everything (above). A failed flush's own inner transaction, which is
-    # not a savepoint, takes back nothing: its savepoint, if any, follows.
-    if not previous_transaction.nested:
-        return
-    marks = session.info.get(_MARKS, {}).pop(previous_transaction, {})
-    for key in _KEYS:  # a key first queued inside the savepoint had nothing before it
-        del session.info.get(key, [])[marks.get(key, 0) :]

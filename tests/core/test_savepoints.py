@@ -93,6 +93,23 @@ def test_a_rolled_back_savepoint_drops_only_its_own_audit_and_live_events(world:
     assert _actions(world) == ["savepoint-1", "savepoint-3", "savepoint-4"]
 
 
+def test_a_savepoint_closed_without_its_release_takes_back_its_events(world: World) -> None:
+    """`close()` rolls a savepoint back as `rollback()` does, and so takes back its events."""
+    with _hearing(world, last=3) as heard, world.services.sessions() as session:
+        _queue(session, 1)
+        savepoint = session.begin_nested()
+        _queue(session, 2)
+        session.add(SinkState(name="inside", delivered_seq=0, failures=0))
+        session.flush()
+        savepoint.close()
+        _queue(session, 3)
+        session.commit()
+    assert heard == [1, 3]
+    assert _actions(world) == ["savepoint-1", "savepoint-3"]
+    with world.services.sessions() as session:
+        assert session.get(SinkState, "inside") is None
+
+
 def test_an_insert_that_lost_a_race_in_a_savepoint_keeps_the_callers_events(
     world: World,
 ) -> None:
