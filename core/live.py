@@ -88,7 +88,7 @@ def write_outbox(session: Session) -> None:
 def _outbox_and_notes() -> TextClause:
     # Ids are drawn in the ORDER BY's order, and PostgreSQL evaluates a volatile function in
     # the select list after the sort, so the notes go out in the events' order
-    # (tests/core/test_live_events.py listens for them).
+    # (tests/agent/test_replicas.py hears them in order on another replica).
     return text(
         "WITH written AS ("
         " INSERT INTO live_outbox (payload, at)"

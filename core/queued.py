@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.exc import InvalidRequestError
-from sqlalchemy.orm import Session, SessionTransaction
+from sqlalchemy.orm import Session, SessionTransaction, sessionmaker
 
 Hook = Callable[[Session], None]
 
@@ -57,7 +57,9 @@ def on_root_commit(hook: Hook) -> Hook:
     return hook
 
 
-def add_hooks(factory: Any, *, before: Hook | None = None, after: Hook | None = None) -> None:
+def add_hooks(
+    factory: sessionmaker[Session], *, before: Hook | None = None, after: Hook | None = None
+) -> None:
     """Give a sessionmaker's sessions a hook before and/or after their root commits."""
     info = dict(factory.kw.get("info") or {})
     for key, hook in ((BEFORE_ROOT_COMMIT, before), (AFTER_ROOT_COMMIT, after)):
