@@ -6,21 +6,16 @@ import threading
 from typing import Any
 
 from agent.hub import Lanes, Outbox
-from core.db import utcnow
 from core.events import LiveEvent
 from tests.conftest import World
 from tests.support.calls import call, deploy
+from tests.support.events import live_event
 
 
 def _expiry(release_id: str) -> LiveEvent:
-    return LiveEvent(
-        kind="release_update",
-        release_id=release_id,
-        project="shop",
-        environment="dev",
-        lifecycle_state="expired",
-        at=utcnow(),
-        data={"action": "expire", "actor": "system"},
+    data = {"action": "expire", "actor": "system"}
+    return live_event(
+        "release_update", data, release_id=release_id, environment="dev", state="expired"
     )
 
 

@@ -13,10 +13,10 @@ from agent.hub import Outbox
 from agent.models import ChatCard
 from api.wiring import Services
 from core.config import Settings
-from core.db import utcnow
 from core.events import LiveEvent, queue_event
 from tests.conftest import World, build_world
 from tests.support.calls import call, deploy
+from tests.support.events import live_event
 
 
 @pytest.fixture
@@ -27,18 +27,6 @@ def replicas(pg_services: Services) -> Iterator[tuple[World, Services]]:
     _ = pg_services.hub, other.hub  # both listen
     yield world, other
     other.close()
-
-
-def _event(kind: str, data: dict[str, Any]) -> LiveEvent:
-    return LiveEvent(
-        kind=kind,
-        release_id="R-1",
-        project="shop",
-        environment="prod",
-        lifecycle_state="applying",
-        at=utcnow(),
-        data=data,
-    )
 
 
 def _wait(frames: list[dict[str, Any]], predicate: Any, hubs: list[Services]) -> dict[str, Any]:
@@ -112,7 +100,7 @@ def test_a_transaction_of_many_events_reaches_the_other_replica_whole_and_in_ord
     try:
         with world.services.sessions() as session:  # one INSERT, and several NOTIFYs
             for n in range(2500):
-                queue_event(session, _event("bulk", {"n": n, "line": "🚀" * 20}))
+                queue_event(session, live_event("bulk", {"n": n, "line": "🚀" * 20}))
             session.commit()
         assert done.wait(20), len(heard)
     finally:
@@ -140,7 +128,7 @@ def test_an_event_with_a_lone_surrogate_and_a_long_line_reaches_the_other_replic
     unsubscribe = replica_b.bus.subscribe(hear)
     try:
         with world.services.sessions() as session:
-            queue_event(session, _event("odd", data))
+            queue_event(session, live_event("odd", data, state="failed"))
             session.commit()
         assert done.wait(10)
     finally:

@@ -21,27 +21,16 @@ from sqlalchemy.orm import Session
 
 from core.audit.chain import record
 from core.audit.models import AuditEvent, SinkState
-from core.db import commits, utcnow
+from core.db import commits
 from core.events import LiveEvent, queue_event
 from core.permissions import SYSTEM
 from tests.conftest import World
-
-
-def _live(n: int) -> LiveEvent:
-    return LiveEvent(
-        kind="savepoint",
-        release_id=f"R-{n}",
-        project="shop",
-        environment="prod",
-        lifecycle_state="applying",
-        at=utcnow(),
-        data={"n": n},
-    )
+from tests.support.events import live_event
 
 
 def _queue(session: Session, n: int) -> None:
     record(session, actor=SYSTEM, action=f"savepoint-{n}")
-    queue_event(session, _live(n))
+    queue_event(session, live_event("savepoint", {"n": n}, release_id=f"R-{n}"))
 
 
 @contextmanager
