@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import pytest
@@ -239,3 +240,64 @@ def test_a_rolled_back_transaction_still_drops_everything_it_queued(world: World
         _queue(session, 4)
         session.commit()
     assert _actions(world) == ["savepoint-2", "savepoint-4"]
+
+
+def test_concurrent_writers_each_commit_exactly_their_own_huge_events(world: World) -> None:
+    """Six writers at once, each transaction with a caught race and a released savepoint, and
+    10,000 emoji in every event: each commit writes its own kept events, whole, and nothing
+    a savepoint took back."""
+    with world.services.sessions() as session:
+        session.add(SinkState(name="taken", delivered_seq=0, failures=0))
+        session.commit()
+    note = "🚀" * 10_000
+    writers, rounds = 6, 5
+    kept = {
+        f"savepoint-{w}-{r}-{part}"
+        for w in range(writers)
+        for r in range(rounds)
+        for part in ("before", "released")
+    }
+    heard: list[str] = []
+    lock, done = threading.Lock(), threading.Event()
+
+    def hear(live_event: LiveEvent) -> None:
+        if live_event.kind == "savepoint" and live_event.data.get("note") == note:
+            with lock:
+                heard.append(str(live_event.data["action"]))
+                if len(heard) >= len(kept):
+                    done.set()
+
+    def queue_both(session: Session, action: str) -> None:
+        record(session, actor=SYSTEM, action=action, data={"note": note})
+        queue_event(session, live_event("savepoint", {"action": action, "note": note}))
+
+    start = threading.Barrier(writers)
+
+    def write(w: int) -> None:
+        start.wait()
+        for r in range(rounds):
+            with world.services.sessions() as session:
+                queue_both(session, f"savepoint-{w}-{r}-before")
+                with contextlib.suppress(IntegrityError), session.begin_nested():
+                    queue_both(session, f"savepoint-{w}-{r}-lost")
+                    session.add(SinkState(name="taken", delivered_seq=0, failures=0))
+                with session.begin_nested():
+                    queue_both(session, f"savepoint-{w}-{r}-released")
+                session.commit()
+
+    _ = world.services.hub  # on PostgreSQL the events come back through LISTEN
+    unsubscribe = world.services.bus.subscribe(hear)
+    try:
+        with ThreadPoolExecutor(writers) as pool:
+            for future in [pool.submit(write, w) for w in range(writers)]:
+                future.result(timeout=120)
+        assert done.wait(30), len(heard)
+    finally:
+        unsubscribe()
+    assert sorted(heard) == sorted(kept)
+    with world.services.sessions() as session:
+        rows = session.execute(
+            select(AuditEvent.action, AuditEvent.data).where(AuditEvent.action.like("savepoint-%"))
+        ).all()
+    assert sorted(action for action, _ in rows) == sorted(kept)
+    assert all(data == {"note": note} for _, data in rows)
