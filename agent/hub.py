@@ -67,16 +67,22 @@ _RELEASE = (
 )
 _CARDS_OF = select(ChatCard).where(ChatCard.release_number == bindparam("number"))
 GROUP = 50  # most events of one release handled in one pass
+ASKING = "approval_requested"  # the event kind that opens approval cards
+AHEAD = 10  # most releases asking for decisions handled before the oldest other news
 
 
 class Lanes:
     """The hub's queue: events in arrival order, except that the sweeper's expiries wait while
-    people's events are handled.
+    people's events are handled, and a release asking people to decide goes before other
+    releases' news.
 
     A sweep may expire hundreds of releases at once (after a restart, say); handled first come
-    first served, a card fan-out queued behind them would wait for seconds. A release's own
-    events keep their order: its waiting expiries are handled just before its next event.
-    Markers (`drain`, close) queue behind everything already queued.
+    first served, a card fan-out queued behind them would wait for seconds. A superseding
+    submit cancels the older release first: its update to every holder of the older cards
+    would go before the new approval cards. A release's own events keep their order: its
+    waiting expiries are handled just before its next event. Markers (`drain`, close) queue
+    behind everything already queued. Under a stream of approval requests the oldest news
+    waits for at most `AHEAD` of them.
     """
 
     def __init__(self) -> None:
@@ -84,6 +90,7 @@ class Lanes:
         self._now: deque[tuple[int, Item]] = deque()
         self._later: deque[tuple[int, Item]] = deque()
         self._arrivals = itertools.count()
+        self._ahead = 0  # passes that went before the oldest event of `_now` in a row
 
     def put(self, item: Item) -> None:
         """Queue an event or a marker (thread-safe)."""
@@ -99,7 +106,10 @@ class Lanes:
                 self._ready.wait()
             if not self._now:
                 return [self._later.popleft()[1]]
-            arrived, event = self._now.popleft()
+            start = self._lead() if self._ahead < AHEAD else 0
+            self._ahead = self._ahead + 1 if start else 0
+            arrived, event = self._now[start]
+            del self._now[start]
             assert isinstance(event, LiveEvent)
             # Only what arrived before it: an expiry queued after this event stays after it.
             first = [
@@ -113,8 +123,8 @@ class Lanes:
             # The release's next events queued right behind it are handled in the same pass
             # (a submit's update and its approval request: one transaction, one read of the
             # release), unless one of its expiries arrived between them.
-            while len(taken) < GROUP and self._now:
-                arrived, following = self._now[0]
+            while len(taken) < GROUP and start < len(self._now):
+                arrived, following = self._now[start]
                 if not isinstance(following, LiveEvent) or following.release_id != event.release_id:
                     break
                 if any(
@@ -122,9 +132,24 @@ class Lanes:
                     for n, e in self._later
                 ):
                     break
-                self._now.popleft()
+                del self._now[start]
                 taken.append(following)
             return taken
+
+    def _lead(self) -> int:
+        """Where in `_now` the next pass starts: at the first event of the first release asking
+        for decisions (the people it asks wait on no other release's news), else the front."""
+        asking = next(
+            (e.release_id for _, e in self._now if isinstance(e, LiveEvent) and e.kind == ASKING),
+            None,
+        )
+        if asking is None:
+            return 0
+        return next(
+            i
+            for i, (_, e) in enumerate(self._now)
+            if isinstance(e, LiveEvent) and e.release_id == asking
+        )
 
 
 @dataclass
@@ -287,7 +312,7 @@ class Hub:
                     # same cards would close nothing more.
                     moved.closed = settle(session, release, held)  # e.g. step 1's approvers
                     moved.owners.update(card.user_id for card in moved.closed)
-                if event.kind == "approval_requested":
+                if event.kind == ASKING:
                     moved.owners |= approval_cards(session, release)
                     moved.approvals = True
                 elif self._wants_apply_card(release, event):

@@ -5,11 +5,11 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-from agent.hub import Lanes, Outbox
+from agent.hub import AHEAD, Lanes, Outbox
 from core.events import LiveEvent
 from tests.conftest import World
 from tests.support.calls import call, deploy
-from tests.support.events import live_event
+from tests.support.events import live_event, published
 
 
 def _expiry(release_id: str) -> LiveEvent:
@@ -97,3 +97,72 @@ def test_an_expiry_between_two_events_of_a_release_keeps_them_apart() -> None:
     for item in (submitted, expired, asked):
         lanes.put(item)
     assert [lanes.take(), lanes.take()] == [[submitted], [expired, asked]]
+
+
+def test_a_release_asking_for_decisions_goes_before_other_releases_news() -> None:
+    # A superseding submit: the older release's cancel is queued first, in the same burst.
+    lanes = Lanes()
+    cancelled = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
+    submitted = _expiry("R-2").model_copy(update={"data": {"action": "submit"}})
+    asked = _expiry("R-2").model_copy(update={"kind": "approval_requested", "data": {}})
+    marker = threading.Event()
+    for item in (cancelled, submitted, asked, marker):
+        lanes.put(item)
+    assert [lanes.take(), lanes.take(), lanes.take()] == [[submitted, asked], [cancelled], [marker]]
+
+
+def test_an_asking_release_keeps_its_own_order_and_expiries() -> None:
+    lanes = Lanes()
+    previewed = _expiry("R-2").model_copy(update={"data": {"action": "preview"}})
+    other = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
+    expired = _expiry("R-2")
+    asked = _expiry("R-2").model_copy(update={"kind": "approval_requested", "data": {}})
+    for item in (previewed, other, expired, asked):
+        lanes.put(item)
+    # R-2's first event still goes first, and its expiry stays between its two events.
+    taken = [lanes.take(), lanes.take(), lanes.take()]
+    assert taken == [[previewed], [expired, asked], [other]]
+
+
+def test_a_stream_of_approval_requests_holds_other_news_back_a_bounded_while() -> None:
+    lanes = Lanes()
+    news = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
+    lanes.put(news)
+    for n in range(2, AHEAD + 5):
+        asked = _expiry(f"R-{n}").model_copy(update={"kind": "approval_requested", "data": {}})
+        lanes.put(asked)
+    taken = [lanes.take() for _ in range(AHEAD + 1)]
+    assert taken[-1] == [news]
+    assert news not in [event for batch in taken[:-1] for event in batch]
+
+
+def test_approvers_get_the_new_card_before_the_superseded_releases_news(world: World) -> None:
+    hub = world.services.hub
+    older = deploy(world, "alice", "payment", "prod", gateway={"image_tag": "2.0.0"})
+    call(world, "alice", "submit_release", release_id=older.id)
+    published(world.services)
+    hub.drain()
+    heard: list[dict[str, Any]] = []
+    gate, blocked = threading.Event(), threading.Event()
+
+    def alice_reads_slowly(frame: dict[str, Any]) -> None:
+        blocked.set()
+        assert gate.wait(10)
+
+    hub.register(Outbox(world.actor("alice").user_id or 0, "s", alice_reads_slowly))
+    hub.register(Outbox(world.actor("frank").user_id or 0, "s", heard.append))
+    try:
+        newer = deploy(world, "alice", "payment", "prod", gateway={"image_tag": "2.1.0"})
+        assert blocked.wait(10)  # the hub is busy telling alice about the new preview
+        # The submit's burst: the older release cancelled, the newer one asking for approval.
+        call(world, "alice", "submit_release", release_id=newer.id)
+        published(world.services)
+    finally:
+        gate.set()
+    hub.drain()
+    order = [
+        (f["type"], f.get("release_id") or f["card"]["release_id"], f.get("action")) for f in heard
+    ]
+    new_card = order.index(("card", newer.id, None))
+    old_news = order.index(("release_update", older.id, "cancel"))
+    assert new_card < old_news, order

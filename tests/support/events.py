@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from sqlalchemy import text
+
+from api.wiring import Services
 from core.db import utcnow
 from core.events import LiveEvent
 
@@ -26,3 +29,19 @@ def live_event(
         at=utcnow(),
         data=data or {},
     )
+
+
+def published(services: Services) -> int | None:
+    """Wait until every committed live event has reached the local bus; the last outbox id.
+
+    On PostgreSQL events travel through the outbox and NOTIFY, after commit; on SQLite (None)
+    the commit itself publishes them.
+    """
+    listener = services._listener
+    if listener is None:
+        return None
+    with services.engine.connect() as connection:
+        last = connection.execute(text("SELECT max(id) FROM live_outbox")).scalar()
+    if last is not None:
+        listener.wait_for(int(last))
+    return None if last is None else int(last)
