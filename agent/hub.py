@@ -68,7 +68,7 @@ _RELEASE = (
 _CARDS_OF = select(ChatCard).where(ChatCard.release_number == bindparam("number"))
 GROUP = 50  # most events of one release handled in one pass
 ASKING = "approval_requested"  # the event kind that opens approval cards
-AHEAD = 10  # most releases asking for decisions handled before the oldest other news
+AHEAD = 10  # most passes in a row that go before the oldest queued news
 
 
 class Lanes:
@@ -82,7 +82,7 @@ class Lanes:
     would go before the new approval cards. A release's own events keep their order: its
     waiting expiries are handled just before its next event. Markers (`drain`, close) queue
     behind everything already queued. Under a stream of approval requests the oldest news
-    waits for at most `AHEAD` of them.
+    waits for at most `AHEAD` passes.
     """
 
     def __init__(self) -> None:
@@ -91,12 +91,16 @@ class Lanes:
         self._later: deque[tuple[int, Item]] = deque()
         self._arrivals = itertools.count()
         self._ahead = 0  # passes that went before the oldest event of `_now` in a row
+        self._asks: deque[tuple[int, str]] = deque()  # the approval requests in `_now`
 
     def put(self, item: Item) -> None:
         """Queue an event or a marker (thread-safe)."""
         later = not isinstance(item, LiveEvent) or item.data.get("action") == "expire"
         with self._ready:
-            (self._later if later else self._now).append((next(self._arrivals), item))
+            arrival = next(self._arrivals)
+            (self._later if later else self._now).append((arrival, item))
+            if not later and isinstance(item, LiveEvent) and item.kind == ASKING:
+                self._asks.append((arrival, item.release_id))
             self._ready.notify()
 
     def take(self) -> list[Item]:
@@ -108,8 +112,7 @@ class Lanes:
                 return [self._later.popleft()[1]]
             start = self._lead() if self._ahead < AHEAD else 0
             self._ahead = self._ahead + 1 if start else 0
-            arrived, event = self._now[start]
-            del self._now[start]
+            arrived, event = self._pop(start)
             assert isinstance(event, LiveEvent)
             # Only what arrived before it: an expiry queued after this event stays after it.
             first = [
@@ -132,19 +135,23 @@ class Lanes:
                     for n, e in self._later
                 ):
                     break
-                del self._now[start]
+                self._pop(start)
                 taken.append(following)
             return taken
+
+    def _pop(self, index: int) -> tuple[int, Item]:
+        arrival, event = self._now[index]
+        del self._now[index]
+        if isinstance(event, LiveEvent) and event.kind == ASKING:
+            self._asks.remove((arrival, event.release_id))
+        return arrival, event
 
     def _lead(self) -> int:
         """Where in `_now` the next pass starts: at the first event of the first release asking
         for decisions (the people it asks wait on no other release's news), else the front."""
-        asking = next(
-            (e.release_id for _, e in self._now if isinstance(e, LiveEvent) and e.kind == ASKING),
-            None,
-        )
-        if asking is None:
-            return 0
+        if not self._asks:
+            return 0  # nothing to look for: no walk through a long queue
+        asking = self._asks[0][1]
         return next(
             i
             for i, (_, e) in enumerate(self._now)
