@@ -1,4 +1,4 @@
-"""Live events as the core makes them, for tests that queue or publish their own."""
+"""Live events for tests: built as the core makes them, and waited for until they are published."""
 
 from __future__ import annotations
 
