@@ -6,7 +6,7 @@ import threading
 
 from sqlalchemy import delete
 
-from agent.cards import approval_cards, open_cards
+from agent.cards import approval_cards, card_view, new_id, open_cards
 from agent.models import ChatCard
 from core.ids import parse_release_id
 from core.releases.queries import load_release
@@ -61,3 +61,34 @@ def test_hubs_opening_the_same_cards_at_once_leave_one_open_card_per_approver(
     owners = [card.user_id for card in cards]
     assert sorted(owners) == sorted(opened[0]) and len(set(owners)) == len(owners)
     assert {card.args["release_id"] for card in cards} == {release.id}
+
+
+def test_a_fan_out_reads_a_hostile_card_as_the_card_itself_would_show(world: World) -> None:
+    # The hub reads the cards it pushes as column rows: a card's view from the row is the
+    # view of the stored card, whatever its arguments and outcome hold.
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.0"})
+    number = parse_release_id(release.id)
+    alice = world.actor("alice").user_id or 0
+    huge = "🚀" * 10_000
+    with world.services.sessions() as session:
+        session.add(
+            ChatCard(
+                id=new_id(),
+                user_id=alice,
+                kind="confirmation",
+                tool="apply_release",
+                args={"release_id": release.id, "note": huge, "nested": {"x" * 300: [huge]}},
+                release_number=number,
+                state="open",
+                outcome="💥" * 10_000,
+            )
+        )
+        session.commit()
+    with world.services.reads() as session:
+        (row,) = open_cards(session, number, kind="confirmation", users=[alice, 10**9])
+        stored = session.get_one(ChatCard, row.id)
+        assert card_view(session, row) == card_view(session, stored)
+        assert row.args["note"] == huge and row.outcome == stored.outcome  # clipped as stored
+        # another project's release, or another user, reads nothing
+        assert open_cards(session, number + 1, kind="confirmation") == []
+        assert open_cards(session, number, kind="confirmation", users=[10**9]) == []
