@@ -13,10 +13,20 @@ from tests.support.events import live_event, published
 
 
 def _expiry(release_id: str) -> LiveEvent:
-    data = {"action": "expire", "actor": "system"}
+    return _news(release_id, "expire")
+
+
+def _news(release_id: str, action: str) -> LiveEvent:
+    """A release's update after `action` (an expiry is the sweeper's)."""
+    data = {"action": action, "actor": "system"}
     return live_event(
         "release_update", data, release_id=release_id, environment="dev", state="expired"
     )
+
+
+def _ask(release_id: str) -> LiveEvent:
+    """A release's request for approval."""
+    return live_event("approval_requested", release_id=release_id, environment="dev")
 
 
 def test_the_sweepers_expiries_wait_behind_a_card_fan_out(world: World) -> None:
@@ -60,8 +70,8 @@ def test_lanes_keep_a_releases_order_and_markers_come_last() -> None:
     lanes = Lanes()
     marker = threading.Event()
     a1, b1 = _expiry("R-1"), _expiry("R-2")
-    a2 = _expiry("R-1").model_copy(update={"data": {"action": "approve"}})
-    c = _expiry("R-3").model_copy(update={"data": {"action": "submit"}})
+    a2 = _news("R-1", "approve")
+    c = _news("R-3", "submit")
     for item in (a1, b1, marker, a2, c):
         lanes.put(item)
     taken = [lanes.take() for _ in range(4)]
@@ -70,7 +80,7 @@ def test_lanes_keep_a_releases_order_and_markers_come_last() -> None:
 
 def test_an_expiry_queued_after_a_releases_event_is_handled_after_it() -> None:
     lanes = Lanes()
-    asked = _expiry("R-1").model_copy(update={"kind": "approval_requested", "data": {}})
+    asked = _ask("R-1")
     expired = _expiry("R-1")
     for item in (asked, expired, threading.Event()):
         lanes.put(item)
@@ -80,10 +90,10 @@ def test_an_expiry_queued_after_a_releases_event_is_handled_after_it() -> None:
 def test_a_releases_events_queued_together_are_taken_in_one_pass() -> None:
     # A submit's update and its approval request: one transaction on the hub, not two.
     lanes = Lanes()
-    submitted = _expiry("R-1").model_copy(update={"data": {"action": "submit"}})
-    asked = _expiry("R-1").model_copy(update={"kind": "approval_requested", "data": {}})
-    other = _expiry("R-2").model_copy(update={"data": {"action": "approve"}})
-    again = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
+    submitted = _news("R-1", "submit")
+    asked = _ask("R-1")
+    other = _news("R-2", "approve")
+    again = _news("R-1", "cancel")
     for item in (submitted, asked, other, again):
         lanes.put(item)
     assert [lanes.take(), lanes.take(), lanes.take()] == [[submitted, asked], [other], [again]]
@@ -91,9 +101,9 @@ def test_a_releases_events_queued_together_are_taken_in_one_pass() -> None:
 
 def test_an_expiry_between_two_events_of_a_release_keeps_them_apart() -> None:
     lanes = Lanes()
-    submitted = _expiry("R-1").model_copy(update={"data": {"action": "submit"}})
+    submitted = _news("R-1", "submit")
     expired = _expiry("R-1")
-    asked = _expiry("R-1").model_copy(update={"kind": "approval_requested", "data": {}})
+    asked = _ask("R-1")
     for item in (submitted, expired, asked):
         lanes.put(item)
     assert [lanes.take(), lanes.take()] == [[submitted], [expired, asked]]
@@ -102,9 +112,9 @@ def test_an_expiry_between_two_events_of_a_release_keeps_them_apart() -> None:
 def test_a_release_asking_for_decisions_goes_before_other_releases_news() -> None:
     # A superseding submit: the older release's cancel is queued first, in the same burst.
     lanes = Lanes()
-    cancelled = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
-    submitted = _expiry("R-2").model_copy(update={"data": {"action": "submit"}})
-    asked = _expiry("R-2").model_copy(update={"kind": "approval_requested", "data": {}})
+    cancelled = _news("R-1", "cancel")
+    submitted = _news("R-2", "submit")
+    asked = _ask("R-2")
     marker = threading.Event()
     for item in (cancelled, submitted, asked, marker):
         lanes.put(item)
@@ -113,10 +123,10 @@ def test_a_release_asking_for_decisions_goes_before_other_releases_news() -> Non
 
 def test_an_asking_release_keeps_its_own_order_and_expiries() -> None:
     lanes = Lanes()
-    previewed = _expiry("R-2").model_copy(update={"data": {"action": "preview"}})
-    other = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
+    previewed = _news("R-2", "preview")
+    other = _news("R-1", "cancel")
     expired = _expiry("R-2")
-    asked = _expiry("R-2").model_copy(update={"kind": "approval_requested", "data": {}})
+    asked = _ask("R-2")
     for item in (previewed, other, expired, asked):
         lanes.put(item)
     # R-2's first event still goes first, and its expiry stays between its two events.
@@ -126,10 +136,10 @@ def test_an_asking_release_keeps_its_own_order_and_expiries() -> None:
 
 def test_a_stream_of_approval_requests_holds_other_news_back_a_bounded_while() -> None:
     lanes = Lanes()
-    news = _expiry("R-1").model_copy(update={"data": {"action": "cancel"}})
+    news = _news("R-1", "cancel")
     lanes.put(news)
     for n in range(2, AHEAD + 5):
-        asked = _expiry(f"R-{n}").model_copy(update={"kind": "approval_requested", "data": {}})
+        asked = _ask(f"R-{n}")
         lanes.put(asked)
     taken = [lanes.take() for _ in range(AHEAD + 1)]
     assert taken[-1] == [news]
@@ -137,8 +147,8 @@ def test_a_stream_of_approval_requests_holds_other_news_back_a_bounded_while() -
     while len(taken) < AHEAD + 4:  # the rest of the stream
         taken.append(lanes.take())
     # The bound counts passes in a row: once the news has gone, a request jumps again.
-    later_news = _expiry("R-90").model_copy(update={"data": {"action": "cancel"}})
-    asked = _expiry("R-91").model_copy(update={"kind": "approval_requested", "data": {}})
+    later_news = _news("R-90", "cancel")
+    asked = _ask("R-91")
     lanes.put(later_news)
     lanes.put(asked)
     assert [lanes.take(), lanes.take()] == [[asked], [later_news]]
