@@ -184,3 +184,43 @@ def test_approvers_get_the_new_card_before_the_superseded_releases_news(world: W
     new_card = order.index(("card", newer.id, None))
     old_news = order.index(("release_update", older.id, "cancel"))
     assert new_card < old_news, order
+
+
+def test_lanes_fed_from_many_threads_lose_nothing_and_keep_each_releases_order() -> None:
+    lanes = Lanes()
+    releases = [f"R-{n}" for n in range(1, 7)]
+    sent = {
+        rid: [_ask(rid) if i % 7 == 3 else _news(rid, f"step-{i}") for i in range(300)]
+        for rid in releases
+    }
+    got: dict[str, list[LiveEvent]] = {rid: [] for rid in releases}
+    mixed: list[list[Any]] = []
+    start = threading.Barrier(len(releases) + 1)
+
+    def feed(rid: str) -> None:
+        start.wait()
+        for event in sent[rid]:
+            lanes.put(event)
+
+    def handle() -> None:  # the hub's side, taking while the feeders put
+        start.wait()
+        while True:
+            batch = lanes.take()
+            if batch and isinstance(batch[0], threading.Event):
+                return  # the marker queued after every feeder finished
+            if len({e.release_id for e in batch if isinstance(e, LiveEvent)}) != 1:
+                mixed.append(batch)
+            for event in batch:
+                assert isinstance(event, LiveEvent)
+                got[event.release_id].append(event)
+
+    feeders = [threading.Thread(target=feed, args=(rid,)) for rid in releases]
+    hub = threading.Thread(target=handle)
+    for thread in [*feeders, hub]:
+        thread.start()
+    for thread in feeders:
+        thread.join(timeout=10)
+    lanes.put(threading.Event())
+    hub.join(timeout=10)
+    assert not hub.is_alive() and not mixed
+    assert got == sent
