@@ -6,6 +6,9 @@ created through the product), then runs `shipdeck serve` in its own process and 
 asyncio client in another. Each cell (clients x mix) runs for `--seconds`:
 
 - read mix: GET /releases (page of 50), GET /approvals (inbox), GET /releases/{id};
+- one mix: GET /releases/{id} only, the same work as the bare endpoint's (one release by its
+  number) with what shipdeck adds to it: the token, visibility, the release's ticket and its
+  target's freezes, `allowed_actions`, the access log;
 - bare pages: the read mix against the same pages as ONE SQL statement each (the bare app's
   pages from `benchmarks.core_latency`): the most the read mix could reach on this machine;
 - write mix: 30% of requests are writes, each write operation a preview + submit (requester)
@@ -243,6 +246,9 @@ async def _worker(
     while time.perf_counter() < until:
         if mix == "bare":
             await _call(client, tally, "GET", f"/bare/{rng.randint(1, HISTORY)}")
+        elif mix == "one":
+            number = rng.randint(1, HISTORY)
+            await _call(client, tally, "GET", f"/api/v1/releases/R-{number}", headers=bob)
         elif mix == "write" and rng.random() < WRITE_OPS:
             body = {
                 "project": f"p{rng.randrange(PROJECTS)}",
@@ -387,7 +393,9 @@ def main() -> None:
         "--workers", type=int, nargs="*", default=[], help="Also run the mixes on N workers."
     )
     parser.add_argument("--database", choices=["postgresql", "sqlite"], default="postgresql")
-    parser.add_argument("--mixes", nargs="+", choices=["read", "write"], default=["read", "write"])
+    parser.add_argument(
+        "--mixes", nargs="+", choices=["read", "one", "write"], default=["read", "one", "write"]
+    )
     parser.add_argument("--client", help=argparse.SUPPRESS)
     parser.add_argument("--bare", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
