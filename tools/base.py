@@ -103,7 +103,8 @@ class Tool(Generic[In, Out]):
         def attempt() -> Out:
             with (ctx.sessions if self.mutating else ctx.reads)() as session:
                 try:
-                    conceal(session, ctx.actor, parsed)
+                    # held while the call runs: its core finds them in the session
+                    _held = conceal(session, ctx.actor, parsed, load=self.mutating)
                     return self.func(ctx, session, parsed)
                 except Exception as exc:
                     saved = commits(session)

@@ -50,14 +50,27 @@ def can_see_release(session: Session, actor: Actor, number: int) -> bool:
     return project_id is not None and actor.can(Action.view, project_id)
 
 
-def check_release(session: Session, actor: Actor, value: str | int) -> None:
-    """Raise the nonexistent-release NotFound unless the actor can see the release."""
+def check_release(
+    session: Session, actor: Actor, value: str | int, *, load: bool = False
+) -> Release | None:
+    """Raise the nonexistent-release NotFound unless the actor can see the release.
+
+    `load`: read the whole release into the session, not only its project, and return it. A
+    mutating call's core loads the release it names next (`load_release`) and finds it in
+    the session: the check and the load are one statement.
+    """
     try:
         number = parse_release_id(value)
     except InvalidInput:
-        return  # core refuses a malformed id with the same answer for everyone
-    if not can_see_release(session, actor, number):
+        return None  # core refuses a malformed id with the same answer for everyone
+    if not load:
+        if not can_see_release(session, actor, number):
+            raise missing_release(number)
+        return None
+    release = session.get(Release, number)
+    if release is None or not actor.can(Action.view, release.project_id):
         raise missing_release(number)
+    return release
 
 
 def check_project(session: Session, actor: Actor, name: str) -> None:
@@ -70,16 +83,25 @@ def check_project(session: Session, actor: Actor, name: str) -> None:
         raise missing_project(session, actor, name)
 
 
-def conceal(session: Session, actor: Actor, args: BaseModel) -> None:
-    """Check every project and single release an input names (batch ids are checked per item)."""
+def conceal(
+    session: Session, actor: Actor, args: BaseModel, *, load: bool = False
+) -> list[Release]:
+    """Check every project and single release an input names (batch ids are checked per item).
+
+    `load`: the releases named are read whole into the session and returned (see
+    `check_release`). The session holds entities weakly: keep them while the call runs."""
     fields = args.model_dump()
     project = fields.get("project")
     if isinstance(project, str):
         check_project(session, actor, project)
+    loaded = []
     for name in RELEASE_FIELDS:
         value = fields.get(name)
         if isinstance(value, str):
-            check_release(session, actor, value)
+            release = check_release(session, actor, value, load=load)
+            if release is not None:
+                loaded.append(release)
+    return loaded
 
 
 def hidden_releases(session: Session, actor: Actor, values: Iterable[str]) -> set[str]:

@@ -35,10 +35,15 @@ _NEWEST_PREVIEW = (
 
 
 def load_release(session: Session, value: str | int, *, for_update: bool = False) -> Release:
-    """A release by id (`R-42`), or NotFound."""
+    """A release by id (`R-42`), or NotFound.
+
+    Unlocked, one the session already holds is used as it is (a tool's visibility check
+    loaded it a moment ago, in this transaction); a lock always reads the row again."""
     number = parse_release_id(value)
-    query = _BY_NUMBER_LOCKED if for_update else _BY_NUMBER
-    release = session.scalars(query, {"number": number}).first()
+    if for_update:
+        release = session.scalars(_BY_NUMBER_LOCKED, {"number": number}).first()
+    else:
+        release = session.get(Release, number)
     if release is None:
         raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
     return release
