@@ -5,8 +5,9 @@ from __future__ import annotations
 import re
 
 from core.errors import InvalidInput
+from core.text import clip
 
-_RELEASE_ID = re.compile(r"^\s*[Rr]-?(\d{1,12})\s*$")
+_RELEASE_ID = re.compile(r"^\s*(?:[Rr]-?)?(\d{1,12})\s*$")
 
 
 def release_id(number: int) -> str:
@@ -14,15 +15,26 @@ def release_id(number: int) -> str:
     return f"R-{number}"
 
 
+# Release numbers are a 32-bit INTEGER column. PostgreSQL refuses to compare a larger value
+# with one ("integer out of range": a 500) rather than find nothing, so it is refused here.
+MAX_RELEASE_NUMBER = 2**31 - 1
+
+
 def parse_release_id(value: str | int) -> int:
     """Parse `R-42`, `r42` or `42` into the release number, or raise InvalidInput."""
+    number = None
     if isinstance(value, int) and not isinstance(value, bool):
-        if value > 0:
-            return value
+        number = value
     elif isinstance(value, str):
         match = _RELEASE_ID.match(value)
-        if match:
-            return int(match.group(1))
-        if value.strip().isdigit():
-            return int(value.strip())
-    raise InvalidInput(f"{value!r} is not a release id (expected the form R-42)", value=str(value))
+        if match:  # a bounded number of digits: a huge one never reaches int()
+            number = int(match.group(1))
+    if number is not None and 0 < number <= MAX_RELEASE_NUMBER:
+        return number
+    shown = clip(str(value), 64)  # the refusal quotes the input, never 10,000 characters of it
+    if number is not None and number > MAX_RELEASE_NUMBER:
+        raise InvalidInput(
+            f"{shown} is not a release id (release numbers go up to {MAX_RELEASE_NUMBER})",
+            value=shown,
+        )
+    raise InvalidInput(f"{shown!r} is not a release id (expected the form R-42)", value=shown)
