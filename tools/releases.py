@@ -197,7 +197,7 @@ def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -
     )
 
 
-@tool(mutating=False, permission=Action.view)
+@tool(mutating=False, permission=Action.view, conceals_itself=True)
 def get_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
     """Get one release with its lifecycle_state, preview diff and approval."""
     return views.get_release(session, actor=ctx.actor, release=args.release_id)

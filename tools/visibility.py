@@ -84,18 +84,19 @@ def check_project(session: Session, actor: Actor, name: str) -> None:
 
 
 def conceal(
-    session: Session, actor: Actor, args: BaseModel, *, load: bool = False
+    session: Session, actor: Actor, args: BaseModel, *, load: bool = False, releases: bool = True
 ) -> list[Release]:
     """Check every project and single release an input names (batch ids are checked per item).
 
     `load`: the releases named are read whole into the session and returned (see
-    `check_release`). The session holds entities weakly: keep them while the call runs."""
+    `check_release`). The session holds entities weakly: keep them while the call runs.
+    `releases=False`: the call's core answers hidden releases as missing ones itself."""
     fields = args.model_dump()
     project = fields.get("project")
     if isinstance(project, str):
         check_project(session, actor, project)
-    loaded = []
-    for name in RELEASE_FIELDS:
+    loaded: list[Release] = []
+    for name in RELEASE_FIELDS if releases else ():
         value = fields.get(name)
         if isinstance(value, str):
             release = check_release(session, actor, value, load=load)

@@ -207,12 +207,12 @@ def _preview_fields(preview: PreviewRow | Preview, release: AnyRelease) -> dict[
 
 
 def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
-    """One release the actor can view."""
+    """One release the actor can view; one they cannot is answered as a missing one (no
+    door may tell a hidden release from a nonexistent one)."""
     number = parse_release_id(release)
     found = release_rows_by_number(session, [number]).get(number)
-    if found is None:
+    if found is None or not actor.can(Action.view, found.project_id):
         raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
-    require(actor, Action.view, found.project_id, found.project.name)
     return view(session, found, actor)
 
 

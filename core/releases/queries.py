@@ -22,10 +22,8 @@ if TYPE_CHECKING:
     pass
 
 
-# Built once: every flow starts here (building and cache-keying a statement cost about as much
-# CPU as running it; see "Read path" in README).
-_BY_NUMBER = select(Release).where(Release.number == bindparam("number"))
-_BY_NUMBER_LOCKED = _BY_NUMBER.with_for_update(of=Release)
+# Built once: every flow reads a release's newest preview (building and cache-keying a
+# statement cost about as much CPU as running it; see "Read path" in README).
 _NEWEST_PREVIEW = (
     select(Preview)
     .where(Preview.release_number == bindparam("number"))
@@ -34,16 +32,14 @@ _NEWEST_PREVIEW = (
 )
 
 
-def load_release(session: Session, value: str | int, *, for_update: bool = False) -> Release:
+def load_release(session: Session, value: str | int) -> Release:
     """A release by id (`R-42`), or NotFound.
 
-    Unlocked, one the session already holds is used as it is (a tool's visibility check
-    loaded it a moment ago, in this transaction); a lock always reads the row again."""
+    One the session already holds is used as it holds it, as a query would return it (a
+    mutating tool's visibility check loaded it a moment ago). Writers lock the rows they
+    move with `lock_releases`, which reads them again."""
     number = parse_release_id(value)
-    if for_update:
-        release = session.scalars(_BY_NUMBER_LOCKED, {"number": number}).first()
-    else:
-        release = session.get(Release, number)
+    release = session.get(Release, number)
     if release is None:
         raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
     return release

@@ -66,12 +66,14 @@ def test_read_requests_cost_a_fixed_number_of_statements(api: Api) -> None:
     # freezes of its targets once (`frozen` on every release and inbox item); a release's
     # newest preview comes in its own row. Before: 6 / 14 / 14 / 14 here (access-log insert,
     # grants per user, deciders per open ticket; /releases grew to 34 with 20 open tickets),
-    # then 2 / 7 / 7 / 8 with the previews read apart.
+    # then 2 / 7 / 7 / 8 with the previews read apart. One release is read once: its core
+    # answers a hidden one as a missing one itself (it was read twice, 7, until 2026-11-28:
+    # a visibility check first).
     assert costs == {
         "/api/v1/me": 2,
         "/api/v1/releases": 6,
         "/api/v1/approvals": 6,
-        f"/api/v1/releases/{first}": 7,
+        f"/api/v1/releases/{first}": 6,
     }, costs
 
 

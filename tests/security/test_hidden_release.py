@@ -1,0 +1,131 @@
+"""`get_release` answers a release the caller cannot see itself, in its one read of the release:
+exactly as a missing one, at the same cost in statements, so neither the answer nor the work
+done tells them apart. (Other calls naming a release are checked by `tools.visibility` first.)
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+from sqlalchemy import text
+
+from tests.conftest import World
+from tests.support import engine_events
+from tests.support.calls import call, deploy
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[TestClient]:
+    from api.app import create_app
+    from core.config import Settings
+
+    settings = Settings(database_url=str(world.services.engine.url), migrate_on_start=False)
+    with TestClient(create_app(settings, world.services)) as test_client:
+        yield test_client
+
+
+@contextmanager
+def counted(world: World) -> Iterator[list[str]]:
+    """Statements the request threads send (not the hub's or the access log's)."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name.startswith("AnyIO worker") and not statement.startswith(
+            "BEGIN"
+        ):
+            statements.append(" ".join(statement.split()))
+
+    engine_events.listen(world.services.engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        engine_events.remove(world.services.engine, "before_cursor_execute", record)
+
+
+def _get(client: TestClient, world: World, user: str, rid: str) -> tuple[int, Any, list[str]]:
+    with counted(world) as statements:
+        response = client.get(
+            f"/api/v1/releases/{rid}", headers={"Authorization": f"Bearer {world.tokens[user]}"}
+        )
+    return response.status_code, response.json(), statements
+
+
+def _reads_of_releases(statements: list[str]) -> int:
+    return sum(1 for s in statements if s.startswith("SELECT") and " FROM releases" in s)
+
+
+def _missing(rid: str) -> dict[str, Any]:
+    return {"code": "not_found", "message": f"no release {rid}", "details": {"release_id": rid}}
+
+
+def test_a_hidden_release_reads_as_a_missing_one_at_the_same_cost(
+    world: World, client: TestClient
+) -> None:
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.2"}).id
+    status, body, seen = _get(client, world, "victor", shop)  # a viewer of shop
+    assert status == 200 and body["id"] == shop, body
+    # frank holds a role on payment only
+    absent = f"R-{int(shop[2:]) + 1000}"
+    hidden_status, hidden, hidden_statements = _get(client, world, "frank", shop)
+    missing_status, missing, missing_statements = _get(client, world, "frank", absent)
+    assert (hidden_status, missing_status) == (404, 404)
+    assert hidden["error"] == _missing(shop), hidden
+    assert missing["error"] == _missing(absent), missing
+    # The same statements for both (the token, the release, the refusal's audit event), and
+    # the release is read once: no visibility check reads it before its core does.
+    assert len(hidden_statements) == len(missing_statements), (hidden_statements, missing)
+    for statements in (seen, hidden_statements, missing_statements):
+        assert _reads_of_releases(statements) == 1, statements
+
+
+def test_a_removed_grant_hides_the_release_at_the_next_read(
+    world: World, client: TestClient
+) -> None:
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.3"}).id
+    assert _get(client, world, "victor", shop)[0] == 200
+    with world.services.engine.begin() as connection:  # as an operator's SQL would
+        connection.execute(
+            text("DELETE FROM grants WHERE user_id = (SELECT id FROM users WHERE name = 'victor')")
+        )
+    status, body, _ = _get(client, world, "victor", shop)
+    assert status == 404 and body["error"] == _missing(shop), body
+
+
+def test_every_door_gives_the_same_answer_for_a_hidden_release(world: World) -> None:
+    """The tool called in core's own process (as chat and MCP call it) answers as REST does."""
+    from core.errors import NotFound
+
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.4"}).id
+    with pytest.raises(NotFound) as hidden:
+        call(world, "frank", "get_release", release_id=shop)
+    assert (hidden.value.message, hidden.value.details) == (
+        f"no release {shop}",
+        {"release_id": shop},
+    )
+    assert call(world, "admin", "get_release", release_id=shop).id == shop
+
+
+@pytest.mark.parametrize(
+    "rid", ["R-" + "9" * 10_000, "R-🚀", "💥" * 10_000, "R-0", "R--1", 42, "R-999999999999"]
+)
+def test_hostile_ids_get_one_answer_whoever_asks(
+    world: World, client: TestClient, rid: object
+) -> None:
+    """Through the tool door (a JSON body: no URL length limit on the way in)."""
+    answers = {}
+    for user in ("victor", "frank", "admin"):
+        response = client.post(
+            "/api/v1/tools/get_release",
+            json={"release_id": rid},
+            headers={"Authorization": f"Bearer {world.tokens[user]}"},
+        )
+        body = response.json()
+        body.get("error", {}).pop("request_id", None)
+        answers[user] = (response.status_code, body)
+    assert len({(status, str(body)) for status, body in answers.values()}) == 1, answers
+    assert next(iter(answers.values()))[0] in (404, 422), answers
