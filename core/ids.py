@@ -15,9 +15,10 @@ def release_id(number: int) -> str:
     return f"R-{number}"
 
 
-# Release numbers are a 32-bit INTEGER column. PostgreSQL refuses to compare a larger value
-# with one ("integer out of range": a 500) rather than find nothing, so it is refused here.
-MAX_RELEASE_NUMBER = 2**31 - 1
+# Ids, release numbers and sequence numbers are 32-bit INTEGER columns. PostgreSQL refuses to
+# compare one with a larger value ("integer out of range": a 500) where SQLite finds nothing,
+# so every door refuses a larger id or cursor as input.
+MAX_ID = 2**31 - 1
 
 
 def parse_release_id(value: str | int) -> int:
@@ -29,12 +30,12 @@ def parse_release_id(value: str | int) -> int:
         match = _RELEASE_ID.match(value)
         if match:  # a bounded number of digits: a huge one never reaches int()
             number = int(match.group(1))
-    if number is not None and 0 < number <= MAX_RELEASE_NUMBER:
+    if number is not None and 0 < number <= MAX_ID:
         return number
     shown = clip(str(value), 64)  # the refusal quotes the input, never 10,000 characters of it
-    if number is not None and number > MAX_RELEASE_NUMBER:
+    if number is not None and number > MAX_ID:
         raise InvalidInput(
-            f"{shown} is not a release id (release numbers go up to {MAX_RELEASE_NUMBER})",
+            f"{shown} is not a release id (release numbers go up to {MAX_ID})",
             value=shown,
         )
     raise InvalidInput(f"{shown!r} is not a release id (expected the form R-42)", value=shown)

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from core.flows import decisions
 from core.flows.decisions import BatchItem
-from core.ids import parse_release_id, release_id
+from core.ids import MAX_ID, parse_release_id, release_id
 from core.permissions import Action
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.base import ToolContext, tool
@@ -82,7 +82,7 @@ class ListApprovalsInput(BaseModel):
     mine: bool = Field(default=False, description="Only tickets I can decide, hold or requested.")
     limit: PageSize = 50
     before: int | None = Field(
-        default=None, ge=1, le=10**12, description="Cursor: tickets older than it."
+        default=None, ge=1, le=MAX_ID, description="Cursor: tickets older than it."
     )
 
 

@@ -10,7 +10,7 @@ from core.audit import service
 from core.audit.schemas import AuditPage
 from core.audit.service import AuditVerification
 from core.errors import PermissionDenied
-from core.ids import parse_release_id
+from core.ids import MAX_ID, parse_release_id
 from core.permissions import Action
 from core.targets.models import Project
 from tools.base import ToolContext, tool
@@ -38,7 +38,7 @@ class ListAuditInput(BaseModel):
     until: Instant | None = Field(default=None, description="Events before this time.")
     limit: int = Field(default=100, ge=1, le=500)
     before: int | None = Field(
-        default=None, ge=1, le=10**15, description="Cursor: events before this seq."
+        default=None, ge=1, le=MAX_ID, description="Cursor: events before this seq."
     )
 
 

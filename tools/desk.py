@@ -20,6 +20,7 @@ from core.config import get_settings
 from core.db import utcnow
 from core.errors import InvalidInput, NotFound
 from core.flows import freezes, promotion, retry
+from core.ids import MAX_ID
 from core.permissions import Action
 from core.releases.queries import project_id_named
 from core.releases.schemas import ReleaseRead
@@ -117,7 +118,7 @@ class LiftFreezeInput(BaseModel):
         description="The frozen environment; none: the project-wide freezes of the project.",
     )
     freeze_id: int | None = Field(
-        default=None, ge=1, le=2**31 - 1, description="Or one freeze by its id."
+        default=None, ge=1, le=MAX_ID, description="Or one freeze by its id."
     )
 
     @model_validator(mode="after")

@@ -24,6 +24,7 @@ from core.audit.service import (
 )
 from core.db import utcnow
 from core.identity.service import require_auditor
+from core.ids import MAX_ID
 from core.permissions import Action, require
 from tools.audit import ListAuditInput
 from tools.inputs import Instant
@@ -48,7 +49,7 @@ class AccessQuery(BaseModel):
     until: str | None = Field(default=None, pattern=WHEN, description="Before this date/time.")
     limit: int = Field(default=100, ge=1, le=500)
     before: int | None = Field(
-        default=None, ge=1, le=10**15, description="Cursor: records before this id."
+        default=None, ge=1, le=MAX_ID, description="Cursor: records before this id."
     )
 
     @field_validator("since", "until")

@@ -17,6 +17,7 @@ from api.errors import READ, WRITE, responses
 from api.invoke import invoke, invoke_read
 from api.params import ReleasePath
 from core.flows import submit
+from core.ids import MAX_ID
 from core.releases.schemas import ReleaseRead
 from core.targets.schemas import FreezeRead
 from tools.desk import DeclareFreezeInput, FreezeList, LiftedFreezes, ListFreezesInput, PromoteInput
@@ -89,7 +90,7 @@ def declare_freeze(
 def lift_freeze(
     services: ServicesDep,
     actor: ActorDep,
-    freeze_id: Annotated[int, Path(ge=1, le=2**31 - 1, description="The freeze's id.")],
+    freeze_id: Annotated[int, Path(ge=1, le=MAX_ID, description="The freeze's id.")],
 ) -> FreezeRead:
     """End a freeze before its time (admins and SRE)."""
     lifted = get_tool("lift_freeze").run(services.context(actor), {"freeze_id": freeze_id})

@@ -23,6 +23,7 @@ from api.deps import ActorDep, ServicesDep
 from api.errors import READ, error_body, responses
 from api.wiring import Services
 from core.errors import NotAuthenticated, ShipdeckError
+from core.ids import MAX_ID
 from core.notify.inbound import (
     ButtonPress,
     linked_actor,
@@ -179,7 +180,7 @@ def deliveries(
     route: Annotated[str | None, Query(max_length=64)] = None,
     state: Literal["pending", "sending", "delivered", "dead"] | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
-    before: Annotated[int | None, Query(ge=1, le=2**62)] = None,
+    before: Annotated[int | None, Query(ge=1, le=MAX_ID)] = None,
 ) -> DeliveryPage:
     """The notification delivery log, newest first (admins only)."""
     with services.reads() as session:

@@ -12,6 +12,7 @@ from api.errors import READ, WRITE, responses
 from core.db import utcnow
 from core.identity.schemas import TokenCreate, TokenIssued, TokenPage, TokenRead
 from core.identity.tokens import create_token, list_tokens, revoke_token
+from core.ids import MAX_ID
 
 router = APIRouter(prefix="/api/v1", tags=["identity"])
 ERRORS: dict[int | str, dict[str, str]] = {
@@ -54,7 +55,7 @@ def post_token(services: ServicesDep, actor: ActorDep, body: TokenCreate) -> Tok
 def post_revoke(
     services: ServicesDep,
     actor: ActorDep,
-    token_id: Annotated[int, Path(ge=1, le=2**62)],
+    token_id: Annotated[int, Path(ge=1, le=MAX_ID)],
 ) -> TokenRead:
     """Revoke a token (admins: anyone's; others: their own). Open chat sockets using it close."""
     with services.sessions() as session:

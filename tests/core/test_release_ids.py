@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from core.errors import InvalidInput
-from core.ids import MAX_RELEASE_NUMBER, parse_release_id
+from core.ids import MAX_ID, parse_release_id
 
 
 @pytest.mark.parametrize(
@@ -17,8 +17,8 @@ def test_the_forms_people_write_are_read(value: str | int, number: int) -> None:
 
 
 def test_the_largest_number_the_column_holds_is_an_id_and_the_next_is_not() -> None:
-    assert parse_release_id(f"R-{MAX_RELEASE_NUMBER}") == MAX_RELEASE_NUMBER
-    for value in (f"R-{MAX_RELEASE_NUMBER + 1}", "R-999999999999", 2**40):
+    assert parse_release_id(f"R-{MAX_ID}") == MAX_ID
+    for value in (f"R-{MAX_ID + 1}", "R-999999999999", 2**40):
         with pytest.raises(InvalidInput, match="release numbers go up to 2147483647"):
             parse_release_id(value)
 

@@ -1,0 +1,65 @@
+"""Ids and cursors past the 32-bit columns they name are refused as input on every door that
+takes one, on both databases: PostgreSQL refuses to compare an INTEGER column with a larger
+value ("integer out of range") and the request answered 500 where SQLite found nothing."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from fastapi.testclient import TestClient
+
+from tests.conftest import World
+
+TOO_BIG = 2**31  # one past the largest INTEGER
+LARGEST = 2**31 - 1
+
+# (method, path with {n}, who asks): every id or cursor a caller may send in a URL
+REQUESTS = [
+    ("GET", "/api/v1/approvals?before={n}", "admin"),
+    ("GET", "/api/v1/audit?before={n}", "admin"),
+    ("GET", "/api/v1/audit/access?before={n}", "admin"),
+    ("GET", "/api/v1/integrations/deliveries?before={n}", "admin"),
+    ("GET", "/api/v1/releases/R-{n}", "admin"),
+    ("GET", "/api/v1/releases/R-{n}/timeline", "admin"),
+    ("POST", "/api/v1/tokens/{n}/revoke", "admin"),
+    ("POST", "/api/v1/freezes/{n}/lift", "admin"),
+]
+# the tool door: the same inputs as JSON
+TOOLS = [
+    ("list_approvals", "before"),
+    ("list_audit", "before"),
+    ("get_release", "release_id"),
+    ("lift_freeze", "freeze_id"),
+]
+
+
+@pytest.fixture
+def client(world: World) -> Iterator[TestClient]:
+    from api.app import create_app
+    from core.config import Settings
+
+    settings = Settings(database_url=str(world.services.engine.url), migrate_on_start=False)
+    with TestClient(create_app(settings, world.services), raise_server_exceptions=False) as c:
+        yield c
+
+
+@pytest.mark.parametrize(("method", "path", "user"), REQUESTS)
+def test_an_id_past_the_column_is_refused_and_the_largest_is_looked_up(
+    world: World, client: TestClient, method: str, path: str, user: str
+) -> None:
+    headers = {"Authorization": f"Bearer {world.tokens[user]}"}
+    largest = client.request(method, path.format(n=LARGEST), headers=headers)
+    assert largest.status_code in (200, 404), (path, largest.status_code, largest.text)
+    too_big = client.request(method, path.format(n=TOO_BIG), headers=headers)
+    assert too_big.status_code == 422, (path, too_big.status_code, too_big.text)
+
+
+@pytest.mark.parametrize(("tool", "field"), TOOLS)
+def test_the_tool_door_refuses_the_same_ids(
+    world: World, client: TestClient, tool: str, field: str
+) -> None:
+    headers = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    for value in (TOO_BIG, 10**15, f"R-{TOO_BIG}" if field == "release_id" else 2**62):
+        answer = client.post(f"/api/v1/tools/{tool}", json={field: value}, headers=headers)
+        assert answer.status_code == 422, (tool, value, answer.status_code, answer.text)
