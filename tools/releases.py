@@ -203,7 +203,7 @@ def get_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> Relea
     return views.get_release(session, actor=ctx.actor, release=args.release_id)
 
 
-@tool(mutating=False, permission=Action.view)
+@tool(mutating=False, permission=Action.view, conceals_itself=True)
 def release_timeline(ctx: ToolContext, session: Session, args: ReleaseInput) -> Timeline:
     """The ordered timeline of a release: audit events and runtime progress."""
     return views.timeline(session, actor=ctx.actor, release=args.release_id)

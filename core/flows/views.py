@@ -23,13 +23,13 @@ from core.db import utcnow
 from core.errors import InvalidInput, NotFound
 from core.flows.actions import allowed_actions
 from core.ids import parse_release_id, release_id
-from core.permissions import Action, Actor, require
+from core.permissions import Action, Actor
 from core.releases.lifecycle import (
     State,
     normalize_state,
 )
-from core.releases.models import ProgressEvent
-from core.releases.queries import load_release, project_id_named, queued_ahead
+from core.releases.models import ProgressEvent, Release
+from core.releases.queries import project_id_named, queued_ahead
 from core.releases.rows import (
     PreviewRow,
     ReleaseRow,
@@ -53,7 +53,7 @@ from runtimes.base import (
 
 if TYPE_CHECKING:
     from core.approvals.models import ApprovalTicket
-    from core.releases.models import Preview, Release
+    from core.releases.models import Preview
 
 
 @dataclass(frozen=True)
@@ -206,13 +206,19 @@ def _preview_fields(preview: PreviewRow | Preview, release: AnyRelease) -> dict[
     }
 
 
+def _missing(number: int) -> NotFound:
+    """What a missing release, and one the caller cannot view, are answered (no door may tell
+    a hidden release from a missing one)."""
+    return NotFound(f"no release {release_id(number)}", release_id=release_id(number))
+
+
 def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
     """One release the actor can view; one they cannot is answered as a missing one (no
     door may tell a hidden release from a nonexistent one)."""
     number = parse_release_id(release)
     found = release_rows_by_number(session, [number]).get(number)
     if found is None or not actor.can(Action.view, found.project_id):
-        raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
+        raise _missing(number)
     return view(session, found, actor)
 
 
@@ -276,9 +282,12 @@ def list_releases(
 
 
 def timeline(session: Session, *, actor: Actor, release: str) -> Timeline:
-    """Audit events and runtime progress of one release, in order."""
-    found = load_release(session, release)
-    require(actor, Action.view, found.project_id, found.project.name)
+    """Audit events and runtime progress of one release, in order (a release the actor cannot
+    view is answered as a missing one)."""
+    number = parse_release_id(release)
+    found = session.get(Release, number)
+    if found is None or not actor.can(Action.view, found.project_id):
+        raise _missing(number)
     entries = [
         TimelineEntry(
             at=e.at,

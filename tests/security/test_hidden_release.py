@@ -1,6 +1,7 @@
-"""`get_release` answers a release the caller cannot see itself, in its one read of the release:
-exactly as a missing one, at the same cost in statements, so neither the answer nor the work
-done tells them apart. (Other calls naming a release are checked by `tools.visibility` first.)
+"""`get_release` and `release_timeline` answer a release the caller cannot see themselves, in
+their one read of the release: exactly as a missing one, at the same cost in statements, so
+neither the answer nor the work done tells them apart. (Other calls naming a release are
+checked by `tools.visibility` first.)
 """
 
 from __future__ import annotations
@@ -47,10 +48,13 @@ def counted(world: World) -> Iterator[list[str]]:
         engine_events.remove(world.services.engine, "before_cursor_execute", record)
 
 
-def _get(client: TestClient, world: World, user: str, rid: str) -> tuple[int, Any, list[str]]:
+def _get(
+    client: TestClient, world: World, user: str, rid: str, then: str = ""
+) -> tuple[int, Any, list[str]]:
     with counted(world) as statements:
         response = client.get(
-            f"/api/v1/releases/{rid}", headers={"Authorization": f"Bearer {world.tokens[user]}"}
+            f"/api/v1/releases/{rid}{then}",
+            headers={"Authorization": f"Bearer {world.tokens[user]}"},
         )
     return response.status_code, response.json(), statements
 
@@ -63,16 +67,17 @@ def _missing(rid: str) -> dict[str, Any]:
     return {"code": "not_found", "message": f"no release {rid}", "details": {"release_id": rid}}
 
 
+@pytest.mark.parametrize("then", ["", "/timeline"])
 def test_a_hidden_release_reads_as_a_missing_one_at_the_same_cost(
-    world: World, client: TestClient
+    world: World, client: TestClient, then: str
 ) -> None:
     shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.2"}).id
-    status, body, seen = _get(client, world, "victor", shop)  # a viewer of shop
-    assert status == 200 and body["id"] == shop, body
+    status, body, seen = _get(client, world, "victor", shop, then)  # a viewer of shop
+    assert status == 200, body
     # frank holds a role on payment only
     absent = f"R-{int(shop[2:]) + 1000}"
-    hidden_status, hidden, hidden_statements = _get(client, world, "frank", shop)
-    missing_status, missing, missing_statements = _get(client, world, "frank", absent)
+    hidden_status, hidden, hidden_statements = _get(client, world, "frank", shop, then)
+    missing_status, missing, missing_statements = _get(client, world, "frank", absent, then)
     assert (hidden_status, missing_status) == (404, 404)
     assert hidden["error"] == _missing(shop), hidden
     assert missing["error"] == _missing(absent), missing
@@ -97,17 +102,19 @@ def test_a_removed_grant_hides_the_release_at_the_next_read(
 
 
 def test_every_door_gives_the_same_answer_for_a_hidden_release(world: World) -> None:
-    """The tool called in core's own process (as chat and MCP call it) answers as REST does."""
+    """The tools called in core's own process (as chat and MCP call them) answer as REST does."""
     from core.errors import NotFound
 
     shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.4"}).id
-    with pytest.raises(NotFound) as hidden:
-        call(world, "frank", "get_release", release_id=shop)
-    assert (hidden.value.message, hidden.value.details) == (
-        f"no release {shop}",
-        {"release_id": shop},
-    )
+    for tool in ("get_release", "release_timeline"):
+        with pytest.raises(NotFound) as hidden:
+            call(world, "frank", tool, release_id=shop)
+        assert (hidden.value.message, hidden.value.details) == (
+            f"no release {shop}",
+            {"release_id": shop},
+        )
     assert call(world, "admin", "get_release", release_id=shop).id == shop
+    assert call(world, "admin", "release_timeline", release_id=shop).entries
 
 
 @pytest.mark.parametrize(
