@@ -35,9 +35,10 @@ from core.errors import ShipdeckError
 from core.ids import parse_release_id
 from core.permissions import Action, Actor, Channel
 from core.releases.models import Release
+from core.releases.queries import missing_release
 from tools.base import Tool, ToolContext
 from tools.registry import REGISTRY
-from tools.visibility import conceal, hidden_releases, missing_release
+from tools.visibility import conceal, hidden_releases
 
 log = logging.getLogger(__name__)
 

@@ -11,10 +11,11 @@ from core.flows import decisions
 from core.flows.decisions import BatchItem
 from core.ids import MAX_ID, parse_release_id, release_id
 from core.permissions import Action
+from core.releases.queries import missing_release
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.base import ToolContext, tool
 from tools.inputs import Comment, Environment, PageSize, ProjectName, ReleaseId
-from tools.visibility import hidden_releases, missing_release
+from tools.visibility import hidden_releases
 
 
 class ApproveInput(BaseModel):

@@ -18,17 +18,13 @@ from core.errors import InvalidInput, NotFound
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor
 from core.releases.models import Release
+from core.releases.queries import missing_release
 from core.targets.models import Project
 
 RELEASE_FIELDS = ("release_id", "to_release_id")
 # built once: every call naming a project or a release runs one of them
 _PROJECT_ID = select(Project.id).where(Project.name == bindparam("name"))
 _RELEASE_PROJECT = select(Release.project_id).where(Release.number == bindparam("number"))
-
-
-def missing_release(number: int) -> NotFound:
-    """The error a nonexistent release gets (core's own wording)."""
-    return NotFound(f"no release {release_id(number)}", release_id=release_id(number))
 
 
 def missing_project(session: Session, actor: Actor, name: str) -> NotFound:

@@ -20,7 +20,7 @@ from core.approvals.tickets import (
 )
 from core.audit.models import AuditEvent
 from core.db import utcnow
-from core.errors import InvalidInput, NotFound
+from core.errors import InvalidInput
 from core.flows.actions import allowed_actions
 from core.ids import parse_release_id, release_id
 from core.permissions import Action, Actor
@@ -29,7 +29,7 @@ from core.releases.lifecycle import (
     normalize_state,
 )
 from core.releases.models import ProgressEvent, Release
-from core.releases.queries import project_id_named, queued_ahead
+from core.releases.queries import missing_release, project_id_named, queued_ahead
 from core.releases.rows import (
     PreviewRow,
     ReleaseRow,
@@ -206,19 +206,13 @@ def _preview_fields(preview: PreviewRow | Preview, release: AnyRelease) -> dict[
     }
 
 
-def _missing(number: int) -> NotFound:
-    """What a missing release, and one the caller cannot view, are answered (no door may tell
-    a hidden release from a missing one)."""
-    return NotFound(f"no release {release_id(number)}", release_id=release_id(number))
-
-
 def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
     """One release the actor can view; one they cannot is answered as a missing one (no
     door may tell a hidden release from a nonexistent one)."""
     number = parse_release_id(release)
     found = release_rows_by_number(session, [number]).get(number)
     if found is None or not actor.can(Action.view, found.project_id):
-        raise _missing(number)
+        raise missing_release(number)
     return view(session, found, actor)
 
 
@@ -287,7 +281,7 @@ def timeline(session: Session, *, actor: Actor, release: str) -> Timeline:
     number = parse_release_id(release)
     found = session.get(Release, number)
     if found is None or not actor.can(Action.view, found.project_id):
-        raise _missing(number)
+        raise missing_release(number)
     entries = [
         TimelineEntry(
             at=e.at,

@@ -32,6 +32,12 @@ _NEWEST_PREVIEW = (
 )
 
 
+def missing_release(number: int) -> NotFound:
+    """What a missing release is answered, and one the caller cannot view too: no door may
+    tell a hidden release from a nonexistent one."""
+    return NotFound(f"no release {release_id(number)}", release_id=release_id(number))
+
+
 def load_release(session: Session, value: str | int) -> Release:
     """A release by id (`R-42`), or NotFound.
 
@@ -41,7 +47,7 @@ def load_release(session: Session, value: str | int) -> Release:
     number = parse_release_id(value)
     release = session.get(Release, number)
     if release is None:
-        raise NotFound(f"no release {release_id(number)}", release_id=release_id(number))
+        raise missing_release(number)
     return release
 
 
