@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from contextvars import ContextVar
 from typing import Any
 
@@ -21,23 +20,9 @@ from tests.support import engine_events
 from tests.support.calls import call, deploy
 
 
-@contextmanager
-def counted(api: Api) -> Iterator[list[str]]:
+def counted(api: Api) -> AbstractContextManager[list[str]]:
     """Statements sent by request handlers (the app's worker threads), not background work."""
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if threading.current_thread().name.startswith("AnyIO worker") and not statement.startswith(
-            "BEGIN"
-        ):
-            statements.append(" ".join(statement.split())[:120])
-
-    engine = api.world.services.engine
-    engine_events.listen(engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        engine_events.remove(engine, "before_cursor_execute", record)
+    return engine_events.request_statements(api.world.services.engine)
 
 
 def _pending(api: Api, project: str, environment: str, service: str) -> str:

@@ -6,9 +6,7 @@ checked by `tools.visibility` first.)
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Iterator
-from contextlib import contextmanager
 from typing import Any
 
 import pytest
@@ -30,28 +28,10 @@ def client(world: World) -> Iterator[TestClient]:
         yield test_client
 
 
-@contextmanager
-def counted(world: World) -> Iterator[list[str]]:
-    """Statements the request threads send (not the hub's or the access log's)."""
-    statements: list[str] = []
-
-    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
-        if threading.current_thread().name.startswith("AnyIO worker") and not statement.startswith(
-            "BEGIN"
-        ):
-            statements.append(" ".join(statement.split()))
-
-    engine_events.listen(world.services.engine, "before_cursor_execute", record)
-    try:
-        yield statements
-    finally:
-        engine_events.remove(world.services.engine, "before_cursor_execute", record)
-
-
 def _get(
     client: TestClient, world: World, user: str, rid: str, then: str = ""
 ) -> tuple[int, Any, list[str]]:
-    with counted(world) as statements:
+    with engine_events.request_statements(world.services.engine) as statements:
         response = client.get(
             f"/api/v1/releases/{rid}{then}",
             headers={"Authorization": f"Bearer {world.tokens[user]}"},

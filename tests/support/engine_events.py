@@ -7,7 +7,9 @@ alone would miss them.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from sqlalchemy import Engine, event
@@ -25,3 +27,22 @@ def remove(engine: Engine, name: str, fn: Callable[..., Any]) -> None:
     """`event.remove` from the engine and its twin."""
     for target in engines(engine):
         event.remove(target, name, fn)
+
+
+@contextmanager
+def request_statements(engine: Engine) -> Iterator[list[str]]:
+    """Statements sent by request handlers (the app's worker threads), not background work;
+    BEGINs aside, whitespace folded."""
+    statements: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        if threading.current_thread().name.startswith("AnyIO worker") and not statement.startswith(
+            "BEGIN"
+        ):
+            statements.append(" ".join(statement.split()))
+
+    listen(engine, "before_cursor_execute", record)
+    try:
+        yield statements
+    finally:
+        remove(engine, "before_cursor_execute", record)
