@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from datetime import datetime
 from typing import TypeVar
 
@@ -12,6 +11,7 @@ from sqlalchemy.orm import InstrumentedAttribute
 
 from core.errors import InvalidInput
 from core.identity.models import User
+from core.ids import parse_release_id
 from core.releases.models import Release
 
 # A person's search is short; the cap also keeps SQLite's LIKE pattern limit (50,000 bytes)
@@ -19,7 +19,6 @@ from core.releases.models import Release
 TEXT_MAX = 200
 ESCAPE = "\\"
 T = TypeVar("T", str, str | None)
-RELEASE_TEXT = re.compile(r"^\s*(?:[Rr]-?)?([0-9]{1,12})\s*$")
 # The field names of a change (runtimes.base.ServiceChange) as JSON writes them: taken out
 # before matching, so "tag" or "_" find versions and images, not every release.
 CHANGE_KEYS = ('"image_tag": ', '"image": ', '"replicas": ', '"unset_env": ', '"env": ')
@@ -78,7 +77,10 @@ def text_filter(text: str) -> ColumnElement[bool] | None:
         _contains(Release.reason, needle),
         Release.requested_by_id.in_(requesters),
     ]
-    number = RELEASE_TEXT.match(needle)
-    if number:
-        conditions.append(Release.number == int(number.group(1)))
+    try:
+        # "R-42" or "42" also finds that release; a number past the ids (a 12-digit tag) is
+        # only searched as text: PostgreSQL refuses to compare it with the INTEGER column
+        conditions.append(Release.number == parse_release_id(needle))
+    except InvalidInput:
+        pass
     return or_(*conditions)

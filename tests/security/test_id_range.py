@@ -63,3 +63,16 @@ def test_the_tool_door_refuses_the_same_ids(
     for value in (TOO_BIG, 10**15, f"R-{TOO_BIG}" if field == "release_id" else 2**62):
         answer = client.post(f"/api/v1/tools/{tool}", json={field: value}, headers=headers)
         assert answer.status_code == 422, (tool, value, answer.status_code, answer.text)
+
+
+@pytest.mark.parametrize("text", ["202407011230", f"R-{TOO_BIG}", "R-999999999999", str(LARGEST)])
+def test_a_long_number_in_a_search_is_only_text(
+    world: World, client: TestClient, text: str
+) -> None:
+    """A 12-digit image tag is a fine thing to search for: found as text, never as an id past
+    the column (it answered 500 on PostgreSQL)."""
+    headers = {"Authorization": f"Bearer {world.tokens['admin']}"}
+    answer = client.get("/api/v1/releases", params={"text": text}, headers=headers)
+    assert answer.status_code == 200, (text, answer.status_code, answer.text)
+    cursor = client.get("/api/v1/releases", params={"before": f"R-{TOO_BIG}"}, headers=headers)
+    assert cursor.status_code == 422, cursor.text
