@@ -35,7 +35,7 @@ def parse_release_id(value: str | int) -> int:
     shown = clip(str(value), 64)  # the refusal quotes the input, never 10,000 characters of it
     if number is not None and number > MAX_ID:
         raise InvalidInput(
-            f"{shown} is not a release id (release numbers go up to {MAX_ID})",
+            f"{shown!r} is not a release id (release numbers go up to {MAX_ID})",
             value=shown,
         )
     raise InvalidInput(f"{shown!r} is not a release id (expected the form R-42)", value=shown)
