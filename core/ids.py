@@ -7,7 +7,8 @@ import re
 from core.errors import InvalidInput
 from core.text import clip
 
-_RELEASE_ID = re.compile(r"^\s*(?:[Rr]-?)?(\d{1,12})\s*$")
+# The release id grammar of the doors' schema (tools.inputs.RELEASE_ID): 1 to 999,999,999.
+_RELEASE_ID = re.compile(r"^\s*(?:[Rr]-?)?0*([1-9][0-9]{0,8})\s*$")
 
 
 def release_id(number: int) -> str:
@@ -23,19 +24,14 @@ MAX_ID = 2**31 - 1
 
 def parse_release_id(value: str | int) -> int:
     """Parse `R-42`, `r42` or `42` into the release number, or raise InvalidInput."""
-    number = None
     if isinstance(value, int) and not isinstance(value, bool):
-        number = value
+        if 0 < value <= MAX_ID:
+            return value
     elif isinstance(value, str):
         match = _RELEASE_ID.match(value)
-        if match:  # a bounded number of digits: a huge one never reaches int()
-            number = int(match.group(1))
-    if number is not None and 0 < number <= MAX_ID:
-        return number
+        if match:  # at most 9 digits: a huge one never reaches int()
+            return int(match.group(1))
     shown = clip(str(value), 64)  # the refusal quotes the input, never 10,000 characters of it
-    if number is not None and number > MAX_ID:
-        raise InvalidInput(
-            f"{shown!r} is not a release id (release numbers go up to {MAX_ID})",
-            value=shown,
-        )
-    raise InvalidInput(f"{shown!r} is not a release id (expected the form R-42)", value=shown)
+    raise InvalidInput(
+        f"{shown!r} is not a release id (expected the form R-42, at most 9 digits)", value=shown
+    )
