@@ -8,7 +8,8 @@ from core.errors import InvalidInput
 from core.text import clip
 
 # The release id grammar of the doors' schema (tools.inputs.RELEASE_ID): 1 to 999,999,999.
-_RELEASE_ID = re.compile(r"^\s*(?:[Rr]-?)?0*([1-9][0-9]{0,8})\s*$")
+# Matched whole (`fullmatch`): `$` would also match before a final newline.
+_RELEASE_ID = re.compile(r" *(?:[Rr]-?)?0*([1-9][0-9]{0,8}) *")
 
 
 def release_id(number: int) -> str:
@@ -28,7 +29,7 @@ def parse_release_id(value: str | int) -> int:
         if 0 < value <= MAX_ID:
             return value
     elif isinstance(value, str):
-        match = _RELEASE_ID.match(value)
+        match = _RELEASE_ID.fullmatch(value)
         if match:  # at most 9 digits: a huge one never reaches int()
             return int(match.group(1))
     shown = clip(str(value), 64)  # the refusal quotes the input, never 10,000 characters of it

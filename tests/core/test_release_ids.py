@@ -40,7 +40,8 @@ def test_anything_else_is_refused_and_quoted_short(value: str | int) -> None:
 
 
 @pytest.mark.parametrize(
-    "value", ["R-42", " r-0042 ", "7", "R-0", "000", "R-1000000000", "R-２", "R-1a", " 42 "]
+    "value",
+    ["R-42", " r-0042 ", "7", "R-0", "000", "R-1000000000", "R-２", "R-1a", " 42 ", "\t42", "42\n"],
 )
 def test_the_schema_and_the_parser_agree(value: str) -> None:
     """Every id the doors' schema accepts parses, and every one it refuses is refused."""
