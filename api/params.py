@@ -6,7 +6,8 @@ from typing import Annotated
 
 from fastapi import Path
 
-from tools.inputs import NAME, RELEASE_ID
+from core.ids import RELEASE_ID
+from tools.inputs import NAME
 
 ReleasePath = Annotated[
     str,

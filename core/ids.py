@@ -7,9 +7,12 @@ import re
 from core.errors import InvalidInput
 from core.text import clip
 
-# The release id grammar of the doors' schema (tools.inputs.RELEASE_ID): 1 to 999,999,999.
-# Matched whole (`fullmatch`): `$` would also match before a final newline.
-_RELEASE_ID = re.compile(r" *(?:[Rr]-?)?0*([1-9][0-9]{0,8}) *")
+# `R-42`, `r42` or `42`: a number from 1 to 999,999,999 (none reaches past the INTEGER column),
+# ASCII digits and spaces only. The doors' schema uses this pattern (tools.inputs), so the
+# schema and the parser accept the same strings; matched whole here (`fullmatch`: `$` would
+# also match before a final newline).
+RELEASE_ID = r"^ *(?:[Rr]-?)?0*([1-9][0-9]{0,8}) *$"
+_RELEASE_ID = re.compile(RELEASE_ID[1:-1])
 
 
 def release_id(number: int) -> str:

@@ -8,12 +8,10 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BeforeValidator, Field
 
+from core.ids import RELEASE_ID
+
 NAME = r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$"
-# `R-42`, `r42` or `42` (ASCII digits only, so the schema and the parser agree on every string;
-# core.ids.parse_release_id). A number from 1 to 999,999,999: every id the schema accepts is one
-# a release can have, and none reaches past the INTEGER column (PostgreSQL answers a larger one
-# with "integer out of range").
-RELEASE_ID = r"^ *(?:[Rr]-?)?0*[1-9][0-9]{0,8} *$"
+
 
 ReleaseId = Annotated[
     str,

@@ -7,8 +7,7 @@ import re
 import pytest
 
 from core.errors import InvalidInput
-from core.ids import MAX_ID, parse_release_id
-from tools.inputs import RELEASE_ID
+from core.ids import MAX_ID, RELEASE_ID, parse_release_id
 
 
 @pytest.mark.parametrize(
