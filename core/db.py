@@ -41,6 +41,7 @@ from sqlalchemy.sql.selectable import FromClause
 from sqlalchemy.sql.visitors import InternalTraversal
 from sqlalchemy.types import TypeDecorator
 
+from core.metrics import DB_RETRIES
 from core.sqlite_gate import GatedConnection, gate_for
 from core.text import clip
 
@@ -482,6 +483,7 @@ def retrying(
         except Exception as exc:
             if attempt >= retries or not retryable_failure(exc, also):
                 raise
+            DB_RETRIES.labels(sqlstate(exc)).inc()
             _retry_log.warning(
                 "%s: retrying after the database rolled it back (%s, attempt %d of %d)",
                 what,

@@ -13,10 +13,13 @@ over the limit if need be: it may hold row locks that the threads in the turns w
 from __future__ import annotations
 
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import TypeVar
+
+from core.metrics import TURN_WAIT_SECONDS, TURNS_WAITING
 
 T = TypeVar("T")
 
@@ -58,12 +61,18 @@ class Turns:
 
     def _take(self) -> None:
         """Wait for a turn, in arrival order."""
+        mine: threading.Event | None = None
         with self._lock:
             if self._free > 0 and not self._waiting:
                 self._free -= 1
-                return
-            mine = threading.Event()
-            self._waiting.append(mine)
+            else:
+                mine = threading.Event()
+                self._waiting.append(mine)
+        if mine is None:
+            TURN_WAIT_SECONDS.observe(0.0)
+            return
+        started = time.monotonic()
+        TURNS_WAITING.inc()
         try:
             mine.wait()  # the thread leaving hands its turn over
         except BaseException:  # interrupted: leave the queue, or pass on a turn handed over
@@ -74,6 +83,9 @@ class Turns:
             if not queued:
                 self._give()
             raise
+        finally:
+            TURNS_WAITING.dec()
+            TURN_WAIT_SECONDS.observe(time.monotonic() - started)
 
     def _give(self) -> None:
         with self._lock:

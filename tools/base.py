@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints
@@ -15,6 +16,7 @@ from core.audit.service import canonical_json, record
 from core.db import commits, retryable_failure, retrying, sqlstate
 from core.errors import Interrupted, InvalidInput, ShipdeckError
 from core.flows.runner import ApplyRunner
+from core.metrics import TOOL_CALLS, TOOL_SECONDS
 from core.permissions import Action, Actor
 from runtimes.registry import RuntimeRegistry
 from tools.visibility import conceal
@@ -81,14 +83,21 @@ class Tool(Generic[In, Out]):
         the chain and out of the request: a read never writes). A project or release the caller
         cannot see is refused exactly like a nonexistent one (tools.visibility).
         """
+        started = time.perf_counter()
+        outcome = "error"  # an unexpected exception: a bug or the database gone
         try:
             parsed = self.parse(args)
             result = self._call(ctx, parsed)
+            outcome = "ok"
         except ShipdeckError as exc:
+            outcome = exc.code
             # an interrupted call is not a refusal: part of it was done
             action = "interrupted" if isinstance(exc, Interrupted) else "refused"
             self._audit(ctx, args, action, {"error": exc.code, "message": exc.message})
             raise
+        finally:
+            TOOL_CALLS.labels(self.name, ctx.actor.channel, outcome).inc()
+            TOOL_SECONDS.labels(self.name).observe(time.perf_counter() - started)
         if not self.mutating:
             self._audit(ctx, parsed, "read", {})
         return result

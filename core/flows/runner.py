@@ -26,6 +26,7 @@ from core.flows.apply import apply_next, preview_plan
 from core.flows.expiry import ExpirySweep
 from core.ids import release_id
 from core.live import prune_outbox
+from core.metrics import SWEEP_FAILURES, SWEEP_SECONDS
 from core.permissions import SYSTEM
 from core.releases.lifecycle import State, release_event, transition
 from core.releases.locks import lock_releases
@@ -364,16 +365,18 @@ class ApplyRunner:
 
     def sweep(self) -> None:
         """One maintenance pass: expire stale previews, recover orphaned applies."""
-        try:
-            with self.sessions() as session:
-                self._expiry.run(session)
-                if session.get_bind().dialect.name == "postgresql":
-                    prune_outbox(session)
-                    session.commit()
-        except Exception:  # a failed expiry scan must not hold back recovering dead jobs
-            log.exception("sweep: expiring failed; recovering applies anyway")
-        self.recover()
-        self.advance_queues()
+        with SWEEP_SECONDS.time():
+            try:
+                with self.sessions() as session:
+                    self._expiry.run(session)
+                    if session.get_bind().dialect.name == "postgresql":
+                        prune_outbox(session)
+                        session.commit()
+            except Exception:  # a failed expiry scan must not hold back recovering dead jobs
+                SWEEP_FAILURES.inc()
+                log.exception("sweep: expiring failed; recovering applies anyway")
+            self.recover()
+            self.advance_queues()
 
     def start_sweeper(self, interval: float = 5.0) -> None:
         """Sweep every `interval` seconds in a daemon thread until `shutdown()`."""
@@ -383,6 +386,7 @@ class ApplyRunner:
                 try:
                     self.sweep()
                 except Exception:  # keep sweeping; the next pass retries
+                    SWEEP_FAILURES.inc()
                     log.exception("sweep failed")
 
         self._stop.clear()

@@ -15,6 +15,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from sqlalchemy import insert, select, text
 
 from agent.cards import new_id
@@ -52,6 +53,7 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
     pg_world: World, caplog: pytest.LogCaptureFixture
 ) -> None:
     rid = approved_dev(pg_world)
+    retries = _deadlock_retries()
     # the runner is inline here: the apply runs to its end in the worker
     box = deadlocked_moving(
         pg_world, rid, "applied", lambda: call(pg_world, "alice", "apply_release", release_id=rid)
@@ -62,7 +64,13 @@ def test_an_apply_result_the_database_rolled_back_is_recorded_again(
     # (the log says why: it failed once under a loaded machine, and never again in 20 runs)
     assert release.lifecycle_state == "applied", (release.reason, caplog.text)
     assert _retried(caplog, f"recording the end of {rid}"), caplog.text
+    assert _deadlock_retries() > retries  # and operators see it in /metrics
     assert call(pg_world, "admin", "verify_audit").ok
+
+
+def _deadlock_retries() -> float:
+    value = REGISTRY.get_sample_value("shipdeck_db_retries_total", {"sqlstate": "40P01"})
+    return value or 0.0
 
 
 def _card(number: int, user_id: int) -> dict[str, Any]:

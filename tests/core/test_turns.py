@@ -178,3 +178,33 @@ def test_a_failure_while_stepped_out_still_returns_the_turn() -> None:
             pass
         assert turns.running == 0 and turns.waiting == 0
         assert turns.run(lambda: turns.running) == 1
+
+
+def test_a_wait_for_a_turn_is_measured_and_seen_while_it_lasts() -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(name) or 0.0
+
+    count, total = "shipdeck_turn_wait_seconds_count", "shipdeck_turn_wait_seconds_sum"
+    before = {name: sample(name) for name in (count, total, "shipdeck_turns_waiting")}
+    turns = Turns(1)
+    inside, leave = threading.Event(), threading.Event()
+
+    def hold() -> None:
+        inside.set()
+        leave.wait(10)
+
+    holder = threading.Thread(target=turns.run, args=(hold,))
+    holder.start()
+    assert inside.wait(10)
+    waiter = threading.Thread(target=turns.run, args=(lambda: None,))
+    waiter.start()
+    assert _until(lambda: turns.waiting == 1)
+    assert sample("shipdeck_turns_waiting") == before["shipdeck_turns_waiting"] + 1
+    leave.set()
+    holder.join(10)
+    waiter.join(10)
+    assert sample("shipdeck_turns_waiting") == before["shipdeck_turns_waiting"]
+    assert sample(count) == before[count] + 2  # the one that got in at once counts too
+    assert sample(total) > before[total]
