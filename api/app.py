@@ -19,6 +19,7 @@ from api.errors import error_body
 from api.headers import SecurityHeaders
 from api.logs import install_redaction
 from api.mcp.http import HttpDoor
+from api.metrics import Metrics
 from api.routes import (
     approvals,
     audit,
@@ -29,6 +30,7 @@ from api.routes import (
     health,
     integrations,
     me,
+    metrics,
     releases,
     targets,
     tokens,
@@ -180,8 +182,10 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     app.add_middleware(RequestId)
     app.add_middleware(BodyLimit, limit=settings.max_body_bytes)
     app.add_middleware(SecurityHeaders)
+    app.add_middleware(Metrics)  # outermost: it times and counts refusals (413) as well
     routers = (
         health,
+        metrics,
         me,
         auth,
         tokens,

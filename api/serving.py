@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
 from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
 from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
+from api.metrics import MULTIPROCESS
 from core.config import Settings
 
 
@@ -63,12 +66,21 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int) -> 
     as replicas do.
     """
     os.environ["SHIPDECK_MIGRATE_ON_START"] = "false"
-    uvicorn.run(
-        "api.serving:worker_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        ws_max_size=settings.chat_max_frame_bytes,
-        log_level="info",
-    )
+    # The workers' metrics meet in one directory, so a scrape of any worker counts them all;
+    # it must be set before they start (prometheus_client reads it as it is imported).
+    ours = MULTIPROCESS not in os.environ
+    if ours:
+        os.environ[MULTIPROCESS] = tempfile.mkdtemp(prefix="shipdeck-metrics-")
+    try:
+        uvicorn.run(
+            "api.serving:worker_app",
+            factory=True,
+            host=host,
+            port=port,
+            workers=workers,
+            ws_max_size=settings.chat_max_frame_bytes,
+            log_level="info",
+        )
+    finally:
+        if ours:
+            shutil.rmtree(os.environ.pop(MULTIPROCESS), ignore_errors=True)

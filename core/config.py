@@ -218,6 +218,12 @@ class Settings(BaseSettings):
         "serve` (every replica may: each batch is claimed, so it is delivered once) instead of "
         "running `shipdeck audit stream`.",
     )
+    metrics_token: SecretStr | None = Field(
+        default=None,
+        min_length=16,
+        description="The bearer token Prometheus scrapes `GET /metrics` with (at least 16 "
+        "characters; a secret of its own, no user's). Unset: /metrics answers 404.",
+    )
     allowed_path_roots: list[Path] = Field(
         default_factory=list,
         description="Folders a declaration's compose_files and kubeconfig may point into "

@@ -52,6 +52,7 @@ from core.identity.tokens import (
     credential_with,
     issue_ticket,
 )
+from core.metrics import CHAT_SOCKETS
 from core.permissions import Actor
 
 router = APIRouter(tags=["chat"])
@@ -234,6 +235,7 @@ async def chat(websocket: WebSocket) -> None:
     outbox = HubOutbox(credential.actor.user_id or 0, session.session_id, send)
     services.hub.register(outbox)
     limit = settings.chat_max_frame_bytes
+    CHAT_SOCKETS.inc()
     try:
         while not shutting.is_set():
             message = await websocket.receive()
@@ -270,6 +272,7 @@ async def chat(websocket: WebSocket) -> None:
         if not (shutting.is_set() or outgoing.overflowed):
             raise
     finally:
+        CHAT_SOCKETS.dec()
         unwatch()
         services.hub.unregister(outbox)
         if shutting.is_set():  # let the writer say why and close

@@ -5,7 +5,9 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
@@ -120,9 +122,11 @@ def test_two_workers_on_postgresql_serve_the_same_database(postgres_url: str | N
         check=True,
     )
     token = added.stdout.strip().splitlines()[-1]
+    scraper = "scrape-" + "w" * 24
+    metric_dirs = set(Path(tempfile.gettempdir()).glob("shipdeck-metrics-*"))
     process = subprocess.Popen(
         [SHIPDECK, "serve", "--port", str(port), "--workers", "2"],
-        env=env,
+        env={**env, "SHIPDECK_METRICS_TOKEN": scraper},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
@@ -144,9 +148,22 @@ def test_two_workers_on_postgresql_serve_the_same_database(postgres_url: str | N
             workers = {p for p in _children(process.pid) if "spawn" in _cmdline(p)}
             time.sleep(0.1)
         assert len(workers) == 2, workers
+        # Requests on fresh connections land on either worker; a scrape of any worker counts
+        # them all (one worker's count alone would fall short of 50).
+        with ThreadPoolExecutor(8) as pool:
+            answers = list(
+                pool.map(lambda _: httpx.get(f"{base}/api/v1/me", headers=auth), range(40))
+            )
+        assert [a.status_code for a in answers] == [200] * 40
+        me = 'shipdeck_http_requests_total{method="GET",route="/api/v1/me",status="200"} 50.0'
+        for _ in range(8):
+            scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {scraper}"})
+            assert scraped.status_code == 200 and me in scraped.text.splitlines(), scraped.text
     finally:
         process.terminate()
         process.wait(timeout=30)
+    # the workers' metric files went with them
+    assert set(Path(tempfile.gettempdir()).glob("shipdeck-metrics-*")) == metric_dirs
 
 
 def _cmdline(pid: int) -> str:

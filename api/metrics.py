@@ -1,0 +1,84 @@
+"""The HTTP request metrics, and the exposition `GET /metrics` serves (names in
+core/metrics.py; the route is api/routes/metrics.py)."""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from pathlib import Path
+
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from core.metrics import HTTP_IN_FLIGHT, HTTP_REQUESTS, HTTP_SECONDS
+
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+UNMATCHED = "unmatched"  # the route label of a request no route took (a 404 on any path)
+MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def route_of(scope: Scope) -> str:
+    """The template of the route that took the request (`/api/v1/releases/{release_id}`),
+    never the path itself: one label per distinct path would grow without bound."""
+    route = scope.get("route")
+    path = getattr(route, "path", None)
+    return path if isinstance(path, str) and path else UNMATCHED
+
+
+class Metrics:
+    """Count and time every HTTP request by method, route template and status (plain ASGI)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the server error handler answers if the app raises
+
+        async def sending(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        HTTP_IN_FLIGHT.inc()
+        try:
+            await self.app(scope, receive, sending)
+        finally:
+            HTTP_IN_FLIGHT.dec()
+            method = scope["method"] if scope["method"] in METHODS else "other"
+            route = route_of(scope)
+            HTTP_REQUESTS.labels(method, route, str(status)).inc()
+            HTTP_SECONDS.labels(method, route).observe(time.perf_counter() - started)
+
+
+def exposition() -> bytes:
+    """Every metric in Prometheus text format: this process's, or all workers' together."""
+    directory = os.environ.get(MULTIPROCESS)
+    if not directory:
+        return generate_latest(REGISTRY)
+    forget_dead_workers(Path(directory))
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry, path=directory)  # type: ignore[no-untyped-call]
+    return generate_latest(registry)
+
+
+_LIVE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
+
+
+def forget_dead_workers(directory: Path) -> None:
+    """Drop the live gauges of workers that are gone (one killed and replaced, say): their
+    last values would be added to the living's forever. Counters keep what they counted."""
+    for pid in {
+        int(m.group(1)) for f in directory.iterdir() if (m := _LIVE_FILE.fullmatch(f.name))
+    }:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+        except PermissionError:  # alive, another user's
+            continue
