@@ -244,7 +244,17 @@ def test_existing_secrets_are_referenced_and_no_secret_is_rendered() -> None:
     assert env["SHIPDECK_DATABASE_URL"]["secretKeyRef"]["name"] == "pg-credentials"
     assert env["SHIPDECK_AUDIT_KEY"]["secretKeyRef"]["name"] == "audit-key"
     assert "SHIPDECK_OIDC_ISSUER" not in env
+    assert "SHIPDECK_METRICS_TOKEN" not in env  # no secret given: /metrics stays off
     assert not [o for o in objects if o["kind"] in ("Role", "RoleBinding")]
+
+
+def test_the_metrics_token_comes_from_its_own_secret_and_only_to_the_servers() -> None:
+    objects = render({**TEAM, "metrics": {"existingSecret": "shipdeck-metrics"}})
+    env = env_of(one(objects, "Deployment")["spec"]["template"]["spec"]["containers"][0])
+    reference = env["SHIPDECK_METRICS_TOKEN"]["secretKeyRef"]
+    assert reference == {"name": "shipdeck-metrics", "key": "metrics-token"}
+    job = one(objects, "Job")["spec"]["template"]["spec"]["containers"][0]
+    assert "SHIPDECK_METRICS_TOKEN" not in env_of(job)  # the migration needs no scrape token
 
 
 @pytest.mark.parametrize(
@@ -280,6 +290,9 @@ def test_refuses_what_a_team_install_cannot_run_on(values: dict[str, Any], says:
         {"replicaCount": 0},
         {"env": {"SHIPDECK_DATABASE_URL": "sqlite:///x.db"}},
         {"env": {"PATH": "/tmp"}},
+        {"env": {"SHIPDECK_METRICS_TOKEN": "k" * 32}},  # the chart's own, from a Secret
+        {"metrics": {"existingSecret": "🚀" * 2_500}},
+        {"metrics": {"token": "k" * 32}},
         {"publicUrl": "javascript:alert(1)"},
         {"image": {"repository": "x", "tag": "1.0 && rm -rf /"}},
     ],
