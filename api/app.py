@@ -19,7 +19,7 @@ from api.errors import error_body
 from api.headers import SecurityHeaders
 from api.logs import install_redaction
 from api.mcp.http import HttpDoor
-from api.metrics import Metrics
+from api.metrics import Metrics, name_endpoint
 from api.routes import (
     approvals,
     audit,
@@ -201,8 +201,16 @@ def create_app(settings: Settings | None = None, services: Services | None = Non
     )
     for router in routers:
         app.include_router(router.router)
-    app.mount("/static/swagger", StaticFiles(directory=console.SWAGGER), name="swagger")
+    swagger, static = StaticFiles(directory=console.SWAGGER), StaticFiles(directory=console.STATIC)
+    app.mount("/static/swagger", swagger, name="swagger")
     # A route, not a mount: MCP clients POST to exactly /mcp, and a mount would redirect it.
-    app.router.routes.append(Route("/mcp", endpoint=mcp_door.app, name="mcp"))
-    app.mount("/static", StaticFiles(directory=console.STATIC), name="static")
+    mcp = Route("/mcp", endpoint=mcp_door.app, name="mcp")
+    app.router.routes.append(mcp)
+    app.mount("/static", static, name="static")
+    for endpoint, label in (
+        (swagger, "/static/swagger"),
+        (mcp.endpoint, "/mcp"),
+        (static, "/static"),
+    ):
+        name_endpoint(endpoint, label)
     return app

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import re
 import time
+import weakref
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
@@ -18,12 +19,27 @@ UNMATCHED = "unmatched"  # the route label of a request no route took (a 404 on 
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 
 
+# Apps mounted or routed outside FastAPI's routes (the MCP door, static files) do not say
+# which route took a request; they are named here, by the endpoint the router hands them to.
+_NAMED: weakref.WeakKeyDictionary[object, str] = weakref.WeakKeyDictionary()
+
+
+def name_endpoint(endpoint: object, label: str) -> None:
+    """Label the requests an app mounted or routed outside FastAPI's routes answers."""
+    _NAMED[endpoint] = label
+
+
 def route_of(scope: Scope) -> str:
     """The template of the route that took the request (`/api/v1/releases/{release_id}`),
     never the path itself: one label per distinct path would grow without bound."""
-    route = scope.get("route")
-    path = getattr(route, "path", None)
-    return path if isinstance(path, str) and path else UNMATCHED
+    path = getattr(scope.get("route"), "path", None)
+    if isinstance(path, str) and path:
+        return path
+    endpoint = scope.get("endpoint")
+    try:
+        return _NAMED.get(endpoint, UNMATCHED) if endpoint is not None else UNMATCHED
+    except TypeError:  # an endpoint that cannot be weakly referenced was never named
+        return UNMATCHED
 
 
 class Metrics:
@@ -73,12 +89,14 @@ _LIVE_FILE = re.compile(r"gauge_live\w*?_(\d+)\.db")
 def forget_dead_workers(directory: Path) -> None:
     """Drop the live gauges of workers that are gone (one killed and replaced, say): their
     last values would be added to the living's forever. Counters keep what they counted."""
-    for pid in {
-        int(m.group(1)) for f in directory.iterdir() if (m := _LIVE_FILE.fullmatch(f.name))
-    }:
+    for path in directory.iterdir():
+        found = _LIVE_FILE.fullmatch(path.name)
+        if found is None:
+            continue
         try:
-            os.kill(pid, 0)
+            os.kill(int(found.group(1)), 0)
         except ProcessLookupError:
-            multiprocess.mark_process_dead(pid, str(directory))  # type: ignore[no-untyped-call]
+            # two workers scraping at once may both remove it
+            path.unlink(missing_ok=True)
         except PermissionError:  # alive, another user's
             continue

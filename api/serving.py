@@ -66,11 +66,10 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int) -> 
     as replicas do.
     """
     os.environ["SHIPDECK_MIGRATE_ON_START"] = "false"
-    # The workers' metrics meet in one directory, so a scrape of any worker counts them all;
-    # it must be set before they start (prometheus_client reads it as it is imported).
-    ours = MULTIPROCESS not in os.environ
-    if ours:
-        os.environ[MULTIPROCESS] = tempfile.mkdtemp(prefix="shipdeck-metrics-")
+    # The workers' metrics meet in one directory, so a scrape of any worker counts them all.
+    # It is set before they start (prometheus_client reads it as it is imported), and is a
+    # new one each time: files left by an earlier run would be counted again.
+    os.environ[MULTIPROCESS] = tempfile.mkdtemp(prefix="shipdeck-metrics-")
     try:
         uvicorn.run(
             "api.serving:worker_app",
@@ -82,5 +81,4 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int) -> 
             log_level="info",
         )
     finally:
-        if ours:
-            shutil.rmtree(os.environ.pop(MULTIPROCESS), ignore_errors=True)
+        shutil.rmtree(os.environ.pop(MULTIPROCESS), ignore_errors=True)

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, ValidationError
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -220,10 +221,28 @@ class Settings(BaseSettings):
     )
     metrics_token: SecretStr | None = Field(
         default=None,
-        min_length=16,
         description="The bearer token Prometheus scrapes `GET /metrics` with (at least 16 "
-        "characters; a secret of its own, no user's). Unset: /metrics answers 404.",
+        "printable ASCII characters; a secret of its own, no user's). Unset or empty: /metrics "
+        "answers 404.",
     )
+
+    @field_validator("metrics_token", mode="before")
+    @classmethod
+    def _scrape_token(cls, value: object) -> object:
+        """Stripped: a Secret made from a file ends in a newline, and Prometheus strips the
+        token file it sends. Printable ASCII only: an HTTP header carries nothing else intact,
+        so any other token could never be sent back."""
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        if not isinstance(value, str):
+            return value
+        value = value.strip()
+        if not value:
+            return None
+        if not re.fullmatch(r"[\x21-\x7e]{16,}", value):
+            raise ValueError("needs at least 16 printable ASCII characters and no spaces")
+        return value
+
     allowed_path_roots: list[Path] = Field(
         default_factory=list,
         description="Folders a declaration's compose_files and kubeconfig may point into "

@@ -47,7 +47,8 @@ TOOL_CALLS = Counter(
 )
 TOOL_SECONDS = Histogram(
     "shipdeck_tool_call_duration_seconds",
-    "How long a tool call ran, its waits for a turn and for a runtime included, by tool.",
+    "How long a tool call ran, by tool: its waits for a runtime included, its wait for a turn "
+    "not (that is shipdeck_turn_wait_seconds).",
     ["tool"],
     buckets=SECONDS,
 )

@@ -51,16 +51,17 @@ class Turns:
         """Run `work` in a turn (waiting for one first; a thread already in one keeps it)."""
         if getattr(_current, "turns", None) is self:
             return work()  # queueing behind itself would wait forever
-        self._take()
+        waited = self._take()
         _current.turns = self
         try:
+            TURN_WAIT_SECONDS.observe(waited)  # in here: the turn is given back if it raises
             return work()
         finally:
             _current.turns = None
             self._give()
 
-    def _take(self) -> None:
-        """Wait for a turn, in arrival order."""
+    def _take(self) -> float:
+        """Wait for a turn, in arrival order; how many seconds it waited."""
         mine: threading.Event | None = None
         with self._lock:
             if self._free > 0 and not self._waiting:
@@ -69,12 +70,14 @@ class Turns:
                 mine = threading.Event()
                 self._waiting.append(mine)
         if mine is None:
-            TURN_WAIT_SECONDS.observe(0.0)
-            return
+            return 0.0
         started = time.monotonic()
-        TURNS_WAITING.inc()
         try:
-            mine.wait()  # the thread leaving hands its turn over
+            TURNS_WAITING.inc()
+            try:
+                mine.wait()  # the thread leaving hands its turn over
+            finally:
+                TURNS_WAITING.dec()
         except BaseException:  # interrupted: leave the queue, or pass on a turn handed over
             with self._lock:
                 queued = mine in self._waiting
@@ -83,9 +86,7 @@ class Turns:
             if not queued:
                 self._give()
             raise
-        finally:
-            TURNS_WAITING.dec()
-            TURN_WAIT_SECONDS.observe(time.monotonic() - started)
+        return time.monotonic() - started
 
     def _give(self) -> None:
         with self._lock:
@@ -119,13 +120,15 @@ def stepped_out(*, holds_nothing: bool = False) -> Iterator[None]:
     finally:
         if holds_nothing:
             try:
-                turns._take()
+                waited = turns._take()
             except BaseException:  # interrupted while queued: `run` gives back the turn it
                 with turns._lock:  # believes this thread holds, so hold one
                     turns._free -= 1
                 _current.turns = turns
                 raise
+            _current.turns = turns
+            TURN_WAIT_SECONDS.observe(waited)  # held: `run` gives it back if this raises
         else:
             with turns._lock:
                 turns._free -= 1
-        _current.turns = turns
+            _current.turns = turns

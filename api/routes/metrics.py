@@ -20,7 +20,10 @@ from api.metrics import exposition
 router = APIRouter(tags=["health"])
 
 SCRAPE_ANSWERS: dict[int | str, dict[str, Any]] = {
-    200: {"content": {CONTENT_TYPE_LATEST: {}}, "description": "Prometheus text format."},
+    200: {
+        "content": {CONTENT_TYPE_LATEST: {"schema": {"type": "string"}}},
+        "description": "Prometheus text format.",
+    },
     401: {"model": ErrorBody, "description": "No bearer token, or not the scrape token."},
     404: {"model": ErrorBody, "description": "Metrics are off: SHIPDECK_METRICS_TOKEN is unset."},
 }
@@ -36,7 +39,9 @@ def metrics(request: Request, services: ServicesDep) -> Response:
         return JSONResponse(error_body("not_found", message), status_code=404)
     scheme, _, given = request.headers.get("authorization", "").partition(" ")
     expected = token.get_secret_value().encode()
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), expected):
+    if scheme.lower() != "bearer" or not hmac.compare_digest(
+        given.strip().encode("latin-1"), expected
+    ):
         return JSONResponse(
             error_body("not_authenticated", "scrape /metrics with the metrics bearer token"),
             status_code=401,

@@ -232,3 +232,34 @@ def test_workers_share_counts_and_a_dead_workers_gauges_stop_counting(tmp_path: 
     ok = {"tool": "get_release", "channel": "rest", "outcome": "ok"}
     assert value(samples, "shipdeck_tool_calls_total", **ok) == 2  # counted by both, kept
     assert value(samples, "shipdeck_chat_sockets") == 0  # their sockets died with them
+
+
+def test_a_token_read_from_a_file_works_and_one_no_header_can_carry_is_refused() -> None:
+    from core.config import Settings
+
+    # a Secret made from a file ends in a newline; Prometheus strips the file it sends
+    read = Settings(metrics_token=SecretStr(TOKEN + "\n")).metrics_token
+    assert read is not None and read.get_secret_value() == TOKEN
+    assert Settings(metrics_token=SecretStr(" \n\t ")).metrics_token is None  # empty: off
+    for unusable in ("ключ-для-метрик-prometheus", "short", "sixteen chars with spaces", "🚀" * 20):
+        with pytest.raises(ValueError, match="16 printable ASCII") as refused:
+            Settings(metrics_token=SecretStr(unusable))
+        assert unusable not in str(refused.value)  # a secret is named, never echoed
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("scraping")
+def test_the_mcp_door_and_static_files_have_routes_of_their_own(api: Api) -> None:
+    before = scrape(api)
+    assert api.client.post("/mcp", json={}).status_code == 401
+    assert api.client.get("/static/swagger/swagger-ui.css").status_code == 200
+    assert api.client.get(f"/static/{uuid.uuid4()}.js").status_code == 404
+    after = scrape(api)
+    name = "shipdeck_http_requests_total"
+    for method, route, status in [
+        ("POST", "/mcp", "401"),
+        ("GET", "/static/swagger", "200"),
+        ("GET", "/static", "404"),
+    ]:
+        labels = {"method": method, "route": route, "status": status}
+        assert value(after, name, **labels) - value(before, name, **labels) == 1, labels
