@@ -78,9 +78,9 @@ def paused_before_writing(world: World) -> Iterator[tuple[threading.Event, threa
         if threading.current_thread().name != SWEEPER or transaction.parent is not None:
             return
         bind = session.get_bind()  # the scan reads on read_engine: the autocommit twin on
-        # PostgreSQL, DEFERRED transactions on SQLite
+        # PostgreSQL, no BEGIN on SQLite
         reading = bind in engines(world.services.engine)[1:] or (
-            bind.get_execution_options().get(SQLITE_BEGIN) == "DEFERRED"
+            bind.get_execution_options().get(SQLITE_BEGIN) == "NONE"
         )
         if reading or reached.is_set():
             return
