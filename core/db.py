@@ -390,8 +390,9 @@ def read_engine(engine: Engine) -> Engine:
     ROLLBACK each: round trips on PostgreSQL, ~0.1 ms of CPU per read on SQLite (a chat turn
     makes three). SQLite: the same engine and pool, without BEGIN; no write lock is taken
     (a one-statement write takes it for that statement). PostgreSQL: a pool of connections
-    opened in autocommit (`make_engine` keeps it): switching a pooled connection to autocommit at checkout and back at checkin
-    cost ~65 us of CPU and ~90 us in all per checkout, and a chat turn checks out four.
+    opened in autocommit (`make_engine` keeps it): switching a pooled connection to
+    autocommit at checkout and back at checkin cost ~65 us of CPU and ~90 us in all per
+    checkout, and a chat turn checks out four.
     """
     if engine.dialect.name == "postgresql":
         reader = _READERS.get(engine)
