@@ -19,6 +19,7 @@ import threading
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
@@ -35,10 +36,11 @@ from agent.cards import (
     settle,
 )
 from agent.models import ChatCard
-from core.db import retrying
+from core.db import retrying, utcnow
 from core.events import EventBus, LiveEvent
 from core.identity.tokens import grants_of
 from core.ids import parse_release_id
+from core.metrics import HUB_EVENT_SECONDS
 from core.permissions import Action, Actor, Channel
 from core.releases.models import Release
 
@@ -274,6 +276,9 @@ class Hub:
                     self._handle(events)
                 except Exception:  # one bad event must not stop the hub
                     log.exception("hub failed on %s", ", ".join(e.kind for e in events))
+                now = utcnow()
+                for event in events:
+                    HUB_EVENT_SECONDS.observe(_age(event, now))
             for item in items:
                 if item is None:
                     return
@@ -399,6 +404,13 @@ class Hub:
         if event.lifecycle_state != "approved" or release.lifecycle_state != "approved":
             return False
         return release.channel == "chat" and not release.target.apply_on_approval
+
+
+def _age(event: LiveEvent, now: datetime) -> float:
+    """Seconds since the event's change; never below 0 (another replica's clock may run
+    ahead), and a time without a zone is UTC's (as every replica writes it)."""
+    at = event.at if event.at.tzinfo is not None else event.at.replace(tzinfo=UTC)
+    return max(0.0, (now - at).total_seconds())
 
 
 def _update(event: LiveEvent) -> dict[str, Any]:

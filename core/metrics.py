@@ -34,6 +34,14 @@ HTTP_IN_FLIGHT = Gauge(
     "HTTP requests being served now.",
     multiprocess_mode="livesum",
 )
+HUB_EVENT_SECONDS = Histogram(
+    "shipdeck_hub_event_seconds",
+    "From a release's change to the end of this server's pass over it (its chat cards "
+    "written, the sessions connected here told): the commit, the notification between "
+    "replicas, the hub's queue and its pass. Timed from the change's own timestamp, so the "
+    "replicas' clocks must agree.",
+    buckets=SECONDS,
+)
 CHAT_SOCKETS = Gauge(
     "shipdeck_chat_sockets",
     "Chat sockets open now (authenticated).",

@@ -263,3 +263,41 @@ def test_the_mcp_door_and_static_files_have_routes_of_their_own(api: Api) -> Non
     ]:
         labels = {"method": method, "route": route, "status": status}
         assert value(after, name, **labels) - value(before, name, **labels) == 1, labels
+
+
+@pytest.mark.usefixtures("scraping")
+def test_the_hubs_passes_are_timed_from_each_change(api: Api, world: World) -> None:
+    before = scrape(api)
+    made = api.post(
+        "/api/v1/tools/preview_release",
+        json={"project": "shop", "environment": "prod", "changes": {"web": {"image_tag": "9.8"}}},
+    )
+    assert made.status_code == 200, made.text
+    submitted = api.post("/api/v1/tools/submit_release", json={"release_id": made.json()["id"]})
+    assert submitted.status_code == 200, submitted.text
+    world.services.hub.drain()
+    after = scrape(api)
+    count, total = "shipdeck_hub_event_seconds_count", "shipdeck_hub_event_seconds_sum"
+    # the submit's update and its request for approval, at least
+    assert value(after, count) - value(before, count) >= 2
+    assert 0 < value(after, total) - value(before, total) < 30
+    infinite = "shipdeck_hub_event_seconds_bucket"
+    assert value(after, infinite, le="+Inf") == value(after, count)
+
+
+def test_an_event_from_a_clock_ahead_or_without_a_zone_is_timed_sanely() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from agent.hub import _age
+    from core.events import LiveEvent
+
+    now = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
+
+    def event(at: datetime) -> LiveEvent:
+        fields = {"release_id": "R-1", "project": "shop", "environment": "prod"}
+        return LiveEvent(kind="release_update", lifecycle_state="approved", at=at, **fields)
+
+    assert _age(event(now - timedelta(seconds=2)), now) == 2.0
+    assert _age(event(now + timedelta(seconds=5)), now) == 0.0  # another replica runs ahead
+    naive = datetime(2026, 11, 28, 11, 59, 59, tzinfo=UTC).replace(tzinfo=None)
+    assert _age(event(naive), now) == 1.0  # a time without a zone is UTC
