@@ -13,6 +13,7 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api import errors
+from api.asgi import HttpMiddleware
 from api.audit_stream import start_audit_stream
 from api.deps import REQUEST_ID
 from api.errors import error_body
@@ -42,17 +43,15 @@ from core.notify.settings import NotifySettings, direct_config
 from core.notify.worker import NotifyWorker
 
 
-class BodyLimit:
+class BodyLimit(HttpMiddleware):
     """Refuse request bodies over `limit` bytes with 413, streamed or not."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
-        self.app = app
+        super().__init__(app)
         self.limit = limit
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with its body read, or refuse it."""
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and declared.isdigit() and int(declared) > self.limit:
             await self._refuse(send)
@@ -101,20 +100,11 @@ class BodyLimit:
         await send({"type": "http.response.body", "body": body})
 
 
-class RequestId:
-    """Give each HTTP request an id (the caller's X-Request-ID when well-formed) and echo it.
+class RequestId(HttpMiddleware):
+    """Give each HTTP request an id (the caller's X-Request-ID when well-formed) and echo it."""
 
-    Plain ASGI: a `@app.middleware("http")` function would run every request through an
-    extra task and response stream (BaseHTTPMiddleware), a measurable share of a read.
-    """
-
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Pass the request on with its id; answer with it."""
         given = Headers(scope=scope).get("x-request-id", "")
         rid = given if REQUEST_ID.match(given) else uuid.uuid4().hex
         scope.setdefault("state", {})["request_id"] = rid

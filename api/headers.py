@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 from starlette.datastructures import MutableHeaders
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
+
+from api.asgi import HttpMiddleware
 
 # The console is one page of files served by this app: scripts and styles only from files here
 # (no inline script, no inline style attribute), live updates over this host's WebSocket.
@@ -38,16 +40,11 @@ def policy_for(path: str) -> str:
     return DOCS_POLICY if path.startswith(DOCS_PATHS) else CONSOLE_POLICY
 
 
-class SecurityHeaders:
+class SecurityHeaders(HttpMiddleware):
     """Add CSP, nosniff, frame and referrer rules to every HTTP response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer with the headers added."""
         policy = policy_for(scope.get("path", ""))
 
         async def send_with_headers(message: Message) -> None:

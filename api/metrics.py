@@ -10,8 +10,9 @@ import weakref
 from pathlib import Path
 
 from prometheus_client import REGISTRY, CollectorRegistry, generate_latest, multiprocess
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
+from api.asgi import HttpMiddleware
 from core.metrics import HTTP_IN_FLIGHT, HTTP_REQUESTS, HTTP_SECONDS
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
@@ -42,16 +43,11 @@ def route_of(scope: Scope) -> str:
         return UNMATCHED
 
 
-class Metrics:
-    """Count and time every HTTP request by method, route template and status (plain ASGI)."""
+class Metrics(HttpMiddleware):
+    """Count and time every HTTP request by method, route template and status."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Serve the request, then count and time it."""
         started = time.perf_counter()
         status = 500  # what the server error handler answers if the app raises
 
