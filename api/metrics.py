@@ -16,7 +16,7 @@ from api.asgi import HttpMiddleware
 from core.metrics import HTTP_IN_FLIGHT, HTTP_REQUESTS, HTTP_SECONDS
 
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-UNMATCHED = "unmatched"  # the route label of a request no route took (a 404 on any path)
+UNMATCHED = "unmatched"  # the route of a request none took (an unknown path, a 413 body)
 MULTIPROCESS = "PROMETHEUS_MULTIPROC_DIR"
 
 

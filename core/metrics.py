@@ -62,8 +62,14 @@ TOOL_SECONDS = Histogram(
 )
 TURN_WAIT_SECONDS = Histogram(
     "shipdeck_turn_wait_seconds",
-    "How long database work waited for one of its process's turns "
+    "PostgreSQL: how long database work waited for one of its process's turns "
     "(SHIPDECK_DB_CALL_THREADS): queueing inside the server.",
+    buckets=WAIT_SECONDS,
+)
+SQLITE_WRITE_WAIT_SECONDS = Histogram(
+    "shipdeck_sqlite_write_wait_seconds",
+    "SQLite: how long a write waited for its process's turn at the database's write lock "
+    "(the queue SQLite's writers take instead of turns).",
     buckets=WAIT_SECONDS,
 )
 TURNS_WAITING = Gauge(

@@ -13,7 +13,10 @@ from __future__ import annotations
 import logging
 import sqlite3
 import threading
+import time
 from collections import deque
+
+from core.metrics import SQLITE_WRITE_WAIT_SECONDS
 
 log = logging.getLogger(__name__)
 _GATES: dict[str, WriteGate] = {}
@@ -86,10 +89,12 @@ class GatedConnection(sqlite3.Connection):
         """
         if self.gate is None or self.holds_gate:
             return
+        started = time.monotonic()
         if self.gate.acquire(timeout):
             self.holds_gate = True
         else:
             log.warning("no write turn within %.0f s; waiting on SQLite's lock instead", timeout)
+        SQLITE_WRITE_WAIT_SECONDS.observe(time.monotonic() - started)
 
     def give_back(self) -> None:
         """End this connection's turn (its transaction ended or never began)."""

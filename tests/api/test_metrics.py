@@ -196,6 +196,8 @@ def test_every_metric_is_documented_and_typed(api: Api) -> None:
         "shipdeck_tool_call_duration_seconds",
         "shipdeck_turn_wait_seconds",
         "shipdeck_turns_waiting",
+        "shipdeck_sqlite_write_wait_seconds",
+        "shipdeck_hub_event_seconds",
         "shipdeck_db_retries",
         "shipdeck_sweeper_pass_seconds",
         "shipdeck_sweeper_failures",

@@ -122,3 +122,27 @@ def test_a_connection_dropped_without_close_gives_its_turn_back(tmp_path: Path) 
     del raw
     gc.collect()
     assert not gate.held
+
+
+def test_a_writers_wait_for_its_turn_is_measured(engine: Engine) -> None:
+    from prometheus_client import REGISTRY
+
+    def sample(name: str) -> float:
+        return REGISTRY.get_sample_value(f"shipdeck_sqlite_write_wait_seconds_{name}") or 0.0
+
+    before = (sample("count"), sample("sum"))
+    holder = engine.connect()
+    holder.begin()  # holds the turn
+
+    def write() -> None:
+        with engine.begin() as connection:
+            connection.execute(text("INSERT INTO t (who) VALUES ('🚀')"))
+
+    writer = threading.Thread(target=write)
+    writer.start()
+    _until_queued(_gate(engine), 1)
+    holder.commit()
+    holder.close()
+    writer.join(10)
+    assert sample("count") == before[0] + 2  # the holder (at once) and the writer
+    assert sample("sum") > before[1]
