@@ -4,6 +4,8 @@ A client waiting for an apply (the CLI, a script, the compose benchmark) used to
 0.5 s; now it asks once and the answer comes when the release's next state is committed. The
 wait holds no worker thread: a coroutine and a bus subscription. Every few seconds it reads
 again anyway, so a missed event (a PostgreSQL listener reconnecting) costs a delay, not a hang.
+A wait ends as soon as its client hangs up: the server does not cancel a request whose client
+left, so a client could otherwise leave hundreds of waits reading for a minute each.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import json
 from contextlib import suppress
 
 from fastapi.responses import JSONResponse
+from starlette.types import Receive
 
 from api.deps import Bearer
 from api.invoke import invoke_read
@@ -24,9 +27,15 @@ MAX_WAIT_SECONDS = 60.0
 
 
 async def read_when_moved(
-    services: Services, bearer: Bearer, release: str, states: set[str], wait: float
+    services: Services,
+    bearer: Bearer,
+    release: str,
+    states: set[str],
+    wait: float,
+    receive: Receive,
 ) -> JSONResponse:
-    """`get_release`, answered when the release is in none of `states` or after `wait` s."""
+    """`get_release`, answered when the release is in none of `states` or after `wait` s, or
+    at once if the client hangs up (`receive`: the request's)."""
     loop = asyncio.get_running_loop()
     moved = asyncio.Event()
     known: list[str] = []  # the release's canonical id, once read
@@ -37,6 +46,7 @@ async def read_when_moved(
             loop.call_soon_threadsafe(moved.set)
 
     unsubscribe = services.bus.subscribe(on_event)  # before the first read: no gap
+    hung_up = asyncio.ensure_future(_hung_up(receive))
     try:
         deadline = loop.time() + wait
         while True:
@@ -49,7 +59,22 @@ async def read_when_moved(
             left = deadline - loop.time()
             if body["lifecycle_state"] not in states or left <= 0:
                 return response
-            with suppress(TimeoutError):
-                await asyncio.wait_for(moved.wait(), min(left, RECHECK_SECONDS))
+            woken = asyncio.ensure_future(moved.wait())
+            await asyncio.wait(
+                {woken, hung_up},
+                timeout=min(left, RECHECK_SECONDS),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            woken.cancel()
+            if hung_up.done():
+                return response  # to nobody: the client left
     finally:
+        hung_up.cancel()
         unsubscribe()
+
+
+async def _hung_up(receive: Receive) -> None:
+    """Returns once the client has disconnected."""
+    with suppress(Exception):  # a server that cannot say is taken as gone
+        while (await receive())["type"] != "http.disconnect":
+            pass

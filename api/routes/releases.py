@@ -51,6 +51,7 @@ async def preview_release(
 
 @router.get("/releases/{release_id}", response_model=ReleaseRead, responses=responses(*READ))
 async def get_release(
+    request: Request,
     services: ServicesDep,
     bearer: BearerDep,
     release_id: ReleasePath,
@@ -71,7 +72,7 @@ async def get_release(
     """One release; with `wait` and `while_state`, once it has left those states."""
     if wait > 0 and while_state:
         states = {s.value for s in while_state}
-        return await read_when_moved(services, bearer, release_id, states, wait)
+        return await read_when_moved(services, bearer, release_id, states, wait, request.receive)
     return await invoke_read(services, bearer, "get_release", {"release_id": release_id})
 
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
 from tests.api.conftest import Api
+from tests.conftest import World
+from tests.support.calls import call, deploy
+from tests.support.server import running_server
 
 PREVIEW = {"project": "shop", "environment": "prod", "changes": {"web": {"image_tag": "1.5.0"}}}
 
@@ -91,3 +95,25 @@ def test_hostile_wait_parameters_are_422(api: Api, params: dict[str, object]) ->
     response = api.get(f"/api/v1/releases/{rid}", params=params)
     assert response.status_code == 422
     assert response.json()["error"]["code"] == "invalid_input"
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_wait_whose_client_left_ends_at_once(world: World) -> None:
+    """A long-poll holds a subscription and reads again every few seconds: one whose client
+    hung up must not go on for its whole wait (a client could leave hundreds behind)."""
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.1"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    bus = world.services.bus
+    with running_server(world.services) as address:
+        listening = len(bus)  # the server's own subscriptions included
+        host, port = address.split(":")
+        query = "wait=60&while_state=pending_approval"
+        request = (
+            f"GET /api/v1/releases/{release.id}?{query} HTTP/1.1\r\nHost: {address}\r\n"
+            f"Authorization: Bearer {world.tokens['alice']}\r\n\r\n"
+        )
+        with socket.create_connection((host, int(port)), timeout=10) as client:
+            client.sendall(request.encode())
+            _until(lambda: len(bus) > listening)  # it waits
+        # the client hung up: the wait ends with it, not a minute later
+        _until(lambda: len(bus) == listening, timeout=5)
