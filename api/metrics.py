@@ -30,9 +30,21 @@ def name_endpoint(endpoint: object, label: str) -> None:
     _NAMED[endpoint] = label
 
 
+_CHOSEN = "shipdeck.route_label"  # the scope key of a label a handler chose for its request
+
+
+def label_request(scope: Scope, label: str) -> None:
+    """Count this request under `label` (a constant of the code, never input), not its route:
+    a long-poll's time is its wait, and would hide its route's slow answers among minutes."""
+    scope[_CHOSEN] = label
+
+
 def route_of(scope: Scope) -> str:
     """The template of the route that took the request (`/api/v1/releases/{release_id}`),
     never the path itself: one label per distinct path would grow without bound."""
+    chosen = scope.get(_CHOSEN)
+    if isinstance(chosen, str):
+        return chosen
     path = getattr(scope.get("route"), "path", None)
     if isinstance(path, str) and path:
         return path

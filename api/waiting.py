@@ -24,6 +24,7 @@ from core.events import LiveEvent
 
 RECHECK_SECONDS = 5.0
 MAX_WAIT_SECONDS = 60.0
+WAITING_READ = "/api/v1/releases/{release_id}?wait"  # a long-poll's route in the metrics
 
 
 async def read_when_moved(

@@ -11,8 +11,9 @@ from pydantic import BaseModel, ConfigDict, Field
 from api.deps import ActorDep, BearerDep, ServicesDep
 from api.errors import READ, WRITE, responses
 from api.invoke import invoke, invoke_as, invoke_read
+from api.metrics import label_request
 from api.params import ReleasePath
-from api.waiting import MAX_WAIT_SECONDS, read_when_moved
+from api.waiting import MAX_WAIT_SECONDS, WAITING_READ, read_when_moved
 from core.releases.lifecycle import State
 from core.releases.schemas import ReleasePage, ReleaseRead, Timeline
 from tools.releases import ListReleasesInput, PreviewReleaseInput, RollbackReleaseInput
@@ -71,6 +72,7 @@ async def get_release(
 ) -> JSONResponse:
     """One release; with `wait` and `while_state`, once it has left those states."""
     if wait > 0 and while_state:
+        label_request(request.scope, WAITING_READ)
         states = {s.value for s in while_state}
         return await read_when_moved(services, bearer, release_id, states, wait, request.receive)
     return await invoke_read(services, bearer, "get_release", {"release_id": release_id})

@@ -303,3 +303,26 @@ def test_an_event_from_a_clock_ahead_or_without_a_zone_is_timed_sanely() -> None
     assert _age(event(now + timedelta(seconds=5)), now) == 0.0  # another replica runs ahead
     naive = datetime(2026, 11, 28, 11, 59, 59, tzinfo=UTC).replace(tzinfo=None)
     assert _age(event(naive), now) == 1.0  # a time without a zone is UTC
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("scraping")
+def test_a_long_poll_is_timed_apart_from_its_routes_plain_reads(api: Api, world: World) -> None:
+    made = api.post(
+        "/api/v1/tools/preview_release",
+        json={"project": "shop", "environment": "dev", "changes": {"web": {"image_tag": "9.7"}}},
+    )
+    rid = made.json()["id"]
+    before = scrape(api)
+    params = {"wait": 0.2, "while_state": ["previewed"]}  # stays previewed: waits it out
+    assert api.get(f"/api/v1/releases/{rid}", params=params).status_code == 200
+    assert api.get(f"/api/v1/releases/{rid}").status_code == 200
+    after = scrape(api)
+    count = "shipdeck_http_request_duration_seconds_count"
+    total = "shipdeck_http_request_duration_seconds_sum"
+    waiting = {"method": "GET", "route": "/api/v1/releases/{release_id}?wait"}
+    plain = {"method": "GET", "route": "/api/v1/releases/{release_id}"}
+    assert value(after, count, **waiting) - value(before, count, **waiting) == 1
+    assert value(after, total, **waiting) - value(before, total, **waiting) >= 0.2
+    assert value(after, count, **plain) - value(before, count, **plain) == 1
+    assert value(after, total, **plain) - value(before, total, **plain) < 0.2
