@@ -326,3 +326,20 @@ def test_a_long_poll_is_timed_apart_from_its_routes_plain_reads(api: Api, world:
     assert value(after, total, **waiting) - value(before, total, **waiting) >= 0.2
     assert value(after, count, **plain) - value(before, count, **plain) == 1
     assert value(after, total, **plain) - value(before, total, **plain) < 0.2
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+@pytest.mark.usefixtures("scraping")
+def test_every_metric_the_readme_names_is_served(api: Api) -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    part = readme.split("**7. Metrics.**", 1)[1].split("Tested: `tests/deploy`", 1)[0]
+    # a counter's samples end in _total, a histogram's in _bucket, _count and _sum
+    named = {
+        re.sub(r"_(total|bucket|count|sum)$", "", name)
+        for name in re.findall(r"shipdeck_[a-z_]+[a-z]", part)
+    }
+    answer = api.client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+    served = {family.name for family in text_string_to_metric_families(answer.text)}
+    assert len(named) >= 10 and named <= served, named - served
