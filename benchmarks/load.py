@@ -29,6 +29,8 @@ took over a second (`>1s`: the issue's "no request waits more than 1 s"), and st
 On PostgreSQL, `lock>1s` is how many times a shipdeck request waited more than a second for a
 lock another held, as PostgreSQL itself counts them (`log_lock_waits` logs each wait that
 passes `deadlock_timeout`, 1 s): waiting behind another, apart from queueing for the CPU.
+`queue>1s` is the server's own count, from its `/metrics`, of database work that waited more
+than a second for its turn (PostgreSQL's turns, SQLite's write turn): queueing inside shipdeck.
 
     python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2] [--database sqlite]
 """
@@ -52,6 +54,7 @@ from typing import TypedDict
 
 import httpx2 as httpx
 from fastapi import FastAPI
+from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, insert, text
 
 from api.wiring import Services
@@ -352,6 +355,24 @@ def cell(base: str, mix: str, clients: int, seconds: float, tokens: dict[str, st
     return result
 
 
+SCRAPE_TOKEN = "bench-scrape-token-" + "0" * 16  # the benchmark server's /metrics token
+QUEUES = ("shipdeck_turn_wait_seconds", "shipdeck_sqlite_write_wait_seconds")
+
+
+def queued_over_a_second(base: str) -> int:
+    """How many waits for a turn took over 1 s so far, by the server's own count (all its
+    workers': they share one metrics directory)."""
+    scraped = httpx.get(f"{base}/metrics", headers=auth(SCRAPE_TOKEN), timeout=30)
+    scraped.raise_for_status()
+    over = 0.0
+    for family in text_string_to_metric_families(scraped.text):
+        if family.name in QUEUES:
+            value = {(s.name, s.labels.get("le")): s.value for s in family.samples}
+            name = family.name
+            over += value[(f"{name}_count", None)] - value[(f"{name}_bucket", "1.0")]
+    return round(over)
+
+
 def rate(result: Result) -> float:
     """Requests per second of a cell."""
     return len(result["latencies"]) / result["elapsed"]
@@ -363,6 +384,7 @@ def line(
     bare_rps: float | None,
     pages_rps: float | None = None,
     lock_waits: int | None = None,
+    queued: int | None = None,
 ) -> str:
     latencies = sorted(result["latencies"])
     statuses = result["statuses"]
@@ -379,9 +401,10 @@ def line(
     longest = latencies[-1] if latencies else 0.0
     slow = sum(1 for ms in latencies if ms > 1000)
     waits = "" if lock_waits is None else lock_waits
+    queue = "" if queued is None else queued
     return (
         f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}{longest:>9.0f}{slow:>6}"
-        f"{waits:>8}{five:>6}{four:>6}{result['errors']:>6}{pages:>9}"
+        f"{waits:>8}{queue:>9}{five:>6}{four:>6}{result['errors']:>6}{pages:>9}"
     )
 
 
@@ -416,7 +439,7 @@ def main() -> None:
         )
         heads = (
             f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'>1s':>6}"
-            f"{'lock>1s':>8}{'5xx':>6}{'4xx':>6}{'err':>6}{'of pages':>9}"
+            f"{'lock>1s':>8}{'queue>1s':>9}{'5xx':>6}{'4xx':>6}{'err':>6}{'of pages':>9}"
         )
         print(f"  {'cell':<24}{heads}")
         locks = LockWaits(url) if args.database == "postgresql" else None
@@ -428,9 +451,12 @@ def main() -> None:
             """The chosen mixes against one server; `row`, `pages`: the bare app's req/s."""
             for mix in args.mixes:
                 waited()
+                queued = queued_over_a_second(base)
                 result = cell(base, mix, clients, args.seconds, tokens)
+                queued = queued_over_a_second(base) - queued
                 ceiling = pages if mix == "read" else None
-                print(line(f"{mix} mix, {clients} cl{suffix}", result, row, ceiling, waited()))
+                name = f"{mix} mix, {clients} cl{suffix}"
+                print(line(name, result, row, ceiling, waited(), queued))
 
         for clients in args.clients:
             with bare(url) as base:
@@ -442,14 +468,15 @@ def main() -> None:
                     pages = cell(base, "pages", clients, args.seconds, tokens)
                     pages_rps = rate(pages)
                     print(line(f"bare pages, {clients} cl", pages, bare_rps))
-            with served(url) as base:
+            scraping = {"SHIPDECK_METRICS_TOKEN": SCRAPE_TOKEN}
+            with served(url, env=scraping) as base:
                 mixes(base, clients, "", bare_rps, pages_rps)
             for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
                 # The machine's own ceiling: how the bare app scales on the same cores.
                 with bare(url, workers) as base:
                     scaled = cell(base, "bare", clients, args.seconds, tokens)
                 print(line(f"bare SELECT, {clients} cl, {workers} wk", scaled, bare_rps))
-                with served(url, workers) as base:
+                with served(url, workers, env=scraping) as base:
                     mixes(base, clients, f", {workers} wk", bare_rps, pages_rps)
 
 
