@@ -61,12 +61,14 @@ async def read_when_moved(
             if body["lifecycle_state"] not in states or left <= 0:
                 return response
             woken = asyncio.ensure_future(moved.wait())
-            await asyncio.wait(
-                {woken, hung_up},
-                timeout=min(left, RECHECK_SECONDS),
-                return_when=asyncio.FIRST_COMPLETED,
-            )
-            woken.cancel()
+            try:
+                await asyncio.wait(
+                    {woken, hung_up},
+                    timeout=min(left, RECHECK_SECONDS),
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:  # cancelled too (a server shutting down): it must not stay pending
+                woken.cancel()
             if hung_up.done():
                 return response  # to nobody: the client left
     finally:

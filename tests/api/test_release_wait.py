@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import socket
 import time
 from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from api.deps import Bearer
+from api.waiting import read_when_moved
+from core.permissions import Channel
 from tests.api.conftest import Api
 from tests.conftest import World
 from tests.support.calls import call, deploy
@@ -117,3 +122,36 @@ def test_a_wait_whose_client_left_ends_at_once(world: World) -> None:
             _until(lambda: len(bus) > listening)  # it waits
         # the client hung up: the wait ends with it, not a minute later
         _until(lambda: len(bus) == listening, timeout=5)
+
+
+@pytest.mark.parametrize("db_url", ["sqlite"], indirect=True)
+def test_a_wait_cancelled_midway_leaves_no_task_behind(world: World) -> None:
+    """A server shutting down cancels its long-polls: nothing of theirs may stay pending."""
+    release = deploy(world, "alice", "shop", "prod", web={"image_tag": "1.5.2"})
+    call(world, "alice", "submit_release", release_id=release.id)
+    bus = world.services.bus
+    listening = len(bus)
+    bearer = Bearer(world.tokens["alice"], Channel.rest, None)
+
+    async def never_hangs_up() -> dict[str, object]:
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    async def scenario() -> set[asyncio.Task[object]]:
+        waiting = asyncio.ensure_future(
+            read_when_moved(
+                world.services, bearer, release.id, {"pending_approval"}, 30, never_hangs_up
+            )
+        )
+        # until it has read once and waits: this task, the wait, its watch on the client
+        # and its wake-up (no event says so)
+        while len(asyncio.all_tasks()) < 4:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+        await asyncio.sleep(0)  # let cancelled tasks finish
+        return {t for t in asyncio.all_tasks() if t is not asyncio.current_task()}
+
+    assert asyncio.run(scenario()) == set()
+    assert len(bus) == listening
