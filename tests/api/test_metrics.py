@@ -35,16 +35,21 @@ def scraping(world: World) -> Iterator[None]:
         services.settings = kept
 
 
+def parsed(text: str) -> Samples:
+    """Every sample of a scrape's text, by name and labels."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
 def scrape(api: Api) -> Samples:
     """Every sample of one scrape, by name and labels."""
     answer = api.client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
     assert answer.status_code == 200, answer.text
     assert answer.headers["content-type"].startswith("text/plain")
-    return {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(answer.text)
-        for sample in family.samples
-    }
+    return parsed(answer.text)
 
 
 def value(samples: Samples, name: str, **labels: str) -> float:
@@ -226,11 +231,7 @@ def test_workers_share_counts_and_a_dead_workers_gauges_stop_counting(tmp_path: 
     scraped = subprocess.run(
         [sys.executable, "-c", _SCRAPER], env=env, check=True, timeout=60, capture_output=True
     ).stdout.decode()
-    samples = {
-        (sample.name, frozenset(sample.labels.items())): sample.value
-        for family in text_string_to_metric_families(scraped)
-        for sample in family.samples
-    }
+    samples = parsed(scraped)
     ok = {"tool": "get_release", "channel": "rest", "outcome": "ok"}
     assert value(samples, "shipdeck_tool_calls_total", **ok) == 2  # counted by both, kept
     assert value(samples, "shipdeck_chat_sockets") == 0  # their sockets died with them
