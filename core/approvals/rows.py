@@ -11,7 +11,7 @@ from sqlalchemy import Select, func, select
 from sqlalchemy.orm import Session, aliased
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
-from core.db import OneOf, plain_rows
+from core.db import AnyRow, OneOf, among, among_values, plain_rows
 from core.identity.models import User
 from core.releases.rows import Named
 
@@ -51,23 +51,29 @@ class TicketRow(NamedTuple):
 _Requester = aliased(User, name="requester")
 _Assignee = aliased(User, name="assignee")
 
-TICKET_COLUMNS = (
-    ApprovalTicket.id,
-    ApprovalTicket.release_number,
-    ApprovalTicket.project_id,
-    ApprovalTicket.environment,
-    ApprovalTicket.risk_level,
-    ApprovalTicket.requested_by_id,
-    ApprovalTicket.steps,
-    ApprovalTicket.policy_reason,
-    ApprovalTicket.current_step,
-    ApprovalTicket.current_group,
-    ApprovalTicket.state,
-    ApprovalTicket.created_at,
-    _Requester.name.label("requester_name"),
-    _Assignee.name.label("assignee_name"),
-)
 
+def ticket_columns(ticket: Any, requester: Any, assignee: Any) -> tuple[Any, ...]:
+    """A ticket row's columns, from these aliases of the ticket and its two users."""
+    return (
+        ticket.id,
+        ticket.release_number,
+        ticket.project_id,
+        ticket.environment,
+        ticket.risk_level,
+        ticket.requested_by_id,
+        ticket.steps,
+        ticket.policy_reason,
+        ticket.current_step,
+        ticket.current_group,
+        ticket.state,
+        ticket.created_at,
+        requester.name.label("requester_name"),
+        assignee.name.label("assignee_name"),
+    )
+
+
+TICKET_COLUMNS = ticket_columns(ApprovalTicket, _Requester, _Assignee)
+TICKET_WIDTH = len(TICKET_COLUMNS)
 
 # Positions: the ticket's own fields first, in TicketRow's order; then the two names.
 _OWN = len(TicketRow._fields) - 3
@@ -103,11 +109,11 @@ assert [c.key for c in DECISION_COLUMNS[1:-1]] == list(DecisionRow._fields[:-1])
 
 
 @cache
-def _decisions() -> Select[Any]:
+def _decisions(one: bool) -> Select[Any]:
     return (
         select(*DECISION_COLUMNS)
         .join(User, User.id == ApprovalDecision.user_id)
-        .where(OneOf(ApprovalDecision.ticket_id, "tickets"))
+        .where(among(ApprovalDecision.ticket_id, "tickets", one))
         .order_by(ApprovalDecision.id)
     )
 
@@ -126,22 +132,46 @@ def ticket_rows(
     session: Session, query: Select[Any], params: dict[str, Any] | None = None
 ) -> list[TicketRow]:
     """The rows of a `ticket_select` query with their decisions (one more statement)."""
-    rows = plain_rows(session, query, params)
-    decisions: dict[int, list[DecisionRow]] = {row[0]: [] for row in rows}
-    if decisions:
-        for d in plain_rows(session, _decisions(), {"tickets": list(decisions)}):
-            decisions[d[0]].append(DecisionRow._make((*d[1:7], Named(d[7]))))
-    return [
-        TicketRow._make(
-            (
-                *row[:_OWN],
-                Named(row[_OWN]),
-                Named(row[_OWN + 1]) if row[_OWN + 1] is not None else None,
-                decisions[row[0]],
-            )
-        )
-        for row in rows
-    ]
+    return with_decisions(session, [ticket_from(row) for row in plain_rows(session, query, params)])
+
+
+def with_newest_ticket(query: Select[Any], number: Any) -> Select[Any]:
+    """`query` with the newest ticket of release `number` outer-joined: `TICKET_WIDTH` more
+    columns, which `ticket_from(row, at)` reads (its decisions are `with_decisions`')."""
+    older = aliased(ApprovalTicket, name="older_ticket")
+    newest = (
+        select(func.max(older.id))
+        .where(older.release_number == number)
+        .correlate_except(older)
+        .scalar_subquery()
+    )
+    ticket = aliased(ApprovalTicket, name="newest_ticket")
+    requester = aliased(User, name="ticket_requester")
+    assignee = aliased(User, name="ticket_assignee")
+    return (
+        query.add_columns(*ticket_columns(ticket, requester, assignee))
+        .outerjoin(ticket, ticket.id == newest)
+        .outerjoin(requester, requester.id == ticket.requested_by_id)
+        .outerjoin(assignee, assignee.id == ticket.assignee_id)
+    )
+
+
+def ticket_from(row: AnyRow | tuple[Any, ...], at: int = 0) -> TicketRow:
+    """The ticket in `TICKET_COLUMNS` from position `at` of `row`, without its decisions."""
+    fields = tuple(row)[at : at + TICKET_WIDTH]
+    requester, assignee = fields[_OWN], fields[_OWN + 1]
+    named = Named(assignee) if assignee is not None else None
+    return TicketRow._make((*fields[:_OWN], Named(requester), named, []))
+
+
+def with_decisions(session: Session, tickets: list[TicketRow]) -> list[TicketRow]:
+    """These tickets with their decisions, oldest first (one statement, none for no ticket)."""
+    if tickets:
+        by_id = {t.id: t.decisions for t in tickets}
+        one, ids = among_values(list(by_id))
+        for d in plain_rows(session, _decisions(one), {"tickets": ids}):
+            by_id[d[0]].append(DecisionRow._make((*d[1:7], Named(d[7]))))
+    return tickets
 
 
 def newest_ticket_rows(session: Session, numbers: list[int]) -> dict[int, TicketRow]:

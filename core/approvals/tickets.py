@@ -27,7 +27,7 @@ from sqlalchemy.orm import InstrumentedAttribute, Session, lazyload
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.approvals.rows import TicketRow
 from core.config import get_settings
-from core.db import OneOf, plain_rows
+from core.db import among, among_values, plain_rows
 from core.errors import IllegalTransition
 from core.identity.models import Grant, Group, GroupMember, User
 from core.ids import release_id
@@ -223,20 +223,21 @@ def deciders_of(session: Session, tickets: Sequence[AnyTicket]) -> dict[int, dic
     found: dict[int, dict[int, str]] = {ticket_id: {} for ticket_id in waiting}
     if not waiting:
         return found
-    for ticket_id, user_id, name in plain_rows(session, _deciders_of(), {"waiting": waiting}):
+    one, ids = among_values(waiting)
+    for ticket_id, user_id, name in plain_rows(session, _deciders_of(one), {"waiting": ids}):
         found[ticket_id][user_id] = name
     return found
 
 
 @cache
-def _deciders_of() -> Select[Any]:
+def _deciders_of(one: bool) -> Select[Any]:
     # built once (a page runs it every time; a reused statement keeps its cache key)
     decided = exists().where(
         ApprovalDecision.ticket_id == ApprovalTicket.id, ApprovalDecision.user_id == User.id
     )
     columns: tuple[Any, ...] = (ApprovalTicket.id, User.id, User.name)
     return select(*columns).where(
-        OneOf(ApprovalTicket.id, "waiting"),
+        among(ApprovalTicket.id, "waiting", one),
         User.id != ApprovalTicket.requested_by_id,
         ~decided,
         approver_condition(User.id, ApprovalTicket.project_id, ApprovalTicket.current_group),

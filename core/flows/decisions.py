@@ -20,7 +20,7 @@ from core.approvals.tickets import (
     ticket_fields,
 )
 from core.audit.service import record
-from core.db import utcnow
+from core.db import utcnow, written
 from core.errors import Conflict, InvalidInput, NotFound, PermissionDenied, ShipdeckError
 from core.events import queue_event
 from core.flows.apply import applies_on_approval, apply_if_automatic
@@ -42,7 +42,7 @@ from core.releases.models import Release
 from core.releases.queries import current_preview, load_release
 from core.releases.rows import release_rows_by_number
 from core.releases.schemas import ApprovalPage, ReleaseRead
-from core.targets.frozen import frozen_now
+from core.targets.frozen import frozen_as_read
 from core.targets.models import Project
 
 TICKET_STATES = ("pending", "approved", "rejected", "cancelled", "expired", "void")
@@ -295,7 +295,9 @@ def inbox(
                 can_decide_now,
             )
         )
-    tickets = ticket_rows(session, query.order_by(ApprovalTicket.id.desc()).limit(limit + 1))
+    tickets = ticket_rows(
+        session, query.order_by(ApprovalTicket.id.desc()).limit(written(limit + 1))
+    )
     more = len(tickets) > limit
     tickets = tickets[:limit]
     numbers = [t.release_number for t in tickets]
@@ -303,7 +305,7 @@ def inbox(
     previews = {n: r.preview for n, r in releases.items() if r.preview is not None}
     deciders = deciders_of(session, tickets)
     eligible = decidable_by(deciders, actor.user_id)
-    frozen = frozen_now(session, [r.target for r in releases.values()])  # joined with releases
+    frozen = frozen_as_read([r.target for r in releases.values()], utcnow())  # read with them
     items = []
     for t in tickets:
         release = releases[t.release_number]

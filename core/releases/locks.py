@@ -11,17 +11,24 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from sqlalchemy import select
+from sqlalchemy import bindparam, select
 from sqlalchemy.orm import Session
 
 from core.db import OneOf
 from core.releases.models import Release
 
-# Built once: every write that moves releases runs it.
+# Built once: every write that moves releases runs one of them.
 _LOCK = (
     select(Release)
     .where(OneOf(Release.number, "numbers"))
     .order_by(Release.number)
+    .with_for_update(of=Release)
+    .execution_options(populate_existing=True)
+)
+# Most writes move one release: `==`, which PostgreSQL plans once per connection (OneOf)
+_LOCK_ONE = (
+    select(Release)
+    .where(Release.number == bindparam("number"))
     .with_for_update(of=Release)
     .execution_options(populate_existing=True)
 )
@@ -32,4 +39,6 @@ def lock_releases(session: Session, numbers: Iterable[int]) -> list[Release]:
     wanted = sorted(set(numbers))
     if not wanted:
         return []
+    if len(wanted) == 1:
+        return list(session.scalars(_LOCK_ONE, {"number": wanted[0]}))
     return list(session.scalars(_LOCK, {"numbers": wanted}))

@@ -19,10 +19,11 @@ from typing import Any, NamedTuple
 from sqlalchemy import ColumnElement, Select, bindparam, func, select
 from sqlalchemy.orm import Session, aliased
 
-from core.db import AnyRow, OneOf, plain_rows
+from core.db import AnyRow, OneOf, among, among_values, plain_rows, utcnow, written
 from core.identity.models import User
 from core.releases.models import Preview, Release
-from core.targets.models import Project, Target
+from core.targets.frozen import FreezeRow, longest_freeze
+from core.targets.models import Freeze, Project, Target
 
 
 class Named(NamedTuple):
@@ -41,6 +42,7 @@ class TargetRow(NamedTuple):
     risk_tier: str
     windows: list[dict[str, Any]]
     approval_timeout_seconds: int | None
+    freeze: FreezeRow | None  # the longest ad-hoc freeze holding it when read
 
 
 class ReleaseRow(NamedTuple):
@@ -86,7 +88,7 @@ class PreviewRow(NamedTuple):
 
 _Requester = aliased(User, name="requester")
 _Newest = aliased(Preview, name="newest_preview")
-_Assignee = aliased(User, name="assignee")
+_Active = aliased(Freeze, name="active_freeze")
 
 RELEASE_COLUMNS = (
     Release.number,
@@ -123,13 +125,17 @@ RELEASE_COLUMNS = (
     _Newest.risk_reasons.label("preview_risk_reasons"),
     _Newest.created_at.label("preview_created_at"),
     _Newest.expires_at.label("preview_expires_at"),
+    _Active.reason.label("freeze_reason"),
+    _Active.until.label("freeze_until"),
+    _Active.created_by.label("freeze_created_by"),
 )
 
 
 @cache
 def release_select() -> Select[Any]:
-    """SELECT of release rows joined with project, target, requester (`requester` alias) and
-    newest preview: the views' whole release in one statement.
+    """SELECT of release rows joined with project, target, requester (`requester` alias),
+    newest preview and the longest freeze holding the target at bound parameter `now` (see
+    `release_rows`): the views' whole release in one statement.
 
     Built once: statements are immutable, and one reused object keeps its cache key
     (building and keying a statement cost about as much CPU as running it).
@@ -147,12 +153,13 @@ def release_select() -> Select[Any]:
         .join(Target, Target.id == Release.target_id)
         .join(_Requester, _Requester.id == Release.requested_by_id)
         .outerjoin(_Newest, _Newest.id == newest)
+        .outerjoin(_Active, _Active.id == longest_freeze(Release.project_id, Target.environment))
     )
 
 
 @cache
-def _by_number() -> Select[Any]:
-    return release_select().where(OneOf(Release.number, "numbers"))
+def _by_number(one: bool) -> Select[Any]:
+    return release_select().where(among(Release.number, "numbers", one))
 
 
 @cache
@@ -196,44 +203,55 @@ def page_select(filters: tuple[str, ...], limit: int) -> Select[Any]:
     filters, and a reused statement keeps its cache key.
     """
     query = release_select().where(*(PAGE_FILTERS[name]() for name in filters))
-    return query.order_by(Release.number.desc()).limit(limit)
-
-
-def release_rows(
-    session: Session, query: Select[Any], params: dict[str, Any] | None = None
-) -> list[ReleaseRow]:
-    """The rows of a `release_select` query, as records."""
-    return [_release(row) for row in plain_rows(session, query, params)]
+    return query.order_by(Release.number.desc()).limit(written(limit))
 
 
 def release_rows_by_number(session: Session, numbers: Iterable[int]) -> dict[int, ReleaseRow]:
     """These releases, by number, in one statement."""
-    rows = plain_rows(session, _by_number(), {"numbers": list(numbers)})
-    return {row[0]: _release(row) for row in rows}
+    one, values = among_values(list(numbers))
+    rows = plain_rows(session, _by_number(one), {"numbers": values, **as_of_now()})
+    return {row[0]: release_from(row) for row in rows}
+
+
+def as_of_now() -> dict[str, datetime]:
+    """The `now` parameter of a `release_select` query."""
+    return {"now": utcnow()}
 
 
 # Positions in RELEASE_COLUMNS: the release's own fields come first, in ReleaseRow's order.
 _OWN = len(ReleaseRow._fields) - 4
 _PREVIEW = _OWN + 7  # preview_id; the preview's fields follow in PreviewRow's order
+_FREEZE = _PREVIEW + len(PreviewRow._fields)  # the freeze's fields, in FreezeRow's order
+RELEASE_WIDTH = len(RELEASE_COLUMNS)  # a query may read more columns after these
 assert [c.key for c in RELEASE_COLUMNS[:_OWN]] == list(ReleaseRow._fields[:_OWN])
 assert [c.key for c in RELEASE_COLUMNS[_OWN:_PREVIEW]] == [
     "project_name",
-    *TargetRow._fields[2:],
+    *TargetRow._fields[2:-1],
     "requester_name",
 ]
-assert [c.key for c in RELEASE_COLUMNS[_PREVIEW:]] == ["preview_id"] + [
+assert [c.key for c in RELEASE_COLUMNS[_PREVIEW:_FREEZE]] == ["preview_id"] + [
     "preview_" + f for f in PreviewRow._fields[1:]
 ]
+assert [c.key for c in RELEASE_COLUMNS[_FREEZE:]] == ["freeze_" + f for f in FreezeRow._fields]
 
 
-def _release(row: AnyRow) -> ReleaseRow:
+def release_from(row: AnyRow) -> ReleaseRow:
+    """The release in a `release_select` row (more columns may follow its own)."""
     fields = tuple(row)
+    freeze = FreezeRow._make(fields[_FREEZE:RELEASE_WIDTH]) if fields[_FREEZE] is not None else None
     target = TargetRow(
-        fields[2], fields[1], fields[19], fields[20], fields[21], fields[22] or [], fields[23]
+        fields[2],
+        fields[1],
+        fields[19],
+        fields[20],
+        fields[21],
+        fields[22] or [],
+        fields[23],
+        freeze,
     )
     preview = None
     if fields[_PREVIEW] is not None:
-        preview = PreviewRow(fields[0], *fields[_PREVIEW + 1 :])
+        preview = PreviewRow(fields[0], *fields[_PREVIEW + 1 : _FREEZE])
     return ReleaseRow._make((*fields[:_OWN], Named(fields[18]), target, Named(fields[24]), preview))
 
 

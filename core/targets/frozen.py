@@ -1,16 +1,17 @@
-"""Whether targets are frozen now, for many at once: one query whatever their count."""
+"""Whether targets are frozen now, for many at once: one query whatever their count, or none
+for targets read with their longest freeze (`longest_freeze`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, Protocol
+from typing import Any, NamedTuple, Protocol
 
-from sqlalchemy import Select, bindparam, select
-from sqlalchemy.orm import Session
+from sqlalchemy import ColumnElement, ScalarSelect, Select, bindparam, or_, select
+from sqlalchemy.orm import InstrumentedAttribute, Session
 
-from core.db import AnyRow, OneOf, plain_rows, utcnow
+from core.db import AnyRow, OneOf, plain_rows, utcnow, written
 from core.targets.models import Freeze
 from core.targets.schemas import FreezeInfo
 from core.text import first_line
@@ -28,6 +29,53 @@ class TargetLike(Protocol):
     def environment(self) -> str: ...
     @property
     def windows(self) -> list[dict[str, Any]]: ...
+
+
+class FreezeRow(NamedTuple):
+    """The longest ad-hoc freeze holding a target, as read with it."""
+
+    reason: str
+    until: datetime
+    created_by: str
+
+
+class ReadTarget(TargetLike, Protocol):
+    """A target row read with `longest_freeze` (None: no ad-hoc freeze held it)."""
+
+    @property
+    def freeze(self) -> FreezeRow | None: ...
+
+
+def longest_freeze(
+    project_id: ColumnElement[int] | InstrumentedAttribute[int],
+    environment: ColumnElement[str] | InstrumentedAttribute[str],
+) -> ScalarSelect[int]:
+    """The id of the ad-hoc freeze `frozen_now` reports for a target (the longest active one
+    on its project or environment at bound parameter `now`), as a correlated subquery: a page
+    reads each target's with its release, not in a statement of its own."""
+    return (
+        select(Freeze.id)
+        .where(
+            Freeze.project_id == project_id,
+            or_(Freeze.environment.is_(None), Freeze.environment == environment),
+            Freeze.lifted_at.is_(None),
+            Freeze.until > bindparam("now"),
+        )
+        .order_by(Freeze.until.desc(), Freeze.id)
+        .limit(written(1))
+        .scalar_subquery()
+    )
+
+
+def frozen_as_read(targets: Iterable[ReadTarget], now: datetime) -> dict[int, FreezeInfo]:
+    """`frozen_now` of targets read with their longest freeze at `now`: no statement."""
+    out: dict[int, FreezeInfo] = {}
+    for target in targets:
+        freeze = target.freeze
+        info = _declared(freeze) if freeze is not None else _window(target, now)
+        if info is not None:
+            out[target.id] = info
+    return out
 
 
 def frozen_now(
@@ -76,13 +124,17 @@ def _freeze(target: TargetLike, freezes: Sequence[AnyRow]) -> FreezeInfo | None:
             None,
             target.environment,
         ):
-            return FreezeInfo(
-                reason=first_line(freeze.reason),
-                until=freeze.until,
-                declared_by=freeze.created_by,
-                window=None,
-            )
+            return _declared(freeze)
     return None
+
+
+def _declared(freeze: FreezeRow | AnyRow) -> FreezeInfo:
+    return FreezeInfo(
+        reason=first_line(freeze.reason),
+        until=freeze.until,
+        declared_by=freeze.created_by,
+        window=None,
+    )
 
 
 def _window(target: TargetLike, now: datetime) -> FreezeInfo | None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, ForeignKey, String, UniqueConstraint
+from sqlalchemy import JSON, ForeignKey, Index, String, UniqueConstraint, text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from core.db import Base, Clipped, UTCDateTime, utcnow
@@ -91,6 +91,16 @@ class Freeze(Base):
     """An ad-hoc freeze of a project's targets (one environment, or all), until a time."""
 
     __tablename__ = "freezes"
+    # the active ones by project: each release read looks up its target's (migration 0013)
+    __table_args__ = (
+        Index(
+            "ix_freezes_project_active",
+            "project_id",
+            "until",
+            postgresql_where=text("lifted_at IS NULL"),
+            sqlite_where=text("lifted_at IS NULL"),
+        ),
+    )
 
     id: Mapped[int] = mapped_column(primary_key=True)
     project_id: Mapped[int] = mapped_column(ForeignKey("projects.id", ondelete="CASCADE"))

@@ -343,3 +343,75 @@ def test_releases_inbox_and_cards_say_frozen_with_who_why_until_and_window(world
     with world.services.sessions() as session:  # a card reads the window off its release's row
         card = release_view(session, int(staging.id.removeprefix("R-")))
     assert card["frozen"] == held.model_dump(mode="json")
+
+
+def test_a_release_read_reports_the_freeze_a_fresh_check_finds(world: World) -> None:
+    """A release, a releases page and the inbox read the freeze holding each target with the
+    release (one statement); it must be the one `frozen_now` finds on its own, whatever
+    freezes pile up: lifted, ended, on another environment or project, project-wide."""
+    from core.flows.freezes import lift_freeze
+    from core.targets.frozen import frozen_now
+    from core.targets.models import Freeze, Target
+    from core.text import first_line
+
+    waiting = {}
+    for project, environment, service in (
+        ("shop", "dev", "web"),
+        ("shop", "staging", "web"),
+        ("shop", "prod", "web"),
+        ("payment", "prod", "gateway"),
+    ):
+        made = deploy(world, "alice", project, environment, **{service: {"image_tag": "7.0"}})
+        if environment == "prod":
+            call(world, "alice", "submit_release", release_id=made.id)
+        waiting[made.id] = (project, environment)
+    now = utcnow()
+    _freeze(world, "carol", "prod", reason="🔥" * 500, until=now + timedelta(hours=3))
+    _freeze(world, "carol", "staging", reason="short", until=now + timedelta(hours=1))
+    lifted = _freeze(world, "carol", "staging", reason="lifted", until=now + timedelta(hours=9))
+    with world.services.sessions() as session:
+        lift_freeze(session, actor=world.actor("carol"), freeze_id=lifted.id)
+        shop = session.query(Target).filter_by(environment="dev").first()
+        assert shop is not None
+        # ended an hour ago and never lifted: still a row, no longer a freeze
+        session.add(
+            Freeze(
+                project_id=shop.project_id,
+                environment=None,
+                reason="ended",
+                until=now - timedelta(hours=1),
+                created_by="carol",
+            )
+        )
+        session.commit()
+
+    def reference() -> dict[str, Any]:
+        with world.services.sessions() as session:
+            targets = {(t.project.name, t.environment): t for t in session.query(Target)}
+            frozen = frozen_now(session, targets.values())
+            return {rid: frozen.get(targets[where].id) for rid, where in sorted(waiting.items())}
+
+    def read() -> dict[str, Any]:
+        one = {rid: call(world, "admin", "get_release", release_id=rid).frozen for rid in waiting}
+        page = {r.id: r.frozen for r in call(world, "admin", "list_releases").items}
+        assert {rid: page[rid] for rid in waiting} == one
+        inbox = {i.release_id: i.frozen for i in call(world, "admin", "list_approvals").items}
+        assert {rid: one[rid] for rid in inbox} == inbox and len(inbox) == 2
+        return dict(sorted(one.items()))
+
+    first = read()
+    assert first == reference()
+    held = [f for f in first.values() if f is not None]
+    # the longest reason allowed, shown by its first line as every freeze's is
+    assert sorted(f.reason for f in held) == ["short", first_line("🔥" * 500)]
+    # a project-wide freeze ending last holds every target of the project, prod included
+    _freeze(world, "carol", None, reason="everywhere", until=now + timedelta(hours=5))
+    second = read()
+    assert second == reference()
+    reasons = {waiting[rid]: f.reason if f else None for rid, f in second.items()}
+    assert reasons == {
+        ("shop", "dev"): "everywhere",
+        ("shop", "staging"): "everywhere",
+        ("shop", "prod"): "everywhere",
+        ("payment", "prod"): None,
+    }
