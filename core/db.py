@@ -198,7 +198,7 @@ def written(value: int) -> ColumnElement[int]:
     PostgreSQL plans a prepared statement once, and reuses that generic plan, only when it
     costs about what a plan for the bound values does. With a bound LIMIT the generic plan of
     a releases page sorted every release, so the server planned the page again at every
-    execution: ~8 ms of its ~10 ms, on the database's CPU (see README, "Plans").
+    execution: ~8 ms of its ~10 ms, on the database's CPU (README, "Plans PostgreSQL keeps").
     """
     return literal_column(str(int(value)), Integer)
 

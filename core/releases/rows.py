@@ -134,8 +134,8 @@ RELEASE_COLUMNS = (
 @cache
 def release_select() -> Select[Any]:
     """SELECT of release rows joined with project, target, requester (`requester` alias),
-    newest preview and the longest freeze holding the target at bound parameter `now` (see
-    `release_rows`): the views' whole release in one statement.
+    newest preview and the longest freeze holding the target at bound parameter `now` (bind
+    `as_of_now()`): the views' whole release in one statement.
 
     Built once: statements are immutable, and one reused object keeps its cache key
     (building and keying a statement cost about as much CPU as running it).
