@@ -20,7 +20,7 @@ from sqlalchemy.orm.attributes import set_committed_value
 
 from agent.models import ChatCard
 from core.approvals.tickets import current_ticket, eligible_approvers, ticket_deadline
-from core.db import OneOf, plain_rows, utcnow
+from core.db import OneOf, among, among_values, plain_rows, utcnow
 from core.identity.models import User
 from core.ids import parse_release_id, release_id
 from core.releases.models import Preview, Release
@@ -299,8 +299,9 @@ def card_view(
 
 
 @cache
-def _release_parts() -> Select[Any]:
-    # Built once, as the hub runs it at every fan-out (a reused statement keeps its cache key).
+def _release_parts(one: bool) -> Select[Any]:
+    # Built once, as the hub runs it at every fan-out (a reused statement keeps its cache key);
+    # `one`: the variant for one release, which PostgreSQL plans once (core.db.among)
     newest = (
         select(func.max(Preview.id))
         .where(Preview.release_number == Release.number)
@@ -328,7 +329,7 @@ def _release_parts() -> Select[Any]:
         .join(Target, Target.id == Release.target_id)
         .join(User, User.id == Release.requested_by_id)
         .outerjoin(Preview, Preview.id == newest)
-        .where(OneOf(Release.number, "numbers"))
+        .where(among(Release.number, "numbers", one))
     )
 
 
@@ -343,7 +344,8 @@ def release_views(session: Session, numbers: Iterable[int]) -> dict[int, dict[st
     wanted = sorted(set(numbers))
     if not wanted:
         return {}
-    rows = plain_rows(session, _release_parts(), {"numbers": wanted})
+    one, values = among_values(wanted)
+    rows = plain_rows(session, _release_parts(one), {"numbers": values})
     # a row carries its target's id, project, environment and windows: what freezes look at
     frozen = frozen_now(session, rows)
     views: dict[int, dict[str, Any]] = {}

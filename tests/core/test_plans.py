@@ -14,6 +14,7 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import text
 
+from agent.cards import release_view
 from api.wiring import Services
 from core.config import Settings
 from core.db import read_engine
@@ -69,6 +70,8 @@ def test_hot_reads_are_planned_once_per_connection(one_reader: tuple[World, Serv
     for _ in range(RUNS):
         for user, tool, args in reads:
             get_tool(tool).run(small.context(world.actor(user)), args)
+        with small.reads() as session:  # what the hub reads for a card, at every fan-out
+            release_view(session, int(made[1].id.removeprefix("R-")))
     with read_engine(small.engine).connect() as connection:  # the one reader connection
         plans = connection.execute(
             text("SELECT statement, generic_plans, custom_plans FROM pg_prepared_statements")
