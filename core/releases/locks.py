@@ -10,28 +10,26 @@ for each other but never deadlock. On SQLite `BEGIN IMMEDIATE` already serialise
 from __future__ import annotations
 
 from collections.abc import Iterable
+from functools import cache
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
-from core.db import OneOf
+from core.db import among, among_values
 from core.releases.models import Release
 
-# Built once: every write that moves releases runs one of them.
-_LOCK = (
-    select(Release)
-    .where(OneOf(Release.number, "numbers"))
-    .order_by(Release.number)
-    .with_for_update(of=Release)
-    .execution_options(populate_existing=True)
-)
-# Most writes move one release: `==`, which PostgreSQL plans once per connection (OneOf)
-_LOCK_ONE = (
-    select(Release)
-    .where(Release.number == bindparam("number"))
-    .with_for_update(of=Release)
-    .execution_options(populate_existing=True)
-)
+
+@cache
+def _lock(one: bool) -> Select[Release]:
+    # Built once per variant: every write that moves releases runs one, most for one release
+    # (`one`: compared with ==, which PostgreSQL plans once per connection; core.db.among)
+    return (
+        select(Release)
+        .where(among(Release.number, "numbers", one))
+        .order_by(Release.number)
+        .with_for_update(of=Release)
+        .execution_options(populate_existing=True)
+    )
 
 
 def lock_releases(session: Session, numbers: Iterable[int]) -> list[Release]:
@@ -39,6 +37,5 @@ def lock_releases(session: Session, numbers: Iterable[int]) -> list[Release]:
     wanted = sorted(set(numbers))
     if not wanted:
         return []
-    if len(wanted) == 1:
-        return list(session.scalars(_LOCK_ONE, {"number": wanted[0]}))
-    return list(session.scalars(_LOCK, {"numbers": wanted}))
+    one, values = among_values(wanted)
+    return list(session.scalars(_lock(one), {"numbers": values}))
