@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gc
 from pathlib import Path
 from typing import Annotated
 
@@ -50,7 +49,7 @@ def serve(
     from agent.llm import LLMUnavailable
     from api.app import create_app
     from api.demo import DEMO_USERS, seed_demo
-    from api.serving import server_config
+    from api.serving import server_config, settle_heap
 
     settings = get_settings()
     host, port = host or settings.host, port or settings.port
@@ -94,10 +93,7 @@ def serve(
         serve_workers(settings, host=host, port=port, workers=workers)
         return
     app_ = create_app(settings, services)
-    # Everything loaded so far (modules, mappers, the app) lives as long as the process: out of
-    # the collector's sight, full collections stop walking it (~100 ms pauses on inbox calls).
-    gc.collect()
-    gc.freeze()
+    settle_heap()
     uvicorn.Server(server_config(app_, settings, host=host, port=port, log_level="info")).run()
 
 

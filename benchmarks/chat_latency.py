@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import json
 import os
 import secrets
@@ -62,7 +61,7 @@ def serve_main(port: int) -> None:
     from starlette.concurrency import run_in_threadpool
 
     from api.app import create_app
-    from api.serving import server_config
+    from api.serving import server_config, settle_heap
     from api.wiring import Services
     from core.config import get_settings
     from core.db import make_engine
@@ -150,8 +149,7 @@ def serve_main(port: int) -> None:
     def ready() -> dict[str, bool]:
         return {"ok": True}
 
-    gc.collect()
-    gc.freeze()  # as `shipdeck serve` does after start-up
+    settle_heap()  # as `shipdeck serve` does after start-up
     config = server_config(app, settings, host="127.0.0.1", port=port, log_level="warning")
     uvicorn.Server(config).run()
 
