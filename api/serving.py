@@ -35,16 +35,22 @@ class HandshakeAnsweringProtocol(WebSocketsSansIOProtocol):
 
 
 def server_config(app: FastAPI, settings: Settings, **options: Any) -> uvicorn.Config:
-    """A uvicorn config whose WebSocket refuses oversized messages and handshakes.
+    """A uvicorn config whose WebSocket refuses oversized messages and handshakes."""
+    return uvicorn.Config(app, **{**socket_options(settings), **options})
+
+
+def socket_options(settings: Settings) -> dict[str, Any]:
+    """uvicorn's WebSocket options for every server of the app, one process or several.
 
     `ws_max_size` makes the protocol layer close an oversized message (1009) from its header,
     before its payload is buffered: without it uvicorn reads up to 16 MiB per message first.
     permessage-deflate is offered only when `chat_compress_frames` says so.
     """
-    options.setdefault("ws_max_size", settings.chat_max_frame_bytes)
-    options.setdefault("ws_per_message_deflate", settings.chat_compress_frames)
-    options.setdefault("ws", HandshakeAnsweringProtocol)
-    return uvicorn.Config(app, **options)
+    return {
+        "ws_max_size": settings.chat_max_frame_bytes,
+        "ws_per_message_deflate": settings.chat_compress_frames,
+        "ws": HandshakeAnsweringProtocol,
+    }
 
 
 # A request builds thousands of short-lived containers (a page of 50 views holds ~2,500 at
@@ -95,8 +101,8 @@ def serve_workers(settings: Settings, *, host: str, port: int, workers: int) -> 
             host=host,
             port=port,
             workers=workers,
-            ws_max_size=settings.chat_max_frame_bytes,
             log_level="info",
+            **socket_options(settings),  # each worker's sockets as one process's (they were not)
         )
     finally:
         shutil.rmtree(os.environ.pop(MULTIPROCESS), ignore_errors=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -11,9 +12,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx2 as httpx
+from websockets.sync.client import connect
 
 from tests.cli.test_cli import SHIPDECK
 from tests.conftest import service_unavailable
+from tests.security.test_socket_auth import _handshake
 from tests.support.postgres import free_port
 
 
@@ -155,6 +158,17 @@ def test_two_workers_on_postgresql_serve_the_same_database(postgres_url: str | N
                 pool.map(lambda _: httpx.get(f"{base}/api/v1/me", headers=auth), range(40))
             )
         assert [a.status_code for a in answers] == [200] * 40
+        # Each worker's chat socket is set as one process's is (`socket_options`): an
+        # oversized handshake is answered at once, and frames are not compressed.
+        for _ in range(4):  # fresh connections, on either worker
+            status, seconds = _handshake(
+                f"127.0.0.1:{port}", "/api/v1/chat", "X-Filler: " + "h" * 10_000 + "\r\n"
+            )
+            assert status.startswith("HTTP/1.1 4") and seconds < 2, (status, seconds)
+            with connect(f"ws://127.0.0.1:{port}/api/v1/chat", additional_headers=auth) as ws:
+                assert json.loads(ws.recv())["type"] == "session"
+                assert ws.response is not None
+                assert "Sec-WebSocket-Extensions" not in ws.response.headers
         me = 'shipdeck_http_requests_total{method="GET",route="/api/v1/me",status="200"} 50.0'
         for _ in range(8):
             scraped = httpx.get(f"{base}/metrics", headers={"Authorization": f"Bearer {scraper}"})
