@@ -267,6 +267,7 @@ def bare_main(port: int) -> None:
 
     import uvicorn
 
+    from api.serving import settle_heap
     from core.db import make_engine
 
     engine = make_engine(os.environ["SHIPDECK_DATABASE_URL"])
@@ -277,6 +278,7 @@ def bare_main(port: int) -> None:
     def release(number: int) -> dict[str, object]:
         return one_row(engine, number)
 
+    settle_heap()  # the collector set as the server's is: the same work's limit
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning")
 
 

@@ -176,6 +176,7 @@ def bare_app() -> FastAPI:
     Also the read mix's pages as one statement each (`/bare/inbox`, `/bare/releases`,
     `/bare/releases/{number}`).
     """
+    from api.serving import settle_heap
     from benchmarks.core_latency import add_bare_pages
     from core.db import make_engine
 
@@ -187,6 +188,7 @@ def bare_app() -> FastAPI:
     def read(number: int) -> dict[str, object]:
         return one_row(engine, number)
 
+    settle_heap()  # in each worker, as `serve` does: the collector set as the server's is
     return app
 
 
