@@ -11,11 +11,9 @@ from core.flows import decisions
 from core.flows.decisions import BatchItem
 from core.ids import MAX_ID, parse_release_id, release_id
 from core.permissions import Action
-from core.releases.queries import missing_release
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from tools.base import ToolContext, tool
 from tools.inputs import Comment, Environment, PageSize, ProjectName, ReleaseId
-from tools.visibility import hidden_releases
 
 
 class ApproveInput(BaseModel):
@@ -87,7 +85,9 @@ class ListApprovalsInput(BaseModel):
     )
 
 
-@tool(mutating=True, permission=Action.approve)
+# The decision tools' core reads and locks the release first, and answers one the caller
+# cannot see as a missing one (core.flows.decisions): no visibility check reads it before.
+@tool(mutating=True, permission=Action.approve, conceals_itself=True)
 def approve_release(ctx: ToolContext, session: Session, args: ApproveInput) -> ReleaseRead:
     """Approve the current step of a release's approval. Requesters never approve their own."""
     return decisions.approve_release(
@@ -95,7 +95,7 @@ def approve_release(ctx: ToolContext, session: Session, args: ApproveInput) -> R
     )
 
 
-@tool(mutating=True, permission=Action.approve)
+@tool(mutating=True, permission=Action.approve, conceals_itself=True)
 def reject_release(ctx: ToolContext, session: Session, args: RejectInput) -> ReleaseRead:
     """Reject a release waiting for approval; the release ends rejected."""
     return decisions.reject_release(
@@ -103,56 +103,35 @@ def reject_release(ctx: ToolContext, session: Session, args: RejectInput) -> Rel
     )
 
 
-def _concealed(session: Session, ctx: ToolContext, items: list[BatchItem]) -> BatchResult:
-    """Items for releases the caller cannot see read exactly like nonexistent ones."""
-    hidden = hidden_releases(session, ctx.actor, [item.release_id for item in items])
-    for item in items:
-        if item.release_id in hidden:
-            missing = missing_release(parse_release_id(item.release_id))
-            item.ok, item.lifecycle_state = False, None
-            item.error = {
-                "code": missing.code,
-                "message": missing.message,
-                "details": missing.details,
-            }
-    return BatchResult(items=items)
-
-
 @tool(mutating=True, permission=Action.approve)
 def approve_releases(ctx: ToolContext, session: Session, args: BatchApproveInput) -> BatchResult:
     """Approve several releases at once; each is decided and audited on its own."""
-    return _concealed(
+    items = decisions.decide_batch(
         session,
-        ctx,
-        decisions.decide_batch(
-            session,
-            actor=ctx.actor,
-            runner=ctx.runner,
-            releases=args.release_ids,
-            decision="approve",
-            comment=args.comment,
-        ),
+        actor=ctx.actor,
+        runner=ctx.runner,
+        releases=args.release_ids,
+        decision="approve",
+        comment=args.comment,
     )
+    return BatchResult(items=items)
 
 
 @tool(mutating=True, permission=Action.approve)
 def reject_releases(ctx: ToolContext, session: Session, args: BatchRejectInput) -> BatchResult:
     """Reject several releases at once; each is decided and audited on its own."""
-    return _concealed(
+    items = decisions.decide_batch(
         session,
-        ctx,
-        decisions.decide_batch(
-            session,
-            actor=ctx.actor,
-            runner=ctx.runner,
-            releases=args.release_ids,
-            decision="reject",
-            comment=args.reason,
-        ),
+        actor=ctx.actor,
+        runner=ctx.runner,
+        releases=args.release_ids,
+        decision="reject",
+        comment=args.reason,
     )
+    return BatchResult(items=items)
 
 
-@tool(mutating=True, permission=Action.approve)
+@tool(mutating=True, permission=Action.approve, conceals_itself=True)
 def takeover_approval(ctx: ToolContext, session: Session, args: TakeoverInput) -> ReleaseRead:
     """Take over a pending approval ticket: you become its assignee."""
     return decisions.takeover_ticket(session, actor=ctx.actor, release=args.release_id)

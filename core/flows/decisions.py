@@ -39,7 +39,7 @@ from core.releases.lifecycle import (
 )
 from core.releases.locks import lock_releases
 from core.releases.models import Release
-from core.releases.queries import current_preview, load_release
+from core.releases.queries import current_preview, load_release, missing_release
 from core.releases.rows import release_rows_by_number
 from core.releases.schemas import ApprovalPage, ReleaseRead
 from core.targets.frozen import frozen_as_read
@@ -50,35 +50,44 @@ MAX_BATCH = 100
 
 
 def _open_ticket_for(
-    session: Session, actor: Actor, release: Release, action: str
-) -> ApprovalTicket:
-    require(actor, Action.approve, release.project_id, release.project.name)
+    session: Session, actor: Actor, release: str | int, action: str
+) -> tuple[Release, ApprovalTicket]:
+    """Lock a release and its open ticket, and check that the actor may decide on it now.
+
+    The release is read once, locked. One the actor cannot see is answered here exactly as a
+    missing one: its tools run no visibility check before (it read the release a second time).
+    """
+    number = parse_release_id(release)
     # Lock order (core.releases.locks): the release row, then its ticket. A superseding submit
     # or a cancel takes them in that order too; the other way round they deadlock.
-    lock_releases(session, [release.number])
-    ticket = current_ticket(session, release.number, for_update=True)
-    state = normalize_state(release.lifecycle_state)
+    locked = lock_releases(session, [number])
+    if not locked or not actor.can(Action.view, locked[0].project_id):
+        raise missing_release(number)
+    found = locked[0]
+    require(actor, Action.approve, found.project_id, found.project.name)
+    ticket = current_ticket(session, number, for_update=True)
+    state = normalize_state(found.lifecycle_state)
     if state != State.pending_approval or ticket is None or ticket.state != OPEN:
-        raise illegal_transition(release, action, state)
-    if actor.user_id == release.requested_by_id:
+        raise illegal_transition(found, action, state)
+    if actor.user_id == found.requested_by_id:
         raise PermissionDenied(
-            f"{actor.name} requested {release_id(release.number)} and can never {action} it",
+            f"{actor.name} requested {release_id(number)} and can never {action} it",
             reason="self_approval",
         )
     if any(d.user_id == actor.user_id for d in ticket.decisions):
         raise Conflict(
-            f"{actor.name} already decided on {release_id(release.number)}; one person counts once",
-            release_id=release_id(release.number),
+            f"{actor.name} already decided on {release_id(number)}; one person counts once",
+            release_id=release_id(number),
         )
     group = ticket.current_group or ""
     if actor.user_id is None or not is_eligible(session, actor.user_id, ticket.project_id, group):
         raise PermissionDenied(
             f"{actor.name} is not an eligible approver for step {ticket.current_step + 1} "
-            f"({group}) of {release_id(release.number)}",
+            f"({group}) of {release_id(number)}",
             group=group,
             step=ticket.current_step + 1,
         )
-    return ticket
+    return found, ticket
 
 
 def approve_release(
@@ -94,14 +103,12 @@ def approve_release(
     A stale preview is re-previewed first: an unchanged diff keeps the decisions and the
     approval goes on; a changed one voids them and raises `PreviewChanged` with the new diff.
     """
-    found = load_release(session, release)
-    ticket = _open_ticket_for(session, actor, found, "approve")
+    found, ticket = _open_ticket_for(session, actor, release, "approve")
     preview = current_preview(session, found.number)
     if runner is not None and stale(preview):
         session.rollback()  # never hold the ticket's lock while the runtime plans
         ensure_fresh(session, actor=actor, runtimes=runner.runtimes, release=found)
-        found = load_release(session, found.number)
-        ticket = _open_ticket_for(session, actor, found, "approve")
+        found, ticket = _open_ticket_for(session, actor, found.number, "approve")
         preview = current_preview(session, found.number)
     step = ticket.current_step
     # The ticket is locked (no one else decides on it until this commits) and its decisions
@@ -152,8 +159,7 @@ def reject_release(
     session: Session, *, actor: Actor, release: str, reason: str | None = None
 ) -> ReleaseRead:
     """Reject at the current step; the ticket and the release end `rejected`. Commits."""
-    found = load_release(session, release)
-    ticket = _open_ticket_for(session, actor, found, "reject")
+    found, ticket = _open_ticket_for(session, actor, release, "reject")
     ticket.decisions.append(
         ApprovalDecision(
             ticket_id=ticket.id,
@@ -181,8 +187,7 @@ def reject_release(
 
 def takeover_ticket(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
     """Make the actor the ticket's assignee (another eligible approver takes it over). Commits."""
-    found = load_release(session, release)
-    ticket = _open_ticket_for(session, actor, found, "take over")
+    found, ticket = _open_ticket_for(session, actor, release, "take over")
     previous = ticket.assignee.name if ticket.assignee else None
     ticket.assignee = person(session, actor)
     record(

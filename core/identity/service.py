@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 
 from sqlalchemy import ColumnElement, or_, select
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, make_transient_to_detached
+from sqlalchemy.orm.util import identity_key
 
 from core.audit.service import record
 from core.errors import InvalidInput, NotFound, PermissionDenied
@@ -68,8 +69,21 @@ def ensure_group_member(session: Session, user: User, group: str, project_id: in
 
 
 def person(session: Session, actor: Actor) -> User:
-    """The acting person's row, for what they change to name them (requester, decider)."""
-    return session.get_one(User, actor.user_id)
+    """The acting person's row, for what they change to name them (requester, decider).
+
+    Not read again: the token check read the actor's id and name a moment ago; a change needs
+    the id and its answer the name (a SELECT of the row was a tenth of a preview's
+    statements). Users are never deleted; the row's other columns load if something asks.
+    """
+    if actor.user_id is None:
+        raise ValueError(f"{actor.name} acts for no user")
+    held = session.identity_map.get(identity_key(User, actor.user_id))
+    if isinstance(held, User):
+        return held
+    user = User(id=actor.user_id, name=actor.name)
+    make_transient_to_detached(user)  # persistent and clean once added: nothing to write
+    session.add(user)
+    return user
 
 
 def actor_for(user: User, channel: Channel = Channel.rest, request_id: str | None = None) -> Actor:

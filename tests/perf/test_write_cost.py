@@ -141,15 +141,15 @@ def test_a_preview_costs_a_fixed_number_of_statements(world: World) -> None:
     assert previewed == call(world, "alice", "get_release", release_id=previewed.id)
     # Visibility, the target with its project and services (an unknown service is core's
     # NotFound), the runtime's live read with no transaction open, then one transaction: the
-    # requester (the answer names them), the release and its preview, the target's freeze
-    # (for the answer), the live event and the chain. Before: 16, the target and its services
-    # read twice (a tools-level service check, then core) and the answer read after the commit.
+    # release and its preview, the target's freeze (for the answer), the live event and the
+    # chain. Before: 16, the target and its services read twice (a tools-level service check,
+    # then core) and the answer read after the commit; until the fifteenth round the
+    # requester's row was read too (the token check had read their id and name).
     expected = [
         "SELECT projects",
         "SELECT targets",
         "SELECT services",
         "SELECT sandbox_services",
-        "SELECT users",
         "INSERT releases",
         "INSERT previews",
         "SELECT freezes",
@@ -208,23 +208,23 @@ def test_an_approval_costs_a_fixed_number_of_statements(world: World) -> None:
         approved = call(world, "erin", "approve_release", release_id=release.id)
     assert approved.lifecycle_state == "approved"
     assert approved == call(world, "erin", "get_release", release_id=release.id)
-    # The release (read whole by the visibility check), its lock, the ticket (locked) and its
-    # decisions, may this person decide, is the preview fresh, the approver (the answer names
-    # them); the decision, the ticket and the release moved; the target's freeze (for the
-    # answer); on PostgreSQL the live event and its NOTIFY; the chain (the head, then the
-    # events with the moved head: one statement on PostgreSQL, two on SQLite). The answer is
-    # built from what the transaction holds. Before: 21 statements, the ticket and its
-    # decisions read again after the INSERT, and the answer read in a second transaction after
-    # the commit (the release, its ticket and decisions, the freezes and the preview); until
-    # 2026-11-28 the visibility check and the release load were two statements.
+    # The release, read once and locked (a hidden one answers as a missing one there), the
+    # ticket (locked) and its decisions, may this person decide, is the preview fresh; the
+    # decision, the ticket and the release moved; the target's freeze (for the answer); on
+    # PostgreSQL the live event and its NOTIFY; the chain (the head, then the events with the
+    # moved head: one statement on PostgreSQL, two on SQLite). The answer is built from what
+    # the transaction holds. Before: 21 statements, the ticket and its decisions read again
+    # after the INSERT, and the answer read in a second transaction after the commit (the
+    # release, its ticket and decisions, the freezes and the preview); until 2026-11-28 the
+    # visibility check and the release load were two statements, and until the fifteenth
+    # round the release was read by the visibility check, then again by its lock, and the
+    # approver's row was read (the token check had read their id and name).
     expected = [
-        "SELECT releases",
         "SELECT releases",
         "SELECT approval_tickets",
         "SELECT approval_decisions",
         "SELECT grants",
         "SELECT previews",
-        "SELECT users",
         "INSERT approval_decisions",
         "UPDATE approval_tickets",
         "UPDATE releases",

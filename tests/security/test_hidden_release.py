@@ -1,7 +1,8 @@
 """`get_release` and `release_timeline` answer a release the caller cannot see themselves, in
 their one read of the release: exactly as a missing one, at the same cost in statements, so
 neither the answer nor the work done tells them apart. (Other calls naming a release are
-checked by `tools.visibility` first.)
+checked by `tools.visibility` first, except the decisions: approve, reject and take over
+read the release once, locked, and answer a hidden one there.)
 """
 
 from __future__ import annotations
@@ -79,6 +80,62 @@ def test_a_removed_grant_hides_the_release_at_the_next_read(
         )
     status, body, _ = _get(client, world, "victor", shop)
     assert status == 404 and body["error"] == _missing(shop), body
+
+
+def _post(
+    client: TestClient, world: World, user: str, path: str, body: dict[str, Any] | None = None
+) -> tuple[int, Any, list[str]]:
+    with engine_events.request_statements(world.services.engine) as statements:
+        response = client.post(
+            path, json=body, headers={"Authorization": f"Bearer {world.tokens[user]}"}
+        )
+    return response.status_code, response.json(), statements
+
+
+@pytest.mark.parametrize("action", ["approve", "reject", "takeover"])
+def test_a_decision_on_a_hidden_release_answers_as_a_missing_one(
+    world: World, client: TestClient, action: str
+) -> None:
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.6"}).id
+    call(world, "alice", "submit_release", release_id=shop)
+    absent = f"R-{int(shop[2:]) + 1000}"
+    answers = {
+        rid: _post(client, world, "frank", f"/api/v1/approvals/{rid}/{action}")
+        for rid in (shop, absent)
+    }
+    for rid, (status, body, _) in answers.items():
+        body["error"].pop("request_id", None)
+        assert (status, body["error"]) == (404, _missing(rid)), body
+    # the same work for both: the token, the release read once (locked), the refusal's event
+    hidden, missing = answers[shop][2], answers[absent][2]
+    assert len(hidden) == len(missing), (hidden, missing)
+    assert _reads_of_releases(hidden) == _reads_of_releases(missing) == 1, hidden
+    after = call(world, "alice", "get_release", release_id=shop)
+    assert after.lifecycle_state == "pending_approval" and after.approval is not None
+    assert (after.approval.decisions, after.approval.assignee) == ([], None)
+    # one who can see it and may decide still does, in one read of the release too
+    status, body, statements = _post(client, world, "erin", f"/api/v1/approvals/{shop}/{action}")
+    assert status == 200, body
+    assert _reads_of_releases(statements) == 1, statements
+
+
+def test_a_batch_decision_answers_hidden_items_as_missing_ones(
+    world: World, client: TestClient
+) -> None:
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.7"}).id
+    call(world, "alice", "submit_release", release_id=shop)
+    absent = f"R-{int(shop[2:]) + 1000}"
+    for action in ("approve", "reject"):
+        body = {"action": action, "release_ids": [shop, absent]}
+        status, answer, _ = _post(client, world, "frank", "/api/v1/approvals/batch", body)
+        assert status == 200, answer
+        assert [(i["release_id"], i["ok"], i["error"]) for i in answer["items"]] == [
+            (shop, False, _missing(shop)),
+            (absent, False, _missing(absent)),
+        ], answer
+    assert call(world, "alice", "get_release", release_id=shop).lifecycle_state == (
+        "pending_approval"
+    )
 
 
 def test_every_door_gives_the_same_answer_for_a_hidden_release(world: World) -> None:
