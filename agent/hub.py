@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from functools import partial
 from typing import Any
 
-from sqlalchemy import bindparam, select
+from sqlalchemy import bindparam, exists, select
 from sqlalchemy.orm import Session, lazyload, sessionmaker
 
 from agent.cards import (
@@ -76,6 +76,9 @@ _RELEASE = (
     .options(lazyload(Release.requested_by))
 )
 _CARDS_OF = select(ChatCard).where(ChatCard.release_number == bindparam("number"))
+_ANY_OPEN_CARD = select(
+    exists().where(ChatCard.release_number == bindparam("number"), ChatCard.state == "open")
+)
 GROUP = 50  # most events of one release handled in one pass
 ASKING = "approval_requested"  # the event kind that opens approval cards
 AHEAD = 10  # most passes in a row that go before the oldest queued news
@@ -290,11 +293,14 @@ class Hub:
         transaction; if anyone concerned is connected here, they are told after the commit.
 
         A fixed number of statements however many cards open or close. With nobody concerned
-        connected to this process (most events, on most replicas) only the card writes run.
+        connected to this process (most events, on most replicas) only the card writes run,
+        and a pass with no card to write only finds that out.
         """
         if all(e.kind == "progress" for e in events) and not self._anyone():
             return  # progress goes to the requester's open sessions alone
         what = f"hub: {', '.join(e.kind for e in events)} of {events[0].release_id}"
+        if retrying(partial(self._nothing_to_do, events), what=what):
+            return
         # Card writes the database rolled back (a deadlock with another replica's hub or a
         # card click) are handled again: dropped, the cards never open.
         written = retrying(partial(self._write, events), what=what)
@@ -306,6 +312,20 @@ class Hub:
         if self._listening(written.concerned):
             # Frames are pushed after the read transaction: a retry sends nothing twice.
             retrying(partial(self._tell, written), what=f"{what}, telling")
+
+    def _nothing_to_do(self, events: list[LiveEvent]) -> bool:
+        """Whether these events can neither open nor close a card, nor reach anyone here.
+
+        Most passes on a busy server (a release previewed, one cancelled by a newer submit):
+        no one is connected to this process, none of the events opens cards, and the release
+        has no open card to close. One indexed read answers that; the pass it spares read
+        the release and its cards in a transaction (half of the hub's statements at load).
+        """
+        if self._anyone() or any(_may_open_cards(e) for e in events):
+            return False
+        number = parse_release_id(events[0].release_id)
+        with self._reads() as session:
+            return not session.scalar(_ANY_OPEN_CARD, {"number": number})
 
     def _write(self, events: list[LiveEvent]) -> _Pass | None:
         """Open and close the release's cards as its events say (one transaction)."""
@@ -404,6 +424,11 @@ class Hub:
         if event.lifecycle_state != "approved" or release.lifecycle_state != "approved":
             return False
         return release.channel == "chat" and not release.target.apply_on_approval
+
+
+def _may_open_cards(event: LiveEvent) -> bool:
+    """Whether the event may open cards: approval cards, or a chat release's apply card."""
+    return event.kind == ASKING or event.lifecycle_state == "approved"
 
 
 def _age(event: LiveEvent, now: datetime) -> float:

@@ -297,3 +297,25 @@ def test_progress_with_nobody_connected_reads_nothing(world: World) -> None:
     with on_hub(world) as statements:
         world.services.bus.publish(progress)
     assert [f["message"] for f in frames if f["type"] == "release_update"] == ["pulling web"]
+
+
+def test_a_pass_with_no_card_to_write_and_nobody_connected_reads_one_row(world: World) -> None:
+    names = _project(world, "quiet", 2)
+    _ = world.services.hub
+    _settle(world.services)
+    with on_hub(world) as previewed:
+        older = deploy(world, "alice", "quiet", "prod", web={"image_tag": "7.0.0"})
+    # a preview opens no card and its release holds none: one indexed read, no transaction
+    # (it read the release and its cards in a transaction, half the hub's statements at load)
+    assert [_shape(s) for s in previewed] == ["SELECT chat_cards"], previewed
+    call(world, "alice", "submit_release", release_id=older.id)
+    newer = deploy(world, "alice", "quiet", "prod", web={"image_tag": "7.0.1"})
+    with on_hub(world) as superseded:
+        call(world, "alice", "submit_release", release_id=newer.id)
+    # the older release's cancel had open cards to close: that pass ran whole
+    assert any(s.startswith("UPDATE chat_cards") for s in superseded), superseded
+    deps = ChatDeps(world.services.sessions, world.services.context, RulesPlanner())
+    frames: list[dict[str, Any]] = []
+    ChatSession.open(deps, world.actor(names[0]), frames.append)
+    cards = [(f["card"]["release_id"], f["card"]["state"]) for f in frames if f["type"] == "card"]
+    assert cards == [(newer.id, "open")], frames
