@@ -123,7 +123,7 @@ def preview_release(
     retry_of: int | None = None,
 ) -> ReleaseRead:
     """Create a release and its preview (diff, fingerprint, risk, expiry). Commits."""
-    target = get_target(session, project, environment)
+    target = get_target(session, project, environment, services=True)
     require(actor, Action.request, target.project_id, target.project.name)
     if emergency and kind != "rollback":  # an emergency may lighten a rollback, never a deploy
         raise InvalidInput("emergency applies only to rollbacks; a deploy follows the policy")

@@ -118,7 +118,7 @@ def promote_release(
     With a promotion order, the source must be the environment just before. Commits.
     """
     origin = get_target(session, project, source)
-    target = get_target(session, project, destination)
+    target = get_target(session, project, destination, services=True)
     require(actor, Action.request, target.project_id, target.project.name)
     if origin.id == target.id:
         raise InvalidInput("promote from one environment to another")

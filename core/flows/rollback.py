@@ -47,7 +47,7 @@ def rollback_release(
     whole applied state as of that release. The rollback then goes through the same policy
     as any release; `emergency` needs an entitled declarer. Commits.
     """
-    target = get_target(session, project, environment)
+    target = get_target(session, project, environment, services=True)
     require(actor, Action.request, target.project_id, target.project.name)
     if emergency:
         _require_emergency_declarer(session, actor, target)

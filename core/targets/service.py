@@ -66,11 +66,25 @@ _TARGETS = (
     .order_by(Target.id)
     .options(contains_eager(Target.project))
 )
+# The same with the project's services in its rows: a release checks the services it names
+# (they were a statement of their own).
+_TARGETS_AND_SERVICES = (
+    select(Target)
+    .join(Target.project)
+    .outerjoin(Project.services)
+    .where(Project.name == bindparam("project"))
+    .order_by(Target.id, Service.name)
+    .options(contains_eager(Target.project).contains_eager(Project.services))
+)
 
 
-def get_target(session: Session, project: str, environment: str) -> Target:
-    """A project's target by environment, or NotFound listing its environments."""
-    targets = list(session.scalars(_TARGETS, {"project": project.lower()}))
+def get_target(
+    session: Session, project: str, environment: str, *, services: bool = False
+) -> Target:
+    """A project's target by environment, or NotFound listing its environments (`services`:
+    its project's services are read with it)."""
+    query = _TARGETS_AND_SERVICES if services else _TARGETS
+    targets = list(session.scalars(query, {"project": project.lower()}).unique())
     known = [t.environment for t in targets]
     index = _pick_environment(known, environment)
     if index is None:

@@ -139,16 +139,16 @@ def test_a_preview_costs_a_fixed_number_of_statements(world: World) -> None:
     with counted(world) as statements:
         previewed = deploy(world, "alice", "shop", "staging", web={"image_tag": "9.0"})
     assert previewed == call(world, "alice", "get_release", release_id=previewed.id)
-    # Visibility, the target with its project and services (an unknown service is core's
-    # NotFound), the runtime's live read with no transaction open, then one transaction: the
-    # release and its preview, the target's freeze (for the answer), the live event and the
-    # chain. Before: 16, the target and its services read twice (a tools-level service check,
-    # then core) and the answer read after the commit; until the fifteenth round the
-    # requester's row was read too (the token check had read their id and name).
+    # Visibility, the target with its project and services in one statement (an unknown
+    # service is core's NotFound), the runtime's live read with no transaction open, then one
+    # transaction: the release and its preview, the target's freeze (for the answer), the live
+    # event and the chain. Before: 16, the target and its services read twice (a tools-level
+    # service check, then core) and the answer read after the commit; until the fifteenth
+    # round the services were a statement of their own, and the requester's row was read too
+    # (the token check had read their id and name).
     expected = [
         "SELECT projects",
         "SELECT targets",
-        "SELECT services",
         "SELECT sandbox_services",
         "INSERT releases",
         "INSERT previews",
