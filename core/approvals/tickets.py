@@ -22,7 +22,7 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.orm import InstrumentedAttribute, Session, lazyload
+from sqlalchemy.orm import InstrumentedAttribute, Session, joinedload, lazyload
 
 from core.approvals.models import ApprovalDecision, ApprovalTicket
 from core.approvals.rows import TicketRow
@@ -83,8 +83,12 @@ _NEWEST_TICKET = (
     .order_by(ApprovalTicket.id.desc())
     .limit(1)
 )
-# Decisions on one ticket queue up here, so a step's count is never raced.
-_NEWEST_TICKET_LOCKED = _NEWEST_TICKET.with_for_update(of=ApprovalTicket)
+# Decisions on one ticket queue up here, so a step's count is never raced. Its decisions come
+# in the same statement (the lock stays on the ticket's row, in the inner SELECT): they were
+# a statement of their own in every decision.
+_NEWEST_TICKET_LOCKED = _NEWEST_TICKET.with_for_update(of=ApprovalTicket).options(
+    joinedload(ApprovalTicket.decisions)
+)
 _NEWEST_TICKET_ALONE = _NEWEST_TICKET.options(lazyload(ApprovalTicket.decisions))
 
 
