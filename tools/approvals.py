@@ -103,32 +103,31 @@ def reject_release(ctx: ToolContext, session: Session, args: RejectInput) -> Rel
     )
 
 
-@tool(mutating=True, permission=Action.approve)
-def approve_releases(ctx: ToolContext, session: Session, args: BatchApproveInput) -> BatchResult:
-    """Approve several releases at once; each is decided and audited on its own."""
+def _batch(
+    ctx: ToolContext, session: Session, ids: list[str], decision: str, comment: str | None
+) -> BatchResult:
+    """Each release decided on its own; one the caller cannot see reads as a missing one."""
     items = decisions.decide_batch(
         session,
         actor=ctx.actor,
         runner=ctx.runner,
-        releases=args.release_ids,
-        decision="approve",
-        comment=args.comment,
+        releases=ids,
+        decision=decision,
+        comment=comment,
     )
     return BatchResult(items=items)
+
+
+@tool(mutating=True, permission=Action.approve)
+def approve_releases(ctx: ToolContext, session: Session, args: BatchApproveInput) -> BatchResult:
+    """Approve several releases at once; each is decided and audited on its own."""
+    return _batch(ctx, session, args.release_ids, "approve", args.comment)
 
 
 @tool(mutating=True, permission=Action.approve)
 def reject_releases(ctx: ToolContext, session: Session, args: BatchRejectInput) -> BatchResult:
     """Reject several releases at once; each is decided and audited on its own."""
-    items = decisions.decide_batch(
-        session,
-        actor=ctx.actor,
-        runner=ctx.runner,
-        releases=args.release_ids,
-        decision="reject",
-        comment=args.reason,
-    )
-    return BatchResult(items=items)
+    return _batch(ctx, session, args.release_ids, "reject", args.reason)
 
 
 @tool(mutating=True, permission=Action.approve, conceals_itself=True)
