@@ -2,8 +2,10 @@
 
 Every tool call (REST, the tool door, chat) passes its arguments through `conceal` before core
 runs: a project or release the caller has no role on gets exactly the answer a nonexistent one
-gets. Core's own checks still run afterwards; this only removes the difference between "absent"
-and "hidden".
+gets. A tool whose core answers a hidden release as a missing one itself, in its one read of
+the release, skips the release part (`Tool.conceals_itself`: a release's views, its
+decisions). Core's own checks still run afterwards; this only removes the difference between
+"absent" and "hidden".
 """
 
 from __future__ import annotations

@@ -86,8 +86,10 @@ _NEWEST_TICKET = (
 # Decisions on one ticket queue up here, so a step's count is never raced. Its decisions come
 # in the same statement (the lock stays on the ticket's row, in the inner SELECT): they were
 # a statement of their own in every decision.
-_NEWEST_TICKET_LOCKED = _NEWEST_TICKET.with_for_update(of=ApprovalTicket).options(
-    joinedload(ApprovalTicket.decisions)
+_NEWEST_TICKET_LOCKED = (
+    _NEWEST_TICKET.with_for_update(of=ApprovalTicket)
+    .options(joinedload(ApprovalTicket.decisions))
+    .execution_options(populate_existing=True)  # one the session held is read again, locked
 )
 _NEWEST_TICKET_ALONE = _NEWEST_TICKET.options(lazyload(ApprovalTicket.decisions))
 

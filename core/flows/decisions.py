@@ -55,13 +55,15 @@ def _open_ticket_for(
     """Lock a release and its open ticket, and check that the actor may decide on it now.
 
     The release is read once, locked. One the actor cannot see is answered here exactly as a
-    missing one: its tools run no visibility check before (it read the release a second time).
+    missing one, and is not locked: its tools run no visibility check before (it read the
+    release a second time).
     """
     number = parse_release_id(release)
     # Lock order (core.releases.locks): the release row, then its ticket. A superseding submit
-    # or a cancel takes them in that order too; the other way round they deadlock.
-    locked = lock_releases(session, [number])
-    if not locked or not actor.can(Action.view, locked[0].project_id):
+    # or a cancel takes them in that order too; the other way round they deadlock. A release
+    # the actor cannot see is neither read nor locked.
+    locked = lock_releases(session, [number], seen_by=actor)
+    if not locked:
         raise missing_release(number)
     found = locked[0]
     require(actor, Action.approve, found.project_id, found.project.name)

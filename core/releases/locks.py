@@ -16,26 +16,43 @@ from sqlalchemy import Select, select
 from sqlalchemy.orm import Session
 
 from core.db import among, among_values
+from core.permissions import Actor
 from core.releases.models import Release
 
 
 @cache
-def _lock(one: bool) -> Select[Release]:
+def _lock(one: bool, projects: bool | None) -> Select[Release]:
     # Built once per variant: every write that moves releases runs one, most for one release
-    # (`one`: compared with ==, which PostgreSQL plans once per connection; core.db.among)
+    # (`one`: compared with ==, which PostgreSQL plans once per connection; core.db.among).
+    # `projects`: None reads whatever the numbers name; else only rows of the bound projects.
+    query = select(Release).where(among(Release.number, "numbers", one))
+    if projects is not None:
+        query = query.where(among(Release.project_id, "projects", projects))
     return (
-        select(Release)
-        .where(among(Release.number, "numbers", one))
-        .order_by(Release.number)
+        query.order_by(Release.number)
         .with_for_update(of=Release)
         .execution_options(populate_existing=True)
     )
 
 
-def lock_releases(session: Session, numbers: Iterable[int]) -> list[Release]:
-    """Lock these release rows in ascending number order and reload them; the rows found."""
+def lock_releases(
+    session: Session, numbers: Iterable[int], *, seen_by: Actor | None = None
+) -> list[Release]:
+    """Lock these release rows in ascending number order and reload them; the rows found.
+
+    `seen_by`: only rows of projects the actor has a role on are read and locked. One they
+    cannot see is neither returned nor locked, exactly as a missing one: not even a wait
+    behind a writer that holds its row tells the two apart.
+    """
     wanted = sorted(set(numbers))
     if not wanted:
         return []
     one, values = among_values(wanted)
-    return list(session.scalars(_lock(one), {"numbers": values}))
+    params: dict[str, object] = {"numbers": values}
+    scope = None
+    if seen_by is not None and seen_by.role_on(None) is None:
+        visible = sorted(p for p in seen_by.grants if p is not None)
+        if not visible:
+            return []
+        scope, params["projects"] = among_values(visible)
+    return list(session.scalars(_lock(one, scope), params))

@@ -69,11 +69,8 @@ _TARGETS = (
 # The same with the project's services in its rows: a release checks the services it names
 # (they were a statement of their own).
 _TARGETS_AND_SERVICES = (
-    select(Target)
-    .join(Target.project)
-    .outerjoin(Project.services)
-    .where(Project.name == bindparam("project"))
-    .order_by(Target.id, Service.name)
+    _TARGETS.outerjoin(Project.services)
+    .order_by(Service.name)
     .options(contains_eager(Target.project).contains_eager(Project.services))
 )
 
@@ -83,8 +80,11 @@ def get_target(
 ) -> Target:
     """A project's target by environment, or NotFound listing its environments (`services`:
     its project's services are read with it)."""
-    query = _TARGETS_AND_SERVICES if services else _TARGETS
-    targets = list(session.scalars(query, {"project": project.lower()}).unique())
+    params = {"project": project.lower()}
+    if services:  # a row per target and service
+        targets = list(session.scalars(_TARGETS_AND_SERVICES, params).unique())
+    else:
+        targets = list(session.scalars(_TARGETS, params))
     known = [t.environment for t in targets]
     index = _pick_environment(known, environment)
     if index is None:

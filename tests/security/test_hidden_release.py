@@ -7,6 +7,7 @@ read the release once, locked, and answer a hidden one there.)
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from typing import Any
 
@@ -117,6 +118,45 @@ def test_a_decision_on_a_hidden_release_answers_as_a_missing_one(
     status, body, statements = _post(client, world, "erin", f"/api/v1/approvals/{shop}/{action}")
     assert status == 200, body
     assert _reads_of_releases(statements) == 1, statements
+
+
+@pytest.mark.parametrize("db_url", ["postgresql"], indirect=True)
+def test_a_decision_on_a_hidden_release_neither_locks_it_nor_waits_for_its_lock(
+    world: World,
+) -> None:
+    """Waiting behind a writer that holds the row would tell a hidden release from a missing
+    one (a missing one answers at once); and an outsider must not hold other projects' rows."""
+    from core.errors import NotFound
+
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.8"}).id
+    call(world, "alice", "submit_release", release_id=shop)
+    answered: dict[str, str] = {}
+
+    def decide(tool: str) -> None:
+        try:
+            call(world, "frank", tool, release_id=shop)
+        except NotFound as exc:
+            answered[tool] = exc.message
+
+    with world.services.engine.connect() as holder, holder.begin():
+        held = {"n": int(shop[2:])}
+        holder.execute(text("SELECT number FROM releases WHERE number = :n FOR UPDATE"), held)
+        for tool in ("approve_release", "reject_release", "takeover_approval"):
+            caller = threading.Thread(target=decide, args=(tool,))
+            caller.start()
+            caller.join(timeout=10)  # answered while the row is still held: it never waited
+            assert not caller.is_alive(), f"{tool} waited for the hidden release's lock"
+    assert answered == dict.fromkeys(answered, f"no release {shop}") and len(answered) == 3
+
+
+@pytest.mark.parametrize("action", ["approve", "reject", "takeover"])
+def test_a_viewer_who_may_not_decide_is_refused_not_told_it_is_missing(
+    world: World, client: TestClient, action: str
+) -> None:
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.9"}).id
+    call(world, "alice", "submit_release", release_id=shop)
+    status, body, _ = _post(client, world, "victor", f"/api/v1/approvals/{shop}/{action}")
+    assert (status, body["error"]["code"]) == (403, "permission_denied"), body
 
 
 def test_a_batch_decision_answers_hidden_items_as_missing_ones(
