@@ -83,6 +83,13 @@ def test_a_removed_grant_hides_the_release_at_the_next_read(
     assert status == 404 and body["error"] == _missing(shop), body
 
 
+def _waiting(world: World, tag: str) -> str:
+    """A shop/prod release waiting for approval (alice requested it)."""
+    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": tag}).id
+    call(world, "alice", "submit_release", release_id=shop)
+    return str(shop)
+
+
 def _post(
     client: TestClient, world: World, user: str, path: str, body: dict[str, Any] | None = None
 ) -> tuple[int, Any, list[str]]:
@@ -97,8 +104,7 @@ def _post(
 def test_a_decision_on_a_hidden_release_answers_as_a_missing_one(
     world: World, client: TestClient, action: str
 ) -> None:
-    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.6"}).id
-    call(world, "alice", "submit_release", release_id=shop)
+    shop = _waiting(world, "4.6")
     absent = f"R-{int(shop[2:]) + 1000}"
     answers = {
         rid: _post(client, world, "frank", f"/api/v1/approvals/{rid}/{action}")
@@ -128,8 +134,7 @@ def test_a_decision_on_a_hidden_release_neither_locks_it_nor_waits_for_its_lock(
     one (a missing one answers at once); and an outsider must not hold other projects' rows."""
     from core.errors import NotFound
 
-    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.8"}).id
-    call(world, "alice", "submit_release", release_id=shop)
+    shop = _waiting(world, "4.8")
     answered: dict[str, str] = {}
 
     def decide(tool: str) -> None:
@@ -153,8 +158,7 @@ def test_a_decision_on_a_hidden_release_neither_locks_it_nor_waits_for_its_lock(
 def test_a_viewer_who_may_not_decide_is_refused_not_told_it_is_missing(
     world: World, client: TestClient, action: str
 ) -> None:
-    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.9"}).id
-    call(world, "alice", "submit_release", release_id=shop)
+    shop = _waiting(world, "4.9")
     status, body, _ = _post(client, world, "victor", f"/api/v1/approvals/{shop}/{action}")
     assert (status, body["error"]["code"]) == (403, "permission_denied"), body
 
@@ -162,8 +166,7 @@ def test_a_viewer_who_may_not_decide_is_refused_not_told_it_is_missing(
 def test_a_batch_decision_answers_hidden_items_as_missing_ones(
     world: World, client: TestClient
 ) -> None:
-    shop = deploy(world, "alice", "shop", "prod", web={"image_tag": "4.7"}).id
-    call(world, "alice", "submit_release", release_id=shop)
+    shop = _waiting(world, "4.7")
     absent = f"R-{int(shop[2:]) + 1000}"
     for action in ("approve", "reject"):
         body = {"action": action, "release_ids": [shop, absent]}
