@@ -198,16 +198,19 @@ def test_every_door_gives_the_same_answer_for_a_hidden_release(world: World) -> 
 
 
 @pytest.mark.parametrize(
+    "tool", ["get_release", "approve_release", "reject_release", "takeover_approval"]
+)
+@pytest.mark.parametrize(
     "rid", ["R-" + "9" * 10_000, "R-🚀", "💥" * 10_000, "R-0", "R--1", 42, "R-999999999999"]
 )
 def test_hostile_ids_get_one_answer_whoever_asks(
-    world: World, client: TestClient, rid: object
+    world: World, client: TestClient, rid: object, tool: str
 ) -> None:
     """Through the tool door (a JSON body: no URL length limit on the way in)."""
     answers = {}
     for user in ("victor", "frank", "admin"):
         response = client.post(
-            "/api/v1/tools/get_release",
+            f"/api/v1/tools/{tool}",
             json={"release_id": rid},
             headers={"Authorization": f"Bearer {world.tokens[user]}"},
         )
