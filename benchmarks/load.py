@@ -2,8 +2,11 @@
 
 Starts a throwaway PostgreSQL cluster, seeds a world the product could produce (projects with
 dev/staging/prod targets, applied history bulk-loaded, one pending release per prod target
-created through the product), then runs `shipdeck serve` in its own process and a bounded
-asyncio client in another. Each cell (clients x mix) runs for `--seconds`:
+created through the product), then runs `shipdeck serve` and the bare app, each in its own
+process, and a bounded asyncio client in a third. Each cell (clients x mix) runs for
+`--seconds` in all, as `--rounds` slices taken in turn with the other cells of its client count
+(bare, pages, read, one, write, bare, pages, ...): this machine's speed moves by half from hour
+to hour, and cells run one after another for a minute compared different machines. Cells:
 
 - read mix: GET /releases (page of 50), GET /approvals (inbox), GET /releases/{id};
 - one mix: GET /releases/{id} only, the same work as the bare endpoint's (one release by its
@@ -24,15 +27,19 @@ with the same mix of one-statement pages on the one-process bare app.
 `--database sqlite` runs the same cells on a SQLite file (one writer at a time; `--workers` is
 PostgreSQL only, as `shipdeck serve` says). `--mixes write` runs only the write mix.
 
-Each cell prints throughput, p50 and p99, the longest single request (`max ms`) and how many
-took over a second (`>1s`: the issue's "no request waits more than 1 s"), and status counts.
+Each cell prints throughput, p50 and p99, the longest single request (`max ms`), the server's
+CPU per request (`cpu ms`: user + system of its processes over the measured window, divided by
+the requests answered; what a request costs, where req/s also says how the machine felt), how
+many took over a second (`>1s`: the issue's "no request waits more than 1 s"), and status
+counts.
 On PostgreSQL, `lock>1s` is how many times a shipdeck request waited more than a second for a
 lock another held, as PostgreSQL itself counts them (`log_lock_waits` logs each wait that
 passes `deadlock_timeout`, 1 s): waiting behind another, apart from queueing for the CPU.
 `queue>1s` is the server's own count, from its `/metrics`, of database work that waited more
 than a second for its turn (PostgreSQL's turns, SQLite's write turn): queueing inside shipdeck.
 
-    python -m benchmarks.load [--clients 10 50] [--seconds 10] [--workers 2] [--database sqlite]
+    python -m benchmarks.load [--clients 10 50] [--seconds 12] [--rounds 3] [--workers 2]
+        [--database sqlite] [--mixes read one write]
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -58,7 +66,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import create_engine, insert, text
 
 from api.wiring import Services
-from benchmarks.serving import ROOT, database, one_row, process, served
+from benchmarks.serving import ROOT, cpu_seconds, database, one_row, process, served, server_pid
 from core.config import Settings
 from core.db import utcnow
 from core.identity.service import ensure_user, issue_token
@@ -210,6 +218,22 @@ class Result(TypedDict):
     statuses: dict[str, int]
     errors: int
     elapsed: float
+    cpu: float  # seconds of CPU the server (all its processes) used in the measured window
+
+
+def merged(results: list[Result]) -> Result:
+    """One cell's rounds as one result."""
+    statuses: dict[str, int] = {}
+    for result in results:
+        for status, count in result["statuses"].items():
+            statuses[status] = statuses.get(status, 0) + count
+    return {
+        "latencies": [ms for result in results for ms in result["latencies"]],
+        "statuses": statuses,
+        "errors": sum(result["errors"] for result in results),
+        "elapsed": sum(result["elapsed"] for result in results),
+        "cpu": sum(result["cpu"] for result in results),
+    }
 
 
 @dataclass
@@ -284,7 +308,7 @@ async def _worker(
 
 
 async def _drive(
-    base: str, mix: str, clients: int, seconds: float, tokens: dict[str, str]
+    base: str, mix: str, clients: int, seconds: float, tokens: dict[str, str], pid: int
 ) -> Result:
     tally = Tally()
     limits = httpx.Limits(max_connections=clients, max_keepalive_connections=clients)
@@ -293,17 +317,20 @@ async def _drive(
         await asyncio.gather(
             *(_worker(client, Tally(), mix, tokens, warm, -i) for i in range(clients))
         )
+        used = cpu_seconds(pid)
         started = time.perf_counter()
         until = started + seconds
         await asyncio.gather(
             *(_worker(client, tally, mix, tokens, until, i) for i in range(clients))
         )
         elapsed = time.perf_counter() - started
+        used = cpu_seconds(pid) - used
     return {
         "latencies": tally.latencies,
         "statuses": {str(k): v for k, v in tally.statuses.items()},
         "errors": tally.errors,
         "elapsed": elapsed,
+        "cpu": used,
     }
 
 
@@ -311,7 +338,9 @@ def client_main(spec: str) -> None:
     """The load client's own process: drive one cell and print its tally as JSON."""
     args = json.loads(spec)
     result = asyncio.run(
-        _drive(args["base"], args["mix"], args["clients"], args["seconds"], args["tokens"])
+        _drive(
+            args["base"], args["mix"], args["clients"], args["seconds"], args["tokens"], args["pid"]
+        )
     )
     print(json.dumps(result))
 
@@ -343,7 +372,14 @@ class LockWaits:
 def cell(base: str, mix: str, clients: int, seconds: float, tokens: dict[str, str]) -> Result:
     """Run one cell's client in its own process."""
     spec = json.dumps(
-        {"base": base, "mix": mix, "clients": clients, "seconds": seconds, "tokens": tokens}
+        {
+            "base": base,
+            "mix": mix,
+            "clients": clients,
+            "seconds": seconds,
+            "tokens": tokens,
+            "pid": server_pid(base),
+        }
     )
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     done = subprocess.run(
@@ -404,16 +440,60 @@ def line(
     slow = sum(1 for ms in latencies if ms > 1000)
     waits = "" if lock_waits is None else lock_waits
     queue = "" if queued is None else queued
+    cpu = result["cpu"] / len(latencies) * 1000 if latencies else 0.0
     return (
         f"  {name:<24}{rps:>8.1f}{share}{q[49]:>9.1f}{q[98]:>9.1f}{longest:>9.0f}{slow:>6}"
-        f"{waits:>8}{queue:>9}{five:>6}{four:>6}{result['errors']:>6}{pages:>9}"
+        f"{waits:>8}{queue:>9}{five:>6}{four:>6}{result['errors']:>6}{cpu:>9.2f}{pages:>9}"
     )
+
+
+@dataclass
+class Cell:
+    """One row of the table: a mix against one server, its rounds gathered."""
+
+    name: str
+    base: str
+    mix: str
+    shipdeck: bool  # counts lock waits and turn queueing (the bare app has neither)
+    rounds: list[Result] = field(default_factory=list)
+    lock_waits: int = 0
+    queued: int = 0
+
+    @property
+    def result(self) -> Result:
+        """The rounds as one result."""
+        return merged(self.rounds)
+
+
+def interleaved(
+    cells: list[Cell],
+    clients: int,
+    seconds: float,
+    rounds: int,
+    tokens: dict[str, str],
+    waited: Callable[[], int | None],
+) -> None:
+    """Run every cell for `seconds` in all, as `rounds` slices taken in turn, so a slow or
+    fast spell of the machine (its speed moves by half from hour to hour) meets every cell
+    alike and the ratios compare like with like."""
+    for _ in range(rounds):
+        for one in cells:
+            if one.shipdeck:
+                waited()
+                queued = queued_over_a_second(one.base)
+            one.rounds.append(cell(one.base, one.mix, clients, seconds / rounds, tokens))
+            if one.shipdeck:
+                one.queued += queued_over_a_second(one.base) - queued
+                one.lock_waits += waited() or 0
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     parser.add_argument("--clients", type=int, nargs="+", default=[10, 50])
-    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--seconds", type=float, default=12, help="Per cell, all rounds.")
+    parser.add_argument(
+        "--rounds", type=int, default=3, help="Slices per cell, taken in turn with the others."
+    )
     parser.add_argument(
         "--workers", type=int, nargs="*", default=[], help="Also run the mixes on N workers."
     )
@@ -437,11 +517,13 @@ def main() -> None:
         print(
             f"{engine}; {PROJECTS * 3} targets, {HISTORY:,} past releases, "
             f"{PROJECTS} open approvals (seeded in {time.perf_counter() - started:.0f}s); "
-            f"{args.seconds:g} s per cell; server, baseline and client in separate processes"
+            f"{args.seconds:g} s per cell in {args.rounds} rounds taken in turn; "
+            "server, baseline and client in separate processes"
         )
         heads = (
             f"{'req/s':>8}{'of bare':>8}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}{'>1s':>6}"
-            f"{'lock>1s':>8}{'queue>1s':>9}{'5xx':>6}{'4xx':>6}{'err':>6}{'of pages':>9}"
+            f"{'lock>1s':>8}{'queue>1s':>9}{'5xx':>6}{'4xx':>6}{'err':>6}{'cpu ms':>9}"
+            f"{'of pages':>9}"
         )
         print(f"  {'cell':<24}{heads}")
         locks = LockWaits(url) if args.database == "postgresql" else None
@@ -449,37 +531,50 @@ def main() -> None:
         def waited() -> int | None:
             return locks.since_last() if locks is not None else None
 
-        def mixes(base: str, clients: int, suffix: str, row: float, pages: float | None) -> None:
-            """The chosen mixes against one server; `row`, `pages`: the bare app's req/s."""
-            for mix in args.mixes:
-                waited()
-                queued = queued_over_a_second(base)
-                result = cell(base, mix, clients, args.seconds, tokens)
-                queued = queued_over_a_second(base) - queued
-                ceiling = pages if mix == "read" else None
-                name = f"{mix} mix, {clients} cl{suffix}"
-                print(line(name, result, row, ceiling, waited(), queued))
-
+        scraping = {"SHIPDECK_METRICS_TOKEN": SCRAPE_TOKEN}
+        sizes = [1, *(w for w in args.workers if w > 1 and args.database == "postgresql")]
         for clients in args.clients:
-            with bare(url) as base:
-                baseline = cell(base, "bare", clients, args.seconds, tokens)
-                bare_rps = rate(baseline)
-                print(line(f"bare SELECT, {clients} cl", baseline, None))
-                pages_rps = None
-                if "read" in args.mixes:  # the read mix's own ceiling
-                    pages = cell(base, "pages", clients, args.seconds, tokens)
-                    pages_rps = rate(pages)
-                    print(line(f"bare pages, {clients} cl", pages, bare_rps))
-            scraping = {"SHIPDECK_METRICS_TOKEN": SCRAPE_TOKEN}
-            with served(url, env=scraping) as base:
-                mixes(base, clients, "", bare_rps, pages_rps)
-            for workers in (w for w in args.workers if w > 1 and args.database == "postgresql"):
-                # The machine's own ceiling: how the bare app scales on the same cores.
-                with bare(url, workers) as base:
-                    scaled = cell(base, "bare", clients, args.seconds, tokens)
-                print(line(f"bare SELECT, {clients} cl, {workers} wk", scaled, bare_rps))
-                with served(url, workers, env=scraping) as base:
-                    mixes(base, clients, f", {workers} wk", bare_rps, pages_rps)
+            bare_rps: float | None = None
+            pages_rps: float | None = None
+            for workers in sizes:
+                suffix = f", {workers} wk" if workers > 1 else ""
+                with bare(url, workers) as theirs, served(url, workers, env=scraping) as ours:
+                    cells = [Cell(f"bare SELECT, {clients} cl{suffix}", theirs, "bare", False)]
+                    if "read" in args.mixes and workers == 1:  # the read mix's own ceiling
+                        cells.append(Cell(f"bare pages, {clients} cl", theirs, "pages", False))
+                    cells += [
+                        Cell(f"{mix} mix, {clients} cl{suffix}", ours, mix, True)
+                        for mix in args.mixes
+                    ]
+                    interleaved(cells, clients, args.seconds, args.rounds, tokens, waited)
+                row = rate(cells[0].result)
+                if workers == 1:
+                    bare_rps = row
+                    print(line(cells[0].name, cells[0].result, None))
+                else:  # the machine's own ceiling: how the bare app scales on the same cores
+                    print(line(cells[0].name, cells[0].result, bare_rps))
+                for one in cells[1:]:
+                    result = one.result
+                    if one.mix == "pages":
+                        pages_rps = rate(result)
+                        print(line(one.name, result, row))
+                        continue
+                    ceiling = pages_rps if one.mix == "read" else None
+                    print(
+                        line(
+                            one.name,
+                            result,
+                            bare_rps,
+                            ceiling,
+                            waited_or_none(one, locks),
+                            one.queued,
+                        )
+                    )
+
+
+def waited_or_none(one: Cell, locks: LockWaits | None) -> int | None:
+    """A shipdeck cell's lock waits over 1 s (PostgreSQL counts them; SQLite has none)."""
+    return one.lock_waits if locks is not None else None
 
 
 if __name__ == "__main__":

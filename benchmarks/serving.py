@@ -17,6 +17,7 @@ from sqlalchemy import Engine, text
 from tests.support.postgres import free_port, throwaway_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
+_PIDS: dict[str, int] = {}  # base URL -> the process serving it (see `server_pid`)
 
 
 def _wait_ready(child: subprocess.Popen[bytes], url: str) -> None:
@@ -53,14 +54,37 @@ def process(
         stderr=subprocess.STDOUT if logs else subprocess.DEVNULL,
     )
     base = f"http://127.0.0.1:{port}"
+    _PIDS[base] = child.pid
     try:
         _wait_ready(child, base + ready)
         yield base
     finally:
+        _PIDS.pop(base, None)
         child.terminate()
         child.wait(timeout=30)
         if not isinstance(sink, int):
             sink.close()
+
+
+def server_pid(base: str) -> int:
+    """The pid of the process serving `base` (a supervisor, with `--workers N`)."""
+    return _PIDS[base]
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) so far of process `pid` and every process under it."""
+    total, tick = 0.0, os.sysconf("SC_CLK_TCK")
+    pending = [pid]
+    while pending:
+        current = pending.pop()
+        try:
+            fields = Path(f"/proc/{current}/stat").read_text().rsplit(")", 1)[1].split()
+            total += (int(fields[11]) + int(fields[12])) / tick
+            for task in Path(f"/proc/{current}/task").iterdir():
+                pending += [int(c) for c in (task / "children").read_text().split()]
+        except (FileNotFoundError, ProcessLookupError):  # it ended meanwhile
+            continue
+    return total
 
 
 def served(
