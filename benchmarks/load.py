@@ -22,14 +22,17 @@ same database with the same engine (pool) settings. `--workers 2` adds a cell of
 `shipdeck serve --workers 2` per client count, next to the bare app on as many worker processes:
 the machine's own ceiling for scaling across cores (the client needs a core too). The "of bare"
 column always compares with the one-process bare app's one-row SELECT, "of pages" the read mix
-with the same mix of one-statement pages on the one-process bare app.
+with the same mix of one-statement pages on the one-process bare app; both are measured again
+in each group of cells (client count, worker count), in the same rounds as the cells they
+divide.
 
 `--database sqlite` runs the same cells on a SQLite file (one writer at a time; `--workers` is
 PostgreSQL only, as `shipdeck serve` says). `--mixes write` runs only the write mix.
 
 Each cell prints throughput, p50 and p99, the longest single request (`max ms`), the server's
 CPU per request (`cpu ms`: user + system of its processes over the measured window, divided by
-the requests answered; what a request costs, where req/s also says how the machine felt), how
+the requests answered; PostgreSQL's own processes are not counted, SQLite's work is, as it runs
+in the server; what a request costs, where req/s also says how the machine felt), how
 many took over a second (`>1s`: the issue's "no request waits more than 1 s"), and status
 counts.
 On PostgreSQL, `lock>1s` is how many times a shipdeck request waited more than a second for a
@@ -53,8 +56,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, ExitStack
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -218,7 +220,7 @@ class Result(TypedDict):
     statuses: dict[str, int]
     errors: int
     elapsed: float
-    cpu: float  # seconds of CPU the server (all its processes) used in the measured window
+    cpu: float  # CPU seconds of the server's processes (not PostgreSQL's) in the measured window
 
 
 def merged(results: list[Result]) -> Result:
@@ -454,10 +456,10 @@ class Cell:
     name: str
     base: str
     mix: str
-    shipdeck: bool  # counts lock waits and turn queueing (the bare app has neither)
+    shipdeck: bool  # counts turn queueing and lock waits (the bare app has neither)
     rounds: list[Result] = field(default_factory=list)
-    lock_waits: int = 0
     queued: int = 0
+    lock_waits: int | None = None  # PostgreSQL's own count; SQLite keeps none
 
     @property
     def result(self) -> Result:
@@ -471,7 +473,7 @@ def interleaved(
     seconds: float,
     rounds: int,
     tokens: dict[str, str],
-    waited: Callable[[], int | None],
+    locks: LockWaits | None,
 ) -> None:
     """Run every cell for `seconds` in all, as `rounds` slices taken in turn, so a slow or
     fast spell of the machine (its speed moves by half from hour to hour) meets every cell
@@ -479,12 +481,14 @@ def interleaved(
     for _ in range(rounds):
         for one in cells:
             if one.shipdeck:
-                waited()
+                if locks is not None:
+                    locks.since_last()  # what the cells before it logged is not its own
                 queued = queued_over_a_second(one.base)
             one.rounds.append(cell(one.base, one.mix, clients, seconds / rounds, tokens))
             if one.shipdeck:
                 one.queued += queued_over_a_second(one.base) - queued
-                one.lock_waits += waited() or 0
+                if locks is not None:
+                    one.lock_waits = (one.lock_waits or 0) + locks.since_last()
 
 
 def main() -> None:
@@ -510,6 +514,8 @@ def main() -> None:
     if args.bare:
         bare_app_main(args.bare)
         return
+    if args.rounds < 1 or args.seconds <= 0 or min(args.clients) < 1:
+        parser.error("--rounds and --clients take 1 or more, --seconds more than 0")
     with database(args.database) as url:
         started = time.perf_counter()
         tokens = seed(url)
@@ -527,54 +533,35 @@ def main() -> None:
         )
         print(f"  {'cell':<24}{heads}")
         locks = LockWaits(url) if args.database == "postgresql" else None
-
-        def waited() -> int | None:
-            return locks.since_last() if locks is not None else None
-
         scraping = {"SHIPDECK_METRICS_TOKEN": SCRAPE_TOKEN}
         sizes = [1, *(w for w in args.workers if w > 1 and args.database == "postgresql")]
-        for clients in args.clients:
-            bare_rps: float | None = None
-            pages_rps: float | None = None
-            for workers in sizes:
-                suffix = f", {workers} wk" if workers > 1 else ""
-                with bare(url, workers) as theirs, served(url, workers, env=scraping) as ours:
-                    cells = [Cell(f"bare SELECT, {clients} cl{suffix}", theirs, "bare", False)]
-                    if "read" in args.mixes and workers == 1:  # the read mix's own ceiling
-                        cells.append(Cell(f"bare pages, {clients} cl", theirs, "pages", False))
-                    cells += [
-                        Cell(f"{mix} mix, {clients} cl{suffix}", ours, mix, True)
-                        for mix in args.mixes
-                    ]
-                    interleaved(cells, clients, args.seconds, args.rounds, tokens, waited)
-                row = rate(cells[0].result)
-                if workers == 1:
-                    bare_rps = row
-                    print(line(cells[0].name, cells[0].result, None))
-                else:  # the machine's own ceiling: how the bare app scales on the same cores
-                    print(line(cells[0].name, cells[0].result, bare_rps))
-                for one in cells[1:]:
-                    result = one.result
-                    if one.mix == "pages":
-                        pages_rps = rate(result)
-                        print(line(one.name, result, row))
-                        continue
-                    ceiling = pages_rps if one.mix == "read" else None
-                    print(
-                        line(
-                            one.name,
-                            result,
-                            bare_rps,
-                            ceiling,
-                            waited_or_none(one, locks),
-                            one.queued,
-                        )
-                    )
-
-
-def waited_or_none(one: Cell, locks: LockWaits | None) -> int | None:
-    """A shipdeck cell's lock waits over 1 s (PostgreSQL counts them; SQLite has none)."""
-    return one.lock_waits if locks is not None else None
+        for clients, workers in ((c, w) for c in args.clients for w in sizes):
+            # Each group carries its own references, measured in the same rounds: the
+            # one-process bare app's row and, for the read mix, its one-statement pages.
+            suffix = f", {workers} wk" if workers > 1 else ""
+            with ExitStack() as up:
+                theirs = up.enter_context(bare(url))
+                cells = [Cell(f"bare SELECT, {clients} cl", theirs, "bare", False)]
+                if "read" in args.mixes:  # the read mix's own ceiling
+                    cells.append(Cell(f"bare pages, {clients} cl", theirs, "pages", False))
+                if workers > 1:  # the machine's own ceiling: the bare app on as many cores
+                    scaled = up.enter_context(bare(url, workers))
+                    cells.append(Cell(f"bare SELECT, {clients} cl{suffix}", scaled, "bare", False))
+                ours = up.enter_context(served(url, workers, env=scraping))
+                cells += [
+                    Cell(f"{mix} mix, {clients} cl{suffix}", ours, mix, True) for mix in args.mixes
+                ]
+                interleaved(cells, clients, args.seconds, args.rounds, tokens, locks)
+            row = rate(cells[0].result)
+            pages = next((rate(c.result) for c in cells if c.mix == "pages"), None)
+            for one in cells:
+                reference = None if one is cells[0] else row
+                ceiling = pages if one.mix == "read" else None
+                print(
+                    line(one.name, one.result, reference, ceiling, one.lock_waits, one.queued)
+                    if one.shipdeck
+                    else line(one.name, one.result, reference)
+                )
 
 
 if __name__ == "__main__":
