@@ -80,6 +80,13 @@ class Actor:
         role = self.role_on(project_id)
         return role is not None and RANK[role] >= RANK[REQUIRED_ROLE[action]]
 
+    def visible_projects(self) -> list[int] | None:
+        """The ids of the projects it has a role on, ascending; None when a global grant shows
+        it every project."""
+        if self.grants.get(None) is not None:
+            return None
+        return sorted(p for p in self.grants if p is not None)
+
     @property
     def is_admin(self) -> bool:
         """Admin on every project."""

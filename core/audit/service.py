@@ -105,8 +105,7 @@ def list_events(
         query = query.where(AuditEvent.release_number == release_number)
     if before is not None:
         query = query.where(AuditEvent.seq < before)
-    if actor.role_on(None) is None:
-        ids = [p for p in actor.grants if p is not None]
+    if (ids := actor.visible_projects()) is not None:
         names = session.scalars(select(Project.name).where(Project.id.in_(ids))).all()
         query = query.where(AuditEvent.project.in_(names))
     rows = list(session.scalars(query.order_by(AuditEvent.seq.desc()).limit(limit + 1)))

@@ -284,8 +284,8 @@ def inbox(
         query = query.where(ApprovalTicket.state == state)
     if before is not None:
         query = query.where(ApprovalTicket.id < before)
-    if actor.role_on(None) is None:
-        query = query.where(ApprovalTicket.project_id.in_([p for p in actor.grants if p]))
+    if (visible := actor.visible_projects()) is not None:
+        query = query.where(ApprovalTicket.project_id.in_(visible))
     if mine and actor.user_id is not None:
         can_decide_now = (
             (ApprovalTicket.state == OPEN)

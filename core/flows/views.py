@@ -312,8 +312,7 @@ def list_releases(
             ) from None
     if before is not None:
         params["before"] = parse_release_id(before)
-    if not actor.is_admin and actor.role_on(None) is None:
-        params["visible"] = [p for p in actor.grants if p is not None]
+    params["visible"] = actor.visible_projects()
     params = {k: v for k, v in params.items() if v is not None}
     query = _viewed_page(tuple(sorted(params)), limit + 1)
     if searched:

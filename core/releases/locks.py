@@ -50,8 +50,8 @@ def lock_releases(
     one, values = among_values(wanted)
     params: dict[str, object] = {"numbers": values}
     scope = None
-    if seen_by is not None and seen_by.role_on(None) is None:
-        visible = sorted(p for p in seen_by.grants if p is not None)
+    visible = seen_by.visible_projects() if seen_by is not None else None
+    if visible is not None:
         if not visible:
             return []
         scope, params["projects"] = among_values(visible)
