@@ -11,6 +11,7 @@ import anyio.to_thread
 from fastapi import Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 from starlette.concurrency import run_in_threadpool
 
@@ -20,7 +21,7 @@ from api.wiring import Services
 from core import idempotency
 from core.audit.service import canonical_json
 from core.errors import NotAuthenticated, ShipdeckError
-from core.identity.tokens import authenticate_token
+from core.identity.tokens import authenticate_token, authenticate_with
 from core.permissions import Actor
 from tools.base import ToolContext
 from tools.registry import get_tool
@@ -159,17 +160,37 @@ def _read(
         # state on a connection of its own: no pooled connection is held across the call.
         actor = resolve_token(services, given.token).actor.via(given.channel, given.request_id)
         return _run(services, actor, name, args, 200)
+    first = _first_read(name, args)
     with services.read_connection() as connection:
 
         def reads() -> Session:
             return Session(bind=connection, expire_on_commit=False)
 
+        rows = None
         with reads() as session:
-            credential = authenticate_token(session, given.token)
+            if first is None:
+                credential = authenticate_token(session, given.token)
+            else:
+                credential, rows = authenticate_with(session, given.token, *first)
         if credential is None:
             raise NotAuthenticated("the token is unknown, expired or revoked")
         actor = credential.actor.via(given.channel, given.request_id)
-        return _run_in(replace(services.context(actor), reads=reads), name, args, 200)
+        ctx = replace(services.context(actor), reads=reads, first_rows=rows)
+        return _run_in(ctx, name, args, 200)
+
+
+def _first_read(
+    name: str, args: dict[str, Any] | BaseModel
+) -> tuple[Select[Any], dict[str, Any]] | None:
+    """The tool's first statement, to send with the token check, if it has one and its
+    arguments are valid (invalid ones are refused by the call itself, after the check)."""
+    tool = get_tool(name)
+    if tool.first_read is None:
+        return None
+    try:
+        return tool.first_read(tool.parse(args))
+    except ShipdeckError:
+        return None
 
 
 def _run(

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import inspect
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar, get_type_hints
 
 from pydantic import BaseModel, ValidationError
+from sqlalchemy import Select
 from sqlalchemy.orm import Session, sessionmaker
 
 from core.audit.access import AccessLog
@@ -40,6 +41,8 @@ class ToolContext:
     # Read tools run in these (on SQLite: no write lock) and note the read in the access log.
     reads: Callable[[], Session]
     access: AccessLog
+    # The rows of the tool's `first_read`, when the door ran it with the token check.
+    first_rows: Sequence[tuple[Any, ...]] | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +61,9 @@ class Tool(Generic[In, Out]):
     # Its core answers a release the caller cannot see exactly as a missing one, so no
     # visibility check reads the release before it (one statement less per call).
     conceals_itself: bool = False
+    # The statement (and parameters) its core reads first, if that read does not depend on
+    # who asks: a door may send it with the caller's token check, one round trip for both.
+    first_read: Callable[[In], tuple[Select[Any], dict[str, Any]]] | None = None
 
     def parse(self, args: dict[str, Any] | BaseModel) -> In:
         """Validate raw arguments into the input model, or raise InvalidInput."""
@@ -185,10 +191,15 @@ class Tool(Generic[In, Out]):
 
 
 def tool(
-    *, mutating: bool, permission: Action, live: bool = False, conceals_itself: bool = False
+    *,
+    mutating: bool,
+    permission: Action,
+    live: bool = False,
+    conceals_itself: bool = False,
+    first_read: Callable[[Any], tuple[Select[Any], dict[str, Any]]] | None = None,
 ) -> Callable[[Callable[[ToolContext, Session, In], Out]], Tool[In, Out]]:
     """Turn a typed function into a Tool; its docstring is the description (`live`: it reads
-    a runtime's live state; `conceals_itself`: see `Tool`)."""
+    a runtime's live state; `conceals_itself`, `first_read`: see `Tool`)."""
 
     def wrap(func: Callable[[ToolContext, Session, In], Out]) -> Tool[In, Out]:
         hints = get_type_hints(func)
@@ -203,6 +214,7 @@ def tool(
             func=func,
             live=live,
             conceals_itself=conceals_itself,
+            first_read=first_read,
         )
 
     return wrap

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
+from sqlalchemy import Select
 from sqlalchemy.orm import Session
 
 from core.flows import apply, preview, rollback, submit, views
@@ -197,10 +198,14 @@ def list_releases(ctx: ToolContext, session: Session, args: ListReleasesInput) -
     )
 
 
-@tool(mutating=False, permission=Action.view, conceals_itself=True)
+def _release_read(args: ReleaseInput) -> tuple[Select[Any], dict[str, Any]]:
+    return views.release_read(args.release_id)
+
+
+@tool(mutating=False, permission=Action.view, conceals_itself=True, first_read=_release_read)
 def get_release(ctx: ToolContext, session: Session, args: ReleaseInput) -> ReleaseRead:
     """Get one release with its lifecycle_state, preview diff and approval."""
-    return views.get_release(session, actor=ctx.actor, release=args.release_id)
+    return views.get_release(session, actor=ctx.actor, release=args.release_id, read=ctx.first_rows)
 
 
 @tool(mutating=False, permission=Action.view, conceals_itself=True)

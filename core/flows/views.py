@@ -26,7 +26,7 @@ from core.approvals.tickets import (
     ticket_fields,
 )
 from core.audit.models import AuditEvent
-from core.db import plain_rows, utcnow
+from core.db import AnyRow, plain_rows, utcnow
 from core.errors import InvalidInput
 from core.flows.actions import allowed_actions
 from core.ids import parse_release_id, release_id
@@ -102,8 +102,13 @@ def viewed_rows(
     """The releases of a `_viewed_*` query: each with its project, target, freeze, requester,
     newest preview and newest ticket in one row (the ticket and the freezes were a statement
     each, about a third of reading one release)."""
+    return viewed_from(plain_rows(session, query, {**(params or {}), **as_of_now()}))
+
+
+def viewed_from(rows: Sequence[AnyRow | tuple[Any, ...]]) -> list[Viewed]:
+    """The releases in the rows of a `_viewed_*` query."""
     found = []
-    for row in plain_rows(session, query, {**(params or {}), **as_of_now()}):
+    for row in rows:
         ticket = ticket_from(row, RELEASE_WIDTH) if row[RELEASE_WIDTH] is not None else None
         found.append((release_from(row), ticket))
     return found
@@ -261,11 +266,27 @@ def _preview_fields(preview: PreviewRow | Preview, release: AnyRelease) -> dict[
     }
 
 
-def get_release(session: Session, *, actor: Actor, release: str) -> ReleaseRead:
+def release_read(release: str) -> tuple[Select[Any], dict[str, Any]]:
+    """The statement `get_release` reads first, and its parameters: it does not depend on
+    who asks, so a door may run it with the caller's token check (`authenticate_with`)."""
+    return _viewed_by_number(), {"number": parse_release_id(release), **as_of_now()}
+
+
+def get_release(
+    session: Session,
+    *,
+    actor: Actor,
+    release: str,
+    read: Sequence[tuple[Any, ...]] | None = None,
+) -> ReleaseRead:
     """One release the actor can view; one they cannot is answered as a missing one (no
-    door may tell a hidden release from a nonexistent one)."""
+    door may tell a hidden release from a nonexistent one). `read`: the rows of
+    `release_read(release)`, when the caller ran it already."""
     number = parse_release_id(release)
-    viewed = viewed_rows(session, _viewed_by_number(), {"number": number})
+    if read is None:
+        viewed = viewed_rows(session, _viewed_by_number(), {"number": number})
+    else:
+        viewed = viewed_from(read)
     if not viewed or not actor.can(Action.view, viewed[0][0].project_id):
         raise missing_release(number)
     return view(session, viewed[0][0], actor, loaded_as_viewed(session, viewed, actor))

@@ -235,7 +235,7 @@ assert [c.key for c in RELEASE_COLUMNS[_PREVIEW:_FREEZE]] == ["preview_id"] + [
 assert [c.key for c in RELEASE_COLUMNS[_FREEZE:]] == ["freeze_" + f for f in FreezeRow._fields]
 
 
-def release_from(row: AnyRow) -> ReleaseRow:
+def release_from(row: AnyRow | tuple[Any, ...]) -> ReleaseRow:
     """The release in a `release_select` row (more columns may follow its own)."""
     fields = tuple(row)
     freeze = FreezeRow._make(fields[_FREEZE:RELEASE_WIDTH]) if fields[_FREEZE] is not None else None
