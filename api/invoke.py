@@ -23,7 +23,7 @@ from core.audit.service import canonical_json
 from core.errors import NotAuthenticated, ShipdeckError
 from core.identity.tokens import authenticate_token, authenticate_with
 from core.permissions import Actor
-from tools.base import ToolContext
+from tools.base import Tool, ToolContext
 from tools.registry import get_tool
 
 
@@ -160,7 +160,7 @@ def _read(
         # state on a connection of its own: no pooled connection is held across the call.
         actor = resolve_token(services, given.token).actor.via(given.channel, given.request_id)
         return _run(services, actor, name, args, 200)
-    first = _first_read(name, args)
+    args, first = _first_read(tool, args)
     with services.read_connection() as connection:
 
         def reads() -> Session:
@@ -180,17 +180,18 @@ def _read(
 
 
 def _first_read(
-    name: str, args: dict[str, Any] | BaseModel
-) -> tuple[Select[Any], dict[str, Any]] | None:
-    """The tool's first statement, to send with the token check, if it has one and its
-    arguments are valid (invalid ones are refused by the call itself, after the check)."""
-    tool = get_tool(name)
+    tool: Tool[Any, Any], args: dict[str, Any] | BaseModel
+) -> tuple[dict[str, Any] | BaseModel, tuple[Select[Any], dict[str, Any]] | None]:
+    """The arguments (parsed, if the tool has a first statement) and that statement, to send
+    with the token check. Arguments it cannot judge go to the call as they came: the call
+    refuses them itself, after the check, as it did before."""
     if tool.first_read is None:
-        return None
+        return args, None
     try:
-        return tool.first_read(tool.parse(args))
-    except ShipdeckError:
-        return None
+        parsed = tool.parse(args)
+        return parsed, tool.first_read(parsed)
+    except Exception:  # raised again by the call, once the caller is known
+        return args, None
 
 
 def _run(

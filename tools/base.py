@@ -62,7 +62,8 @@ class Tool(Generic[In, Out]):
     # visibility check reads the release before it (one statement less per call).
     conceals_itself: bool = False
     # The statement (and parameters) its core reads first, if that read does not depend on
-    # who asks: a door may send it with the caller's token check, one round trip for both.
+    # who asks: a door may send it with the caller's token check, one round trip for both
+    # (`authenticate_with`: the statement built once, a SELECT of joins and a WHERE).
     first_read: Callable[[In], tuple[Select[Any], dict[str, Any]]] | None = None
 
     def parse(self, args: dict[str, Any] | BaseModel) -> In:

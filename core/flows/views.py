@@ -287,6 +287,8 @@ def get_release(
         viewed = viewed_rows(session, _viewed_by_number(), {"number": number})
     else:
         viewed = viewed_from(read)
+        if any(row.number != number for row, _ in viewed):
+            raise ValueError(f"rows of another release than {release_id(number)}")
     if not viewed or not actor.can(Action.view, viewed[0][0].project_id):
         raise missing_release(number)
     return view(session, viewed[0][0], actor, loaded_as_viewed(session, viewed, actor))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import threading
 import time
 from contextlib import AbstractContextManager
@@ -12,8 +13,12 @@ import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.deps import Bearer
+from api.invoke import _read
 from api.wiring import Services
 from core.config import Settings
+from core.errors import InvalidInput, NotAuthenticated
+from core.permissions import Channel
 from tests.api.conftest import Api
 from tests.conftest import World
 from tests.support import engine_events
@@ -107,13 +112,33 @@ def test_a_read_checks_its_token_and_runs_its_tool_on_one_connection(api: Api) -
 
 
 def test_an_unknown_token_is_refused_before_the_input_is_judged(api: Api) -> None:
-    for path in ("/api/v1/releases?limit=abc", "/api/v1/approvals?risk=🚀" + "x" * 10_000):
+    hostile = (
+        "/api/v1/releases?limit=abc",
+        "/api/v1/approvals?risk=🚀" + "x" * 10_000,
+        "/api/v1/releases/R-🚀" + "9" * 10_000,
+        "/api/v1/releases/R-1",
+    )
+    for path in hostile:
         for token in (b"sd_" + b"0" * 43, "sd_🚀".encode(), b"x" * 10_000):
             answer = api.client.get(path, headers={b"Authorization": b"Bearer " + token})
             assert answer.status_code == 401, (path, answer.text)
             assert answer.json()["error"]["code"] == "not_authenticated"
             assert "limit" not in answer.text and "risk" not in answer.text
+            assert "R-" not in answer.text
     assert api.get("/api/v1/releases?limit=abc", user="admin").status_code == 422
+    assert api.get(hostile[2], user="admin").status_code == 422
+
+
+def test_arguments_a_first_read_cannot_judge_are_refused_after_the_token_check(api: Api) -> None:
+    # the path's pattern refuses a malformed id before the door; other doors may pass anything
+    services = api.world.services
+    for args in ({"release_id": "🚀" * 2_500}, {"release_id": 12.5}, {"release_id": None}, {}):
+        with pytest.raises(NotAuthenticated):
+            _read(services, Bearer("sd_" + "0" * 43, Channel.rest, None), "get_release", args)
+        given = Bearer(api.world.tokens["admin"], Channel.rest, None)
+        refused = _read(services, given, "get_release", args)
+        assert refused.status_code == 422, refused.body
+        assert json.loads(refused.body)["error"]["code"] == InvalidInput.code
 
 
 def test_a_write_checks_its_token_and_runs_its_tool_in_one_thread_hop(api: Api) -> None:

@@ -6,7 +6,7 @@ from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import Select, bindparam, select
 
 from core.db import plain_rows, utcnow
 from core.flows.views import release_read, viewed_from
@@ -14,6 +14,7 @@ from core.identity.models import ApiToken
 from core.identity.tokens import Credential, authenticate_token, authenticate_with, hash_token
 from core.releases.models import Release
 from tests.conftest import World
+from tests.support import engine_events
 from tests.support.calls import call, deploy, sql
 
 
@@ -82,6 +83,48 @@ def test_a_missing_release_leaves_the_credential(world: World) -> None:
     assert credential is not None and credential.actor.name == "victor" and rows == []
 
 
-def test_a_read_with_its_own_order_or_limit_is_refused(world: World) -> None:
+def test_the_database_sends_no_release_for_an_unknown_or_revoked_token(world: World) -> None:
+    # not only dropped in Python: a refusal costs one index lookup, whatever the release
+    release = deploy(world, "alice", "shop", "dev", web={"image_tag": "9.3"}).id
+    sent: list[tuple[str, Any]] = []
+
+    def keep(conn: Any, cursor: Any, statement: str, params: Any, *args: Any) -> None:
+        if "UNION ALL" in statement:
+            sent.append((statement, params))
+
+    engine = world.services.engine
+    engine_events.listen(engine, "before_cursor_execute", keep)
+    try:
+        revoked = world.tokens["carol"]
+        sql(
+            world,
+            "UPDATE api_tokens SET revoked_at = :t WHERE token_hash = :h",
+            t=utcnow(),
+            h=hash_token(revoked),
+        )
+        for token in ("sd_" + "0" * 43, revoked, world.tokens["admin"]):
+            _both(world, token, release)
+    finally:
+        engine_events.remove(engine, "before_cursor_execute", keep)
+    counts = []
+    for statement, params in sent:
+        with engine.connect() as connection:
+            counts.append(len(connection.exec_driver_sql(statement, params).all()))
+    assert counts == [0, 1, 2], counts  # carol's token row alone; admin's grant and the release
+
+
+@pytest.mark.parametrize(
+    "also",
+    [
+        select(ApiToken.id).limit(1),
+        select(ApiToken.id).order_by(ApiToken.id),
+        select(ApiToken.id).distinct(),
+        select(ApiToken.id).offset(1),
+        select(ApiToken.id).group_by(ApiToken.id),
+        select(ApiToken.id).where(ApiToken.token_hash == bindparam("hash")),
+    ],
+    ids=["limit", "order", "distinct", "offset", "group", "its-own-hash"],
+)
+def test_a_read_the_union_would_change_is_refused(world: World, also: Select[Any]) -> None:
     with world.services.reads() as session, pytest.raises(ValueError):
-        authenticate_with(session, world.tokens["admin"], select(ApiToken.id).limit(1), {})
+        authenticate_with(session, world.tokens["admin"], also, {})
