@@ -138,7 +138,7 @@ def test_arguments_a_first_read_cannot_judge_are_refused_after_the_token_check(a
         given = Bearer(api.world.tokens["admin"], Channel.rest, None)
         refused = _read(services, given, "get_release", args)
         assert refused.status_code == 422, refused.body
-        assert json.loads(refused.body)["error"]["code"] == InvalidInput.code
+        assert json.loads(bytes(refused.body))["error"]["code"] == InvalidInput.code
 
 
 def test_a_write_checks_its_token_and_runs_its_tool_in_one_thread_hop(api: Api) -> None:
