@@ -282,13 +282,11 @@ def get_release(
     """One release the actor can view; one they cannot is answered as a missing one (no
     door may tell a hidden release from a nonexistent one). `read`: the rows of
     `release_read(release)`, when the caller ran it already."""
-    number = parse_release_id(release)
-    if read is None:
-        viewed = viewed_rows(session, _viewed_by_number(), {"number": number})
-    else:
-        viewed = viewed_from(read)
-        if any(row.number != number for row, _ in viewed):
-            raise ValueError(f"rows of another release than {release_id(number)}")
+    statement, params = release_read(release)  # the same read, whoever ran it
+    number = params["number"]
+    viewed = viewed_from(plain_rows(session, statement, params) if read is None else read)
+    if any(row.number != number for row, _ in viewed):
+        raise ValueError(f"rows of another release than {release_id(number)}")
     if not viewed or not actor.can(Action.view, viewed[0][0].project_id):
         raise missing_release(number)
     return view(session, viewed[0][0], actor, loaded_as_viewed(session, viewed, actor))
